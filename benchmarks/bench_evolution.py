@@ -1,0 +1,91 @@
+"""Benchmark: image-encoder time, ms per evolution step, and their ratio, for SAM backends on this machine.
+
+An evolution step is one Adam update of the click: prompt encoder + mask decoder forward, steep sigmoid, regressor
+forward, backward to the click, Adam. The target (issue 2) is 50 steps <= 0.5 x one encoder pass for vit_b.
+
+    python benchmarks/bench_evolution.py --models vit_b sam_nano --threads 2 --repeats 5
+
+Weights are random for vit_b/l/h (timing does not depend on them); sam_nano uses its shipped weights if present.
+Run it on a quiet machine: a second busy process makes multi-threaded torch stall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from sampot_lib.data.phantom import make_phantom
+from sampot_lib.evolve import Safeguards, evolve_prompt
+from sampot_lib.models import SamModel, build_sam, load_model
+from sampot_lib.models.registry import CHECKPOINTS
+from sampot_lib.regressor import SegmentationRegressor
+from sampot_lib.synth import centroid_prompt
+
+
+def _model(name: str) -> SamModel:
+    if name in CHECKPOINTS and CHECKPOINTS[name].url is None:  # shipped weights: use them
+        return load_model(name)
+    return SamModel(build_sam(name), name=name)
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def bench(name: str, image: np.ndarray, mask: np.ndarray, repeats: int, steps: int, size: int) -> dict[str, float]:
+    model = _model(name)
+    regressor = SegmentationRegressor(size).eval()
+    enc = []
+    for _ in range(repeats):
+        model._cache.clear()  # time a real encoder pass, not the cache
+        t = time.perf_counter()
+        model.embed(image)
+        enc.append(time.perf_counter() - t)
+    point = centroid_prompt(mask)
+    evolve_prompt(model, regressor, image, point, steps=3, safeguards=Safeguards.off())  # warm-up
+    per_step = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        evolve_prompt(model, regressor, image, point, steps=steps, safeguards=Safeguards.off())
+        # steps + 1 forward passes and steps backward passes, plus two full-size masks at the end
+        per_step.append((time.perf_counter() - t) / steps)
+    enc_s, step_ms = statistics.median(enc), 1000 * statistics.median(per_step)
+    return {
+        "encoder_s": enc_s,
+        "encoder_spread_s": max(enc) - min(enc),
+        "step_ms": step_ms,
+        "step_spread_ms": 1000 * (max(per_step) - min(per_step)),
+        "ratio_50": 50 * step_ms / 1000 / enc_s,
+        "peak_rss_gb": _peak_rss_gb(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["vit_b"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--regressor-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=1024)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    image, masks = make_phantom(np.random.default_rng(0), args.image_size)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.image_size} px phantom, regressor "
+          f"{args.regressor_size} px, median of {args.repeats} (spread = max - min)")  # fmt: skip
+    header = f"| {'model':<9} | encoder s (spread) | step ms (spread) | 50 steps / encoder | peak RSS GB |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for name in args.models:
+        r = bench(name, image, masks["left_lung"], args.repeats, args.steps, args.regressor_size)
+        print(f"| {name:<9} | {r['encoder_s']:7.2f} ({r['encoder_spread_s']:5.2f})    | {r['step_ms']:6.1f} "
+              f"({r['step_spread_ms']:5.1f})    | {r['ratio_50']:18.2f} | {r['peak_rss_gb']:11.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""``sampot data ...``: check, split, prepare and phantom. The lead's cli.py calls :func:`add_data_commands`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from sampot_lib.errors import SampotError
+
+
+def _check(args: argparse.Namespace) -> int:
+    from sampot_lib.data.folder import validate_folder
+
+    report = validate_folder(args.dir, structures=args.structures, progress=not args.quiet)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _split(args: argparse.Namespace) -> int:
+    from sampot_lib.data.folder import FolderDataset
+    from sampot_lib.data.splits import make_splits, save_splits
+
+    ds = FolderDataset(args.dir, validate=not args.no_validate)
+    splits = make_splits(ds, fractions=args.fractions, seed=args.seed)
+    out = Path(args.out) if args.out else Path(args.dir) / "splits.json"
+    subjects = {i: ds.subject_of(i) for i in ds.ids}
+    save_splits(out, splits, seed=args.seed, fractions=args.fractions, subjects=subjects, source=str(args.dir))
+    counts = ", ".join(f"{k} {len({subjects[i] for i in v})} subjects / {len(v)} images" for k, v in splits.items())
+    print(f"wrote {out}: {counts}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from sampot_lib.data import public
+
+    src = args.src
+    if args.download:
+        into = Path(args.src) if args.src else Path(args.out).parent / f"{args.name}_download"
+        src, digest = public.fetch_and_extract(args.name, into)
+        known = public.DOWNLOADS[args.name].sha256
+        print(f"downloaded {args.name}: sha256 {digest}" + (" (matches)" if known else " (no published checksum)"))
+    if src is None:
+        raise SampotError("give --src DIR (the unpacked set) or --download.")
+    extra = {"masks": args.masks} if args.name == "covid" else {}
+    res = public.prepare(args.name, src, args.out, max_size=args.max_size or None, progress=True, **extra)
+    print(f"wrote {res.written} images to {res.out}; skipped {len(res.skipped)}")
+    for line in res.skipped[:20]:
+        print(f"  skipped: {line}")
+    if len(res.skipped) > 20:
+        print(f"  ... {len(res.skipped) - 20} more")
+    return 0
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from sampot_lib.data.phantom import write_phantom_set
+
+    t0 = time.perf_counter()
+    write_phantom_set(args.out, args.n, args.seed, size=args.size, confounders=args.confounders, progress=True)
+    print(f"wrote {args.n} phantoms ({args.size} px) to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``data`` with ``check``, ``split``, ``prepare`` and ``phantom`` (each sets ``func(args) -> int``)."""
+    data = subparsers.add_parser("data", help="check, split, convert or generate data sets (folder format)")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="{check,split,prepare,phantom}")
+
+    p = sub.add_parser("check", help="validate a folder-format data set and print every problem")
+    p.add_argument("dir", help="folder with images/ and masks/<structure>/")
+    p.add_argument("--structures", nargs="+", default=None, help="mask folders required (default: all found)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("split", help="subject-level train/val/test split, saved as JSON")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--fractions", type=float, nargs=3, default=[41, 28, 53], metavar=("TRAIN", "VAL", "TEST"),
+        help="relative sizes in subjects (default: the paper's 41 28 53)",
+    )  # fmt: skip
+    p.add_argument("--out", default=None, help="split file (default: DIR/splits.json)")
+    p.add_argument("--no-validate", action="store_true", help="skip reading every file first")
+    p.set_defaults(func=_split)
+
+    from sampot_lib.data.public import CONVERTERS
+
+    p = sub.add_parser("prepare", help="convert a public set into the folder format")
+    p.add_argument("name", choices=sorted(CONVERTERS))
+    p.add_argument("--src", default=None, help="the unpacked set (or, with --download, where to put it)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--download", action="store_true", help="fetch the set first (montgomery, shenzhen, covid)")
+    p.add_argument("--max-size", type=int, default=1024, help="shrink the longer side to this (0: keep)")
+    p.add_argument("--masks", default=None, help="covid: the V7 masks zip (default: from torchxrayvision)")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("phantom", help="write procedural chest X-ray phantoms with exact lung masks")
+    p.add_argument("--n", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--confounders", choices=["none", "default", "all"], default="default")
+    p.set_defaults(func=_phantom)

@@ -1,0 +1,296 @@
+"""The folder format for data sets, and a validator that reports every problem at once.
+
+Layout::
+
+    DIR/images/<id>.<png|jpg|jpeg|dcm>
+    DIR/masks/<structure>/<id>.png        binary (0 and one other value), same size as the image
+    DIR/manifest.csv                      optional; columns ``id`` and, optionally, ``subject`` (or ``subject_id``)
+
+Every image needs a mask for every structure (a structure is a sub-folder of ``masks/``). Images of one subject
+share a subject id in the manifest; without one, each image is its own subject.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sampot_lib.data.io import IMAGE_SUFFIXES, _open, is_dicom, read_image, read_mask
+from sampot_lib.errors import SampotError
+
+MANIFEST = "manifest.csv"
+_SUBJECT_COLUMNS = ("subject", "subject_id", "patient", "patient_id", "patientid")
+
+
+@dataclass
+class Report:
+    """What :func:`validate_folder` found. ``problems`` is empty when the folder is usable."""
+
+    root: Path
+    ids: list[str] = field(default_factory=list)
+    structures: list[str] = field(default_factory=list)
+    subjects: dict[str, str] = field(default_factory=dict)
+    sizes: Counter = field(default_factory=Counter)
+    masks_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def n_subjects(self) -> int:
+        return len(set(self.subjects.values()))
+
+    def format(self) -> str:
+        """A human-readable report: counts, then every problem (one per line)."""
+        sizes = ", ".join(f"{w}x{h}: {n}" for (w, h), n in self.sizes.most_common(5))
+        if len(self.sizes) > 5:
+            sizes += f", ... ({len(self.sizes)} sizes)"
+        lines = [
+            f"{self.root}",
+            f"  images:     {len(self.ids)}",
+            f"  subjects:   {self.n_subjects}",
+            f"  structures: {', '.join(self.structures) or '(none)'}",
+            f"  masks:      {self.masks_checked} checked",
+            f"  sizes (W x H): {sizes or '(none)'}",
+        ]
+        if self.ok:
+            lines.append("OK: no problems found.")
+        else:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines.extend(f"  - {p}" for p in self.problems)
+        return "\n".join(lines)
+
+
+def _image_files(images_dir: Path, problems: list[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(images_dir.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            problems.append(
+                f"images/{path.name}: unsupported file type; use one of {', '.join(IMAGE_SUFFIXES)} (or remove it)."
+            )
+            continue
+        if path.stem in found:
+            problems.append(f"images/{path.name}: id '{path.stem}' also used by images/{found[path.stem].name}.")
+            continue
+        found[path.stem] = path
+    return found
+
+
+def _read_manifest(path: Path, problems: list[str]) -> dict[str, str] | None:
+    """manifest.csv -> {id: subject}; None when absent or unusable (problems are recorded)."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+            columns = [c.strip() for c in (rows[0].keys() if rows else [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        problems.append(f"{MANIFEST}: unreadable ({exc}).")
+        return None
+    if not rows:
+        problems.append(f"{MANIFEST}: has no rows; remove it or list one row per image.")
+        return None
+    if "id" not in columns:
+        problems.append(f"{MANIFEST}: no 'id' column (columns: {', '.join(columns)}).")
+        return None
+    subject_col = next((c for c in _SUBJECT_COLUMNS if c in columns), None)
+    out: dict[str, str] = {}
+    for i, row in enumerate(rows, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        image_id = row["id"]
+        if not image_id:
+            problems.append(f"{MANIFEST} line {i}: empty id.")
+            continue
+        if image_id in out:
+            problems.append(f"{MANIFEST} line {i}: id '{image_id}' listed twice.")
+            continue
+        subject = row.get(subject_col, "") if subject_col else ""
+        out[image_id] = subject or image_id
+    return out
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image; fully decodes it so that truncated files count as unreadable."""
+    if is_dicom(path):
+        return read_image(path).shape  # type: ignore[return-value]
+    img = _open(path)
+    return img.size[1], img.size[0]
+
+
+def validate_folder(
+    root: str | Path,
+    *,
+    structures: Iterable[str] | None = None,
+    check_contents: bool = True,
+    progress: bool = False,
+) -> Report:
+    """Check a folder-format data set and collect every problem (missing masks, size mismatches, non-binary or empty
+    masks, unreadable files, manifest errors) instead of stopping at the first.
+
+    ``structures``: the mask sub-folders required (default: all found). ``check_contents=False`` checks only names.
+    """
+    root = Path(root)
+    report = Report(root=root)
+    problems = report.problems
+    if not root.is_dir():
+        problems.append(f"{root}: no such folder.")
+        return report
+    images_dir, masks_dir = root / "images", root / "masks"
+    if not images_dir.is_dir():
+        problems.append(f"{root}: no images/ folder; expected images/<id>.png and masks/<structure>/<id>.png.")
+        return report
+    files = _image_files(images_dir, problems)
+    if not files:
+        problems.append("images/: no images found.")
+    found_structures = (
+        sorted(p.name for p in masks_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if masks_dir.is_dir()
+        else []
+    )
+    wanted = sorted(structures) if structures is not None else found_structures
+    if not masks_dir.is_dir():
+        problems.append(f"{root}: no masks/ folder; expected masks/<structure>/<id>.png.")
+    elif not wanted:
+        problems.append("masks/: no structure sub-folders (e.g. masks/left_lung/).")
+    for s in wanted:
+        if s not in found_structures and masks_dir.is_dir():
+            problems.append(f"masks/{s}/: missing; every image needs a mask for structure '{s}'.")
+    report.structures = [s for s in wanted if s in found_structures]
+
+    manifest = _read_manifest(root / MANIFEST, problems)
+    ids = sorted(files)
+    if manifest is not None:
+        for image_id in sorted(set(manifest) - set(files)):
+            problems.append(f"{MANIFEST}: id '{image_id}' has no image in images/.")
+        for image_id in sorted(set(files) - set(manifest)):
+            problems.append(f"images/{files[image_id].name}: not listed in {MANIFEST}.")
+    report.ids = ids
+    report.subjects = {i: (manifest or {}).get(i, i) for i in ids}
+
+    # Masks without an image usually mean a renamed or deleted image.
+    for s in report.structures:
+        for mpath in sorted((masks_dir / s).iterdir()):
+            if mpath.name.startswith(".") or mpath.is_dir():
+                continue
+            if mpath.suffix.lower() != ".png":
+                problems.append(f"masks/{s}/{mpath.name}: masks must be PNG files.")
+            elif mpath.stem not in files:
+                problems.append(f"masks/{s}/{mpath.name}: no image with id '{mpath.stem}'.")
+
+    iterator: Iterable[str] = ids
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(ids, desc=f"checking {root.name}", unit="image")
+    for image_id in iterator:
+        shape: tuple[int, int] | None = None
+        if check_contents:
+            try:
+                shape = _image_size(files[image_id])
+                report.sizes[(shape[1], shape[0])] += 1
+            except SampotError as exc:
+                problems.append(f"images/{files[image_id].name}: unreadable ({_short(exc, files[image_id])}).")
+        for s in report.structures:
+            mpath = masks_dir / s / f"{image_id}.png"
+            if not mpath.is_file():
+                problems.append(f"masks/{s}/{image_id}.png: missing (image images/{files[image_id].name}).")
+                continue
+            if check_contents:
+                report.masks_checked += 1
+                try:
+                    read_mask(mpath, expected_shape=shape)
+                except SampotError as exc:
+                    problems.append(f"masks/{s}/{image_id}.png: {_short(exc, mpath)}")
+    return report
+
+
+def _short(exc: Exception, path: Path) -> str:
+    """Drop the leading path from an io error message (the report already names the file)."""
+    msg = str(exc)
+    prefix = f"{path}: "
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
+
+
+class FolderDataset:
+    """A folder-format data set: ``ids``, ``structures``, ``subject_of(id)``, ``image(id)``, ``mask(id, s)``.
+
+    Construction validates the folder (all problems in one SampotError) unless ``validate=False``, in which case
+    only names are checked and errors surface when a file is read.
+    """
+
+    def __init__(self, root: str | Path, *, validate: bool = True, structures: Iterable[str] | None = None):
+        self.root = Path(root)
+        report = validate_folder(self.root, structures=structures, check_contents=validate)
+        if not report.ok:
+            raise SampotError(
+                f"{self.root} is not a usable data set:\n"
+                + "\n".join(f"  - {p}" for p in report.problems)
+                + "\nFix these (see `sampot data check DIR`) and try again."
+            )
+        self.report = report
+        self.ids: list[str] = report.ids
+        self.structures: list[str] = report.structures
+        self._subjects = report.subjects
+        self._files = {p.stem: p for p in (self.root / "images").iterdir() if p.stem in set(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"FolderDataset({str(self.root)!r}: {len(self)} images, structures {self.structures})"
+
+    @property
+    def subjects(self) -> list[str]:
+        """Distinct subject ids, sorted."""
+        return sorted(set(self._subjects.values()))
+
+    def subject_of(self, image_id: str) -> str:
+        """The subject an image belongs to (its own id when the manifest names none)."""
+        self._check_id(image_id)
+        return self._subjects[image_id]
+
+    def image_path(self, image_id: str) -> Path:
+        self._check_id(image_id)
+        return self._files[image_id]
+
+    def mask_path(self, image_id: str, structure: str) -> Path:
+        self._check_id(image_id)
+        if structure not in self.structures:
+            raise SampotError(
+                f"structure '{structure}' is not in {self.root} (structures: {', '.join(self.structures)})."
+            )
+        return self.root / "masks" / structure / f"{image_id}.png"
+
+    def image(self, image_id: str, *, low_pct: float | None = None, high_pct: float | None = None) -> np.ndarray:
+        """``H x W`` uint8 image."""
+        return read_image(self.image_path(image_id), low_pct=low_pct, high_pct=high_pct)
+
+    def mask(self, image_id: str, structure: str) -> np.ndarray:
+        """``H x W`` bool mask of one structure."""
+        path = self.mask_path(image_id, structure)
+        return read_mask(path)
+
+    def image_size(self, image_id: str) -> tuple[int, int]:
+        """(H, W) without decoding the pixels (PNG/JPEG) ."""
+        path = self.image_path(image_id)
+        if is_dicom(path):
+            return read_image(path).shape  # type: ignore[return-value]
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+
+    def _check_id(self, image_id: str) -> None:
+        if image_id not in self._subjects:
+            raise SampotError(f"image id '{image_id}' is not in {self.root} ({len(self.ids)} images).")
+
+
+Dataset = FolderDataset

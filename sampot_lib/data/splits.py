@@ -1,0 +1,163 @@
+"""Subject-level train / validation / test splits, seeded and saved to JSON so every notebook uses the same one.
+
+The paper split 122 subjects into 41 training, 28 validation and 53 test subjects; the default fractions are those
+proportions. A subject's images always land in one split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampot_lib.data.io import write_text
+from sampot_lib.errors import SampotError
+
+SPLIT_NAMES = ("train", "val", "test")
+PAPER_FRACTIONS = (41, 28, 53)
+FORMAT_VERSION = 1
+
+
+def _subject_map(dataset: Any) -> dict[str, str]:
+    """{image id: subject} from a FolderDataset-like object, a mapping, or a plain list of ids."""
+    if isinstance(dataset, Mapping):
+        return {str(k): str(v) for k, v in dataset.items()}
+    if hasattr(dataset, "ids") and hasattr(dataset, "subject_of"):
+        return {i: dataset.subject_of(i) for i in dataset.ids}
+    if isinstance(dataset, Sequence) and not isinstance(dataset, str):
+        return {str(i): str(i) for i in dataset}
+    raise SampotError(f"cannot split {type(dataset).__name__}: give a FolderDataset, a list of ids or a dict.")
+
+
+def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """Share ``n`` subjects among the splits in proportion to ``fractions`` (largest remainder; every split with
+    a positive fraction gets at least one subject when ``n`` allows)."""
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.ndim != 1 or len(f) != len(SPLIT_NAMES) or (f < 0).any() or f.sum() <= 0:
+        raise SampotError(
+            f"split fractions {list(fractions)} are invalid: give three non-negative numbers (train, val, test) "
+            "with a positive sum, e.g. 41 28 53."
+        )
+    want = f / f.sum() * n
+    counts = np.floor(want).astype(int)
+    for i in np.argsort(-(want - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    # Never leave a requested split empty while another can spare a subject.
+    for i in np.flatnonzero((counts == 0) & (f > 0)):
+        donor = int(np.argmax(counts))
+        if counts[donor] > 1:
+            counts[donor] -= 1
+            counts[i] += 1
+    return counts.tolist()
+
+
+def make_splits(dataset: Any, fractions: Sequence[float] = PAPER_FRACTIONS, seed: int = 0) -> dict[str, list[str]]:
+    """Assign whole subjects at random (seeded) to ``train``/``val``/``test`` -> {split: sorted image ids}.
+
+    ``dataset``: a FolderDataset, a list of image ids (one subject each) or a dict {image id: subject}.
+    ``fractions`` are normalised; they count subjects, not images.
+    """
+    subject_of = _subject_map(dataset)
+    if not subject_of:
+        raise SampotError("cannot split an empty data set.")
+    subjects = sorted(set(subject_of.values()))
+    counts = split_counts(len(subjects), fractions)
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    bounds = np.cumsum([0, *counts])
+    split_of_subject = {}
+    for name, lo, hi in zip(SPLIT_NAMES, bounds[:-1], bounds[1:], strict=True):
+        for k in order[lo:hi]:
+            split_of_subject[subjects[k]] = name
+    out: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
+    for image_id in sorted(subject_of):
+        out[split_of_subject[subject_of[image_id]]].append(image_id)
+    return out
+
+
+def save_splits(
+    path: str | Path,
+    splits: Mapping[str, Sequence[str]],
+    *,
+    seed: int,
+    fractions: Sequence[float],
+    subjects: Mapping[str, str] | None = None,
+    source: str | None = None,
+) -> Path:
+    """Write the split file (JSON, atomically) recording seed, fractions, counts and, if given, the subjects."""
+    path = Path(path)
+    _check_disjoint(splits, path)
+    if subjects is not None:
+        _check_subjects(splits, subjects, path)
+    doc: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "seed": int(seed),
+        "fractions": [float(x) for x in fractions],
+        "source": source,
+        "counts": {k: len(v) for k, v in splits.items()},
+        "splits": {k: list(v) for k, v in splits.items()},
+    }
+    if subjects is not None:
+        doc["subjects"] = {k: subjects[k] for k in sorted(subjects)}
+        doc["subject_counts"] = {k: len({subjects[i] for i in v}) for k, v in splits.items()}
+    write_text(path, json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def load_splits(path: str | Path, dataset: Any = None) -> dict[str, list[str]]:
+    """Read a split file -> {split: image ids}; with ``dataset``, check every id exists there."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SampotError(f"{path}: no such split file; make one with `sampot data split DIR --out {path}`.") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SampotError(f"{path}: not a readable split file ({exc}).") from exc
+    splits = doc.get("splits") if isinstance(doc, dict) else None
+    if not isinstance(splits, dict) or set(splits) != set(SPLIT_NAMES):
+        raise SampotError(f"{path}: a split file needs 'splits' with keys {', '.join(SPLIT_NAMES)}.")
+    splits = {k: [str(i) for i in splits[k]] for k in SPLIT_NAMES}
+    _check_disjoint(splits, path)
+    subjects = doc.get("subjects")
+    if isinstance(subjects, dict):
+        _check_subjects(splits, subjects, path)
+    if dataset is not None:
+        known = set(_subject_map(dataset))
+        missing = sorted({i for v in splits.values() for i in v} - known)
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise SampotError(
+                f"{path}: {len(missing)} id(s) are not in the data set ({shown}); the split was made for "
+                "another data set. Make a new one with `sampot data split`."
+            )
+    return splits
+
+
+def split_info(path: str | Path) -> dict[str, Any]:
+    """The split file's metadata (seed, fractions, counts, source) without the id lists."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {k: v for k, v in doc.items() if k not in ("splits", "subjects")}
+
+
+def _check_disjoint(splits: Mapping[str, Sequence[str]], where: Path) -> None:
+    seen: dict[str, str] = {}
+    for name, ids in splits.items():
+        for i in ids:
+            if i in seen:
+                raise SampotError(f"{where}: image '{i}' is in both '{seen[i]}' and '{name}'.")
+            seen[i] = name
+
+
+def _check_subjects(splits: Mapping[str, Sequence[str]], subjects: Mapping[str, str], where: Path) -> None:
+    """A subject's images must all sit in one split (otherwise test images leak into training)."""
+    split_of: dict[str, str] = {}
+    for name, ids in splits.items():
+        for i in ids:
+            subj = subjects.get(i, i)
+            if split_of.setdefault(subj, name) != name:
+                raise SampotError(
+                    f"{where}: subject '{subj}' has images in both '{split_of[subj]}' and '{name}'; "
+                    "a subject must stay in one split."
+                )

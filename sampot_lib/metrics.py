@@ -1,0 +1,41 @@
+"""Overlap scores and correlation: what SAMPOT is judged by."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from sampot_lib.errors import SampotError
+
+
+def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise SampotError(f"masks differ in shape: {a.shape} vs {b.shape}.")
+    return a, b
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient 2|A∩B| / (|A| + |B|) of two H x W binary masks; 1.0 when both are empty."""
+    a, b = _pair(a, b)
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union |A∩B| / |A∪B| of two H x W binary masks; 1.0 when both are empty."""
+    a, b = _pair(a, b)
+    union = int(np.logical_or(a, b).sum())
+    return 1.0 if union == 0 else int(np.logical_and(a, b).sum()) / union
+
+
+def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two equal-length 1-D samples (scipy.stats.pearsonr); NaN if either is constant."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise SampotError(f"pearson_r needs samples of equal length, got {x.size} and {y.size}.")
+    if x.size < 3:
+        raise SampotError(f"pearson_r needs at least 3 pairs, got {x.size}.")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.pearsonr(x, y).statistic)

@@ -1,0 +1,63 @@
+"""The promptable-model protocol that SAMPOT talks to.
+
+Any segmenter that can (1) embed an image once and (2) turn point prompts into mask logits *differentiably with
+respect to the point coordinates* plugs into prompt evolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """An image encoded once, reused for every prompt.
+
+    features: 1 x C x h x w (no grad), in the model's own frame.
+    original_size: (H, W) of the image the user gave.
+    input_size: (H', W') of the image after resizing into the model's frame, before padding.
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class MaskPrediction:
+    """logits: B x 1 x H x W mask logits (foreground where > 0); confidence: B, the model's own quality estimate
+    (SAM: the predicted IoU of the chosen output)."""
+
+    logits: torch.Tensor
+    confidence: torch.Tensor
+
+
+@runtime_checkable
+class PromptableModel(Protocol):
+    """What prompt evolution needs from a segmenter."""
+
+    name: str
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def embed(self, image: np.ndarray) -> ImageEmbedding:
+        """Encode an H x W (grayscale) or H x W x 3 uint8 image; no gradient; cached per image."""
+        ...
+
+    def predict(
+        self,
+        embedding: ImageEmbedding,
+        points: torch.Tensor,
+        labels: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        output_size: tuple[int, int] | None = None,
+    ) -> MaskPrediction:
+        """points: B x N x 2 (x, y) in original-image pixels; labels: B x N (1 foreground, 0 background);
+        boxes: B x 4 (x0, y0, x1, y1) or None. Mask logits come out at ``output_size`` (default: the original
+        image size), differentiable with respect to ``points``."""
+        ...

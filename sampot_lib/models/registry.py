@@ -1,0 +1,263 @@
+"""Model builders and checkpoint records: one place that knows where weights come from.
+
+A checkpoint is a record of (url, sha256, size); :func:`fetch_checkpoint` downloads it once into a cache folder
+(``$SAMPOT_CACHE`` or ``~/.cache/sampot``), resumes an interrupted download, verifies size and sha256, and only then
+renames it into place, so a half-written file is never taken for a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import Sam
+from tqdm.auto import tqdm
+
+from sampot_lib.errors import SampotError
+from sampot_lib.models.sam import MaskOutput, SamModel
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a model's weights live and how to know they are the right ones.
+
+    ``url`` is None for weights shipped inside this package (``path`` then names the file).
+    """
+
+    name: str
+    model_type: str
+    filename: str
+    sha256: str
+    size: int
+    url: str | None = None
+    path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _build_sam_nano() -> Sam:
+    from sampot_lib.models.nano import build_sam_nano  # local import: nano is optional until its weights exist
+
+    return build_sam_nano()
+
+
+MODEL_BUILDERS: dict[str, Callable[[], Sam]] = {
+    "vit_b": sam_model_registry["vit_b"],
+    "vit_l": sam_model_registry["vit_l"],
+    "vit_h": sam_model_registry["vit_h"],
+    "sam_nano": _build_sam_nano,
+}
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+_SAM_META = {"source": "Kirillov et al., Segment Anything (2023)", "license": "Apache-2.0"}
+CHECKPOINTS: dict[str, Checkpoint] = {
+    "vit_b": Checkpoint(
+        "vit_b", "vit_b", "sam_vit_b_01ec64.pth",
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375_042_383,
+        _SAM_URL + "sam_vit_b_01ec64.pth", meta=_SAM_META,
+    ),
+    "vit_l": Checkpoint(
+        "vit_l", "vit_l", "sam_vit_l_0b3195.pth",
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1_249_524_607,
+        _SAM_URL + "sam_vit_l_0b3195.pth", meta=_SAM_META,
+    ),
+    "vit_h": Checkpoint(
+        "vit_h", "vit_h", "sam_vit_h_4b8939.pth",
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2_564_550_879,
+        _SAM_URL + "sam_vit_h_4b8939.pth", meta=_SAM_META,
+    ),
+}  # fmt: skip
+
+
+def _register_sam_nano() -> None:
+    try:
+        from sampot_lib.models import nano
+    except ImportError:
+        return
+    path = Path(nano.__file__).parent / "weights" / nano.SAM_NANO_FILENAME
+    if path.is_file():
+        CHECKPOINTS["sam_nano"] = Checkpoint(
+            "sam_nano", "sam_nano", nano.SAM_NANO_FILENAME, nano.SAM_NANO_SHA256, path.stat().st_size,
+            url=None, path=path, meta=dict(nano.SAM_NANO_META),
+        )  # fmt: skip
+
+
+_register_sam_nano()
+
+
+def default_cache_dir() -> Path:
+    """``$SAMPOT_CACHE`` if set, else ``~/.cache/sampot``."""
+    return Path(os.environ.get("SAMPOT_CACHE") or Path.home() / ".cache" / "sampot")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, ckpt: Checkpoint) -> None:
+    """Raise SampotError unless ``path`` has the checkpoint's size and sha256."""
+    size = path.stat().st_size
+    if size != ckpt.size:
+        raise SampotError(
+            f"{path} has {size:,} bytes but checkpoint {ckpt.name!r} has {ckpt.size:,}: the file is incomplete or "
+            f"another file. Delete it and run `sampot download {ckpt.name}` again."
+        )
+    digest = sha256_file(path)
+    if digest != ckpt.sha256:
+        raise SampotError(
+            f"{path} is corrupt: sha256 {digest} but checkpoint {ckpt.name!r} has {ckpt.sha256}. "
+            f"Delete it and run `sampot download {ckpt.name}` again."
+        )
+
+
+def _lookup(name: str) -> Checkpoint:
+    if name not in CHECKPOINTS:
+        known = ", ".join(sorted(CHECKPOINTS))
+        raise SampotError(f"unknown model {name!r}; known: {known}, or give a checkpoint path.")
+    return CHECKPOINTS[name]
+
+
+def fetch_checkpoint(
+    ckpt: Checkpoint | str, cache_dir: Path | None = None, progress: bool = True, timeout: float = 60.0
+) -> Path:
+    """Return the local path of a verified checkpoint, downloading it into ``cache_dir`` if needed.
+
+    An interrupted download leaves ``<file>.part``; the next call resumes it with an HTTP Range request (or starts
+    over if the server ignores ranges). The file is renamed into place only after its size and sha256 match.
+    """
+    ckpt = _lookup(ckpt) if isinstance(ckpt, str) else ckpt
+    if ckpt.url is None:
+        assert ckpt.path is not None
+        verify_file(ckpt.path, ckpt)
+        return ckpt.path
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dest = cache_dir / ckpt.filename
+    if dest.is_file():
+        verify_file(dest, ckpt)
+        return dest
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    if have > ckpt.size:
+        part.unlink()
+        have = 0
+    request = urllib.request.Request(ckpt.url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if have and response.status != 206:  # the server ignored the range: start over
+                have = 0
+            with (
+                open(part, "ab" if have else "wb") as out,
+                tqdm(
+                    total=ckpt.size, initial=have, unit="B", unit_scale=True, desc=ckpt.filename, disable=not progress
+                ) as bar,
+            ):
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, OSError) as exc:
+        raise SampotError(
+            f"could not download {ckpt.name!r} from {ckpt.url} ({exc}). If this machine is offline, download the "
+            f"file elsewhere and put it at {dest} (sha256 {ckpt.sha256}), or pass --checkpoint PATH. "
+            f"A partial download is kept at {part} and resumed next time."
+        ) from exc
+    try:
+        verify_file(part, ckpt)
+    except SampotError:
+        part.unlink(missing_ok=True)  # a finished but wrong file cannot be resumed into a right one
+        raise
+    os.replace(part, dest)
+    return dest
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a CPU state dict, with a clear error for a corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SampotError(f"checkpoint {path} does not exist. Check the path, or use `sampot download NAME`.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged file
+        raise SampotError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt.") from exc
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # training checkpoints wrap the weights
+    if not isinstance(state, dict) or not state:
+        raise SampotError(f"checkpoint {path} holds no state dict of weights.")
+    return state
+
+
+def infer_model_type(state: dict[str, torch.Tensor]) -> str:
+    """Guess the model type of SAM weights from the width of the patch embedding (no model is built)."""
+    w = state.get("image_encoder.patch_embed.proj.weight")
+    widths = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+    if w is None:
+        return "unknown"
+    return widths.get(int(w.shape[0]), "sam_nano")
+
+
+def build_sam(model_type: str, checkpoint: Path | None = None) -> Sam:
+    """Build a segment-anything ``Sam`` of ``model_type`` with random weights, or load ``checkpoint`` into it."""
+    if model_type not in MODEL_BUILDERS:
+        raise SampotError(f"unknown model type {model_type!r}; known: {', '.join(MODEL_BUILDERS)}.")
+    sam = MODEL_BUILDERS[model_type]()
+    if checkpoint is not None:
+        state = load_state_dict(checkpoint)
+        try:
+            sam.load_state_dict(state)
+        except RuntimeError as exc:
+            guess = infer_model_type(state)
+            raise SampotError(
+                f"checkpoint {checkpoint} does not fit model type {model_type!r} (it looks like {guess!r}). "
+                f"Pass the matching --model, e.g. --model {guess}."
+            ) from exc
+    return sam.eval()
+
+
+def load_model(
+    model: str = "sam_nano",
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    mask_output: MaskOutput | None = None,
+    cache_dir: Path | None = None,
+) -> SamModel:
+    """Load a promptable SAM model ready for prompt evolution.
+
+    model: a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam_nano``); its checkpoint is fetched and verified
+    unless ``checkpoint`` (a path) is given, which must hold weights for that model type.
+    mask_output: which SAM output a click yields (see :class:`SamModel`); default from the checkpoint's record,
+    else ``"best"``.
+    """
+    if model not in MODEL_BUILDERS:
+        raise SampotError(f"unknown model {model!r}; known: {', '.join(MODEL_BUILDERS)}.")
+    device = _check_device(device)
+    meta: dict[str, Any] = {}
+    if checkpoint is None:
+        ckpt = _lookup(model)
+        meta = ckpt.meta
+        path = fetch_checkpoint(ckpt, cache_dir=cache_dir)
+    else:
+        path = Path(checkpoint)
+    sam = build_sam(model, path)
+    chosen: MaskOutput = mask_output if mask_output is not None else meta.get("mask_output", "best")
+    return SamModel(sam, name=model, mask_output=chosen).to(device)
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise SampotError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SampotError("device 'cuda' was asked for but no CUDA GPU is available here; use --device cpu.")
+    return dev

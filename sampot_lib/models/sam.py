@@ -1,0 +1,171 @@
+"""A differentiable prompt path through segment-anything's ``Sam``.
+
+``SamPredictor`` runs under ``no_grad`` and maps coordinates with a NumPy transform, so gradients cannot reach the
+click. ``SamModel`` calls ``prompt_encoder`` and ``mask_decoder`` directly and maps original-image coordinates into
+SAM's frame with plain tensor arithmetic, so ``d(mask logits) / d(click x, y)`` exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+from torch import nn
+
+from sampot_lib.errors import SampotError
+from sampot_lib.models.base import ImageEmbedding, MaskPrediction
+
+MaskOutput = Literal["best", "single", 0, 1, 2]
+MASK_OUTPUTS: tuple[MaskOutput, ...] = ("best", "single", 0, 1, 2)
+
+
+def model_frame_size(original_size: tuple[int, int], target_length: int) -> tuple[int, int]:
+    """(H', W') of an (H, W) image resized so its longest side is ``target_length`` (SAM's ResizeLongestSide)."""
+    h, w = original_size
+    scale = target_length / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def to_model_frame(coords: torch.Tensor, original_size: tuple[int, int], target_length: int) -> torch.Tensor:
+    """Map ``... x 2`` (x, y) pixel coordinates of the original image into the model's frame. Differentiable."""
+    h, w = original_size
+    new_h, new_w = model_frame_size(original_size, target_length)
+    scale = coords.new_tensor([new_w / w, new_h / h])
+    return coords * scale
+
+
+def from_model_frame(coords: torch.Tensor, original_size: tuple[int, int], target_length: int) -> torch.Tensor:
+    """Inverse of :func:`to_model_frame`."""
+    h, w = original_size
+    new_h, new_w = model_frame_size(original_size, target_length)
+    return coords / coords.new_tensor([new_w / w, new_h / h])
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Return an H x W x 3 uint8 view of a grayscale (H x W) or RGB (H x W x 3) uint8 image, or raise."""
+    if not isinstance(image, np.ndarray):
+        raise SampotError(f"image must be a NumPy array, got {type(image).__name__}.")
+    if image.dtype != np.uint8:
+        raise SampotError(
+            f"image has dtype {image.dtype}; expected uint8. Window it first with sampot_lib.data.to_uint8."
+        )
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise SampotError(f"image has shape {image.shape}; expected H x W (grayscale) or H x W x 3 (RGB).")
+    if min(image.shape[:2]) < 16:
+        raise SampotError(f"image is {image.shape[1]}x{image.shape[0]} pixels; it must be at least 16x16.")
+    return image
+
+
+class SamModel(nn.Module):
+    """segment-anything's ``Sam`` behind the :class:`~sampot_lib.models.base.PromptableModel` protocol.
+
+    The weights are frozen. ``mask_output`` picks which of SAM's outputs a prompt yields: ``"best"`` (of the three
+    multimask outputs, the one with the highest predicted IoU: what SAM recommends for a single ambiguous click),
+    ``0``/``1``/``2`` (a fixed multimask output, roughly sub-part / part / whole), or ``"single"`` (SAM's
+    single-output token, meant for several prompts).
+    """
+
+    def __init__(self, sam: Sam, name: str = "sam", mask_output: MaskOutput = "best", cache_size: int = 2):
+        super().__init__()
+        if mask_output not in MASK_OUTPUTS:
+            raise SampotError(f"mask_output must be one of {MASK_OUTPUTS}, got {mask_output!r}.")
+        self.sam = sam.eval().requires_grad_(False)
+        self.name = name
+        self.mask_output: MaskOutput = mask_output
+        self.target_length: int = sam.image_encoder.img_size
+        self._resize = ResizeLongestSide(self.target_length)
+        self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._cache_size = cache_size
+        with torch.no_grad():  # a constant of the frozen prompt encoder: compute once, not per step
+            self.register_buffer("_dense_pe", sam.prompt_encoder.get_dense_pe(), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self._dense_pe.device
+
+    def train(self, mode: bool = True) -> SamModel:  # noqa: ARG002 - SAM stays in eval mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> ImageEmbedding:
+        """Encode an H x W or H x W x 3 uint8 image once; repeated calls with the same pixels hit a small cache."""
+        rgb = check_image(image)
+        key = hashlib.sha1(rgb.tobytes()).hexdigest() + str(rgb.shape) + str(self.device)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        resized = self._resize.apply_image(rgb)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
+        features = self.sam.image_encoder(self.sam.preprocess(x))
+        emb = ImageEmbedding(features=features, original_size=rgb.shape[:2], input_size=resized.shape[:2])
+        self._cache[key] = emb
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return emb
+
+    def predict(
+        self,
+        embedding: ImageEmbedding,
+        points: torch.Tensor,
+        labels: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        output_size: tuple[int, int] | None = None,
+    ) -> MaskPrediction:
+        """points: B x N x 2 (x, y) original-image pixels; labels: B x N; boxes: B x 4 or None.
+
+        Returns logits B x 1 x H x W at ``output_size`` (default: the original size) and confidence B (SAM's
+        predicted IoU of the chosen output). Differentiable with respect to ``points``.
+        """
+        if points.ndim != 3 or points.shape[-1] != 2:
+            raise SampotError(f"points must be B x N x 2 (x, y), got shape {tuple(points.shape)}.")
+        if labels.shape != points.shape[:2]:
+            raise SampotError(f"labels must be B x N = {tuple(points.shape[:2])}, got {tuple(labels.shape)}.")
+        if boxes is not None and (boxes.ndim != 2 or boxes.shape != (points.shape[0], 4)):
+            raise SampotError(f"boxes must be B x 4 (x0, y0, x1, y1), got shape {tuple(boxes.shape)}.")
+        size, target = embedding.original_size, self.target_length
+        coords = to_model_frame(points.to(self.device, torch.float32), size, target)
+        box = None
+        if boxes is not None:
+            box = to_model_frame(boxes.to(self.device, torch.float32).reshape(-1, 2, 2), size, target).reshape(-1, 4)
+        sparse, dense = self.sam.prompt_encoder(points=(coords, labels.to(self.device)), boxes=box, masks=None)
+        low_res, iou = self.sam.mask_decoder(
+            image_embeddings=embedding.features,
+            image_pe=self._dense_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=self.mask_output != "single",
+        )
+        if self.mask_output == "best":
+            pick = iou.argmax(dim=1)
+        elif self.mask_output == "single":
+            pick = torch.zeros(iou.shape[0], dtype=torch.long, device=iou.device)
+        else:
+            pick = torch.full((iou.shape[0],), int(self.mask_output), dtype=torch.long, device=iou.device)
+        rows = torch.arange(iou.shape[0], device=iou.device)
+        logits = low_res[rows, pick][:, None]
+        confidence = iou[rows, pick]
+        return MaskPrediction(logits=self._to_output(logits, embedding, output_size), confidence=confidence)
+
+    def _to_output(
+        self, low_res: torch.Tensor, embedding: ImageEmbedding, output_size: tuple[int, int] | None
+    ) -> torch.Tensor:
+        """Resize B x 1 x L x L logits of SAM's padded square frame to ``output_size`` of the unpadded image.
+
+        One bilinear resize, equal to SAM's postprocess_masks (upsample, crop the padding, resize) for square images;
+        the padding is cropped by resizing the whole frame to a slightly larger grid and keeping its top-left part.
+        """
+        out_h, out_w = output_size or embedding.original_size
+        in_h, in_w = embedding.input_size
+        full_h = math.ceil(out_h * self.target_length / in_h - 1e-6)
+        full_w = math.ceil(out_w * self.target_length / in_w - 1e-6)
+        logits = F.interpolate(low_res, (full_h, full_w), mode="bilinear", align_corners=False)
+        return logits[..., :out_h, :out_w]

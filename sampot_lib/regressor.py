@@ -1,0 +1,214 @@
+"""The segmentation regressor: predicts Dice from (image, mask) with no ground truth (paper section 3.2).
+
+Five convolution layers with batch norm and leaky ReLU, a sigmoid on the output; trained with Adam (lr 1e-3),
+batch 32 and MSE, keeping the weights of the epoch with the lowest validation loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from sampot_lib.errors import SampotError
+
+_FORMAT = "sampot-regressor/1"
+
+
+def to_input(x: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """Resize an H x W image (uint8, 0..255; H x W x 3 is averaged to gray) or mask (bool or float 0..1) to a
+    1 x 1 x size x size float tensor in 0..1 with area averaging (a downsampled mask gets soft edges)."""
+    t = torch.tensor(x) if isinstance(x, np.ndarray) else x
+    t = t.float()
+    if t.ndim == 3 and t.shape[-1] == 3:
+        t = t.mean(-1)
+    if t.max() > 1.0:
+        t = t / 255.0
+    t = t[None, None] if t.ndim == 2 else t
+    if t.shape[-2:] != (size, size):
+        t = F.interpolate(t, size=(size, size), mode="area")
+    return t
+
+
+class SegmentationRegressor(nn.Module):
+    """Predicts the Dice of a mask from (image, mask), both B x 1 x S x S in 0..1; returns B scores in (0, 1).
+
+    Four stride-2 convolutions (3 x 3, batch norm, leaky ReLU) halve the size four times; a fifth convolution the
+    size of what is left (S/16) reads the whole map, so the score can depend on where the mask lies, not only on
+    its texture; a sigmoid makes it a Dice-like score.
+    """
+
+    def __init__(self, input_size: int = 128, widths: tuple[int, ...] = (16, 32, 64, 128)):
+        super().__init__()
+        if input_size % 16 or input_size < 32:
+            raise SampotError(f"regressor input_size must be a multiple of 16 and at least 32, got {input_size}.")
+        self.input_size = input_size
+        self.widths = tuple(widths)
+        layers: list[nn.Module] = []
+        channels = 2
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.LeakyReLU(0.1),
+            ]
+            channels = width
+        final = input_size // 2 ** len(widths)
+        layers.append(nn.Conv2d(channels, 1, final))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        s = self.input_size
+        if image.shape[-2:] != (s, s) or mask.shape[-2:] != (s, s):
+            raise SampotError(
+                f"regressor expects {s}x{s} inputs, got image {tuple(image.shape[-2:])} and mask "
+                f"{tuple(mask.shape[-2:])}; resize with sampot_lib.regressor.to_input."
+            )
+        return torch.sigmoid(self.net(torch.cat([image, mask], dim=1))).flatten()
+
+    def config(self) -> dict[str, Any]:
+        return {"input_size": self.input_size, "widths": list(self.widths)}
+
+
+@dataclass
+class RegressorData:
+    """A regressor training set at the regressor's input size S.
+
+    images, masks: N x S x S uint8 (masks hold 0..255 soft values); dice: N true Dice of each mask at full
+    resolution; kind: N labels ("synthetic" or "model"); image_id: N source image ids.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    dice: np.ndarray
+    kind: np.ndarray
+    image_id: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.dice)
+
+    def subset(self, keep: np.ndarray) -> RegressorData:
+        return RegressorData(*(getattr(self, f)[keep] for f in ("images", "masks", "dice", "kind", "image_id")))
+
+    @staticmethod
+    def concat(parts: list[RegressorData]) -> RegressorData:
+        fields = ("images", "masks", "dice", "kind", "image_id")
+        return RegressorData(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+
+    def tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        img = torch.as_tensor(self.images, device=device)[:, None].float() / 255.0
+        msk = torch.as_tensor(self.masks, device=device)[:, None].float() / 255.0
+        return img, msk, torch.as_tensor(self.dice, device=device).float()
+
+
+@torch.no_grad()
+def predict_dice(
+    regressor: SegmentationRegressor, data: RegressorData, batch_size: int = 64, device: str = "cpu"
+) -> np.ndarray:
+    """Regressor scores (N) for every (image, mask) pair of ``data``."""
+    regressor = regressor.to(device).eval()
+    img, msk, _ = data.tensors(device)
+    out = [regressor(img[i : i + batch_size], msk[i : i + batch_size]) for i in range(0, len(data), batch_size)]
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+
+
+def fit_regressor(
+    train: RegressorData,
+    val: RegressorData,
+    *,
+    epochs: int = 200,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str = "cpu",
+    widths: tuple[int, ...] = (16, 32, 64, 128),
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
+    """Train a regressor with Adam + MSE; return the weights of the epoch with the lowest validation MSE and the
+    per-epoch history (epoch, train_mse, val_mse). ``log`` receives one line per epoch."""
+    if len(train) == 0 or len(val) == 0:
+        raise SampotError(f"regressor training needs non-empty train and val sets (got {len(train)} and {len(val)}).")
+    size = train.images.shape[-1]
+    torch.manual_seed(seed)
+    model = SegmentationRegressor(size, widths).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    img, msk, target = train.tensors(device)
+    best_state, best_val, history = None, float("inf"), []
+    bar = tqdm(range(1, epochs + 1), desc="regressor", unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(train), generator=gen).to(device)
+        total = 0.0
+        for i in range(0, len(train), batch_size):
+            idx = order[i : i + batch_size]
+            if len(idx) < 2:  # batch norm needs two samples
+                continue
+            loss = F.mse_loss(model(img[idx], msk[idx]), target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        train_mse = total / len(train)
+        val_mse = float(np.mean((predict_dice(model, val, device=device) - val.dice) ** 2))
+        history.append({"epoch": epoch, "train_mse": train_mse, "val_mse": val_mse})
+        if val_mse < best_val:
+            best_val, best_state = val_mse, copy.deepcopy(model.state_dict())
+        bar.set_postfix(train=f"{train_mse:.4f}", val=f"{val_mse:.4f}", best=f"{best_val:.4f}")
+        if log is not None:
+            log(f"epoch {epoch:3d}  train MSE {train_mse:.5f}  val MSE {val_mse:.5f}  best {best_val:.5f}")
+    model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+def save_regressor(model: SegmentationRegressor, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write weights, architecture settings and ``meta`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": _FORMAT, "config": model.config(), "state_dict": model.state_dict(), "meta": meta or {}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def load_regressor(
+    path: str | Path, input_size: int | None = None, device: str = "cpu"
+) -> tuple[SegmentationRegressor, dict[str, Any]]:
+    """Load a regressor saved by :func:`save_regressor`; returns (model in eval mode, meta).
+
+    ``input_size``: if given, the file must be a regressor for that input size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SampotError(f"regressor file {path} does not exist; train one with `sampot train-regressor`.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SampotError(f"regressor file {path} cannot be read ({type(exc).__name__}); it is corrupt.") from exc
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise SampotError(f"{path} is not a sampot regressor file (expected format {_FORMAT}).")
+    cfg = payload["config"]
+    if input_size is not None and cfg["input_size"] != input_size:
+        raise SampotError(
+            f"regressor {path} was trained for {cfg['input_size']}x{cfg['input_size']} inputs, not "
+            f"{input_size}x{input_size}; retrain it or use a matching --regressor-size."
+        )
+    model = SegmentationRegressor(cfg["input_size"], tuple(cfg["widths"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload.get("meta", {})

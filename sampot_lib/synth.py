@@ -1,0 +1,121 @@
+"""Synthetic candidate masks and prompts for the regressor's training set (paper section 3.2).
+
+Under- and over-segmentations are level sets of the ground truth's signed distance map: thresholding it at a
+negative offset erodes the mask, at a positive offset dilates it, and Dice with the truth falls as the offset grows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from sampot_lib.data.io import check_mask
+from sampot_lib.errors import SampotError
+from sampot_lib.metrics import dice
+
+
+def signed_distance(mask: np.ndarray) -> np.ndarray:
+    """H x W signed distance to the mask's boundary in pixels: negative inside, positive outside."""
+    mask = check_mask(mask)
+    return ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)
+
+
+def level_set_mask(sdm: np.ndarray, offset: float) -> np.ndarray:
+    """The mask ``sdm < offset``: the truth for offset 0, eroded for offset < 0, dilated for offset > 0."""
+    return sdm < offset
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One synthetic mask: the level offset in pixels, the H x W bool mask, and its Dice with the truth."""
+
+    offset: float
+    mask: np.ndarray
+    dice: float
+
+
+def candidate_masks(
+    mask: np.ndarray,
+    n: int,
+    seed: int | np.random.Generator,
+    max_erode: float = 0.7,
+    max_dilate: float = 1.0,
+    roughness: float = 0.15,
+) -> list[Candidate]:
+    """``n`` under- and over-segmented masks (half each) from level sets of ``mask``'s signed distance map.
+
+    Offsets are drawn uniformly as fractions of the structure's inradius (the largest inside distance), up to
+    ``max_erode`` inside and ``max_dilate`` outside, so candidates span Dice from about 0.3 to 1 whatever the image
+    size. With ``roughness`` > 0, half of them add a smooth random field (amplitude ``roughness`` x inradius) to the
+    distance map before thresholding, so the regressor also sees irregular boundaries, not only concentric ones.
+    Candidates that vanish (eroded to nothing) are dropped.
+    """
+    rng = np.random.default_rng(seed)
+    sdm = signed_distance(mask)
+    truth = sdm < 0
+    inradius = float(-sdm.min())
+    out: list[Candidate] = []
+    for i in range(n):
+        frac = rng.uniform(0.02, max_erode) * -1 if i % 2 == 0 else rng.uniform(0.02, max_dilate)
+        offset = frac * inradius
+        field = sdm
+        if roughness > 0 and rng.random() < 0.5:
+            noise = ndimage.gaussian_filter(rng.standard_normal(sdm.shape), sigma=max(2.0, inradius / 2))
+            noise *= roughness * inradius / (np.abs(noise).max() + 1e-12)
+            field = sdm + noise
+        cand = level_set_mask(field, offset)
+        if cand.any():
+            out.append(Candidate(offset=offset, mask=cand, dice=dice(cand, truth)))
+    return out
+
+
+def _nearest_inside(mask: np.ndarray, x: float, y: float) -> tuple[float, float]:
+    """(x, y) itself if it lies in the mask, else the mask pixel nearest to it."""
+    if mask[int(round(y)), int(round(x))]:
+        return float(x), float(y)
+    ys, xs = np.nonzero(mask)
+    k = int(np.argmin((xs - x) ** 2 + (ys - y) ** 2))
+    return float(xs[k]), float(ys[k])
+
+
+def centroid_prompt(mask: np.ndarray) -> tuple[float, float]:
+    """The mask's centroid as an (x, y) click, moved to the nearest mask pixel if it falls outside (a human clicks
+    inside the structure; the paper's initial prompt)."""
+    mask = check_mask(mask)
+    ys, xs = np.nonzero(mask)
+    return _nearest_inside(mask, xs.mean(), ys.mean())
+
+
+def band_prompts(mask: np.ndarray, n_bands: int = 3) -> list[tuple[float, float]]:
+    """Centroids of ``n_bands`` horizontal bands of equal height over the mask's rows (top to bottom), each moved
+    into the mask if needed: the paper's three in-structure prompts."""
+    mask = check_mask(mask)
+    rows = np.nonzero(mask.any(axis=1))[0]
+    edges = np.linspace(rows[0], rows[-1] + 1, n_bands + 1)
+    points = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        band = np.zeros_like(mask)
+        band[int(lo) : int(np.ceil(hi))] = mask[int(lo) : int(np.ceil(hi))]
+        if band.any():
+            ys, xs = np.nonzero(band)
+            points.append(_nearest_inside(band, xs.mean(), ys.mean()))
+    return points
+
+
+def outside_prompts(mask: np.ndarray, n: int, seed: int | np.random.Generator, offset: float = 5.0):
+    """``n`` random (x, y) clicks just outside the structure, ``offset`` pixels from its edge.
+
+    Our reading of the paper's "random points outside the three bands, with an offset of 5 pixels": clicks that miss
+    the structure by a few pixels, so the regressor also learns what a wrong mask from a near-miss looks like.
+    """
+    mask = check_mask(mask)
+    rng = np.random.default_rng(seed)
+    dist = ndimage.distance_transform_edt(~mask)
+    ring = np.abs(dist - offset) <= 0.5
+    ys, xs = np.nonzero(ring)
+    if len(xs) == 0:
+        raise SampotError(f"no pixel lies {offset} px outside the mask (it fills the image); lower the offset.")
+    pick = rng.choice(len(xs), size=min(n, len(xs)), replace=False)
+    return [(float(xs[k]), float(ys[k])) for k in pick]

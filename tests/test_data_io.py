@@ -1,0 +1,137 @@
+"""Reading images for SAM: 8/16-bit grayscale, RGB, percentile windows, DICOM (rescale, VOI, MONOCHROME1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sampot_lib.data.dicom import read_dicom
+from sampot_lib.data.io import is_dicom, preprocess, read_image, read_mask, to_uint8, write_png
+from sampot_lib.errors import SampotError
+
+
+def test_8bit_kept_16bit_stretched(tmp_path):
+    a8 = np.arange(64, dtype=np.uint8).reshape(8, 8) + 10
+    Image.fromarray(a8).save(tmp_path / "a.png")
+    assert np.array_equal(read_image(tmp_path / "a.png"), a8)
+
+    a16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    Image.fromarray(a16).save(tmp_path / "b.png")
+    out = read_image(tmp_path / "b.png")
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    # Order is kept: a monotone ramp stays monotone.
+    assert (np.diff(out.ravel().astype(int)) >= 0).all()
+
+
+def test_rgb_becomes_luminance(tmp_path):
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 1] = 200  # pure green: luminance 0.587 * 200
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    out = read_image(tmp_path / "c.png")
+    assert out.shape == (4, 4) and abs(int(out[0, 0]) - round(0.587 * 200)) <= 1
+    gray3 = np.repeat(np.arange(16, dtype=np.uint8).reshape(4, 4, 1) * 10, 3, axis=2)
+    assert np.array_equal(preprocess(gray3), gray3[..., 0])
+
+
+def test_percentile_window_ignores_outliers():
+    img = np.full((100, 100), 100.0)
+    img[:50] = 200.0
+    img[0, 0] = 1e6  # a burned-in marker
+    plain = to_uint8(img)
+    windowed = preprocess(img, low_pct=1, high_pct=99)
+    assert plain[50, 0] == plain[99, 99] and plain[10, 10] < 5  # the outlier crushes min-max
+    assert windowed[99, 99] == 0 and windowed[10, 10] == 255
+    with pytest.raises(SampotError, match="percentile window"):
+        to_uint8(img, 60, 40)
+
+
+def test_unreadable_and_bad_shapes(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    with pytest.raises(SampotError, match="not a readable image"):
+        read_image(tmp_path / "x.png")
+    with pytest.raises(SampotError, match="no such file"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(SampotError, match="2-D"):
+        preprocess(np.zeros((2, 3, 4, 5)))
+
+
+def test_write_png_atomic_and_mask_roundtrip(tmp_path):
+    m = np.zeros((10, 12), bool)
+    m[2:5, 3:9] = True
+    write_png(tmp_path / "sub" / "m.png", m)
+    assert np.array_equal(read_mask(tmp_path / "sub" / "m.png", expected_shape=(10, 12)), m)
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["m.png"]  # no temporary left
+    with pytest.raises(SampotError):
+        write_png(tmp_path / "f.png", np.zeros((3, 3), np.float32))
+
+
+def _write_dicom(path, pixels, *, photometric="MONOCHROME2", slope=None, intercept=None, window=None, signed=False):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12 if not signed else 16
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_monochrome2_and_1(tmp_path):
+    ramp = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (4, 1))  # 4 x 64, 0..4032
+    p2 = _write_dicom(tmp_path / "m2.dcm", ramp)
+    p1 = _write_dicom(tmp_path / "m1.dcm", ramp, photometric="MONOCHROME1")
+    a, b = read_image(p2), read_image(p1)
+    assert a.dtype == np.uint8 and a.shape == ramp.shape
+    assert a[0, 0] == 0 and a[0, -1] == 255
+    assert np.array_equal(b, 255 - a)  # MONOCHROME1: high stored value = dark
+    # A DICOM without the .dcm name is still recognised by its preamble.
+    p2.rename(tmp_path / "noext")
+    assert is_dicom(tmp_path / "noext") and np.array_equal(read_image(tmp_path / "noext"), a)
+
+
+def test_dicom_rescale_and_voi_window(tmp_path):
+    stored = np.tile(np.arange(0, 2000, 20, dtype=np.uint16), (2, 1))  # 0..1980
+    # HU-like: value = 2 * stored - 1000 -> -1000..2960. Window centre 0, width 1001 -> [-500, 500] maps to 0..255.
+    p = _write_dicom(tmp_path / "w.dcm", stored, slope=2, intercept=-1000, window=(0, 1001))
+    out = read_dicom(p)
+    values = 2.0 * stored - 1000
+    assert (out[values <= -500.5] == 0).all() and (out[values >= 500] == 255).all()
+    mid = (values > -400) & (values < 400)
+    expected = np.round(((values[mid] + 0.5) / 1000 + 0.5) * 255)
+    assert np.abs(out[mid].astype(int) - expected).max() <= 1
+    # Without the VOI window (or with a percentile window) the whole range is used instead.
+    full = read_dicom(p, use_voi=False)
+    assert full[0, 0] == 0 and full[0, -1] == 255 and (full[mid] > 0).all() and (full[mid] < 255).all()
+    assert np.array_equal(read_dicom(p, low_pct=0, high_pct=100), full)
+
+
+def test_dicom_rescale_changes_sign(tmp_path):
+    stored = np.tile(np.arange(0, 100, dtype=np.uint16), (3, 1))
+    p = _write_dicom(tmp_path / "neg.dcm", stored, slope=-1, intercept=0)  # slope -1 reverses the order
+    out = read_image(p)
+    assert out[0, 0] == 255 and out[0, -1] == 0
+
+
+def test_dicom_unreadable(tmp_path):
+    (tmp_path / "bad.dcm").write_bytes(b"\x00" * 200)
+    with pytest.raises(SampotError, match="not a readable DICOM"):
+        read_image(tmp_path / "bad.dcm")

@@ -1,0 +1,89 @@
+"""Dice, IoU, Pearson r, level-set candidates and prompts."""
+
+import numpy as np
+import pytest
+from conftest import disk_image
+
+from sampot_lib import SampotError
+from sampot_lib.metrics import dice, iou, pearson_r
+from sampot_lib.synth import (
+    band_prompts,
+    candidate_masks,
+    centroid_prompt,
+    level_set_mask,
+    outside_prompts,
+    signed_distance,
+)
+
+
+def test_dice_and_iou_on_known_masks():
+    a = np.zeros((10, 10), bool)
+    b = np.zeros((10, 10), bool)
+    a[:, :5] = True  # 50 px
+    b[:, 3:8] = True  # 50 px, 20 shared
+    assert dice(a, b) == pytest.approx(2 * 20 / 100)
+    assert iou(a, b) == pytest.approx(20 / 80)
+    assert dice(a, a) == 1.0 and dice(a, ~a) == 0.0
+    with pytest.raises(SampotError, match="shape"):
+        dice(a, b[:5])
+
+
+def test_pearson_r():
+    x = np.arange(10.0)
+    assert pearson_r(x, 2 * x + 1) == pytest.approx(1.0)
+    assert pearson_r(x, -x) == pytest.approx(-1.0)
+    assert np.isnan(pearson_r(x, np.ones(10)))
+    with pytest.raises(SampotError, match="at least 3"):
+        pearson_r([1, 2], [1, 2])
+
+
+def test_signed_distance_level_zero_is_the_mask():
+    _, mask = disk_image()
+    sdm = signed_distance(mask)
+    assert (level_set_mask(sdm, 0) == mask).all()
+    assert sdm[mask].max() < 0 < sdm[~mask].min()
+
+
+def test_dice_falls_monotonically_with_level_offset():
+    _, mask = disk_image(size=128, center=(60, 64), radius=40)
+    sdm = signed_distance(mask)
+    for direction in (-1, 1):
+        d = [dice(level_set_mask(sdm, direction * k), mask) for k in range(0, 30, 3)]
+        assert d[0] == 1.0
+        assert all(a > b for a, b in zip(d[:-1], d[1:], strict=True)), d
+
+
+def test_candidates_are_seeded_and_span_dice():
+    _, mask = disk_image(size=128, center=(60, 64), radius=40)
+    a = candidate_masks(mask, 20, seed=3)
+    b = candidate_masks(mask, 20, seed=3)
+    assert [c.offset for c in a] == [c.offset for c in b]
+    dices = np.array([c.dice for c in a])
+    assert dices.min() < 0.6 and dices.max() > 0.9
+    assert all(c.dice == pytest.approx(dice(c.mask, mask)) for c in a)
+    assert any(c.offset < 0 for c in a) and any(c.offset > 0 for c in a)
+
+
+def test_prompts_inside_and_outside():
+    _, mask = disk_image(size=128, center=(60, 64), radius=40)
+    x, y = centroid_prompt(mask)
+    assert mask[int(y), int(x)]
+    bands = band_prompts(mask)
+    assert len(bands) == 3 and all(mask[int(y), int(x)] for x, y in bands)
+    assert bands[0][1] < bands[1][1] < bands[2][1]
+    outside = outside_prompts(mask, 3, seed=0, offset=5)
+    assert len(outside) == 3 and not any(mask[int(y), int(x)] for x, y in outside)
+
+
+def test_centroid_of_a_crescent_is_moved_inside():
+    yy, xx = np.mgrid[:100, :100]
+    crescent = ((xx - 50) ** 2 + (yy - 50) ** 2 < 40**2) & ~((xx - 65) ** 2 + (yy - 50) ** 2 < 35**2)
+    x, y = centroid_prompt(crescent)
+    assert crescent[int(y), int(x)]
+
+
+def test_empty_and_non_binary_masks_are_refused():
+    with pytest.raises(SampotError, match="empty"):
+        signed_distance(np.zeros((10, 10), bool))
+    with pytest.raises(SampotError, match="not binary"):
+        centroid_prompt(np.arange(100).reshape(10, 10))

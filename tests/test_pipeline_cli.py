@@ -1,0 +1,114 @@
+"""The experiment pipeline and the command line, end to end on small phantoms with a toy SAM."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_sam
+
+from sampot_lib.cli import main
+from sampot_lib.data.io import write_png
+from sampot_lib.data.phantom import write_phantom_set
+from sampot_lib.models import registry
+from sampot_lib.pipeline import ExperimentConfig, read_csv, run_experiment
+from sampot_lib.regressor import SegmentationRegressor, save_regressor
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return write_phantom_set(tmp_path_factory.mktemp("data") / "phantom", 12, seed=0, size=128)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.MODEL_BUILDERS, "tiny", build_tiny_sam)
+    path = tmp_path / "tiny.pth"
+    torch.save(build_tiny_sam().state_dict(), path)
+    return path
+
+
+def _config(phantoms, out, ckpt, **kw):
+    base = dict(data=str(phantoms), out=str(out), model="tiny", checkpoint=str(ckpt), n_synthetic=6, n_outside=2,
+                regressor_size=32, epochs=3, steps=4, max_images=3)  # fmt: skip
+    return ExperimentConfig(**(base | kw))
+
+
+def test_experiment_writes_every_result(phantoms, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    summary = run_experiment(_config(phantoms, out, tiny_checkpoint), progress=False)
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "splits.json", "regressor.pt", "regressor_history.csv", "regressor_eval.csv",
+            "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json"} <= names  # fmt: skip
+    assert not [n for n in names if n.endswith(".tmp")]
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    assert not set(splits["train"]) & set(splits["test"])
+    rows = read_csv(out / "evolution.csv")
+    assert len(rows) == 2 * 3 and {r["safeguards"] for r in rows} == {"on", "off"}
+    for name in ("on", "off"):
+        s = summary[name]
+        assert s["improved"] + s["unchanged"] + s["worse"] == s["n"] == 3
+    ev = read_csv(out / "regressor_eval.csv")
+    assert {r["kind"] for r in ev} == {"synthetic", "model_band", "model_outside", "model_centroid"}
+    assert len(read_csv(out / "regressor_history.csv")) == 3
+
+
+def test_experiment_is_deterministic(phantoms, tiny_checkpoint, tmp_path):
+    a = run_experiment(_config(phantoms, tmp_path / "a", tiny_checkpoint, epochs=2, steps=2), progress=False)
+    b = run_experiment(_config(phantoms, tmp_path / "b", tiny_checkpoint, epochs=2, steps=2), progress=False)
+    a.pop("config"), b.pop("config")
+    assert a == b
+
+
+def test_cli_run_evolve_heatmap(phantoms, tiny_checkpoint, tmp_path, capsys):
+    common = ["--model", "tiny", "--checkpoint", str(tiny_checkpoint)]
+    out = tmp_path / "cli"
+    rc = main(["run", str(phantoms), "--out", str(out), "--max-images", "2", "--epochs", "2", "--steps", "3",
+               "--regressor-size", "32", *common])  # fmt: skip
+    assert rc == 0 and "improved" in capsys.readouterr().out
+    image = phantoms / "images" / "phantom_0000.png"
+    mask = phantoms / "masks" / "left_lung" / "phantom_0000.png"
+    rc = main(["evolve", str(image), "--click", "85", "60", "--regressor", str(out / "regressor.pt"), "--mask",
+               str(mask), "--steps", "3", "--out", str(tmp_path / "one"), *common])  # fmt: skip
+    assert rc == 0
+    record = json.loads((tmp_path / "one" / "phantom_0000_evolution.json").read_text())
+    assert record["click"] == [85.0, 60.0] and len(record["trajectory"]) == 4
+    assert (tmp_path / "one" / "phantom_0000_mask.png").is_file()
+    rc = main(["heatmap", str(image), "--mask", str(mask), "--step", "16", "--out", str(tmp_path / "h.csv"), *common])
+    assert rc == 0 and (tmp_path / "h.csv").read_text().startswith("x,y,dice")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ("evolve {img} --click 500 5 --regressor {reg} --out {o}", "outside the 128x128 image"),
+        ("evolve {missing} --click 5 5 --regressor {reg} --out {o}", "no such file"),
+        ("evolve {img} --click 5 5 --regressor {missing} --out {o}", "does not exist"),
+        ("heatmap {img} --mask {small} --out {o}/h.csv", "masks must have the image's size"),
+        ("heatmap {img} --mask {empty} --out {o}/h.csv", "empty"),
+        ("run {data} --out {o} --structure heart", "structure 'heart'"),
+        ("download vit_x", "unknown model"),
+    ],
+)
+def test_cli_bad_input_gives_one_clear_line(phantoms, tiny_checkpoint, tmp_path, capsys, argv, message):
+    write_png(tmp_path / "small.png", np.ones((64, 64), bool))
+    write_png(tmp_path / "empty.png", np.zeros((128, 128), bool))
+    reg = tmp_path / "reg.pt"
+    save_regressor(SegmentationRegressor(32), reg)
+    paths = {
+        "img": phantoms / "images" / "phantom_0001.png", "reg": reg, "missing": tmp_path / "missing.png",
+        "small": tmp_path / "small.png", "empty": tmp_path / "empty.png", "data": phantoms, "o": tmp_path / "o",
+    }  # fmt: skip
+    args = argv.format(**paths).split()
+    if args[0] != "download":
+        args += ["--model", "tiny", "--checkpoint", str(tiny_checkpoint)]
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing written on failure
+
+
+def test_cli_rejects_parameters_of_the_wrong_type(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "DATA", "--out", "O", "--steps", "ten"])
+    assert exc.value.code == 2 and "not a whole number" in capsys.readouterr().err

@@ -1,0 +1,150 @@
+"""The regressor learns Dice; evolution raises its score; safeguards hold; bad input is refused."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import disk_image
+
+from sampot_lib import SampotError
+from sampot_lib.evolve import Safeguards, check_point, evolve_prompt
+from sampot_lib.heatmap import dice_heatmap, grid_points
+from sampot_lib.regressor import (
+    RegressorData,
+    SegmentationRegressor,
+    fit_regressor,
+    load_regressor,
+    predict_dice,
+    save_regressor,
+    to_input,
+)
+from sampot_lib.synth import candidate_masks
+
+SIZE = 32
+
+
+def _disk_set(n_images: int, seed: int) -> RegressorData:
+    """Dark disks at random places with level-set candidates: Dice must be read off (image, mask) jointly."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i in range(n_images):
+        c = rng.uniform(35, 60, 2)
+        image, mask = disk_image(size=96, center=tuple(c), radius=rng.uniform(18, 28), seed=seed * 1000 + i)
+        cands = candidate_masks(mask, 12, seed=rng)
+        parts.append(
+            RegressorData(
+                images=np.stack([(to_input(image, SIZE)[0, 0] * 255).byte().numpy()] * len(cands)),
+                masks=np.stack([(to_input(c.mask, SIZE)[0, 0] * 255).byte().numpy() for c in cands]),
+                dice=np.array([c.dice for c in cands], dtype=np.float32),
+                kind=np.array(["synthetic"] * len(cands)),
+                image_id=np.array([f"d{i}"] * len(cands)),
+            )
+        )
+    return RegressorData.concat(parts)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    train, val = _disk_set(24, seed=1), _disk_set(8, seed=2)
+    model, history = fit_regressor(train, val, epochs=25, batch_size=32, seed=0, progress=False)
+    return model, history, val
+
+
+def test_regressor_learns_dice(trained):
+    model, history, val = trained
+    mse = np.mean((predict_dice(model, val) - val.dice) ** 2)
+    baseline = np.var(val.dice)  # predicting the mean
+    assert mse < 0.5 * baseline, (mse, baseline)
+    assert min(h["val_mse"] for h in history) == pytest.approx(mse, rel=1e-4)  # the best epoch was kept
+
+
+def test_regressor_training_is_deterministic():
+    train, val = _disk_set(4, seed=1), _disk_set(2, seed=2)
+    a, _ = fit_regressor(train, val, epochs=2, seed=5, progress=False)
+    b, _ = fit_regressor(train, val, epochs=2, seed=5, progress=False)
+    np.testing.assert_array_equal(predict_dice(a, val), predict_dice(b, val))
+
+
+def test_save_load_round_trip_and_size_check(tmp_path, trained):
+    model, _, val = trained
+    path = save_regressor(model, tmp_path / "reg.pt", meta={"note": "test"})
+    loaded, meta = load_regressor(path)
+    assert meta == {"note": "test"}
+    np.testing.assert_allclose(predict_dice(loaded, val), predict_dice(model, val), rtol=1e-6)
+    with pytest.raises(SampotError, match="trained for 32x32"):
+        load_regressor(path, input_size=64)
+    assert [p.name for p in tmp_path.iterdir()] == ["reg.pt"]  # no temporary file left behind
+
+
+def test_bad_regressor_files_and_inputs(tmp_path):
+    with pytest.raises(SampotError, match="does not exist"):
+        load_regressor(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SampotError, match="corrupt"):
+        load_regressor(tmp_path / "junk.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(SampotError, match="not a sampot regressor"):
+        load_regressor(tmp_path / "other.pt")
+    with pytest.raises(SampotError, match="expects 32x32"):
+        SegmentationRegressor(32)(torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64))
+    with pytest.raises(SampotError, match="multiple of 16"):
+        SegmentationRegressor(40)
+
+
+def test_evolution_raises_the_score_and_records_the_trajectory(tiny_model, trained):
+    regressor = trained[0]
+    image, mask = disk_image()
+    result = evolve_prompt(
+        tiny_model, regressor, image, (40.0, 50.0), steps=15, safeguards=Safeguards.off(), gt_mask=mask
+    )
+    scores = [s.score for s in result.trajectory]
+    assert len(result.trajectory) == 16 and result.trajectory[0].x == 40.0
+    assert result.best.score == max(scores) and result.best.score > scores[0]
+    assert all(s.dice is not None and 0 <= s.dice <= 1 for s in result.trajectory)
+    assert result.best_mask.shape == image.shape and result.initial_mask.dtype == bool
+    assert len({(s.x, s.y) for s in result.trajectory}) > 1  # the click moved
+    assert result.to_dict()["best"]["step"] == result.best_step
+
+
+def test_safeguards_bound_the_click(tiny_model, trained):
+    image, _ = disk_image()
+    guards = Safeguards(trust_radius=0.05, min_overlap=None, max_area_ratio=None)
+    result = evolve_prompt(tiny_model, trained[0], image, (40.0, 50.0), steps=10, lr=20.0, safeguards=guards)
+    for s in result.trajectory:
+        assert np.hypot(s.x - 40.0, s.y - 50.0) <= 0.05 * 96 + 1e-3
+        assert 0 <= s.x <= 95 and 0 <= s.y <= 95
+    strict = Safeguards(min_overlap=1.01)  # no evolved mask can pass: the user's click must win
+    result = evolve_prompt(tiny_model, trained[0], image, (40.0, 50.0), steps=5, safeguards=strict)
+    assert result.best_step == 0 and not any(s.allowed for s in result.trajectory[1:])
+
+
+def test_evolution_is_deterministic(tiny_model, trained):
+    image, _ = disk_image()
+    a = evolve_prompt(tiny_model, trained[0], image, (40.0, 50.0), steps=5)
+    b = evolve_prompt(tiny_model, trained[0], image, (40.0, 50.0), steps=5)
+    assert a.to_dict() == b.to_dict()
+
+
+@pytest.mark.parametrize("point", [(-1.0, 10.0), (10.0, 96.0), (float("nan"), 3.0)])
+def test_click_outside_the_image_is_refused(tiny_model, trained, point):
+    image, _ = disk_image()
+    with pytest.raises(SampotError, match="outside the 96x96 image"):
+        evolve_prompt(tiny_model, trained[0], image, point, steps=1)
+
+
+def test_click_outside_the_mask_is_refused():
+    _, mask = disk_image()
+    with pytest.raises(SampotError, match="outside the structure"):
+        check_point((2.0, 2.0), mask.shape, mask)
+
+
+def test_heatmap_covers_the_mask(tiny_model, trained):
+    image, mask = disk_image()
+    pts = grid_points(mask, 8)
+    assert len(pts) > 10 and all(mask[int(y), int(x)] for x, y in pts)
+    hm = dice_heatmap(tiny_model, image, mask, step=8, regressor=trained[0], progress=False)
+    assert len(hm.dice) == len(pts) and np.isfinite(hm.score).all()
+    assert 0 <= hm.spread <= 1
+    painted = hm.as_image(mask.shape, 8)
+    assert np.isfinite(painted).sum() > 0
+    with pytest.raises(SampotError, match="mask is 96x50"):
+        dice_heatmap(tiny_model, image, mask[:50], step=8)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import write_text
-from sampot_lib.data.splits import PAPER_FRACTIONS, load_splits, make_splits, save_splits
+from sampot_lib.data.splits import PAPER_FRACTIONS, load_splits, make_splits, save_splits, split_info
 from sampot_lib.errors import SampotError
 from sampot_lib.evolve import Safeguards, evolve_prompt
 from sampot_lib.metrics import dice, pearson_r
@@ -106,19 +106,24 @@ def open_dataset(config: ExperimentConfig) -> FolderDataset:
 
 
 def prepare_splits(config: ExperimentConfig, dataset: FolderDataset) -> dict[str, list[str]]:
-    """Load ``split_file`` if given, else make the paper's 41/28/53 subject split (seeded) into ``out/splits.json``.
+    """The split every stage uses: ``split_file`` if given, else ``out/splits.json`` if an earlier stage wrote it,
+    else the paper's 41/28/53 subject split, seeded, written to ``out/splits.json``.
 
     With ``max_images``, each split keeps its first ``max_images`` ids.
     """
-    if config.split_file:
-        splits = load_splits(config.split_file, dataset)
+    made = config.out_dir / "splits.json"
+    if not config.split_file and made.is_file():
+        info = split_info(made)  # made by an earlier stage of this run, or by a run with other settings?
+        if info.get("seed") != config.seed or info.get("source") != str(config.data):
+            made.unlink()
+    if config.split_file or made.is_file():
+        splits = load_splits(config.split_file or made, dataset)
     else:
         splits = make_splits(dataset, PAPER_FRACTIONS, seed=config.seed)
         subjects = {i: dataset.subject_of(i) for i in dataset.ids}
         save_splits(
-            config.out_dir / "splits.json", splits, seed=config.seed, fractions=PAPER_FRACTIONS,
-            subjects=subjects, source=str(config.data),
-        )  # fmt: skip
+            made, splits, seed=config.seed, fractions=PAPER_FRACTIONS, subjects=subjects, source=str(config.data)
+        )
     if config.max_images is not None:
         splits = {k: v[: config.max_images] for k, v in splits.items()}
     return splits
@@ -187,11 +192,14 @@ def _u8(t: torch.Tensor) -> np.ndarray:
 
 
 def train_regressor_stage(
-    config: ExperimentConfig, model: PromptableModel | None = None, progress: bool = True
+    config: ExperimentConfig,
+    model: PromptableModel | None = None,
+    dataset: FolderDataset | None = None,
+    progress: bool = True,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
     """Build the train and val sets, fit the regressor, write ``regressor.pt`` and ``regressor_history.csv``."""
     out = config.out_dir
-    dataset = open_dataset(config)  # before anything is written: a bad data set leaves no output behind
+    dataset = dataset or open_dataset(config)  # before anything is written: a bad data set leaves no output
     write_text(out / "config.json", json.dumps(asdict(config), indent=1) + "\n")
     splits = prepare_splits(config, dataset)
     model = model or build_model(config)
@@ -209,12 +217,15 @@ def train_regressor_stage(
 
 
 def evaluate_stage(
-    config: ExperimentConfig, model: PromptableModel | None = None, progress: bool = True
+    config: ExperimentConfig,
+    model: PromptableModel | None = None,
+    dataset: FolderDataset | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Score held-out test masks with the regressor: ``regressor_eval.csv`` (one row per mask) and Pearson r on
     unseen synthetic masks, and, for the centroid click, of the regressor and of the model's confidence."""
     out = config.out_dir
-    dataset = open_dataset(config)
+    dataset = dataset or open_dataset(config)
     splits = prepare_splits(config, dataset)
     model = model or build_model(config)
     regressor, _ = load_regressor(out / "regressor.pt", device=config.device)
@@ -257,12 +268,15 @@ def _r(rows: list[dict[str, Any]], column: str) -> float | None:
 
 
 def evolve_stage(
-    config: ExperimentConfig, model: PromptableModel | None = None, progress: bool = True
+    config: ExperimentConfig,
+    model: PromptableModel | None = None,
+    dataset: FolderDataset | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Evolve the centroid click of every test image with the safeguards on and off: ``evolution.csv`` (one row per
     image and setting), ``trajectories.json``, and ``summary.json`` (counts improved / unchanged / worse)."""
     out = config.out_dir
-    dataset = open_dataset(config)
+    dataset = dataset or open_dataset(config)
     splits = prepare_splits(config, dataset)
     model = model or build_model(config)
     regressor, _ = load_regressor(out / "regressor.pt", device=config.device)
@@ -310,11 +324,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
-    """All stages with one model load: train the regressor, evaluate it, evolve the test split."""
+    """All stages with one model load and one validation of the data set: train the regressor, evaluate it,
+    evolve the test split."""
+    dataset = open_dataset(config)  # validated once: every file of the set is read
     model = build_model(config)
-    train_regressor_stage(config, model, progress)
-    evaluation = evaluate_stage(config, model, progress)
-    summary = evolve_stage(config, model, progress)
+    train_regressor_stage(config, model, dataset, progress)
+    evaluation = evaluate_stage(config, model, dataset, progress)
+    summary = evolve_stage(config, model, dataset, progress)
     summary["regressor"] = evaluation
     write_text(config.out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary

@@ -112,3 +112,17 @@ def test_cli_rejects_parameters_of_the_wrong_type(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "DATA", "--out", "O", "--steps", "ten"])
     assert exc.value.code == 2 and "not a whole number" in capsys.readouterr().err
+
+
+def test_stages_share_one_split_and_a_new_seed_makes_a_new_one(phantoms, tmp_path):
+    from sampot_lib.data.folder import FolderDataset
+    from sampot_lib.pipeline import prepare_splits
+
+    dataset = FolderDataset(phantoms)
+    config = ExperimentConfig(data=str(phantoms), out=str(tmp_path), seed=0)
+    first = prepare_splits(config, dataset)
+    assert prepare_splits(config, dataset) == first
+    config.seed = 1
+    second = prepare_splits(config, dataset)
+    assert json.loads((tmp_path / "splits.json").read_text())["seed"] == 1
+    assert second != first

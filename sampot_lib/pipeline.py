@@ -11,7 +11,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +69,36 @@ class ExperimentConfig:
     sharpness: float = 5.0
     safeguards: dict[str, Any] = field(default_factory=lambda: asdict(Safeguards()))
 
+    def __post_init__(self) -> None:
+        # Notebooks get these from papermill parameters: a wrong type must fail here, by name, not deep inside torch.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            allowed = _ALLOWED[f.name]
+            if isinstance(value, Path) and str in allowed:
+                setattr(self, f.name, str(value))
+            elif isinstance(value, int) and not isinstance(value, bool) and float in allowed and int not in allowed:
+                setattr(self, f.name, float(value))
+            elif not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+                raise SampotError(f"parameter {f.name!r} must be {names}, got {value!r} ({type(value).__name__}).")
+        if self.mask_output not in (None, "best", "single", 0, 1, 2):
+            raise SampotError(
+                f"parameter 'mask_output' must be best, single, 0, 1, 2 or None, got {self.mask_output!r}."
+            )
+
     @property
     def out_dir(self) -> Path:
         return Path(self.out)
+
+
+_NONE = type(None)
+_ALLOWED: dict[str, tuple[type, ...]] = {
+    "data": (str,), "out": (str,), "structure": (str,), "model": (str,), "checkpoint": (str, _NONE),
+    "mask_output": (str, int, _NONE), "device": (str,), "split_file": (str, _NONE), "seed": (int,),
+    "max_images": (int, _NONE), "n_synthetic": (int,), "n_outside": (int,), "regressor_size": (int,),
+    "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "steps": (int,), "lr": (float,),
+    "sharpness": (float,), "safeguards": (dict,),
+}  # fmt: skip
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import build_tiny_sam
 
+from sampot_lib import SampotError
 from sampot_lib.cli import main
 from sampot_lib.data.io import write_png
 from sampot_lib.data.phantom import write_phantom_set
@@ -126,3 +127,21 @@ def test_stages_share_one_split_and_a_new_seed_makes_a_new_one(phantoms, tmp_pat
     second = prepare_splits(config, dataset)
     assert json.loads((tmp_path / "splits.json").read_text())["seed"] == 1
     assert second != first
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"epochs": "ten"}, "parameter 'epochs' must be int, got 'ten'"),
+        ({"steps": 2.5}, "parameter 'steps' must be int"),
+        ({"seed": True}, "parameter 'seed' must be int"),
+        ({"lr": "fast"}, "parameter 'lr' must be float"),
+        ({"checkpoint": 3}, "parameter 'checkpoint' must be str or None"),
+        ({"mask_output": 7}, "parameter 'mask_output' must be best"),
+    ],
+)
+def test_parameters_of_the_wrong_type_are_named(bad, message):
+    with pytest.raises(SampotError, match=message):
+        ExperimentConfig(data="d", out="o", **bad)
+    ok = ExperimentConfig(data="d", out="o", lr=10, max_images=None)  # an int where a float is wanted is fine
+    assert ok.lr == 10.0 and isinstance(ok.lr, float)

@@ -195,3 +195,11 @@ def _full_mask(model: PromptableModel, emb: Any, point: torch.Tensor) -> np.ndar
     """The H x W bool mask of one click at the original image size."""
     label = torch.ones(1, 1, dtype=torch.long, device=point.device)
     return (model.predict(emb, point.reshape(1, 1, 2), label).logits[0, 0] > 0).cpu().numpy()
+
+
+@torch.no_grad()
+def trajectory_masks(model: PromptableModel, image: np.ndarray, result: EvolutionResult) -> dict[int, np.ndarray]:
+    """{step: H x W bool mask} of every step of an evolution, at the image's size (for a step slider)."""
+    emb = model.embed(image)
+    points = [torch.tensor([s.x, s.y], dtype=torch.float32, device=model.device) for s in result.trajectory]
+    return {s.step: _full_mask(model, emb, p) for s, p in zip(result.trajectory, points, strict=True)}

@@ -16,14 +16,14 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice coefficient 2|A∩B| / (|A| + |B|) of two H x W binary masks; 1.0 when both are empty."""
+    """Dice coefficient ``2 |A ∩ B| / (|A| + |B|)`` of two H x W binary masks; 1.0 when both are empty."""
     a, b = _pair(a, b)
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union |A∩B| / |A∪B| of two H x W binary masks; 1.0 when both are empty."""
+    """Intersection over union ``|A ∩ B| / |A ∪ B|`` of two H x W binary masks; 1.0 when both are empty."""
     a, b = _pair(a, b)
     union = int(np.logical_or(a, b).sum())
     return 1.0 if union == 0 else int(np.logical_and(a, b).sum()) / union

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import write_text
+from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import PAPER_FRACTIONS, load_splits, make_splits, save_splits, split_info
 from sampot_lib.errors import SampotError
 from sampot_lib.evolve import Safeguards, evolve_prompt
@@ -101,7 +103,8 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
 }  # fmt: skip
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows (dicts with the same keys) as CSV, atomically."""
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -154,6 +157,68 @@ def prepare_splits(config: ExperimentConfig, dataset: FolderDataset) -> dict[str
     if config.max_images is not None:
         splits = {k: v[: config.max_images] for k, v in splits.items()}
     return splits
+
+
+@dataclass
+class Run:
+    """What a notebook chapter works on: the checked config, the data set, the split, and labels that name the
+    model and the data beside every number."""
+
+    config: ExperimentConfig
+    dataset: FolderDataset
+    splits: dict[str, list[str]]
+
+    @property
+    def data_label(self) -> str:
+        return f"{Path(self.config.data).name} ({len(self.dataset.ids)} images, {self.config.structure})"
+
+    @property
+    def model_label(self) -> str:
+        ckpt = self.config.checkpoint
+        return self.config.model + ("" if ckpt is None else f" ({Path(ckpt).name})")
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{k} {len(v)} images" for k, v in self.splits.items())
+        return f"model: {self.model_label}\ndata: {self.config.data}: {self.data_label}\nsplit: {sizes}"
+
+
+def start_run(
+    *,
+    data: str | Path | None,
+    out: str | Path,
+    phantom_n: int = 60,
+    phantom_size: int = 512,
+    root: str | Path | None = None,
+    **params: Any,
+) -> Run:
+    """Turn a notebook's parameters into a :class:`Run`.
+
+    Relative paths (``data``, ``out``, ``checkpoint``, ``split_file``) are taken from the repository root (``root``,
+    default: the nearest folder above the working directory with a pyproject.toml), wherever the kernel started.
+    ``data=None`` uses the phantom set at ``_build/data/phantom``, written (``phantom_n`` images of
+    ``phantom_size`` px, seeded) if missing. Every parameter's type is checked by :class:`ExperimentConfig`.
+    ``$SAMPOT_THREADS`` sets torch's thread count (the book's build runs on few cores).
+    """
+    if os.environ.get("SAMPOT_THREADS"):
+        torch.set_num_threads(int(os.environ["SAMPOT_THREADS"]))
+    here = Path.cwd()
+    base = Path(root) if root else next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file()), here)
+
+    def at_base(path: str | Path | None) -> str | None:
+        return None if path is None else str(path if Path(path).is_absolute() else base / path)
+
+    if data is None:
+        data = base / "_build" / "data" / "phantom"
+        if not (data / "manifest.csv").is_file():
+            print(f"writing {phantom_n} phantoms of {phantom_size} px to {data}")
+            write_phantom_set(data, phantom_n, params.get("seed", 0), size=phantom_size, progress=True)
+    for key in ("checkpoint", "split_file"):
+        if key in params:
+            params[key] = at_base(params[key])
+    config = ExperimentConfig(data=at_base(data), out=at_base(out), **params)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = open_dataset(config)
+    return Run(config, dataset, prepare_splits(config, dataset))
 
 
 def build_model(config: ExperimentConfig) -> PromptableModel:
@@ -239,7 +304,7 @@ def train_regressor_stage(
     meta = {"model": config.model, "data": str(config.data), "structure": config.structure,
             "n_train": len(train), "n_val": len(val), "best_val_mse": min(h["val_mse"] for h in history)}  # fmt: skip
     save_regressor(regressor, out / "regressor.pt", meta)
-    _write_csv(out / "regressor_history.csv", history)
+    write_csv(out / "regressor_history.csv", history)
     return regressor, history
 
 
@@ -271,7 +336,7 @@ def evaluate_stage(
             score = float(regressor(to_input(image, size).to(config.device), soft.to(config.device)))
         rows.append({"image_id": image_id, "kind": "model_centroid", "dice": dice(full > 0, truth),
                      "regressor": score, "confidence": conf})  # fmt: skip
-    _write_csv(out / "regressor_eval.csv", rows)
+    write_csv(out / "regressor_eval.csv", rows)
     synth = [r for r in rows if r["kind"] == "synthetic"]
     cent = [r for r in rows if r["kind"] == "model_centroid"]
     summary = {
@@ -324,7 +389,7 @@ def evolve_stage(
                 "dice0": d0, "dice": d1, "gain": d1 - d0,
             })  # fmt: skip
             trajectories[f"{image_id}/{name}"] = res.to_dict()
-    _write_csv(out / "evolution.csv", rows)
+    write_csv(out / "evolution.csv", rows)
     write_text(out / "trajectories.json", json.dumps(trajectories) + "\n")
     summary = {name: summarise([r for r in rows if r["safeguards"] == name]) for name in settings}
     summary["config"] = asdict(config)

@@ -1,0 +1,352 @@
+"""Plotly figures for the book and the prompt widget: drawing only, no algorithm.
+
+Images are embedded as small PNG data URIs (``go.Image(source=...)``) placed in original-pixel coordinates, so a
+1024 px X-ray costs tens of kilobytes in the HTML rather than a million numbers; masks are drawn as contour lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+from plotly.subplots import make_subplots
+from skimage import measure
+
+from sampot_lib.errors import SampotError
+
+#: Set to "1" by scripts/build_book.py: figures then display as HTML that uses the site's own plotly.js.
+BOOK_ENV = "SAMPOT_BOOK_HTML"
+#: Longest side of an image embedded in a figure (display only; coordinates stay in original pixels).
+DISPLAY_SIZE = 384
+
+TRUTH_COLOR = "#2ca02c"
+MASK_COLOR = "#ff7f0e"
+PATH_COLOR = "#d62728"
+_KIND_COLORS = {
+    "synthetic": "#1f77b4",
+    "model_band": "#ff7f0e",
+    "model_outside": "#d62728",
+    "model_centroid": "#9467bd",
+}
+
+
+def show(fig: go.Figure) -> Any:
+    """What a notebook cell should display for ``fig``.
+
+    In the book build (``SAMPOT_BOOK_HTML=1``) an ``IPython.display.HTML`` holding the figure's div and a script that
+    draws it with the plotly.js the site serves from ``_static/`` (myst-nb drops plotly's own mime type, and the
+    site must work offline); in a live kernel the figure itself.
+    """
+    if os.environ.get(BOOK_ENV) == "1":
+        from IPython.display import HTML
+
+        return HTML(fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
+    return fig
+
+
+def image_uri(image: np.ndarray, max_size: int = DISPLAY_SIZE) -> tuple[str, float]:
+    """A PNG data URI of an H x W (or H x W x 3/4) uint8 image shrunk to at most ``max_size`` px, and the scale
+    (original px per shown px) that places it back in original coordinates."""
+    if image.ndim not in (2, 3) or image.dtype != np.uint8:
+        raise SampotError(f"expected an H x W (x 3) uint8 image, got {image.dtype} of shape {image.shape}.")
+    pil = Image.fromarray(image)
+    h, w = image.shape[:2]
+    scale = max(h, w) / max_size if max(h, w) > max_size else 1.0
+    if scale > 1.0:
+        pil = pil.resize((max(1, round(w / scale)), max(1, round(h / scale))), Image.BILINEAR)
+    if pil.mode == "L":
+        pil = pil.convert("RGB")  # go.Image draws a data-URI source as RGB(A)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), scale
+
+
+def image_trace(image: np.ndarray, max_size: int = DISPLAY_SIZE, name: str = "image") -> go.Image:
+    """The image as a trace whose pixel (i, j) sits at x = j, y = i of the original image (y axis downwards)."""
+    uri, scale = image_uri(image, max_size)
+    # A shown pixel covers ``scale`` original pixels; centre it on the block it stands for.
+    offset = (scale - 1) / 2
+    return go.Image(source=uri, x0=offset, dx=scale, y0=offset, dy=scale, name=name, hoverinfo="skip")
+
+
+def contour_xy(mask: np.ndarray) -> tuple[list[float | None], list[float | None]]:
+    """Boundary of an H x W bool mask as x, y lists for a line trace (separate contours split by None)."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    padded = np.pad(np.asarray(mask, dtype=float), 1)  # closes contours that touch the image border
+    for c in measure.find_contours(padded, 0.5):
+        c = c[:: max(1, len(c) // 400)] - 1  # a few hundred points per contour is plenty on screen
+        xs += [*c[:, 1].round(1).tolist(), c[0, 1].round(1), None]
+        ys += [*c[:, 0].round(1).tolist(), c[0, 0].round(1), None]
+    return xs, ys
+
+
+def contour_trace(mask: np.ndarray, name: str, color: str, dash: str = "solid", width: float = 2) -> go.Scatter:
+    xs, ys = contour_xy(mask)
+    return go.Scatter(
+        x=xs, y=ys, mode="lines", name=name, line={"color": color, "dash": dash, "width": width}, hoverinfo="skip"
+    )
+
+
+def _image_axes(fig: go.Figure, shape: tuple[int, int], row: int | None = None, col: int | None = None) -> None:
+    """Fix an image panel to the image's extent, y downwards, square pixels, no ticks."""
+    h, w = shape
+    kw = {"row": row, "col": col} if row is not None else {}
+    x_name = fig.get_subplot(row, col).xaxis.plotly_name.replace("axis", "") if row is not None else "x"
+    fig.update_xaxes(range=[-0.5, w - 0.5], showticklabels=False, showgrid=False, zeroline=False, **kw)
+    fig.update_yaxes(
+        range=[h - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False, scaleanchor=x_name, **kw
+    )
+
+
+def heatmap_figure(
+    image: np.ndarray,
+    points: np.ndarray,
+    dice: np.ndarray,
+    truth: np.ndarray | None = None,
+    step: int = 32,
+    confidence: np.ndarray | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Paper fig. 1: the Dice of each grid click's mask painted over the image (hover shows it per click).
+
+    image: H x W uint8; points: N x 2 (x, y) grid clicks of spacing ``step``; dice: N; confidence: N or None.
+    """
+    points = np.asarray(points, dtype=float)
+    dice = np.asarray(dice, dtype=float)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(dice):
+        raise SampotError(f"points must be N x 2 with one Dice each; got {points.shape} and {dice.shape}.")
+    xs, ys = np.unique(points[:, 0]), np.unique(points[:, 1])
+    z = np.full((len(ys), len(xs)), np.nan)
+    conf = np.full_like(z, np.nan)
+    ix, iy = np.searchsorted(xs, points[:, 0]), np.searchsorted(ys, points[:, 1])
+    z[iy, ix] = dice
+    if confidence is not None:
+        conf[iy, ix] = confidence
+    fig = go.Figure(image_trace(image))
+    fig.add_trace(
+        go.Heatmap(
+            x=xs, y=ys, z=z, customdata=conf, zmin=0, zmax=1, colorscale="Viridis", opacity=0.75, name="Dice",
+            colorbar={"title": "Dice"}, hoverongaps=False,
+            hovertemplate="click (%{x:.0f}, %{y:.0f})<br>Dice %{z:.3f}<br>confidence %{customdata:.3f}<extra></extra>",
+        )
+    )  # fmt: skip
+    if truth is not None:
+        fig.add_trace(contour_trace(truth, "ground truth", TRUTH_COLOR))
+    spread = float(np.nanmax(dice) - np.nanmin(dice))
+    fig.update_layout(
+        title=title or f"Dice by click position ({len(dice)} clicks, spread {spread:.2f})",
+        width=520, height=520, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
+    )  # fmt: skip
+    _image_axes(fig, image.shape[:2])
+    return fig
+
+
+def level_set_figure(
+    image: np.ndarray,
+    truth: np.ndarray,
+    masks: Sequence[np.ndarray],
+    dices: Sequence[float],
+    offsets: Sequence[float] | None = None,
+    cols: int = 4,
+) -> go.Figure:
+    """Paper fig. 3: synthetic masks (orange) against the truth (green), one panel each, titled with their Dice."""
+    if len(masks) == 0 or len(masks) != len(dices):
+        raise SampotError(f"need one Dice per mask and at least one mask; got {len(masks)} masks, {len(dices)} Dice.")
+    n = len(masks)
+    rows = -(-n // cols)
+    titles = [
+        f"Dice {d:.2f}" + (f", offset {o:+.0f} px" if offsets is not None else "")
+        for d, o in zip(dices, offsets if offsets is not None else [0] * n, strict=True)
+    ]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.01, vertical_spacing=0.06)
+    img = image_trace(image, max_size=160)
+    truth_xy = contour_xy(truth)
+    for k, mask in enumerate(masks):
+        r, c = k // cols + 1, k % cols + 1
+        fig.add_trace(img, row=r, col=c)
+        fig.add_trace(
+            go.Scatter(x=truth_xy[0], y=truth_xy[1], mode="lines", line={"color": TRUTH_COLOR, "width": 1.5},
+                       name="truth", showlegend=k == 0, hoverinfo="skip"),
+            row=r, col=c,
+        )  # fmt: skip
+        trace = contour_trace(mask, "synthetic mask", MASK_COLOR, width=1.5)
+        trace.showlegend = k == 0
+        fig.add_trace(trace, row=r, col=c)
+        _image_axes(fig, image.shape[:2], row=r, col=c)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(height=230 * rows + 60, autosize=True, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
+    """Regressor training: train and validation MSE per epoch (log scale), the kept epoch marked."""
+    if not history:
+        raise SampotError("training history is empty.")
+    epochs = [float(h["epoch"]) for h in history]
+    train = [float(h["train_mse"]) for h in history]
+    val = [float(h["val_mse"]) for h in history]
+    best = int(np.argmin(val))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=epochs, y=train, mode="lines", name="train MSE"))
+    fig.add_trace(go.Scatter(x=epochs, y=val, mode="lines", name="validation MSE"))
+    fig.add_trace(
+        go.Scatter(x=[epochs[best]], y=[val[best]], mode="markers", name=f"kept: epoch {epochs[best]:.0f}",
+                   marker={"size": 10, "symbol": "star", "color": "black"})
+    )  # fmt: skip
+    fig.update_layout(
+        title="Regressor training (MSE of predicted vs true Dice)", xaxis_title="epoch", yaxis_title="MSE",
+        yaxis_type="log", height=400,
+    )  # fmt: skip
+    return fig
+
+
+def score_scatter(
+    dice: Sequence[float],
+    score: Sequence[float],
+    r: float | None,
+    score_name: str = "regressor score",
+    kinds: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """A score against the true Dice, one point per mask, with Pearson ``r`` in the title and the unit line."""
+    dice, score = np.asarray(dice, dtype=float), np.asarray(score, dtype=float)
+    if dice.shape != score.shape:
+        raise SampotError(f"dice and score differ in length: {dice.shape} vs {score.shape}.")
+    kinds_arr = np.asarray(kinds if kinds is not None else ["mask"] * len(dice))
+    labels_arr = np.asarray(labels if labels is not None else [""] * len(dice))
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="y = x", line={"color": "gray", "dash": "dot"},
+                   hoverinfo="skip")
+    )  # fmt: skip
+    for kind in dict.fromkeys(kinds_arr.tolist()):
+        sel = kinds_arr == kind
+        fig.add_trace(
+            go.Scatter(
+                x=dice[sel], y=score[sel], mode="markers", name=str(kind), text=labels_arr[sel],
+                marker={"size": 6, "opacity": 0.7, "color": _KIND_COLORS.get(str(kind))},
+                hovertemplate="%{text}<br>true Dice %{x:.3f}<br>" + score_name + " %{y:.3f}<extra>%{fullData.name}"
+                "</extra>",
+            )
+        )  # fmt: skip
+    r_text = "undefined" if r is None or not np.isfinite(r) else f"{r:.2f}"
+    fig.update_layout(
+        title=title or f"{score_name} vs true Dice: Pearson r = {r_text} (n = {len(dice)})",
+        xaxis={"title": "true Dice", "range": [-0.02, 1.02]}, yaxis={"title": score_name, "range": [-0.02, 1.02]},
+        width=520, height=480,
+    )  # fmt: skip
+    return fig
+
+
+def trajectory_figure(
+    image: np.ndarray,
+    steps: Sequence[Mapping[str, Any]],
+    masks: Mapping[int, np.ndarray] | None = None,
+    truth: np.ndarray | None = None,
+    best_step: int | None = None,
+    title: str = "Prompt evolution",
+) -> go.Figure:
+    """Paper fig. 5: the click's path over the image, with a step slider that moves the click and shows that step's
+    mask; beside it the regressor's score (and the true Dice, when known) per step.
+
+    steps: the trajectory, dicts with step, x, y, score and optionally dice (as ``EvolutionResult.to_dict()``);
+    masks: {step: H x W bool mask} for the steps whose mask the slider shows (others show none).
+    """
+    if not steps:
+        raise SampotError("the trajectory is empty.")
+    masks = masks or {}
+    k = [int(s["step"]) for s in steps]
+    x = [float(s["x"]) for s in steps]
+    y = [float(s["y"]) for s in steps]
+    score = [float(s["score"]) for s in steps]
+    dice = [None if s.get("dice") is None else float(s["dice"]) for s in steps]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], subplot_titles=("click and mask", "per step"))
+    fig.add_trace(image_trace(image), row=1, col=1)
+    if truth is not None:
+        fig.add_trace(contour_trace(truth, "ground truth", TRUTH_COLOR, dash="dot"), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(x=x, y=y, mode="lines+markers", name="path", line={"color": PATH_COLOR, "width": 1},
+                   marker={"size": 4}, customdata=np.stack([k, score], axis=1),
+                   hovertemplate="step %{customdata[0]}<br>(%{x:.1f}, %{y:.1f})<br>score %{customdata[1]:.3f}"
+                   "<extra></extra>"),
+        row=1, col=1,
+    )  # fmt: skip
+    mask_idx = len(fig.data)
+    first = contour_xy(masks[k[0]]) if k[0] in masks else ([], [])
+    fig.add_trace(go.Scatter(x=first[0], y=first[1], mode="lines", name="mask", line={"color": MASK_COLOR},
+                             hoverinfo="skip"), row=1, col=1)  # fmt: skip
+    point_idx = len(fig.data)
+    fig.add_trace(
+        go.Scatter(x=[x[0]], y=[y[0]], mode="markers", name="click", hoverinfo="skip",
+                   marker={"size": 14, "symbol": "x", "color": "yellow", "line": {"width": 2, "color": "black"}}),
+        row=1, col=1,
+    )  # fmt: skip
+    fig.add_trace(go.Scatter(x=k, y=score, mode="lines+markers", name="regressor score"), row=1, col=2)
+    if any(d is not None for d in dice):
+        fig.add_trace(go.Scatter(x=k, y=dice, mode="lines+markers", name="true Dice"), row=1, col=2)
+    cursor_idx = len(fig.data)
+    fig.add_trace(
+        go.Scatter(x=[k[0], k[0]], y=[0, 1], mode="lines", name="step", line={"color": "gray", "dash": "dot"},
+                   hoverinfo="skip", showlegend=False),
+        row=1, col=2,
+    )  # fmt: skip
+    if best_step is not None:
+        fig.add_vline(x=best_step, line={"color": "black", "width": 1}, row=1, col=2)
+    slider_steps = []
+    for i, step in enumerate(k):
+        mx, my = contour_xy(masks[step]) if step in masks else ([], [])
+        label = f"step {step}: score {score[i]:.3f}" + (f", Dice {dice[i]:.3f}" if dice[i] is not None else "")
+        slider_steps.append({
+            "label": str(step), "method": "update",
+            "args": [{"x": [mx, [x[i]], [step, step]], "y": [my, [y[i]], [0, 1]]},
+                     {"title.text": f"{title}: {label}"}, [mask_idx, point_idx, cursor_idx]],
+        })  # fmt: skip
+    first_label = f"step {k[0]}: score {score[0]:.3f}" + (f", Dice {dice[0]:.3f}" if dice[0] is not None else "")
+    fig.update_layout(
+        title=f"{title}: {first_label}", height=560,
+        sliders=[{"active": 0, "steps": slider_steps, "currentvalue": {"prefix": "step "}, "pad": {"t": 30}}],
+        legend={"orientation": "h", "y": -0.35},
+    )  # fmt: skip
+    _image_axes(fig, image.shape[:2], row=1, col=1)
+    fig.update_xaxes(title_text="step", row=1, col=2)
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    return fig
+
+
+def evolution_scatter(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:
+    """Paper fig. 6: evolved vs initial Dice, one point per test image and safeguard setting, with the unit line
+    (above it: improved)."""
+    if not rows:
+        raise SampotError("no evolution results to plot.")
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="unchanged", line={"color": "gray", "dash": "dot"},
+                   hoverinfo="skip")
+    )  # fmt: skip
+    styles = {"on": ("circle", "#1f77b4"), "off": ("x", "#d62728")}
+    for setting in dict.fromkeys(str(r["safeguards"]) for r in rows):
+        sel = [r for r in rows if str(r["safeguards"]) == setting]
+        symbol, color = styles.get(setting, ("diamond", None))
+        fig.add_trace(
+            go.Scatter(
+                x=[float(r["dice0"]) for r in sel], y=[float(r["dice"]) for r in sel], mode="markers",
+                name=f"safeguards {setting}", text=[str(r["image_id"]) for r in sel],
+                marker={"symbol": symbol, "color": color, "size": 8, "opacity": 0.8},
+                hovertemplate="%{text}<br>initial Dice %{x:.3f}<br>evolved Dice %{y:.3f}<extra>%{fullData.name}"
+                "</extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        title=title or "Evolved vs initial Dice per test image",
+        xaxis={"title": "initial Dice (centroid click)", "range": [-0.02, 1.02]},
+        yaxis={"title": "evolved Dice", "range": [-0.02, 1.02]}, width=560, height=520,
+    )  # fmt: skip
+    return fig

@@ -1,0 +1,194 @@
+"""The "Try it" app for a live Jupyter kernel: click on the image to place the prompt, see the model's mask, the
+regressor's score, the model's confidence and (when the truth is known) the Dice; a button evolves the click and
+animates its path.
+
+Needs a live kernel with ipywidgets and plotly's FigureWidget (which needs ``anywidget``); a static page cannot run
+the Python callbacks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from sampot_lib.errors import SampotError
+from sampot_lib.evolve import EvolutionResult, Safeguards, check_point, evolve_prompt
+from sampot_lib.metrics import dice
+from sampot_lib.models.base import PromptableModel
+from sampot_lib.regressor import SegmentationRegressor, to_input
+from sampot_lib.viz import MASK_COLOR, PATH_COLOR, TRUTH_COLOR, contour_xy, image_trace
+
+# Clicks are caught by an almost transparent grid over the image (a plotly Image trace reports no click position
+# in every front end); this many cells along the longer side.
+_CLICK_CELLS = 128
+
+
+class PromptWidget:
+    """An ipywidgets app around one image.
+
+    model: a promptable model; regressor: a trained segmentation regressor; image: H x W uint8; gt_mask: H x W bool
+    or None. ``click(x, y)`` and ``evolve()`` do what the mouse and the button do, so the app can be driven (and
+    tested) from code. ``self.app`` is the widget to display.
+    """
+
+    def __init__(
+        self,
+        model: PromptableModel,
+        regressor: SegmentationRegressor,
+        image: np.ndarray,
+        gt_mask: np.ndarray | None = None,
+        *,
+        steps: int = 30,
+        lr: float = 10.0,
+        sharpness: float = 5.0,
+        safeguards: Safeguards | None = None,
+        frame_delay: float = 0.08,
+    ) -> None:
+        if image.ndim != 2 and not (image.ndim == 3 and image.shape[-1] == 3):
+            raise SampotError(f"expected an H x W or H x W x 3 image, got shape {image.shape}.")
+        h, w = image.shape[:2]
+        if gt_mask is not None and gt_mask.shape != (h, w):
+            raise SampotError(f"ground-truth mask is {gt_mask.shape} but the image is {(h, w)}.")
+        self.model, self.image, self.gt_mask = model, image, gt_mask
+        self.regressor = regressor.to(model.device).eval().requires_grad_(False)
+        self.sharpness = sharpness
+        self.frame_delay = frame_delay
+        self.point: tuple[float, float] | None = None
+        self.result: EvolutionResult | None = None
+        self.last: dict[str, Any] = {}
+        self._emb = model.embed(image)
+        self._img_in = to_input(image, self.regressor.input_size).to(model.device)
+
+        self.figure = go.FigureWidget(self._base_figure())
+        self.figure.data[self._catcher].on_click(self._on_click)
+        self.steps = widgets.IntSlider(value=steps, min=1, max=100, description="steps")
+        self.lr = widgets.FloatLogSlider(value=lr, base=10, min=-1, max=2, description="lr (px)")
+        self.guarded = widgets.Checkbox(value=True, description="safeguards")
+        self._guards = safeguards if safeguards is not None else Safeguards()
+        self.button = widgets.Button(description="Evolve the click", icon="play", disabled=True)
+        self.button.on_click(lambda _: self.evolve())
+        self.status = widgets.HTML("Click inside the structure to place the prompt.")
+        controls = widgets.HBox([self.steps, self.lr, self.guarded, self.button])
+        self.app = widgets.VBox([self.figure, controls, self.status])
+
+    # -- figure -------------------------------------------------------------------------------------------------
+    def _base_figure(self) -> go.Figure:
+        h, w = self.image.shape[:2]
+        image = self.image if self.image.dtype == np.uint8 else self.image.astype(np.uint8)
+        fig = go.Figure(image_trace(image, max_size=512))
+        if self.gt_mask is not None:
+            tx, ty = contour_xy(self.gt_mask)
+            fig.add_trace(go.Scatter(x=tx, y=ty, mode="lines", name="ground truth", hoverinfo="skip",
+                                     line={"color": TRUTH_COLOR, "dash": "dot"}))  # fmt: skip
+        cell = max(h, w) / _CLICK_CELLS
+        xs, ys = np.arange(cell / 2, w, cell), np.arange(cell / 2, h, cell)
+        self._catcher = len(fig.data)
+        fig.add_trace(go.Heatmap(x=xs, y=ys, z=np.zeros((len(ys), len(xs))), opacity=0.01, showscale=False,
+                                 colorscale=[[0, "white"], [1, "white"]], name="click here",
+                                 hovertemplate="(%{x:.0f}, %{y:.0f})<extra></extra>"))  # fmt: skip
+        self._mask = len(fig.data)
+        fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name="mask", line={"color": MASK_COLOR},
+                                 hoverinfo="skip"))  # fmt: skip
+        self._path = len(fig.data)
+        fig.add_trace(go.Scatter(x=[], y=[], mode="lines+markers", name="evolution path", hoverinfo="skip",
+                                 line={"color": PATH_COLOR, "width": 1}, marker={"size": 4}))  # fmt: skip
+        self._click = len(fig.data)
+        fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="click", hoverinfo="skip",
+                                 marker={"size": 14, "symbol": "x", "color": "yellow",
+                                         "line": {"width": 2, "color": "black"}}))  # fmt: skip
+        fig.update_xaxes(range=[-0.5, w - 0.5], showticklabels=False, showgrid=False, zeroline=False)
+        fig.update_yaxes(range=[h - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False)
+        fig.update_layout(width=600, height=600, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                          title="Click inside the structure", legend={"orientation": "h", "y": -0.02})  # fmt: skip
+        return fig
+
+    def _on_click(self, trace: Any, points: Any, selector: Any) -> None:
+        if points.xs:
+            self.click(points.xs[0], points.ys[0])
+
+    # -- actions ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def measure(self, x: float, y: float) -> dict[str, Any]:
+        """Mask (H x W bool), regressor score, model confidence and true Dice (or None) for a click at (x, y)."""
+        check_point((x, y), self.image.shape[:2])
+        pt = torch.tensor([[[x, y]]], dtype=torch.float32, device=self.model.device)
+        label = torch.ones(1, 1, dtype=torch.long, device=self.model.device)
+        full = self.model.predict(self._emb, pt, label)
+        size = self.regressor.input_size
+        small = self.model.predict(self._emb, pt, label, output_size=(size, size))
+        score = float(self.regressor(self._img_in, torch.sigmoid(self.sharpness * small.logits)))
+        mask = (full.logits[0, 0] > 0).cpu().numpy()
+        true = dice(mask, self.gt_mask) if self.gt_mask is not None else None
+        return {"mask": mask, "score": score, "confidence": float(full.confidence), "dice": true}
+
+    def click(self, x: float, y: float) -> dict[str, Any]:
+        """Place the prompt at (x, y) in original pixels: draw the mask and report its scores."""
+        self.point = (float(x), float(y))
+        self.last = self.measure(*self.point)
+        self.result = None
+        mx, my = contour_xy(self.last["mask"])
+        with self.figure.batch_update():
+            self.figure.data[self._mask].update(x=mx, y=my)
+            self.figure.data[self._click].update(x=[x], y=[y])
+            self.figure.data[self._path].update(x=[], y=[])
+            self.figure.layout.title.text = self._describe("click", x, y, self.last)
+        self.status.value = self._describe("click", x, y, self.last)
+        self.button.disabled = False
+        return self.last
+
+    def evolve(self, animate: bool = True) -> EvolutionResult:
+        """Evolve the current click (Adam on its position, maximising the regressor's score) and show its path."""
+        if self.point is None:
+            raise SampotError("place a click first (click on the image, or call .click(x, y)).")
+        self.button.disabled = True
+        self.status.value = f"Evolving for {self.steps.value} steps..."
+        try:
+            res = evolve_prompt(
+                self.model, self.regressor, self.image, self.point, steps=self.steps.value, lr=self.lr.value,
+                sharpness=self.sharpness, safeguards=self._guards if self.guarded.value else Safeguards.off(),
+                gt_mask=self.gt_mask,
+            )  # fmt: skip
+        finally:
+            self.button.disabled = False
+        self.result = res
+        xs, ys = [s.x for s in res.trajectory], [s.y for s in res.trajectory]
+        frames = range(1, len(xs) + 1) if animate else [len(xs)]
+        for n in frames:
+            with self.figure.batch_update():
+                self.figure.data[self._path].update(x=xs[:n], y=ys[:n])
+                self.figure.data[self._click].update(x=[xs[n - 1]], y=[ys[n - 1]])
+                s = res.trajectory[n - 1]
+                self.figure.layout.title.text = f"step {s.step}: score {s.score:.3f}" + (
+                    f", Dice {s.dice:.3f}" if s.dice is not None else ""
+                )
+            if animate:
+                time.sleep(self.frame_delay)
+        best = res.best
+        mx, my = contour_xy(res.best_mask)
+        with self.figure.batch_update():
+            self.figure.data[self._mask].update(x=mx, y=my)
+            self.figure.data[self._click].update(x=[best.x], y=[best.y])
+        text = self._describe(f"best of {len(xs) - 1} steps (step {res.best_step})", best.x, best.y,
+                              {"score": best.score, "confidence": best.confidence, "dice": best.dice})  # fmt: skip
+        self.figure.layout.title.text = text
+        self.status.value = (
+            text
+            + f" (start: score {res.initial.score:.3f}"
+            + (f", Dice {res.initial.dice:.3f})" if res.initial.dice is not None else ")")
+        )
+        return res
+
+    @staticmethod
+    def _describe(what: str, x: float, y: float, m: dict[str, Any]) -> str:
+        text = f"{what} at ({x:.0f}, {y:.0f}): score {m['score']:.3f}, confidence {m['confidence']:.3f}"
+        return text + (f", Dice {m['dice']:.3f}" if m.get("dice") is not None else "")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.app)

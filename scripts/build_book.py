@@ -1,0 +1,212 @@
+"""Build the book: phantom data if no DATA is given, every chapter notebook run by papermill, then jupyter-book.
+
+    python scripts/build_book.py                         # offline defaults: sam_nano on the phantom set
+    DATA=../shared/data/jsrt_scr python scripts/build_book.py
+    DATA=... MODEL=vit_b CHECKPOINT=... DEVICE=cuda python scripts/build_book.py
+    MAX_IMAGES=6 EPOCHS=5 STEPS=10 python scripts/build_book.py   # a quick build
+
+Environment variables (each maps to the notebooks' parameter of the same name in lower case): DATA, MODEL,
+CHECKPOINT, MASK_OUTPUT, STRUCTURE, SPLIT_FILE, MAX_IMAGES, EPOCHS, STEPS, LR, SEED, DEVICE, OUT, PHANTOM_N,
+PHANTOM_SIZE, HEATMAP_IMAGES; SAMPOT_THREADS sets torch's threads in the notebooks.
+
+The executed notebooks are written next to their MyST sources as ``notebooks/<name>.ipynb`` (not committed); the
+book shows them and the launch buttons open them. A failing notebook stops the build with the notebook and the cell
+named, and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = [
+    "02_prompt_sensitivity",
+    "03_learning_to_score",
+    "04_prompt_evolution",
+    "05_results",
+    "06_try_it",
+]
+PHANTOM_DIR = ROOT / "_build" / "data" / "phantom"
+STATIC_DIR = ROOT / "_build" / "static"
+# env var -> (parameter, type); the same parameters are declared in every notebook's parameters cell.
+COMMON = {
+    "MODEL": ("model", str),
+    "CHECKPOINT": ("checkpoint", str),
+    "MASK_OUTPUT": ("mask_output", str),
+    "DATA": ("data", str),
+    "STRUCTURE": ("structure", str),
+    "SPLIT_FILE": ("split_file", str),
+    "MAX_IMAGES": ("max_images", int),
+    "EPOCHS": ("epochs", int),
+    "STEPS": ("steps", int),
+    "LR": ("lr", float),
+    "SEED": ("seed", int),
+    "DEVICE": ("device", str),
+    "OUT": ("out", str),
+    "PHANTOM_N": ("phantom_n", int),
+    "PHANTOM_SIZE": ("phantom_size", int),
+}
+ONLY = {"HEATMAP_IMAGES": ("02_prompt_sensitivity", "heatmap_images", int)}
+
+
+def _mask_output(value: str) -> Any:
+    return int(value) if value.isdigit() else value
+
+
+def parameters_from_env(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(parameters for every notebook, {notebook: its own extra parameters}) from the environment."""
+    common: dict[str, Any] = {}
+    for var, (name, kind) in COMMON.items():
+        if env.get(var):
+            common[name] = _mask_output(env[var]) if var == "MASK_OUTPUT" else kind(env[var])
+    own: dict[str, dict[str, Any]] = {}
+    for var, (nb, name, kind) in ONLY.items():
+        if env.get(var):
+            own.setdefault(nb, {})[name] = kind(env[var])
+    return common, own
+
+
+def ensure_phantoms(n: int, size: int, seed: int) -> Path:
+    """The default data set: ``n`` phantoms of ``size`` px at _build/data/phantom, rewritten if it differs."""
+    from PIL import Image
+
+    from sampot_lib.data.phantom import write_phantom_set
+
+    stamp = PHANTOM_DIR / "build_params.json"
+    wanted = {"n": n, "size": size, "seed": seed}
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted and (PHANTOM_DIR / "manifest.csv").is_file():
+        print(f"phantom set: reusing {PHANTOM_DIR} ({n} images, {size} px)")
+        return PHANTOM_DIR
+    shutil.rmtree(PHANTOM_DIR, ignore_errors=True)
+    print(f"phantom set: writing {n} phantoms of {size} px to {PHANTOM_DIR}", flush=True)
+    write_phantom_set(PHANTOM_DIR, n, seed, size=size, progress=True)
+    first = next((PHANTOM_DIR / "images").iterdir())
+    assert Image.open(first).size == (size, size)
+    stamp.write_text(json.dumps(wanted))
+    return PHANTOM_DIR
+
+
+def copy_static() -> None:
+    """plotly.js for the site itself (served from _static: no CDN, works offline)."""
+    import plotly
+
+    STATIC_DIR.mkdir(parents=True, exist_ok=True)
+    src = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    shutil.copyfile(src, STATIC_DIR / "plotly.min.js")
+
+
+def run_notebook(name: str, params: dict[str, Any], env: dict[str, str]) -> Path:
+    """Execute notebooks/<name>.md with papermill into notebooks/<name>.ipynb; SystemExit naming the failing cell."""
+    import jupytext
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    src = ROOT / "notebooks" / f"{name}.md"
+    dest = src.with_suffix(".ipynb")
+    tmp = dest.with_name(f".running.{dest.name}")
+    nb = jupytext.read(src)
+    os.environ.update(env)  # the kernel inherits the environment of this process
+    t0 = time.time()
+    print(f"\n=== {name}: running with {params}", flush=True)
+    try:
+        papermill.execute_notebook(
+            nb, str(tmp), parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=True, kernel_name="python3",
+            log_output=False,
+        )  # fmt: skip
+    except PapermillExecutionError as exc:
+        failed = _failed_cell(tmp)
+        where = f"cell {exc.cell_index}" + (f" (execution count {exc.exec_count})" if exc.exec_count else "")
+        print(f"\nBUILD FAILED: notebook notebooks/{name}.md, {where}: {exc.ename}: {exc.evalue}", file=sys.stderr)
+        if failed:
+            print("--- failing cell source ---\n" + failed + "\n---", file=sys.stderr)
+        print(f"the partly executed notebook is at {tmp}", file=sys.stderr)
+        raise SystemExit(1) from None
+    _strip_widget_state(tmp)
+    os.replace(tmp, dest)
+    print(f"=== {name}: done in {time.time() - t0:.0f} s", flush=True)
+    return dest
+
+
+def _failed_cell(path: Path) -> str:
+    """Source of the first code cell with an error output in a papermill output notebook."""
+    try:
+        nb = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    for cell in nb.get("cells", []):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return "".join(cell.get("source", ""))
+    return ""
+
+
+def _strip_widget_state(path: Path) -> None:
+    """Drop ipywidgets from an executed notebook: myst-nb would load the widget manager from a CDN for their saved
+    state, and a static page cannot run their Python callbacks anyway. Widget outputs go too: their text form is the
+    widget's state when it was created (a tqdm bar in a kernel is a widget, and its text would read 0%)."""
+    nb = json.loads(path.read_text())
+    nb.get("metadata", {}).pop("widgets", None)
+    for cell in nb.get("cells", []):
+        outputs = []
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if data is not None and "application/vnd.jupyter.widget-view+json" in data:
+                continue
+            outputs.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = outputs
+    path.write_text(json.dumps(nb, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="*", choices=NOTEBOOKS, help="run only these notebooks (others keep their .ipynb)")
+    p.add_argument("--skip-notebooks", action="store_true", help="only run jupyter-book on the existing .ipynb")
+    args = p.parse_args(argv)
+    t_start = time.time()
+    env = dict(os.environ)
+    common, own = parameters_from_env(env)
+    if "data" not in common and not args.skip_notebooks:
+        ensure_phantoms(common.get("phantom_n", 60), common.get("phantom_size", 512), common.get("seed", 0))
+    child_env = {"SAMPOT_BOOK_HTML": "1", "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")}
+    copy_static()
+    if not args.skip_notebooks:
+        todo = args.only if args.only else NOTEBOOKS
+        if not args.only:
+            for name in NOTEBOOKS:  # no stale chapter from an earlier build may reach the site
+                (ROOT / "notebooks" / f"{name}.ipynb").unlink(missing_ok=True)
+        for name in todo:
+            run_notebook(name, {**common, **own.get(name, {})}, child_env)
+    t_nb = time.time()
+    figures = ROOT / "book" / "scripts" / "phantom_vs_real.py"
+    if figures.is_file():  # the data page's figure (real X-rays are read at build time, never committed)
+        print(f"\n=== {figures.relative_to(ROOT)}", flush=True)
+        if subprocess.run([sys.executable, str(figures)], cwd=ROOT, env={**os.environ, **child_env}).returncode:
+            print(f"BUILD FAILED: {figures.relative_to(ROOT)} failed", file=sys.stderr)
+            return 1
+    print("\n=== jupyter-book build", flush=True)
+    jb = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(ROOT)]
+    proc = subprocess.run(cmd, cwd=ROOT)
+    if proc.returncode != 0:
+        print(f"BUILD FAILED: jupyter-book build exited {proc.returncode}", file=sys.stderr)
+        return 1
+    t_end = time.time()
+    print(f"\nbook built: {ROOT / '_build' / 'html' / 'index.html'}")
+    print(f"time: notebooks {t_nb - t_start:.0f} s, jupyter-book {t_end - t_nb:.0f} s, total {t_end - t_start:.0f} s")
+    table = Path(common.get("out", "_build/run"))
+    table = (table if table.is_absolute() else ROOT / table) / "results_table.md"
+    if table.is_file():
+        print("\nresults table as the book shows it:\n" + table.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,50 +2,25 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pytest
 import torch
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import Sam
 
 from sampot_lib.models import SamModel
+from sampot_lib.models.nano import NanoConfig, build_sam_nano
 
 torch.set_num_threads(1)  # tests run beside other work on 2 cores; one thread stays stable
 
 
 def build_tiny_sam(img_size: int = 64, dim: int = 32, seed: int = 0) -> Sam:
-    """segment-anything's real modules at toy size (64 px input, 16 x 16 low-res masks), random weights."""
+    """SAM-Nano's builder (segment-anything's real modules) at toy size: 16 x 16 low-res masks, random weights."""
     torch.manual_seed(seed)
-    grid = img_size // 16
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=img_size,
-            patch_size=16,
-            embed_dim=dim,
-            depth=1,
-            num_heads=2,
-            mlp_ratio=2,
-            out_chans=dim,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            qkv_bias=True,
-            use_rel_pos=True,
-            window_size=0,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=dim, image_embedding_size=(grid, grid), input_image_size=(img_size, img_size), mask_in_chans=4
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-            transformer_dim=dim,
-            iou_head_depth=2,
-            iou_head_hidden_dim=32,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
-    return sam.eval()
+    config = NanoConfig(
+        img_size=img_size, encoder_embed_dim=dim, encoder_depth=1, encoder_num_heads=2, prompt_embed_dim=dim,
+        mask_in_chans=4, decoder_depth=1, decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32,
+    )  # fmt: skip
+    return build_sam_nano(config=config).eval()
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ from sampot_lib.data.io import check_mask
 from sampot_lib.errors import SampotError
 from sampot_lib.metrics import dice
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.regressor import SegmentationRegressor, to_input
+from sampot_lib.prompts import Prompt, predict
+from sampot_lib.regressor import SegmentationRegressor
+from sampot_lib.scoring import RegressorScorer
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ def dice_heatmap(
     sharpness: float = 5.0,
     progress: bool = True,
 ) -> Heatmap:
-    """Segment from every grid click inside ``mask`` (H x W) and score each mask against it.
+    """Segment from every grid click inside ``mask`` (H x W) and score each mask against it (and, with a
+    regressor, by it: through :class:`~sampot_lib.scoring.RegressorScorer`, as evolution scores).
 
     One click at a time: on a CPU, batching clicks is slower per click (the decoder copies the image embedding
     per prompt).
@@ -71,17 +74,16 @@ def dice_heatmap(
     if len(points) == 0:
         raise SampotError(f"no grid point of step {step} falls inside the mask; use a smaller step.")
     emb = model.embed(image)
-    label = torch.ones(1, 1, dtype=torch.long, device=model.device)
-    img_in = to_input(image, regressor.input_size).to(model.device) if regressor is not None else None
+    scorer = RegressorScorer(regressor, image, sharpness, device=model.device) if regressor is not None else None
     dices, confs, scores = [], [], []
     for x, y in tqdm(points, desc="heat-map", unit="click", disable=not progress):
-        pt = torch.tensor([[[x, y]]], device=model.device)
-        pred = model.predict(emb, pt, label)
+        click = Prompt.click(float(x), float(y))
+        pred = predict(model, emb, click)
         dices.append(dice(pred.logits[0, 0].cpu().numpy() > 0, mask))
         confs.append(float(pred.confidence))
-        if regressor is not None:
-            small = model.predict(emb, pt, label, output_size=(regressor.input_size,) * 2)
-            scores.append(float(regressor(img_in, torch.sigmoid(sharpness * small.logits))))
+        if scorer is not None:
+            small = predict(model, emb, click, output_size=(scorer.size, scorer.size))
+            scores.append(float(scorer(small.logits, small.confidence)))
         else:
             scores.append(np.nan)
     return Heatmap(points, np.array(dices), np.array(confs), np.array(scores))

@@ -6,6 +6,7 @@ negative offset erodes the mask, at a positive offset dilates it, and Dice with 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,3 +130,65 @@ def outside_prompts(mask: np.ndarray, n: int, seed: int | np.random.Generator, o
         raise SampotError(f"no pixel lies {offset} px outside the mask (it fills the image); lower the offset.")
     pick = rng.choice(len(xs), size=min(n, len(xs)), replace=False)
     return [(float(xs[k]), float(ys[k])) for k in pick]
+
+
+def box_from_mask(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """The mask's tight bounding box (x0, y0, x1, y1): its outermost pixels' coordinates."""
+    mask = check_mask(mask)
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+def jittered_box(
+    mask: np.ndarray, jitter: float, seed: int | np.random.Generator
+) -> tuple[float, float, float, float]:
+    """A sloppy user's box: the mask's bounding box with each edge moved by a seeded uniform fraction in
+    [-jitter, jitter] of the box's width (x edges) or height (y edges), kept inside the image and at least 2 px wide.
+
+    With ``jitter`` 0 it is the tight box. It plays the part of the paper's centroid click for box prompts.
+    """
+    if not (math.isfinite(jitter) and 0 <= jitter <= 1):
+        raise SampotError(f"box jitter must be a fraction in [0, 1], got {jitter!r}.")
+    mask = check_mask(mask)
+    h, w = mask.shape
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = box_from_mask(mask)
+    bw, bh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+    dx0, dy0, dx1, dy1 = rng.uniform(-jitter, jitter, size=4)
+    x0, x1 = x0 + dx0 * bw, x1 + dx1 * bw
+    y0, y1 = y0 + dy0 * bh, y1 + dy1 * bh
+    x0, x1 = float(np.clip(min(x0, x1 - 2), 0, w - 3)), float(np.clip(max(x1, x0 + 2), 2, w - 1))
+    y0, y1 = float(np.clip(min(y0, y1 - 2), 0, h - 3)), float(np.clip(max(y1, y0 + 2), 2, h - 1))
+    return x0, y0, x1, y1
+
+
+def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = 0.10, seed: int | np.random.Generator = 0):
+    """The simulated user's first prompt for a structure: the centroid click (paper 3.3) or a jittered box."""
+    from sampot_lib.prompts import Prompt  # here, not at the top: prompts imports the model protocol
+
+    if kind == "click":
+        return Prompt.click(*centroid_prompt(mask))
+    if kind == "box":
+        return Prompt.from_box(jittered_box(mask, box_jitter, seed))
+    raise SampotError(f"the pipeline simulates 'click' or 'box' first prompts, not {kind!r}.")
+
+
+def model_prompts(
+    mask: np.ndarray, kind: str, n_outside: int, seed: int | np.random.Generator,
+    box_jitters: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+):  # fmt: skip
+    """Prompts whose model masks join the regressor's training set (paper 3.2's six SAM masks per image).
+
+    click: the centroids of three horizontal bands and ``n_outside`` clicks 5 px outside the structure.
+    box: one box per jitter level in ``box_jitters`` (the box analogue: from near-tight to sloppy).
+    Returns (prompt, label) pairs; the label names the sample's kind in the training set.
+    """
+    from sampot_lib.prompts import Prompt
+
+    rng = np.random.default_rng(seed)
+    if kind == "click":
+        inside = [(Prompt.click(*p), "model_band") for p in band_prompts(mask)]
+        return inside + [(Prompt.click(*p), "model_outside") for p in outside_prompts(mask, n_outside, seed=rng)]
+    if kind == "box":
+        return [(Prompt.from_box(jittered_box(mask, j, rng)), f"model_box_j{j:g}") for j in box_jitters]
+    raise SampotError(f"the regressor's training set has model masks for 'click' or 'box' prompts, not {kind!r}.")

@@ -1,7 +1,8 @@
 """The promptable-model protocol that SAMPOT talks to.
 
-Any segmenter that can (1) embed an image once and (2) turn point prompts into mask logits *differentiably with
-respect to the point coordinates* plugs into prompt evolution.
+Any segmenter that can (1) embed an image once and (2) turn prompts (points and/or a box) into mask logits
+*differentiably with respect to the prompt's coordinates* plugs into prompt evolution. A model without gradients
+(an ONNX export) still plugs into the gradient-free optimisers.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ImageEmbedding:
 @dataclass(frozen=True)
 class MaskPrediction:
     """logits: B x 1 x H x W mask logits (foreground where > 0); confidence: B, the model's own quality estimate
-    (SAM: the predicted IoU of the chosen output)."""
+    (SAM and LiteMedSAM: the IoU head's predicted IoU of the chosen output)."""
 
     logits: torch.Tensor
     confidence: torch.Tensor
@@ -38,9 +39,15 @@ class MaskPrediction:
 
 @runtime_checkable
 class PromptableModel(Protocol):
-    """What prompt evolution needs from a segmenter."""
+    """What prompt evolution needs from a segmenter.
+
+    ``prompt_kinds``: the prompt kinds the model answers well (``"click"``, ``"box"``, ...), from its record;
+    ``differentiable``: whether gradients reach the prompt's coordinates.
+    """
 
     name: str
+    prompt_kinds: tuple[str, ...]
+    differentiable: bool
 
     @property
     def device(self) -> torch.device: ...
@@ -52,12 +59,13 @@ class PromptableModel(Protocol):
     def predict(
         self,
         embedding: ImageEmbedding,
-        points: torch.Tensor,
-        labels: torch.Tensor,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
         boxes: torch.Tensor | None = None,
         output_size: tuple[int, int] | None = None,
     ) -> MaskPrediction:
-        """points: B x N x 2 (x, y) in original-image pixels; labels: B x N (1 foreground, 0 background);
-        boxes: B x 4 (x0, y0, x1, y1) or None. Mask logits come out at ``output_size`` (default: the original
-        image size), differentiable with respect to ``points``."""
+        """points: B x N x 2 (x, y) in original-image pixels or None; labels: B x N (1 foreground, 0 background) or
+        None; boxes: B x 4 (x0, y0, x1, y1) in original-image pixels or None (at least one of points and boxes).
+        Mask logits come out at ``output_size`` (default: the original image size), differentiable with respect to
+        ``points`` and ``boxes`` where ``differentiable``."""
         ...

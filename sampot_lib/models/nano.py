@@ -27,6 +27,8 @@ SAM_NANO_META: dict[str, object] = {
     "source": "trained by scripts/train_sam_nano.py on non-medical images; NOT SAM, a stand-in for it",
     "license": "MIT (weights trained by this project)",
     "mask_output": "single",
+    # trained on single clicks, several clicks and noisy boxes (scripts/train_sam_nano.py); the click is its use here
+    "prompt_kinds": ["click", "clicks", "box", "box+clicks"],
     "card": "sampot_lib/models/weights/sam_nano.md",
 }
 

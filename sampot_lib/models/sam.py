@@ -65,35 +65,54 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-class SamModel(nn.Module):
-    """segment-anything's ``Sam`` behind the :class:`~sampot_lib.models.base.PromptableModel` protocol.
+class SamLikeModel(nn.Module):
+    """A frozen SAM-style model (segment-anything's ``PromptEncoder`` and ``MaskDecoder`` over an image encoder)
+    behind the :class:`~sampot_lib.models.base.PromptableModel` protocol.
 
-    The weights are frozen. ``mask_output`` picks which of SAM's outputs a prompt yields: ``"best"`` (of the three
-    multimask outputs, the one with the highest predicted IoU: what SAM recommends for a single ambiguous click),
-    ``0``/``1``/``2`` (a fixed multimask output, roughly sub-part / part / whole), or ``"single"`` (SAM's
-    single-output token, meant for several prompts).
+    Subclasses say how an image becomes the encoder's input (:meth:`_encode`); prompts, outputs and resizing are
+    shared. ``mask_output`` picks which output a prompt yields: ``"best"`` (of the three multimask outputs, the one
+    with the highest predicted IoU: what SAM recommends for a single ambiguous click), ``0``/``1``/``2`` (a fixed
+    multimask output, roughly sub-part / part / whole), or ``"single"`` (the single-output token, meant for several
+    prompts or a box).
     """
 
-    def __init__(self, sam: Sam, name: str = "sam", mask_output: MaskOutput = "best", cache_size: int = 2):
+    differentiable = True
+
+    def __init__(
+        self,
+        prompt_encoder: nn.Module,
+        mask_decoder: nn.Module,
+        target_length: int,
+        name: str,
+        mask_output: MaskOutput = "best",
+        prompt_kinds: tuple[str, ...] = ("click", "box", "clicks", "box+clicks"),
+        cache_size: int = 2,
+    ):
         super().__init__()
         if mask_output not in MASK_OUTPUTS:
             raise SampotError(f"mask_output must be one of {MASK_OUTPUTS}, got {mask_output!r}.")
-        self.sam = sam.eval().requires_grad_(False)
+        self.prompt_encoder = prompt_encoder.eval().requires_grad_(False)
+        self.mask_decoder = mask_decoder.eval().requires_grad_(False)
         self.name = name
         self.mask_output: MaskOutput = mask_output
-        self.target_length: int = sam.image_encoder.img_size
-        self._resize = ResizeLongestSide(self.target_length)
+        self.prompt_kinds = tuple(prompt_kinds)
+        self.target_length = target_length
+        self._resize = ResizeLongestSide(target_length)
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self._cache_size = cache_size
         with torch.no_grad():  # a constant of the frozen prompt encoder: compute once, not per step
-            self.register_buffer("_dense_pe", sam.prompt_encoder.get_dense_pe(), persistent=False)
+            self.register_buffer("_dense_pe", prompt_encoder.get_dense_pe(), persistent=False)
 
     @property
     def device(self) -> torch.device:
         return self._dense_pe.device
 
-    def train(self, mode: bool = True) -> SamModel:  # noqa: ARG002 - SAM stays in eval mode
+    def train(self, mode: bool = True) -> SamLikeModel:  # noqa: ARG002 - the model stays in eval mode
         return super().train(False)
+
+    def _encode(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """H x W x 3 uint8 -> (1 x C x h x w features, (H', W') size of the resized image before padding)."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> ImageEmbedding:
@@ -103,10 +122,8 @@ class SamModel(nn.Module):
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        resized = self._resize.apply_image(rgb)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
-        features = self.sam.image_encoder(self.sam.preprocess(x))
-        emb = ImageEmbedding(features=features, original_size=rgb.shape[:2], input_size=resized.shape[:2])
+        features, input_size = self._encode(rgb)
+        emb = ImageEmbedding(features=features, original_size=rgb.shape[:2], input_size=input_size)
         self._cache[key] = emb
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -115,29 +132,37 @@ class SamModel(nn.Module):
     def predict(
         self,
         embedding: ImageEmbedding,
-        points: torch.Tensor,
-        labels: torch.Tensor,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
         boxes: torch.Tensor | None = None,
         output_size: tuple[int, int] | None = None,
     ) -> MaskPrediction:
-        """points: B x N x 2 (x, y) original-image pixels; labels: B x N; boxes: B x 4 or None.
+        """points: B x N x 2 (x, y) original-image pixels or None; labels: B x N or None; boxes: B x 4 or None.
 
-        Returns logits B x 1 x H x W at ``output_size`` (default: the original size) and confidence B (SAM's
-        predicted IoU of the chosen output). Differentiable with respect to ``points``.
+        Returns logits B x 1 x H x W at ``output_size`` (default: the original size) and confidence B (the IoU
+        head's prediction for the chosen output). Differentiable with respect to ``points`` and ``boxes``.
         """
-        if points.ndim != 3 or points.shape[-1] != 2:
-            raise SampotError(f"points must be B x N x 2 (x, y), got shape {tuple(points.shape)}.")
-        if labels.shape != points.shape[:2]:
-            raise SampotError(f"labels must be B x N = {tuple(points.shape[:2])}, got {tuple(labels.shape)}.")
-        if boxes is not None and (boxes.ndim != 2 or boxes.shape != (points.shape[0], 4)):
-            raise SampotError(f"boxes must be B x 4 (x0, y0, x1, y1), got shape {tuple(boxes.shape)}.")
+        if points is None and boxes is None:
+            raise SampotError("a prompt needs points, a box, or both; got neither.")
+        if points is not None:
+            if points.ndim != 3 or points.shape[-1] != 2:
+                raise SampotError(f"points must be B x N x 2 (x, y), got shape {tuple(points.shape)}.")
+            if labels is None or labels.shape != points.shape[:2]:
+                got = None if labels is None else tuple(labels.shape)
+                raise SampotError(f"labels must be B x N = {tuple(points.shape[:2])}, got {got}.")
+        if boxes is not None:
+            batch = boxes.shape[0] if points is None else points.shape[0]
+            if boxes.ndim != 2 or boxes.shape != (batch, 4):
+                raise SampotError(f"boxes must be B x 4 (x0, y0, x1, y1), got shape {tuple(boxes.shape)}.")
         size, target = embedding.original_size, self.target_length
-        coords = to_model_frame(points.to(self.device, torch.float32), size, target)
-        box = None
+        point_arg, box = None, None
+        if points is not None:
+            coords = to_model_frame(points.to(self.device, torch.float32), size, target)
+            point_arg = (coords, labels.to(self.device))
         if boxes is not None:
             box = to_model_frame(boxes.to(self.device, torch.float32).reshape(-1, 2, 2), size, target).reshape(-1, 4)
-        sparse, dense = self.sam.prompt_encoder(points=(coords, labels.to(self.device)), boxes=box, masks=None)
-        low_res, iou = self.sam.mask_decoder(
+        sparse, dense = self.prompt_encoder(points=point_arg, boxes=box, masks=None)
+        low_res, iou = self.mask_decoder(
             image_embeddings=embedding.features,
             image_pe=self._dense_pe,
             sparse_prompt_embeddings=sparse,
@@ -158,10 +183,11 @@ class SamModel(nn.Module):
     def _to_output(
         self, low_res: torch.Tensor, embedding: ImageEmbedding, output_size: tuple[int, int] | None
     ) -> torch.Tensor:
-        """Resize B x 1 x L x L logits of SAM's padded square frame to ``output_size`` of the unpadded image.
+        """Resize B x 1 x L x L logits of the model's padded square frame to ``output_size`` of the unpadded image.
 
-        One bilinear resize, equal to SAM's postprocess_masks (upsample, crop the padding, resize) for square images;
-        the padding is cropped by resizing the whole frame to a slightly larger grid and keeping its top-left part.
+        One bilinear resize; the padding is cropped by resizing the whole frame to a slightly larger grid and
+        keeping its top-left part. At the encoder's input size this equals SAM's postprocess_masks (upsample, crop
+        the padding, resize); at other sizes it differs from it by interpolation only.
         """
         out_h, out_w = output_size or embedding.original_size
         in_h, in_w = embedding.input_size
@@ -169,3 +195,26 @@ class SamModel(nn.Module):
         full_w = math.ceil(out_w * self.target_length / in_w - 1e-6)
         logits = F.interpolate(low_res, (full_h, full_w), mode="bilinear", align_corners=False)
         return logits[..., :out_h, :out_w]
+
+
+class SamModel(SamLikeModel):
+    """segment-anything's ``Sam`` (or SAM-Nano) behind the protocol; the weights are frozen."""
+
+    def __init__(
+        self,
+        sam: Sam,
+        name: str = "sam",
+        mask_output: MaskOutput = "best",
+        cache_size: int = 2,
+        prompt_kinds: tuple[str, ...] = ("click", "box", "clicks", "box+clicks"),
+    ):
+        super().__init__(
+            sam.prompt_encoder, sam.mask_decoder, sam.image_encoder.img_size, name, mask_output, prompt_kinds,
+            cache_size,
+        )  # fmt: skip
+        self.sam = sam.eval().requires_grad_(False)
+
+    def _encode(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        resized = self._resize.apply_image(rgb)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
+        return self.sam.image_encoder(self.sam.preprocess(x)), resized.shape[:2]

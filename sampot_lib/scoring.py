@@ -1,0 +1,130 @@
+"""Scoring a mask: the one place that turns the model's mask logits into the number evolution maximises.
+
+Every scorer takes mask logits B x 1 x S x S at its own ``size`` (the model resizes its low-resolution logits
+straight to S, never to the full image first) and the model's confidence (B), and returns B scores, higher is better,
+differentiable with respect to the logits (and so to the prompt's coordinates):
+
+- :class:`RegressorScorer`: the paper's segmentation regressor on ``sigmoid(sharpness * logits)``;
+- :class:`ConfidenceScorer`: the model's own IoU head (SAM's "confidence");
+- :class:`BlendScorer`: a weighted blend of the two, its weight chosen on a validation split;
+- :class:`OracleScorer`: soft Dice with the true mask. It needs the truth, so it is the **ceiling** any learned score
+  can reach, never a method.
+
+Training-set creation, evaluation, evolution, the heat-map and the widget all score through these classes, so the
+evaluation's centroid score is evolution's step-0 score.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from sampot_lib.errors import SampotError
+from sampot_lib.regressor import SegmentationRegressor, to_input
+
+SCORERS = ("regressor", "confidence", "blend", "oracle")
+
+
+def soft_mask(logits: torch.Tensor, sharpness: float) -> torch.Tensor:
+    """``sigmoid(sharpness * logits)``: a near-binary mask in (0, 1) that still passes gradients (paper 3.3)."""
+    return torch.sigmoid(sharpness * logits)
+
+
+class Scorer(Protocol):
+    """name: what the score is; size: side S of the square logits it scores; __call__: (B x 1 x S x S logits,
+    B confidences) -> B scores."""
+
+    name: str
+    size: int
+
+    def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor: ...
+
+
+class RegressorScorer:
+    """The segmentation regressor's predicted Dice for masks of one image.
+
+    The regressor is copied, frozen and put in eval mode on ``device``: scoring never changes the caller's network
+    (its ``requires_grad`` flags, train/eval mode or BatchNorm statistics). ``image``: H x W (or H x W x 3) uint8.
+    """
+
+    name = "regressor"
+
+    def __init__(
+        self,
+        regressor: SegmentationRegressor,
+        image: np.ndarray,
+        sharpness: float = 5.0,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not (np.isfinite(sharpness) and sharpness > 0):
+            raise SampotError(f"sharpness must be a finite number > 0, got {sharpness!r}.")
+        device = torch.device(device) if device is not None else next(regressor.parameters()).device
+        self.regressor = copy.deepcopy(regressor).to(device).eval().requires_grad_(False)
+        self.size = self.regressor.input_size
+        self.sharpness = float(sharpness)
+        self.image = to_input(image, self.size).to(device)  # 1 x 1 x S x S in 0..1
+
+    def __call__(self, logits: torch.Tensor, confidence: torch.Tensor | None = None) -> torch.Tensor:
+        mask = soft_mask(logits.to(self.image.device), self.sharpness)
+        return self.regressor(self.image.expand(mask.shape[0], -1, -1, -1), mask)
+
+
+class ConfidenceScorer:
+    """The model's own IoU prediction (what SAM reports as its confidence). ``size`` only sets the logits the
+    model is asked for; they are not looked at."""
+
+    name = "confidence"
+
+    def __init__(self, size: int = 128) -> None:
+        self.size = size
+
+    def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        return confidence
+
+
+class BlendScorer:
+    """``weight * regressor + (1 - weight) * confidence``; ``weight`` in [0, 1], chosen on a validation split
+    (:func:`choose_blend_weight`), never on the images it is reported on."""
+
+    name = "blend"
+
+    def __init__(self, regressor: RegressorScorer, weight: float) -> None:
+        if not (np.isfinite(weight) and 0 <= weight <= 1):
+            raise SampotError(f"blend weight must be in [0, 1], got {weight!r}.")
+        self.regressor, self.weight, self.size = regressor, float(weight), regressor.size
+
+    def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        reg = self.regressor(logits, confidence)
+        return self.weight * reg + (1 - self.weight) * confidence.to(reg)
+
+
+class OracleScorer:
+    """Soft Dice of ``sigmoid(sharpness * logits)`` with the true mask at ``size``: the ceiling, not a method."""
+
+    name = "oracle"
+
+    def __init__(self, truth: np.ndarray, size: int = 128, sharpness: float = 5.0, device: torch.device | str = "cpu"):
+        self.size, self.sharpness = size, float(sharpness)
+        self.truth = to_input(np.asarray(truth, dtype=bool).astype(np.float32), size).to(device)
+
+    def __call__(self, logits: torch.Tensor, confidence: torch.Tensor | None = None) -> torch.Tensor:
+        mask = soft_mask(logits.to(self.truth.device), self.sharpness)
+        inter = (mask * self.truth).flatten(1).sum(1)
+        total = mask.flatten(1).sum(1) + self.truth.flatten(1).sum()
+        return 2 * inter / total.clamp_min(1e-6)
+
+
+def choose_blend_weight(regressor_scores: np.ndarray, confidences: np.ndarray, dice: np.ndarray) -> float:
+    """The weight in {0, 0.05, ..., 1} whose blend correlates best (Pearson r) with ``dice``: pass validation-split
+    scores of the model's own masks only."""
+    from sampot_lib.metrics import pearson_r
+
+    best_w, best_r = 1.0, -np.inf
+    for w in np.linspace(0, 1, 21):
+        r = pearson_r(w * np.asarray(regressor_scores) + (1 - w) * np.asarray(confidences), dice)
+        if np.isfinite(r) and r > best_r:
+            best_w, best_r = float(w), r
+    return best_w

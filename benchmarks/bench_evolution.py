@@ -100,7 +100,8 @@ def main() -> None:
         torch.set_num_threads(threads)
         for name in args.models:
             r = bench(name, image, masks["left_lung"], args.repeats, args.steps, args.regressor_size)
-            print(f"| {name:<10} | {r['prompt']:<6} | {threads:7d} | {r['encoder_s']:7.2f} ({r['encoder_spread_s']:5.2f})"
+            print(f"| {name:<10} | {r['prompt']:<6} | {threads:7d} "
+                  f"| {r['encoder_s']:7.2f} ({r['encoder_spread_s']:5.2f})"
                   f"    | {r['step_ms']:6.1f} ({r['step_spread_ms']:5.1f})    | {r['ratio_50']:18.2f} "
                   f"| {r['whole_s']:6.2f} ({r['whole_spread_s']:5.2f})   | {r['peak_rss_gb']:11.2f} |")  # fmt: skip
 

@@ -4,9 +4,9 @@ PYTHON ?= .venv/bin/python
 SITE ?= _build/html
 
 export DATA MODEL CHECKPOINT MASK_OUTPUT STRUCTURE SPLIT_FILE MAX_IMAGES EPOCHS STEPS LR SEED DEVICE OUT \
-	PHANTOM_N PHANTOM_SIZE HEATMAP_IMAGES SAMPOT_THREADS
+	PHANTOM_N PHANTOM_SIZE HEATMAP_IMAGES SAMPOT_THREADS SAMPOT_REPO_URL
 
-.PHONY: book book-quick book-test
+.PHONY: book book-quick book-test app-test
 
 book:
 	$(PYTHON) scripts/build_book.py
@@ -19,3 +19,8 @@ book-quick:
 # Headless Chromium, network off: every page loads without a console error and every plotly figure draws.
 book-test:
 	$(PYTHON) -m pytest tests/browser --site $(SITE) -v
+
+# The live app in headless Chromium: `sampot app` (Voila) on 127.0.0.1 with SAM-Nano, clicked, evolved, its mask
+# downloaded, a broken image named on the page; network off, no console error (about two minutes).
+app-test:
+	$(PYTHON) -m pytest tests/browser --live -v

@@ -1,6 +1,68 @@
-"""sampot: task-driven prompt evolution (SAMPOT) for promptable segmentation models."""
+"""sampot: task-driven prompt evolution (SAMPOT) for promptable segmentation models.
+
+The main API is importable from the package top (``from sampot_lib import load_model, evolve_prompt, Prompt``);
+each name is imported on first use (PEP 562), so ``import sampot_lib`` stays light (no torch until needed).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from sampot_lib.errors import SampotError
 
 __version__ = "0.1.0"
-__all__ = ["SampotError", "__version__"]
+
+# name -> the module that defines it
+_EXPORTS = {
+    "load_model": "sampot_lib.models.registry",
+    "evolve_prompt": "sampot_lib.evolve",
+    "Prompt": "sampot_lib.prompts",
+    "Safeguards": "sampot_lib.prompts",
+    "RegressorScorer": "sampot_lib.scoring",
+    "dice_heatmap": "sampot_lib.heatmap",
+    "load_regressor": "sampot_lib.regressor",
+    "fit_regressor": "sampot_lib.regressor",
+    "run_experiment": "sampot_lib.pipeline",
+    "ExperimentConfig": "sampot_lib.config",
+    "FolderDataset": "sampot_lib.data.folder",
+}
+
+__all__ = [
+    "ExperimentConfig",
+    "FolderDataset",
+    "Prompt",
+    "RegressorScorer",
+    "Safeguards",
+    "SampotError",
+    "__version__",
+    "dice_heatmap",
+    "evolve_prompt",
+    "fit_regressor",
+    "load_model",
+    "load_regressor",
+    "run_experiment",
+]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
+    from sampot_lib.config import ExperimentConfig
+    from sampot_lib.data.folder import FolderDataset
+    from sampot_lib.evolve import evolve_prompt
+    from sampot_lib.heatmap import dice_heatmap
+    from sampot_lib.models.registry import load_model
+    from sampot_lib.pipeline import run_experiment
+    from sampot_lib.prompts import Prompt, Safeguards
+    from sampot_lib.regressor import fit_regressor, load_regressor
+    from sampot_lib.scoring import RegressorScorer
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'sampot_lib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

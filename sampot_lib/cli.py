@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import NoReturn
 
 from sampot_lib.errors import SampotError
 
@@ -20,6 +24,7 @@ examples:
   sampot evolve xray.png --click 700 480 --regressor runs/demo/regressor.pt --out runs/one
   sampot heatmap xray.png --mask left_lung.png --step 32 --out runs/heat.csv
   sampot download vit_b                                  # fetch SAM ViT-B (375 MB) into the cache
+  sampot app runs/phantom --regressor runs/demo/regressor.pt  # the widget as a page: click, evolve, download
 
 Models: sam_nano (default; our small stand-in, ships with the package, NOT SAM), vit_b, vit_l, vit_h (SAM,
 downloaded once into $SAMPOT_CACHE or ~/.cache/sampot), or --checkpoint PATH with --model naming its type.
@@ -40,8 +45,18 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _evolve_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evolution (paper 3.3)")
-    g.add_argument("--steps", type=_positive_int, default=30, help="Adam steps (default: %(default)s)")
-    g.add_argument("--lr", type=_positive_float, default=10.0, help="Adam step size in pixels (default: %(default)s)")
+    g.add_argument(
+        "--steps", type=_positive_int, default=30, help="model calls after the user's prompt (default: %(default)s)"
+    )
+    g.add_argument(
+        "--lr", type=_positive_float, default=10.0,
+        help="step size in pixels of the original image: Adam's lr, the random/cmaes search scale / 3 "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--optimizer", default="adam", choices=["adam", "random", "cmaes"],
+        help="how the prompt moves: adam (the paper's, needs gradients), random search or cmaes (default: %(default)s)",
+    )  # fmt: skip
     g.add_argument("--sharpness", type=_positive_float, default=5.0, help="slope of the sigmoid on the logits")
     g.add_argument("--no-safeguards", action="store_true", help="the paper's setting: only the image border limits")
     g.add_argument("--trust-radius", type=_positive_float, default=0.15, help="fraction of the image's longer side")
@@ -80,8 +95,8 @@ def _positive_float(value: str) -> float:
         x = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    if not math.isfinite(x) or not x > 0:  # float() reads "nan" and "inf"
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
     return x
 
 
@@ -91,29 +106,86 @@ def _load(args: argparse.Namespace):
     return load_model(args.model, args.checkpoint, args.device, mask_output=args.mask_output)
 
 
+def _user_prompt(args: argparse.Namespace):
+    """The prompt given on the command line: --box X0 Y0 X1 Y1 and/or --click X Y (repeatable)."""
+    from sampot_lib.prompts import Prompt
+
+    clicks = tuple((float(x), float(y)) for x, y in (args.click or []))
+    box = tuple(float(v) for v in args.box) if args.box else None
+    if box is None and not clicks:
+        raise SampotError("give the user's prompt: --click X Y (one or more) and/or --box X0 Y0 X1 Y1.")
+    return Prompt(points=clicks, labels=(1,) * len(clicks), box=box)  # type: ignore[arg-type]
+
+
+def _warn_odd_input(prompt, mask, mask_path: str | None) -> None:  # noqa: ANN001 (Prompt, H x W bool or None)
+    """Warnings (not errors) for input that works but is probably a mistake: an inverted mask, a click in the
+    background of the given mask."""
+    from sampot_lib.data.io import looks_inverted
+    from sampot_lib.errors import SampotWarning
+
+    if mask is None:
+        return
+    if looks_inverted(mask):
+        warnings.warn(
+            f"mask {mask_path} covers {mask.mean():.0%} of the image and nearly all its border: is it inverted "
+            "(structure black, background white)? The Dice it gives is then of the background.",
+            SampotWarning, stacklevel=2,
+        )  # fmt: skip
+    for (x, y), label in zip(prompt.points, prompt.labels, strict=True):
+        if label == 1 and not mask[int(round(y)), int(round(x))]:
+            warnings.warn(
+                f"click ({x:g}, {y:g}) lies in the background of the mask {mask_path}: the model segments what is "
+                "under the click, probably not the structure. Click inside the structure.",
+                SampotWarning, stacklevel=2,
+            )  # fmt: skip
+
+
+def _json_text(record: dict, path: Path) -> str:
+    """The JSON of a result record; SampotError naming ``path`` and the key if a number is NaN or infinite."""
+    from sampot_lib.runs import finite_json
+
+    clean, _ = finite_json(record, "refuse", where=str(path))
+    return json.dumps(clean, indent=1, allow_nan=False) + "\n"
+
+
 def cmd_evolve(args: argparse.Namespace) -> int:
+    import warnings
+
     from sampot_lib.data.io import read_image, read_mask, write_png, write_text
-    from sampot_lib.evolve import check_point, evolve_prompt
-    from sampot_lib.regressor import load_regressor
+    from sampot_lib.evolve import evolve_prompt
+    from sampot_lib.regressor import check_regressor, load_regressor
 
     image = read_image(args.image)
     gt = read_mask(args.mask, expected_shape=image.shape) if args.mask else None
-    point = (float(args.click[0]), float(args.click[1]))
-    check_point(point, image.shape)
-    regressor, _ = load_regressor(args.regressor, device=args.device)
+    prompt = _user_prompt(args)
+    prompt.check(image.shape[:2])
+    _warn_odd_input(prompt, gt, args.mask)
+    regressor, reg_meta = load_regressor(args.regressor, device=args.device)
     model = _load(args)
+    kinds = getattr(model, "prompt_kinds", ())  # from the model's record
+    if kinds and prompt.kind not in kinds:
+        warnings.warn(
+            f"model {args.model!r} answers {', '.join(kinds)} prompts well, not a {prompt.kind}; its masks may be "
+            "poor (LiteMedSAM is a box model: give --box X0 Y0 X1 Y1).", stacklevel=1,
+        )  # fmt: skip
+    expected = {"model": args.model, "mask_output": getattr(model, "mask_output", None),
+                "prompt": "box" if prompt.box is not None else "click", "sharpness": args.sharpness}  # fmt: skip
+    for note in check_regressor(reg_meta, expected):
+        print(f"sampot: warning: {note}", file=sys.stderr)
     result = evolve_prompt(
-        model, regressor, image, point, steps=args.steps, lr=args.lr, sharpness=args.sharpness,
-        safeguards=_safeguards(args), gt_mask=gt, progress=True,
+        model, regressor, image, prompt, steps=args.steps, lr=args.lr, sharpness=args.sharpness,
+        optimizer=args.optimizer, safeguards=_safeguards(args), gt_mask=gt, seed=args.seed, progress=True,
     )  # fmt: skip
     out, stem = Path(args.out), Path(args.image).stem
-    record = {"image": str(args.image), "click": list(point), "evolved_click": [result.best.x, result.best.y]}
-    record |= result.to_dict()
+    record = {"image": str(args.image)} | result.to_dict()
+    record_text = _json_text(record, out / f"{stem}_evolution.json")  # NaN is refused before any file is written
     write_png(out / f"{stem}_mask.png", result.best_mask)
     write_png(out / f"{stem}_initial_mask.png", result.initial_mask)
-    write_text(out / f"{stem}_evolution.json", json.dumps(record, indent=1) + "\n")
+    write_text(out / f"{stem}_evolution.json", record_text)
     b, i = result.best, result.initial
-    print(f"evolved click: ({b.x:.1f}, {b.y:.1f}) from ({i.x:.1f}, {i.y:.1f}) at step {b.step}")
+    fmt = ", ".join
+    print(f"evolved {prompt.kind}: ({fmt(f'{v:.1f}' for v in b.coords)}) from ({fmt(f'{v:.1f}' for v in i.coords)}) "
+          f"at step {b.step}")  # fmt: skip
     print(f"regressor score: {i.score:.3f} -> {b.score:.3f}")
     if gt is not None:
         print(f"Dice: {i.dice:.3f} -> {b.dice:.3f}")
@@ -123,62 +195,155 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
     from sampot_lib.data.io import read_image, read_mask, write_text
-    from sampot_lib.heatmap import dice_heatmap
+    from sampot_lib.heatmap import dice_heatmap, grid_points
     from sampot_lib.regressor import load_regressor
 
     image = read_image(args.image)
     mask = read_mask(args.mask, expected_shape=image.shape)
+    _warn_odd_input(_NoPrompt, mask, args.mask)
+    if len(grid_points(mask, args.step)) == 0:  # before the model is loaded
+        raise SampotError(f"no grid point of --step {args.step} falls inside the mask {args.mask}; use a smaller step.")
     regressor = load_regressor(args.regressor, device=args.device)[0] if args.regressor else None
     hm = dice_heatmap(_load(args), image, mask, step=args.step, regressor=regressor)
+
+    def cell(v: float, fmt: str = ".5f") -> str:  # a blank cell, not "nan": the regressor column without one
+        return format(v, fmt) if math.isfinite(v) else ""
+
     lines = ["x,y,dice,confidence,regressor"]
     lines += [
-        f"{x:.1f},{y:.1f},{d:.5f},{c:.5f},{s:.5f}"
+        ",".join([cell(x, ".1f"), cell(y, ".1f"), cell(d), cell(c), cell(s)])
         for (x, y), d, c, s in zip(hm.points, hm.dice, hm.confidence, hm.score, strict=True)
-    ]  # noqa: E501
+    ]
     write_text(args.out, "\n".join(lines) + "\n")
     print(f"{len(hm.dice)} clicks: Dice {hm.dice.min():.3f} .. {hm.dice.max():.3f} (spread {hm.spread:.3f})")
     print(f"wrote {args.out}")
     return 0
 
 
-def _config(args: argparse.Namespace):
-    from sampot_lib.pipeline import ExperimentConfig
+class _NoPrompt:
+    """No clicks (the heat-map makes its own): only the mask is looked at by :func:`_warn_odd_input`."""
 
-    config = ExperimentConfig(
-        data=str(args.data), out=str(args.out), structure=args.structure, model=args.model,
-        checkpoint=args.checkpoint, mask_output=args.mask_output, device=args.device, split_file=args.split_file,
-        seed=args.seed, max_images=args.max_images, regressor_size=args.regressor_size, epochs=args.epochs,
-    )  # fmt: skip
+    points: tuple = ()
+    labels: tuple = ()
+
+
+class _DefaultInt(int):
+    """An int option's default (not typed by the user): a preset may replace it."""
+
+
+class _DefaultFloat(float):
+    """A float option's default (not typed by the user): a preset may replace it."""
+
+
+def _mark_defaults(p: argparse.ArgumentParser) -> None:
+    """Wrap the number options' defaults so that ``_config`` can tell them from values the user typed."""
+    for dest in ("seed", "max_images", "regressor_size", "epochs", "steps", "lr", "sharpness", "trust_radius",
+                 "min_overlap", "max_area_ratio"):  # fmt: skip
+        value = p.get_default(dest)
+        if type(value) is int:
+            p.set_defaults(**{dest: _DefaultInt(value)})
+        elif type(value) is float:
+            p.set_defaults(**{dest: _DefaultFloat(value)})
+
+
+def _typed(args: argparse.Namespace, dest: str) -> bool:
+    """Whether the user gave option ``dest`` (rather than leaving its default)."""
+    value = getattr(args, dest, None)
+    return value is not None and value is not False and not isinstance(value, (_DefaultInt, _DefaultFloat))
+
+
+def _plain(value):
+    return int(value) if isinstance(value, _DefaultInt) else float(value) if isinstance(value, _DefaultFloat) else value
+
+
+def _config(args: argparse.Namespace):
+    """The ExperimentConfig of ``train-regressor`` / ``run``: the options, over the preset's values if --preset is
+    given (an option the user typed wins over the preset; ``differs_from_paper`` lists it)."""
+    from sampot_lib.config import ExperimentConfig, preset_values
+
+    keys = ["structure", "model", "checkpoint", "mask_output", "device", "split_file", "seed", "max_images",
+            "regressor_size", "epochs"]  # fmt: skip
     if args.command == "run":
-        config.steps, config.lr, config.sharpness = args.steps, args.lr, args.sharpness
-        config.safeguards = asdict(_safeguards(args))
-    return config
+        keys += ["steps", "lr", "sharpness", "optimizer", "seeds", "regressor"]
+    values = {k: _plain(getattr(args, k)) for k in keys if hasattr(args, k)}
+    values |= {"data": str(args.data), "out": str(args.out)}
+    guards_typed = args.command == "run" and (
+        args.no_safeguards or any(_typed(args, k) for k in ("trust_radius", "min_overlap", "max_area_ratio"))
+    )
+    if args.command == "run":
+        values["safeguards"] = asdict(_safeguards(args))
+    if getattr(args, "preset", None):
+        for key, value in preset_values(args.preset).items():
+            if key == "safeguards":
+                if args.command == "run" and not guards_typed:
+                    values[key] = value
+            elif not _typed(args, key):
+                values[key] = value
+        values["preset"] = args.preset
+    return ExperimentConfig(**values)
 
 
 def cmd_train_regressor(args: argparse.Namespace) -> int:
     from sampot_lib.pipeline import train_regressor_stage
 
-    _, history = train_regressor_stage(_config(args))
+    _, history = train_regressor_stage(_config(args), resume=args.resume, force=args.force)
     best = min(history, key=lambda h: h["val_mse"])
-    print(f"best epoch {best['epoch']}: val MSE {best['val_mse']:.5f}; wrote {Path(args.out) / 'regressor.pt'}")
+    print(f"best epoch {int(best['epoch'])}: val MSE {best['val_mse']:.5f}; wrote {Path(args.out) / 'regressor.pt'}")
     return 0
 
 
+def _pm(mean: dict, sd: dict, key: str, fmt: str) -> str:
+    """"mean ± sd" of one headline number (sd left out when undefined)."""
+    if mean.get(key) is None:
+        return "n/a"
+    m = format(mean[key], fmt)
+    return m if sd.get(key) is None else f"{m} ± {format(sd[key], fmt.replace('+', ''))}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from sampot_lib.config import differs_from_paper
     from sampot_lib.pipeline import run_experiment
 
-    summary = run_experiment(_config(args))
-    r = {k: "n/a" if v is None else f"{v:.3f}" for k, v in summary["regressor"].items()}
-    print(
-        f"regressor r: synthetic masks {r['r_regressor_synthetic']}, centroid clicks {r['r_regressor_centroid']} "
-        f"(model confidence {r['r_confidence_centroid']})"
-    )
-    for name in ("on", "off"):
-        s = summary[name]
+    config = _config(args)
+    summary = run_experiment(config, resume=args.resume, force=args.force)
+    if "mean" in summary:  # several seeds: mean ± sample sd over seeds
+        mean, sd = summary["mean"], summary["sd"]
+        print(f"{len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}): mean ± sd over seeds")
+        r, rs = mean["regressor"], sd["regressor"]
+        print(f"regressor r: synthetic masks {_pm(r, rs, 'r_regressor_synthetic', '.3f')}, centroid clicks "
+              f"{_pm(r, rs, 'r_regressor_centroid', '.3f')} (model confidence "
+              f"{_pm(r, rs, 'r_confidence_centroid', '.3f')})")  # fmt: skip
+        for name in ("on", "off"):
+            m, s = mean[name], sd[name]
+            print(f"safeguards {name:>3}: {_pm(m, s, 'improved', '.1f')} of {m['n']:.0f} improved, "
+                  f"{_pm(m, s, 'worse', '.1f')} worse, {_pm(m, s, 'catastrophes', '.1f')} catastrophes; mean Dice "
+                  f"{_pm(m, s, 'mean_dice_initial', '.3f')} -> {_pm(m, s, 'mean_dice_evolved', '.3f')}, gain "
+                  f"{_pm(m, s, 'mean_gain', '+.4f')}")  # fmt: skip
+        foreign = next(iter(summary["per_seed"].values())).get("regressor_foreign", [])
+        origin = next(iter(summary["per_seed"].values())).get("regressor_origin", {})
+    else:
+        reg = summary.get("regressor") or {}
+        r = {k: "n/a" if reg.get(k) is None else f"{reg[k]:.3f}"
+             for k in ("r_regressor_synthetic", "r_regressor_centroid", "r_confidence_centroid")}  # fmt: skip
         print(
-            f"safeguards {name:>3}: {s['improved']}/{s['n']} improved, {s['worse']} worse, {s['catastrophes']} "
-            f"catastrophes; mean Dice {s['mean_dice_initial']:.3f} -> {s['mean_dice_evolved']:.3f}"
+            f"regressor r: synthetic masks {r['r_regressor_synthetic']}, centroid clicks {r['r_regressor_centroid']} "
+            f"(model confidence {r['r_confidence_centroid']})"
         )
+        for name in ("on", "off"):
+            s = summary[name]
+            print(
+                f"safeguards {name:>3}: {s['improved']}/{s['n']} improved, {s['worse']} worse, {s['catastrophes']} "
+                f"catastrophes; mean Dice {s['mean_dice_initial']:.3f} -> {s['mean_dice_evolved']:.3f}"
+            )
+        foreign, origin = summary.get("regressor_foreign", []), summary.get("regressor_origin", {})
+    if config.regressor is not None:
+        print(f"regressor: {config.regressor}, trained on {origin.get('data', 'an unrecorded data set')} "
+              f"({origin.get('n_train_ids', '?')} + {origin.get('n_val_ids', '?')} images), applied to {config.data}")
+        for note in foreign:
+            print(f"  note: {note}")
+    if config.preset:
+        diff = differs_from_paper(config)
+        print("settings that differ from the paper: " + ("; ".join(diff) if diff else "none"))
     print(f"results in {args.out}")
     return 0
 
@@ -191,6 +356,15 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    from sampot_lib.app import run_app
+
+    return run_app(
+        args.source, args.regressor, host=args.host, port=args.port, model=args.model, checkpoint=args.checkpoint,
+        mask_output=args.mask_output, device=args.device, structure=args.structure, steps=args.steps, lr=args.lr,
+    )  # fmt: skip
+
+
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder-format data set (images/, masks/<structure>/)")
     p.add_argument("--out", required=True, help="output folder for splits, regressor and results")
@@ -200,11 +374,20 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=_positive_int, default=None, help="use at most N images per split")
     p.add_argument("--regressor-size", type=_positive_int, default=128, help="regressor input size in pixels")
     p.add_argument("--epochs", type=_positive_int, default=200, help="regressor epochs (default: %(default)s)")
+    from sampot_lib.config import PRESETS
+
+    g = p.add_argument_group("the run folder and presets")
+    g.add_argument("--preset", choices=list(PRESETS), help="start from a preset's settings (paper: the paper's); "
+                   "options you type win over it, and the run lists what differs from the paper")  # fmt: skip
+    g.add_argument("--resume", action="store_true", help="reuse the stages in --out that finished from the same "
+                   "settings, split and inputs; redo the rest")  # fmt: skip
+    g.add_argument("--force", action="store_true", help="start --out over: delete results made on another split "
+                   "instead of refusing")  # fmt: skip
     _model_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sampot", description="Task-driven prompt evolution (SAMPOT) for promptable segmentation models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
@@ -212,7 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evolve", help="evolve one click on one image; writes the mask PNG and a JSON record")
     p.add_argument("image", help="PNG/JPEG/DICOM image")
-    p.add_argument("--click", nargs=2, type=float, required=True, metavar=("X", "Y"), help="the user's click, px")
+    p.add_argument(
+        "--click", nargs=2, type=float, action="append", metavar=("X", "Y"),
+        help="the user's click in pixels (repeat for several clicks)",
+    )  # fmt: skip
+    p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="the user's box in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random and cmaes optimizers (default: 0)")
     p.add_argument("--regressor", required=True, help="regressor.pt from `sampot train-regressor` or `sampot run`")
     p.add_argument("--mask", help="ground-truth mask PNG, to report the true Dice along the way")
     p.add_argument("--out", required=True, help="output folder")
@@ -225,23 +413,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", required=True, help="ground-truth mask PNG of the structure")
     p.add_argument("--step", type=_positive_int, default=32, help="grid spacing in pixels (default: %(default)s)")
     p.add_argument("--regressor", help="also score every mask with this regressor")
-    p.add_argument("--out", required=True, help="CSV file to write (x, y, dice, confidence, regressor)")
+    p.add_argument(
+        "--out", required=True, help="CSV file to write (x, y, dice, confidence, regressor; blank without --regressor)"
+    )
     _model_args(p)
     p.set_defaults(func=cmd_heatmap)
 
     p = sub.add_parser("train-regressor", help="build the synthetic-mask set and train the segmentation regressor")
     _experiment_args(p)
+    _mark_defaults(p)
     p.set_defaults(func=cmd_train_regressor)
 
     p = sub.add_parser("run", help="the whole experiment: regressor, its evaluation, evolution of the test split")
     _experiment_args(p)
     _evolve_args(p)
+    p.add_argument("--seeds", type=_positive_int, nargs="+", metavar="K", help="train the regressor and evolve once "
+                   "per seed (out/seed_K/, one split made with --seed) and report mean ± sd over seeds")  # fmt: skip
+    p.add_argument("--regressor", help="use this regressor.pt, trained elsewhere, instead of training one; the "
+                   "results record both data sets and every difference from its training")  # fmt: skip
+    _mark_defaults(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("download", help="download and verify a SAM checkpoint into the cache")
     p.add_argument("name", help="vit_b, vit_l or vit_h")
     p.add_argument("--cache-dir", help="default: $SAMPOT_CACHE or ~/.cache/sampot")
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser(
+        "app", help="the prompt widget as a page in your browser: pick an image, click, evolve, download the mask",
+        description="Serve the prompt widget as a page of its own (Voila) until Ctrl-C: pick an image, click inside "
+        "the structure, press evolve, download the mask as a PNG. Input is checked before the server starts.",
+    )  # fmt: skip
+    p.add_argument("source", metavar="DATA_OR_IMAGE", help="a folder-format data set, or one PNG/JPEG/DICOM image")
+    p.add_argument("--regressor", required=True, help="regressor.pt from `sampot train-regressor` or `sampot run`")
+    p.add_argument("--structure", help="mask folder shown as ground truth (default: the regressor's structure)")
+    p.add_argument("--steps", type=_positive_int, default=30, help="evolution steps (default: %(default)s)")
+    p.add_argument("--lr", type=_positive_float, default=10.0, help="step size in pixels (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8866, help="port (default: %(default)s)")
+    _model_args(p)
+    p.set_defaults(func=cmd_app)
 
     try:
         from sampot_lib.cli_data import add_data_commands
@@ -252,17 +463,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the flag, what is wrong, where help is) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_debug(parser: argparse.ArgumentParser, top: bool) -> None:
+    # On every sub-command too, so that `sampot run ... --debug` works; SUPPRESS keeps a sub-command's default from
+    # overwriting `sampot --debug run ...`.
+    parser.add_argument(
+        "--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+        help="show the Python traceback of an error (for a bug report)",
+    )  # fmt: skip
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug(child, top=False)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """warnings.showwarning for the command line: one line, no source location."""
+    print(f"sampot: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done; 2 the input or the machine's setup needs fixing (one line says what);
+    1 a fault that is not the user's (an internal error: run again with --debug for the traceback); 130 Ctrl-C.
+
+    Every value is checked before any work (:func:`sampot_lib.cli_checks.check_args`). Errors print one line, never
+    a traceback unless --debug (or $SAMPOT_DEBUG=1) is given.
+    """
+    from sampot_lib.checks import USER_ERRNOS, describe_os_error
+    from sampot_lib.cli_checks import check_args
+
     parser = build_parser()
+    _add_debug(parser, top=True)
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except SampotError as exc:
-        print(f"sampot: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sampot: interrupted", file=sys.stderr)
-        return 130
+    debug = bool(getattr(args, "debug", False) or os.environ.get("SAMPOT_DEBUG"))
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            check_args(args)
+            return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            print("sampot: interrupted", file=sys.stderr)
+            return 130
+        except SampotError as exc:
+            if debug:
+                raise
+            print(f"sampot: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # what the checks could not foresee: a disk filling up, a folder made read-only
+            if debug:
+                raise
+            print(f"sampot: error: {describe_os_error(exc)}", file=sys.stderr)
+            return 2 if exc.errno in USER_ERRNOS else 1
+        except Exception as exc:  # a bug: say so in one line; --debug shows where
+            if debug:
+                raise
+            print(
+                f"sampot: internal error: {type(exc).__name__}: {exc}. This is a fault in sampot, not in your input: "
+                "run the command again with --debug and report the traceback.",
+                file=sys.stderr,
+            )
+            return 1
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -19,10 +20,19 @@ def _check(args: argparse.Namespace) -> int:
 
 def _split(args: argparse.Namespace) -> int:
     from sampot_lib.data.folder import FolderDataset
-    from sampot_lib.data.splits import make_splits, save_splits
+    from sampot_lib.data.splits import empty_parts, make_splits, save_splits
 
     ds = FolderDataset(args.dir, validate=not args.no_validate)
     splits = make_splits(ds, fractions=args.fractions, seed=args.seed)
+    wanted = {name for name, f in zip(("train", "val", "test"), args.fractions, strict=True) if f > 0}
+    empty = [name for name in empty_parts(splits) if name in wanted]  # a fraction of 0 is empty on purpose
+    if empty:
+        warnings.warn(
+            f"{' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: {args.dir} has {len(ds.subjects)} "
+            f"subject(s) for fractions {' '.join(f'{f:g}' for f in args.fractions)}. Training a regressor needs "
+            "train and val images, evolution needs test images: add images (or subjects).",
+            SampotWarning, stacklevel=1,
+        )  # fmt: skip
     out = Path(args.out) if args.out else Path(args.dir) / "splits.json"
     subjects = {i: ds.subject_of(i) for i in ds.ids}
     save_splits(out, splits, seed=args.seed, fractions=args.fractions, subjects=subjects, source=str(args.dir))

@@ -6,3 +6,8 @@ class SampotError(ValueError):
 
     The command line prints the message alone (no traceback) and exits with status 2.
     """
+
+
+class SampotWarning(UserWarning):
+    """Input that works but is probably not what the user meant (an inverted mask, a click in the background, an
+    empty split). The command line prints the message alone, on one line, and goes on."""

@@ -125,14 +125,16 @@ def evolve_prompt(
     device = model.device
     if isinstance(scorer, SegmentationRegressor):
         scorer = RegressorScorer(scorer, image, sharpness, device=device)
-    emb = model.embed(image)
     start = torch.tensor(prompt.coords(), dtype=torch.float32, device=device)
-    opt = make_optimizer(optimizer, start, lambda c: guards.project(c, start, prompt, (h, w)), lr=lr, seed=seed)
+    opt = make_optimizer(
+        optimizer, start, lambda c: guards.project(c, start, prompt, (h, w)), lr=lr, seed=seed, budget=steps + 1
+    )
     if opt.needs_gradient and not getattr(model, "differentiable", True):
         raise SampotError(
             f"optimizer {optimizer!r} needs gradients, but model {model.name!r} gives none; use --optimizer cmaes or "
             "random."
         )
+    emb = model.embed(image)  # after the checks: a wrong optimizer fails before the image encoder runs
     size = (scorer.size, scorer.size)
 
     trajectory: list[EvolutionStep] = []

@@ -7,12 +7,19 @@ always the user's prompt, so step 0 is the same for every optimiser.
 - ``adam``: the paper's: Adam on the gradient of the score (needs a differentiable model), ``lr`` in pixels.
 - ``random``: the baseline: the user's prompt plus Gaussian noise of ``3 * lr`` pixels per coordinate, each call
   independent of the last.
+- ``cmaes``: CMA-ES (Hansen's ``cma`` package) started at the user's prompt with step size ``sigma0 = 3 * lr``
+  pixels (the same scale as random search, so ``lr`` means one thing for all three); candidates are asked one at a
+  time from cma's population (default size ``4 + floor(3 ln D)``: 6 for a click, 8 for a box) and cma is told a
+  population once all of it is scored. The budget (model calls) is the only stopping rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import cma
+import numpy as np
 import torch
 
 from sampot_lib.errors import SampotError
@@ -82,13 +89,74 @@ class RandomSearch(PromptOptimizer):
         return self.project(self.start + 3 * self.lr * noise)
 
 
-OPTIMIZERS: dict[str, type[PromptOptimizer]] = {"adam": AdamOptimizer, "random": RandomSearch}
+class CmaesOptimizer(PromptOptimizer):
+    """CMA-ES from the ``cma`` package: mean at the user's prompt, ``sigma0 = 3 * lr`` pixels, seeded.
+
+    cma proposes a population of candidates; each is projected into the safeguards before it is scored, and cma is
+    told the projected candidates (it accepts points other than those it asked for, clipping only implausibly long
+    steps), so it learns where the allowed region is. The user's prompt (call 1) is not one of cma's candidates and
+    is not told to it. cma's own termination tests are ignored: the budget of model calls stops the search.
+    """
+
+    name = "cmaes"
+
+    def __init__(self, start: torch.Tensor, project: Project, *, lr: float, seed: int) -> None:
+        super().__init__(start, project, lr=lr, seed=seed)
+        if self.seed < 0:
+            raise SampotError(f"the cmaes optimizer needs a seed >= 0, got {self.seed}.")
+        x0 = self.start.detach().cpu().double().numpy()
+        # cma seeds and draws from NumPy's global generator; keep its stream apart from everyone else's (and theirs
+        # from it) so that a run is reproducible whatever else draws numbers. Seed 0 means "from the clock" to cma.
+        self._rng_state = np.random.get_state()
+        with self._own_rng():
+            self.es = cma.CMAEvolutionStrategy(x0, 3 * self.lr, {"seed": self.seed + 1, "verbose": -9})
+        self._pending: list[np.ndarray] = []  # asked from cma, not yet handed out
+        self._xs: list[np.ndarray] = []  # this population's projected candidates, scored
+        self._fs: list[float] = []  # their scores, negated: cma minimises
+
+    @contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        outside = np.random.get_state()
+        np.random.set_state(self._rng_state)
+        try:
+            yield
+        finally:
+            self._rng_state = np.random.get_state()
+            np.random.set_state(outside)
+
+    def _propose(self) -> torch.Tensor:
+        if not self._pending:
+            with self._own_rng():
+                self._pending = list(self.es.ask())
+        x = torch.as_tensor(self._pending.pop(0), dtype=self.start.dtype, device=self.start.device)
+        return self.project(x)
+
+    def tell(self, coords: torch.Tensor, score: torch.Tensor) -> None:
+        if self.calls == 1:  # the user's prompt: not a candidate of cma's
+            return
+        self._xs.append(coords.detach().cpu().double().numpy())
+        self._fs.append(-float(score.detach().sum()))
+        if len(self._fs) == self.es.popsize:
+            with self._own_rng():
+                self.es.tell(self._xs, self._fs)
+            self._xs, self._fs = [], []
 
 
-def make_optimizer(name: str, start: torch.Tensor, project: Project, *, lr: float, seed: int = 0) -> PromptOptimizer:
-    """The optimiser called ``name`` (see :data:`OPTIMIZERS`)."""
+OPTIMIZERS: dict[str, type[PromptOptimizer]] = {"adam": AdamOptimizer, "cmaes": CmaesOptimizer, "random": RandomSearch}
+
+
+def make_optimizer(
+    name: str, start: torch.Tensor, project: Project, *, lr: float, seed: int = 0, budget: int | None = None
+) -> PromptOptimizer:
+    """The optimiser called ``name`` (see :data:`OPTIMIZERS`). ``budget``, when given, is the number of model calls
+    it will be asked for (the user's prompt is the first), checked here so that a budget of none fails up front."""
     if name not in OPTIMIZERS:
         raise SampotError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}.")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise SampotError(
+            f"an optimizer's budget is a whole number of model calls >= 1 (the user's prompt is the first), got "
+            f"{budget!r}."
+        )
     if not (torch.isfinite(torch.tensor(lr)) and lr > 0):
         raise SampotError(f"optimizer step size lr must be a finite number of pixels > 0, got {lr!r}.")
     return OPTIMIZERS[name](start, project, lr=lr, seed=seed)

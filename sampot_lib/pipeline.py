@@ -3,16 +3,18 @@
 split -> regressor training set (level-set masks + the model's own masks) -> regressor -> its evaluation against
 the model's confidence -> evolution of the centroid click on the test split, with and without safeguards.
 Each stage reads what it needs from ``out`` and writes its results there, so notebooks can run them one by one.
+
+The settings live in :mod:`sampot_lib.config`, the run folder (lock, manifest, split, CSV/JSON) in
+:mod:`sampot_lib.runs`, the regressor's training set in :mod:`sampot_lib.training_set`. Every stage holds the
+folder's lock, records itself in ``manifest.json`` and, with ``resume=True``, is skipped when it already finished
+from the same settings, split and inputs.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+import sys
+import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,267 +22,117 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sampot_lib.config import ExperimentConfig, stage_settings
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.data.io import write_text
-from sampot_lib.data.phantom import write_phantom_set
-from sampot_lib.data.splits import PAPER_FRACTIONS, load_splits, make_splits, save_splits, split_info
 from sampot_lib.errors import SampotError
 from sampot_lib.evolve import Safeguards, evolve_prompt
 from sampot_lib.metrics import dice, pearson_r
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.models.registry import load_model
+from sampot_lib.prompts import Prompt, predict, predict_mask
 from sampot_lib.regressor import (
     RegressorData,
     SegmentationRegressor,
+    check_regressor,
+    describe_origin,
     fit_regressor,
     load_regressor,
     predict_dice,
     save_regressor,
-    to_input,
 )
-from sampot_lib.synth import band_prompts, candidate_masks, centroid_prompt, outside_prompts
+from sampot_lib.runs import (
+    RunFolder,
+    limit,
+    open_dataset,
+    read_csv,
+    read_json,
+    resolve_split,
+    sha256_file,
+    write_config,
+    write_csv,
+    write_json,
+)
+from sampot_lib.scoring import BlendScorer, ConfidenceScorer, OracleScorer, RegressorScorer, choose_blend_weight
+from sampot_lib.synth import initial_prompt
+from sampot_lib.training_set import data_identity, mask_hashes, model_prompts_for, regressor_samples
 
 # A drop of this much Dice is what the paper's figure 6 shows as a catastrophe (a mask outside the lung).
 CATASTROPHE_DROP = 0.2
+# Issue 8's goal: no image may lose more than this much Dice ("drops" in a summary).
+DROP = 0.05
 # Changes smaller than this are "unchanged": below one pixel row of a lung's boundary at 1024 px.
 UNCHANGED_TOL = 1e-3
-
-
-@dataclass
-class ExperimentConfig:
-    """Everything that decides the numbers of a run (written to ``out/config.json``)."""
-
-    data: str
-    out: str
-    structure: str = "left_lung"
-    model: str = "sam_nano"
-    checkpoint: str | None = None
-    mask_output: str | int | None = None
-    device: str = "cpu"
-    split_file: str | None = None
-    seed: int = 0
-    max_images: int | None = None  # per split, for quick runs; None uses all
-    n_synthetic: int = 16
-    n_outside: int = 3
-    regressor_size: int = 128
-    epochs: int = 200
-    batch_size: int = 32
-    regressor_lr: float = 1e-3
-    steps: int = 30
-    lr: float = 10.0
-    sharpness: float = 5.0
-    safeguards: dict[str, Any] = field(default_factory=lambda: asdict(Safeguards()))
-
-    def __post_init__(self) -> None:
-        # Notebooks get these from papermill parameters: a wrong type must fail here, by name, not deep inside torch.
-        for f in fields(self):
-            value = getattr(self, f.name)
-            allowed = _ALLOWED[f.name]
-            if isinstance(value, Path) and str in allowed:
-                setattr(self, f.name, str(value))
-            elif isinstance(value, int) and not isinstance(value, bool) and float in allowed and int not in allowed:
-                setattr(self, f.name, float(value))
-            elif not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-                names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
-                raise SampotError(f"parameter {f.name!r} must be {names}, got {value!r} ({type(value).__name__}).")
-        if self.mask_output not in (None, "best", "single", 0, 1, 2):
-            raise SampotError(
-                f"parameter 'mask_output' must be best, single, 0, 1, 2 or None, got {self.mask_output!r}."
-            )
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.out)
-
-
-_NONE = type(None)
-_ALLOWED: dict[str, tuple[type, ...]] = {
-    "data": (str,), "out": (str,), "structure": (str,), "model": (str,), "checkpoint": (str, _NONE),
-    "mask_output": (str, int, _NONE), "device": (str,), "split_file": (str, _NONE), "seed": (int,),
-    "max_images": (int, _NONE), "n_synthetic": (int,), "n_outside": (int,), "regressor_size": (int,),
-    "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "steps": (int,), "lr": (float,),
-    "sharpness": (float,), "safeguards": (dict,),
-}  # fmt: skip
-
-
-def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows (dicts with the same keys) as CSV, atomically."""
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
-def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV written by this module, numbers parsed back to float."""
-
-    def parse(v: str) -> Any:
-        try:
-            return float(v)
-        except ValueError:
-            return v
-
-    with open(path, newline="") as f:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def open_dataset(config: ExperimentConfig) -> FolderDataset:
-    dataset = FolderDataset(config.data)
-    if config.structure not in dataset.structures:
-        raise SampotError(
-            f"structure {config.structure!r} is not in {config.data} (it has {', '.join(dataset.structures)})."
-        )
-    return dataset
-
-
-def prepare_splits(config: ExperimentConfig, dataset: FolderDataset) -> dict[str, list[str]]:
-    """The split every stage uses: ``split_file`` if given, else ``out/splits.json`` if an earlier stage wrote it,
-    else the paper's 41/28/53 subject split, seeded, written to ``out/splits.json``.
-
-    With ``max_images``, each split keeps its first ``max_images`` ids.
-    """
-    made = config.out_dir / "splits.json"
-    if not config.split_file and made.is_file():
-        info = split_info(made)  # made by an earlier stage of this run, or by a run with other settings?
-        if info.get("seed") != config.seed or info.get("source") != str(config.data):
-            made.unlink()
-    if config.split_file or made.is_file():
-        splits = load_splits(config.split_file or made, dataset)
-    else:
-        splits = make_splits(dataset, PAPER_FRACTIONS, seed=config.seed)
-        subjects = {i: dataset.subject_of(i) for i in dataset.ids}
-        save_splits(
-            made, splits, seed=config.seed, fractions=PAPER_FRACTIONS, subjects=subjects, source=str(config.data)
-        )
-    if config.max_images is not None:
-        splits = {k: v[: config.max_images] for k, v in splits.items()}
-    return splits
-
-
-@dataclass
-class Run:
-    """What a notebook chapter works on: the checked config, the data set, the split, and labels that name the
-    model and the data beside every number."""
-
-    config: ExperimentConfig
-    dataset: FolderDataset
-    splits: dict[str, list[str]]
-
-    @property
-    def data_label(self) -> str:
-        return f"{Path(self.config.data).name} ({len(self.dataset.ids)} images, {self.config.structure})"
-
-    @property
-    def model_label(self) -> str:
-        ckpt = self.config.checkpoint
-        return self.config.model + ("" if ckpt is None else f" ({Path(ckpt).name})")
-
-    def describe(self) -> str:
-        sizes = ", ".join(f"{k} {len(v)} images" for k, v in self.splits.items())
-        return f"model: {self.model_label}\ndata: {self.config.data}: {self.data_label}\nsplit: {sizes}"
-
-
-def start_run(
-    *,
-    data: str | Path | None,
-    out: str | Path,
-    phantom_n: int = 60,
-    phantom_size: int = 512,
-    root: str | Path | None = None,
-    **params: Any,
-) -> Run:
-    """Turn a notebook's parameters into a :class:`Run`.
-
-    Relative paths (``data``, ``out``, ``checkpoint``, ``split_file``) are taken from the repository root (``root``,
-    default: the nearest folder above the working directory with a pyproject.toml), wherever the kernel started.
-    ``data=None`` uses the phantom set at ``_build/data/phantom``, written (``phantom_n`` images of
-    ``phantom_size`` px, seeded) if missing. Every parameter's type is checked by :class:`ExperimentConfig`.
-    ``$SAMPOT_THREADS`` sets torch's thread count (the book's build runs on few cores).
-    """
-    if os.environ.get("SAMPOT_THREADS"):
-        torch.set_num_threads(int(os.environ["SAMPOT_THREADS"]))
-    here = Path.cwd()
-    base = Path(root) if root else next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file()), here)
-
-    def at_base(path: str | Path | None) -> str | None:
-        return None if path is None else str(path if Path(path).is_absolute() else base / path)
-
-    if data is None:
-        data = base / "_build" / "data" / "phantom"
-        if not (data / "manifest.csv").is_file():
-            print(f"writing {phantom_n} phantoms of {phantom_size} px to {data}")
-            write_phantom_set(data, phantom_n, params.get("seed", 0), size=phantom_size, progress=True)
-    for key in ("checkpoint", "split_file"):
-        if key in params:
-            params[key] = at_base(params[key])
-    config = ExperimentConfig(data=at_base(data), out=at_base(out), **params)
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = open_dataset(config)
-    return Run(config, dataset, prepare_splits(config, dataset))
+#: The numbers a summary reports per safeguard setting; summarise_seeds gives their mean and spread over seeds.
+HEADLINE = ("n", "improved", "unchanged", "worse", "drops", "catastrophes", "mean_gain", "median_gain",
+            "mean_dice_initial", "mean_dice_evolved")  # fmt: skip
+REGRESSOR_HEADLINE = ("r_regressor_synthetic", "r_regressor_all", "r_regressor_model", "r_confidence_model",
+                      "r_blend_model", "r_regressor_initial", "r_confidence_initial", "r_regressor_centroid",
+                      "r_confidence_centroid", "blend_weight")  # fmt: skip
 
 
 def build_model(config: ExperimentConfig) -> PromptableModel:
     return load_model(config.model, config.checkpoint, config.device, mask_output=config.mask_output)
 
 
-@torch.no_grad()
-def model_mask(
-    model: PromptableModel, image: np.ndarray, point: tuple[float, float], sizes: Iterable[tuple[int, int]]
-) -> list[tuple[np.ndarray, float]]:
-    """The model's logits for one click at each of ``sizes`` as (H x W logits, confidence)."""
-    emb = model.embed(image)
-    pt = torch.tensor([[point]], dtype=torch.float32, device=model.device)
-    label = torch.ones(1, 1, dtype=torch.long, device=model.device)
-    out = []
-    for size in sizes:
-        pred = model.predict(emb, pt, label, output_size=size)
-        out.append((pred.logits[0, 0].cpu().numpy(), float(pred.confidence)))
-    return out
+class _LazyModel:
+    """The model, loaded the first time a stage needs it (with ``resume``, maybe never)."""
+
+    def __init__(self, config: ExperimentConfig, model: PromptableModel | None = None):
+        self.config, self.model = config, model
+
+    def get(self) -> PromptableModel:
+        if self.model is None:
+            self.model = build_model(self.config)
+        return self.model
 
 
-def regressor_samples(
-    model: PromptableModel,
-    dataset: FolderDataset,
-    ids: list[str],
-    config: ExperimentConfig,
-    progress: bool = True,
-) -> RegressorData:
-    """The regressor's training set for ``ids`` (paper 3.2): per image ``n_synthetic`` level-set masks, and the
-    model's masks for the centroids of three horizontal bands and ``n_outside`` clicks 5 px outside the structure.
-
-    Every mask is stored at the regressor's input size; its Dice is computed at full resolution.
-    """
-    size = config.regressor_size
-    rng = np.random.default_rng(config.seed)
-    parts = []
-    for image_id in tqdm(ids, desc="regressor set", unit="image", disable=not progress):
-        image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
-        small_img = _u8(to_input(image, size))
-        masks, dices, kinds = [], [], []
-        for cand in candidate_masks(truth, config.n_synthetic, seed=rng):
-            masks.append(_u8(to_input(cand.mask, size)))
-            dices.append(cand.dice)
-            kinds.append("synthetic")
-        clicks = band_prompts(truth) + outside_prompts(truth, config.n_outside, seed=rng)
-        for k, point in enumerate(clicks):
-            (full, _), (small, _) = model_mask(model, image, point, [image.shape[:2], (size, size)])
-            masks.append(_u8(torch.sigmoid(config.sharpness * torch.as_tensor(small))))
-            dices.append(dice(full > 0, truth))
-            kinds.append("model_band" if k < 3 else "model_outside")
-        n = len(masks)
-        parts.append(
-            RegressorData(
-                images=np.repeat(small_img[None], n, axis=0), masks=np.stack(masks),
-                dice=np.array(dices, dtype=np.float32), kind=np.array(kinds), image_id=np.array([image_id] * n),
-            )
-        )  # fmt: skip
-    return RegressorData.concat(parts)
+def _lazy(config: ExperimentConfig, model: PromptableModel | _LazyModel | None) -> _LazyModel:
+    return model if isinstance(model, _LazyModel) else _LazyModel(config, model)
 
 
-def _u8(t: torch.Tensor) -> np.ndarray:
-    return (t.squeeze().clamp(0, 1) * 255).round().byte().numpy()
+def _begin(config: ExperimentConfig, dataset: FolderDataset | None) -> tuple[RunFolder, FolderDataset]:
+    """Refuse early if another run holds the folder; validate the data set (before anything is written)."""
+    folder = RunFolder(config.out_dir)
+    folder.assert_unlocked()
+    return folder, dataset or open_dataset(config)
+
+
+def user_prompt(config: ExperimentConfig, image_id: str, truth: np.ndarray) -> Prompt:
+    """The simulated user's first prompt on one test image: the centroid click (paper 3.3) or the structure's box
+    jittered by ``config.box_jitter``, seeded by the run's seed and the image's id (the same box in every stage)."""
+    rng = np.random.default_rng([config.seed, zlib.crc32(image_id.encode())])
+    return initial_prompt(truth, config.prompt, config.box_jitter, rng)
+
+
+def blend_weight(regressor: SegmentationRegressor, val: RegressorData) -> float | None:
+    """The weight of :class:`~sampot_lib.scoring.BlendScorer` chosen on the validation set's model masks (the
+    regressor's scores and the model's IoU predictions against their true Dice); None without three of them."""
+    own = val.kind != "synthetic"
+    if own.sum() < 3 or val.confidence is None:
+        return None
+    return choose_blend_weight(predict_dice(regressor, val.subset(own)), val.confidence[own], val.dice[own])
+
+
+def regressor_source(config: ExperimentConfig) -> tuple[Path, bool]:
+    """(regressor file, whether it is foreign: given with ``config.regressor`` rather than trained in ``out``)."""
+    if config.regressor is not None:
+        return Path(config.regressor), True
+    return config.out_dir / "regressor.pt", False
+
+
+def _expected(config: ExperimentConfig, model: PromptableModel, test_masks: dict[str, str] | None) -> dict[str, Any]:
+    return {
+        "model": config.model, "mask_output": getattr(model, "mask_output", config.mask_output),
+        "structure": config.structure, "prompt": config.prompt, "sharpness": config.sharpness,
+        "input_size": config.regressor_size, "test_masks": test_masks,
+    }  # fmt: skip
+
+
+def _regressor_inputs(config: ExperimentConfig, path: Path, foreign: bool) -> dict[str, str]:
+    if not path.is_file():
+        raise SampotError(f"regressor file {path} does not exist; train one with `sampot train-regressor` or "
+                          "`sampot run`.")  # fmt: skip
+    return {("file:" + str(path.resolve())) if foreign else path.name: sha256_file(path)}
 
 
 def train_regressor_stage(
@@ -288,24 +140,92 @@ def train_regressor_stage(
     model: PromptableModel | None = None,
     dataset: FolderDataset | None = None,
     progress: bool = True,
+    *,
+    resume: bool = False,
+    force: bool = False,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
-    """Build the train and val sets, fit the regressor, write ``regressor.pt`` and ``regressor_history.csv``."""
-    out = config.out_dir
-    dataset = dataset or open_dataset(config)  # before anything is written: a bad data set leaves no output
-    write_text(out / "config.json", json.dumps(asdict(config), indent=1) + "\n")
-    splits = prepare_splits(config, dataset)
-    model = model or build_model(config)
-    train = regressor_samples(model, dataset, splits["train"], config, progress)
-    val = regressor_samples(model, dataset, splits["val"], config, progress)
-    regressor, history = fit_regressor(
-        train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
-        device=config.device, progress=progress,
-    )  # fmt: skip
-    meta = {"model": config.model, "data": str(config.data), "structure": config.structure,
-            "n_train": len(train), "n_val": len(val), "best_val_mse": min(h["val_mse"] for h in history)}  # fmt: skip
-    save_regressor(regressor, out / "regressor.pt", meta)
-    write_csv(out / "regressor_history.csv", history)
+    """Build the train and val sets, fit the regressor, write ``regressor.pt`` (with its full provenance) and
+    ``regressor_history.csv``. With ``resume``, reuse them if this stage already finished from the same settings,
+    split and masks."""
+    if config.regressor is not None:
+        raise SampotError("this run uses a regressor trained elsewhere (regressor=...): there is nothing to train.")
+    folder, dataset = _begin(config, dataset)
+    lazy = _lazy(config, model)
+    with folder.locked():
+        full, split = resolve_split(config, dataset, force=force)
+        write_config(config)
+        splits = limit(full, config.max_images)
+        seen = {part: mask_hashes(dataset, splits[part], config.structure) for part in ("train", "val")}
+        inputs = {"data:train+val masks": data_identity(seen["train"] | seen["val"])}
+        settings = stage_settings(config, "train")
+        if resume and folder.reusable("train", settings, split, inputs) is None:
+            regressor, _ = load_regressor(folder.path / "regressor.pt", device=config.device)
+            return regressor, read_csv(folder.path / "regressor_history.csv")
+        folder.begin("train", settings, split, inputs)
+        net = lazy.get()
+        common = dict(structure=config.structure, size=config.regressor_size, sharpness=config.sharpness,
+                      n_synthetic=config.n_synthetic, n_outside=config.n_outside, progress=progress,
+                      prompts_for_image=model_prompts_for(config.prompt, config.n_outside))  # fmt: skip
+        # The val set draws from the same seed as the train set, as before the move (numbers unchanged).
+        train = regressor_samples(net, dataset, splits["train"], seed=config.seed, **common)
+        val = regressor_samples(net, dataset, splits["val"], seed=config.seed, **common)
+        regressor, history = fit_regressor(
+            train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
+            device=config.device, progress=progress,
+        )  # fmt: skip
+        meta = provenance(config, net, seen, split, train, val, history)
+        meta["blend_weight"] = blend_weight(regressor, val)
+        save_regressor(regressor, folder.path / "regressor.pt", meta)
+        write_csv(folder.path / "regressor_history.csv", history)
+        folder.finish("train", ["regressor.pt", "regressor_history.csv"])
     return regressor, history
+
+
+def provenance(
+    config: ExperimentConfig,
+    model: PromptableModel,
+    seen: dict[str, dict[str, str]],
+    split: str,
+    train: Any,
+    val: Any,
+    history: list[dict[str, float]],
+) -> dict[str, Any]:
+    """What a regressor file records about what it learned from (checked by :func:`check_regressor`)."""
+    from sampot_lib import __version__
+
+    ckpt = Path(config.checkpoint).name if config.checkpoint else f"{config.model} (registry)"
+    return {
+        "data": str(config.data), "data_name": Path(config.data).name,
+        "data_identity": data_identity(seen["train"] | seen["val"]), "split_hash": split, "seed": config.seed,
+        "structure": config.structure, "model": config.model, "checkpoint": ckpt,
+        "mask_output": getattr(model, "mask_output", config.mask_output), "prompt": config.prompt,
+        "input_size": config.regressor_size, "sharpness": config.sharpness, "sampot_version": __version__,
+        "n_train_ids": len(seen["train"]), "n_val_ids": len(seen["val"]),
+        "train_masks": seen["train"], "val_masks": seen["val"],
+        "n_train": len(train), "n_val": len(val), "epochs": config.epochs,
+        "best_val_mse": min(h["val_mse"] for h in history),
+    }  # fmt: skip
+
+
+def load_run_regressor(
+    config: ExperimentConfig,
+    model: PromptableModel,
+    test_ids: list[str] | None = None,
+    dataset: FolderDataset | None = None,
+) -> tuple[SegmentationRegressor, dict[str, Any], list[str]]:
+    """The regressor a stage (or a notebook chapter) of this run uses, checked: (regressor, its record, warnings).
+
+    Its own (``out/regressor.pt``) must come from a finished, unchanged training stage of this folder and fit the
+    model, structure, prompt kind, sharpness and input size, and have seen none of ``test_ids``; a foreign one
+    (``config.regressor``) is checked the same way, but a mismatch is returned as a warning instead.
+    """
+    path, foreign = regressor_source(config)
+    if not foreign:
+        RunFolder(config.out_dir).require("train", stage_settings(config, "train"))
+    regressor, meta = load_regressor(path, device=config.device)
+    test = mask_hashes(dataset, test_ids, config.structure) if test_ids and dataset is not None else None
+    warnings = check_regressor(meta, _expected(config, model, test), allow_foreign=foreign)
+    return regressor, meta, warnings
 
 
 def evaluate_stage(
@@ -313,41 +233,81 @@ def evaluate_stage(
     model: PromptableModel | None = None,
     dataset: FolderDataset | None = None,
     progress: bool = True,
+    *,
+    resume: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Score held-out test masks with the regressor: ``regressor_eval.csv`` (one row per mask) and Pearson r on
     unseen synthetic masks, and, for the centroid click, of the regressor and of the model's confidence."""
-    out = config.out_dir
-    dataset = dataset or open_dataset(config)
-    splits = prepare_splits(config, dataset)
-    model = model or build_model(config)
-    regressor, _ = load_regressor(out / "regressor.pt", device=config.device)
-    test = regressor_samples(model, dataset, splits["test"], config, progress)
-    scores = predict_dice(regressor, test, device=config.device)
-    rows = [
-        {"image_id": i, "kind": k, "dice": float(d), "regressor": float(s), "confidence": ""}
-        for i, k, d, s in zip(test.image_id, test.kind, test.dice, scores, strict=True)
-    ]
-    size = config.regressor_size
-    for image_id in tqdm(splits["test"], desc="centroid clicks", unit="image", disable=not progress):
-        image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
-        (full, conf), (small, _) = model_mask(model, image, centroid_prompt(truth), [image.shape[:2], (size, size)])
-        soft = torch.sigmoid(config.sharpness * torch.as_tensor(small))[None, None]
-        with torch.no_grad():
-            score = float(regressor(to_input(image, size).to(config.device), soft.to(config.device)))
-        rows.append({"image_id": image_id, "kind": "model_centroid", "dice": dice(full > 0, truth),
-                     "regressor": score, "confidence": conf})  # fmt: skip
-    write_csv(out / "regressor_eval.csv", rows)
-    synth = [r for r in rows if r["kind"] == "synthetic"]
-    cent = [r for r in rows if r["kind"] == "model_centroid"]
-    summary = {
-        "n_synthetic": len(synth),
-        "n_centroid": len(cent),
-        "r_regressor_synthetic": _r(synth, "regressor"),
-        "r_regressor_all": _r(rows, "regressor"),
-        "r_regressor_centroid": _r(cent, "regressor"),
-        "r_confidence_centroid": _r(cent, "confidence"),
-    }
-    write_text(out / "regressor_eval.json", json.dumps(summary, indent=1) + "\n")
+    folder, dataset = _begin(config, dataset)
+    lazy = _lazy(config, model)
+    with folder.locked():
+        full, split = resolve_split(config, dataset, force=force)
+        splits = limit(full, config.max_images)
+        write_config(config)
+        path, foreign = regressor_source(config)
+        if not foreign:  # the folder's regressor must come from this run's training settings and split
+            folder.require("train", stage_settings(config, "train"), split)
+        test_masks = mask_hashes(dataset, splits["test"], config.structure)
+        inputs = _regressor_inputs(config, path, foreign) | {"data:test masks": data_identity(test_masks)}
+        settings = stage_settings(config, "evaluate")
+        if resume and folder.reusable("evaluate", settings, split, inputs) is None:
+            return read_json(folder.path / "regressor_eval.json", "evaluation summary")
+        net = lazy.get()
+        regressor, meta = load_regressor(path, device=config.device)
+        notes = check_regressor(meta, _expected(config, net, test_masks), allow_foreign=foreign)
+        folder.begin("evaluate", settings, split, inputs)
+        size = regressor.input_size  # a foreign regressor may read another size (then a note above says so)
+        test = regressor_samples(
+            net, dataset, splits["test"], config.structure, size, config.sharpness, config.n_synthetic,
+            config.n_outside, config.seed, progress, model_prompts_for(config.prompt, config.n_outside),
+        )  # fmt: skip
+        scores = predict_dice(regressor, test, device=config.device)
+        weight = meta.get("blend_weight")
+        rows = [
+            {"image_id": i, "kind": k, "dice": float(d), "regressor": float(s), "confidence": "" if np.isnan(c) else
+             float(c)}
+            for i, k, d, s, c in zip(test.image_id, test.kind, test.dice, scores, test.confidence, strict=True)
+        ]  # fmt: skip
+        initial_kind = "model_centroid" if config.prompt == "click" else "model_user_box"
+        for image_id in tqdm(splits["test"], desc="user prompts", unit="image", disable=not progress):
+            image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
+            prompt = user_prompt(config, image_id, truth)
+            emb = net.embed(image)
+            scorer = RegressorScorer(regressor, image, config.sharpness, device=config.device)
+            with torch.no_grad():  # the score evolution's step 0 gets for the same prompt
+                small = predict(net, emb, prompt, output_size=(scorer.size, scorer.size))
+                score = float(scorer(small.logits, small.confidence))
+            true = dice(predict_mask(net, emb, prompt), truth)
+            rows.append({"image_id": image_id, "kind": initial_kind, "dice": true, "regressor": score,
+                         "confidence": float(small.confidence)})  # fmt: skip
+        write_csv(folder.path / "regressor_eval.csv", rows)
+        synth = [r for r in rows if r["kind"] == "synthetic"]
+        own = [r for r in rows if r["kind"] != "synthetic"]  # every mask of the model's, the user's prompts too
+        initial = [r for r in rows if r["kind"] == initial_kind]
+        if weight is not None:
+            for r in own:
+                r["blend"] = weight * r["regressor"] + (1 - weight) * r["confidence"]
+        summary = {
+            "n_synthetic": len(synth),
+            "n_model": len(own),
+            "n_initial": len(initial),
+            "r_regressor_synthetic": _r(synth, "regressor"),
+            "r_regressor_all": _r(rows, "regressor"),
+            "r_regressor_model": _r(own, "regressor"),
+            "r_confidence_model": _r(own, "confidence"),
+            "r_blend_model": _r(own, "blend") if weight is not None else None,
+            "r_regressor_initial": _r(initial, "regressor"),
+            "r_confidence_initial": _r(initial, "confidence"),
+            "blend_weight": weight,
+            "regressor_foreign": notes,
+            "regressor_origin": describe_origin(meta),
+        }
+        if config.prompt == "click":  # the paper's names (chapter 3, the CLI): the initial prompt is the centroid
+            summary |= {"n_centroid": len(initial), "r_regressor_centroid": summary["r_regressor_initial"],
+                        "r_confidence_centroid": summary["r_confidence_initial"]}  # fmt: skip
+        write_json(folder.path / "regressor_eval.json", summary)
+        folder.finish("evaluate", ["regressor_eval.csv", "regressor_eval.json"])
     return summary
 
 
@@ -364,36 +324,87 @@ def evolve_stage(
     model: PromptableModel | None = None,
     dataset: FolderDataset | None = None,
     progress: bool = True,
+    *,
+    resume: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Evolve the centroid click of every test image with the safeguards on and off: ``evolution.csv`` (one row per
-    image and setting), ``trajectories.json``, and ``summary.json`` (counts improved / unchanged / worse)."""
-    out = config.out_dir
-    dataset = dataset or open_dataset(config)
-    splits = prepare_splits(config, dataset)
-    model = model or build_model(config)
-    regressor, _ = load_regressor(out / "regressor.pt", device=config.device)
-    settings = {"on": Safeguards(**config.safeguards), "off": Safeguards.off()}
-    rows, trajectories = [], {}
-    for image_id in tqdm(splits["test"], desc="evolution", unit="image", disable=not progress):
-        image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
-        start = centroid_prompt(truth)
-        for name, guards in settings.items():
-            res = evolve_prompt(
-                model, regressor, image, start, steps=config.steps, lr=config.lr, sharpness=config.sharpness,
-                safeguards=guards, gt_mask=truth,
-            )  # fmt: skip
-            d0, d1 = res.initial.dice, dice(res.best_mask, truth)
-            rows.append({
-                "image_id": image_id, "safeguards": name, "x0": start[0], "y0": start[1], "x": res.best.x,
-                "y": res.best.y, "best_step": res.best_step, "score0": res.initial.score, "score": res.best.score,
-                "dice0": d0, "dice": d1, "gain": d1 - d0,
-            })  # fmt: skip
-            trajectories[f"{image_id}/{name}"] = res.to_dict()
-    write_csv(out / "evolution.csv", rows)
-    write_text(out / "trajectories.json", json.dumps(trajectories) + "\n")
-    summary = {name: summarise([r for r in rows if r["safeguards"] == name]) for name in settings}
-    summary["config"] = asdict(config)
-    write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    image and setting), ``trajectories.json``, and ``summary.json`` (counts improved / unchanged / worse, the
+    regressor's evaluation when that stage finished here from the same regressor, and the data sets involved)."""
+    folder, dataset = _begin(config, dataset)
+    lazy = _lazy(config, model)
+    with folder.locked():
+        full, split = resolve_split(config, dataset, force=force)
+        splits = limit(full, config.max_images)
+        write_config(config)
+        path, foreign = regressor_source(config)
+        if not foreign:  # the folder's regressor must come from this run's training settings and split
+            folder.require("train", stage_settings(config, "train"), split)
+        test_masks = mask_hashes(dataset, splits["test"], config.structure)
+        inputs = _regressor_inputs(config, path, foreign) | {"data:test masks": data_identity(test_masks)}
+        evaluation = None
+        if folder.reusable("evaluate", stage_settings(config, "evaluate"), split, inputs) is None:
+            evaluation = read_json(folder.path / "regressor_eval.json", "evaluation summary")
+            inputs["regressor_eval.json"] = sha256_file(folder.path / "regressor_eval.json")
+        settings = stage_settings(config, "evolve")
+        if resume and folder.reusable("evolve", settings, split, inputs) is None:
+            return read_json(folder.path / "summary.json", "summary")
+        net = lazy.get()
+        regressor, meta = load_regressor(path, device=config.device)
+        notes = check_regressor(meta, _expected(config, net, test_masks), allow_foreign=foreign)
+        folder.begin("evolve", settings, split, inputs)
+        guarded = Safeguards(**config.safeguards)
+        # (summary group, scorer, safeguards, user's box jitter): the regressor with and without the safeguards (the
+        # paper's comparison), every other scorer with them, and the regressor on the extra jitters of the box.
+        plan = [("on", "regressor", "on", config.box_jitter), ("off", "regressor", "off", config.box_jitter)]
+        plan = [p for p in plan if "regressor" in config.scorers]
+        plan += [(name, name, "on", config.box_jitter) for name in config.scorers if name != "regressor"]
+        if config.prompt == "box" and "regressor" in config.scorers:
+            plan += [(f"jitter_{j:g}", "regressor", "on", j) for j in config.extra_jitters if j != config.box_jitter]
+        weight = meta.get("blend_weight")
+        if "blend" in config.scorers and weight is None:
+            raise SampotError(f"the regressor {path} records no blend weight (trained by an older sampot); retrain it "
+                              "or drop 'blend' from the scorers.")  # fmt: skip
+        rows, trajectories = [], {}
+        for image_id in tqdm(splits["test"], desc="evolution", unit="image", disable=not progress):
+            image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
+            reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
+            scorers = {"regressor": reg, "confidence": ConfidenceScorer(reg.size),
+                       "oracle": OracleScorer(truth, reg.size, config.sharpness, config.device)}  # fmt: skip
+            if weight is not None:
+                scorers["blend"] = BlendScorer(reg, weight)
+            for group, scorer_name, guard_name, jitter in plan:
+                start = user_prompt(replace(config, box_jitter=jitter), image_id, truth)
+                res = evolve_prompt(
+                    net, scorers[scorer_name], image, start, steps=config.steps, lr=config.lr,
+                    optimizer=config.optimizer, sharpness=config.sharpness,
+                    safeguards=guarded if guard_name == "on" else Safeguards.off(), gt_mask=truth, seed=config.seed,
+                )  # fmt: skip
+                d0, d1 = res.initial.dice, dice(res.best_mask, truth)
+                rows.append({
+                    "image_id": image_id, "group": group, "scorer": scorer_name, "safeguards": guard_name,
+                    "box_jitter": jitter if config.prompt == "box" else "", "x0": res.initial.x, "y0": res.initial.y,
+                    "x": res.best.x, "y": res.best.y, "best_step": res.best_step, "score0": res.initial.score,
+                    "score": res.best.score, "dice0": d0, "dice": d1, "gain": d1 - d0,
+                })  # fmt: skip
+                trajectories[f"{image_id}/{group}"] = res.to_dict()
+        write_csv(folder.path / "evolution.csv", rows)
+        nonfinite = write_json(folder.path / "trajectories.json", trajectories, indent=None, nonfinite="null")
+        summary: dict[str, Any] = {group: summarise([r for r in rows if r["group"] == group])
+                                   for group in dict.fromkeys(p[0] for p in plan)}  # fmt: skip
+        if "oracle" in summary and "on" in summary and summary["oracle"]["mean_gain"] > 0:
+            summary["share_of_oracle_gain"] = summary["on"]["mean_gain"] / summary["oracle"]["mean_gain"]
+        if evaluation is not None:
+            summary["regressor"] = evaluation
+        summary["data"] = str(config.data)
+        summary["regressor_file"] = str(path) if foreign else path.name  # its own: relative to the folder
+        summary["regressor_origin"] = describe_origin(meta)
+        summary["regressor_foreign"] = notes
+        if nonfinite:
+            summary["nonfinite_in_trajectories"] = nonfinite
+        summary["config"] = config.to_dict()
+        write_json(folder.path / "summary.json", summary)
+        folder.finish("evolve", ["evolution.csv", "trajectories.json", "summary.json"])
     return summary
 
 
@@ -407,6 +418,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "improved": int((gains > UNCHANGED_TOL).sum()),
         "unchanged": int((np.abs(gains) <= UNCHANGED_TOL).sum()),
         "worse": int((gains < -UNCHANGED_TOL).sum()),
+        "drops": int((gains < -DROP).sum()),
         "catastrophes": int((gains < -CATASTROPHE_DROP).sum()),
         "mean_gain": float(gains.mean()),
         "median_gain": float(np.median(gains)),
@@ -415,14 +427,73 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
-    """All stages with one model load and one validation of the data set: train the regressor, evaluate it,
-    evolve the test split."""
-    dataset = open_dataset(config)  # validated once: every file of the set is read
-    model = build_model(config)
-    train_regressor_stage(config, model, dataset, progress)
-    evaluation = evaluate_stage(config, model, dataset, progress)
-    summary = evolve_stage(config, model, dataset, progress)
-    summary["regressor"] = evaluation
-    write_text(config.out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+def summarise_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof 1) over seeds of every headline number of per-seed summaries
+    ({seed: summary as :func:`evolve_stage` returns it}).
+
+    Returns {"seeds", "mean": {"on": {...}, "off": {...}, "regressor": {...}}, "sd": (the same layout), "n": (how
+    many seeds had the number: an undefined r is left out), "per_seed"}. sd is None with fewer than two values.
+    """
+    if not per_seed:
+        raise SampotError("no per-seed results to summarise.")
+    # every evolution group any seed has ("on", "off", "confidence", "oracle", "jitter_0.05", ...) and the evaluation
+    groups = {g: HEADLINE for s in per_seed.values() for g, v in s.items() if isinstance(v, dict) and "mean_gain" in v}
+    groups["regressor"] = REGRESSOR_HEADLINE
+    mean: dict[str, dict[str, float | None]] = {}
+    sd: dict[str, dict[str, float | None]] = {}
+    count: dict[str, dict[str, int]] = {}
+    for group, keys in groups.items():
+        mean[group], sd[group], count[group] = {}, {}, {}
+        for key in keys:
+            vals = np.array([float(s[group][key]) for s in per_seed.values()
+                             if group in s and s[group].get(key) is not None], dtype=np.float64)  # fmt: skip
+            count[group][key] = len(vals)
+            mean[group][key] = float(vals.mean()) if len(vals) else None
+            sd[group][key] = float(vals.std(ddof=1)) if len(vals) > 1 else None
+    return {"seeds": [int(k) for k in per_seed], "sd_ddof": 1, "mean": mean, "sd": sd, "n": count,
+            "per_seed": {str(k): v for k, v in per_seed.items()}}  # fmt: skip
+
+
+def _run_one(
+    config: ExperimentConfig, dataset: FolderDataset, model: _LazyModel, progress: bool, resume: bool, force: bool
+) -> dict[str, Any]:
+    if config.regressor is None:
+        train_regressor_stage(config, model, dataset, progress, resume=resume, force=force)
+    evaluate_stage(config, model, dataset, progress, resume=resume, force=force)
+    return evolve_stage(config, model, dataset, progress, resume=resume, force=force)
+
+
+def run_experiment(
+    config: ExperimentConfig, progress: bool = True, *, resume: bool = False, force: bool = False
+) -> dict[str, Any]:
+    """All stages with one model load and one validation of the data set: train the regressor (unless
+    ``config.regressor`` names one), evaluate it, evolve the test split.
+
+    With ``config.seeds``, the regressor training and the evolution run once per seed in ``out/seed_<k>/``, all on
+    the split made with ``config.seed``, and ``out/summary.json`` holds the mean and spread over seeds
+    (:func:`summarise_seeds`). ``resume``: reuse every stage that finished from the same settings, split and inputs;
+    ``force``: delete results made on another split instead of refusing.
+    """
+    folder, dataset = _begin(config, None)  # validated once: every file of the set is read
+    model = _LazyModel(config)
+    if progress and folder.path.is_dir() and not force:  # say what was found before reusing or redoing it
+        for problem in folder.problems():
+            print(f"note: {problem}; {'redoing what it affects' if resume else 'every stage is redone'}.",
+                  file=sys.stderr)  # fmt: skip
+    if config.seeds is None:
+        return _run_one(config, dataset, model, progress, resume, force)
+    with folder.locked():
+        _, split = resolve_split(config, dataset, force=force)
+        write_config(config)
+        split_file = config.split_file or str(folder.path / "splits.json")
+        per_seed = {}
+        for k in config.seeds:
+            sub = replace(config, out=str(folder.path / f"seed_{k}"), seed=k, seeds=None, split_file=split_file)
+            per_seed[k] = _run_one(sub, dataset, model, progress, resume, force)
+        inputs = {f"seed_{k}/summary.json": sha256_file(folder.path / f"seed_{k}" / "summary.json")
+                  for k in config.seeds}  # fmt: skip
+        folder.begin("aggregate", {"seeds": config.seeds}, split, inputs)
+        summary = summarise_seeds(per_seed) | {"config": config.to_dict()}
+        write_json(folder.path / "summary.json", summary)
+        folder.finish("aggregate", ["summary.json"])
     return summary

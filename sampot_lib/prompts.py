@@ -268,6 +268,8 @@ def _ordered_box(box: torch.Tensor, min_size: float, hi: torch.Tensor | None) ->
     """(x0, y0, x1, y1) with x0 < x1 and y0 < y1 at least ``min_size`` apart (around their midpoint when they are
     not), shifted back inside [0, hi] when ``hi`` (W - 1, H - 1) is given."""
     lo_c, hi_c = box[:2].clone(), box[2:].clone()
+    if hi is not None:  # clamp each edge first: shifting a box that pokes out would drag its other edge along
+        lo_c, hi_c = torch.minimum(lo_c.clamp_min(0.0), hi), torch.minimum(hi_c.clamp_min(0.0), hi)
     mid = (lo_c + hi_c) / 2
     size = torch.clamp_min(hi_c - lo_c, max(min_size, 1.0))
     if hi is not None:

@@ -7,8 +7,6 @@ batch 32 and MSE, keeping the weights of the epoch with the lowest validation lo
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +83,8 @@ class RegressorData:
     """A regressor training set at the regressor's input size S.
 
     images, masks: N x S x S uint8 (masks hold 0..255 soft values); dice: N true Dice of each mask at full
-    resolution; kind: N labels ("synthetic" or "model"); image_id: N source image ids.
+    resolution; kind: N labels ("synthetic", or "model_..." for the model's own masks); image_id: N source image
+    ids; confidence: N, the model's IoU prediction for its own masks (NaN for synthetic masks), or None.
     """
 
     images: np.ndarray
@@ -93,17 +92,25 @@ class RegressorData:
     dice: np.ndarray
     kind: np.ndarray
     image_id: np.ndarray
+    confidence: np.ndarray | None = None
+
+    _FIELDS = ("images", "masks", "dice", "kind", "image_id", "confidence")
 
     def __len__(self) -> int:
         return len(self.dice)
 
+    def _confidence(self) -> np.ndarray:
+        return self.confidence if self.confidence is not None else np.full(len(self), np.nan, dtype=np.float32)
+
     def subset(self, keep: np.ndarray) -> RegressorData:
-        return RegressorData(*(getattr(self, f)[keep] for f in ("images", "masks", "dice", "kind", "image_id")))
+        return RegressorData(
+            *(getattr(self, f)[keep] for f in self._FIELDS[:-1]), confidence=self._confidence()[keep]
+        )
 
     @staticmethod
     def concat(parts: list[RegressorData]) -> RegressorData:
-        fields = ("images", "masks", "dice", "kind", "image_id")
-        return RegressorData(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+        cols = [np.concatenate([getattr(p, f) for p in parts]) for f in RegressorData._FIELDS[:-1]]
+        return RegressorData(*cols, confidence=np.concatenate([p._confidence() for p in parts]))
 
     def tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         img = torch.as_tensor(self.images, device=device)[:, None].float() / 255.0
@@ -173,18 +180,11 @@ def fit_regressor(
 
 
 def save_regressor(model: SegmentationRegressor, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write weights, architecture settings and ``meta`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write weights, architecture settings and ``meta`` to ``path`` atomically (with the umask's file mode)."""
+    from sampot_lib.data.io import atomic_write
+
     payload = {"format": _FORMAT, "config": model.config(), "state_dict": model.state_dict(), "meta": meta or {}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_regressor(
@@ -192,23 +192,119 @@ def load_regressor(
 ) -> tuple[SegmentationRegressor, dict[str, Any]]:
     """Load a regressor saved by :func:`save_regressor`; returns (model in eval mode, meta).
 
-    ``input_size``: if given, the file must be a regressor for that input size.
+    ``input_size``: if given, the file must be a regressor for that input size. A missing, foreign or damaged file
+    raises SampotError naming it and saying what to do.
     """
     path = Path(path)
+    retrain = "train one with `sampot train-regressor` (or `sampot run`)"
+    if path.is_dir():
+        inside = path / "regressor.pt"
+        hint = f"give the file, e.g. --regressor {inside}" if inside.is_file() else f"give a file, or {retrain}"
+        raise SampotError(f"regressor {path} is a folder, not a file; {hint}.")
     if not path.is_file():
-        raise SampotError(f"regressor file {path} does not exist; train one with `sampot train-regressor`.")
+        raise SampotError(f"regressor file {path} does not exist; check the path, or {retrain}.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SampotError(f"regressor file {path} cannot be read ({type(exc).__name__}); it is corrupt.") from exc
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise SampotError(f"{path} is not a sampot regressor file (expected format {_FORMAT}).")
-    cfg = payload["config"]
-    if input_size is not None and cfg["input_size"] != input_size:
+    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
+        # Not torch's own message: it advises weights_only=False, which would run code from an untrusted file.
         raise SampotError(
-            f"regressor {path} was trained for {cfg['input_size']}x{cfg['input_size']} inputs, not "
+            f"regressor file {path} cannot be read ({type(exc).__name__}): it is damaged (e.g. cut short) or not a "
+            f"PyTorch file; {retrain}."
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        what = "not a sampot regressor file"
+        if isinstance(payload, dict) and any(str(k).startswith(("image_encoder.", "model")) for k in payload):
+            what += " (it looks like a SAM checkpoint: pass it as --checkpoint)"
+        raise SampotError(f"{path} is {what}; expected format {_FORMAT}, written by `sampot train-regressor`.")
+    cfg = payload.get("config")
+    try:
+        size, widths = int(cfg["input_size"]), tuple(int(w) for w in cfg["widths"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise SampotError(f"regressor file {path} is damaged: unreadable settings ({cfg!r}); {retrain}.") from exc
+    if input_size is not None and size != input_size:
+        raise SampotError(
+            f"regressor {path} was trained for {size}x{size} inputs, not "
             f"{input_size}x{input_size}; retrain it or use a matching --regressor-size."
         )
-    model = SegmentationRegressor(cfg["input_size"], tuple(cfg["widths"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), payload.get("meta", {})
+    try:
+        model = SegmentationRegressor(size, widths)
+        model.load_state_dict(payload.get("state_dict"))
+    except (SampotError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise SampotError(
+            f"regressor file {path} is damaged: its weights do not match its settings (input {size}, widths "
+            f"{list(widths)}); {retrain}."
+        ) from exc
+    meta = payload.get("meta", {})
+    # The module carries what it learned from, so a consumer handed only the module (the widget) can check it.
+    model.provenance = meta
+    return model.to(device).eval(), meta
+
+
+#: What a consumer compares with the regressor's record, and how a mismatch is named.
+_CHECKED = {
+    "model": "the segmentation model",
+    "mask_output": "the model's mask output",
+    "structure": "the structure",
+    "prompt": "the prompt kind",
+    "sharpness": "the sigmoid sharpness",
+    "input_size": "the input size",
+}
+
+
+def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreign: bool = False) -> list[str]:
+    """Check that a regressor learned from what it is about to score; return warnings, raise on a mismatch.
+
+    meta: the regressor's record (:func:`load_regressor`'s second value; written by the pipeline's training stage).
+    expected: any of ``model``, ``mask_output``, ``structure``, ``prompt``, ``sharpness``, ``input_size`` (what the
+    caller will score), and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on; see
+    :func:`sampot_lib.training_set.mask_hashes`): none of them may be among the images it was trained or validated
+    on. A setting the record lacks (a file from an older sampot) gives a warning, never an error.
+
+    A mismatch raises SampotError naming both values and what to do, unless ``allow_foreign`` (the user asked on
+    purpose for a regressor trained elsewhere): then every mismatch is returned as a warning for the results to
+    record.
+    """
+    warnings: list[str] = []
+    problems: list[str] = []
+    for key, what in _CHECKED.items():
+        if key not in expected or expected[key] is None:
+            continue
+        if key not in meta:
+            warnings.append(f"the regressor records no {key} ({what}; a file from an older sampot?): not checked")
+            continue
+        have, want = meta[key], expected[key]
+        if key == "sharpness":
+            same = isinstance(have, (int, float)) and abs(float(have) - float(want)) <= 1e-9 * max(1.0, abs(want))
+        else:
+            same = str(have) == str(want)
+        if not same:
+            problems.append(f"it was trained with {key} {have!r} but is used with {key} {want!r} ({what})")
+    test = expected.get("test_masks")
+    if test:
+        seen = {**meta.get("train_masks", {}), **meta.get("val_masks", {})}
+        if not seen and "train_masks" not in meta:
+            warnings.append("the regressor records no training images (a file from an older sampot?): whether the "
+                            "test images were among them is not checked")  # fmt: skip
+        by_hash = {h: i for i, h in seen.items()}
+        leaked = [(i, by_hash[h]) for i, h in sorted(test.items()) if h in by_hash]
+        if leaked:
+            shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in leaked[:5])
+            more = f" and {len(leaked) - 5} more" if len(leaked) > 5 else ""
+            problems.append(f"{len(leaked)} test image(s) were among its training or validation images: "
+                            f"{shown}{more}")  # fmt: skip
+    if problems and not allow_foreign:
+        origin = meta.get("data", "an unrecorded data set")
+        raise SampotError(
+            f"the regressor (trained on {origin}) does not fit this use: {'; '.join(problems)}. Train one for these "
+            "settings (sampot train-regressor / sampot run with the same --model, --mask-output, --structure and "
+            "--sharpness, on a split whose test images it never saw), or use it on purpose as a foreign regressor "
+            "(sampot run DATA --regressor PATH), which records these differences with the results."
+        )
+    return warnings + [f"foreign regressor: {p}" for p in problems]
+
+
+def describe_origin(meta: dict[str, Any]) -> dict[str, Any]:
+    """The data set a regressor learned from, as the results name it (path, identity hash, image counts)."""
+    keys = ("data", "data_identity", "structure", "model", "mask_output", "prompt", "n_train_ids", "n_val_ids",
+            "split_hash", "seed", "sampot_version")  # fmt: skip
+    return {k: meta[k] for k in keys if k in meta}

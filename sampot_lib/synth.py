@@ -175,12 +175,13 @@ def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = 0.10, seed: 
 
 def model_prompts(
     mask: np.ndarray, kind: str, n_outside: int, seed: int | np.random.Generator,
-    box_jitters: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+    box_jitters: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3) * 2,
 ):  # fmt: skip
     """Prompts whose model masks join the regressor's training set (paper 3.2's six SAM masks per image).
 
     click: the centroids of three horizontal bands and ``n_outside`` clicks 5 px outside the structure.
-    box: one box per jitter level in ``box_jitters`` (the box analogue: from near-tight to sloppy).
+    box: one box per entry of ``box_jitters`` (twice each of six levels, from near-tight to sloppy: 12 masks, the
+    number issue 8's prototype used).
     Returns (prompt, label) pairs; the label names the sample's kind in the training set.
     """
     from sampot_lib.prompts import Prompt

@@ -36,13 +36,37 @@ _KIND_COLORS = {
 }
 
 
+#: Height in px of plotly's mode bar (top right corner, shown on hover) with its padding: titles go below it.
+MODEBAR_PX = 30
+_TITLE_PX = 24  # one line of title at plotly's default 17 px font
+_SUBPLOT_TITLE_PX = 22  # one line of subplot title (16 px font) above the top row of panels
+
+
+def clear_modebar(fig: go.Figure) -> go.Figure:
+    """Keep ``fig``'s titles out from under plotly's mode bar, which otherwise covers the end of a long title: the
+    title goes just below the mode bar's band, and the top margin grows (never shrinks) to hold the mode bar, the
+    title and the subplot titles of the top row. Changes ``fig`` in place and returns it."""
+    title = bool(fig.layout.title.text)
+    top_row = any(a.yref == "paper" and a.yanchor == "bottom" and a.y is not None and a.y >= 0.99
+                  for a in fig.layout.annotations)  # fmt: skip
+    if not (title or top_row):
+        return fig
+    need = MODEBAR_PX + (_TITLE_PX if title else 0) + (_SUBPLOT_TITLE_PX if top_row else 0) + 6
+    if title:
+        fig.update_layout(title={"y": 1, "yref": "container", "yanchor": "top", "pad": {"t": MODEBAR_PX}})
+    if fig.layout.margin.t is not None and fig.layout.margin.t < need:  # None: plotly's default of 100 px
+        fig.update_layout(margin={"t": need})
+    return fig
+
+
 def show(fig: go.Figure) -> Any:
-    """What a notebook cell should display for ``fig``.
+    """What a notebook cell should display for ``fig`` (its titles moved clear of the mode bar first).
 
     In the book build (``SAMPOT_BOOK_HTML=1``) an ``IPython.display.HTML`` holding the figure's div and a script that
     draws it with the plotly.js the site serves from ``_static/`` (myst-nb drops plotly's own mime type, and the
     site must work offline); in a live kernel the figure itself.
     """
+    clear_modebar(fig)
     if os.environ.get(BOOK_ENV) == "1":
         from IPython.display import HTML
 
@@ -253,11 +277,14 @@ def trajectory_figure(
     truth: np.ndarray | None = None,
     best_step: int | None = None,
     title: str = "Prompt evolution",
+    prompt_kind: str = "click",
 ) -> go.Figure:
-    """Paper fig. 5: the click's path over the image, with a step slider that moves the click and shows that step's
-    mask; beside it the regressor's score (and the true Dice, when known) per step.
+    """Paper fig. 5: the prompt's path over the image, with a step slider that moves the prompt and shows that
+    step's mask; beside it the score (and the true Dice, when known) per step.
 
-    steps: the trajectory, dicts with step, x, y, score and optionally dice (as ``EvolutionResult.to_dict()``);
+    steps: the trajectory, dicts with step, x, y, score and optionally dice and coords (as
+    ``EvolutionResult.to_dict()``); for a box prompt (``prompt_kind`` "box" or "box+clicks") the path is the box's
+    centre and the slider draws that step's box (coords[:4]) beside the user's box (dashed).
     masks: {step: H x W bool mask} for the steps whose mask the slider shows (others show none).
     """
     if not steps:
@@ -283,12 +310,21 @@ def trajectory_figure(
     first = contour_xy(masks[k[0]]) if k[0] in masks else ([], [])
     fig.add_trace(go.Scatter(x=first[0], y=first[1], mode="lines", name="mask", line={"color": MASK_COLOR},
                              hoverinfo="skip"), row=1, col=1)  # fmt: skip
+    is_box = prompt_kind.startswith("box")
+    if is_box:
+        boxes = [_box_xy(s["coords"][:4]) for s in steps]
+        fig.add_trace(go.Scatter(x=boxes[0][0], y=boxes[0][1], mode="lines", name="user's box", hoverinfo="skip",
+                                 line={"color": "yellow", "dash": "dash", "width": 1}), row=1, col=1)  # fmt: skip
     point_idx = len(fig.data)
-    fig.add_trace(
-        go.Scatter(x=[x[0]], y=[y[0]], mode="markers", name="click", hoverinfo="skip",
-                   marker={"size": 14, "symbol": "x", "color": "yellow", "line": {"width": 2, "color": "black"}}),
-        row=1, col=1,
-    )  # fmt: skip
+    if is_box:
+        fig.add_trace(go.Scatter(x=boxes[0][0], y=boxes[0][1], mode="lines", name="box", hoverinfo="skip",
+                                 line={"color": "yellow", "width": 2}), row=1, col=1)  # fmt: skip
+    else:
+        fig.add_trace(
+            go.Scatter(x=[x[0]], y=[y[0]], mode="markers", name="click", hoverinfo="skip",
+                       marker={"size": 14, "symbol": "x", "color": "yellow", "line": {"width": 2, "color": "black"}}),
+            row=1, col=1,
+        )  # fmt: skip
     fig.add_trace(go.Scatter(x=k, y=score, mode="lines+markers", name="regressor score"), row=1, col=2)
     if any(d is not None for d in dice):
         fig.add_trace(go.Scatter(x=k, y=dice, mode="lines+markers", name="true Dice"), row=1, col=2)
@@ -304,9 +340,10 @@ def trajectory_figure(
     for i, step in enumerate(k):
         mx, my = contour_xy(masks[step]) if step in masks else ([], [])
         label = f"step {step}: score {score[i]:.3f}" + (f", Dice {dice[i]:.3f}" if dice[i] is not None else "")
+        px, py = boxes[i] if is_box else ([x[i]], [y[i]])
         slider_steps.append({
             "label": str(step), "method": "update",
-            "args": [{"x": [mx, [x[i]], [step, step]], "y": [my, [y[i]], [0, 1]]},
+            "args": [{"x": [mx, px, [step, step]], "y": [my, py, [0, 1]]},
                      {"title.text": f"{title}: {label}"}, [mask_idx, point_idx, cursor_idx]],
         })  # fmt: skip
     first_label = f"step {k[0]}: score {score[0]:.3f}" + (f", Dice {dice[0]:.3f}" if dice[0] is not None else "")
@@ -321,9 +358,18 @@ def trajectory_figure(
     return fig
 
 
-def evolution_scatter(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:
-    """Paper fig. 6: evolved vs initial Dice, one point per test image and safeguard setting, with the unit line
-    (above it: improved)."""
+def _box_xy(box: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The outline of an (x0, y0, x1, y1) box as a closed line."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0]
+
+
+def evolution_scatter(
+    rows: Sequence[Mapping[str, Any]], title: str | None = None, by: str = "safeguards", initial: str = "centroid click"
+) -> go.Figure:
+    """Paper fig. 6: evolved vs initial Dice, one point per test image and setting (a trace per value of the
+    column ``by``: the safeguard setting, the scorer, the structure...), with the unit line (above it: improved).
+    ``initial`` names the user's prompt on the x axis."""
     if not rows:
         raise SampotError("no evolution results to plot.")
     fig = go.Figure()
@@ -332,13 +378,13 @@ def evolution_scatter(rows: Sequence[Mapping[str, Any]], title: str | None = Non
                    hoverinfo="skip")
     )  # fmt: skip
     styles = {"on": ("circle", "#1f77b4"), "off": ("x", "#d62728")}
-    for setting in dict.fromkeys(str(r["safeguards"]) for r in rows):
-        sel = [r for r in rows if str(r["safeguards"]) == setting]
-        symbol, color = styles.get(setting, ("diamond", None))
+    for setting in dict.fromkeys(str(r[by]) for r in rows):
+        sel = [r for r in rows if str(r[by]) == setting]
+        symbol, color = styles.get(setting, ("circle", None)) if by == "safeguards" else ("circle", None)
         fig.add_trace(
             go.Scatter(
                 x=[float(r["dice0"]) for r in sel], y=[float(r["dice"]) for r in sel], mode="markers",
-                name=f"safeguards {setting}", text=[str(r["image_id"]) for r in sel],
+                name=f"{by} {setting}", text=[str(r["image_id"]) for r in sel],
                 marker={"symbol": symbol, "color": color, "size": 8, "opacity": 0.8},
                 hovertemplate="%{text}<br>initial Dice %{x:.3f}<br>evolved Dice %{y:.3f}<extra>%{fullData.name}"
                 "</extra>",
@@ -346,7 +392,7 @@ def evolution_scatter(rows: Sequence[Mapping[str, Any]], title: str | None = Non
         )  # fmt: skip
     fig.update_layout(
         title=title or "Evolved vs initial Dice per test image",
-        xaxis={"title": "initial Dice (centroid click)", "range": [-0.02, 1.02]},
+        xaxis={"title": f"initial Dice ({initial})", "range": [-0.02, 1.02]},
         yaxis={"title": "evolved Dice", "range": [-0.02, 1.02]}, width=560, height=520,
     )  # fmt: skip
     return fig

@@ -8,7 +8,11 @@ the Python callbacks.
 
 from __future__ import annotations
 
+import html
+import sys
 import time
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -20,8 +24,8 @@ from sampot_lib.errors import SampotError
 from sampot_lib.evolve import EvolutionResult, Safeguards, check_point, evolve_prompt
 from sampot_lib.metrics import dice
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.regressor import SegmentationRegressor, to_input
-from sampot_lib.viz import MASK_COLOR, PATH_COLOR, TRUTH_COLOR, contour_xy, image_trace
+from sampot_lib.regressor import SegmentationRegressor, check_regressor, to_input
+from sampot_lib.viz import MASK_COLOR, PATH_COLOR, TRUTH_COLOR, clear_modebar, contour_xy, image_trace
 
 # Clicks are caught by an almost transparent grid over the image (a plotly Image trace reports no click position
 # in every front end); this many cells along the longer side.
@@ -33,8 +37,12 @@ class PromptWidget:
 
     model: a promptable model; regressor: a trained segmentation regressor; image: H x W uint8; gt_mask: H x W bool
     or None. ``click(x, y)`` and ``evolve()`` do what the mouse and the button do, so the app can be driven (and
-    tested) from code. ``self.app`` is the widget to display.
+    tested) from code. ``self.app`` is the widget to display; ``self.mask`` the mask it shows; callbacks given to
+    ``on_change`` run whenever that mask changes (the no-code app refreshes its download link with them).
     """
+
+    #: The kinds of prompt the mouse can place (the app shows a "prompt mode" toggle when there are several).
+    prompt_modes: tuple[str, ...] = ("click",)
 
     def __init__(
         self,
@@ -54,6 +62,10 @@ class PromptWidget:
         h, w = image.shape[:2]
         if gt_mask is not None and gt_mask.shape != (h, w):
             raise SampotError(f"ground-truth mask is {gt_mask.shape} but the image is {(h, w)}.")
+        provenance = getattr(regressor, "provenance", None)  # set by load_regressor: what the regressor learned from
+        if provenance:  # a regressor trained for another model, mask output or sharpness is refused here
+            check_regressor(provenance, {"model": model.name, "mask_output": getattr(model, "mask_output", None),
+                                         "sharpness": sharpness})  # fmt: skip
         self.model, self.image, self.gt_mask = model, image, gt_mask
         self.regressor = regressor.to(model.device).eval().requires_grad_(False)
         self.sharpness = sharpness
@@ -61,6 +73,8 @@ class PromptWidget:
         self.point: tuple[float, float] | None = None
         self.result: EvolutionResult | None = None
         self.last: dict[str, Any] = {}
+        self.prompt_mode = self.prompt_modes[0]
+        self._listeners: list[Callable[[PromptWidget], None]] = []
         self._emb = model.embed(image)
         self._img_in = to_input(image, self.regressor.input_size).to(model.device)
 
@@ -70,9 +84,12 @@ class PromptWidget:
         self.lr = widgets.FloatLogSlider(value=lr, base=10, min=-1, max=2, description="lr (px)")
         self.guarded = widgets.Checkbox(value=True, description="safeguards")
         self._guards = safeguards if safeguards is not None else Safeguards()
-        self.button = widgets.Button(description="Evolve the click", icon="play", disabled=True)
-        self.button.on_click(lambda _: self.evolve())
+        # No icon: Font Awesome comes from a CDN in Voila's page, and the app must work offline.
+        self.button = widgets.Button(description="Evolve the click", disabled=True, button_style="primary")
+        self.button.add_class("sampot-evolve")
+        self.button.on_click(lambda _: self._safely(self.evolve))
         self.status = widgets.HTML("Click inside the structure to place the prompt.")
+        self.status.add_class("sampot-status")
         controls = widgets.HBox([self.steps, self.lr, self.guarded, self.button])
         self.app = widgets.VBox([self.figure, controls, self.status])
 
@@ -103,13 +120,45 @@ class PromptWidget:
                                          "line": {"width": 2, "color": "black"}}))  # fmt: skip
         fig.update_xaxes(range=[-0.5, w - 0.5], showticklabels=False, showgrid=False, zeroline=False)
         fig.update_yaxes(range=[h - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False)
-        fig.update_layout(width=600, height=600, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                          title="Click inside the structure", legend={"orientation": "h", "y": -0.02})  # fmt: skip
-        return fig
+        # A small title font: "best of 30 steps (step 12) at (x, y): score, confidence, Dice" fits in 600 px.
+        fig.update_layout(width=600, height=640, margin={"l": 10, "r": 10, "t": 0, "b": 10},
+                          title={"text": "Click inside the structure", "font": {"size": 13}},
+                          legend={"orientation": "h", "y": -0.02})  # fmt: skip
+        return clear_modebar(fig)
 
     def _on_click(self, trace: Any, points: Any, selector: Any) -> None:
         if points.xs:
-            self.click(points.xs[0], points.ys[0])
+            self._safely(self.click, points.xs[0], points.ys[0])
+
+    def _safely(self, action: Callable[..., Any], *args: Any) -> None:
+        """Run a mouse or button action; a failure is shown in the status line (a callback's exception would
+        otherwise vanish into the kernel's log, and the page would just stop responding)."""
+        try:
+            action(*args)
+        except SampotError as exc:
+            self.status.value = f"<span style='color:#b00020'>{html.escape(str(exc))}</span>"
+        except Exception as exc:  # noqa: BLE001 - the app must stay usable; the traceback goes to the server's log
+            traceback.print_exc(file=sys.stderr)
+            self.status.value = (
+                f"<span style='color:#b00020'>unexpected error ({type(exc).__name__}: {html.escape(str(exc))}); "
+                "the server's log has the details.</span>"
+            )
+
+    # -- the mask shown -----------------------------------------------------------------------------------------
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The H x W bool mask shown now: the best step's after evolution, else the click's; None before a click."""
+        if self.result is not None:
+            return self.result.best_mask
+        return self.last.get("mask")
+
+    def on_change(self, callback: Callable[[PromptWidget], None]) -> None:
+        """Call ``callback(self)`` whenever the mask shown changes (a click, the end of an evolution)."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for callback in self._listeners:
+            callback(self)
 
     # -- actions ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -139,6 +188,7 @@ class PromptWidget:
             self.figure.layout.title.text = self._describe("click", x, y, self.last)
         self.status.value = self._describe("click", x, y, self.last)
         self.button.disabled = False
+        self._changed()
         return self.last
 
     def evolve(self, animate: bool = True) -> EvolutionResult:
@@ -181,6 +231,7 @@ class PromptWidget:
             + f" (start: score {res.initial.score:.3f}"
             + (f", Dice {res.initial.dice:.3f})" if res.initial.dice is not None else ")")
         )
+        self._changed()
         return res
 
     @staticmethod

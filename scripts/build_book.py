@@ -7,7 +7,9 @@
 
 Environment variables (each maps to the notebooks' parameter of the same name in lower case): DATA, MODEL,
 CHECKPOINT, MASK_OUTPUT, STRUCTURE, SPLIT_FILE, MAX_IMAGES, EPOCHS, STEPS, LR, SEED, DEVICE, OUT, PHANTOM_N,
-PHANTOM_SIZE, HEATMAP_IMAGES; SAMPOT_THREADS sets torch's threads in the notebooks.
+PHANTOM_SIZE, HEATMAP_IMAGES; SAMPOT_THREADS sets torch's threads in the notebooks. SAMPOT_REPO_URL, the public
+repository's address (https://github.com/OWNER/NAME, or on gitlab.com or bitbucket.org), adds the repository button
+and the Binder and Colab launch buttons; unset, the book has none (never a button that leads nowhere).
 
 The executed notebooks are written next to their MyST sources as ``notebooks/<name>.ipynb`` (not committed); the
 book shows them and the launch buttons open them. A failing notebook stops the build with the notebook and the cell
@@ -55,6 +57,14 @@ COMMON = {
     "PHANTOM_SIZE": ("phantom_size", int),
 }
 ONLY = {"HEATMAP_IMAGES": ("02_prompt_sensitivity", "heatmap_images", int)}
+#: The one setting for the repository's address: the repository and launch buttons exist only when it is set.
+REPO_ENV = "SAMPOT_REPO_URL"
+REPO_HOSTS = ("github.com", "gitlab.com", "bitbucket.org")  # the hosts sphinx-book-theme builds launch links for
+LAUNCH_BUTTONS = {
+    "notebook_interface": "jupyterlab",
+    "binderhub_url": "https://mybinder.org",
+    "colab_url": "https://colab.research.google.com",
+}
 
 
 def _mask_output(value: str) -> Any:
@@ -92,6 +102,38 @@ def ensure_phantoms(n: int, size: int, seed: int) -> Path:
     assert Image.open(first).size == (size, size)
     stamp.write_text(json.dumps(wanted))
     return PHANTOM_DIR
+
+
+def book_config(env: dict[str, str], out: Path | None = None) -> Path:
+    """_config.yml as the build uses it, written to ``out`` (default _build/_config.yml): with the repository and
+    launch buttons when $SAMPOT_REPO_URL is set (checked: SystemExit naming what is wrong), without them when not."""
+    import re
+
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = env.get(REPO_ENV, "").strip().rstrip("/")
+    html = config.setdefault("html", {})
+    repository = config.setdefault("repository", {})
+    if url:
+        hosts = "|".join(re.escape(h) for h in REPO_HOSTS)
+        if not re.fullmatch(rf"https://(www\.)?({hosts})/[\w.-]+/[\w.-]+", url):
+            raise SystemExit(
+                f"{REPO_ENV}={url!r} is not a repository address like https://github.com/OWNER/NAME (hosts: "
+                f"{', '.join(REPO_HOSTS)}); fix it, or unset it to build without launch buttons."
+            )
+        repository["url"] = url
+        config["launch_buttons"] = dict(LAUNCH_BUTTONS)
+        html["use_repository_button"] = True
+    else:
+        repository.pop("url", None)
+        config.pop("launch_buttons", None)
+        for button in ("use_repository_button", "use_issues_button", "use_edit_page_button"):
+            html[button] = False
+    out = out or ROOT / "_build" / "_config.yml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("# Written by scripts/build_book.py from _config.yml; edit that one.\n" + yaml.safe_dump(config))
+    return out
 
 
 def copy_static() -> None:
@@ -172,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     t_start = time.time()
     env = dict(os.environ)
+    config = book_config(env)  # a bad repository address stops the build before anything runs
     common, own = parameters_from_env(env)
     if "data" not in common and not args.skip_notebooks:
         ensure_phantoms(common.get("phantom_n", 60), common.get("phantom_size", 512), common.get("seed", 0))
@@ -193,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     print("\n=== jupyter-book build", flush=True)
     jb = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(ROOT)]
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(ROOT), "--config", str(config)]
     proc = subprocess.run(cmd, cwd=ROOT)
     if proc.returncode != 0:
         print(f"BUILD FAILED: jupyter-book build exited {proc.returncode}", file=sys.stderr)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train SAM-Nano (segment-anything's architecture, small) on non-medical images only.
 
-Data: procedural scenes and scikit-image/matplotlib natural photographs (sampot_lib.models.nano_data), never a chest
+Data: procedural scenes and scikit-image/matplotlib natural photographs (scripts/nano_data.py), never a chest
 X-ray or a lung mask. Recipe after SAM (Kirillov et al. 2023, section 3 and appendix A): per image several prompts,
 each a single click, a few clicks (positive and negative) or a box; a click's loss is the minimum over the three
 multimask outputs (the ambiguity-aware loss), other prompts train the single-output token; the IoU head regresses each
@@ -41,7 +41,10 @@ from torchvision.ops import sigmoid_focal_loss
 from tqdm.auto import tqdm
 
 from sampot_lib.models.nano import build_sam_nano
-from sampot_lib.models.nano_data import Scene, augment_natural, natural_pool, natural_scene, procedural_scene
+
+# The training-data generator lives beside this script (it is not part of the runtime package).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nano_data import Scene, augment_natural, natural_pool, natural_scene, procedural_scene  # noqa: E402
 
 MAX_POINTS = 4  # multi-point prompts are padded to this many with label -1 ("not a point")
 N_SUPERVISION = 16  # pixels per prompt whose label every trained output must get right (see _supervision_points)

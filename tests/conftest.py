@@ -9,6 +9,7 @@ from segment_anything.modeling import Sam
 
 from sampot_lib.models import SamModel
 from sampot_lib.models.nano import NanoConfig, build_sam_nano
+from sampot_lib.regressor import SegmentationRegressor
 
 torch.set_num_threads(1)  # tests run beside other work on 2 cores; one thread stays stable
 
@@ -40,3 +41,14 @@ def disk_image(size: int = 96, center: tuple[float, float] = (40, 50), radius: f
 @pytest.fixture
 def disk() -> tuple[np.ndarray, np.ndarray]:
     return disk_image()
+
+
+def regressor_with_statistics(size: int = 32, seed: int = 0) -> SegmentationRegressor:
+    """A random regressor (narrow, fast) whose BatchNorm running statistics are not the defaults, as after
+    training; left in train mode, as a caller fresh from training might leave it."""
+    torch.manual_seed(seed)
+    reg = SegmentationRegressor(size, (4, 8, 8, 8))
+    with torch.no_grad():
+        for _ in range(3):
+            reg(torch.rand(4, 1, size, size), torch.rand(4, 1, size, size))  # train mode: updates the statistics
+    return reg

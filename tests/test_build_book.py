@@ -54,3 +54,56 @@ def test_strip_widget_state_drops_widgets_keeps_other_outputs(tmp_path):
     out = json.loads(path.read_text())
     assert "widgets" not in out["metadata"]
     assert out["cells"][0]["outputs"] == [{"output_type": "stream", "text": "hello"}]
+
+
+def _theme_options(config_file: Path) -> dict:
+    """The sphinx-book-theme options jupyter-book makes of a config file (it raises on a repository button without
+    an address, as a build would)."""
+    from jupyter_book.config import get_final_config
+
+    sphinx, _ = get_final_config(user_yaml=config_file, cli_config={"latex_individualpages": False}, sourcedir=ROOT,
+                                 raise_on_invalid=True)  # fmt: skip
+    return sphinx["html_theme_options"]
+
+
+def test_no_repository_address_means_no_launch_or_repository_button(tmp_path):
+    assert "TODO" not in (ROOT / "_config.yml").read_text()
+    opts = _theme_options(build_book.book_config({}, tmp_path / "c.yml"))
+    providers = ("binderhub_url", "jupyterhub_url", "colab_url", "thebe", "jupyterlite_url")
+    # jupyter-book fills in empty launch settings (no provider: the theme adds no launch button) and its own
+    # repository as the address, which no button shows while the repository button is off.
+    assert not any(opts.get("launch_buttons", {}).get(k) for k in providers), opts.get("launch_buttons")
+    assert not opts.get("use_repository_button")
+
+
+def test_the_repository_address_is_one_setting_that_adds_the_buttons(tmp_path):
+    url = "https://github.com/someone/sampot"
+    opts = _theme_options(build_book.book_config({build_book.REPO_ENV: url + "/"}, tmp_path / "c.yml"))
+    assert opts["repository_url"] == url and opts["use_repository_button"] is True
+    assert opts["launch_buttons"]["binderhub_url"] and opts["launch_buttons"]["colab_url"]
+
+
+@pytest.mark.parametrize("bad", ["github.com/someone/sampot", "https://example.org/someone/sampot",
+                                 "https://github.com/someone", "TODO(lead)"])  # fmt: skip
+def test_a_repository_address_the_buttons_cannot_use_stops_the_build(tmp_path, bad):
+    with pytest.raises(SystemExit, match=build_book.REPO_ENV):
+        build_book.book_config({build_book.REPO_ENV: bad}, tmp_path / "c.yml")
+    assert not (tmp_path / "c.yml").exists()
+
+
+def test_parameter_cells_print_paths_relative_to_the_repository(tmp_path, monkeypatch):
+    """Run.describe() names the data folder relative to the repository root, wherever the kernel runs."""
+    from types import SimpleNamespace
+
+    from sampot_lib.runs import Run
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    config = SimpleNamespace(data=str(tmp_path / "_build" / "data" / "phantom"), structure="left_lung",
+                             model="sam_nano", checkpoint=None)  # fmt: skip
+    text = Run(config, SimpleNamespace(ids=["a", "b"]), {"train": ["a"], "test": ["b"]}).describe()
+    assert "data: _build/data/phantom: phantom (2 images, left_lung)" in text and str(tmp_path) not in text
+    outside = Run(SimpleNamespace(**{**vars(config), "data": str(tmp_path.parent / "shared" / "jsrt")}),
+                  SimpleNamespace(ids=["a"]), {}).describe()  # fmt: skip
+    assert "data: ../shared/jsrt:" in outside

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import lung_pair, make_folder
 from PIL import Image
 
 from sampot_lib.cli_data import add_data_commands
 from sampot_lib.data.folder import FolderDataset, validate_folder
-from sampot_lib.data.testing import lung_pair, make_folder
 from sampot_lib.errors import SampotError
 
 JSRT = Path(__file__).parents[1].parent / "shared/data/jsrt_scr"
@@ -144,5 +144,6 @@ def test_cli_check(tmp_path, capsys):
 def test_jsrt_scr_validates():
     rep = validate_folder(JSRT)
     assert rep.ok, rep.format()
-    assert len(rep.ids) == 247 and rep.structures == ["left_lung", "right_lung"]
-    assert rep.masks_checked == 494 and dict(rep.sizes) == {(1024, 1024): 247}
+    structures = ["heart", "left_clavicle", "left_lung", "right_clavicle", "right_lung"]  # SCR's five (README)
+    assert len(rep.ids) == 247 and rep.structures == structures
+    assert rep.masks_checked == 247 * len(structures) and dict(rep.sizes) == {(1024, 1024): 247}

@@ -8,12 +8,12 @@ import zipfile
 
 import numpy as np
 import pytest
+from data_fixtures import lung_pair
 from PIL import Image
 
 from sampot_lib.cli_data import add_data_commands
 from sampot_lib.data import public
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.data.testing import lung_pair
 from sampot_lib.errors import SampotError
 
 H, W = 48, 64

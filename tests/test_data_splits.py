@@ -6,11 +6,11 @@ import argparse
 import json
 
 import pytest
+from data_fixtures import make_folder
 
 from sampot_lib.cli_data import add_data_commands
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import load_splits, make_splits, save_splits, split_counts, split_info
-from sampot_lib.data.testing import make_folder
 from sampot_lib.errors import SampotError
 
 
@@ -68,7 +68,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(SampotError, match="no such split file"):
         load_splits(tmp_path / "none.json")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(SampotError, match="not a readable"):
+    with pytest.raises(SampotError, match="damaged split file"):
         load_splits(tmp_path / "bad.json")
     (tmp_path / "keys.json").write_text(json.dumps({"splits": {"train": []}}))
     with pytest.raises(SampotError, match="keys"):

@@ -70,15 +70,27 @@ def test_mask_output_choices(tiny_model, disk, mask_output):
     assert pred.logits.shape == (2, 1, 96, 96) and pred.confidence.shape == (2,)
 
 
-def test_box_prompt(tiny_model, disk):
-    emb = tiny_model.embed(disk[0])
-    pred = tiny_model.predict(
-        emb,
-        torch.tensor([[[40.0, 50.0]]]),
-        torch.ones(1, 1, dtype=torch.long),
-        boxes=torch.tensor([[10.0, 20, 70, 80]]),
+@pytest.mark.parametrize("with_click", [False, True])
+def test_box_prompt_agrees_with_sam_predictor(with_click):
+    sam = build_tiny_sam()
+    model = SamModel(sam)
+    img = (np.random.default_rng(2).random((64, 64)) * 255).astype(np.uint8)  # SAM's frame: identical logits
+    box = np.array([10.0, 20, 50, 40])  # x0, y0, x1, y1: wider than tall, so a swapped x / y shows
+    pts = torch.tensor([[[30.0, 25.0]]]) if with_click else None
+    labels = torch.ones(1, 1, dtype=torch.long) if with_click else None
+    pred = model.predict(model.embed(img), pts, labels, boxes=torch.tensor(box[None], dtype=torch.float32))
+    predictor = SamPredictor(sam)
+    predictor.set_image(np.repeat(img[..., None], 3, -1))
+    masks, scores, _ = predictor.predict(
+        point_coords=np.array([[30.0, 25.0]]) if with_click else None,
+        point_labels=np.array([1]) if with_click else None,
+        box=box,
+        multimask_output=True,
+        return_logits=True,
     )
-    assert pred.logits.shape == (1, 1, 96, 96)
+    k = int(scores.argmax())
+    np.testing.assert_allclose(pred.logits[0, 0].detach().numpy(), masks[k], atol=1e-5)
+    assert pred.confidence.item() == pytest.approx(float(scores[k]), abs=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,12 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam
 
 from sampot_lib.errors import SampotError
-from sampot_lib.models import nano_data
 from sampot_lib.models.nano import SAM_NANO_SHA256, WEIGHTS_PATH, NanoConfig, build_sam_nano
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # SAM-Nano's training-data generator lives beside its training script
+import nano_data  # noqa: E402
+
 TINY = NanoConfig(img_size=64, encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=2, prompt_embed_dim=32,
                   decoder_depth=1, decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32)  # fmt: skip
 

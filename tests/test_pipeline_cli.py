@@ -9,11 +9,13 @@ from conftest import build_tiny_sam
 
 from sampot_lib import SampotError
 from sampot_lib.cli import main
+from sampot_lib.config import ExperimentConfig
 from sampot_lib.data.io import write_png
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.models import registry
-from sampot_lib.pipeline import ExperimentConfig, read_csv, run_experiment
+from sampot_lib.pipeline import run_experiment
 from sampot_lib.regressor import SegmentationRegressor, save_regressor
+from sampot_lib.runs import read_csv
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +49,16 @@ def test_experiment_writes_every_result(phantoms, tiny_checkpoint, tmp_path):
     rows = read_csv(out / "evolution.csv")
     assert len(rows) == 2 * 3 and {r["safeguards"] for r in rows} == {"on", "off"}
     for name in ("on", "off"):
-        s = summary[name]
-        assert s["improved"] + s["unchanged"] + s["worse"] == s["n"] == 3
+        gains = [float(r["dice"]) - float(r["dice0"]) for r in rows if r.get("group", r["safeguards"]) == name]
+        assert summary[name]["n"] == 3 and summary[name]["mean_gain"] == pytest.approx(np.mean(gains))
     ev = read_csv(out / "regressor_eval.csv")
     assert {r["kind"] for r in ev} == {"synthetic", "model_band", "model_outside", "model_centroid"}
+    # One scoring path: the evaluation's score of the centroid click is evolution's step-0 score, image by image.
+    centroid = {r["image_id"]: float(r["regressor"]) for r in ev if r["kind"] == "model_centroid"}
+    assert len(centroid) == 3
+    for r in rows:
+        if r.get("scorer", "regressor") == "regressor":
+            assert float(r["score0"]) == pytest.approx(centroid[r["image_id"]], abs=1e-6)
     assert len(read_csv(out / "regressor_history.csv")) == 3
 
 
@@ -64,7 +72,7 @@ def test_experiment_is_deterministic(phantoms, tiny_checkpoint, tmp_path):
 def test_cli_run_evolve_heatmap(phantoms, tiny_checkpoint, tmp_path, capsys):
     common = ["--model", "tiny", "--checkpoint", str(tiny_checkpoint)]
     out = tmp_path / "cli"
-    rc = main(["run", str(phantoms), "--out", str(out), "--max-images", "2", "--epochs", "2", "--steps", "3",
+    rc = main(["run", str(phantoms), "--out", str(out), "--max-images", "3", "--epochs", "2", "--steps", "3",
                "--regressor-size", "32", *common])  # fmt: skip
     assert rc == 0 and "improved" in capsys.readouterr().out
     image = phantoms / "images" / "phantom_0000.png"
@@ -73,7 +81,8 @@ def test_cli_run_evolve_heatmap(phantoms, tiny_checkpoint, tmp_path, capsys):
                str(mask), "--steps", "3", "--out", str(tmp_path / "one"), *common])  # fmt: skip
     assert rc == 0
     record = json.loads((tmp_path / "one" / "phantom_0000_evolution.json").read_text())
-    assert record["click"] == [85.0, 60.0] and len(record["trajectory"]) == 4
+    assert record["prompt"]["points"] == [[85.0, 60.0]] and len(record["trajectory"]) == 4
+    assert record["best_prompt"]["points"][0] == [record["best"]["x"], record["best"]["y"]]
     assert (tmp_path / "one" / "phantom_0000_mask.png").is_file()
     rc = main(["heatmap", str(image), "--mask", str(mask), "--step", "16", "--out", str(tmp_path / "h.csv"), *common])
     assert rc == 0 and (tmp_path / "h.csv").read_text().startswith("x,y,dice")
@@ -84,7 +93,7 @@ def test_cli_run_evolve_heatmap(phantoms, tiny_checkpoint, tmp_path, capsys):
     [
         ("evolve {img} --click 500 5 --regressor {reg} --out {o}", "outside the 128x128 image"),
         ("evolve {missing} --click 5 5 --regressor {reg} --out {o}", "no such file"),
-        ("evolve {img} --click 5 5 --regressor {missing} --out {o}", "does not exist"),
+        ("evolve {img} --click 5 5 --regressor {missing} --out {o}", "no such file"),
         ("heatmap {img} --mask {small} --out {o}/h.csv", "masks must have the image's size"),
         ("heatmap {img} --mask {empty} --out {o}/h.csv", "empty"),
         ("run {data} --out {o} --structure heart", "structure 'heart'"),
@@ -115,18 +124,30 @@ def test_cli_rejects_parameters_of_the_wrong_type(capsys):
     assert exc.value.code == 2 and "not a whole number" in capsys.readouterr().err
 
 
-def test_stages_share_one_split_and_a_new_seed_makes_a_new_one(phantoms, tmp_path):
+def test_stages_share_one_split_and_a_new_split_is_not_made_under_results(phantoms, tmp_path):
     from sampot_lib.data.folder import FolderDataset
-    from sampot_lib.pipeline import prepare_splits
+    from sampot_lib.runs import RunFolder, prepare_splits
 
     dataset = FolderDataset(phantoms)
     config = ExperimentConfig(data=str(phantoms), out=str(tmp_path), seed=0)
     first = prepare_splits(config, dataset)
     assert prepare_splits(config, dataset) == first
+    # Without results, another seed may remake the split ...
     config.seed = 1
     second = prepare_splits(config, dataset)
+    assert json.loads((tmp_path / "splits.json").read_text())["seed"] == 1 and second != first
+    # ... but not while a result made on it exists: refused, saying what to do, and splits.json is untouched.
+    folder = RunFolder(tmp_path)
+    folder.begin("train", {"x": 1}, RunFolder(tmp_path).entry("split")["split_hash"], {})
+    (tmp_path / "regressor.pt").write_bytes(b"weights")
+    folder.finish("train", ["regressor.pt"])
+    config.seed = 2
+    with pytest.raises(SampotError, match=r"holds results made on another split \(regressor.pt\).*new --out.*--force"):
+        prepare_splits(config, dataset)
     assert json.loads((tmp_path / "splits.json").read_text())["seed"] == 1
-    assert second != first
+    third = prepare_splits(config, dataset, force=True)  # --force: the results go, the new split is made
+    assert not (tmp_path / "regressor.pt").exists() and json.loads((tmp_path / "splits.json").read_text())["seed"] == 2
+    assert third != second
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ import torch
 from conftest import disk_image
 
 from sampot_lib import SampotError
-from sampot_lib.evolve import Safeguards, check_point, evolve_prompt
+from sampot_lib.evolve import Safeguards, check_point, evolve_prompt, trajectory_masks
 from sampot_lib.heatmap import dice_heatmap, grid_points
+from sampot_lib.metrics import dice
+from sampot_lib.prompts import Prompt, predict, predict_mask
 from sampot_lib.regressor import (
     RegressorData,
     SegmentationRegressor,
@@ -17,6 +19,7 @@ from sampot_lib.regressor import (
     save_regressor,
     to_input,
 )
+from sampot_lib.scoring import RegressorScorer
 from sampot_lib.synth import candidate_masks
 
 SIZE = 32
@@ -79,7 +82,7 @@ def test_bad_regressor_files_and_inputs(tmp_path):
     with pytest.raises(SampotError, match="does not exist"):
         load_regressor(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SampotError, match="corrupt"):
+    with pytest.raises(SampotError, match="damaged .* or not a PyTorch file"):
         load_regressor(tmp_path / "junk.pt")
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(SampotError, match="not a sampot regressor"):
@@ -99,8 +102,9 @@ def test_evolution_raises_the_score_and_records_the_trajectory(tiny_model, train
     scores = [s.score for s in result.trajectory]
     assert len(result.trajectory) == 16 and result.trajectory[0].x == 40.0
     assert result.best.score == max(scores) and result.best.score > scores[0]
-    assert all(s.dice is not None and 0 <= s.dice <= 1 for s in result.trajectory)
-    assert result.best_mask.shape == image.shape and result.initial_mask.dtype == bool
+    masks = trajectory_masks(tiny_model, image, result)  # each step's mask, recomputed from its prompt
+    assert [s.dice for s in result.trajectory] == pytest.approx([dice(masks[s.step], mask) for s in result.trajectory])
+    assert np.array_equal(result.initial_mask, masks[0]) and np.array_equal(result.best_mask, masks[result.best_step])
     assert len({(s.x, s.y) for s in result.trajectory}) > 1  # the click moved
     assert result.to_dict()["best"]["step"] == result.best_step
 
@@ -144,10 +148,16 @@ def test_heatmap_covers_the_mask(tiny_model, trained):
     pts = grid_points(mask, 8)
     assert len(pts) > 10 and all(mask[int(y), int(x)] for x, y in pts)
     hm = dice_heatmap(tiny_model, image, mask, step=8, regressor=trained[0], progress=False)
-    assert len(hm.dice) == len(pts) and np.isfinite(hm.score).all()
-    assert 0 <= hm.spread <= 1
+    assert len(hm.dice) == len(pts)
+    emb, scorer = tiny_model.embed(image), RegressorScorer(trained[0], image)
+    for (x, y), d, score in zip(hm.points, hm.dice, hm.score, strict=True):
+        click = Prompt.click(float(x), float(y))
+        assert d == dice(predict_mask(tiny_model, emb, click), mask)
+        small = predict(tiny_model, emb, click, output_size=(scorer.size, scorer.size))
+        assert score == pytest.approx(float(scorer(small.logits, small.confidence)), abs=1e-6)  # evolution's score
+    assert hm.spread == hm.dice.max() - hm.dice.min() > 0
     painted = hm.as_image(mask.shape, 8)
-    assert np.isfinite(painted).sum() > 0
+    assert all(painted[int(y), int(x)] == d for (x, y), d in zip(hm.points, hm.dice, strict=True))
     with pytest.raises(SampotError, match="mask is 96x50"):
         dice_heatmap(tiny_model, image, mask[:50], step=8)
 

@@ -11,6 +11,7 @@ from sampot_lib import viz
 from sampot_lib.errors import SampotError
 from sampot_lib.evolve import evolve_prompt
 from sampot_lib.heatmap import dice_heatmap
+from sampot_lib.metrics import dice
 from sampot_lib.regressor import SegmentationRegressor
 from sampot_lib.synth import candidate_masks
 
@@ -116,11 +117,14 @@ def test_prompt_widget_click_and_evolve(tiny_model):
     with pytest.raises(SampotError):
         w.evolve()
     m = w.click(40, 50)
-    assert m["mask"].shape == image.shape and 0 <= m["score"] <= 1 and m["dice"] is not None
+    assert m["mask"].shape == image.shape and m["dice"] == dice(m["mask"], mask)
     assert list(w.figure.data[w._click].x) == [40]
     assert not w.button.disabled
     res = w.evolve(animate=False)
     assert len(w.figure.data[w._path].x) == 3 == len(res.trajectory)
+    # The click's score and Dice are evolution's step 0: one scoring path.
+    assert m["score"] == pytest.approx(res.initial.score, abs=1e-6) and m["dice"] == pytest.approx(res.initial.dice)
+    assert np.array_equal(m["mask"], res.initial_mask)
     assert "best of 2 steps" in w.status.value
     with pytest.raises(SampotError):
         w.click(500, 5)  # outside the 96 px image

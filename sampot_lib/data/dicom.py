@@ -7,6 +7,7 @@ Modality LUT Sequence) -> VOI (WindowCenter/WindowWidth, or a VOI LUT Sequence) 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,25 @@ def window_linear(values: np.ndarray, center: float, width: float) -> np.ndarray
         return (values > center - 0.5).astype(np.float64)
     out = ((values - (center - 0.5)) / (width - 1.0)) + 0.5
     return np.clip(out, 0.0, 1.0)
+
+
+def _file_window(path: Path, values: np.ndarray, center: object, width: object) -> np.ndarray:
+    """The file's own WindowCenter/WindowWidth applied, or SampotError naming the file when they cannot work."""
+    try:
+        c, w = _first(center), _first(width)
+    except (TypeError, ValueError, IndexError) as exc:
+        c = w = float("nan")
+        why = f"unreadable ({exc})"
+    else:
+        why = "not finite numbers" if not (math.isfinite(c) and math.isfinite(w)) else ""
+    if not why and w < 1:
+        why = f"the width {w:g} is below 1, which the DICOM standard forbids"
+    if why:
+        raise SampotError(
+            f"{path}: its DICOM window (WindowCenter {center}, WindowWidth {width}) is invalid: {why}. Fix or remove "
+            "the two tags (e.g. with pydicom or dcmodify), or export the image as PNG."
+        )
+    return window_linear(values, c, w)
 
 
 def read_dicom(
@@ -74,7 +94,7 @@ def read_dicom(
     has_voi_lut = "VOILUTSequence" in ds
     if use_voi and low_pct is None and high_pct is None and (has_window or has_voi_lut):
         if has_window:
-            unit = window_linear(values, _first(ds.WindowCenter), _first(ds.WindowWidth))
+            unit = _file_window(path, values, ds.WindowCenter, ds.WindowWidth)
         else:
             # A tabulated VOI LUT: pydicom applies it; its output range is the LUT's, so stretch min..max.
             lut_out = np.asarray(apply_voi_lut(modality, ds), dtype=np.float64)

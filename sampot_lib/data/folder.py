@@ -13,6 +13,7 @@ share a subject id in the manifest; without one, each image is its own subject.
 from __future__ import annotations
 
 import csv
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sampot_lib.data.io import IMAGE_SUFFIXES, _open, is_dicom, read_image, read_mask
-from sampot_lib.errors import SampotError
+from sampot_lib.data.io import IMAGE_SUFFIXES, _open, is_dicom, looks_inverted, read_image, read_mask
+from sampot_lib.errors import SampotError, SampotWarning
 
 MANIFEST = "manifest.csv"
 _SUBJECT_COLUMNS = ("subject", "subject_id", "patient", "patient_id", "patientid")
@@ -39,6 +40,7 @@ class Report:
     sizes: Counter = field(default_factory=Counter)
     masks_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # usable, but probably a mistake (an inverted mask)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,9 @@ class Report:
         else:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"  - {p}" for p in self.problems)
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s):")
+            lines.extend(f"  - {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
@@ -208,9 +213,15 @@ def validate_folder(
             if check_contents:
                 report.masks_checked += 1
                 try:
-                    read_mask(mpath, expected_shape=shape)
+                    mask = read_mask(mpath, expected_shape=shape)
                 except SampotError as exc:
                     problems.append(f"masks/{s}/{image_id}.png: {_short(exc, mpath)}")
+                    continue
+                if looks_inverted(mask):
+                    report.warnings.append(
+                        f"masks/{s}/{image_id}.png: covers {mask.mean():.0%} of the image and nearly all its border; "
+                        "is it inverted (structure black, background white)?"
+                    )
     return report
 
 
@@ -237,6 +248,12 @@ class FolderDataset:
                 + "\n".join(f"  - {p}" for p in report.problems)
                 + "\nFix these (see `sampot data check DIR`) and try again."
             )
+        if report.warnings:  # one line for the lot: `sampot data check` lists them all
+            more = f" and {len(report.warnings) - 1} more" if len(report.warnings) > 1 else ""
+            warnings.warn(
+                f"{self.root}: {report.warnings[0]}{more} (see `sampot data check {self.root}`).",
+                SampotWarning, stacklevel=2,
+            )  # fmt: skip
         self.report = report
         self.ids: list[str] = report.ids
         self.structures: list[str] = report.structures

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -28,7 +30,12 @@ def to_uint8(image: np.ndarray, low_pct: float = 0.0, high_pct: float = 100.0) -
         raise SampotError(f"percentile window ({low_pct}, {high_pct}) is invalid; need 0 <= low < high <= 100.")
     if image.dtype == np.uint8 and low_pct == 0.0 and high_pct == 100.0:
         return image
+    if image.size == 0:
+        raise SampotError(f"image has no pixels (shape {image.shape}).")
     img = image.astype(np.float64)
+    if not np.isfinite(img).all():  # NaN would make every pixel NaN, and uint8 of NaN is an arbitrary value
+        bad = int((~np.isfinite(img)).sum())
+        raise SampotError(f"image has {bad} pixel(s) that are NaN or infinite; fix the file or export it as PNG.")
     lo, hi = np.percentile(img, [low_pct, high_pct])
     if hi <= lo:
         return np.zeros(img.shape, dtype=np.uint8)
@@ -59,6 +66,8 @@ def preprocess(arr: np.ndarray, *, low_pct: float | None = None, high_pct: float
     (burned-in labels, collimator edges).
     """
     arr = np.asarray(arr)
+    if arr.size == 0:
+        raise SampotError(f"image has no pixels (shape {arr.shape}).")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     gray = to_gray(arr)
@@ -165,6 +174,51 @@ def check_mask(arr: np.ndarray, *, name: str = "mask", expected_shape: tuple[int
     return out
 
 
+def file_mode() -> int:
+    """The mode a new file gets from this process's umask (0o644 under the usual umask 0o022).
+
+    tempfile.mkstemp makes 0o600 files whatever the umask; files renamed into place from it are given this mode so
+    that a colleague can read a data set or a run that you wrote, as with any other program's output.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:  # Linux: read it without changing it
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read the umask is to set it (and put it back at once)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file through ``write(binary file)`` atomically: a temporary name in the same folder, the umask's
+    mode, then os.replace. A failure leaves neither a partial file nor the temporary one.
+
+    An OSError (disk full, read-only, no permission) is raised again with ``path`` as its file name, so that the
+    message names the file the user asked for, not the temporary one.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise SampotError(f"{path} is a folder, but sampot writes a file of that name; move it away or choose another.")
+    path.parent.mkdir(parents=True, exist_ok=True)  # its error names the folder (e.g. a parent that is a file)
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return path
+
+
 def write_png(path: str | Path, arr: np.ndarray, *, compress_level: int = 6) -> None:
     """Write an ``H x W`` uint8 or bool array (bool as 0/255) as PNG atomically (temporary name, then replace)."""
     path = Path(path)
@@ -173,26 +227,20 @@ def write_png(path: str | Path, arr: np.ndarray, *, compress_level: int = 6) -> 
         arr = arr.astype(np.uint8) * 255
     if arr.dtype != np.uint8:
         raise SampotError(f"{path}: write_png needs uint8 or bool pixels, got {arr.dtype}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(arr).save(fh, format="PNG", compress_level=compress_level)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: Image.fromarray(arr).save(fh, format="PNG", compress_level=compress_level))
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically (temporary name in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a UTF-8 text file atomically (temporary name in the same folder, then os.replace)."""
+    data = text.encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def looks_inverted(mask: np.ndarray) -> bool:
+    """Whether an ``H x W`` bool mask looks inverted (the structure as background): it covers most of the image
+    and nearly all of its border. A lung, a heart or a nodule never touches the whole border; its inverse does."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or mask.size == 0 or mask.mean() <= 0.5:
+        return False
+    border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+    return bool(border.mean() > 0.9)

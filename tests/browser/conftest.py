@@ -1,7 +1,10 @@
-"""The browser test needs a built site: `pytest tests/browser --site _build/html` (or SAMPOT_SITE=_build/html)."""
+"""Browser tests, each opted into: the built site's (`pytest tests/browser --site _build/html`, or SAMPOT_SITE) and
+the live app's (`pytest tests/browser --live`, or SAMPOT_LIVE=1; `make app-test`). Without the option they skip;
+with it, a missing Chromium or Voila fails with what to install."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -11,6 +14,22 @@ import pytest
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--site", default=None, help="folder of the built book (e.g. _build/html) for tests/browser")
+    parser.addoption("--live", action="store_true", help="run tests/browser's live tests (they start Voila)")
+
+
+#: Debian's chromium, headless, with nothing that phones home (the tests also block every request off the machine).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def live(request: pytest.FixtureRequest) -> bool:
+    """Skips unless the live tests were asked for; then Voila must be installed."""
+    if not (request.config.getoption("--live", default=False) or os.environ.get("SAMPOT_LIVE") == "1"):
+        pytest.skip("live browser tests (the app, figure titles): `make app-test`, or pytest tests/browser --live")
+    if shutil.which("voila") is None and importlib.util.find_spec("voila") is None:
+        pytest.fail("Voila is not installed: pip install -e '.[app]' (the book extra includes it).")
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +56,6 @@ def browser(chromium_path: str):
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         # Debian's chromium, not a browser downloaded by playwright (there is no download offline).
-        b = p.chromium.launch(executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"])
+        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
         yield b
         b.close()

@@ -1,0 +1,394 @@
+"""The app for people who do not code: ``sampot app DATA_OR_IMAGE`` serves the prompt widget as a page of its own.
+
+The page (Voilà, on the loopback address by default) shows an image picker for a data set (or the one image given),
+the prompt widget of :mod:`sampot_lib.widget` (click inside the structure, press evolve, watch the click's path) and
+a link that downloads the mask shown as a PNG. Voilà starts one Jupyter kernel per browser tab and runs a
+one-cell notebook in it that calls :func:`page`; nothing is loaded from outside the machine (Voilà's lab template,
+less its CDN stylesheet: ``app_files/voila/templates/sampot``).
+
+Input is checked twice: :func:`check_app` before the server starts (the command line says what is wrong and starts
+nothing), and :class:`SampotApp` inside the page (an image that cannot be read is named on the page; the server and
+the other images stay usable).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.util
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampot_lib.errors import SampotError
+
+#: Voilà loads every JupyterLab extension installed beside it, and one built for another JupyterLab (jupytext's,
+#: say) fails in Voilà's page with a console error. The app needs only the widget managers and plotly's widget.
+VOILA_EXTENSIONS = (
+    "@jupyter-widgets/jupyterlab-manager",
+    "@voila-dashboards/widgets-manager8",
+    "anywidget",
+    "jupyterlab-plotly",
+)
+#: The Voilà template (``voila/templates/sampot`` under this folder, found through $JUPYTER_PATH).
+TEMPLATE = "sampot"
+JUPYTER_DATA = Path(__file__).resolve().parent / "app_files"
+DEFAULT_PORT = 8866
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# The widget's sliders span these; a setting outside would be clamped without a word.
+STEPS_RANGE = (1, 100)
+LR_RANGE = (0.1, 100.0)
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """What the page serves, as :func:`check_app` checked it. source: a folder-format data set or one image file
+    (absolute path); regressor: its file; structure: the mask folder shown as ground truth (None: none)."""
+
+    source: str
+    regressor: str
+    model: str = "sam_nano"
+    checkpoint: str | None = None
+    mask_output: str | int | None = None
+    device: str = "cpu"
+    structure: str | None = None
+    steps: int = 30
+    lr: float = 10.0
+    sharpness: float = 5.0
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> AppSpec:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def check_app(
+    source: str | Path,
+    regressor: str | Path,
+    *,
+    model: str = "sam_nano",
+    checkpoint: str | Path | None = None,
+    mask_output: str | int | None = None,
+    device: str = "cpu",
+    structure: str | None = None,
+    steps: int = 30,
+    lr: float = 10.0,
+) -> AppSpec:
+    """Check everything the page will need, the slow parts included (the model loads once here: a wrong checkpoint
+    or device fails now, and a registry model's weights are downloaded now, in the terminal). SampotError names the
+    first problem. ``structure`` None: the one the regressor was trained on."""
+    from sampot_lib.data.folder import FolderDataset
+    from sampot_lib.data.io import read_image
+    from sampot_lib.models import load_model
+    from sampot_lib.regressor import check_regressor, load_regressor
+
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise SampotError(
+            f"{src} does not exist; give a folder-format data set (images/, masks/<structure>/) or one image file."
+        )
+    if not STEPS_RANGE[0] <= steps <= STEPS_RANGE[1]:
+        raise SampotError(f"--steps {steps} is outside {STEPS_RANGE[0]}..{STEPS_RANGE[1]}, the range the page offers.")
+    if not LR_RANGE[0] <= lr <= LR_RANGE[1]:
+        raise SampotError(f"--lr {lr} is outside {LR_RANGE[0]}..{LR_RANGE[1]} px, the range the page offers.")
+    reg_path = Path(regressor).expanduser()
+    _, meta = load_regressor(reg_path)
+    trained_model, trained_on = meta.get("model"), meta.get("structure")
+    if trained_model and trained_model != model:
+        raise SampotError(
+            f"regressor {reg_path} scores masks of model {trained_model!r}, not {model!r}: pass --model "
+            f"{trained_model}, or train one for {model} (`sampot train-regressor DATA --model {model} --out DIR`)."
+        )
+    if structure and trained_on and structure != trained_on:
+        raise SampotError(
+            f"regressor {reg_path} was trained on {trained_on!r}, not {structure!r}: drop --structure, or train one "
+            f"for {structure} (`sampot train-regressor DATA --structure {structure} --out DIR`)."
+        )
+    structure = structure or trained_on
+    if src.is_dir():
+        dataset = FolderDataset(src)  # every problem of the folder at once
+        if structure is not None and structure not in dataset.structures:
+            raise SampotError(
+                f"{src} has masks of {', '.join(dataset.structures)}, but the regressor is for {structure!r}; "
+                "give a data set with that structure, or a regressor trained on one of those."
+            )
+    else:
+        read_image(src)  # a file that is not a readable image fails here, by name
+    loaded = load_model(model, checkpoint, device, mask_output=mask_output)
+    # The rest of the regressor's record (mask output, sharpness), as the widget will check it for every image.
+    check_regressor(meta, {"model": loaded.name, "mask_output": getattr(loaded, "mask_output", None),
+                           "sharpness": AppSpec.sharpness})  # fmt: skip
+    return AppSpec(
+        source=str(src.resolve()), regressor=str(reg_path.resolve()), model=model,
+        checkpoint=None if checkpoint is None else str(Path(checkpoint).expanduser().resolve()),
+        mask_output=mask_output, device=device, structure=structure, steps=int(steps), lr=float(lr),
+    )  # fmt: skip
+
+
+# -- the page, in the kernel ------------------------------------------------------------------------------------
+
+
+class _Images:
+    """The images the page offers: a data set's, or the one image given."""
+
+    def __init__(self, spec: AppSpec) -> None:
+        from sampot_lib.data.folder import FolderDataset
+
+        self.path = Path(spec.source)
+        # check_app validated the folder; here a file that went bad since is named when it is opened.
+        self.dataset = FolderDataset(self.path, validate=False) if self.path.is_dir() else None
+        self.structure = spec.structure
+        self.ids: list[str] = self.dataset.ids if self.dataset is not None else [self.path.stem]
+
+    def image(self, image_id: str) -> np.ndarray:
+        """H x W uint8."""
+        from sampot_lib.data.io import read_image
+
+        return self.dataset.image(image_id) if self.dataset is not None else read_image(self.path)
+
+    def truth(self, image_id: str) -> np.ndarray | None:
+        """H x W bool ground truth, or None (one image, or a data set without the structure)."""
+        if self.dataset is None or self.structure not in self.dataset.structures:
+            return None
+        return self.dataset.mask(image_id, self.structure)
+
+
+class SampotApp:
+    """The page: a picker (data sets), a prompt-mode toggle (once the widget offers several), the prompt widget, a
+    line that says what went wrong, and a link that downloads the mask shown as a PNG.
+
+    ``open(image_id)`` does what the picker does. ``self.app`` is the widget to display; ``self.widget`` the
+    :class:`~sampot_lib.widget.PromptWidget` of the open image (None when it could not be opened).
+    """
+
+    def __init__(self, spec: AppSpec, model: Any = None, regressor: Any = None) -> None:
+        import ipywidgets as widgets
+
+        from sampot_lib.models import load_model
+        from sampot_lib.regressor import load_regressor
+        from sampot_lib.widget import PromptWidget
+
+        self.spec = spec
+        self.model = model if model is not None else load_model(
+            spec.model, spec.checkpoint, spec.device, mask_output=spec.mask_output
+        )  # fmt: skip
+        self.regressor = regressor if regressor is not None else load_regressor(spec.regressor, device=spec.device)[0]
+        self.images = _Images(spec)
+        self.widget: PromptWidget | None = None
+        self.image_id: str | None = None
+
+        self.picker = widgets.Dropdown(options=self.images.ids, description="image")
+        self.picker.add_class("sampot-picker")
+        self.picker.layout.display = None if len(self.images.ids) > 1 else "none"
+        # The prompt kinds the widget can place with the mouse; a toggle only once there is a choice.
+        modes = PromptWidget.prompt_modes
+        self.mode = widgets.ToggleButtons(options=list(modes), description="prompt")
+        self.mode.layout.display = None if len(modes) > 1 else "none"
+        self.mode.observe(self._on_mode, names="value")
+        self.message = widgets.HTML()
+        self.message.add_class("sampot-message")
+        self.holder = widgets.VBox()
+        self.download = widgets.HTML()
+        self.download.add_class("sampot-download")
+        source = Path(spec.source).name + (f" ({len(self.images.ids)} images)" if self.images.dataset else "")
+        truth = f", ground truth: {spec.structure}" if self.images.dataset and spec.structure else ""
+        header = widgets.HTML(
+            f"<b>sampot</b>: model {html.escape(spec.model)}, regressor {html.escape(Path(spec.regressor).name)}, "
+            f"data {html.escape(source)}{html.escape(truth)}. Click inside the structure, then press evolve."
+        )
+        self.app = widgets.VBox([header, widgets.HBox([self.picker, self.mode]), self.message, self.holder,
+                                 self.download])  # fmt: skip
+        self.picker.observe(lambda change: self.open(change["new"]), names="value")
+        self.open(self.images.ids[0])
+
+    def open(self, image_id: str) -> None:
+        """Show ``image_id`` in a fresh prompt widget, or say on the page why it cannot be shown."""
+        from sampot_lib.widget import PromptWidget
+
+        self.image_id, self.widget, self.message.value = image_id, None, ""
+        self.holder.children = ()
+        try:
+            image = self.images.image(image_id)
+            try:
+                truth = self.images.truth(image_id)
+            except SampotError as exc:  # the image is still worth segmenting without its ground truth
+                truth = None
+                self._say(f"ground truth not shown: {exc}")
+            widget = PromptWidget(self.model, self.regressor, image, truth, steps=self.spec.steps, lr=self.spec.lr,
+                                  sharpness=self.spec.sharpness)  # fmt: skip
+        except SampotError as exc:
+            self._say(f"image {image_id} cannot be shown: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the page must stay usable; the traceback goes to the server's log
+            traceback.print_exc(file=sys.stderr)
+            self._say(f"image {image_id} cannot be shown: unexpected {type(exc).__name__}: {exc}")
+        else:
+            widget.prompt_mode = self.mode.value
+            widget.on_change(lambda _: self._refresh_download())
+            self.widget = widget
+            self.holder.children = (widget.app,)
+        self._refresh_download()
+
+    def mask_png(self) -> bytes | None:
+        """The mask shown now as a 0/255 PNG, or None before a click."""
+        from PIL import Image
+
+        mask = self.widget.mask if self.widget is not None else None
+        if mask is None:
+            return None
+        buf = io.BytesIO()
+        Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def _refresh_download(self) -> None:
+        # A data: link with a download name works offline and needs no file on the server.
+        png = self.mask_png()
+        if png is None:
+            self.download.value = "" if self.widget is None else "Click on the image; its mask can then be downloaded."
+            return
+        name = html.escape(f"{self.image_id}_{self.spec.structure or 'structure'}_mask.png", quote=True)
+        which = "evolved (best step)" if self.widget.result is not None else "clicked"
+        self.download.value = (
+            f'<a class="jupyter-button sampot-download-link" style="width:auto; padding:0 12px; '
+            f'text-decoration:none" download="{name}" '
+            f'href="data:image/png;base64,{base64.b64encode(png).decode()}">Download the mask (PNG)</a> '
+            f"the {which} mask, {html.escape(name)}"
+        )
+
+    def _on_mode(self, change: dict[str, Any]) -> None:
+        if self.widget is not None:
+            self.widget.prompt_mode = change["new"]
+
+    def _say(self, text: str) -> None:
+        self.message.value = f"<span style='color:#b00020'>{html.escape(text)}</span>"
+
+
+def page(spec_path: str | Path) -> None:
+    """Display the app in the current kernel (what Voilà's one-cell notebook runs), or say on the page why it cannot
+    start."""
+    from IPython.display import HTML, display
+
+    if os.environ.get("SAMPOT_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["SAMPOT_THREADS"]))
+    try:
+        app = SampotApp(AppSpec.load(spec_path))
+    except SampotError as exc:
+        display(HTML(f"<p style='color:#b00020'>The app cannot start: {html.escape(str(exc))}</p>"))
+        return
+    except Exception as exc:  # noqa: BLE001 - say it on the page; the traceback goes to the server's log
+        traceback.print_exc(file=sys.stderr)
+        display(HTML(f"<p style='color:#b00020'>The app cannot start: {html.escape(type(exc).__name__)}: "
+                     f"{html.escape(str(exc))}</p>"))  # fmt: skip
+        return
+    display(app.app)
+
+
+# -- the server -------------------------------------------------------------------------------------------------
+
+
+def write_page(spec: AppSpec, folder: Path) -> Path:
+    """Write ``spec.json`` and the one-cell notebook Voilà serves into ``folder``; returns the notebook's path."""
+    import nbformat
+
+    spec_path = folder / "spec.json"
+    spec.save(spec_path)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(f"from sampot_lib.app import page\n\npage({str(spec_path)!r})")]
+    path = folder / "sampot.ipynb"  # Voilà titles the page with the notebook's name
+    nbformat.write(nb, path)
+    return path
+
+
+def voila_command(notebook: Path, host: str, port: int) -> list[str]:
+    """The command that serves ``notebook`` with Voilà on ``host:port`` (no browser opened, no other port tried)."""
+    return [
+        sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", "--Voila.port_retries=0",
+        f"--Voila.ip={host}", f"--template={TEMPLATE}", "--theme=light",
+        # A closed tab leaves its kernel (and its copy of the model) behind: free it after half an hour idle.
+        "--MappingKernelManager.cull_idle_timeout=1800", "--MappingKernelManager.cull_interval=300",
+        *(f"--VoilaConfiguration.extension_allowlist={name}" for name in VOILA_EXTENSIONS),
+    ]  # fmt: skip
+
+
+def voila_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for Voilà: $JUPYTER_PATH leads to the app's template."""
+    env = dict(os.environ if base is None else base)
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(JUPYTER_DATA), env.get("JUPYTER_PATH", "")) if p)
+    return env
+
+
+def check_server(host: str, port: int) -> None:
+    """SampotError unless Voilà is installed and ``host:port`` is free to listen on."""
+    if importlib.util.find_spec("voila") is None:
+        raise SampotError("the app needs Voilà, which is not installed: pip install -e '.[app]' (or pip install voila)")
+    if not 1 <= port <= 65535:
+        raise SampotError(f"--port {port} is not a port number (1..65535).")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SampotError(f"--host {host!r} is not an address of this machine ({exc.strerror}).") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise SampotError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port.") from None
+
+
+def run_app(source: str | Path, regressor: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+            **settings: Any) -> int:  # fmt: skip
+    """Check the input, then serve the app until Voilà stops (Ctrl-C); returns Voilà's exit status.
+    ``settings``: the keyword arguments of :func:`check_app`."""
+    check_server(host, port)
+    spec = check_app(source, regressor, **settings)
+    if host not in LOOPBACK:
+        print(f"sampot app: serving on {host}: anyone who can reach this machine on port {port} can use the app.",
+              file=sys.stderr)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="sampot-app-") as tmp:
+        notebook = write_page(spec, Path(tmp))
+        where = f"[{host}]" if ":" in host else host
+        print(f"sampot app: {spec.source} with {spec.model}; open http://{where}:{port}/ (Ctrl-C stops it)", flush=True)
+        proc = subprocess.Popen(voila_command(notebook, host, port), env=voila_env())
+        # SIGTERM to this process reaches Voilà too (it then shuts its kernels down) instead of orphaning it.
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C: the terminal sent Voilà the same interrupt
+            return _wait(proc)
+        except _Stop:
+            proc.terminate()
+            return _wait(proc)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Stop(Exception):
+    """SIGTERM arrived."""
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop
+
+
+def _wait(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """Voilà's exit status once it has stopped its kernels; killed if it takes longer than ``timeout`` s."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

@@ -1,0 +1,174 @@
+"""Every command-line value checked before a command does any work (issue 10).
+
+:func:`check_args` runs between argparse and the command: a value of the right syntax that cannot work (``--lr inf``,
+``--min-overlap 5``, ``--epochs 0``, ``--device gpu0``, an ``--out`` that is a file, an unwritable folder) fails here,
+in one line naming the flag, before an image is read or a model loaded. It looks at the parsed names, so a command
+that gains a flag gets its check by naming it here, and a flag a command lacks is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sampot_lib import checks
+from sampot_lib.errors import SampotError
+
+#: Largest evolution step in pixels: a step longer than any image's side only slams the prompt into the border,
+#: and larger values overflow float32 in Adam's update (1e39 does).
+MAX_LR = 10_000.0
+#: Steepest sigmoid: at 1000 the mask is already a hard 0/1 step; far larger values overflow float32.
+MAX_SHARPNESS = 1_000.0
+#: The files `sampot run` / `train-regressor` write into --out (none may be a folder).
+RUN_FILES = (
+    "config.json", "splits.json", "manifest.json", "regressor.pt", "regressor_history.csv", "regressor_eval.csv",
+    "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json",
+)  # fmt: skip
+
+# dest -> (flag, check of the value; it returns the value to keep). None values (flag not given) are not checked.
+_VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
+    "steps": ("--steps", lambda v, n: checks.whole(v, n, low=0)),
+    "lr": ("--lr", lambda v, n: checks.number(v, n, low=0, high=MAX_LR, low_open=True)),
+    "sharpness": ("--sharpness", lambda v, n: checks.number(v, n, low=0, high=MAX_SHARPNESS, low_open=True)),
+    "trust_radius": ("--trust-radius", lambda v, n: checks.number(v, n, low=0, low_open=True)),
+    "min_overlap": ("--min-overlap", lambda v, n: checks.fraction(v, n)),
+    "max_area_ratio": ("--max-area-ratio", lambda v, n: checks.number(v, n, low=1)),
+    "epochs": ("--epochs", lambda v, n: checks.whole(v, n, low=1)),
+    "max_images": ("--max-images", lambda v, n: _max_images(v, n)),
+    "regressor_size": ("--regressor-size", checks.regressor_size),
+    "seed": ("--seed", checks.seed),
+    "step": ("--step", lambda v, n: checks.whole(v, n, low=1)),
+    "port": ("--port", lambda v, n: checks.whole(v, n, low=1, high=65535)),
+    "click": ("--click", lambda v, n: _coords(v, n)),
+    "box": ("--box", lambda v, n: [checks.number(x, n) for x in v]),
+    "device": ("--device", checks.device),
+}
+# Values of the data commands (their names mean something else elsewhere, so they are checked by command).
+_DATA_VALUES: dict[str, dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
+    "split": {"fractions": ("--fractions", lambda v, n: _fractions(v, n))},
+    "phantom": {
+        "n": ("--n", lambda v, n: checks.whole(v, n, low=1)),
+        "size": ("--size", lambda v, n: checks.whole(v, n, low=64)),
+    },
+    "prepare": {"max_size": ("--max-size", lambda v, n: _max_size(v, n))},
+}
+
+
+def _max_images(value: Any, name: str) -> int:
+    n = checks.whole(value, name)
+    if n < 3:
+        raise SampotError(f"{name} must be at least 3 (a correlation needs 3 test images) or left out; got {n}.")
+    return n
+
+
+def _max_size(value: Any, name: str) -> int:
+    n = checks.whole(value, name)
+    if n != 0 and n < 64:
+        raise SampotError(f"{name} must be 0 (keep the size) or at least 64 pixels, got {n}.")
+    return n
+
+
+def _coords(clicks: Any, name: str) -> Any:
+    # --click is repeatable (a list of pairs) in evolve; one pair elsewhere.
+    pairs = clicks if clicks and isinstance(clicks[0], (list, tuple)) else [clicks]
+    for pair in pairs:
+        for x in pair:
+            checks.number(x, f"{name} {' '.join(str(v) for v in pair)}:")
+    return clicks
+
+
+def _fractions(value: Any, name: str) -> list[float]:
+    fr = [checks.number(v, name, low=0) for v in value]
+    if sum(fr) <= 0:
+        raise SampotError(f"{name} must have a positive sum (train, val, test sizes, e.g. 41 28 53), got {value}.")
+    return fr
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Check every value of a parsed command line; normalise some in place (the device's name). Raises SampotError.
+
+    Order: plain values first (cheap, and what a typo usually hits), then the inputs that must exist, then the
+    places outputs go (a probe file is made and removed there; nothing else is created).
+    """
+    data_cmd = getattr(args, "data_command", None)
+    rules = dict(_VALUES)
+    if args.command == "data":
+        rules = {"seed": _VALUES["seed"], **_DATA_VALUES.get(data_cmd, {})}
+    for dest, (flag, check) in rules.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            setattr(args, dest, check(value, flag))
+    _check_model(args)
+    _check_inputs(args)
+    _check_outputs(args, data_cmd)
+
+
+def _check_model(args: argparse.Namespace) -> None:
+    model = getattr(args, "model", None)
+    if model is None or args.command == "data":
+        return
+    from sampot_lib.models import registry
+
+    names = registry.model_names() if hasattr(registry, "model_names") else list(registry.MODEL_BUILDERS)
+    if model not in names:
+        raise SampotError(f"--model {model!r} is unknown; known: {', '.join(sorted(names))}.")
+    ckpt = registry.CHECKPOINTS.get(model)
+    if getattr(args, "checkpoint", None) is None and ckpt is not None and ckpt.url is not None:
+        if not (registry.default_cache_dir() / ckpt.filename).is_file():  # it will be downloaded into the cache
+            where = "$SAMPOT_CACHE" if os.environ.get("SAMPOT_CACHE") else "the checkpoint cache"
+            checks.cache_dir(registry.default_cache_dir(), where)
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    if get("checkpoint") is not None:
+        checks.input_file(args.checkpoint, "--checkpoint", hint="give the model's weights file (.pth/.pt)")
+    if get("regressor") is not None and Path(args.regressor).is_dir():
+        inside = Path(args.regressor) / "regressor.pt"
+        hint = f"give the file, e.g. --regressor {inside}" if inside.is_file() else "give the regressor.pt file"
+        raise SampotError(f"--regressor {args.regressor} is a folder, not a file; {hint}.")
+    if get("regressor") is not None:
+        checks.input_file(args.regressor, "--regressor", hint="train one with `sampot run` or `sampot train-regressor`")
+    if args.command in ("evolve", "heatmap"):
+        checks.input_file(args.image, "image", hint="give a PNG, JPEG or DICOM file")
+    if get("mask") is not None:
+        checks.input_file(args.mask, "--mask", hint="give a 0/255 PNG mask of the image's size")
+    if get("split_file") is not None:
+        checks.input_file(args.split_file, "--split-file", hint="make one with `sampot data split DIR`")
+        from sampot_lib.data.splits import load_splits
+
+        load_splits(args.split_file)  # a damaged or foreign file fails now, not after the data set is read
+    if args.command in ("run", "train-regressor"):
+        checks.input_dir(args.data, "data set", hint="give a folder with images/ and masks/<structure>/")
+    if args.command == "app":
+        if not Path(args.source).exists():
+            raise SampotError(f"{args.source}: no such file or folder; give a data set folder or one image.")
+    if args.command == "data" and getattr(args, "data_command", None) == "split":
+        checks.input_dir(args.dir, "data set", hint="give a folder with images/ and masks/<structure>/")
+    if args.command == "data" and get("src") is not None and not get("download"):
+        checks.input_dir(args.src, "--src", hint="give the unpacked data set's folder")
+
+
+def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
+    if args.command == "evolve":
+        stem = Path(args.image).stem
+        checks.output_dir(args.out, files=(f"{stem}_mask.png", f"{stem}_initial_mask.png", f"{stem}_evolution.json"))
+    elif args.command == "heatmap":
+        checks.output_file(args.out, example="heatmap.csv")
+    elif args.command in ("run", "train-regressor"):
+        checks.output_dir(args.out, files=RUN_FILES)
+    elif args.command == "download":
+        from sampot_lib.models.registry import default_cache_dir
+
+        if args.cache_dir:
+            checks.cache_dir(args.cache_dir, "--cache-dir")
+        else:
+            where = "$SAMPOT_CACHE" if os.environ.get("SAMPOT_CACHE") else "the checkpoint cache"
+            checks.cache_dir(default_cache_dir(), where)
+    elif args.command == "data" and data_cmd == "split":
+        checks.output_file(args.out or Path(args.dir) / "splits.json", example="splits.json")
+    elif args.command == "data" and data_cmd in ("phantom", "prepare"):
+        checks.output_dir(args.out)

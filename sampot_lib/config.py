@@ -1,0 +1,333 @@
+"""The settings of an experiment, their checks, and the paper's preset.
+
+:class:`ExperimentConfig` holds everything that decides a run's numbers (written to ``out/config.json``). Every
+value is checked when the config is made, by type and by range, so a notebook parameter or a command-line value that
+cannot work fails at once with :class:`~sampot_lib.errors.SampotError` naming the parameter, never deep inside torch
+after minutes of work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sampot_lib.errors import SampotError
+
+#: The paper's subject split: 41 training, 28 validation and 53 test subjects of 122 (used as proportions).
+PAPER_FRACTIONS = (41.0, 28.0, 53.0)
+PROMPT_KINDS = ("click", "box")
+# Mirror sampot_lib.scoring.SCORERS and the optimisers of sampot_lib.evolve; kept here so that checking a config
+# does not import torch (tests/test_runs.py checks they agree).
+SCORERS = ("regressor", "confidence", "blend", "oracle")
+OPTIMIZERS = ("adam", "cmaes", "random")
+MASK_OUTPUTS = (None, "best", "single", 0, 1, 2)
+
+
+def default_safeguards() -> dict[str, Any]:
+    """The library's default safeguards as a plain dict (what ``config.json`` stores)."""
+    from sampot_lib.evolve import Safeguards  # here: evolve imports torch, and checking a config should not
+
+    return asdict(Safeguards())
+
+
+def _off_safeguards() -> dict[str, Any]:
+    from sampot_lib.evolve import Safeguards
+
+    return asdict(Safeguards.off())
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that decides the numbers of a run (written to ``out/config.json``).
+
+    ``seed`` seeds the split, the regressor's training set and its weights. ``seeds``: run the regressor training
+    and the evolution once per seed (sub-folders ``seed_<k>/`` of ``out``, all on the split made with ``seed``) and
+    report mean and spread; None runs ``seed`` alone. ``regressor``: a regressor file trained elsewhere to use
+    instead of training one (its provenance is checked and any difference recorded, not refused). ``preset``: the
+    name of the preset the values came from (a label; :func:`differs_from_paper` says what differs).
+    """
+
+    data: str
+    out: str
+    structure: str = "left_lung"
+    model: str = "sam_nano"
+    checkpoint: str | None = None
+    mask_output: str | int | None = None
+    device: str = "cpu"
+    split_file: str | None = None
+    split_fractions: list[float] = field(default_factory=lambda: list(PAPER_FRACTIONS))
+    seed: int = 0
+    max_images: int | None = None  # per split, for quick runs; None uses all
+    n_synthetic: int = 16
+    n_outside: int = 3
+    regressor_size: int = 128
+    epochs: int = 200
+    batch_size: int = 32
+    regressor_lr: float = 1e-3
+    steps: int = 30
+    lr: float = 10.0
+    sharpness: float = 5.0
+    safeguards: dict[str, Any] = field(default_factory=default_safeguards)
+    prompt: str = "click"
+    box_jitter: float = 0.10
+    optimizer: str = "adam"
+    scorers: list[str] = field(default_factory=lambda: ["regressor"])
+    extra_jitters: list[float] = field(default_factory=list)
+    regressor: str | None = None
+    preset: str | None = None
+    seeds: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        # Notebooks get these from papermill parameters: a wrong type must fail here, by name, not deep inside torch.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            allowed = _ALLOWED[f.name]
+            if isinstance(value, Path) and str in allowed:
+                setattr(self, f.name, str(value))
+            elif isinstance(value, tuple) and list in allowed:
+                setattr(self, f.name, list(value))
+            elif isinstance(value, int) and not isinstance(value, bool) and float in allowed and int not in allowed:
+                setattr(self, f.name, float(value))
+            elif not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+                raise SampotError(f"parameter {f.name!r} must be {names}, got {value!r} ({type(value).__name__}).")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Values of the right type that still cannot work."""
+        if self.mask_output not in MASK_OUTPUTS:
+            raise SampotError(
+                f"parameter 'mask_output' must be best, single, 0, 1, 2 or None, got {self.mask_output!r}."
+            )
+        for name in ("data", "out", "structure", "model", "device"):
+            if not getattr(self, name).strip():
+                raise SampotError(f"parameter {name!r} must not be empty.")
+        for name, lo in (("n_synthetic", 0), ("n_outside", 0), ("seed", 0), ("batch_size", 2), ("epochs", 1),
+                         ("steps", 0)):  # fmt: skip
+            if getattr(self, name) < lo:
+                why = " (batch norm needs two samples a batch)" if name == "batch_size" else ""
+                raise SampotError(f"parameter {name!r} must be >= {lo}{why}, got {getattr(self, name)}.")
+        if self.max_images is not None and self.max_images < 3:
+            raise SampotError(
+                f"parameter 'max_images' must be at least 3 (a correlation needs 3 test images) or None for all, "
+                f"got {self.max_images}."
+            )
+        if self.regressor_size < 32 or self.regressor_size % 16:
+            raise SampotError(
+                f"parameter 'regressor_size' must be a multiple of 16 and at least 32 (the regressor halves it four "
+                f"times), got {self.regressor_size}."
+            )
+        for name in ("regressor_lr", "lr", "sharpness"):
+            _positive(name, getattr(self, name))
+        if not (math.isfinite(self.box_jitter) and 0 <= self.box_jitter <= 1):
+            raise SampotError(f"parameter 'box_jitter' must be a fraction in [0, 1], got {self.box_jitter!r}.")
+        for name, allowed in (("prompt", PROMPT_KINDS), ("optimizer", OPTIMIZERS)):
+            if getattr(self, name) not in allowed:
+                raise SampotError(
+                    f"parameter {name!r} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."
+                )
+        if not self.scorers or any(s not in SCORERS for s in self.scorers) or len(set(self.scorers)) != len(
+            self.scorers
+        ):
+            raise SampotError(
+                f"parameter 'scorers' must list some of {', '.join(SCORERS)} (each once), got {self.scorers!r}."
+            )
+        if self.scorers[0] != "regressor" and "regressor" in self.scorers:
+            self.scorers = ["regressor", *[s for s in self.scorers if s != "regressor"]]
+        for j in self.extra_jitters:
+            if not (_is_number(j) and math.isfinite(j) and 0 <= j <= 1):
+                raise SampotError(
+                    f"parameter 'extra_jitters' must hold fractions in [0, 1], got {self.extra_jitters!r}."
+                )
+        self.extra_jitters = [float(j) for j in self.extra_jitters]
+        if self.preset is not None and self.preset not in PRESETS:
+            raise SampotError(f"parameter 'preset' must be one of {', '.join(PRESETS)} or None, got {self.preset!r}.")
+        fr = self.split_fractions
+        if len(fr) != 3 or not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in fr) or sum(fr) <= 0:
+            raise SampotError(
+                f"parameter 'split_fractions' must be three non-negative numbers (train, val, test) with a positive "
+                f"sum, e.g. [41, 28, 53]; got {fr!r}."
+            )
+        self.split_fractions = [float(v) for v in fr]
+        if self.seeds is not None:
+            if not self.seeds or not all(_is_number(s) and isinstance(s, int) and s >= 0 for s in self.seeds):
+                raise SampotError(
+                    f"parameter 'seeds' must be a non-empty list of whole numbers >= 0, got {self.seeds!r}."
+                )
+            if len(set(self.seeds)) != len(self.seeds):
+                raise SampotError(f"parameter 'seeds' lists a seed twice: {self.seeds}.")
+        _check_safeguards(self.safeguards)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds to run: ``seeds``, or ``[seed]``."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_NONE = type(None)
+_ALLOWED: dict[str, tuple[type, ...]] = {
+    "data": (str,), "out": (str,), "structure": (str,), "model": (str,), "checkpoint": (str, _NONE),
+    "mask_output": (str, int, _NONE), "device": (str,), "split_file": (str, _NONE), "split_fractions": (list,),
+    "seed": (int,), "max_images": (int, _NONE), "n_synthetic": (int,), "n_outside": (int,), "regressor_size": (int,),
+    "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "steps": (int,), "lr": (float,),
+    "sharpness": (float,), "safeguards": (dict,), "prompt": (str,), "box_jitter": (float,), "optimizer": (str,),
+    "scorers": (list,), "extra_jitters": (list,), "regressor": (str, _NONE), "preset": (str, _NONE),
+    "seeds": (list, _NONE),
+}  # fmt: skip
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise SampotError(f"parameter {name!r} must be a finite number > 0, got {value!r}.")
+
+
+def _check_safeguards(guards: dict[str, Any]) -> None:
+    """The safeguards dict: known keys, and limits that can work (None switches a limit off)."""
+    rules = {
+        "trust_radius": (lambda v: v > 0, "> 0 (a fraction of the image's longer side)"),
+        "min_overlap": (lambda v: 0 <= v <= 1, "in [0, 1] (an IoU)"),
+        "max_area_ratio": (lambda v: v >= 1, ">= 1 (an area factor)"),
+        "min_box_size": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    }
+    for key, value in guards.items():
+        if key == "keep_in_image":
+            if not isinstance(value, bool):
+                raise SampotError(f"safeguard 'keep_in_image' must be true or false, got {value!r}.")
+            continue
+        if key not in rules:
+            raise SampotError(
+                f"unknown safeguard {key!r}; known: keep_in_image, {', '.join(rules)}."
+            )
+        ok, rule = rules[key]
+        if value is None:
+            continue
+        if not _is_number(value) or not math.isfinite(value) or not ok(value):
+            raise SampotError(f"safeguard {key!r} must be None or a finite number {rule}, got {value!r}.")
+
+
+# -- presets -------------------------------------------------------------------------------------------------------
+
+#: Named sets of settings. "paper": the paper's settings (Sathish et al., sections 3.2-3.3) where it gives them, and
+#: our reading where it is silent (steps, sharpness and the number of synthetic masks; see the README).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "safeguards": "off",  # resolved by apply_preset: only the image border limits the click
+        "epochs": 200,  # paper: 200 epochs, batch 32, Adam, lr 1e-3, best validation loss
+        "batch_size": 32,
+        "regressor_lr": 1e-3,
+        "max_images": None,  # all images
+        "split_fractions": list(PAPER_FRACTIONS),  # 41 / 28 / 53 subjects
+        "n_outside": 3,  # 3 band clicks + 3 outside clicks = the paper's 6 model masks per image
+        "n_synthetic": 16,  # our reading: the paper's 901 train masks over 41 subjects leave ~16 level sets a subject
+        "steps": 30,  # our reading: the paper does not give the number of Adam steps
+        "lr": 10.0,  # paper: step size 10
+        "sharpness": 5.0,  # our reading: the paper says only "a steeper slope"
+        "prompt": "click",  # paper: one positive click at the centroid
+        "optimizer": "adam",
+        "scorers": ["regressor"],
+    },
+}
+#: Preset values that are our reading where the paper is silent.
+_READINGS = {"n_synthetic", "steps", "sharpness"}
+#: What the paper used that a preset cannot set for you (the user picks the model and the data).
+PAPER_CONTEXT = {"model": "vit_b"}
+
+
+def _resolve(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    if out.get("safeguards") == "off":
+        out["safeguards"] = _off_safeguards()
+    return out
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The settings of preset ``name`` (safeguards resolved to a dict)."""
+    if name not in PRESETS:
+        raise SampotError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}.")
+    return _resolve(name, PRESETS[name])
+
+
+def apply_preset(name: str, **overrides: Any) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` with the preset's settings, then ``overrides`` (``data`` and ``out`` at least).
+
+    An override wins over the preset; :func:`differs_from_paper` then lists it.
+    """
+    values = preset_values(name) | overrides | {"preset": name}
+    return ExperimentConfig(**values)
+
+
+def differs_from_paper(config: ExperimentConfig) -> list[str]:
+    """The settings of ``config`` that differ from the paper's, one readable line each ("epochs: 5 (paper: 200)").
+
+    The book prints this beside its comparison table, so a run that is not the paper's setting says so.
+    """
+    paper = preset_values("paper") | PAPER_CONTEXT
+    lines = []
+    for key, want in paper.items():
+        have = getattr(config, key)
+        if key == "safeguards":
+            off = {k: v for k, v in have.items() if v is not None and k in ("trust_radius", "min_overlap",
+                                                                           "max_area_ratio")}  # fmt: skip
+            if off:
+                shown = ", ".join(f"{k} {v:g}" for k, v in off.items())
+                lines.append(f"safeguards: on ({shown}) (paper: off)")
+            continue
+        if key == "max_images" and have is not None:
+            lines.append(f"max_images: {have} per split (paper: all images)")
+        elif have != want and key in _READINGS:
+            lines.append(f"{key}: {_fmt(have)} (paper preset: {_fmt(want)}; the paper gives no value)")
+        elif have != want:
+            lines.append(f"{key}: {_fmt(have)} (paper: {_fmt(want)})")
+    if config.split_file is not None:
+        lines.append(f"split: from {Path(config.split_file).name} (paper: its own 41 / 28 / 53 subjects)")
+    if config.regressor is not None:
+        lines.append(f"regressor: trained elsewhere ({Path(config.regressor).name}) (paper: trained on this split)")
+    return lines
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return " / ".join(_fmt(x) for x in v)
+    return str(v)
+
+
+# -- which settings each stage's results depend on ------------------------------------------------------------------
+
+# A stage's results are reusable (``--resume``) while these settings are unchanged; ``out``, ``device``, ``preset``
+# and ``seeds`` never change a stage's numbers (a sub-run of one seed gets its own folder).
+_DATA = ("data", "structure", "split_file", "split_fractions", "seed", "max_images")
+_MODEL = ("model", "checkpoint", "mask_output")
+_SET = ("n_synthetic", "n_outside", "regressor_size", "sharpness", "prompt")
+STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "train": _DATA + _MODEL + _SET + ("epochs", "batch_size", "regressor_lr", "regressor"),
+    "evaluate": _DATA + _MODEL + _SET + ("box_jitter", "regressor"),
+    "evolve": _DATA + _MODEL + ("regressor_size", "sharpness", "prompt", "box_jitter", "extra_jitters", "steps", "lr",
+                                "safeguards", "optimizer", "scorers", "regressor"),
+}  # fmt: skip
+
+
+def stage_settings(config: ExperimentConfig, stage: str) -> dict[str, Any]:
+    """The settings ``stage``'s results depend on, as a JSON-ready dict."""
+    return {k: getattr(config, k) for k in STAGE_SETTINGS[stage]}
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """sha256 of a settings dict in canonical JSON (sorted keys)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,143 @@
+"""The segmentation regressor's training set (paper section 3.2), free of any experiment config.
+
+For each image: ``n_synthetic`` level-set masks of the truth (:func:`sampot_lib.synth.candidate_masks`) and the
+model's own masks for a list of prompts (by default the centroids of three horizontal bands of the structure and
+``n_outside`` clicks 5 px outside it: the paper's six model masks). Every mask is stored at the regressor's input
+size as uint8 (soft values 0..255); its Dice is computed at full resolution.
+
+Also the data-set identity the regressor's file records: a hash of each mask file used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.errors import SampotError
+from sampot_lib.metrics import dice
+from sampot_lib.models.base import PromptableModel
+from sampot_lib.prompts import Prompt, as_prompt, predict
+from sampot_lib.regressor import RegressorData, to_input
+from sampot_lib.scoring import soft_mask
+from sampot_lib.synth import band_prompts, candidate_masks, model_prompts, outside_prompts
+
+#: prompts_for_image(truth H x W bool, rng) -> [(prompt, kind label), ...]; a prompt is an (x, y) click.
+PromptsForImage = Callable[[np.ndarray, np.random.Generator], list[tuple[Any, str]]]
+
+
+def band_and_outside_clicks(n_outside: int) -> PromptsForImage:
+    """The paper's model prompts: the centroids of three horizontal bands (``model_band``) and ``n_outside`` random
+    clicks 5 px outside the structure (``model_outside``)."""
+
+    def prompts(truth: np.ndarray, rng: np.random.Generator) -> list[tuple[Any, str]]:
+        inside = [(p, "model_band") for p in band_prompts(truth)]
+        return inside + [(p, "model_outside") for p in outside_prompts(truth, n_outside, seed=rng)]
+
+    return prompts
+
+
+@torch.no_grad()
+def model_mask(
+    model: PromptableModel, image: np.ndarray, prompt: Prompt | tuple[float, float], sizes: Iterable[tuple[int, int]]
+) -> list[tuple[np.ndarray, float]]:
+    """The model's logits for one prompt (a :class:`~sampot_lib.prompts.Prompt`, or an (x, y) click) at each of
+    ``sizes``, as (H x W logits, confidence) pairs."""
+    emb = model.embed(image)
+    prompt = as_prompt(prompt)
+    out = []
+    for size in sizes:
+        pred = predict(model, emb, prompt, output_size=size)
+        out.append((pred.logits[0, 0].cpu().numpy(), float(pred.confidence.reshape(-1)[0])))
+    return out
+
+
+def model_prompts_for(kind: str, n_outside: int) -> PromptsForImage:
+    """The model prompts of the training set for ``kind`` prompts: the paper's band and outside clicks for
+    ``click`` (:func:`band_and_outside_clicks`), boxes jittered from 0.05 to 0.3 for ``box``
+    (:func:`sampot_lib.synth.model_prompts`)."""
+    if kind == "click":
+        return band_and_outside_clicks(n_outside)
+
+    def prompts(truth: np.ndarray, rng: np.random.Generator) -> list[tuple[Any, str]]:
+        return model_prompts(truth, kind, n_outside, rng)
+
+    return prompts
+
+
+def regressor_samples(
+    model: PromptableModel,
+    dataset: FolderDataset,
+    ids: list[str],
+    structure: str,
+    size: int = 128,
+    sharpness: float = 5.0,
+    n_synthetic: int = 16,
+    n_outside: int = 3,
+    seed: int | np.random.Generator = 0,
+    progress: bool = True,
+    prompts_for_image: PromptsForImage | None = None,
+) -> RegressorData:
+    """The regressor's training set for ``ids``: per image ``n_synthetic`` level-set masks of ``structure``'s
+    truth, and the model's masks (``sigmoid(sharpness * logits)``, as evolution shows them to the regressor) for the
+    prompts ``prompts_for_image(truth, rng)`` gives (default: :func:`band_and_outside_clicks` with ``n_outside``).
+
+    One generator seeded with ``seed`` draws the level sets, then the prompts, image by image, so a set is the same
+    for the same arguments. Images and masks are stored at ``size`` x ``size`` (uint8); Dice at full resolution.
+    """
+    prompts_for_image = prompts_for_image or band_and_outside_clicks(n_outside)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for image_id in tqdm(ids, desc="regressor set", unit="image", disable=not progress):
+        image, truth = dataset.image(image_id), dataset.mask(image_id, structure)
+        small_img = _u8(to_input(image, size))
+        masks, dices, kinds, confs = [], [], [], []
+        for cand in candidate_masks(truth, n_synthetic, seed=rng):
+            masks.append(_u8(to_input(cand.mask, size)))
+            dices.append(cand.dice)
+            kinds.append("synthetic")
+            confs.append(np.nan)
+        for prompt, kind in prompts_for_image(truth, rng):
+            (full, conf), (small, _) = model_mask(model, image, prompt, [image.shape[:2], (size, size)])
+            masks.append(_u8(soft_mask(torch.as_tensor(small), sharpness)))  # as evolution shows it to the regressor
+            dices.append(dice(full > 0, truth))
+            kinds.append(kind)
+            confs.append(conf)
+        n = len(masks)
+        parts.append(
+            RegressorData(
+                images=np.repeat(small_img[None], n, axis=0), masks=np.stack(masks),
+                dice=np.array(dices, dtype=np.float32), kind=np.array(kinds), image_id=np.array([image_id] * n),
+                confidence=np.array(confs, dtype=np.float32),
+            )
+        )  # fmt: skip
+    if not parts:
+        raise SampotError("the regressor's training set needs at least one image; the split part is empty.")
+    return RegressorData.concat(parts)
+
+
+def _u8(t: torch.Tensor) -> np.ndarray:
+    return (t.squeeze().clamp(0, 1) * 255).round().byte().numpy()
+
+
+def mask_hashes(dataset: FolderDataset, ids: list[str], structure: str) -> dict[str, str]:
+    """{image id: sha256 of its ``structure`` mask file's bytes}: which labelled images a regressor saw (the same
+    file under another name or in another folder has the same hash)."""
+    out = {}
+    for image_id in ids:
+        with open(dataset.mask_path(image_id, structure), "rb") as f:
+            out[image_id] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def data_identity(hashes: dict[str, str]) -> str:
+    """One sha256 over sorted (id, mask hash) pairs: the identity of the labelled images a stage used."""
+    h = hashlib.sha256()
+    for image_id in sorted(hashes):
+        h.update(f"{image_id}\0{hashes[image_id]}\n".encode())
+    return h.hexdigest()

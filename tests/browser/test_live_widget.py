@@ -1,0 +1,260 @@
+"""The prompt widget used for real: `sampot app` serves it with Voila on 127.0.0.1, and headless Chromium clicks it.
+
+Nothing leaves the machine (every request off 127.0.0.1 is blocked and fails the test); the widget's front end
+(ipywidgets, anywidget, plotly's FigureWidget) comes from the installed Python packages. Checks that a click on the
+image changes the mask, the regressor's score and the model's confidence shown; that the evolve button animates the
+click's path and ends at the best step; that the downloaded PNG is the mask shown; that an image that cannot be read
+is named on the page while the server and the other images keep working; that the title stays clear of plotly's
+mode bar; and that no console error appears. Screenshots go to _build/screenshots/live/.
+
+Opt-in (it starts a server and a browser, about a minute): `make app-test`, or `pytest tests/browser --live`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_fixtures import STRUCTURE, phantom_set, tiny_regressor
+from PIL import Image
+
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.synth import centroid_prompt
+from sampot_lib.viz import contour_xy
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "_build" / "screenshots" / "live"
+STEPS = 30
+# Seconds: the first page runs the one-cell notebook in a fresh kernel (imports torch, loads SAM-Nano, embeds the
+# image), which takes long on two busy cores.
+START_S, PAGE_S, ACTION_S = 120, 240, 120
+
+_STATE = """() => {
+    const gd = document.querySelector('.js-plotly-plot');
+    const trace = name => gd.data.find(t => t.name === name) || {};
+    const arr = a => (a ? Array.from(a) : []);
+    return {mask_x: arr(trace('mask').x), mask_y: arr(trace('mask').y),
+            path_x: arr(trace('evolution path').x), path_y: arr(trace('evolution path').y),
+            click_x: arr(trace('click').x), click_y: arr(trace('click').y),
+            title: gd.layout.title.text, status: document.querySelector('.sampot-status').innerText};
+}"""
+
+# Page position of image pixel (x, y): plotly's axes map data to pixels.
+_WHERE = """([x, y]) => {
+    const gd = document.querySelector('.js-plotly-plot');
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+    return {x: box.left + xa._offset + xa.l2p(x), y: box.top + ya._offset + ya.l2p(y)};
+}"""
+
+# Samples the path's length every 20 ms while evolution runs, to see the animation's frames arrive.
+_RECORD = """() => {
+    const gd = document.querySelector('.js-plotly-plot');
+    const k = gd.data.findIndex(t => t.name === 'evolution path');
+    window.__lens = [];
+    window.__rec = setInterval(() => {
+        const n = Array.from(gd.data[k].x || []).length, l = window.__lens;
+        if (!l.length || l[l.length - 1] !== n) l.push(n);
+    }, 20);
+}"""
+
+_TITLE_AND_MODEBAR = """() => {
+    const gd = document.querySelector('.js-plotly-plot');
+    const box = el => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+    return {title: box(gd.querySelector('.gtitle')), modebar: box(gd.querySelector('.modebar'))};
+}"""
+
+_NUMBERS = re.compile(r"at \((\d+), (\d+)\): score ([\d.]+), confidence ([\d.]+)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(live, tmp_path_factory):
+    """`sampot app` on a phantom set with a tiny regressor: (url, data folder, log file). Stopped afterwards with
+    SIGTERM, which the command passes on to Voila (it then shuts its kernels down)."""
+    tmp = tmp_path_factory.mktemp("app")
+    data = phantom_set(tmp / "phantom", n=3, size=256)
+    regressor = tiny_regressor(data, tmp / "regressor.pt")
+    port, log = _free_port(), tmp / "server.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SAMPOT_THREADS": "1"}
+    cmd = [sys.executable, "-m", "sampot_lib.cli", "app", str(data), "--regressor", str(regressor),
+           "--port", str(port), "--steps", str(STEPS)]  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    try:
+        deadline = time.monotonic() + START_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"`sampot app` exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"`sampot app` did not listen within {START_S} s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/", data, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _parse(status: str) -> tuple[float, float, float, float]:
+    m = _NUMBERS.search(status)
+    assert m, f"no click, score and confidence in the status line: {status!r}"
+    return tuple(float(v) for v in m.groups())  # type: ignore[return-value]
+
+
+def _same_line(a: list, b: list) -> bool:
+    """Two contour coordinate lists (None separating contours) are the same line."""
+    if len(a) != len(b) or [v is None for v in a] != [v is None for v in b]:
+        return False
+    x, y = (np.array([v for v in c if v is not None], float) for c in (a, b))
+    return bool(np.allclose(x, y, atol=1e-6))
+
+
+def test_live_app_click_evolve_download_and_bad_image(served, browser):
+    url, data, log = served
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("*.png"):
+        old.unlink()
+    host = url.rstrip("/")
+    problems: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 1100}, accept_downloads=True)
+
+    def route(r):
+        if r.request.url.startswith((host + "/", "data:", "blob:")) or r.request.url == host:
+            r.continue_()
+        else:
+            problems.append(f"request leaves the machine: {r.request.url}")
+            r.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("console", lambda m: problems.append(f"console error: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
+    dataset = FolderDataset(data)
+    first = dataset.ids[0]
+    left = dataset.mask(first, STRUCTURE)
+    right = dataset.mask(first, "right_lung")
+    cell = max(left.shape) / 128  # the widget catches clicks on a 128-cell grid
+
+    def shot(name: str) -> None:
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+    def click_at(x: float, y: float, before: str) -> dict:
+        where = page.evaluate(_WHERE, [x, y])
+        page.mouse.click(where["x"], where["y"])
+        # Done when the status line is new and the figure shows the same words (its update can come later).
+        page.wait_for_function(
+            "(before) => { const s = document.querySelector('.sampot-status').innerText;"
+            " const gd = document.querySelector('.js-plotly-plot');"
+            " return s !== before && s.includes('click at') && gd.layout.title.text === s; }",
+            arg=before, timeout=ACTION_S * 1000,
+        )  # fmt: skip
+        return page.evaluate(_STATE)
+
+    try:
+        page.goto(url, wait_until="domcontentloaded", timeout=PAGE_S * 1000)
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=PAGE_S * 1000)
+        page.wait_for_selector(".sampot-status", timeout=ACTION_S * 1000)
+        shot("01_loaded")
+        start = page.evaluate(_STATE)
+        assert start["mask_x"] == [] and start["click_x"] == [], start
+
+        # A click inside the left lung, then one inside the right lung: a different mask, score and confidence.
+        x1, y1 = centroid_prompt(left)
+        s1 = click_at(x1, y1, start["status"])
+        shot("02_click_left_lung")
+        cx, cy, score1, conf1 = _parse(s1["status"])
+        assert abs(cx - x1) <= cell + 0.5 and abs(cy - y1) <= cell + 0.5, (s1["status"], x1, y1)
+        assert len(s1["mask_x"]) > 10 and abs(s1["click_x"][0] - x1) <= cell, s1["click_x"]
+        assert s1["title"].startswith("click at"), s1["title"]
+
+        x2, y2 = centroid_prompt(right)
+        s2 = click_at(x2, y2, s1["status"])
+        shot("03_click_right_lung")
+        _, _, score2, conf2 = _parse(s2["status"])
+        assert not _same_line(s1["mask_x"], s2["mask_x"]), "the mask did not change with the click"
+        assert (score1, conf1) != (score2, conf2) and score1 != score2 and conf1 != conf2, (s1["status"], s2["status"])
+
+        # The title stays clear of plotly's mode bar (shown on hover).
+        page.mouse.move(page.evaluate(_WHERE, [10, 10])["x"], page.evaluate(_WHERE, [10, 10])["y"])
+        page.wait_for_timeout(300)
+        boxes = page.evaluate(_TITLE_AND_MODEBAR)
+        t, m = boxes["title"], boxes["modebar"]
+        assert t[3] <= m[1] or m[3] <= t[1] or t[2] <= m[0] or m[2] <= t[0], f"title under the mode bar: {boxes}"
+
+        # Evolve from the left lung's click: the path grows frame by frame and ends at the best step.
+        s3 = click_at(x1, y1, s2["status"])
+        page.evaluate(_RECORD)
+        page.click(".sampot-evolve")
+        page.wait_for_function(
+            "() => { const s = document.querySelector('.sampot-status').innerText;"
+            " const t = document.querySelector('.js-plotly-plot').layout.title.text;"
+            " return s.includes('best of') && t.includes('best of') && s.startsWith(t); }",
+            timeout=ACTION_S * 1000,
+        )  # fmt: skip
+        lens = page.evaluate("() => { clearInterval(window.__rec); return window.__lens; }")
+        shot("04_evolved")
+        end = page.evaluate(_STATE)
+        frames = [n for n in lens if n > 0]
+        assert frames == sorted(frames) and frames[-1] == STEPS + 1, lens
+        assert len(set(frames)) >= 5, f"the path did not animate (path lengths seen: {lens})"
+        best = int(re.search(r"\(step (\d+)\)", end["status"]).group(1))
+        assert f"(step {best})" in end["title"], end["title"]
+        assert end["click_x"] == [end["path_x"][best]] and end["click_y"] == [end["path_y"][best]], (end, best)
+        assert f"best of {STEPS} steps" in end["status"]
+        if best != 0:  # the best step's mask replaced the click's
+            assert not _same_line(s3["mask_x"], end["mask_x"])
+
+        # The download is the mask shown, as a 0/255 PNG of the image's size.
+        assert "evolved (best step)" in page.inner_text(".sampot-download")
+        with page.expect_download(timeout=ACTION_S * 1000) as download:
+            page.click(".sampot-download-link")
+        png = Image.open(io.BytesIO(Path(download.value.path()).read_bytes()))
+        mask = np.asarray(png)
+        assert download.value.suggested_filename == f"{first}_{STRUCTURE}_mask.png"
+        assert mask.shape == left.shape and set(np.unique(mask)) <= {0, 255} and mask.any()
+        mx, my = contour_xy(mask > 0)
+        assert _same_line(mx, end["mask_x"]) and _same_line(my, end["mask_y"]), "downloaded mask != mask shown"
+
+        # An image that went bad after the start: the page says so, the server and the other images still work.
+        bad = dataset.image_path(dataset.ids[2])
+        bad.write_bytes(b"not a PNG any more")
+        page.select_option(".sampot-picker select", dataset.ids[2])
+        page.wait_for_function(
+            "() => document.querySelector('.sampot-message').innerText.includes('cannot be shown')",
+            timeout=ACTION_S * 1000,
+        )
+        shot("05_bad_image")
+        message = page.inner_text(".sampot-message")
+        assert dataset.ids[2] in message and "not a readable image" in message, message
+        assert page.locator(".js-plotly-plot").count() == 0
+        page.select_option(".sampot-picker select", dataset.ids[1])
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=ACTION_S * 1000)
+        assert page.inner_text(".sampot-message").strip() == ""
+        other = dataset.mask(dataset.ids[1], STRUCTURE)
+        s4 = click_at(*centroid_prompt(other), page.evaluate(_STATE)["status"])
+        shot("06_other_image")
+        assert len(s4["mask_x"]) > 10
+    finally:
+        context.close()
+    assert not problems, "\n".join(problems) + f"\n--- server log ---\n{log.read_text()[-3000:]}"

@@ -1,0 +1,188 @@
+"""`sampot app` without a browser: input checked before the server starts, the page's parts driven from code.
+
+The browser half (the page served by Voila and clicked in Chromium) is tests/browser/test_live_widget.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_fixtures import STRUCTURE, phantom_set, tiny_regressor
+from PIL import Image
+
+from sampot_lib import app as app_mod
+from sampot_lib.cli import main
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.errors import SampotError
+from sampot_lib.synth import centroid_prompt
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(phantom set, regressor for sam_nano on left_lung, scratch folder)."""
+    tmp = tmp_path_factory.mktemp("app")
+    data = phantom_set(tmp / "phantom", n=3, size=128)
+    return data, tiny_regressor(data, tmp / "regressor.pt", epochs=2), tmp
+
+
+@pytest.fixture
+def no_server(monkeypatch):
+    """Fails the test if anything tries to start Voila."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a server was started: {args}")
+
+    monkeypatch.setattr(app_mod.subprocess, "Popen", refuse)
+
+
+def _bad_inputs(setup):
+    data, regressor, tmp = setup
+    not_a_set = tmp / "holiday_photos"
+    (not_a_set / "misc").mkdir(parents=True, exist_ok=True)
+    garbage = tmp / "xray.png"
+    garbage.write_bytes(b"\x89PNG but not really")
+    heart = tiny_regressor(data, tmp / "heart.pt", structure="right_lung", epochs=1)
+    vit = tiny_regressor(data, tmp / "vit.pt", model="vit_b", epochs=1)
+    return {
+        "not a data set": ([str(not_a_set), "--regressor", str(regressor)], "is not a usable data set"),
+        "unreadable image": ([str(garbage), "--regressor", str(regressor)], "not a readable image"),
+        "missing path": ([str(tmp / "nowhere"), "--regressor", str(regressor)], "nowhere"),
+        "regressor for another structure": (
+            [str(data), "--regressor", str(heart), "--structure", STRUCTURE], "was trained on 'right_lung'"),
+        "regressor for another model": ([str(data), "--regressor", str(vit)], "scores masks of model 'vit_b'"),
+        "missing regressor": ([str(data), "--regressor", str(tmp / "none.pt")], "none.pt"),
+        "steps out of range": ([str(data), "--regressor", str(regressor), "--steps", "0"], "--steps"),
+    }  # fmt: skip
+
+
+def test_bad_input_is_one_line_before_any_server_starts(setup, no_server, capsys):
+    for name, (argv, message) in _bad_inputs(setup).items():
+        rc = main(["app", *argv, "--port", "1"])  # port 1: never opened, the input is refused first
+        err = capsys.readouterr().err
+        assert rc == 2, name
+        assert message in err and err.startswith("sampot: error:"), (name, err)
+        assert "Traceback" not in err
+
+
+def test_busy_port_is_refused_before_the_model_loads(setup, no_server, capsys, monkeypatch):
+    data, regressor, _ = setup
+    monkeypatch.setattr(app_mod, "check_app", lambda *a, **k: pytest.fail("input checked before the port"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc = main(["app", str(data), "--regressor", str(regressor), "--port", str(port)])
+    assert rc == 2 and f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_good_input_serves_the_page_on_loopback(setup, monkeypatch, capsys):
+    data, regressor, _ = setup
+    seen = {}
+
+    class FakeVoila:
+        def __init__(self, cmd, env):
+            notebook = Path(cmd[3])
+            seen.update(cmd=cmd, env=env, notebook=notebook.read_text(),
+                        spec=json.loads((notebook.parent / "spec.json").read_text()))  # fmt: skip
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(app_mod.subprocess, "Popen", FakeVoila)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["app", str(data), "--regressor", str(regressor), "--port", str(port)]) == 0
+    assert f"open http://127.0.0.1:{port}/" in capsys.readouterr().out
+    assert "--Voila.ip=127.0.0.1" in seen["cmd"] and f"--port={port}" in seen["cmd"]
+    assert f"--template={app_mod.TEMPLATE}" in seen["cmd"]
+    template = Path(seen["env"]["JUPYTER_PATH"].split(os.pathsep)[0]) / "voila" / "templates" / app_mod.TEMPLATE
+    assert (template / "index.html.j2").is_file()
+    assert seen["spec"]["source"] == str(data.resolve()) and seen["spec"]["structure"] == STRUCTURE
+    assert "page(" in seen["notebook"]
+
+
+def test_the_template_drops_every_cdn_link():
+    """The stylesheet lines of Voila's lab template that point off the machine are the ones the app's template
+    filters out (the browser test then checks that the page requests nothing from outside)."""
+    text = (app_mod.JUPYTER_DATA / "voila" / "templates" / app_mod.TEMPLATE / "index.html.j2").read_text()
+    assert "extends 'lab/index.html.j2'" in text and "'https://' not in line" in text
+
+
+def test_app_click_download_and_a_bad_image(setup, tmp_path):
+    data, regressor, _ = setup
+    spec = app_mod.check_app(data, regressor)
+    app = app_mod.SampotApp(spec)
+    ids = FolderDataset(data).ids
+    assert list(app.picker.options) == ids and app.picker.layout.display is None
+    assert app.mask_png() is None and "Click on the image" in app.download.value
+
+    truth = FolderDataset(data).mask(ids[0], STRUCTURE)
+    app.widget.click(*centroid_prompt(truth))
+    png = np.asarray(Image.open(io.BytesIO(app.mask_png())))
+    assert png.shape == truth.shape and np.array_equal(png > 0, app.widget.mask)
+    assert f'download="{ids[0]}_{STRUCTURE}_mask.png"' in app.download.value and "clicked mask" in app.download.value
+    app.widget.steps.value = 2
+    app.widget.evolve(animate=False)
+    assert "evolved (best step) mask" in app.download.value
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(app.mask_png()))) > 0, app.widget.result.best_mask)
+
+    # A copy of the set whose second image breaks after the start: named on the page, the others still open.
+    broken = tmp_path / "set"
+    shutil.copytree(data, broken)
+    app2 = app_mod.SampotApp(app_mod.check_app(broken, regressor), model=app.model, regressor=app.regressor)
+    (broken / "images" / f"{ids[1]}.png").write_bytes(b"garbage")
+    app2.picker.value = ids[1]
+    assert app2.widget is None and app2.holder.children == () and app2.download.value == ""
+    assert f"image {ids[1]} cannot be shown" in app2.message.value and "not a readable image" in app2.message.value
+    app2.picker.value = ids[2]
+    assert app2.widget is not None and app2.message.value == "" and app2.holder.children == (app2.widget.app,)
+
+
+def test_app_on_one_image_has_no_picker_and_no_truth(setup, tmp_path):
+    data, regressor, _ = setup
+    image = next((data / "images").iterdir())
+    spec = app_mod.check_app(image, regressor)
+    app = app_mod.SampotApp(spec)
+    assert list(app.picker.options) == [image.stem] and app.picker.layout.display == "none"
+    assert app.widget is not None and app.widget.gt_mask is None
+
+
+def test_widget_shows_errors_in_its_status_line_and_reports_mask_changes(setup):
+    data, regressor, _ = setup
+    app = app_mod.SampotApp(app_mod.check_app(data, regressor))
+    w = app.widget
+    changes = []
+    w.on_change(lambda widget: changes.append(widget.mask))
+    w._safely(w.evolve)  # what the button does before any click
+    assert "place a click first" in w.status.value and w.result is None
+    w._safely(w.click, -50.0, 10.0)
+    assert "outside" in w.status.value and changes == []
+    w.click(60, 60)
+    assert len(changes) == 1 and changes[0] is w.last["mask"]
+
+
+def test_page_says_why_the_app_cannot_start(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    spec = app_mod.AppSpec(source=str(tmp_path / "gone"), regressor=str(tmp_path / "gone.pt"))
+    spec.save(tmp_path / "spec.json")
+    app_mod.page(tmp_path / "spec.json")
+    assert len(shown) == 1 and "The app cannot start" in shown[0].data and "gone.pt" in shown[0].data
+
+
+def test_check_app_takes_the_structure_from_the_regressor_and_rejects_one_the_data_lacks(setup, tmp_path):
+    data, regressor, _ = setup
+    assert app_mod.check_app(data, regressor).structure == STRUCTURE
+    other = tmp_path / "set"
+    shutil.copytree(data, other)
+    (other / "masks" / STRUCTURE).rename(other / "masks" / "heart")
+    with pytest.raises(SampotError, match="has masks of heart, right_lung, but the regressor is for 'left_lung'"):
+        app_mod.check_app(other, regressor)

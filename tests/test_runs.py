@@ -1,0 +1,474 @@
+"""The run folder (lock, manifest, resume, split rule), the regressor's provenance, presets and multi-seed summaries.
+
+Small phantoms and the toy SAM keep every end-to-end test to a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_sam
+from filelock import FileLock
+
+from sampot_lib import SampotError
+from sampot_lib import pipeline as pipeline_module
+from sampot_lib.cli import _config, build_parser, main
+from sampot_lib.config import (
+    OPTIMIZERS,
+    SCORERS,
+    ExperimentConfig,
+    apply_preset,
+    differs_from_paper,
+)
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.data.phantom import write_phantom_set
+from sampot_lib.models import registry
+from sampot_lib.pipeline import (
+    evaluate_stage,
+    evolve_stage,
+    run_experiment,
+    summarise_seeds,
+    train_regressor_stage,
+)
+from sampot_lib.regressor import check_regressor, load_regressor, save_regressor
+from sampot_lib.runs import LOCK, OWNER, RunFolder, read_json, write_json
+from sampot_lib.training_set import mask_hashes, regressor_samples
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return write_phantom_set(tmp_path_factory.mktemp("data") / "phantom", 12, seed=0, size=128)
+
+
+@pytest.fixture(scope="module")
+def other_phantoms(tmp_path_factory):
+    return write_phantom_set(tmp_path_factory.mktemp("data2") / "other", 12, seed=7, size=128)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.MODEL_BUILDERS, "tiny", build_tiny_sam)
+    path = tmp_path / "tiny.pth"
+    torch.save(build_tiny_sam().state_dict(), path)
+    return path
+
+
+def _config_for(data, out, ckpt, **kw) -> ExperimentConfig:
+    base = dict(data=str(data), out=str(out), model="tiny", checkpoint=str(ckpt), n_synthetic=4, n_outside=2,
+                regressor_size=32, epochs=2, steps=2, max_images=3)  # fmt: skip
+    return ExperimentConfig(**(base | kw))
+
+
+@pytest.fixture
+def count_training(monkeypatch):
+    """How often the regressor is fitted (the pipeline's fit_regressor, wrapped)."""
+    calls = []
+    real = pipeline_module.fit_regressor
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("epochs"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "fit_regressor", counted)
+    return calls
+
+
+def _edit_manifest(out, edit) -> None:
+    path = out / "manifest.json"
+    doc = json.loads(path.read_text())
+    edit(doc["stages"])
+    path.write_text(json.dumps(doc))
+
+
+# -- lock ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_before_any_work(phantoms, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    held = FileLock(str(out / LOCK))  # another process's run, as the OS sees it: the lock file held
+    held.acquire()
+    (out / OWNER).write_text(json.dumps({"pid": 4242, "host": "box", "started": "t0", "command": "sampot run X"}))
+    try:
+        rc = main(["run", str(phantoms), "--out", str(out), "--model", "tiny", "--checkpoint", str(tiny_checkpoint),
+                   "--max-images", "3", "--epochs", "1", "--regressor-size", "32"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert rc == 2 and "another sampot run is writing to" in err and "pid 4242" in err and "Traceback" not in err
+        assert sorted(p.name for p in out.iterdir()) == sorted([LOCK, OWNER])  # nothing written
+        with pytest.raises(SampotError, match="another sampot run"):
+            train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    finally:
+        held.release()
+    # once the first run is gone, the folder is free again
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    assert (out / "regressor.pt").is_file() and not (out / OWNER).exists()
+
+
+# -- manifest: interrupted and mixed folders ---------------------------------------------------------------------
+
+
+def test_interrupted_and_mixed_folders_are_detected_and_named(phantoms, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    config = _config_for(phantoms, out, tiny_checkpoint)
+    train_regressor_stage(config, progress=False)
+    folder = RunFolder(out)
+    assert folder.problems() == []
+    entry = folder.entry("train")
+    assert entry["status"] == "done" and set(entry["outputs"]) == {"regressor.pt", "regressor_history.csv"}
+
+    # 1. The training stage was interrupted (its finished marker gone, its process dead).
+    _edit_manifest(out, lambda st: st["train"].update(status="running", pid=-1))
+    assert any("stage 'train' was interrupted" in p for p in folder.problems())
+    with pytest.raises(SampotError, match="stage 'train' was interrupted"):
+        evaluate_stage(config, progress=False)
+    _edit_manifest(out, lambda st: st["train"].update(status="done"))
+
+    # 2. The stage's output was written by a run with other settings (its recorded settings hash differs).
+    _edit_manifest(out, lambda st: st["train"].update(settings={**st["train"]["settings"], "epochs": 99},
+                                                      settings_hash="0" * 64))  # fmt: skip
+    with pytest.raises(SampotError, match=r"stage 'train' was made with other settings \(epochs 99 -> 2\)"):
+        evaluate_stage(config, progress=False)
+
+    # 3. regressor.pt replaced behind the manifest's back (another run, a copy).
+    train_regressor_stage(config, progress=False)
+    save_regressor(load_regressor(out / "regressor.pt")[0], out / "regressor.pt", {"model": "tiny"})
+    assert any("regressor.pt changed after stage 'train' wrote it" in p for p in folder.problems())
+    with pytest.raises(SampotError, match="regressor.pt changed after stage 'train' wrote it"):
+        evolve_stage(config, progress=False)
+
+
+def test_a_damaged_manifest_is_named_and_force_starts_over(phantoms, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"format": "sampot-manif')
+    config = _config_for(phantoms, out, tiny_checkpoint)
+    with pytest.raises(SampotError, match=r"manifest.json: the run manifest is damaged"):
+        train_regressor_stage(config, progress=False)
+    train_regressor_stage(config, progress=False, force=True)
+    assert RunFolder(out).entry("train")["status"] == "done"
+
+
+def test_redoing_the_training_marks_later_results_stale(phantoms, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    run_experiment(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    assert RunFolder(out).problems() == []
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=3), progress=False)
+    problems = " | ".join(RunFolder(out).problems())
+    assert "stage 'evaluate' is stale" in problems and "stage 'evolve' is stale" in problems
+
+
+# -- resume --------------------------------------------------------------------------------------------------------
+
+
+def test_resume_reuses_finished_stages_and_redoes_what_changed(phantoms, tiny_checkpoint, tmp_path, count_training):
+    out = tmp_path / "run"
+    first = run_experiment(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    assert len(count_training) == 1
+    again = run_experiment(_config_for(phantoms, out, tiny_checkpoint), progress=False, resume=True)
+    assert len(count_training) == 1 and again == first  # nothing redone: the same results, read back
+    # Another number of evolution steps: the regressor is reused, the evolution redone.
+    more_steps = run_experiment(_config_for(phantoms, out, tiny_checkpoint, steps=3), progress=False, resume=True)
+    assert len(count_training) == 1 and more_steps["config"]["steps"] == 3
+    trajectories = read_json(out / "trajectories.json")
+    assert all(len(t["trajectory"]) == 4 for t in trajectories.values())  # steps 0..3: redone with the new steps
+    # Another number of epochs: the regressor's inputs changed, so it is trained again.
+    run_experiment(_config_for(phantoms, out, tiny_checkpoint, epochs=3), progress=False, resume=True)
+    assert count_training == [2, 3]
+    # Without --resume a run starts afresh.
+    run_experiment(_config_for(phantoms, out, tiny_checkpoint, epochs=3), progress=False)
+    assert count_training == [2, 3, 3]
+    assert RunFolder(out).problems() == []
+
+
+def test_resume_redoes_an_interrupted_stage(phantoms, tiny_checkpoint, tmp_path, count_training):
+    out = tmp_path / "run"
+    config = _config_for(phantoms, out, tiny_checkpoint)
+    train_regressor_stage(config, progress=False)
+    _edit_manifest(out, lambda st: st["train"].update(status="running", pid=-1))
+    train_regressor_stage(config, progress=False, resume=True)
+    assert len(count_training) == 2 and RunFolder(out).entry("train")["status"] == "done"
+
+
+# -- provenance and foreign regressors ------------------------------------------------------------------------------
+
+
+def test_regressor_file_records_what_it_learned_from(phantoms, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    config = _config_for(phantoms, out, tiny_checkpoint)
+    train_regressor_stage(config, progress=False)
+    _, meta = load_regressor(out / "regressor.pt")
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    dataset = FolderDataset(phantoms)
+    assert meta["train_masks"] == mask_hashes(dataset, splits["train"][:3], "left_lung")
+    assert meta["n_train_ids"] == 3 and meta["n_val_ids"] == len(splits["val"][:3])
+    assert meta["split_hash"] == RunFolder(out).entry("split")["split_hash"]
+    assert {k: meta[k] for k in ("model", "structure", "prompt", "input_size", "sharpness", "seed", "checkpoint")} == {
+        "model": "tiny", "structure": "left_lung", "prompt": "click", "input_size": 32, "sharpness": 5.0, "seed": 0,
+        "checkpoint": "tiny.pth",
+    }  # fmt: skip
+    assert meta["mask_output"] == "best" and len(meta["data_identity"]) == 64 and meta["sampot_version"]
+
+
+def test_check_regressor_names_both_values_or_returns_warnings():
+    meta = {"model": "vit_b", "mask_output": "best", "structure": "left_lung", "prompt": "click", "sharpness": 5.0,
+            "input_size": 128, "data": "jsrt", "train_masks": {"a": "h1"}, "val_masks": {"b": "h2"}}  # fmt: skip
+    same = {"model": "vit_b", "mask_output": "best", "structure": "left_lung", "prompt": "click", "sharpness": 5,
+            "input_size": 128, "test_masks": {"c": "h3"}}  # fmt: skip
+    assert check_regressor(meta, same) == []
+    for key, value in [("model", "sam_nano"), ("mask_output", "single"), ("structure", "heart"), ("prompt", "box"),
+                       ("sharpness", 3.0), ("input_size", 64)]:  # fmt: skip
+        with pytest.raises(SampotError, match=rf"trained with {key} {meta[key]!r} but is used with {key} {value!r}"):
+            check_regressor(meta, same | {key: value})
+        notes = check_regressor(meta, same | {key: value}, allow_foreign=True)
+        assert len(notes) == 1 and key in notes[0]
+    # A test image among its training images, also under another name (same mask file bytes).
+    with pytest.raises(SampotError, match=r"2 test image\(s\) were among its training or validation images: a, x"):
+        check_regressor(meta, same | {"test_masks": {"a": "h1", "x": "h2"}})
+    # An older file without a record: warnings, never an error.
+    assert all("records no" in w for w in check_regressor({}, same))
+
+
+def test_evaluation_refuses_a_regressor_trained_for_other_settings(phantoms, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    for change, message in [({"structure": "right_lung"}, "structure 'left_lung' -> 'right_lung'"),
+                            ({"prompt": "box"}, "prompt 'click' -> 'box'"),
+                            ({"sharpness": 3.0}, "sharpness 5.0 -> 3.0")]:  # fmt: skip
+        with pytest.raises(SampotError, match=message):
+            evaluate_stage(_config_for(phantoms, out, tiny_checkpoint, **change), progress=False)
+    assert not (out / "regressor_eval.csv").exists()
+
+
+def test_a_regressor_trained_on_the_test_images_is_refused_and_recorded_when_foreign(
+    phantoms, tiny_checkpoint, tmp_path
+):
+    out = tmp_path / "run"
+    config = _config_for(phantoms, out, tiny_checkpoint)
+    train_regressor_stage(config, progress=False)
+    regressor, meta = load_regressor(out / "regressor.pt")
+    test_ids = json.loads((out / "splits.json").read_text())["splits"]["test"][:3]
+    leaked = meta | {"train_masks": meta["train_masks"] | mask_hashes(FolderDataset(phantoms), test_ids[:1],
+                                                                       "left_lung")}  # fmt: skip
+    save_regressor(regressor, out / "regressor.pt", leaked)
+    # the manifest agrees with the file (as if this sampot had trained it): only its record can tell
+    _edit_manifest(out, lambda st: st["train"]["outputs"].update({"regressor.pt": _sha(out / "regressor.pt")}))
+    with pytest.raises(SampotError, match=rf"1 test image\(s\) were among its training.*{test_ids[0]}"):
+        evaluate_stage(config, progress=False)
+    with pytest.raises(SampotError, match="were among its training"):
+        evolve_stage(config, progress=False)
+    # Asked for on purpose (a foreign regressor): accepted, and the results say so.
+    summary = run_experiment(_config_for(phantoms, tmp_path / "foreign", tiny_checkpoint,
+                                         regressor=str(out / "regressor.pt")), progress=False)  # fmt: skip
+    assert any("were among its training" in n for n in summary["regressor_foreign"])
+    assert summary["regressor_foreign"] == json.loads((tmp_path / "foreign" / "summary.json").read_text())[
+        "regressor_foreign"]  # fmt: skip
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sampot_evolve_refuses_a_regressor_for_another_model_or_sharpness(phantoms, tiny_checkpoint, tmp_path,
+                                                                          capsys):  # fmt: skip
+    out = tmp_path / "run"
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint), progress=False)  # trained on "tiny"
+    image = phantoms / "images" / "phantom_0000.png"
+    base = ["evolve", str(image), "--click", "85", "60", "--regressor", str(out / "regressor.pt"), "--steps", "1"]
+    rc = main([*base, "--out", str(tmp_path / "a"), "--model", "sam_nano"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "trained with model 'tiny' but is used with model 'sam_nano'" in err
+    rc = main([*base, "--out", str(tmp_path / "b"), "--model", "sam_nano", "--sharpness", "3"])
+    assert rc == 2 and "model 'tiny'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_run_with_a_foreign_regressor_skips_training_and_names_both_data_sets(
+    phantoms, other_phantoms, tiny_checkpoint, tmp_path, count_training, capsys
+):
+    first = tmp_path / "first"
+    train_regressor_stage(_config_for(phantoms, first, tiny_checkpoint), progress=False)
+    assert len(count_training) == 1
+    out = tmp_path / "new"
+    rc = main(["run", str(other_phantoms), "--out", str(out), "--regressor", str(first / "regressor.pt"),
+               "--sharpness", "4", "--model", "tiny", "--checkpoint", str(tiny_checkpoint), "--max-images", "3",
+               "--steps", "2", "--regressor-size", "32"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert rc == 0 and len(count_training) == 1 and not (out / "regressor.pt").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"] == str(other_phantoms) and summary["regressor_origin"]["data"] == str(phantoms)
+    assert summary["regressor_foreign"] == [
+        "foreign regressor: it was trained with sharpness 5.0 but is used with sharpness 4.0 (the sigmoid sharpness)"
+    ]
+    assert f"trained on {phantoms}" in printed and f"applied to {other_phantoms}" in printed
+    assert "sharpness 5.0" in printed
+
+
+# -- presets -------------------------------------------------------------------------------------------------------
+
+
+def test_paper_preset_sets_the_papers_values_and_names_what_differs():
+    config = apply_preset("paper", data="d", out="o")
+    assert config.safeguards["trust_radius"] is None and config.safeguards["min_overlap"] is None
+    assert config.safeguards["max_area_ratio"] is None and config.safeguards["keep_in_image"] is True
+    assert (config.epochs, config.max_images, config.steps, config.lr, config.sharpness) == (200, None, 30, 10.0, 5.0)
+    assert config.split_fractions == [41.0, 28.0, 53.0] and config.batch_size == 32 and config.regressor_lr == 1e-3
+    assert config.preset == "paper"
+    assert differs_from_paper(config) == ["model: sam_nano (paper: vit_b)"]
+    quick = apply_preset("paper", data="d", out="o", model="vit_b", epochs=5, max_images=8)
+    assert differs_from_paper(quick) == ["epochs: 5 (paper: 200)", "max_images: 8 per split (paper: all images)"]
+    assert any(line.startswith("safeguards: on") for line in differs_from_paper(ExperimentConfig(data="d", out="o")))
+
+
+def test_cli_preset_gives_way_to_typed_options():
+    parser = build_parser()
+
+    def config(*extra):
+        return _config(parser.parse_args(["run", "D", "--out", "O", *extra]))
+
+    paper = config("--preset", "paper")
+    assert paper.safeguards == apply_preset("paper", data="D", out="O").safeguards and paper.preset == "paper"
+    assert config().safeguards["trust_radius"] == 0.15  # no preset: the library's safeguards
+    typed = config("--preset", "paper", "--epochs", "7", "--trust-radius", "0.2", "--max-images", "4")
+    assert typed.epochs == 7 and typed.max_images == 4 and typed.safeguards["trust_radius"] == 0.2
+    assert type(typed.epochs) is int and type(paper.lr) is float
+
+
+# -- several seeds -------------------------------------------------------------------------------------------------
+
+
+def _fake_summary(rng: np.random.Generator, r_none: bool = False) -> dict:
+    def side():
+        return {"n": 10, "improved": int(rng.integers(0, 10)), "unchanged": int(rng.integers(0, 3)),
+                "worse": int(rng.integers(0, 5)), "catastrophes": int(rng.integers(0, 2)),
+                "mean_gain": float(rng.normal(0.03, 0.02)), "median_gain": float(rng.normal(0.02, 0.02)),
+                "mean_dice_initial": float(rng.uniform(0.5, 0.7)),
+                "mean_dice_evolved": float(rng.uniform(0.5, 0.8))}  # fmt: skip
+
+    reg = {"r_regressor_synthetic": float(rng.uniform(0.5, 0.9)), "r_regressor_all": float(rng.uniform(0.5, 0.9)),
+           "r_regressor_centroid": None if r_none else float(rng.uniform(0, 0.9)),
+           "r_confidence_centroid": float(rng.uniform(0, 0.9))}  # fmt: skip
+    return {"on": side(), "off": side(), "regressor": reg}
+
+
+def test_multi_seed_summary_is_numpys_mean_and_sample_sd():
+    rng = np.random.default_rng(1)
+    per_seed = {0: _fake_summary(rng), 1: _fake_summary(rng), 2: _fake_summary(rng, r_none=True)}
+    agg = summarise_seeds(per_seed)
+    for group in ("on", "off"):
+        for key in ("improved", "worse", "catastrophes", "mean_gain", "mean_dice_evolved"):
+            vals = [per_seed[k][group][key] for k in per_seed]
+            assert agg["mean"][group][key] == pytest.approx(np.mean(vals), abs=1e-12)
+            assert agg["sd"][group][key] == pytest.approx(np.std(vals, ddof=1), abs=1e-12)
+    # an undefined r (None) is left out, not counted as 0
+    vals = [per_seed[k]["regressor"]["r_regressor_centroid"] for k in (0, 1)]
+    assert agg["n"]["regressor"]["r_regressor_centroid"] == 2
+    assert agg["mean"]["regressor"]["r_regressor_centroid"] == pytest.approx(np.mean(vals))
+    assert agg["sd"]["regressor"]["r_regressor_centroid"] == pytest.approx(np.std(vals, ddof=1))
+    assert summarise_seeds({5: per_seed[0]})["sd"]["on"]["mean_gain"] is None  # one seed: no spread
+
+
+def test_cli_runs_several_seeds_in_sub_folders_and_prints_mean_and_sd(phantoms, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    rc = main(["run", str(phantoms), "--out", str(out), "--seeds", "0", "1", "--model", "tiny", "--checkpoint",
+               str(tiny_checkpoint), "--max-images", "3", "--epochs", "2", "--steps", "2",
+               "--regressor-size", "32"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert rc == 0 and "2 seeds (0, 1)" in printed and "±" in printed
+    agg = json.loads((out / "summary.json").read_text())
+    per = {k: json.loads((out / f"seed_{k}" / "summary.json").read_text()) for k in (0, 1)}
+    gains = [per[k]["off"]["mean_gain"] for k in (0, 1)]
+    assert agg["mean"]["off"]["mean_gain"] == pytest.approx(np.mean(gains))
+    assert agg["sd"]["off"]["mean_gain"] == pytest.approx(np.std(gains, ddof=1))
+    # every seed on the one split made with --seed, each with its own regressor
+    split = json.loads((out / "splits.json").read_text())["splits"]
+    for k in (0, 1):
+        _, meta = load_regressor(out / f"seed_{k}" / "regressor.pt")
+        assert meta["seed"] == k and set(meta["train_masks"]) == set(split["train"][:3])
+
+
+# -- files, config checks, package top -----------------------------------------------------------------------------
+
+
+def test_json_never_holds_nan_or_infinity(tmp_path):
+    with pytest.raises(SampotError, match=r"refusing to write NaN or Infinity \(at a\.b\[1\]\)"):
+        write_json(tmp_path / "x.json", {"a": {"b": [1.0, float("nan")]}})
+    assert not (tmp_path / "x.json").exists()
+    with pytest.warns(UserWarning, match="written as null"):
+        found = write_json(tmp_path / "y.json", {"s": float("inf"), "t": np.float32("nan"), "u": 2}, nonfinite="null")
+    assert found == ["s", "t"] and json.loads((tmp_path / "y.json").read_text()) == {"s": None, "t": None, "u": 2}
+    (tmp_path / "bad.json").write_text('{"trunc')
+    with pytest.raises(SampotError, match="bad.json: the file is damaged"):
+        read_json(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"lr": float("inf")}, "'lr' must be a finite number > 0"),
+        ({"sharpness": 0.0}, "'sharpness' must be a finite number > 0"),
+        ({"regressor_lr": float("nan")}, "'regressor_lr' must be a finite number > 0"),
+        ({"epochs": 0}, "'epochs' must be >= 1"),
+        ({"max_images": 2}, "'max_images' must be at least 3"),
+        ({"regressor_size": 40}, "'regressor_size' must be a multiple of 16 and at least 32"),
+        ({"regressor_size": 16}, "'regressor_size' must be a multiple of 16 and at least 32"),
+        ({"batch_size": 1}, "'batch_size' must be >= 2"),
+        ({"box_jitter": 1.5}, "'box_jitter' must be a fraction in"),
+        ({"prompt": "scribble"}, "'prompt' must be one of click, box"),
+        ({"optimizer": "sgd"}, "'optimizer' must be one of"),
+        ({"scorers": ["magic"]}, "'scorers' must list some of"),
+        ({"seeds": []}, "'seeds' must be a non-empty list"),
+        ({"seeds": [1, 1]}, "'seeds' lists a seed twice"),
+        ({"preset": "fast"}, "'preset' must be one of paper"),
+        ({"split_fractions": [1, 2]}, "'split_fractions' must be three"),
+        ({"safeguards": {"min_overlap": 5.0}}, "safeguard 'min_overlap' must be None or a finite number in"),
+        ({"safeguards": {"radius": 1.0}}, "unknown safeguard 'radius'"),
+        ({"out": " "}, "'out' must not be empty"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_by_name(bad, message):
+    with pytest.raises(SampotError, match=message):
+        ExperimentConfig(**({"data": "d", "out": "o"} | bad))
+
+
+def test_config_names_mirror_the_scorers_and_optimisers():
+    from sampot_lib import optimizers, scoring
+
+    assert SCORERS == scoring.SCORERS and set(optimizers.OPTIMIZERS) <= set(OPTIMIZERS)
+
+
+def test_training_set_takes_its_model_prompts_from_the_hook(phantoms, tiny_model):
+    dataset = FolderDataset(phantoms)
+    ids = dataset.ids[:2]
+    default = regressor_samples(tiny_model, dataset, ids, "left_lung", size=32, n_synthetic=2, n_outside=1,
+                                progress=False)  # fmt: skip
+    kinds = list(default.kind[default.image_id == ids[0]])
+    assert kinds.count("model_band") == 3 and kinds.count("model_outside") == 1
+
+    def one_click(truth, rng):
+        ys, xs = np.nonzero(truth)
+        return [((float(xs[0]), float(ys[0])), "custom")]
+
+    hooked = regressor_samples(tiny_model, dataset, ids, "left_lung", size=32, n_synthetic=2, progress=False,
+                               prompts_for_image=one_click)  # fmt: skip
+    assert sorted(set(hooked.kind)) == ["custom", "synthetic"] and list(hooked.kind).count("custom") == 2
+
+
+def test_package_top_exports_the_api_lazily():
+    import sampot_lib
+    from sampot_lib import pipeline, prompts, scoring
+
+    code = "import sys, sampot_lib; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr  # importing the package loads no torch
+    assert sampot_lib.run_experiment is pipeline.run_experiment and sampot_lib.Prompt is prompts.Prompt
+    assert sampot_lib.RegressorScorer is scoring.RegressorScorer
+    assert all(getattr(sampot_lib, name) is not None for name in sampot_lib.__all__)
+    with pytest.raises(AttributeError):
+        sampot_lib.no_such_name  # noqa: B018

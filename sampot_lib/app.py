@@ -179,7 +179,7 @@ class SampotApp:
 
         from sampot_lib.models import load_model
         from sampot_lib.regressor import load_regressor
-        from sampot_lib.widget import PromptWidget
+        from sampot_lib.widget import PromptWidget, default_prompt_mode
 
         self.spec = spec
         self.model = model if model is not None else load_model(
@@ -195,7 +195,9 @@ class SampotApp:
         self.picker.layout.display = None if len(self.images.ids) > 1 else "none"
         # The prompt kinds the widget can place with the mouse; a toggle only once there is a choice.
         modes = PromptWidget.prompt_modes
-        self.mode = widgets.ToggleButtons(options=list(modes), description="prompt")
+        self.mode = widgets.ToggleButtons(
+            options=list(modes), value=default_prompt_mode(self.model), description="prompt"
+        )
         self.mode.layout.display = None if len(modes) > 1 else "none"
         self.mode.observe(self._on_mode, names="value")
         self.message = widgets.HTML()

@@ -1,6 +1,9 @@
 """The ``sampot`` command: evolve a click, draw a Dice heat-map, train a regressor, run the whole experiment.
 
-Errors in the user's input print one line that says what to fix (exit status 2), never a traceback.
+Every value is checked before any work (:mod:`sampot_lib.cli_checks`). Errors in the user's input, and faults of the
+machine the user can fix (disk full, read-only or unwritable folder), print one line that names the thing and says
+what to fix (exit status 2); anything else is an internal error, also one line (exit status 1). A traceback only
+with ``--debug`` (or ``$SAMPOT_DEBUG=1``). Warnings (an inverted mask, a click in the background) are one line each.
 """
 
 from __future__ import annotations
@@ -262,10 +265,11 @@ def _config(args: argparse.Namespace):
     from sampot_lib.config import ExperimentConfig, preset_values
 
     keys = ["structure", "model", "checkpoint", "mask_output", "device", "split_file", "seed", "max_images",
-            "regressor_size", "epochs"]  # fmt: skip
+            "regressor_size", "epochs", "box_jitter"]  # fmt: skip
     if args.command == "run":
-        keys += ["steps", "lr", "sharpness", "optimizer", "seeds", "regressor"]
-    values = {k: _plain(getattr(args, k)) for k in keys if hasattr(args, k)}
+        keys += ["steps", "lr", "sharpness", "optimizer", "seeds", "regressor", "scorers", "extra_jitters"]
+    values = {k: _plain(getattr(args, k)) for k in keys if hasattr(args, k) and getattr(args, k) is not None}
+    values["prompt"] = _prompt_kind(args)
     values |= {"data": str(args.data), "out": str(args.out)}
     guards_typed = args.command == "run" and (
         args.no_safeguards or any(_typed(args, k) for k in ("trust_radius", "min_overlap", "max_area_ratio"))
@@ -306,36 +310,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     summary = run_experiment(config, resume=args.resume, force=args.force)
-    if "mean" in summary:  # several seeds: mean ± sample sd over seeds
-        mean, sd = summary["mean"], summary["sd"]
+    several = "mean" in summary  # several seeds: mean ± sample sd over seeds
+    mean = summary["mean"] if several else {k: v for k, v in summary.items() if isinstance(v, dict)}
+    sd = summary["sd"] if several else {}
+    first = next(iter(summary["per_seed"].values())) if several else summary
+    if several:
         print(f"{len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}): mean ± sd over seeds")
-        r, rs = mean["regressor"], sd["regressor"]
-        print(f"regressor r: synthetic masks {_pm(r, rs, 'r_regressor_synthetic', '.3f')}, centroid clicks "
-              f"{_pm(r, rs, 'r_regressor_centroid', '.3f')} (model confidence "
-              f"{_pm(r, rs, 'r_confidence_centroid', '.3f')})")  # fmt: skip
-        for name in ("on", "off"):
-            m, s = mean[name], sd[name]
-            print(f"safeguards {name:>3}: {_pm(m, s, 'improved', '.1f')} of {m['n']:.0f} improved, "
-                  f"{_pm(m, s, 'worse', '.1f')} worse, {_pm(m, s, 'catastrophes', '.1f')} catastrophes; mean Dice "
-                  f"{_pm(m, s, 'mean_dice_initial', '.3f')} -> {_pm(m, s, 'mean_dice_evolved', '.3f')}, gain "
-                  f"{_pm(m, s, 'mean_gain', '+.4f')}")  # fmt: skip
-        foreign = next(iter(summary["per_seed"].values())).get("regressor_foreign", [])
-        origin = next(iter(summary["per_seed"].values())).get("regressor_origin", {})
-    else:
-        reg = summary.get("regressor") or {}
-        r = {k: "n/a" if reg.get(k) is None else f"{reg[k]:.3f}"
-             for k in ("r_regressor_synthetic", "r_regressor_centroid", "r_confidence_centroid")}  # fmt: skip
-        print(
-            f"regressor r: synthetic masks {r['r_regressor_synthetic']}, centroid clicks {r['r_regressor_centroid']} "
-            f"(model confidence {r['r_confidence_centroid']})"
-        )
-        for name in ("on", "off"):
-            s = summary[name]
-            print(
-                f"safeguards {name:>3}: {s['improved']}/{s['n']} improved, {s['worse']} worse, {s['catastrophes']} "
-                f"catastrophes; mean Dice {s['mean_dice_initial']:.3f} -> {s['mean_dice_evolved']:.3f}"
-            )
-        foreign, origin = summary.get("regressor_foreign", []), summary.get("regressor_origin", {})
+    r, rs = mean.get("regressor") or {}, sd.get("regressor") or {}
+    user = "centroid clicks" if config.prompt == "click" else f"user's boxes (J = {config.box_jitter:g})"
+    print(f"regressor r: {user} {_pm(r, rs, 'r_regressor_initial', '.3f')}, all the model's masks "
+          f"{_pm(r, rs, 'r_regressor_model', '.3f')}, synthetic masks {_pm(r, rs, 'r_regressor_synthetic', '.3f')}; "
+          f"model's IoU head: {user} {_pm(r, rs, 'r_confidence_initial', '.3f')}, all its masks "
+          f"{_pm(r, rs, 'r_confidence_model', '.3f')}")  # fmt: skip
+    labels = {"on": "regressor, safeguards on", "off": "regressor, safeguards off"}
+    for group, m in mean.items():
+        if group == "regressor" or "mean_gain" not in m:
+            continue
+        s = sd.get(group) or {}
+        label = labels.get(group, group.replace("jitter_", "regressor, box jitter ") if group.startswith("jitter_")
+                            else f"{group}, safeguards on")  # fmt: skip
+        print(f"{label}: {_pm(m, s, 'improved', '.1f' if several else '.0f')} of {m['n']:.0f} improved, "
+              f"{_pm(m, s, 'worse', '.1f' if several else '.0f')} worse, "
+              f"{_pm(m, s, 'catastrophes', '.1f' if several else '.0f')} catastrophes; mean Dice "
+              f"{_pm(m, s, 'mean_dice_initial', '.3f')} -> {_pm(m, s, 'mean_dice_evolved', '.3f')}, gain "
+              f"{_pm(m, s, 'mean_gain', '+.4f')}")  # fmt: skip
+    foreign, origin = first.get("regressor_foreign", []), first.get("regressor_origin", {})
     if config.regressor is not None:
         print(f"regressor: {config.regressor}, trained on {origin.get('data', 'an unrecorded data set')} "
               f"({origin.get('n_train_ids', '?')} + {origin.get('n_val_ids', '?')} images), applied to {config.data}")
@@ -365,6 +364,23 @@ def cmd_app(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def _prompt_kind(args: argparse.Namespace) -> str:
+    """--prompt, or the kind the model's record says it answers well (a box for LiteMedSAM, else a click); a click
+    for a box-only model is allowed with a warning."""
+    import warnings
+
+    from sampot_lib.models.registry import OTHER_MODELS, model_meta
+
+    known = args.model in OTHER_MODELS or args.checkpoint is None
+    kinds = model_meta(args.model).get("prompt_kinds", []) if known else []
+    if args.prompt is None:
+        return "click" if not kinds or "click" in kinds else "box"
+    if kinds and args.prompt not in kinds:
+        warnings.warn(f"model {args.model!r} answers {', '.join(kinds)} prompts well, not a {args.prompt}; its masks "
+                      "may be poor.", stacklevel=1)  # fmt: skip
+    return args.prompt
+
+
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder-format data set (images/, masks/<structure>/)")
     p.add_argument("--out", required=True, help="output folder for splits, regressor and results")
@@ -374,6 +390,10 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=_positive_int, default=None, help="use at most N images per split")
     p.add_argument("--regressor-size", type=_positive_int, default=128, help="regressor input size in pixels")
     p.add_argument("--epochs", type=_positive_int, default=200, help="regressor epochs (default: %(default)s)")
+    p.add_argument("--prompt", choices=["click", "box"], help="the user's first prompt: the centroid click (the "
+                   "paper's) or the structure's box jittered by --box-jitter (default: what the model answers well)")
+    p.add_argument("--box-jitter", type=float, default=0.10, help="J: each edge of the user's box moves by a seeded "
+                   "uniform fraction in [-J, J] of the box size (default: %(default)s)")  # fmt: skip
     from sampot_lib.config import PRESETS
 
     g = p.add_argument_group("the run folder and presets")
@@ -431,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "per seed (out/seed_K/, one split made with --seed) and report mean ± sd over seeds")  # fmt: skip
     p.add_argument("--regressor", help="use this regressor.pt, trained elsewhere, instead of training one; the "
                    "results record both data sets and every difference from its training")  # fmt: skip
+    p.add_argument("--scorers", nargs="+", choices=["regressor", "confidence", "blend", "oracle"], default=None,
+                   help="scores that drive evolution, side by side at the same budget: regressor (SAMPOT), confidence "
+                   "(the model's IoU head), blend (of the two, weight chosen on val), oracle (soft Dice with the "
+                   "truth: the ceiling) (default: regressor)")  # fmt: skip
+    p.add_argument("--extra-jitters", type=float, nargs="+", default=None, metavar="J",
+                   help="box prompts: also evolve users' boxes jittered by these J, regressor score only")  # fmt: skip
     _mark_defaults(p)
     p.set_defaults(func=cmd_run)
 

@@ -354,9 +354,12 @@ def evolve_stage(
         notes = check_regressor(meta, _expected(config, net, test_masks), allow_foreign=foreign)
         folder.begin("evolve", settings, split, inputs)
         guarded = Safeguards(**config.safeguards)
-        # (summary group, scorer, safeguards, user's box jitter): the regressor with and without the safeguards (the
-        # paper's comparison), every other scorer with them, and the regressor on the extra jitters of the box.
-        plan = [("on", "regressor", "on", config.box_jitter), ("off", "regressor", "off", config.box_jitter)]
+        # (summary group, scorer, safeguards, user's box jitter): the regressor with the safeguards, and for clicks
+        # without them too (the paper's setting), every other scorer with them, and the regressor on the extra
+        # jitters of the user's box.
+        plan = [("on", "regressor", "on", config.box_jitter)]
+        if config.prompt == "click":
+            plan.append(("off", "regressor", "off", config.box_jitter))
         plan = [p for p in plan if "regressor" in config.scorers]
         plan += [(name, name, "on", config.box_jitter) for name in config.scorers if name != "regressor"]
         if config.prompt == "box" and "regressor" in config.scorers:
@@ -375,12 +378,13 @@ def evolve_stage(
                 scorers["blend"] = BlendScorer(reg, weight)
             for group, scorer_name, guard_name, jitter in plan:
                 start = user_prompt(replace(config, box_jitter=jitter), image_id, truth)
+                # No per-step true Dice (a full-size mask per step): only the first and the winning masks count.
                 res = evolve_prompt(
                     net, scorers[scorer_name], image, start, steps=config.steps, lr=config.lr,
                     optimizer=config.optimizer, sharpness=config.sharpness,
-                    safeguards=guarded if guard_name == "on" else Safeguards.off(), gt_mask=truth, seed=config.seed,
+                    safeguards=guarded if guard_name == "on" else Safeguards.off(), seed=config.seed,
                 )  # fmt: skip
-                d0, d1 = res.initial.dice, dice(res.best_mask, truth)
+                d0, d1 = dice(res.initial_mask, truth), dice(res.best_mask, truth)
                 rows.append({
                     "image_id": image_id, "group": group, "scorer": scorer_name, "safeguards": guard_name,
                     "box_jitter": jitter if config.prompt == "box" else "", "x0": res.initial.x, "y0": res.initial.y,

@@ -80,6 +80,8 @@ class Study:
         m, sd = self._stat(structure, group, key)
         if not np.isfinite(m):
             return "n/a"
+        if key == "n":
+            return f"{m:.0f}"
         return f"{m:.{digits}f}" + (f" ({sd:.{digits}f})" if sd is not None else "")
 
     def _cells(self, structure: str, group: str, keys: list[tuple[str, int]]) -> str:
@@ -155,30 +157,38 @@ class Study:
         )  # fmt: skip
 
     def path_figure(self) -> go.Figure:
-        """The box's path for the test image with the largest regressor-driven gain of the first structure."""
+        """The box's path for the test image with the largest regressor-driven gain of the first structure: its
+        evolution is run again (it is deterministic) with the truth, so every step shows its true Dice."""
+        from sampot_lib.evolve import evolve_prompt
         from sampot_lib.pipeline import build_model
-        from sampot_lib.prompts import Prompt, predict_mask
+        from sampot_lib.prompts import Prompt, Safeguards, predict_mask
+        from sampot_lib.regressor import load_regressor
         from sampot_lib.viz import trajectory_figure
 
         structure = next(iter(self.folders))
         seed_dir = self.folders[structure] / f"seed_{self.seeds[0]}"
-        rows = [r for r in self.rows(structure) if r.get("scorer", "regressor") == "regressor"
-                and r["safeguards"] == "on"]  # fmt: skip
+        rows = [r for r in self.rows(structure) if r["group"] == "on"]
         if not rows:
             raise SampotError(f"{seed_dir / 'evolution.csv'} has no regressor-driven results.")
         best = max(rows, key=lambda r: float(r["gain"]))
         record = read_json(seed_dir / "trajectories.json", "trajectories")[f"{best['image_id']}/on"]
-        image = self.dataset.image(str(best["image_id"]))
-        truth = self.dataset.mask(str(best["image_id"]), structure)
+        image_id = str(best["image_id"])
+        image, truth = self.dataset.image(image_id), self.dataset.mask(image_id, structure)
+        config = read_json(seed_dir / "config.json", "config")
         model = build_model(replace(self.config, structure=structure))
+        regressor, _ = load_regressor(seed_dir / "regressor.pt", device=self.config.device)
+        res = evolve_prompt(
+            model, regressor, image, Prompt.from_dict(record["prompt"]), steps=config["steps"], lr=config["lr"],
+            optimizer=config["optimizer"], sharpness=config["sharpness"], safeguards=Safeguards(**config["safeguards"]),
+            gt_mask=truth, seed=config["seed"],
+        )  # fmt: skip
         emb = model.embed(image)
-        prompt = Prompt.from_dict(record["prompt"])
-        steps = record["trajectory"]
-        shown = sorted({0, record["best_step"], *range(0, len(steps), 5)})
-        masks = {k: predict_mask(model, emb, prompt.with_coords(steps[k]["coords"])) for k in shown}
+        steps = [s.__dict__ for s in res.trajectory]
+        shown = sorted({0, res.best_step, *range(0, len(steps), 5)})
+        masks = {k: predict_mask(model, emb, res.prompt_at(k)) for k in shown}
         return trajectory_figure(
-            image, steps, masks, truth, best_step=record["best_step"], prompt_kind=prompt.kind,
-            title=f"{best['image_id']}, {structure}",
+            image, steps, masks, truth, best_step=res.best_step, prompt_kind=res.prompt.kind,
+            title=f"{image_id}, {structure}",
         )  # fmt: skip
 
 

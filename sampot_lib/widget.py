@@ -21,15 +21,23 @@ import plotly.graph_objects as go
 import torch
 
 from sampot_lib.errors import SampotError
-from sampot_lib.evolve import EvolutionResult, Safeguards, check_point, evolve_prompt
+from sampot_lib.evolve import EvolutionResult, evolve_prompt
 from sampot_lib.metrics import dice
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.regressor import SegmentationRegressor, check_regressor, to_input
+from sampot_lib.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
+from sampot_lib.regressor import SegmentationRegressor, check_regressor
+from sampot_lib.scoring import RegressorScorer
 from sampot_lib.viz import MASK_COLOR, PATH_COLOR, TRUTH_COLOR, clear_modebar, contour_xy, image_trace
 
 # Clicks are caught by an almost transparent grid over the image (a plotly Image trace reports no click position
 # in every front end); this many cells along the longer side.
 _CLICK_CELLS = 128
+
+
+def default_prompt_mode(model: PromptableModel) -> str:
+    """The mouse's prompt kind for ``model``: a click, unless its record says it answers boxes but not clicks."""
+    kinds = getattr(model, "prompt_kinds", ("click",))
+    return "box" if "box" in kinds and "click" not in kinds else "click"
 
 
 class PromptWidget:
@@ -41,8 +49,9 @@ class PromptWidget:
     ``on_change`` run whenever that mask changes (the no-code app refreshes its download link with them).
     """
 
-    #: The kinds of prompt the mouse can place (the app shows a "prompt mode" toggle when there are several).
-    prompt_modes: tuple[str, ...] = ("click",)
+    #: The kinds of prompt the mouse can place (the app shows a "prompt mode" toggle when there are several): in
+    #: "box" mode two clicks on the image are the box's opposite corners.
+    prompt_modes: tuple[str, ...] = ("click", "box")
 
     def __init__(
         self,
@@ -67,16 +76,17 @@ class PromptWidget:
             check_regressor(provenance, {"model": model.name, "mask_output": getattr(model, "mask_output", None),
                                          "sharpness": sharpness})  # fmt: skip
         self.model, self.image, self.gt_mask = model, image, gt_mask
-        self.regressor = regressor.to(model.device).eval().requires_grad_(False)
+        self.regressor = regressor  # scored through a frozen copy (self._scorer): the caller's network is untouched
         self.sharpness = sharpness
         self.frame_delay = frame_delay
-        self.point: tuple[float, float] | None = None
+        self.prompt: Prompt | None = None
         self.result: EvolutionResult | None = None
         self.last: dict[str, Any] = {}
-        self.prompt_mode = self.prompt_modes[0]
+        self.prompt_mode = default_prompt_mode(model)
+        self._corner: tuple[float, float] | None = None  # the first corner of a box being drawn
         self._listeners: list[Callable[[PromptWidget], None]] = []
         self._emb = model.embed(image)
-        self._img_in = to_input(image, self.regressor.input_size).to(model.device)
+        self._scorer = RegressorScorer(regressor, image, sharpness, device=model.device)
 
         self.figure = go.FigureWidget(self._base_figure())
         self.figure.data[self._catcher].on_click(self._on_click)
@@ -85,10 +95,10 @@ class PromptWidget:
         self.guarded = widgets.Checkbox(value=True, description="safeguards")
         self._guards = safeguards if safeguards is not None else Safeguards()
         # No icon: Font Awesome comes from a CDN in Voila's page, and the app must work offline.
-        self.button = widgets.Button(description="Evolve the click", disabled=True, button_style="primary")
+        self.button = widgets.Button(description="Evolve the prompt", disabled=True, button_style="primary")
         self.button.add_class("sampot-evolve")
         self.button.on_click(lambda _: self._safely(self.evolve))
-        self.status = widgets.HTML("Click inside the structure to place the prompt.")
+        self.status = widgets.HTML(self._hint())
         self.status.add_class("sampot-status")
         controls = widgets.HBox([self.steps, self.lr, self.guarded, self.button])
         self.app = widgets.VBox([self.figure, controls, self.status])
@@ -118,6 +128,9 @@ class PromptWidget:
         fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="click", hoverinfo="skip",
                                  marker={"size": 14, "symbol": "x", "color": "yellow",
                                          "line": {"width": 2, "color": "black"}}))  # fmt: skip
+        self._box = len(fig.data)
+        fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name="box", hoverinfo="skip",
+                                 line={"color": "yellow", "width": 2}))  # fmt: skip
         fig.update_xaxes(range=[-0.5, w - 0.5], showticklabels=False, showgrid=False, zeroline=False)
         fig.update_yaxes(range=[h - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False)
         # A small title font: "best of 30 steps (step 12) at (x, y): score, confidence, Dice" fits in 600 px.
@@ -129,6 +142,11 @@ class PromptWidget:
     def _on_click(self, trace: Any, points: Any, selector: Any) -> None:
         if points.xs:
             self._safely(self.click, points.xs[0], points.ys[0])
+
+    def _hint(self) -> str:
+        if self.prompt_mode == "box":
+            return "Click two opposite corners of a box around the structure."
+        return "Click inside the structure to place the prompt."
 
     def _safely(self, action: Callable[..., Any], *args: Any) -> None:
         """Run a mouse or button action; a failure is shown in the status line (a callback's exception would
@@ -161,45 +179,76 @@ class PromptWidget:
             callback(self)
 
     # -- actions ------------------------------------------------------------------------------------------------
+    @property
+    def point(self) -> tuple[float, float] | None:
+        """Where the prompt is (the click, or the box's centre); None before one is placed."""
+        return None if self.prompt is None else self.prompt.center
+
     @torch.no_grad()
-    def measure(self, x: float, y: float) -> dict[str, Any]:
-        """Mask (H x W bool), regressor score, model confidence and true Dice (or None) for a click at (x, y)."""
-        check_point((x, y), self.image.shape[:2])
-        pt = torch.tensor([[[x, y]]], dtype=torch.float32, device=self.model.device)
-        label = torch.ones(1, 1, dtype=torch.long, device=self.model.device)
-        full = self.model.predict(self._emb, pt, label)
-        size = self.regressor.input_size
-        small = self.model.predict(self._emb, pt, label, output_size=(size, size))
-        score = float(self.regressor(self._img_in, torch.sigmoid(self.sharpness * small.logits)))
-        mask = (full.logits[0, 0] > 0).cpu().numpy()
+    def measure(self, prompt: Prompt | tuple[float, float]) -> dict[str, Any]:
+        """Mask (H x W bool), regressor score, model confidence and true Dice (or None) for a prompt (or an (x, y)
+        click), scored as evolution scores it (its step 0)."""
+        prompt = as_prompt(prompt)
+        prompt.check(self.image.shape[:2])
+        size = self._scorer.size
+        small = predict(self.model, self._emb, prompt, output_size=(size, size))
+        score = float(self._scorer(small.logits, small.confidence))
+        mask = predict_mask(self.model, self._emb, prompt)
         true = dice(mask, self.gt_mask) if self.gt_mask is not None else None
-        return {"mask": mask, "score": score, "confidence": float(full.confidence), "dice": true}
+        return {"mask": mask, "score": score, "confidence": float(small.confidence), "dice": true}
 
     def click(self, x: float, y: float) -> dict[str, Any]:
-        """Place the prompt at (x, y) in original pixels: draw the mask and report its scores."""
-        self.point = (float(x), float(y))
-        self.last = self.measure(*self.point)
-        self.result = None
+        """What a mouse click at (x, y) (original pixels) does: place a click prompt, or in "box" mode set a corner
+        of the box (the second corner completes it). Returns the scores of the prompt shown."""
+        if self.prompt_mode != "box":
+            return self.set_prompt(Prompt.click(float(x), float(y)))
+        Prompt.click(float(x), float(y)).check(self.image.shape[:2])
+        if self._corner is None:
+            self._corner = (float(x), float(y))
+            with self.figure.batch_update():
+                self.figure.data[self._click].update(x=[x], y=[y])
+            self.status.value = f"first corner at ({x:.0f}, {y:.0f}): click the opposite corner."
+            return self.last
+        (ax, ay), self._corner = self._corner, None
+        if abs(x - ax) < 2 or abs(y - ay) < 2:
+            raise SampotError("the two corners are less than 2 pixels apart in x or y: click two opposite corners.")
+        return self.set_prompt(Prompt.from_box((min(ax, x), min(ay, y), max(ax, x), max(ay, y))))
+
+    def set_prompt(self, prompt: Prompt) -> dict[str, Any]:
+        """Place ``prompt`` (a click, a box, ...): draw it and its mask, and report its scores."""
+        self.last = self.measure(prompt)
+        self.prompt, self.result = prompt, None
         mx, my = contour_xy(self.last["mask"])
+        x, y = prompt.center
         with self.figure.batch_update():
             self.figure.data[self._mask].update(x=mx, y=my)
-            self.figure.data[self._click].update(x=[x], y=[y])
+            self._draw_prompt(prompt)
             self.figure.data[self._path].update(x=[], y=[])
-            self.figure.layout.title.text = self._describe("click", x, y, self.last)
-        self.status.value = self._describe("click", x, y, self.last)
+            self.figure.layout.title.text = self._describe(prompt.kind, x, y, self.last)
+        self.status.value = self._describe(prompt.kind, x, y, self.last)
         self.button.disabled = False
         self._changed()
         return self.last
 
+    def _draw_prompt(self, prompt: Prompt) -> None:
+        px = [p[0] for p in prompt.points]
+        py = [p[1] for p in prompt.points]
+        self.figure.data[self._click].update(x=px, y=py)
+        if prompt.box is not None:
+            x0, y0, x1, y1 = prompt.box
+            self.figure.data[self._box].update(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0])
+        else:
+            self.figure.data[self._box].update(x=[], y=[])
+
     def evolve(self, animate: bool = True) -> EvolutionResult:
-        """Evolve the current click (Adam on its position, maximising the regressor's score) and show its path."""
-        if self.point is None:
-            raise SampotError("place a click first (click on the image, or call .click(x, y)).")
+        """Evolve the current prompt (Adam on its coordinates, maximising the regressor's score); show its path."""
+        if self.prompt is None:
+            raise SampotError("place a prompt first (click on the image, or call .click(x, y) or .set_prompt(...)).")
         self.button.disabled = True
         self.status.value = f"Evolving for {self.steps.value} steps..."
         try:
             res = evolve_prompt(
-                self.model, self.regressor, self.image, self.point, steps=self.steps.value, lr=self.lr.value,
+                self.model, self._scorer, self.image, self.prompt, steps=self.steps.value, lr=self.lr.value,
                 sharpness=self.sharpness, safeguards=self._guards if self.guarded.value else Safeguards.off(),
                 gt_mask=self.gt_mask,
             )  # fmt: skip
@@ -211,7 +260,7 @@ class PromptWidget:
         for n in frames:
             with self.figure.batch_update():
                 self.figure.data[self._path].update(x=xs[:n], y=ys[:n])
-                self.figure.data[self._click].update(x=[xs[n - 1]], y=[ys[n - 1]])
+                self._draw_prompt(res.prompt_at(n - 1))
                 s = res.trajectory[n - 1]
                 self.figure.layout.title.text = f"step {s.step}: score {s.score:.3f}" + (
                     f", Dice {s.dice:.3f}" if s.dice is not None else ""
@@ -222,7 +271,7 @@ class PromptWidget:
         mx, my = contour_xy(res.best_mask)
         with self.figure.batch_update():
             self.figure.data[self._mask].update(x=mx, y=my)
-            self.figure.data[self._click].update(x=[best.x], y=[best.y])
+            self._draw_prompt(res.best_prompt)
         text = self._describe(f"best of {len(xs) - 1} steps (step {res.best_step})", best.x, best.y,
                               {"score": best.score, "confidence": best.confidence, "dice": best.dice})  # fmt: skip
         self.figure.layout.title.text = text

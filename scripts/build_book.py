@@ -7,7 +7,9 @@
 
 Environment variables (each maps to the notebooks' parameter of the same name in lower case): DATA, MODEL,
 CHECKPOINT, MASK_OUTPUT, STRUCTURE, SPLIT_FILE, MAX_IMAGES, EPOCHS, STEPS, LR, SEED, DEVICE, OUT, PHANTOM_N,
-PHANTOM_SIZE, HEATMAP_IMAGES; SAMPOT_THREADS sets torch's threads in the notebooks. SAMPOT_REPO_URL, the public
+PHANTOM_SIZE, HEATMAP_IMAGES; the LiteMedSAM chapter's own BOX_IMAGES, BOX_EPOCHS, BOX_SEEDS, BOX_STRUCTURES,
+BOX_EXTRA_JITTERS (lists: space- or comma-separated); SAMPOT_THREADS sets torch's threads in the notebooks,
+SAMPOT_EMBEDDINGS the folder of stored image embeddings (default _build/embeddings). SAMPOT_REPO_URL, the public
 repository's address (https://github.com/OWNER/NAME, or on gitlab.com or bitbucket.org), adds the repository button
 and the Binder and Colab launch buttons; unset, the book has none (never a button that leads nowhere).
 
@@ -35,6 +37,7 @@ NOTEBOOKS = [
     "04_prompt_evolution",
     "05_results",
     "06_try_it",
+    "07_litemedsam",
 ]
 PHANTOM_DIR = ROOT / "_build" / "data" / "phantom"
 STATIC_DIR = ROOT / "_build" / "static"
@@ -56,7 +59,19 @@ COMMON = {
     "PHANTOM_N": ("phantom_n", int),
     "PHANTOM_SIZE": ("phantom_size", int),
 }
-ONLY = {"HEATMAP_IMAGES": ("02_prompt_sensitivity", "heatmap_images", int)}
+ONLY = {
+    "HEATMAP_IMAGES": ("02_prompt_sensitivity", "heatmap_images", int),
+    # The LiteMedSAM chapter: its own sizes (it runs three structures and several scores, so CI gives it fewer images)
+    "BOX_IMAGES": ("07_litemedsam", "max_images", int),
+    "BOX_EPOCHS": ("07_litemedsam", "epochs", int),
+    "BOX_SEEDS": ("07_litemedsam", "seeds", lambda v: [int(x) for x in v.replace(",", " ").split()]),
+    "BOX_STRUCTURES": ("07_litemedsam", "structures", lambda v: v.replace(",", " ").split()),
+    "BOX_EXTRA_JITTERS": ("07_litemedsam", "extra_jitters", lambda v: [float(x) for x in v.replace(",", " ").split()]),
+}
+#: Common parameters a chapter does not take: the LiteMedSAM chapter has its own model, structures, folder and lr.
+NOT_FOR = {
+    "07_litemedsam": {"model", "checkpoint", "mask_output", "structure", "out", "lr", "seed", "max_images", "epochs"}
+}
 #: The one setting for the repository's address: the repository and launch buttons exist only when it is set.
 REPO_ENV = "SAMPOT_REPO_URL"
 REPO_HOSTS = ("github.com", "gitlab.com", "bitbucket.org")  # the hosts sphinx-book-theme builds launch links for
@@ -219,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     if "data" not in common and not args.skip_notebooks:
         ensure_phantoms(common.get("phantom_n", 60), common.get("phantom_size", 512), common.get("seed", 0))
     child_env = {"SAMPOT_BOOK_HTML": "1", "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")}
+    # Every chapter's kernel reads image embeddings from one store: each image is encoded once per model.
+    child_env["SAMPOT_EMBEDDINGS"] = env.get("SAMPOT_EMBEDDINGS") or str(ROOT / "_build" / "embeddings")
     copy_static()
     if not args.skip_notebooks:
         todo = args.only if args.only else NOTEBOOKS
@@ -226,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in NOTEBOOKS:  # no stale chapter from an earlier build may reach the site
                 (ROOT / "notebooks" / f"{name}.ipynb").unlink(missing_ok=True)
         for name in todo:
-            run_notebook(name, {**common, **own.get(name, {})}, child_env)
+            shared = {k: v for k, v in common.items() if k not in NOT_FOR.get(name, set())}
+            run_notebook(name, {**shared, **own.get(name, {})}, child_env)
     t_nb = time.time()
     figures = ROOT / "book" / "scripts" / "phantom_vs_real.py"
     if figures.is_file():  # the data page's figure (real X-rays are read at build time, never committed)

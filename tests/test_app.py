@@ -162,7 +162,7 @@ def test_widget_shows_errors_in_its_status_line_and_reports_mask_changes(setup):
     changes = []
     w.on_change(lambda widget: changes.append(widget.mask))
     w._safely(w.evolve)  # what the button does before any click
-    assert "place a click first" in w.status.value and w.result is None
+    assert "place a prompt first" in w.status.value and w.result is None
     w._safely(w.click, -50.0, 10.0)
     assert "outside" in w.status.value and changes == []
     w.click(60, 60)

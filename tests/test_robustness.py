@@ -10,6 +10,7 @@ import json
 import math
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from sampot_lib.data.folder import FolderDataset, validate_folder
 from sampot_lib.data.io import atomic_write, check_mask, preprocess, read_image, read_mask, write_png, write_text
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import load_splits, split_info
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.regressor import SegmentationRegressor, load_regressor, save_regressor
 
 FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -349,7 +350,9 @@ def test_any_folder_is_a_data_set_or_every_problem_is_named(tmp_path_factory, pa
     for problem in report.problems:  # each names a file or folder of the set
         assert any(t in problem for t in ("images/", "masks/", "manifest.csv", str(root))), problem
     try:
-        ds = FolderDataset(root)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SampotWarning)  # inverted masks: tested on their own below
+            ds = FolderDataset(root)
     except SampotError as exc:
         assert not report.ok and str(root) in str(exc)
     else:
@@ -367,7 +370,7 @@ def test_inverted_masks_are_a_warning_of_data_check(tmp_path):
     report = validate_folder(root)
     assert report.ok and len(report.warnings) == 1 and "masks/left_lung/im0.png" in report.warnings[0]
     assert "inverted" in report.format()
-    with pytest.warns(UserWarning, match="im0.png: covers .* is it inverted"):
+    with pytest.warns(SampotWarning, match="im0.png: covers .* is it inverted"):
         FolderDataset(root)
 
 
@@ -723,3 +726,21 @@ def test_evolution_record_with_nan_is_refused_before_any_file(files, tmp_path, c
                        "--out", tmp_path / "o"], capsys)  # fmt: skip
     assert rc == 2 and "refusing to write NaN" in one_line_error(err) and "trajectory[1].score" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@FEW
+@given(
+    fractions=st.lists(st.one_of(ANY_FLOAT, st.integers(-3, 100), st.just("x")), min_size=0, max_size=4),
+    n=st.integers(0, 12),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_any_split_request_gives_a_partition_or_is_refused(fractions, n, seed):
+    from sampot_lib.data.splits import make_splits
+
+    ids = [f"im{i}" for i in range(n)]
+    try:
+        splits = make_splits(ids, fractions=fractions, seed=seed)
+    except SampotError as exc:
+        assert "split fractions" in str(exc) or "empty data set" in str(exc)
+    else:
+        assert sorted(i for part in splits.values() for i in part) == sorted(ids)

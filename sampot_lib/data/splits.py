@@ -35,10 +35,13 @@ def _subject_map(dataset: Any) -> dict[str, str]:
 def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
     """Share ``n`` subjects among the splits in proportion to ``fractions`` (largest remainder; every split with
     a positive fraction gets at least one subject when ``n`` allows)."""
-    f = np.asarray(fractions, dtype=np.float64)
-    if f.ndim != 1 or len(f) != len(SPLIT_NAMES) or (f < 0).any() or f.sum() <= 0:
+    try:
+        f = np.asarray(fractions, dtype=np.float64)
+    except (TypeError, ValueError):
+        f = np.full(0, np.nan)  # not numbers: refused just below, by the same message
+    if f.ndim != 1 or len(f) != len(SPLIT_NAMES) or not np.isfinite(f).all() or (f < 0).any() or f.sum() <= 0:
         raise SampotError(
-            f"split fractions {list(fractions)} are invalid: give three non-negative numbers (train, val, test) "
+            f"split fractions {list(fractions)} are invalid: give three finite non-negative numbers (train, val, test) "
             "with a positive sum, e.g. 41 28 53."
         )
     want = f / f.sum() * n

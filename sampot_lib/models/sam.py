@@ -21,6 +21,7 @@ from torch import nn
 
 from sampot_lib.errors import SampotError
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction
+from sampot_lib.models.cache import EmbeddingStore, weights_fingerprint
 
 MaskOutput = Literal["best", "single", 0, 1, 2]
 MASK_OUTPUTS: tuple[MaskOutput, ...] = ("best", "single", 0, 1, 2)
@@ -114,15 +115,38 @@ class SamLikeModel(nn.Module):
         """H x W x 3 uint8 -> (1 x C x h x w features, (H', W') size of the resized image before padding)."""
         raise NotImplementedError
 
+    def use_store(self, store: EmbeddingStore | None) -> SamLikeModel:
+        """Keep embeddings on disk in ``store`` (see :mod:`sampot_lib.models.cache`), or only in memory (None)."""
+        self.store = store
+        return self
+
+    @property
+    def model_id(self) -> str:
+        """The model's name and a fingerprint of its image encoder's weights (computed once)."""
+        if getattr(self, "_model_id", None) is None:
+            self._model_id = f"{self.name}:{weights_fingerprint(self._encoder())}"
+        return self._model_id
+
+    def _encoder(self) -> nn.Module:
+        raise NotImplementedError
+
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> ImageEmbedding:
-        """Encode an H x W or H x W x 3 uint8 image once; repeated calls with the same pixels hit a small cache."""
+        """Encode an H x W or H x W x 3 uint8 image once: repeated calls with the same pixels hit a small memory
+        cache, and, with an embedding store, every process and later run reads the stored embedding."""
         rgb = check_image(image)
         key = hashlib.sha1(rgb.tobytes()).hexdigest() + str(rgb.shape) + str(self.device)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        features, input_size = self._encode(rgb)
+        store = getattr(self, "store", None)
+        stored = store.load(store.key(self.model_id, rgb), self.device) if store is not None else None
+        if stored is not None:
+            features, input_size = stored
+        else:
+            features, input_size = self._encode(rgb)
+            if store is not None:
+                store.save(store.key(self.model_id, rgb), features, input_size)
         emb = ImageEmbedding(features=features, original_size=rgb.shape[:2], input_size=input_size)
         self._cache[key] = emb
         while len(self._cache) > self._cache_size:
@@ -220,3 +244,6 @@ class SamModel(SamLikeModel):
         resized = self._resize.apply_image(rgb)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         return self.sam.image_encoder(self.sam.preprocess(x)), resized.shape[:2]
+
+    def _encoder(self) -> nn.Module:
+        return self.sam.image_encoder

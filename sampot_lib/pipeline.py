@@ -113,6 +113,20 @@ def blend_weight(regressor: SegmentationRegressor, val: RegressorData) -> float 
     return choose_blend_weight(predict_dice(regressor, val.subset(own)), val.confidence[own], val.dice[own])
 
 
+def _require_parts(
+    splits: dict[str, list[str]], parts: tuple[str, ...], config: ExperimentConfig, dataset: FolderDataset
+) -> None:
+    """Refuse, before any work, a stage whose split parts are empty, naming them."""
+    empty = [p for p in parts if not splits.get(p)]
+    if empty:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        raise SampotError(
+            f"the {' and '.join(empty)} part of the split of {config.data} is empty ({sizes} images of "
+            f"{len(dataset.ids)}); this stage needs images there: use a larger data set or a --split-file with "
+            "other parts."
+        )
+
+
 def regressor_source(config: ExperimentConfig) -> tuple[Path, bool]:
     """(regressor file, whether it is foreign: given with ``config.regressor`` rather than trained in ``out``)."""
     if config.regressor is not None:
@@ -155,6 +169,7 @@ def train_regressor_stage(
         full, split = resolve_split(config, dataset, force=force)
         write_config(config)
         splits = limit(full, config.max_images)
+        _require_parts(splits, ("train", "val"), config, dataset)
         seen = {part: mask_hashes(dataset, splits[part], config.structure) for part in ("train", "val")}
         inputs = {"data:train+val masks": data_identity(seen["train"] | seen["val"])}
         settings = stage_settings(config, "train")
@@ -244,6 +259,7 @@ def evaluate_stage(
     with folder.locked():
         full, split = resolve_split(config, dataset, force=force)
         splits = limit(full, config.max_images)
+        _require_parts(splits, ("test",), config, dataset)
         write_config(config)
         path, foreign = regressor_source(config)
         if not foreign:  # the folder's regressor must come from this run's training settings and split
@@ -336,6 +352,7 @@ def evolve_stage(
     with folder.locked():
         full, split = resolve_split(config, dataset, force=force)
         splits = limit(full, config.max_images)
+        _require_parts(splits, ("test",), config, dataset)
         write_config(config)
         path, foreign = regressor_source(config)
         if not foreign:  # the folder's regressor must come from this run's training settings and split

@@ -7,6 +7,7 @@ the tables are read back from those folders' ``summary.json`` and ``evolution.cs
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,51 @@ class Study:
                 lines.append(f"| {structure} | {j:g} | {self._cells(structure, group, keys)} |")
         return "\n".join(lines)
 
+    def optimizer_table(
+        self, n_images: int = 4, budgets: tuple[int, ...] = (10, 30), optimizers: tuple[str, ...] = ("adam", "cmaes",
+        "random"),
+    ) -> str:  # fmt: skip
+        """Markdown: Adam vs CMA-ES vs random search at equal model calls, with the regressor (seed 0's) and the
+        oracle as the score, on the first ``n_images`` test images of the first structure (their user's boxes);
+        mean Dice of the winner and seconds per image (one encoder pass included)."""
+        from sampot_lib.pipeline import build_model, user_prompt
+        from sampot_lib.regressor import load_regressor
+        from sampot_lib.scoring import OracleScorer, RegressorScorer
+
+        structure = next(iter(self.folders))
+        seed_dir = self.folders[structure] / f"seed_{self.seeds[0]}"
+        config = replace(self.config, structure=structure, seed=self.seeds[0])
+        model = build_model(config)
+        regressor, _ = load_regressor(seed_dir / "regressor.pt", device=config.device)
+        ids = sorted({str(r["image_id"]) for r in self.rows(structure)})[:n_images]
+        rows = []
+        for image_id in ids:
+            image, truth = self.dataset.image(image_id), self.dataset.mask(image_id, structure)
+            model._cache.clear()  # time one real encoder pass (the disk store, if any, is bypassed by no cache)
+            store, model.store = getattr(model, "store", None), None
+            t = time.perf_counter()
+            model.embed(image)
+            embed_s = time.perf_counter() - t
+            model.store = store
+            reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
+            scorers = {"regressor": reg, "oracle": OracleScorer(truth, reg.size, config.sharpness, config.device)}
+            rows += compare_optimizers(
+                model, image, truth, user_prompt(config, image_id, truth), scorers, list(optimizers), list(budgets),
+                lr=config.lr, sharpness=config.sharpness, seed=config.seed, embed_seconds=embed_s,
+            )  # fmt: skip
+        head = "| score | optimizer | model calls | Dice, user's box | Dice, winner | improved | s / image |"
+        lines = [f"{structure}, {len(ids)} test images, seed {self.seeds[0]}:", "", head, "|---" * 7 + "|"]
+        for score in ("regressor", "oracle"):
+            for opt in optimizers:
+                for b in budgets:
+                    sel = [r for r in rows if r["score"] == score and r["optimizer"] == opt and r["budget"] == b]
+                    start, end = np.array([r["dice_start"] for r in sel]), np.array([r["dice_end"] for r in sel])
+                    secs = np.mean([r["seconds"] for r in sel])
+                    label = SCORER_LABELS.get(score, score)
+                    lines.append(f"| {label} | {opt} | {b} | {start.mean():.3f} | {end.mean():.3f} "
+                                 f"| {int((end > start + 1e-3).sum())}/{len(sel)} | {secs:.1f} |")  # fmt: skip
+        return "\n".join(lines)
+
     def scatter(self) -> go.Figure:
         """Evolved vs initial Dice per test image, one trace per structure (regressor score, safeguards on)."""
         from sampot_lib.viz import evolution_scatter
@@ -190,6 +236,70 @@ class Study:
             image, steps, masks, truth, best_step=res.best_step, prompt_kind=res.prompt.kind,
             title=f"{image_id}, {structure}",
         )  # fmt: skip
+
+
+class TimedScorer:
+    """A scorer that records when each of its calls ends (one call per model call in evolution)."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer, self.name, self.size = scorer, scorer.name, scorer.size
+        self.stamps: list[float] = []
+
+    def __call__(self, logits: Any, confidence: Any) -> Any:
+        out = self.scorer(logits, confidence)
+        self.stamps.append(time.perf_counter())
+        return out
+
+
+def best_within(trajectory: list[Any], budget: int) -> int:
+    """evolve_prompt's winner among the first ``budget`` calls: the highest-scoring step the safeguards allow."""
+    return max((s for s in trajectory[:budget] if s.allowed), key=lambda s: s.score).step
+
+
+def compare_optimizers(
+    model: Any,
+    image: np.ndarray,
+    truth: np.ndarray,
+    prompt: Any,
+    scorers: dict[str, Any],
+    optimizers: list[str],
+    budgets: list[int],
+    *,
+    lr: float,
+    sharpness: float = 5.0,
+    seed: int = 0,
+    safeguards: Any = None,
+    embed_seconds: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Rows (score, optimizer, budget, Dice start / end, best step, seconds) of one image: each optimiser evolves
+    ``prompt`` once per scorer for the largest budget of model calls, and the winner at every smaller budget is read
+    off that run (no optimiser looks at the budget, so a run of B calls is the first B calls of a longer one).
+    Seconds at budget B: ``embed_seconds`` + the wall time until the B-th score."""
+    from sampot_lib.evolve import evolve_prompt
+    from sampot_lib.metrics import dice
+    from sampot_lib.prompts import Safeguards, predict_mask
+
+    emb = model.embed(image)
+    calls, budgets = max(budgets), sorted(set(budgets))
+    rows = []
+    for score, scorer in scorers.items():
+        for opt in optimizers:
+            timed = TimedScorer(scorer)
+            t0 = time.perf_counter()
+            result = evolve_prompt(
+                model, timed, image, prompt, steps=calls - 1, lr=lr, optimizer=opt, sharpness=sharpness,
+                safeguards=safeguards if safeguards is not None else Safeguards(), seed=seed,
+            )  # fmt: skip
+            d0 = dice(result.initial_mask, truth)
+            for b in budgets:
+                best = best_within(result.trajectory, b)
+                end = d0 if best == 0 else dice(predict_mask(model, emb, result.prompt_at(best)), truth)
+                rows.append({
+                    "score": score, "optimizer": opt, "budget": b, "dice_start": round(d0, 5),
+                    "dice_end": round(end, 5), "best_step": best,
+                    "seconds": round(embed_seconds + timed.stamps[b - 1] - t0, 3),
+                })  # fmt: skip
+    return rows
 
 
 def run_study(

@@ -32,31 +32,18 @@ import torch
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
-from sampot_lib.evolve import Safeguards, evolve_prompt
-from sampot_lib.metrics import dice
+from sampot_lib.evolve import Safeguards
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.models.registry import load_model
 from sampot_lib.models.sam import SamLikeModel
 from sampot_lib.optimizers import OPTIMIZERS
-from sampot_lib.prompts import Prompt, predict_mask
+from sampot_lib.prompts import Prompt
 from sampot_lib.regressor import SegmentationRegressor
-from sampot_lib.scoring import OracleScorer, RegressorScorer, Scorer
+from sampot_lib.scoring import OracleScorer, RegressorScorer
+from sampot_lib.study import compare_optimizers
 from sampot_lib.synth import centroid_prompt, jittered_box
 
 FIELDS = ["structure", "image_id", "score", "optimizer", "budget", "dice_start", "dice_end", "best_step", "seconds"]
-
-
-class TimedScorer:
-    """A scorer that records when each of its calls ends (one call per model call in evolution)."""
-
-    def __init__(self, scorer: Scorer) -> None:
-        self.scorer, self.name, self.size = scorer, scorer.name, scorer.size
-        self.stamps: list[float] = []
-
-    def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
-        out = self.scorer(logits, confidence)
-        self.stamps.append(time.perf_counter())
-        return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,11 +82,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise SampotError("--scores regressor needs --regressor PATH (a trained regressor).")
     if not args.out.parent.is_dir():
         raise SampotError(f"cannot write {args.out}: folder {args.out.parent} does not exist.")
-
-
-def best_within(trajectory, budget: int) -> int:
-    """evolve_prompt's winner among the first ``budget`` calls: the highest-scoring step the safeguards allow."""
-    return max((s for s in trajectory[:budget] if s.allowed), key=lambda s: s.score).step
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -143,31 +125,18 @@ def compare_one(
     """Rows (score, optimizer, budget, Dice start/end, best step, seconds) of one image and structure."""
     torch_model._cache.clear()  # time a real encoder pass; evolution then reuses the cached embedding
     t = time.perf_counter()
-    emb = model.embed(image)
+    model.embed(image)
     embed_s = time.perf_counter() - t
-    calls, budgets = max(args.budgets), sorted(set(args.budgets))
-    rows = []
+    scorers = {}
     for score in args.scores:
-        for opt in optimizers:
-            if score == "oracle":
-                scorer = TimedScorer(OracleScorer(truth, size=args.size, sharpness=args.sharpness))
-            else:
-                scorer = TimedScorer(RegressorScorer(regressor, image, args.sharpness))
-            t0 = time.perf_counter()
-            result = evolve_prompt(
-                model, scorer, image, prompt, steps=calls - 1, lr=args.lr, optimizer=opt, sharpness=args.sharpness,
-                safeguards=Safeguards(), seed=args.seed,
-            )  # fmt: skip
-            d0 = dice(result.initial_mask, truth)
-            for b in budgets:
-                best = best_within(result.trajectory, b)
-                end = d0 if best == 0 else dice(predict_mask(model, emb, result.prompt_at(best)), truth)
-                rows.append({
-                    "score": score, "optimizer": opt, "budget": b, "dice_start": round(d0, 5),
-                    "dice_end": round(end, 5), "best_step": best,
-                    "seconds": round(embed_s + scorer.stamps[b - 1] - t0, 3),
-                })  # fmt: skip
-    return rows
+        if score == "oracle":
+            scorers[score] = OracleScorer(truth, size=args.size, sharpness=args.sharpness)
+        else:
+            scorers[score] = RegressorScorer(regressor, image, args.sharpness)
+    return compare_optimizers(
+        model, image, truth, prompt, scorers, optimizers, args.budgets, lr=args.lr, sharpness=args.sharpness,
+        seed=args.seed, safeguards=Safeguards(), embed_seconds=embed_s,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", type=int, default=64, help="spacing of the click grid inside the mask, in pixels")
     ap.add_argument("--size", type=int, default=512, help="Dice frame side in px (0: the image's own size)")
     ap.add_argument("--limit", type=int, help="evaluate an evenly spaced subset of this many images")
+    ap.add_argument(
+        "--split", type=Path,
+        help="a split file (`sampot data split`): evaluate only the ids of --parts of it, so that "
+        "a choice made here (the default mask output) is never made on images the book or `sampot run` evaluates",
+    )  # fmt: skip
+    ap.add_argument("--parts", nargs="+", default=["train", "val"], help="the split's parts to use (with --split)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
@@ -167,10 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = SamModel(build_sam_nano(args.checkpoint), name="sam_nano")
     ids = _ids(args.data, args.limit)
+    if args.split is not None:
+        parts = json.loads(args.split.read_text())["splits"]
+        keep = {i for part in args.parts for i in parts[part]}
+        ids = [i for i in ids if i in keep]
     result = evaluate(model, args.data, ids, args.grid, args.structure, args.size or None)
     result.update(checkpoint=str(args.checkpoint), data=str(args.data), structure=args.structure, grid=args.grid,
                   dice_size=args.size or "original",
-                  threads=args.threads, n_images=len(ids), ids=ids)  # fmt: skip
+                  threads=args.threads, n_images=len(ids), ids=ids,
+                  split=str(args.split) if args.split else None, parts=args.parts if args.split else None)  # fmt: skip
     print(_table(result))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -472,3 +472,17 @@ def test_package_top_exports_the_api_lazily():
     assert all(getattr(sampot_lib, name) is not None for name in sampot_lib.__all__)
     with pytest.raises(AttributeError):
         sampot_lib.no_such_name  # noqa: B018
+
+
+def test_an_empty_split_part_is_named_before_any_work(tmp_path, monkeypatch):
+    from sampot_lib.config import ExperimentConfig
+    from sampot_lib.data.phantom import write_phantom_set
+    from sampot_lib.pipeline import run_experiment
+
+    write_phantom_set(tmp_path / "ph", 3, seed=0, size=96)
+    config = ExperimentConfig(data=str(tmp_path / "ph"), out=str(tmp_path / "out"), split_fractions=[2, 0, 1],
+                              epochs=1, regressor_size=32)  # fmt: skip
+    monkeypatch.setattr("sampot_lib.pipeline.build_model", lambda c: pytest.fail("the model was loaded"))
+    with pytest.raises(SampotError, match=r"the val part of the split of .* is empty \(train 2, val 0, test 1"):
+        run_experiment(config, progress=False)
+    assert not (tmp_path / "out" / "regressor.pt").exists()

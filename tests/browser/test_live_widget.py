@@ -255,6 +255,31 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
         s4 = click_at(*centroid_prompt(other), page.evaluate(_STATE)["status"])
         shot("06_other_image")
         assert len(s4["mask_x"]) > 10
+
+        # Box mode: the toggle, then two clicks at opposite corners draw a box; its mask and scores replace the click's.
+        page.get_by_role("button", name="box", exact=True).click()
+        ys, xs = np.nonzero(other)
+        corners = [(float(xs.max()) + 4, float(ys.max()) + 4), (float(xs.min()) - 4, float(ys.min()) - 4)]
+        for k, (x, y) in enumerate(corners):
+            where = page.evaluate(_WHERE, [x, y])
+            page.mouse.click(where["x"], where["y"])
+            wanted = "opposite corner" if k == 0 else "box at"
+            page.wait_for_function(
+                "(w) => document.querySelector('.sampot-status').innerText.includes(w)", arg=wanted,
+                timeout=ACTION_S * 1000,
+            )  # fmt: skip
+        page.wait_for_function(
+            "() => { const gd = document.querySelector('.js-plotly-plot');"
+            " const b = gd.data.find(t => t.name === 'box'); return b && Array.from(b.x || []).length === 5; }",
+            timeout=ACTION_S * 1000,
+        )  # fmt: skip
+        shot("07_box")
+        s5 = page.evaluate(_STATE)
+        box_x = page.evaluate(
+            "() => Array.from(document.querySelector('.js-plotly-plot').data.find(t => t.name === 'box').x)"
+        )
+        assert min(box_x) <= xs.min() and max(box_x) >= xs.max(), (box_x, xs.min(), xs.max())
+        assert s5["status"].startswith("box at") and not _same_line(s4["mask_x"], s5["mask_x"]), s5["status"]
     finally:
         context.close()
     assert not problems, "\n".join(problems) + f"\n--- server log ---\n{log.read_text()[-3000:]}"

@@ -36,7 +36,9 @@ downloaded once into $SAMPOT_CACHE or ~/.cache/sampot), or --checkpoint PATH wit
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="sam_nano", help="sam_nano, vit_b, vit_l or vit_h (default: %(default)s)")
+    g.add_argument(
+        "--model", default="sam_nano", help="sam_nano, litemedsam, vit_b, vit_l or vit_h (default: %(default)s)"
+    )
     g.add_argument("--checkpoint", help="a local checkpoint file for --model (skips the download)")
     g.add_argument(
         "--mask-output", type=_mask_output, default=None,
@@ -106,7 +108,8 @@ def _positive_float(value: str) -> float:
 def _load(args: argparse.Namespace):
     from sampot_lib.models import load_model
 
-    return load_model(args.model, args.checkpoint, args.device, mask_output=args.mask_output)
+    backend = getattr(args, "backend", "torch")
+    return load_model(args.model, args.checkpoint, args.device, mask_output=args.mask_output, backend=backend)
 
 
 def _user_prompt(args: argparse.Namespace):
@@ -158,6 +161,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     from sampot_lib.evolve import evolve_prompt
     from sampot_lib.regressor import check_regressor, load_regressor
 
+    if args.backend == "onnx" and args.optimizer == "adam":  # before any work: ONNX gives no gradients
+        raise SampotError("--backend onnx gives no gradients, which adam needs: add --optimizer cmaes or random.")
     image = read_image(args.image)
     gt = read_mask(args.mask, expected_shape=image.shape) if args.mask else None
     prompt = _user_prompt(args)
@@ -420,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the user's click in pixels (repeat for several clicks)",
     )  # fmt: skip
     p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="the user's box in pixels")
+    p.add_argument(
+        "--backend", choices=["torch", "onnx"], default="torch",
+        help="onnx: the model's prompt->mask step exported once and run by onnxruntime, without gradients (evolve it "
+        "with --optimizer cmaes or random) (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the random and cmaes optimizers (default: 0)")
     p.add_argument("--regressor", required=True, help="regressor.pt from `sampot train-regressor` or `sampot run`")
     p.add_argument("--mask", help="ground-truth mask PNG, to report the true Dice along the way")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 
@@ -171,3 +172,21 @@ def test_missing_onnxruntime_says_how_to_install(nano_pair, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if the package were absent
     with pytest.raises(SampotError, match=r"pip install 'sampot\[onnx\]'"):
         load_onnx_model(nano_pair[0], nano_pair[1].path)
+
+
+def test_cli_evolves_on_the_onnx_backend_and_refuses_adam_before_any_work(tmp_path, capsys, monkeypatch):
+    from sampot_lib.cli import main
+    from sampot_lib.data.phantom import write_phantom_set
+    from sampot_lib.regressor import SegmentationRegressor, save_regressor
+
+    monkeypatch.setenv("SAMPOT_CACHE", str(tmp_path / "cache"))
+    write_phantom_set(tmp_path / "ph", 1, seed=0, size=96)
+    save_regressor(SegmentationRegressor(32), tmp_path / "reg.pt", {})
+    image = str(tmp_path / "ph" / "images" / "phantom_0000.png")
+    common = [image, "--click", "60", "45", "--regressor", str(tmp_path / "reg.pt"), "--backend", "onnx", "--steps", "4"]
+    assert main(["evolve", *common, "--out", str(tmp_path / "a")]) == 2
+    assert "adam" in capsys.readouterr().err and not (tmp_path / "cache").exists()  # refused before the export
+    assert main(["evolve", *common, "--optimizer", "random", "--out", str(tmp_path / "b")]) == 0
+    record = json.loads((tmp_path / "b" / "phantom_0000_evolution.json").read_text())
+    assert record["settings"]["model"].endswith("onnx") and record["settings"]["optimizer"] == "random"
+    assert len(record["trajectory"]) == 5

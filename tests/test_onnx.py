@@ -183,7 +183,8 @@ def test_cli_evolves_on_the_onnx_backend_and_refuses_adam_before_any_work(tmp_pa
     write_phantom_set(tmp_path / "ph", 1, seed=0, size=96)
     save_regressor(SegmentationRegressor(32), tmp_path / "reg.pt", {})
     image = str(tmp_path / "ph" / "images" / "phantom_0000.png")
-    common = [image, "--click", "60", "45", "--regressor", str(tmp_path / "reg.pt"), "--backend", "onnx", "--steps", "4"]
+    common = [image, "--click", "60", "45", "--regressor", str(tmp_path / "reg.pt"), "--backend", "onnx",
+              "--steps", "4"]  # fmt: skip
     assert main(["evolve", *common, "--out", str(tmp_path / "a")]) == 2
     assert "adam" in capsys.readouterr().err and not (tmp_path / "cache").exists()  # refused before the export
     assert main(["evolve", *common, "--optimizer", "random", "--out", str(tmp_path / "b")]) == 0

@@ -113,6 +113,24 @@ def blend_weight(regressor: SegmentationRegressor, val: RegressorData) -> float 
     return choose_blend_weight(predict_dice(regressor, val.subset(own)), val.confidence[own], val.dice[own])
 
 
+def _test_stage_inputs(
+    config: ExperimentConfig, folder: RunFolder, dataset: FolderDataset, force: bool
+) -> tuple[dict[str, list[str]], str, Path, bool, dict[str, str], dict[str, str]]:
+    """What the evaluation and evolution stages start from: (splits, split hash, regressor file, whether it is
+    foreign, {test id: mask hash}, the stage's input hashes). Refuses an empty test part and a regressor of this
+    folder whose training stage did not finish from this run's settings and split."""
+    full, split = resolve_split(config, dataset, force=force)
+    splits = limit(full, config.max_images)
+    _require_parts(splits, ("test",), config, dataset)
+    write_config(config)
+    path, foreign = regressor_source(config)
+    if not foreign:  # the folder's regressor must come from this run's training settings and split
+        folder.require("train", stage_settings(config, "train"), split)
+    test_masks = mask_hashes(dataset, splits["test"], config.structure)
+    inputs = _regressor_inputs(config, path, foreign) | {"data:test masks": data_identity(test_masks)}
+    return splits, split, path, foreign, test_masks, inputs
+
+
 def _require_parts(
     splits: dict[str, list[str]], parts: tuple[str, ...], config: ExperimentConfig, dataset: FolderDataset
 ) -> None:
@@ -252,20 +270,13 @@ def evaluate_stage(
     resume: bool = False,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Score held-out test masks with the regressor: ``regressor_eval.csv`` (one row per mask) and Pearson r on
-    unseen synthetic masks, and, for the centroid click, of the regressor and of the model's confidence."""
+    """Score held-out test masks with the regressor: ``regressor_eval.csv`` (one row per mask) and Pearson r with
+    Dice on unseen synthetic masks, on all the model's masks and on the user's prompts (the centroid click or the
+    jittered box), of the regressor, of the model's IoU head and of their blend."""
     folder, dataset = _begin(config, dataset)
     lazy = _lazy(config, model)
     with folder.locked():
-        full, split = resolve_split(config, dataset, force=force)
-        splits = limit(full, config.max_images)
-        _require_parts(splits, ("test",), config, dataset)
-        write_config(config)
-        path, foreign = regressor_source(config)
-        if not foreign:  # the folder's regressor must come from this run's training settings and split
-            folder.require("train", stage_settings(config, "train"), split)
-        test_masks = mask_hashes(dataset, splits["test"], config.structure)
-        inputs = _regressor_inputs(config, path, foreign) | {"data:test masks": data_identity(test_masks)}
+        splits, split, path, foreign, test_masks, inputs = _test_stage_inputs(config, folder, dataset, force)
         settings = stage_settings(config, "evaluate")
         if resume and folder.reusable("evaluate", settings, split, inputs) is None:
             return read_json(folder.path / "regressor_eval.json", "evaluation summary")
@@ -344,21 +355,15 @@ def evolve_stage(
     resume: bool = False,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Evolve the centroid click of every test image with the safeguards on and off: ``evolution.csv`` (one row per
-    image and setting), ``trajectories.json``, and ``summary.json`` (counts improved / unchanged / worse, the
-    regressor's evaluation when that stage finished here from the same regressor, and the data sets involved)."""
+    """Evolve the user's prompt of every test image with each of ``config.scorers`` (the regressor with the safeguards
+    on, and off for clicks; the others with them on; the regressor on each extra box jitter): ``evolution.csv`` (one
+    row per image and group), ``trajectories.json``, and ``summary.json`` (per group: counts improved / unchanged /
+    worse / drops / catastrophes and mean Dice; the share of the oracle's gain; the regressor's evaluation when that
+    stage finished here from the same regressor; the data sets involved)."""
     folder, dataset = _begin(config, dataset)
     lazy = _lazy(config, model)
     with folder.locked():
-        full, split = resolve_split(config, dataset, force=force)
-        splits = limit(full, config.max_images)
-        _require_parts(splits, ("test",), config, dataset)
-        write_config(config)
-        path, foreign = regressor_source(config)
-        if not foreign:  # the folder's regressor must come from this run's training settings and split
-            folder.require("train", stage_settings(config, "train"), split)
-        test_masks = mask_hashes(dataset, splits["test"], config.structure)
-        inputs = _regressor_inputs(config, path, foreign) | {"data:test masks": data_identity(test_masks)}
+        splits, split, path, foreign, test_masks, inputs = _test_stage_inputs(config, folder, dataset, force)
         evaluation = None
         if folder.reusable("evaluate", stage_settings(config, "evaluate"), split, inputs) is None:
             evaluation = read_json(folder.path / "regressor_eval.json", "evaluation summary")

@@ -52,3 +52,22 @@ def regressor_with_statistics(size: int = 32, seed: int = 0) -> SegmentationRegr
         for _ in range(3):
             reg(torch.rand(4, 1, size, size), torch.rand(4, 1, size, size))  # train mode: updates the statistics
     return reg
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    """12 phantom chest X-rays of 128 px (left and right lung masks), once per test module."""
+    from sampot_lib.data.phantom import write_phantom_set
+
+    return write_phantom_set(tmp_path_factory.mktemp("data") / "phantom", 12, seed=0, size=128)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint file of the toy SAM, registered as model type "tiny"."""
+    from sampot_lib.models import registry
+
+    monkeypatch.setitem(registry.MODEL_BUILDERS, "tiny", build_tiny_sam)
+    path = tmp_path / "tiny.pth"
+    torch.save(build_tiny_sam().state_dict(), path)
+    return path

@@ -4,31 +4,14 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from conftest import build_tiny_sam
 
 from sampot_lib import SampotError
 from sampot_lib.cli import main
 from sampot_lib.config import ExperimentConfig
 from sampot_lib.data.io import write_png
-from sampot_lib.data.phantom import write_phantom_set
-from sampot_lib.models import registry
 from sampot_lib.pipeline import run_experiment
 from sampot_lib.regressor import SegmentationRegressor, save_regressor
 from sampot_lib.runs import read_csv
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    return write_phantom_set(tmp_path_factory.mktemp("data") / "phantom", 12, seed=0, size=128)
-
-
-@pytest.fixture
-def tiny_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setitem(registry.MODEL_BUILDERS, "tiny", build_tiny_sam)
-    path = tmp_path / "tiny.pth"
-    torch.save(build_tiny_sam().state_dict(), path)
-    return path
 
 
 def _config(phantoms, out, ckpt, **kw):

@@ -11,8 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from conftest import build_tiny_sam
 from filelock import FileLock
 
 from sampot_lib import SampotError
@@ -27,7 +25,6 @@ from sampot_lib.config import (
 )
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
-from sampot_lib.models import registry
 from sampot_lib.pipeline import (
     evaluate_stage,
     evolve_stage,
@@ -41,21 +38,8 @@ from sampot_lib.training_set import mask_hashes, regressor_samples
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    return write_phantom_set(tmp_path_factory.mktemp("data") / "phantom", 12, seed=0, size=128)
-
-
-@pytest.fixture(scope="module")
 def other_phantoms(tmp_path_factory):
     return write_phantom_set(tmp_path_factory.mktemp("data2") / "other", 12, seed=7, size=128)
-
-
-@pytest.fixture
-def tiny_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setitem(registry.MODEL_BUILDERS, "tiny", build_tiny_sam)
-    path = tmp_path / "tiny.pth"
-    torch.save(build_tiny_sam().state_dict(), path)
-    return path
 
 
 def _config_for(data, out, ckpt, **kw) -> ExperimentConfig:

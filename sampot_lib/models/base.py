@@ -13,6 +13,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from sampot_lib.errors import SampotError
+
 
 @dataclass(frozen=True)
 class ImageEmbedding:
@@ -69,3 +71,19 @@ class PromptableModel(Protocol):
         Mask logits come out at ``output_size`` (default: the original image size), differentiable with respect to
         ``points`` and ``boxes`` where ``differentiable``."""
         ...
+
+
+def check_prompt_tensors(points: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None) -> None:
+    """Raise SampotError unless the prompt tensors have the shapes :meth:`PromptableModel.predict` takes."""
+    if points is None and boxes is None:
+        raise SampotError("a prompt needs points, a box, or both; got neither.")
+    if points is not None:
+        if points.ndim != 3 or points.shape[-1] != 2:
+            raise SampotError(f"points must be B x N x 2 (x, y), got shape {tuple(points.shape)}.")
+        if labels is None or labels.shape != points.shape[:2]:
+            got = None if labels is None else tuple(labels.shape)
+            raise SampotError(f"labels must be B x N = {tuple(points.shape[:2])}, got {got}.")
+    if boxes is not None:
+        batch = boxes.shape[0] if points is None else points.shape[0]
+        if boxes.ndim != 2 or boxes.shape != (batch, 4):
+            raise SampotError(f"boxes must be B x 4 (x0, y0, x1, y1), got shape {tuple(boxes.shape)}.")

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from sampot_lib.errors import SampotError
-from sampot_lib.models.base import ImageEmbedding, MaskPrediction
+from sampot_lib.models.base import ImageEmbedding, MaskPrediction, check_prompt_tensors
 from sampot_lib.models.sam import SamLikeModel, to_model_frame
 
 FORMAT = "sampot-prompt-decoder/1"
@@ -261,18 +261,7 @@ class OnnxPromptModel:
     ) -> MaskPrediction:
         """As :meth:`SamLikeModel.predict` (points B x N x 2 and labels B x N, and/or boxes B x 4, in original-image
         pixels), computed by onnxruntime: logits B x 1 x H x W at ``output_size`` and confidence B, no gradient."""
-        if points is None and boxes is None:
-            raise SampotError("a prompt needs points, a box, or both; got neither.")
-        if points is not None:
-            if points.ndim != 3 or points.shape[-1] != 2:
-                raise SampotError(f"points must be B x N x 2 (x, y), got shape {tuple(points.shape)}.")
-            if labels is None or labels.shape != points.shape[:2]:
-                got = None if labels is None else tuple(labels.shape)
-                raise SampotError(f"labels must be B x N = {tuple(points.shape[:2])}, got {got}.")
-        if boxes is not None:
-            batch = boxes.shape[0] if points is None else points.shape[0]
-            if boxes.ndim != 2 or boxes.shape != (batch, 4):
-                raise SampotError(f"boxes must be B x 4 (x0, y0, x1, y1), got shape {tuple(boxes.shape)}.")
+        check_prompt_tensors(points, labels, boxes)
         size, target = embedding.original_size, self.source.target_length
         cpu = torch.device("cpu")
         frame_points = frame_boxes = None

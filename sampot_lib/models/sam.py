@@ -20,7 +20,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
 from sampot_lib.errors import SampotError
-from sampot_lib.models.base import ImageEmbedding, MaskPrediction
+from sampot_lib.models.base import ImageEmbedding, MaskPrediction, check_prompt_tensors
 from sampot_lib.models.cache import EmbeddingStore, weights_fingerprint
 
 MaskOutput = Literal["best", "single", 0, 1, 2]
@@ -166,18 +166,7 @@ class SamLikeModel(nn.Module):
         Returns logits B x 1 x H x W at ``output_size`` (default: the original size) and confidence B (the IoU
         head's prediction for the chosen output). Differentiable with respect to ``points`` and ``boxes``.
         """
-        if points is None and boxes is None:
-            raise SampotError("a prompt needs points, a box, or both; got neither.")
-        if points is not None:
-            if points.ndim != 3 or points.shape[-1] != 2:
-                raise SampotError(f"points must be B x N x 2 (x, y), got shape {tuple(points.shape)}.")
-            if labels is None or labels.shape != points.shape[:2]:
-                got = None if labels is None else tuple(labels.shape)
-                raise SampotError(f"labels must be B x N = {tuple(points.shape[:2])}, got {got}.")
-        if boxes is not None:
-            batch = boxes.shape[0] if points is None else points.shape[0]
-            if boxes.ndim != 2 or boxes.shape != (batch, 4):
-                raise SampotError(f"boxes must be B x 4 (x0, y0, x1, y1), got shape {tuple(boxes.shape)}.")
+        check_prompt_tensors(points, labels, boxes)
         size, target = embedding.original_size, self.target_length
         point_arg, box = None, None
         if points is not None:

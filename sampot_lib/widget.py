@@ -82,7 +82,7 @@ class PromptWidget:
         self.prompt: Prompt | None = None
         self.result: EvolutionResult | None = None
         self.last: dict[str, Any] = {}
-        self.prompt_mode = default_prompt_mode(model)
+        self._mode = default_prompt_mode(model)
         self._corner: tuple[float, float] | None = None  # the first corner of a box being drawn
         self._listeners: list[Callable[[PromptWidget], None]] = []
         self._emb = model.embed(image)
@@ -142,6 +142,19 @@ class PromptWidget:
     def _on_click(self, trace: Any, points: Any, selector: Any) -> None:
         if points.xs:
             self._safely(self.click, points.xs[0], points.ys[0])
+
+    @property
+    def prompt_mode(self) -> str:
+        """What a mouse click places: ``"click"`` (a click prompt) or ``"box"`` (a corner of a box)."""
+        return self._mode
+
+    @prompt_mode.setter
+    def prompt_mode(self, mode: str) -> None:
+        if mode not in self.prompt_modes:
+            raise SampotError(f"prompt mode must be one of {', '.join(self.prompt_modes)}, got {mode!r}.")
+        self._mode, self._corner = mode, None
+        if hasattr(self, "status"):  # say what the mouse does now (not during __init__, before the status exists)
+            self.status.value = self._hint()
 
     def _hint(self) -> str:
         if self.prompt_mode == "box":

@@ -258,12 +258,17 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
 
         # Box mode: the toggle, then two clicks at opposite corners draw a box; its mask and scores replace the click's.
         page.get_by_role("button", name="box", exact=True).click()
+        page.wait_for_function(  # the kernel has the new mode: the status says what a click does now
+            "() => document.querySelector('.sampot-status').innerText.includes('opposite corners')",
+            timeout=ACTION_S * 1000,
+        )  # fmt: skip
         ys, xs = np.nonzero(other)
         corners = [(float(xs.max()) + 4, float(ys.max()) + 4), (float(xs.min()) - 4, float(ys.min()) - 4)]
         for k, (x, y) in enumerate(corners):
             where = page.evaluate(_WHERE, [x, y])
             page.mouse.click(where["x"], where["y"])
-            wanted = "opposite corner" if k == 0 else "box at"
+            shot(f"07_box_corner_{k}")
+            wanted = "click the opposite corner" if k == 0 else "box at"
             page.wait_for_function(
                 "(w) => document.querySelector('.sampot-status').innerText.includes(w)", arg=wanted,
                 timeout=ACTION_S * 1000,
@@ -273,7 +278,7 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
             " const b = gd.data.find(t => t.name === 'box'); return b && Array.from(b.x || []).length === 5; }",
             timeout=ACTION_S * 1000,
         )  # fmt: skip
-        shot("07_box")
+        shot("08_box")
         s5 = page.evaluate(_STATE)
         box_x = page.evaluate(
             "() => Array.from(document.querySelector('.js-plotly-plot').data.find(t => t.name === 'box').x)"

@@ -145,6 +145,13 @@ def book_config(env: dict[str, str], out: Path | None = None) -> Path:
         config.pop("launch_buttons", None)
         for button in ("use_repository_button", "use_issues_button", "use_edit_page_button"):
             html[button] = False
+    # The written config lives in _build/: paths in it must not depend on where it lies.
+    sphinx = config.setdefault("sphinx", {})
+    for name, path in (sphinx.get("local_extensions") or {}).items():
+        sphinx["local_extensions"][name] = str(ROOT / path)
+    static = sphinx.setdefault("config", {}).get("html_static_path")
+    if static:
+        sphinx["config"]["html_static_path"] = [str(ROOT / p) for p in static]
     out = out or ROOT / "_build" / "_config.yml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("# Written by scripts/build_book.py from _config.yml; edit that one.\n" + yaml.safe_dump(config))

@@ -1,8 +1,8 @@
 """Open every page of the built book in headless Chromium with the network off.
 
 Fails on any console error, uncaught exception or request that leaves the site, and checks that every plotly figure
-drew (a non-empty SVG) with its title clear of the mode bar, that the heat-map shows the Dice on hover and that the
-trajectory's step slider moves the click. Screenshots of the chapter pages go to <site>/../screenshots/ (a CI artefact).
+drew (a non-empty SVG), that the heat-map shows the Dice on hover and that the trajectory's step slider moves the
+click. Screenshots of the chapter pages go to <site>/../screenshots/ (a CI artefact).
 """
 
 from __future__ import annotations
@@ -22,19 +22,9 @@ MIN_FIGURES = {
 
 _FIGURES_DRAWN = """() => Array.from(document.querySelectorAll('.plotly-graph-div')).map(gd => {
     const svg = gd.querySelector('svg.main-svg');
-    const box = el => { if (!el) return null; const r = el.getBoundingClientRect();
-                        return [r.left, r.top, r.right, r.bottom]; };
-    const title = gd.querySelector('.gtitle');
     return {id: gd.id, drawn: !!svg && svg.querySelectorAll('path, image').length > 0,
-            traces: (gd.data || []).length, modebar: box(gd.querySelector('.modebar')),
-            title: title && title.textContent.trim() ? box(title) : null};
+            traces: (gd.data || []).length};
 })"""
-
-
-def _overlap(a: list[float] | None, b: list[float] | None) -> bool:
-    if a is None or b is None:
-        return False
-    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
 
 
 def _pages(site: Path) -> list[Path]:
@@ -76,9 +66,6 @@ def test_every_page_loads_offline_and_every_figure_draws(site: Path, browser):
         not_drawn = [f["id"] for f in figures if not f["drawn"]]
         if not_drawn:
             problems.append(f"{len(not_drawn)} of {len(figures)} plotly figures drew nothing")
-        under = [f["id"] for f in figures if _overlap(f["title"], f["modebar"])]
-        if under:
-            problems.append(f"{len(under)} figure titles run under plotly's mode bar")
         if len(figures) < MIN_FIGURES.get(rel, 0):
             problems.append(f"{len(figures)} plotly figures, expected at least {MIN_FIGURES[rel]}")
         if rel in MIN_FIGURES:

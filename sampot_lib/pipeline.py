@@ -131,6 +131,19 @@ def _test_stage_inputs(
     return splits, split, path, foreign, test_masks, inputs
 
 
+def _begin_test_stage(
+    stage: str, config: ExperimentConfig, folder: RunFolder, lazy: _LazyModel, path: Path, foreign: bool,
+    test_masks: dict[str, str], settings: dict[str, Any], split: str, inputs: dict[str, str],
+) -> tuple[PromptableModel, SegmentationRegressor, dict[str, Any], list[str]]:  # fmt: skip
+    """Load the model and the checked regressor, then record ``stage`` as begun: (model, regressor, its record,
+    warnings about a foreign regressor)."""
+    net = lazy.get()
+    regressor, meta = load_regressor(path, device=config.device)
+    notes = check_regressor(meta, _expected(config, net, test_masks), allow_foreign=foreign)
+    folder.begin(stage, settings, split, inputs)
+    return net, regressor, meta, notes
+
+
 def _require_parts(
     splits: dict[str, list[str]], parts: tuple[str, ...], config: ExperimentConfig, dataset: FolderDataset
 ) -> None:
@@ -280,10 +293,8 @@ def evaluate_stage(
         settings = stage_settings(config, "evaluate")
         if resume and folder.reusable("evaluate", settings, split, inputs) is None:
             return read_json(folder.path / "regressor_eval.json", "evaluation summary")
-        net = lazy.get()
-        regressor, meta = load_regressor(path, device=config.device)
-        notes = check_regressor(meta, _expected(config, net, test_masks), allow_foreign=foreign)
-        folder.begin("evaluate", settings, split, inputs)
+        net, regressor, meta, notes = _begin_test_stage("evaluate", config, folder, lazy, path, foreign, test_masks,
+                                                        settings, split, inputs)  # fmt: skip
         size = regressor.input_size  # a foreign regressor may read another size (then a note above says so)
         test = regressor_samples(
             net, dataset, splits["test"], config.structure, size, config.sharpness, config.n_synthetic,
@@ -371,10 +382,8 @@ def evolve_stage(
         settings = stage_settings(config, "evolve")
         if resume and folder.reusable("evolve", settings, split, inputs) is None:
             return read_json(folder.path / "summary.json", "summary")
-        net = lazy.get()
-        regressor, meta = load_regressor(path, device=config.device)
-        notes = check_regressor(meta, _expected(config, net, test_masks), allow_foreign=foreign)
-        folder.begin("evolve", settings, split, inputs)
+        net, regressor, meta, notes = _begin_test_stage("evolve", config, folder, lazy, path, foreign, test_masks,
+                                                        settings, split, inputs)  # fmt: skip
         guarded = Safeguards(**config.safeguards)
         # (summary group, scorer, safeguards, user's box jitter): the regressor with the safeguards, and for clicks
         # without them too (the paper's setting), every other scorer with them, and the regressor on the extra

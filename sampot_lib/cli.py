@@ -270,7 +270,7 @@ def _config(args: argparse.Namespace):
     from sampot_lib.config import ExperimentConfig, preset_values
 
     keys = ["structure", "model", "checkpoint", "mask_output", "device", "split_file", "seed", "max_images",
-            "regressor_size", "epochs", "box_jitter"]  # fmt: skip
+            "regressor_size", "epochs", "box_jitter", "workers", "scheduler"]  # fmt: skip
     if args.command == "run":
         keys += ["steps", "lr", "sharpness", "optimizer", "seeds", "regressor", "scorers", "extra_jitters"]
     values = {k: _plain(getattr(args, k)) for k in keys if hasattr(args, k) and getattr(args, k) is not None}
@@ -343,12 +343,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.regressor is not None:
         print(f"regressor: {config.regressor}, trained on {origin.get('data', 'an unrecorded data set')} "
               f"({origin.get('n_train_ids', '?')} + {origin.get('n_val_ids', '?')} images), applied to {config.data}")
+        if origin.get("calibrated_on"):  # a file from `sampot calibrate`
+            cal = origin["calibrated_on"]
+            print(f"  calibrated on {cal.get('data')} ({cal.get('n_labelled')} labelled images, none tested on)")
         for note in foreign:
             print(f"  note: {note}")
     if config.preset:
         diff = differs_from_paper(config)
         print("settings that differ from the paper: " + ("; ".join(diff) if diff else "none"))
     print(f"results in {args.out}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure a regressor trained elsewhere on N labelled images of a new data set, fine-tune it on most of them,
+    check it on the rest (:func:`sampot_lib.calibration.run_calibration`)."""
+    from sampot_lib.calibration import run_calibration
+
+    tuning = {k: v for k, v in (("epochs", args.epochs), ("tune_lr", args.tune_lr)) if v is not None}
+    report = run_calibration(
+        args.data, args.regressor, args.out, args.labelled, seed=args.seed, structure=args.structure,
+        model=args.model, checkpoint=args.checkpoint, mask_output=args.mask_output, prompt=args.prompt,
+        sharpness=args.sharpness, box_jitter=args.box_jitter, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
+        safeguards=_safeguards(args), split_file=args.split_file, device=args.device, **tuning,
+    )  # fmt: skip
+    for note in report["regressor_notes"]:
+        print(f"sampot: warning: {note}", file=sys.stderr)
+    b, cb, ca = report["before"], report["check_before"], report["check_after"]
+
+    def r(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    print(f"labelled images of {args.data}: {len(report['fine_tune_ids'])} to fine-tune on, "
+          f"{len(report['check_ids'])} held out to check ({', '.join(report['check_ids'])})")  # fmt: skip
+    e = b["evolution"]
+    print(f"before calibration, {b['n_images']} labelled images: r {r(b['r_all'])} (the model's masks "
+          f"{r(b['r_model'])}), mean abs. error {b['mae']:.3f}; evolution improved {e['improved']}, worse "
+          f"{e['worse']} of {e['n']}, mean Dice gain {e['mean_gain']:+.4f}")  # fmt: skip
+    print(f"held-out, before -> after: r {r(cb['r_all'])} -> {r(ca['r_all'])} (the model's masks "
+          f"{r(cb['r_model'])} -> {r(ca['r_model'])}), mean abs. error {cb['mae']:.3f} -> {ca['mae']:.3f}; "
+          f"evolution mean gain {cb['evolution']['mean_gain']:+.4f} -> "
+          f"{ca['evolution']['mean_gain']:+.4f}")  # fmt: skip
+    print(f"recommendation: {report['recommendation']}")
+    out = Path(args.out)
+    print(f"wrote {out / 'regressor_calibrated.pt'} and {out / 'calibration.json'}; evolve with it (its labelled "
+          f"images are never tested on): sampot run {args.data} --out {out} --seed {args.seed} --regressor "
+          f"{out / 'regressor_calibrated.pt'}")  # fmt: skip
     return 0
 
 
@@ -408,6 +448,11 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
                    "settings, split and inputs; redo the rest")  # fmt: skip
     g.add_argument("--force", action="store_true", help="start --out over: delete results made on another split "
                    "instead of refusing")  # fmt: skip
+    g = p.add_argument_group("where the per-image work runs (never changes a number)")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="N > 1: a local Dask cluster of N worker "
+                   "processes, the cores split evenly (default: 1, in this process)")  # fmt: skip
+    g.add_argument("--scheduler", metavar="ADDRESS", help="join a running Dask cluster at ADDRESS (tcp://host:8786, "
+                   "as `dask scheduler` prints it) instead")  # fmt: skip
     _model_args(p)
 
 
@@ -469,6 +514,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box prompts: also evolve users' boxes jittered by these J, regressor score only")  # fmt: skip
     _mark_defaults(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "calibrate", help="measure a regressor trained elsewhere on N labelled images of a new data set and "
+        "fine-tune it on them",
+        description="Measure a regressor trained on other data on N labelled images of DATA (how it ranks masks "
+        "there, whether evolution helps or hurts), fine-tune it on 70% of them and check it before and after on "
+        "the other 30% (at least one). The images come, seeded, from the train and validation parts of the split "
+        "of --out (a run folder), so `sampot run DATA --out DIR --regressor DIR/regressor_calibrated.pt` never tests "
+        "on them. Writes DIR/calibration.json and DIR/regressor_calibrated.pt.",
+    )  # fmt: skip
+    p.add_argument("data", help="folder-format data set (images/, masks/<structure>/) the regressor is new to")
+    p.add_argument("--regressor", required=True, help="regressor.pt trained elsewhere (e.g. by `sampot run`)")
+    p.add_argument("--labelled", type=_positive_int, required=True, metavar="N",
+                   help="how many labelled images to calibrate on (at least 3; 10 is a good start)")  # fmt: skip
+    p.add_argument("--out", required=True, help="run folder: its split gives the labelled images; the results go "
+                   "there")  # fmt: skip
+    p.add_argument("--structure", help="mask folder (default: the regressor's structure)")
+    p.add_argument("--prompt", choices=["click", "box"], help="the user's first prompt (default: the regressor's)")
+    p.add_argument("--box-jitter", type=float, default=0.10, help="J of the user's box (default: %(default)s)")
+    p.add_argument("--split-file", help="a split JSON from `sampot data split` (default: the run folder's, seeded)")
+    p.add_argument("--seed", type=_positive_int, default=0, help="seed of the split, the choice of images and the "
+                   "fine-tuning (default: 0; give `sampot run` the same)")  # fmt: skip
+    p.add_argument("--epochs", type=_positive_int, default=None, help="fine-tuning epochs (default: 30)")
+    p.add_argument("--tune-lr", type=_positive_float, default=None, help="fine-tuning learning rate (default: 1e-3)")
+    _model_args(p)
+    _evolve_args(p)
+    p.set_defaults(func=cmd_calibrate, model=None, sharpness=None)  # None: the regressor's own
 
     p = sub.add_parser("download", help="download and verify a SAM checkpoint into the cache")
     p.add_argument("name", help="vit_b, vit_l or vit_h")
@@ -533,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     from sampot_lib.checks import USER_ERRNOS, describe_os_error
     from sampot_lib.cli_checks import check_args
+    from sampot_lib.runs import apply_thread_setting
 
     parser = build_parser()
     _add_debug(parser, top=True)
@@ -542,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             check_args(args)
+            apply_thread_setting()  # as the book's kernels do: the same thread count gives the same numbers
             return int(args.func(args) or 0)
         except KeyboardInterrupt:
             print("sampot: interrupted", file=sys.stderr)

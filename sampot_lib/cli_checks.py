@@ -28,6 +28,9 @@ RUN_FILES = (
     "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json",
 )  # fmt: skip
 
+#: The files `sampot calibrate` writes into --out (sampot_lib.calibration.CALIBRATION_FILES and the run folder's).
+CALIBRATE_FILES = ("calibration.json", "regressor_calibrated.pt", "splits.json", "manifest.json")
+
 # dest -> (flag, check of the value; it returns the value to keep). None values (flag not given) are not checked.
 _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "steps": ("--steps", lambda v, n: checks.whole(v, n, low=0)),
@@ -45,6 +48,10 @@ _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "click": ("--click", lambda v, n: _coords(v, n)),
     "box": ("--box", lambda v, n: [checks.number(x, n) for x in v]),
     "device": ("--device", checks.device),
+    "labelled": ("--labelled", lambda v, n: _labelled(v, n)),
+    "tune_lr": ("--tune-lr", lambda v, n: checks.number(v, n, low=0, high=1, low_open=True)),
+    "workers": ("--workers", lambda v, n: checks.whole(v, n, low=1)),
+    "scheduler": ("--scheduler", lambda v, n: _scheduler(v, n)),
 }
 # Values of the data commands (their names mean something else elsewhere, so they are checked by command).
 _DATA_VALUES: dict[str, dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
@@ -61,6 +68,19 @@ def _max_images(value: Any, name: str) -> int:
     n = checks.whole(value, name)
     if n < 3:
         raise SampotError(f"{name} must be at least 3 (a correlation needs 3 test images) or left out; got {n}.")
+    return n
+
+
+def _scheduler(value: Any, name: str) -> str:
+    from sampot_lib.config import check_scheduler
+
+    return check_scheduler(value, name)
+
+
+def _labelled(value: Any, name: str) -> int:
+    n = checks.whole(value, name)
+    if n < 3:
+        raise SampotError(f"{name} must be at least 3 (two labelled images to fine-tune on, one to check on); got {n}.")
     return n
 
 
@@ -141,7 +161,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
         from sampot_lib.data.splits import load_splits
 
         load_splits(args.split_file)  # a damaged or foreign file fails now, not after the data set is read
-    if args.command in ("run", "train-regressor"):
+    if args.command in ("run", "train-regressor", "calibrate"):
         checks.input_dir(args.data, "data set", hint="give a folder with images/ and masks/<structure>/")
     if args.command == "app":
         if not Path(args.source).exists():
@@ -160,6 +180,8 @@ def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
         checks.output_file(args.out, example="heatmap.csv")
     elif args.command in ("run", "train-regressor"):
         checks.output_dir(args.out, files=RUN_FILES)
+    elif args.command == "calibrate":
+        checks.output_dir(args.out, files=CALIBRATE_FILES)
     elif args.command == "download":
         from sampot_lib.models.registry import default_cache_dir
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ class ExperimentConfig:
     report mean and spread; None runs ``seed`` alone. ``regressor``: a regressor file trained elsewhere to use
     instead of training one (its provenance is checked and any difference recorded, not refused). ``preset``: the
     name of the preset the values came from (a label; :func:`differs_from_paper` says what differs).
+    ``workers`` and ``scheduler``: where the per-image work runs (:class:`sampot_lib.parallel.Workers`: None or 1 in
+    this process, N > 1 a local Dask cluster of N processes, or the address of a running Dask scheduler); they never
+    change a number, so no stage is redone for them (:data:`STAGE_SETTINGS`).
     """
 
     data: str
@@ -80,6 +84,8 @@ class ExperimentConfig:
     regressor: str | None = None
     preset: str | None = None
     seeds: list[int] | None = None
+    workers: int | None = None
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         # Notebooks get these from papermill parameters: a wrong type must fail here, by name, not deep inside torch.
@@ -161,6 +167,12 @@ class ExperimentConfig:
             if len(set(self.seeds)) != len(self.seeds):
                 raise SampotError(f"parameter 'seeds' lists a seed twice: {self.seeds}.")
         _check_safeguards(self.safeguards)
+        if self.workers is not None and self.workers < 1:
+            raise SampotError(f"parameter 'workers' must be >= 1 (1: in this process) or None, got {self.workers}.")
+        if self.scheduler is not None:
+            self.scheduler = check_scheduler(self.scheduler, "parameter 'scheduler'")
+            if self.workers is not None and self.workers > 1:
+                raise SampotError("give 'workers' or 'scheduler', not both: a joined Dask cluster has its own workers.")
 
     @property
     def out_dir(self) -> Path:
@@ -183,8 +195,22 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
     "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "steps": (int,), "lr": (float,),
     "sharpness": (float,), "safeguards": (dict,), "prompt": (str,), "box_jitter": (float,), "optimizer": (str,),
     "scorers": (list,), "extra_jitters": (list,), "regressor": (str, _NONE), "preset": (str, _NONE),
-    "seeds": (list, _NONE),
+    "seeds": (list, _NONE), "workers": (int, _NONE), "scheduler": (str, _NONE),
 }  # fmt: skip
+
+
+#: A Dask scheduler address: [protocol://]host:port (``dask scheduler`` prints it).
+_ADDRESS = re.compile(r"^(?:(tcp|tls|ucx|ws|wss)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$")
+
+
+def check_scheduler(address: str, name: str = "--scheduler") -> str:
+    """A Dask scheduler address ``[tcp|tls|ucx|ws|wss://]host:port`` (port 1-65535), stripped; else SampotError."""
+    text = address.strip()
+    match = _ADDRESS.match(text)
+    if match is None or not 1 <= int(match.group(4)) <= 65535:
+        raise SampotError(f"{name} must be a Dask scheduler address like tcp://node1:8786 (host:port, as `dask "
+                          f"scheduler` prints it), got {address!r}.")  # fmt: skip
+    return text
 
 
 def _is_number(v: Any) -> bool:
@@ -310,8 +336,9 @@ def _fmt(v: Any) -> str:
 
 # -- which settings each stage's results depend on ------------------------------------------------------------------
 
-# A stage's results are reusable (``--resume``) while these settings are unchanged; ``out``, ``device``, ``preset``
-# and ``seeds`` never change a stage's numbers (a sub-run of one seed gets its own folder).
+# A stage's results are reusable (``--resume``) while these settings are unchanged; ``out``, ``device``, ``preset``,
+# ``seeds``, ``workers`` and ``scheduler`` never change a stage's numbers (a sub-run of one seed gets its own folder;
+# every image's work depends on the seed and the image alone, wherever it runs).
 _DATA = ("data", "structure", "split_file", "split_fractions", "seed", "max_images")
 _MODEL = ("model", "checkpoint", "mask_output")
 _SET = ("n_synthetic", "n_outside", "regressor_size", "sharpness", "prompt")

@@ -12,23 +12,27 @@ from the same settings, split and inputs.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
-import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from sampot_lib.config import ExperimentConfig, stage_settings
+from sampot_lib.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
 from sampot_lib.evolve import Safeguards, evolve_prompt
 from sampot_lib.metrics import dice, pearson_r
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.models.registry import load_model
+from sampot_lib.parallel import DatasetRef, ModelRef, RegressorRef, Workers, resolve
 from sampot_lib.prompts import Prompt, predict, predict_mask
 from sampot_lib.regressor import (
     RegressorData,
@@ -53,7 +57,7 @@ from sampot_lib.runs import (
     write_json,
 )
 from sampot_lib.scoring import BlendScorer, ConfidenceScorer, OracleScorer, RegressorScorer, choose_blend_weight
-from sampot_lib.synth import initial_prompt
+from sampot_lib.synth import user_prompt_for
 from sampot_lib.training_set import data_identity, mask_hashes, model_prompts_for, regressor_samples
 
 # A drop of this much Dice is what the paper's figure 6 shows as a catastrophe (a mask outside the lung).
@@ -90,6 +94,23 @@ def _lazy(config: ExperimentConfig, model: PromptableModel | _LazyModel | None) 
     return model if isinstance(model, _LazyModel) else _LazyModel(config, model)
 
 
+def model_ref(config: ExperimentConfig) -> ModelRef:
+    """What a worker process loads for ``config``'s model. The workers share an embedding store, so each image is
+    encoded once: ``$SAMPOT_EMBEDDINGS``, else ``out/embeddings`` (kept for later runs into the same folder)."""
+    store = os.environ.get("SAMPOT_EMBEDDINGS") or str(config.out_dir.resolve() / "embeddings")
+    return ModelRef(config.model, config.checkpoint, config.device, config.mask_output, store)
+
+
+@contextmanager
+def _workers(config: ExperimentConfig, workers: Workers | None) -> Iterator[Workers]:
+    """``workers`` if the caller gives them (one cluster for several stages), else the config's, stopped after."""
+    if workers is not None:
+        yield workers
+        return
+    with Workers(config.workers, config.scheduler) as own:
+        yield own
+
+
 def _begin(config: ExperimentConfig, dataset: FolderDataset | None) -> tuple[RunFolder, FolderDataset]:
     """Refuse early if another run holds the folder; validate the data set (before anything is written)."""
     folder = RunFolder(config.out_dir)
@@ -100,8 +121,7 @@ def _begin(config: ExperimentConfig, dataset: FolderDataset | None) -> tuple[Run
 def user_prompt(config: ExperimentConfig, image_id: str, truth: np.ndarray) -> Prompt:
     """The simulated user's first prompt on one test image: the centroid click (paper 3.3) or the structure's box
     jittered by ``config.box_jitter``, seeded by the run's seed and the image's id (the same box in every stage)."""
-    rng = np.random.default_rng([config.seed, zlib.crc32(image_id.encode())])
-    return initial_prompt(truth, config.prompt, config.box_jitter, rng)
+    return user_prompt_for(config.seed, config.prompt, config.box_jitter, image_id, truth)
 
 
 def blend_weight(regressor: SegmentationRegressor, val: RegressorData) -> float | None:
@@ -188,15 +208,16 @@ def train_regressor_stage(
     *,
     resume: bool = False,
     force: bool = False,
+    workers: Workers | None = None,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
     """Build the train and val sets, fit the regressor, write ``regressor.pt`` (with its full provenance) and
     ``regressor_history.csv``. With ``resume``, reuse them if this stage already finished from the same settings,
-    split and masks."""
+    split and masks. ``workers``: where the per-image work runs (default: ``config.workers`` / ``scheduler``)."""
     if config.regressor is not None:
         raise SampotError("this run uses a regressor trained elsewhere (regressor=...): there is nothing to train.")
     folder, dataset = _begin(config, dataset)
     lazy = _lazy(config, model)
-    with folder.locked():
+    with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         full, split = resolve_split(config, dataset, force=force)
         write_config(config)
         splits = limit(full, config.max_images)
@@ -209,12 +230,14 @@ def train_regressor_stage(
             return regressor, read_csv(folder.path / "regressor_history.csv")
         folder.begin("train", settings, split, inputs)
         net = lazy.get()
+        pool = stack.enter_context(_workers(config, workers))
+        source = pool.share(net, lambda: model_ref(config))
         common = dict(structure=config.structure, size=config.regressor_size, sharpness=config.sharpness,
                       n_synthetic=config.n_synthetic, n_outside=config.n_outside, progress=progress,
-                      prompts_for_image=model_prompts_for(config.prompt, config.n_outside))  # fmt: skip
-        # The val set draws from the same seed as the train set, as before the move (numbers unchanged).
-        train = regressor_samples(net, dataset, splits["train"], seed=config.seed, **common)
-        val = regressor_samples(net, dataset, splits["val"], seed=config.seed, **common)
+                      prompts_for_image=model_prompts_for(config.prompt, config.n_outside), workers=pool)  # fmt: skip
+        # Each image draws from (seed, its id): the val set's draws differ from the train set's by their images.
+        train = regressor_samples(source, dataset, splits["train"], seed=config.seed, **common)
+        val = regressor_samples(source, dataset, splits["val"], seed=config.seed, **common)
         regressor, history = fit_regressor(
             train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
             device=config.device, progress=progress,
@@ -282,13 +305,15 @@ def evaluate_stage(
     *,
     resume: bool = False,
     force: bool = False,
+    workers: Workers | None = None,
 ) -> dict[str, Any]:
     """Score held-out test masks with the regressor: ``regressor_eval.csv`` (one row per mask) and Pearson r with
     Dice on unseen synthetic masks, on all the model's masks and on the user's prompts (the centroid click or the
-    jittered box), of the regressor, of the model's IoU head and of their blend."""
+    jittered box), of the regressor, of the model's IoU head and of their blend. ``workers``: where the per-image
+    work runs (default: ``config.workers`` / ``scheduler``)."""
     folder, dataset = _begin(config, dataset)
     lazy = _lazy(config, model)
-    with folder.locked():
+    with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         splits, split, path, foreign, test_masks, inputs = _test_stage_inputs(config, folder, dataset, force)
         settings = stage_settings(config, "evaluate")
         if resume and folder.reusable("evaluate", settings, split, inputs) is None:
@@ -296,9 +321,11 @@ def evaluate_stage(
         net, regressor, meta, notes = _begin_test_stage("evaluate", config, folder, lazy, path, foreign, test_masks,
                                                         settings, split, inputs)  # fmt: skip
         size = regressor.input_size  # a foreign regressor may read another size (then a note above says so)
+        pool = stack.enter_context(_workers(config, workers))
+        source, data, reg = _shared(pool, config, net, dataset, regressor, path)
         test = regressor_samples(
-            net, dataset, splits["test"], config.structure, size, config.sharpness, config.n_synthetic,
-            config.n_outside, config.seed, progress, model_prompts_for(config.prompt, config.n_outside),
+            source, data, splits["test"], config.structure, size, config.sharpness, config.n_synthetic,
+            config.n_outside, config.seed, progress, model_prompts_for(config.prompt, config.n_outside), workers=pool,
         )  # fmt: skip
         scores = predict_dice(regressor, test, device=config.device)
         weight = meta.get("blend_weight")
@@ -308,17 +335,8 @@ def evaluate_stage(
             for i, k, d, s, c in zip(test.image_id, test.kind, test.dice, scores, test.confidence, strict=True)
         ]  # fmt: skip
         initial_kind = "model_centroid" if config.prompt == "click" else "model_user_box"
-        for image_id in tqdm(splits["test"], desc="user prompts", unit="image", disable=not progress):
-            image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
-            prompt = user_prompt(config, image_id, truth)
-            emb = net.embed(image)
-            scorer = RegressorScorer(regressor, image, config.sharpness, device=config.device)
-            with torch.no_grad():  # the score evolution's step 0 gets for the same prompt
-                small = predict(net, emb, prompt, output_size=(scorer.size, scorer.size))
-                score = float(scorer(small.logits, small.confidence))
-            true = dice(predict_mask(net, emb, prompt), truth)
-            rows.append({"image_id": image_id, "kind": initial_kind, "dice": true, "regressor": score,
-                         "confidence": float(small.confidence)})  # fmt: skip
+        rows += pool.map(_user_prompt_row, splits["test"], desc="user prompts", progress=progress,
+                         kwargs=dict(config=config, model=source, dataset=data, regressor=reg, kind=initial_kind))
         write_csv(folder.path / "regressor_eval.csv", rows)
         synth = [r for r in rows if r["kind"] == "synthetic"]
         own = [r for r in rows if r["kind"] != "synthetic"]  # every mask of the model's, the user's prompts too
@@ -349,6 +367,35 @@ def evaluate_stage(
     return summary
 
 
+def _shared(
+    pool: Workers, config: ExperimentConfig, net: PromptableModel, dataset: FolderDataset,
+    regressor: SegmentationRegressor, path: Path,
+) -> tuple[Any, Any, Any]:  # fmt: skip
+    """(model, data set, regressor) as a stage's tasks get them: these objects serially, references (names, paths,
+    the regressor file's hash) that each worker process loads once when the work is spread."""
+    if not pool.parallel:
+        return net, dataset, regressor
+    return model_ref(config), DatasetRef(str(dataset.root)), RegressorRef(str(path), sha256_file(path), config.device)
+
+
+def _user_prompt_row(
+    image_id: str, *, config: ExperimentConfig, model: Any, dataset: Any, regressor: Any, kind: str
+) -> dict[str, Any]:
+    """The evaluation's row of one test image's user prompt: true Dice, the regressor's score (the score evolution's
+    step 0 gets for the same prompt) and the model's confidence (a task a worker may run)."""
+    net, dataset, regressor = resolve(model), resolve(dataset), resolve(regressor)
+    image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
+    prompt = user_prompt(config, image_id, truth)
+    emb = net.embed(image)
+    scorer = RegressorScorer(regressor, image, config.sharpness, device=config.device)
+    with torch.no_grad():
+        small = predict(net, emb, prompt, output_size=(scorer.size, scorer.size))
+        score = float(scorer(small.logits, small.confidence))
+    true = dice(predict_mask(net, emb, prompt), truth)
+    return {"image_id": image_id, "kind": kind, "dice": true, "regressor": score,
+            "confidence": float(small.confidence)}  # fmt: skip
+
+
 def _r(rows: list[dict[str, Any]], column: str) -> float | None:
     """Pearson r of ``column`` with the true Dice; None when it is undefined (under 3 rows, or a constant)."""
     if len(rows) < 3:
@@ -365,15 +412,21 @@ def evolve_stage(
     *,
     resume: bool = False,
     force: bool = False,
+    workers: Workers | None = None,
 ) -> dict[str, Any]:
     """Evolve the user's prompt of every test image with each of ``config.scorers`` (the regressor with the safeguards
     on, and off for clicks; the others with them on; the regressor on each extra box jitter): ``evolution.csv`` (one
     row per image and group), ``trajectories.json``, and ``summary.json`` (per group: counts improved / unchanged /
     worse / drops / catastrophes and mean Dice; the share of the oracle's gain; the regressor's evaluation when that
-    stage finished here from the same regressor; the data sets involved)."""
+    stage finished here from the same regressor; the data sets involved).
+
+    ``workers``: where the per-image work runs (default: ``config.workers`` / ``scheduler``). Each finished image is
+    kept in ``out/evolve_parts/<key>/<id>.json`` (key: a hash of the stage's settings, split and inputs) until the
+    stage finishes, when the folder is deleted; with ``resume``, an interrupted stage redoes only the images it has
+    no part of. Without ``resume`` every image is redone."""
     folder, dataset = _begin(config, dataset)
     lazy = _lazy(config, model)
-    with folder.locked():
+    with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         splits, split, path, foreign, test_masks, inputs = _test_stage_inputs(config, folder, dataset, force)
         evaluation = None
         if folder.reusable("evaluate", stage_settings(config, "evaluate"), split, inputs) is None:
@@ -384,7 +437,6 @@ def evolve_stage(
             return read_json(folder.path / "summary.json", "summary")
         net, regressor, meta, notes = _begin_test_stage("evolve", config, folder, lazy, path, foreign, test_masks,
                                                         settings, split, inputs)  # fmt: skip
-        guarded = Safeguards(**config.safeguards)
         # (summary group, scorer, safeguards, user's box jitter): the regressor with the safeguards, and for clicks
         # without them too (the paper's setting), every other scorer with them, and the regressor on the extra
         # jitters of the user's box.
@@ -399,30 +451,18 @@ def evolve_stage(
         if "blend" in config.scorers and weight is None:
             raise SampotError(f"the regressor {path} records no blend weight (trained by an older sampot); retrain it "
                               "or drop 'blend' from the scorers.")  # fmt: skip
-        rows, trajectories = [], {}
-        for image_id in tqdm(splits["test"], desc="evolution", unit="image", disable=not progress):
-            image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
-            reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
-            scorers = {"regressor": reg, "confidence": ConfidenceScorer(reg.size),
-                       "oracle": OracleScorer(truth, reg.size, config.sharpness, config.device)}  # fmt: skip
-            if weight is not None:
-                scorers["blend"] = BlendScorer(reg, weight)
-            for group, scorer_name, guard_name, jitter in plan:
-                start = user_prompt(replace(config, box_jitter=jitter), image_id, truth)
-                # No per-step true Dice (a full-size mask per step): only the first and the winning masks count.
-                res = evolve_prompt(
-                    net, scorers[scorer_name], image, start, steps=config.steps, lr=config.lr,
-                    optimizer=config.optimizer, sharpness=config.sharpness,
-                    safeguards=guarded if guard_name == "on" else Safeguards.off(), seed=config.seed,
-                )  # fmt: skip
-                d0, d1 = dice(res.initial_mask, truth), dice(res.best_mask, truth)
-                rows.append({
-                    "image_id": image_id, "group": group, "scorer": scorer_name, "safeguards": guard_name,
-                    "box_jitter": jitter if config.prompt == "box" else "", "x0": res.initial.x, "y0": res.initial.y,
-                    "x": res.best.x, "y": res.best.y, "best_step": res.best_step, "score0": res.initial.score,
-                    "score": res.best.score, "dice0": d0, "dice": d1, "gain": d1 - d0,
-                })  # fmt: skip
-                trajectories[f"{image_id}/{group}"] = res.to_dict()
+        pool = stack.enter_context(_workers(config, workers))
+        source, data, reg = _shared(pool, config, net, dataset, regressor, path)
+        parts = _Parts(folder.path / "evolve_parts", settings_hash({"settings": settings, "split": split,
+                                                                     "inputs": inputs}), keep=resume)  # fmt: skip
+        done = parts.load(splits["test"])
+        todo = [i for i in splits["test"] if i not in done]
+        fresh = pool.map(_evolve_image, todo, desc="evolution", progress=progress, on_result=parts.save,
+                         kwargs=dict(config=config, model=source, dataset=data, regressor=reg, plan=plan,
+                                     weight=weight))  # fmt: skip
+        done |= {i: _as_stored(r) for i, r in zip(todo, fresh, strict=True)}  # as a resumed run reads them back
+        rows = [row for i in splits["test"] for row in done[i]["rows"]]
+        trajectories = {key: t for i in splits["test"] for key, t in done[i]["trajectories"].items()}
         write_csv(folder.path / "evolution.csv", rows)
         nonfinite = write_json(folder.path / "trajectories.json", trajectories, indent=None, nonfinite="null")
         summary: dict[str, Any] = {group: summarise([r for r in rows if r["group"] == group])
@@ -438,9 +478,92 @@ def evolve_stage(
         if nonfinite:
             summary["nonfinite_in_trajectories"] = nonfinite
         summary["config"] = config.to_dict()
+        summary["torch_threads"] = torch.get_num_threads()  # another thread count moves the numbers a little
         write_json(folder.path / "summary.json", summary)
         folder.finish("evolve", ["evolution.csv", "trajectories.json", "summary.json"])
+        parts.clear()
     return summary
+
+
+def _evolve_image(
+    image_id: str, *, config: ExperimentConfig, model: Any, dataset: Any, regressor: Any,
+    plan: list[tuple[str, str, str, float]], weight: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """One test image's evolution for every (group, scorer, safeguards, box jitter) of ``plan``: {"rows": its rows
+    of ``evolution.csv``, "trajectories": {"<id>/<group>": record}} (a task a worker may run)."""
+    net, dataset, regressor = resolve(model), resolve(dataset), resolve(regressor)
+    guarded = Safeguards(**config.safeguards)
+    image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
+    reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
+    scorers = {"regressor": reg, "confidence": ConfidenceScorer(reg.size),
+               "oracle": OracleScorer(truth, reg.size, config.sharpness, config.device)}  # fmt: skip
+    if weight is not None:
+        scorers["blend"] = BlendScorer(reg, weight)
+    rows, trajectories = [], {}
+    for group, scorer_name, guard_name, jitter in plan:
+        start = user_prompt(replace(config, box_jitter=jitter), image_id, truth)
+        # No per-step true Dice (a full-size mask per step): only the first and the winning masks count.
+        res = evolve_prompt(
+            net, scorers[scorer_name], image, start, steps=config.steps, lr=config.lr,
+            optimizer=config.optimizer, sharpness=config.sharpness,
+            safeguards=guarded if guard_name == "on" else Safeguards.off(), seed=config.seed,
+        )  # fmt: skip
+        d0, d1 = dice(res.initial_mask, truth), dice(res.best_mask, truth)
+        rows.append({
+            "image_id": image_id, "group": group, "scorer": scorer_name, "safeguards": guard_name,
+            "box_jitter": jitter if config.prompt == "box" else "", "x0": res.initial.x, "y0": res.initial.y,
+            "x": res.best.x, "y": res.best.y, "best_step": res.best_step, "score0": res.initial.score,
+            "score": res.best.score, "dice0": d0, "dice": d1, "gain": d1 - d0,
+        })  # fmt: skip
+        trajectories[f"{image_id}/{group}"] = res.to_dict()
+    return {"rows": rows, "trajectories": trajectories}
+
+
+def _part_text(result: dict[str, Any]) -> str:
+    # NaN stays NaN (Python's JSON reads it back); numpy scalars become Python numbers
+    return json.dumps(result, allow_nan=True, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+
+
+def _as_stored(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` as its part file holds it (tuples as lists, numpy scalars as numbers): a fresh and a resumed
+    run then write the same bytes."""
+    return json.loads(_part_text(result))
+
+
+class _Parts:
+    """Per-image results of an unfinished stage, one JSON file each, under ``root/<key>/`` (``key``: the hash of
+    what the results depend on, so a part from other settings is never used). ``keep=False`` starts afresh."""
+
+    def __init__(self, root: Path, key: str, keep: bool):
+        self.root, self.dir = root, root / key[:16]
+        if root.is_dir():  # parts of other settings, or every part when not resuming, are of no use
+            for old in root.iterdir():
+                if keep and old == self.dir:
+                    continue
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
+
+    def load(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """{id: stored result} of every readable part of ``ids`` (a damaged one is redone)."""
+        out = {}
+        for image_id in ids:
+            try:
+                out[image_id] = json.loads((self.dir / f"{image_id}.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def save(self, image_id: str, result: dict[str, Any]) -> None:
+        """Write one image's part atomically (a temporary name renamed into place)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{image_id}.json.tmp"
+        tmp.write_text(_part_text(result), encoding="utf-8")
+        os.replace(tmp, self.dir / f"{image_id}.json")
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -490,12 +613,13 @@ def summarise_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _run_one(
-    config: ExperimentConfig, dataset: FolderDataset, model: _LazyModel, progress: bool, resume: bool, force: bool
-) -> dict[str, Any]:
+    config: ExperimentConfig, dataset: FolderDataset, model: _LazyModel, progress: bool, resume: bool, force: bool,
+    workers: Workers,
+) -> dict[str, Any]:  # fmt: skip
     if config.regressor is None:
-        train_regressor_stage(config, model, dataset, progress, resume=resume, force=force)
-    evaluate_stage(config, model, dataset, progress, resume=resume, force=force)
-    return evolve_stage(config, model, dataset, progress, resume=resume, force=force)
+        train_regressor_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
+    evaluate_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
+    return evolve_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
 
 
 def run_experiment(
@@ -507,8 +631,16 @@ def run_experiment(
     With ``config.seeds``, the regressor training and the evolution run once per seed in ``out/seed_<k>/``, all on
     the split made with ``config.seed``, and ``out/summary.json`` holds the mean and spread over seeds
     (:func:`summarise_seeds`). ``resume``: reuse every stage that finished from the same settings, split and inputs;
-    ``force``: delete results made on another split instead of refusing.
+    ``force``: delete results made on another split instead of refusing. ``config.workers`` / ``scheduler``: one
+    Dask cluster for every stage (started when the first per-image work needs it).
     """
+    with Workers(config.workers, config.scheduler) as workers:
+        return _run_experiment(config, progress, resume, force, workers)
+
+
+def _run_experiment(
+    config: ExperimentConfig, progress: bool, resume: bool, force: bool, workers: Workers
+) -> dict[str, Any]:
     folder, dataset = _begin(config, None)  # validated once: every file of the set is read
     model = _LazyModel(config)
     if progress and folder.path.is_dir() and not force:  # say what was found before reusing or redoing it
@@ -516,7 +648,7 @@ def run_experiment(
             print(f"note: {problem}; {'redoing what it affects' if resume else 'every stage is redone'}.",
                   file=sys.stderr)  # fmt: skip
     if config.seeds is None:
-        return _run_one(config, dataset, model, progress, resume, force)
+        return _run_one(config, dataset, model, progress, resume, force, workers)
     with folder.locked():
         _, split = resolve_split(config, dataset, force=force)
         write_config(config)
@@ -524,7 +656,7 @@ def run_experiment(
         per_seed = {}
         for k in config.seeds:
             sub = replace(config, out=str(folder.path / f"seed_{k}"), seed=k, seeds=None, split_file=split_file)
-            per_seed[k] = _run_one(sub, dataset, model, progress, resume, force)
+            per_seed[k] = _run_one(sub, dataset, model, progress, resume, force, workers)
         inputs = {f"seed_{k}/summary.json": sha256_file(folder.path / f"seed_{k}" / "summary.json")
                   for k in config.seeds}  # fmt: skip
         folder.begin("aggregate", {"seeds": config.seeds}, split, inputs)
@@ -532,3 +664,25 @@ def run_experiment(
         write_json(folder.path / "summary.json", summary)
         folder.finish("aggregate", ["summary.json"])
     return summary
+
+
+def seed_runs(
+    config: ExperimentConfig, seeds: list[int], progress: bool = True, *, resume: bool = True
+) -> dict[str, Any]:
+    """The spread over seeds of a finished run: ``config``'s own results (its seed; ``out/summary.json`` must exist)
+    and, for every other seed of ``seeds``, the whole experiment again in ``out/seed_<k>/`` on the same split (the
+    regressor's initialisation and its synthetic masks change with the seed, and a box's jitter; the data and the
+    split do not).
+    Returns :func:`summarise_seeds` of them; with ``resume``, seeds that finished before are read back."""
+    own = config.out_dir / "summary.json"
+    if not own.is_file():
+        raise SampotError(f"{own} is missing: evolve the run of seed {config.seed} first (notebook 05, or `sampot "
+                          "run`), then add seeds.")  # fmt: skip
+    per_seed = {config.seed: read_json(own, "summary")}
+    split_file = config.split_file or str(config.out_dir / "splits.json")
+    for k in seeds:
+        if k == config.seed:
+            continue
+        sub = replace(config, out=str(config.out_dir / f"seed_{k}"), seed=k, seeds=None, split_file=split_file)
+        per_seed[k] = run_experiment(sub, progress=progress, resume=resume)
+    return summarise_seeds(per_seed)

@@ -141,18 +141,35 @@ def fit_regressor(
     widths: tuple[int, ...] = (16, 32, 64, 128),
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    init: SegmentationRegressor | None = None,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
     """Train a regressor with Adam + MSE; return the weights of the epoch with the lowest validation MSE and the
-    per-epoch history (epoch, train_mse, val_mse). ``log`` receives one line per epoch."""
+    per-epoch history (epoch, train_mse, val_mse). ``log`` receives one line per epoch.
+
+    ``init``: start from a copy of this regressor's weights (fine-tuning; ``widths`` is then its own, and ``init``
+    itself is left unchanged). Its starting weights are then a candidate too (history row ``epoch`` 0): with
+    ``epochs=0``, or when no epoch lowers the validation MSE, the copy is returned as it was.
+    """
     if len(train) == 0 or len(val) == 0:
         raise SampotError(f"regressor training needs non-empty train and val sets (got {len(train)} and {len(val)}).")
     size = train.images.shape[-1]
     torch.manual_seed(seed)
-    model = SegmentationRegressor(size, widths).to(device)
+    if init is not None:
+        if init.input_size != size:
+            raise SampotError(f"the starting regressor reads {init.input_size}x{init.input_size} inputs, but the "
+                              f"training set holds {size}x{size} ones; build the set at its input size.")  # fmt: skip
+        model = copy.deepcopy(init).to(device)
+    else:
+        model = SegmentationRegressor(size, widths).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     img, msk, target = train.tensors(device)
     best_state, best_val, history = None, float("inf"), []
+    if init is not None:  # the starting point competes: fine-tuning never returns weights worse on val than it
+        best_val = float(np.mean((predict_dice(model, val, device=device) - val.dice) ** 2))
+        start_train = float(np.mean((predict_dice(model, train, device=device) - train.dice) ** 2))
+        best_state = copy.deepcopy(model.state_dict())
+        history.append({"epoch": 0, "train_mse": start_train, "val_mse": best_val})
     bar = tqdm(range(1, epochs + 1), desc="regressor", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
@@ -258,14 +275,19 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
     expected: any of ``model``, ``mask_output``, ``structure``, ``prompt``, ``sharpness``, ``input_size`` (what the
     caller will score), and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on; see
     :func:`sampot_lib.training_set.mask_hashes`): none of them may be among the images it was trained or validated
-    on. A setting the record lacks (a file from an older sampot) gives a warning, never an error.
+    on (``train_masks``, ``val_masks``) or calibrated on (``calibration_masks``, written by
+    :mod:`sampot_lib.calibration`). A setting the record lacks (a file from an older sampot) gives a warning, never
+    an error.
 
     A mismatch raises SampotError naming both values and what to do, unless ``allow_foreign`` (the user asked on
     purpose for a regressor trained elsewhere): then every mismatch is returned as a warning for the results to
-    record.
+    record. A test image among its calibration images is refused even then: a calibrated regressor is passed as a
+    foreign one on the very data set it was calibrated on, and scoring its own labelled images would inflate the
+    results.
     """
     warnings: list[str] = []
     problems: list[str] = []
+    refused: list[str] = []  # refused even with allow_foreign
     for key, what in _CHECKED.items():
         if key not in expected or expected[key] is None:
             continue
@@ -292,6 +314,20 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
             more = f" and {len(leaked) - 5} more" if len(leaked) > 5 else ""
             problems.append(f"{len(leaked)} test image(s) were among its training or validation images: "
                             f"{shown}{more}")  # fmt: skip
+        calibrated = {h: i for i, h in meta.get("calibration_masks", {}).items()}
+        labelled = [(i, calibrated[h]) for i, h in sorted(test.items()) if h in calibrated]
+        if labelled:
+            shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in labelled[:5])
+            more = f" and {len(labelled) - 5} more" if len(labelled) > 5 else ""
+            where = meta.get("calibrated_on", {}).get("data", "an unrecorded data set")
+            refused.append(f"{len(labelled)} test image(s) were among the labelled images it was calibrated on "
+                           f"({where}): {shown}{more}")  # fmt: skip
+    if refused:
+        raise SampotError(
+            f"the regressor cannot be evaluated here: {'; '.join(refused)}. Test it on images it never saw: run with "
+            "the --out (and --seed) it was calibrated in, whose test part holds none of its labelled images, or "
+            "calibrate it again (sampot calibrate) in this run's folder."
+        )
     if problems and not allow_foreign:
         origin = meta.get("data", "an unrecorded data set")
         raise SampotError(
@@ -306,5 +342,5 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
 def describe_origin(meta: dict[str, Any]) -> dict[str, Any]:
     """The data set a regressor learned from, as the results name it (path, identity hash, image counts)."""
     keys = ("data", "data_identity", "structure", "model", "mask_output", "prompt", "n_train_ids", "n_val_ids",
-            "split_hash", "seed", "sampot_version")  # fmt: skip
+            "split_hash", "seed", "sampot_version", "calibrated_on")  # fmt: skip
     return {k: meta[k] for k in keys if k in meta}

@@ -129,7 +129,8 @@ class Study:
         return "\n".join(lines)
 
     def jitter_table(self) -> str:
-        """Markdown: the regressor-driven results for each jitter of the user's box."""
+        """Markdown: the regressor-driven results for each jitter of the user's box (the extra jitters are run on
+        the first structure only; the others show the main jitter)."""
         jitters = sorted({self.config.box_jitter, *self.config.extra_jitters})
         head = "| structure | J | Dice, user's box | Dice, evolved | improved | worse | catastrophes |"
         lines = [head, "|---" * 7 + "|"]
@@ -143,50 +144,18 @@ class Study:
                 lines.append(f"| {structure} | {j:g} | {self._cells(structure, group, keys)} |")
         return "\n".join(lines)
 
-    def optimizer_table(
-        self, n_images: int = 4, budgets: tuple[int, ...] = (10, 30), optimizers: tuple[str, ...] = ("adam", "cmaes",
-        "random"),
-    ) -> str:  # fmt: skip
-        """Markdown: Adam vs CMA-ES vs random search at equal model calls, with the regressor (seed 0's) and the
-        oracle as the score, on the first ``n_images`` test images of the first structure (their user's boxes);
-        mean Dice of the winner and seconds per image (one encoder pass included)."""
-        from sampot_lib.pipeline import build_model, user_prompt
-        from sampot_lib.regressor import load_regressor
-        from sampot_lib.scoring import OracleScorer, RegressorScorer
-
-        structure = next(iter(self.folders))
-        seed_dir = self.folders[structure] / f"seed_{self.seeds[0]}"
-        config = replace(self.config, structure=structure, seed=self.seeds[0])
-        model = build_model(config)
-        regressor, _ = load_regressor(seed_dir / "regressor.pt", device=config.device)
-        ids = sorted({str(r["image_id"]) for r in self.rows(structure)})[:n_images]
+    def optimizer_rows(
+        self, n_images: int = 4, budgets: tuple[int, ...] = (10, 30, 100), optimizers: tuple[str, ...] = ("adam",
+        "cmaes", "random"),
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """:func:`optimizer_rows` for every structure of the study (seed 0's regressor, the first ``n_images`` test
+        images of each); show them with :func:`optimizer_markdown` and :func:`optimizer_verdict`."""
         rows = []
-        for image_id in ids:
-            image, truth = self.dataset.image(image_id), self.dataset.mask(image_id, structure)
-            model._cache.clear()  # time one real encoder pass (the disk store, if any, is bypassed by no cache)
-            store, model.store = getattr(model, "store", None), None
-            t = time.perf_counter()
-            model.embed(image)
-            embed_s = time.perf_counter() - t
-            model.store = store
-            reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
-            scorers = {"regressor": reg, "oracle": OracleScorer(truth, reg.size, config.sharpness, config.device)}
-            rows += compare_optimizers(
-                model, image, truth, user_prompt(config, image_id, truth), scorers, list(optimizers), list(budgets),
-                lr=config.lr, sharpness=config.sharpness, seed=config.seed, embed_seconds=embed_s,
-            )  # fmt: skip
-        head = "| score | optimizer | model calls | Dice, user's box | Dice, winner | improved | s / image |"
-        lines = [f"{structure}, {len(ids)} test images, seed {self.seeds[0]}:", "", head, "|---" * 7 + "|"]
-        for score in ("regressor", "oracle"):
-            for opt in optimizers:
-                for b in budgets:
-                    sel = [r for r in rows if r["score"] == score and r["optimizer"] == opt and r["budget"] == b]
-                    start, end = np.array([r["dice_start"] for r in sel]), np.array([r["dice_end"] for r in sel])
-                    secs = np.mean([r["seconds"] for r in sel])
-                    label = SCORER_LABELS.get(score, score)
-                    lines.append(f"| {label} | {opt} | {b} | {start.mean():.3f} | {end.mean():.3f} "
-                                 f"| {int((end > start + 1e-3).sum())}/{len(sel)} | {secs:.1f} |")  # fmt: skip
-        return "\n".join(lines)
+        for structure, folder in self.folders.items():
+            config = replace(self.config, structure=structure, seed=self.seeds[0])
+            rows += optimizer_rows(config, folder / f"seed_{self.seeds[0]}", self.dataset, n_images, budgets,
+                                   optimizers)  # fmt: skip
+        return rows
 
     def scatter(self) -> go.Figure:
         """Evolved vs initial Dice per test image, one trace per structure (regressor score, safeguards on)."""
@@ -236,6 +205,130 @@ class Study:
             image, steps, masks, truth, best_step=res.best_step, prompt_kind=res.prompt.kind,
             title=f"{image_id}, {structure}",
         )  # fmt: skip
+
+
+SPREAD_ROWS = (
+    ("n", "test images", 0), ("improved", "images improved", 1), ("worse", "images worse", 1),
+    ("catastrophes", "catastrophic drops (> 0.2)", 1), ("mean_dice_initial", "mean Dice, user's prompt", 3),
+    ("mean_dice_evolved", "mean Dice, evolved", 3), ("mean_gain", "mean Dice gain", 4),
+)  # fmt: skip
+SPREAD_R = (("r_regressor_all", "r(regressor, Dice), all test masks"),
+            ("r_regressor_initial", "r(regressor, Dice), user's prompts"),
+            ("r_confidence_initial", "r(model confidence, Dice), user's prompts"))  # fmt: skip
+
+
+def seeds_markdown(spread: dict[str, Any], groups: dict[str, str]) -> str:
+    """Markdown of :func:`sampot_lib.pipeline.summarise_seeds`: one column per evolution group (``groups``: {summary
+    key: column label}), each number the mean over seeds with its sample standard deviation in brackets."""
+
+    def cell(group: str, key: str, digits: int) -> str:
+        m, sd = spread["mean"].get(group, {}).get(key), spread["sd"].get(group, {}).get(key)
+        if m is None:
+            return "n/a"
+        text = f"{m:.{digits}f}" if digits else f"{m:.0f}"
+        return text + (f" ({sd:.{digits or 1}f})" if sd is not None and digits else "")
+
+    present = {g: label for g, label in groups.items() if g in spread["mean"]}
+    lines = ["| over seeds " + ", ".join(map(str, spread["seeds"])) + " | " + " | ".join(present.values()) + " |",
+             "|---" * (len(present) + 1) + "|"]  # fmt: skip
+    lines += [f"| {label} | " + " | ".join(cell(g, key, d) for g in present) + " |" for key, label, d in SPREAD_ROWS]
+    lines += [f"| {label} | {cell('regressor', key, 2)} |" + " |" * (len(present) - 1) for key, label in SPREAD_R]
+    return "\n".join(lines)
+
+
+def optimizer_rows(
+    config: ExperimentConfig,
+    run_dir: Path,
+    dataset: FolderDataset,
+    n_images: int = 4,
+    budgets: tuple[int, ...] = (10, 30, 100),
+    optimizers: tuple[str, ...] = ("adam", "cmaes", "random"),
+) -> list[dict[str, Any]]:
+    """Adam vs CMA-ES vs random search at equal model calls on one finished run folder: :func:`compare_optimizers`
+    rows (plus ``structure`` and ``image_id``) for the first ``n_images`` test images of ``run_dir/evolution.csv``,
+    from the run's own user prompts, with its regressor and with the oracle as the score. Seconds include one real
+    encoder pass per image (the embedding store is bypassed for it, on purpose)."""
+    from sampot_lib.pipeline import build_model, user_prompt
+    from sampot_lib.regressor import load_regressor
+    from sampot_lib.scoring import OracleScorer, RegressorScorer
+
+    if n_images < 1 or not budgets or min(budgets) < 1:
+        raise SampotError(f"an optimiser comparison needs n_images >= 1 and budgets >= 1, got {n_images}, {budgets}.")
+    model = build_model(config)
+    regressor, _ = load_regressor(Path(run_dir) / "regressor.pt", device=config.device)
+    ids = sorted({str(r["image_id"]) for r in read_csv(Path(run_dir) / "evolution.csv")})[:n_images]
+    rows = []
+    for image_id in ids:
+        image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
+        model._cache.clear()  # time one real encoder pass (the disk store, if any, is set aside for it)
+        store, model.store = getattr(model, "store", None), None
+        t = time.perf_counter()
+        model.embed(image)
+        embed_s = time.perf_counter() - t
+        model.store = store
+        reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
+        scorers = {"regressor": reg, "oracle": OracleScorer(truth, reg.size, config.sharpness, config.device)}
+        found = compare_optimizers(
+            model, image, truth, user_prompt(config, image_id, truth), scorers, list(optimizers), list(budgets),
+            lr=config.lr, sharpness=config.sharpness, seed=config.seed, embed_seconds=embed_s,
+        )  # fmt: skip
+        rows += [r | {"structure": config.structure, "image_id": image_id} for r in found]
+    return rows
+
+
+def optimizer_markdown(rows: list[dict[str, Any]]) -> str:
+    """Markdown of :func:`optimizer_rows`: per structure, score, optimiser and budget, the mean Dice of the user's
+    prompt and of the winner, how many images improved, and seconds per image; the best optimiser of each
+    (structure, score, budget) in bold."""
+    head = "| structure | score | model calls | optimizer | Dice, user's prompt | Dice, winner | improved | s / image |"
+    lines = [head, "|---" * 8 + "|"]
+    structures = list(dict.fromkeys(r["structure"] for r in rows))  # in the order they were run
+    scores = list(dict.fromkeys(r["score"] for r in rows))
+    keys = sorted({(r["structure"], r["score"], r["budget"]) for r in rows},
+                  key=lambda k: (structures.index(k[0]), scores.index(k[1]), k[2]))  # fmt: skip
+    for structure, score, budget in keys:
+        sel = [r for r in rows if (r["structure"], r["score"], r["budget"]) == (structure, score, budget)]
+        by_opt = {o: [r for r in sel if r["optimizer"] == o] for o in dict.fromkeys(r["optimizer"] for r in sel)}
+        ends = {o: float(np.mean([r["dice_end"] for r in rs])) for o, rs in by_opt.items()}
+        top = max(ends.values())
+        for opt, rs in by_opt.items():
+            start, end = np.array([r["dice_start"] for r in rs]), np.array([r["dice_end"] for r in rs])
+            win = f"**{end.mean():.3f}**" if ends[opt] == top else f"{end.mean():.3f}"
+            lines.append(
+                f"| {structure} | {SCORER_LABELS.get(score, score)} | {budget} | {opt} | {start.mean():.3f} | {win} "
+                f"| {int((end > start + 1e-3).sum())}/{len(rs)} | {np.mean([r['seconds'] for r in rs]):.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def optimizer_verdict(rows: list[dict[str, Any]], tie: float = 0.002) -> str:
+    """Markdown: which optimiser wins where, in words and numbers, from :func:`optimizer_rows`: for each structure and
+    score, the optimisers ranked by mean winning Dice at each budget, and how often each one was best (a mean within
+    ``tie`` of the best counts as a shared win)."""
+    wins: dict[str, int] = {}
+    lines, cases = [], 0
+    for structure in dict.fromkeys(r["structure"] for r in rows):
+        for score in dict.fromkeys(r["score"] for r in rows):
+            parts = []
+            for budget in sorted({r["budget"] for r in rows}):
+                sel = [r for r in rows if (r["structure"], r["score"], r["budget"]) == (structure, score, budget)]
+                if not sel:
+                    continue
+                means = {o: float(np.mean([r["dice_end"] for r in sel if r["optimizer"] == o]))
+                         for o in dict.fromkeys(r["optimizer"] for r in sel)}  # fmt: skip
+                top = max(means.values())
+                cases += 1
+                for o, m in means.items():
+                    wins[o] = wins.get(o, 0) + int(m >= top - tie)
+                ranked = sorted(means.items(), key=lambda kv: -kv[1])
+                parts.append(f"{budget} calls: " + " > ".join(f"{o} {m:.3f}" for o, m in ranked))
+            n = len({r["image_id"] for r in rows if r["structure"] == structure})
+            images = f"{n} image" + ("s" if n != 1 else "")
+            lines.append(f"- **{structure}, {SCORER_LABELS.get(score, score)}** ({images}): " + "; ".join(parts))
+    counts = ", ".join(f"{o} {k} of {cases}" for o, k in sorted(wins.items(), key=lambda kv: -kv[1]))
+    head = (f"Best (or within {tie} of the best) mean Dice of the winner, over every structure, score and budget: "
+            f"{counts}. On this few images a difference of a few thousandths is noise.")  # fmt: skip
+    return head + "\n\n" + "\n".join(lines)
 
 
 class TimedScorer:
@@ -314,7 +407,10 @@ def run_study(
     **params: Any,
 ) -> Study:
     """Run (or, with ``resume``, reuse) the experiment for each of ``structures`` the data set has, with the same
-    settings (``params``: :class:`~sampot_lib.config.ExperimentConfig` fields; ``seeds`` defaults to ``[seed]``)."""
+    settings (``params``: :class:`~sampot_lib.config.ExperimentConfig` fields; ``seeds`` defaults to ``[seed]``).
+
+    ``extra_jitters`` are evolved for the first structure only: they ask how the method copes with a sloppier or
+    tighter first box, which one structure answers, and each costs a whole evolution of the test split."""
     if not structures:
         raise SampotError("a study needs at least one structure.")
     first = start_run(data=data, out=Path(out) / structures[0], structure=structures[0], phantom_n=phantom_n,
@@ -327,7 +423,8 @@ def run_study(
     base = replace(first.config, seeds=first.config.run_seeds)
     folders = {}
     for structure in present:
-        config = replace(base, structure=structure, out=str(Path(base.out).parent / structure))
+        config = replace(base, structure=structure, out=str(Path(base.out).parent / structure),
+                         extra_jitters=base.extra_jitters if structure == present[0] else [])  # fmt: skip
         config.out_dir.mkdir(parents=True, exist_ok=True)
         run_experiment(config, progress=progress, resume=resume)
         folders[structure] = config.out_dir

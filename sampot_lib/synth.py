@@ -173,6 +173,15 @@ def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = 0.10, seed: 
     raise SampotError(f"the pipeline simulates 'click' or 'box' first prompts, not {kind!r}.")
 
 
+def user_prompt_for(seed: int, kind: str, box_jitter: float, image_id: str, truth: np.ndarray):
+    """The simulated user's first prompt on image ``image_id`` (truth: H x W bool): :func:`initial_prompt` drawn
+    from a generator seeded by (``seed``, crc32 of the id), so every stage, run and calibration gets the same one."""
+    import zlib
+
+    rng = np.random.default_rng([seed, zlib.crc32(image_id.encode())])
+    return initial_prompt(truth, kind, box_jitter, rng)
+
+
 def model_prompts(
     mask: np.ndarray, kind: str, n_outside: int, seed: int | np.random.Generator,
     box_jitters: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3) * 2,

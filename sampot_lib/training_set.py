@@ -11,17 +11,18 @@ Also the data-set identity the regressor's file records: a hash of each mask fil
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
 from sampot_lib.metrics import dice
 from sampot_lib.models.base import PromptableModel
+from sampot_lib.parallel import DatasetRef, ModelRef, Workers, resolve
 from sampot_lib.prompts import Prompt, as_prompt, predict
 from sampot_lib.regressor import RegressorData, to_input
 from sampot_lib.scoring import soft_mask
@@ -71,8 +72,8 @@ def model_prompts_for(kind: str, n_outside: int) -> PromptsForImage:
 
 
 def regressor_samples(
-    model: PromptableModel,
-    dataset: FolderDataset,
+    model: PromptableModel | ModelRef,
+    dataset: FolderDataset | DatasetRef,
     ids: list[str],
     structure: str,
     size: int = 128,
@@ -82,43 +83,84 @@ def regressor_samples(
     seed: int | np.random.Generator = 0,
     progress: bool = True,
     prompts_for_image: PromptsForImage | None = None,
+    *,
+    workers: Workers | None = None,
 ) -> RegressorData:
     """The regressor's training set for ``ids``: per image ``n_synthetic`` level-set masks of ``structure``'s
     truth, and the model's masks (``sigmoid(sharpness * logits)``, as evolution shows them to the regressor) for the
     prompts ``prompts_for_image(truth, rng)`` gives (default: :func:`band_and_outside_clicks` with ``n_outside``).
 
-    One generator seeded with ``seed`` draws the level sets, then the prompts, image by image, so a set is the same
-    for the same arguments. Images and masks are stored at ``size`` x ``size`` (uint8); Dice at full resolution.
+    Each image draws its level sets, then its prompts, from its own generator seeded by (``seed``, crc32 of its id)
+    (:func:`image_rng`), so an image's samples depend only on the seed and the image, never on which images came
+    before it: the set is the same for the same arguments, in any order and over any number of ``workers``
+    (:class:`~sampot_lib.parallel.Workers`; serial by default; in parallel ``model`` must be a
+    :class:`~sampot_lib.parallel.ModelRef`). A generator as ``seed`` gives one draw, the base seed. (Until the
+    parallel runs of issue 11 one generator drew for all images in turn: the exact training sets, and so the
+    regressors and their numbers, differ from those of earlier versions.) Images and masks are stored at ``size``
+    x ``size`` (uint8); Dice at full resolution.
     """
     prompts_for_image = prompts_for_image or band_and_outside_clicks(n_outside)
-    rng = np.random.default_rng(seed)
-    parts = []
-    for image_id in tqdm(ids, desc="regressor set", unit="image", disable=not progress):
-        image, truth = dataset.image(image_id), dataset.mask(image_id, structure)
-        small_img = _u8(to_input(image, size))
-        masks, dices, kinds, confs = [], [], [], []
-        for cand in candidate_masks(truth, n_synthetic, seed=rng):
-            masks.append(_u8(to_input(cand.mask, size)))
-            dices.append(cand.dice)
-            kinds.append("synthetic")
-            confs.append(np.nan)
-        for prompt, kind in prompts_for_image(truth, rng):
-            (full, conf), (small, _) = model_mask(model, image, prompt, [image.shape[:2], (size, size)])
-            masks.append(_u8(soft_mask(torch.as_tensor(small), sharpness)))  # as evolution shows it to the regressor
-            dices.append(dice(full > 0, truth))
-            kinds.append(kind)
-            confs.append(conf)
-        n = len(masks)
-        parts.append(
-            RegressorData(
-                images=np.repeat(small_img[None], n, axis=0), masks=np.stack(masks),
-                dice=np.array(dices, dtype=np.float32), kind=np.array(kinds), image_id=np.array([image_id] * n),
-                confidence=np.array(confs, dtype=np.float32),
-            )
-        )  # fmt: skip
+    base = int(seed.integers(2**32)) if isinstance(seed, np.random.Generator) else int(seed)
+    workers = workers or Workers()
+    if workers.parallel and not isinstance(model, ModelRef):
+        raise SampotError("regressor_samples over several workers needs the model as a ModelRef (what each worker "
+                          "loads), not a loaded model.")  # fmt: skip
+    if workers.parallel and isinstance(dataset, FolderDataset):
+        dataset = DatasetRef(str(dataset.root))
+    parts = workers.map(
+        image_samples, ids, desc="regressor set", progress=progress,
+        kwargs=dict(model=model, dataset=dataset, structure=structure, size=size, sharpness=sharpness,
+                    n_synthetic=n_synthetic, seed=base, prompts_for_image=prompts_for_image),
+    )  # fmt: skip
     if not parts:
         raise SampotError("the regressor's training set needs at least one image; the split part is empty.")
     return RegressorData.concat(parts)
+
+
+#: Tells the training set's per-image generator from the user prompt's (pipeline.user_prompt) of the same image.
+_STREAM = 1
+
+
+def image_rng(seed: int, image_id: str) -> np.random.Generator:
+    """The training set's generator of one image: seeded by the run's seed and the crc32 of the image's id."""
+    return np.random.default_rng([seed, zlib.crc32(image_id.encode()), _STREAM])
+
+
+def image_samples(
+    image_id: str,
+    *,
+    model: PromptableModel | ModelRef,
+    dataset: FolderDataset | DatasetRef,
+    structure: str,
+    size: int,
+    sharpness: float,
+    n_synthetic: int,
+    seed: int,
+    prompts_for_image: PromptsForImage,
+) -> RegressorData:
+    """One image's part of :func:`regressor_samples` (a task a worker may run: references are loaded there)."""
+    model, dataset = resolve(model), resolve(dataset)
+    rng = image_rng(seed, image_id)
+    image, truth = dataset.image(image_id), dataset.mask(image_id, structure)
+    small_img = _u8(to_input(image, size))
+    masks, dices, kinds, confs = [], [], [], []
+    for cand in candidate_masks(truth, n_synthetic, seed=rng):
+        masks.append(_u8(to_input(cand.mask, size)))
+        dices.append(cand.dice)
+        kinds.append("synthetic")
+        confs.append(np.nan)
+    for prompt, kind in prompts_for_image(truth, rng):
+        (full, conf), (small, _) = model_mask(model, image, prompt, [image.shape[:2], (size, size)])
+        masks.append(_u8(soft_mask(torch.as_tensor(small), sharpness)))  # as evolution shows it to the regressor
+        dices.append(dice(full > 0, truth))
+        kinds.append(kind)
+        confs.append(conf)
+    n = len(masks)
+    return RegressorData(
+        images=np.repeat(small_img[None], n, axis=0), masks=np.stack(masks),
+        dice=np.array(dices, dtype=np.float32), kind=np.array(kinds), image_id=np.array([image_id] * n),
+        confidence=np.array(confs, dtype=np.float32),
+    )  # fmt: skip
 
 
 def _u8(t: torch.Tensor) -> np.ndarray:

@@ -7,9 +7,12 @@
 
 Environment variables (each maps to the notebooks' parameter of the same name in lower case): DATA, MODEL,
 CHECKPOINT, MASK_OUTPUT, STRUCTURE, SPLIT_FILE, MAX_IMAGES, EPOCHS, STEPS, LR, SEED, DEVICE, OUT, PHANTOM_N,
-PHANTOM_SIZE, HEATMAP_IMAGES; the LiteMedSAM chapter's own BOX_IMAGES, BOX_EPOCHS, BOX_SEEDS, BOX_STRUCTURES,
-BOX_EXTRA_JITTERS (lists: space- or comma-separated); SAMPOT_THREADS sets torch's threads in the notebooks,
-SAMPOT_EMBEDDINGS the folder of stored image embeddings (default _build/embeddings). SAMPOT_REPO_URL, the public
+PHANTOM_SIZE, HEATMAP_IMAGES; the results chapter's SEEDS and COMPARE_IMAGES; the LiteMedSAM chapter's own
+BOX_IMAGES, BOX_EPOCHS, BOX_SEEDS, BOX_STRUCTURES, BOX_EXTRA_JITTERS, BOX_COMPARE_IMAGES (lists: space- or
+comma-separated); SAMPOT_THREADS sets torch's threads in the notebooks,
+SAMPOT_EMBEDDINGS the folder of stored image embeddings (default _build/embeddings). BOOK_LANES=1 runs every
+chapter one after another; by default (2 lanes) the LiteMedSAM chapter runs beside chapters 02-06, each kernel with
+half the cores' threads (SAMPOT_THREADS, if set, wins), and its log goes to _build/logs/. SAMPOT_REPO_URL, the public
 repository's address (https://github.com/OWNER/NAME, or on gitlab.com or bitbucket.org), adds the repository button
 and the Binder and Colab launch buttons; unset, the book has none (never a button that leads nowhere).
 
@@ -38,7 +41,12 @@ NOTEBOOKS = [
     "05_results",
     "06_try_it",
     "07_litemedsam",
+    "08_new_data",
 ]
+#: Chapters that run one after another; the lanes run side by side (02-06 and 08 share the run folder _build/run; the
+#: LiteMedSAM chapter has its own model and folders). On a 2-core machine two 1-thread kernels do more work per
+#: minute than one 2-thread kernel (torch scales poorly from 1 to 2 threads on this work; see the README).
+LANES = [[n for n in NOTEBOOKS if n != "07_litemedsam"], ["07_litemedsam"]]
 PHANTOM_DIR = ROOT / "_build" / "data" / "phantom"
 STATIC_DIR = ROOT / "_build" / "static"
 # env var -> (parameter, type); the same parameters are declared in every notebook's parameters cell.
@@ -61,13 +69,21 @@ COMMON = {
 }
 ONLY = {
     "HEATMAP_IMAGES": ("02_prompt_sensitivity", "heatmap_images", int),
+    # The results chapter: the seeds of its spread table, and its optimiser comparison's test images
+    "SEEDS": ("05_results", "seeds", lambda v: [int(x) for x in v.replace(",", " ").split()]),
+    "COMPARE_IMAGES": ("05_results", "compare_images", int),
     # The LiteMedSAM chapter: its own sizes (it runs three structures and several scores, so CI gives it fewer images)
     "BOX_IMAGES": ("07_litemedsam", "max_images", int),
     "BOX_EPOCHS": ("07_litemedsam", "epochs", int),
     "BOX_SEEDS": ("07_litemedsam", "seeds", lambda v: [int(x) for x in v.replace(",", " ").split()]),
     "BOX_STRUCTURES": ("07_litemedsam", "structures", lambda v: v.replace(",", " ").split()),
     "BOX_EXTRA_JITTERS": ("07_litemedsam", "extra_jitters", lambda v: [float(x) for x in v.replace(",", " ").split()]),
+    "BOX_COMPARE_IMAGES": ("07_litemedsam", "compare_images", int),
 }
+#: The offline build's own defaults (no DATA: phantoms), where a notebook's default would take it past 20 minutes on
+#: 2 cores: the results chapter's spread over seeds repeats the whole run per seed, so it runs one seed here; set
+#: SEEDS to run more (CI's JSRT build runs three).
+OFFLINE_DEFAULTS = {"05_results": {"seeds": [0]}}
 #: Common parameters a chapter does not take: the LiteMedSAM chapter has its own model, structures, folder and lr.
 NOT_FOR = {
     "07_litemedsam": {"model", "checkpoint", "mask_output", "structure", "out", "lr", "seed", "max_images", "epochs"}
@@ -199,6 +215,31 @@ def run_notebook(name: str, params: dict[str, Any], env: dict[str, str]) -> Path
     return dest
 
 
+def plan_lanes(todo: list[str], n_lanes: int) -> list[list[str]]:
+    """The chapters of ``todo`` in lanes that run side by side (each in book order); one lane when ``n_lanes`` is 1
+    or only one lane has work."""
+    lanes = [[n for n in lane if n in todo] for lane in LANES] if n_lanes > 1 else []
+    lanes = [lane for lane in lanes if lane]
+    return lanes if len(lanes) > 1 else [[n for n in NOTEBOOKS if n in todo]]
+
+
+def _start_lane(names: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    """Run ``names`` one after another in a child build (notebooks only) beside this one; its output goes to
+    _build/logs/lane_<first>.log."""
+    log = ROOT / "_build" / "logs" / f"lane_{names[0]}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--notebooks-only", "--only", *names]
+    print(f"=== {', '.join(names)}: running beside the other chapters ({env.get('SAMPOT_THREADS')} torch threads "
+          f"each); log: {log.relative_to(ROOT)}", flush=True)  # fmt: skip
+    with log.open("w") as fh:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT), log
+
+
+def _lane_summary(log: Path) -> str:
+    """The '=== name: done in N s' lines of a side lane's log."""
+    return "\n".join(line for line in log.read_text(errors="replace").splitlines() if line.startswith("=== "))
+
+
 def _failed_cell(path: Path) -> str:
     """Source of the first code cell with an error output in a papermill output notebook."""
     try:
@@ -233,25 +274,45 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="*", choices=NOTEBOOKS, help="run only these notebooks (others keep their .ipynb)")
     p.add_argument("--skip-notebooks", action="store_true", help="only run jupyter-book on the existing .ipynb")
+    p.add_argument("--notebooks-only", action="store_true", help="run the notebooks, not jupyter-book (a lane)")
     args = p.parse_args(argv)
     t_start = time.time()
     env = dict(os.environ)
-    config = book_config(env)  # a bad repository address stops the build before anything runs
+    config = book_config(env) if not args.notebooks_only else None  # a bad address stops the build before any work
+    n_lanes = (env.get("BOOK_LANES") or "2").strip()
+    if n_lanes not in ("1", "2"):
+        raise SystemExit(f"BOOK_LANES={n_lanes!r}: use 1 (every chapter in turn) or 2 (the LiteMedSAM chapter beside "
+                         "the others).")  # fmt: skip
     common, own = parameters_from_env(env)
+    if "data" not in common:
+        for name, params in OFFLINE_DEFAULTS.items():
+            own[name] = {**params, **own.get(name, {})}
     if "data" not in common and not args.skip_notebooks:
         ensure_phantoms(common.get("phantom_n", 60), common.get("phantom_size", 512), common.get("seed", 0))
     child_env = {"SAMPOT_BOOK_HTML": "1", "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")}
     # Every chapter's kernel reads image embeddings from one store: each image is encoded once per model.
     child_env["SAMPOT_EMBEDDINGS"] = env.get("SAMPOT_EMBEDDINGS") or str(ROOT / "_build" / "embeddings")
-    copy_static()
     if not args.skip_notebooks:
         todo = args.only if args.only else NOTEBOOKS
         if not args.only:
             for name in NOTEBOOKS:  # no stale chapter from an earlier build may reach the site
                 (ROOT / "notebooks" / f"{name}.ipynb").unlink(missing_ok=True)
-        for name in todo:
+        lanes = plan_lanes(todo, 1 if args.notebooks_only else int(n_lanes))
+        if not env.get("SAMPOT_THREADS"):  # each kernel its own share of the cores
+            child_env["SAMPOT_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(lanes)))
+        side = [_start_lane(lane, {**env, **child_env}) for lane in lanes[1:]]
+        for name in lanes[0]:
             shared = {k: v for k, v in common.items() if k not in NOT_FOR.get(name, set())}
             run_notebook(name, {**shared, **own.get(name, {})}, child_env)
+        for proc, log in side:
+            if proc.wait() != 0:
+                print(log.read_text(errors="replace")[-6000:], file=sys.stderr)
+                print(f"BUILD FAILED: a side lane of notebooks failed; its log: {log}", file=sys.stderr)
+                return 1
+            print(f"\n{_lane_summary(log)}", flush=True)
+    if args.notebooks_only:
+        return 0
+    copy_static()
     t_nb = time.time()
     figures = ROOT / "book" / "scripts" / "phantom_vs_real.py"
     if figures.is_file():  # the data page's figure (real X-rays are read at build time, never committed)

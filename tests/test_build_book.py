@@ -107,3 +107,19 @@ def test_parameter_cells_print_paths_relative_to_the_repository(tmp_path, monkey
     outside = Run(SimpleNamespace(**{**vars(config), "data": str(tmp_path.parent / "shared" / "jsrt")}),
                   SimpleNamespace(ids=["a"]), {}).describe()  # fmt: skip
     assert "data: ../shared/jsrt:" in outside
+
+
+def test_the_litemedsam_chapter_runs_beside_the_others_unless_one_lane_is_asked():
+    every = list(build_book.NOTEBOOKS)
+    lanes = build_book.plan_lanes(every, 2)
+    assert lanes == [[n for n in every if n != "07_litemedsam"], ["07_litemedsam"]]  # the rest share one run folder
+    assert build_book.plan_lanes(every, 1) == [every]
+    assert build_book.plan_lanes(["05_results", "02_prompt_sensitivity"], 2) == [["02_prompt_sensitivity",
+                                                                                  "05_results"]]  # fmt: skip
+
+
+def test_a_bad_lane_count_stops_the_build_before_any_work(monkeypatch, capsys):
+    monkeypatch.setenv("BOOK_LANES", "3")
+    monkeypatch.setattr(build_book, "ensure_phantoms", lambda *a: pytest.fail("work started"))
+    with pytest.raises(SystemExit, match="BOOK_LANES='3': use 1"):
+        build_book.main(["--skip-notebooks"])

@@ -116,3 +116,15 @@ def test_write_phantom_set_is_a_valid_folder(tmp_path, capsys):
 
 
 # Phantom speed is measured in benchmarks/bench_phantoms.py (a printed table), not in timed unit tests.
+
+
+def test_a_phantom_set_with_dilated_masks_has_the_same_images_and_masks_grown_by_that_many_pixels(tmp_path):
+    plain = FolderDataset(write_phantom_set(tmp_path / "a", 2, seed=3, size=128))
+    grown = FolderDataset(write_phantom_set(tmp_path / "b", 2, seed=3, size=128, mask_dilation=4))
+    for i in plain.ids:
+        assert np.array_equal(plain.image(i), grown.image(i))
+        m = plain.mask(i, "left_lung")
+        assert np.array_equal(grown.mask(i, "left_lung"), ndimage.binary_dilation(m, iterations=4))
+        assert grown.mask(i, "left_lung").sum() > m.sum()
+    with pytest.raises(SampotError, match="mask_dilation"):
+        write_phantom_set(tmp_path / "c", 1, mask_dilation=-1)

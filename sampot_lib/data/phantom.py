@@ -447,14 +447,20 @@ def write_phantom_set(
     confounders: str | Mapping[str, float] | None = "default",
     progress: bool = False,
     compress_level: int = 1,
+    mask_dilation: int = 0,
 ) -> Path:
     """Write ``n`` phantoms in the folder format (images/, masks/left_lung/, masks/right_lung/, manifest.csv).
 
     Phantom ``i`` is drawn from ``np.random.default_rng([seed, i])``, so a set is reproducible and its first
     ``k`` images do not depend on ``n``. Each file is written atomically; the manifest comes last.
+    ``mask_dilation``: grow every mask by this many pixels, as another collection's label convention would (one
+    set's lung fields leave out the lung behind the heart, another's take it in): a set a regressor trained on the
+    plain masks was not trained for.
     """
     if n < 1:
         raise SampotError(f"phantom count {n} must be at least 1.")
+    if not isinstance(mask_dilation, int) or mask_dilation < 0:
+        raise SampotError(f"mask_dilation must be a whole number of pixels >= 0, got {mask_dilation!r}.")
     _confounder_rates(confounders)  # fail before writing anything
     out = Path(out)
     if (out / "images").is_dir() and any((out / "images").iterdir()):
@@ -472,7 +478,10 @@ def write_phantom_set(
         )
         write_png(out / "images" / f"{ids[i]}.png", image, compress_level=compress_level)
         for name in STRUCTURES:
-            write_png(out / "masks" / name / f"{ids[i]}.png", masks[name], compress_level=compress_level)
+            mask = masks[name]
+            if mask_dilation:
+                mask = ndimage.binary_dilation(mask, iterations=mask_dilation)
+            write_png(out / "masks" / name / f"{ids[i]}.png", mask, compress_level=compress_level)
         rows.append((ids[i], ids[i], seed, i, size, ";".join(info.confounders)))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -1,0 +1,314 @@
+"""Per-image work over worker processes: in this process, on a local Dask cluster, or on a cluster you run.
+
+A stage's per-image loop (the regressor's training set, the evaluation's user prompts, evolution) is one call of
+:meth:`Workers.map`: a task function, the image ids, and small keyword values. The results come back in the ids'
+order, with a progress bar as the serial loop had.
+
+- ``Workers()`` or ``Workers(workers=1)``: serially in this process, no Dask at all (tests, notebooks, one image).
+- ``Workers(workers=N)`` (N > 1): a ``dask.distributed.LocalCluster`` of N worker processes, one task at a time each.
+- ``Workers(scheduler="tcp://host:8786")``: join a cluster someone started (``dask scheduler`` and ``dask worker``
+  on each node, by hand or by dask-jobqueue on Slurm, dask-kubernetes, ...).
+
+Threads: torch in a worker process uses ``threads`` threads. For a LocalCluster of N workers the rule is
+:func:`threads_per_worker`: the usable cores split evenly, at least one each (N = cores gives one thread each: on a
+shared machine a process that owns its one thread is not stalled by another's, which two torch threads fighting
+for one core are). On a joined cluster each worker takes ``$SAMPOT_THREADS`` of its own machine, else 1: start one
+worker process per core (``dask worker ADDRESS --nworkers auto --nthreads 1``) or one per GPU.
+
+What travels to a worker is small: a task gets *references* (:class:`ModelRef`, :class:`RegressorRef`,
+:class:`DatasetRef`: names, paths, hashes), and each worker process loads what a reference names once, keeping it
+for every later task (:func:`resolve`). Serially, the caller's own objects are used as they are
+(:meth:`Workers.share`). Results equal the serial run's as long as every image's work depends only on the run's
+settings and that image (never on which images came before it), and the workers use as many torch threads as the
+serial run (a float sum may differ in its last bits with another thread count).
+
+Faults: a task that raises is retried once (:data:`RETRIES`: a transient fault such as a network disk); a task
+whose worker process died is re-run by Dask on another worker (``distributed.scheduler.allowed-failures`` times,
+default 3). A task that still fails stops the map with a :class:`~sampot_lib.errors.SampotError` naming the image;
+no result is ever silently missing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tqdm.auto import tqdm
+
+from sampot_lib.errors import SampotError
+
+T = TypeVar("T")
+
+#: Automatic retries of a task that raised on a worker (a transient fault; a deterministic one fails again, quickly).
+RETRIES = 1
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """torch threads of each of ``workers`` local worker processes: ``max(1, cores // workers)``."""
+    return max(1, (cores or usable_cores()) // max(1, workers))
+
+
+# -- references: what a task is given instead of a big object ---------------------------------------------------------
+
+
+class Ref:
+    """A picklable name of something big that a worker process loads once (:func:`resolve`)."""
+
+    def load(self) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ModelRef(Ref):
+    """A promptable model by what :func:`~sampot_lib.models.registry.load_model` needs. ``embeddings``: the folder
+    of the embedding store the workers share (each image encoded once, whichever worker asks first)."""
+
+    model: str
+    checkpoint: str | None = None
+    device: str = "cpu"
+    mask_output: str | int | None = None
+    embeddings: str | None = None
+
+    def load(self) -> Any:
+        from sampot_lib.models.registry import load_model
+
+        return load_model(self.model, self.checkpoint, self.device, mask_output=self.mask_output,
+                          embeddings=self.embeddings)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RegressorRef(Ref):
+    """A regressor file and its sha256 (a retrained file at the same path is a new reference, loaded anew)."""
+
+    path: str
+    sha256: str
+    device: str = "cpu"
+
+    def load(self) -> Any:
+        from sampot_lib.regressor import load_regressor
+
+        return load_regressor(self.path, device=self.device)[0]
+
+
+@dataclass(frozen=True)
+class DatasetRef(Ref):
+    """A folder-format data set by its folder (the caller validated it; a worker only reads its files)."""
+
+    root: str
+
+    def load(self) -> Any:
+        from sampot_lib.data.folder import FolderDataset
+
+        return FolderDataset(self.root, validate=False)
+
+
+_LOADED: dict[Ref, Any] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def resolve(obj: Any) -> Any:
+    """The object a :class:`Ref` names, loaded once per process and kept (keyed by every field of the reference);
+    anything else is returned as it is."""
+    if not isinstance(obj, Ref):
+        return obj
+    with _LOAD_LOCK:
+        if obj not in _LOADED:
+            _LOADED[obj] = obj.load()
+        return _LOADED[obj]
+
+
+# -- running a task on a worker ---------------------------------------------------------------------------------------
+
+_PINNED: list[int] = []
+
+
+def _pin_threads(threads: int | None) -> None:
+    """Set this worker process's torch threads once: ``threads``, else $SAMPOT_THREADS, else 1. Before torch is
+    imported, the environment says it (torch and OpenMP read it when they load); after, torch is told."""
+    if _PINNED:
+        return
+    n = threads or int(os.environ.get("SAMPOT_THREADS") or 1)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # else a task that imports it later starts with n threads (and is told at its next task)
+        torch.set_num_threads(n)
+        _PINNED.append(n)
+
+
+def _on_worker(task: Callable[..., T], image_id: str, threads: int | None, kwargs: dict[str, Any]) -> T:
+    _pin_threads(threads)
+    return task(image_id, **kwargs)
+
+
+def _failure(desc: str, image_id: str, exc: BaseException) -> SampotError:
+    """One line naming the image whose task failed and why."""
+    killed = type(exc).__name__ == "KilledWorker"
+    if killed:
+        why = ("the worker processes that ran it died each time (out of memory? a crash in a native library?); "
+               "give the workers more memory or use fewer of them")  # fmt: skip
+    elif isinstance(exc, SampotError):
+        why = str(exc)
+    else:
+        why = f"{type(exc).__name__}: {exc} (run again with --debug for the traceback)"
+    return SampotError(f"{desc}: image {image_id!r} failed: {why}. Nothing of this stage was written; fix or leave "
+                       "out that image and run again (--resume keeps the finished stages).")  # fmt: skip
+
+
+class Workers:
+    """Where per-image work runs (see the module's text). ``workers``: None or 1 serial, N > 1 a LocalCluster of N
+    processes; ``scheduler``: the address of a running Dask scheduler to join (not with ``workers``). ``threads``:
+    torch threads per worker process (default: :func:`threads_per_worker` locally, $SAMPOT_THREADS or 1 on a joined
+    cluster). The cluster starts at the first parallel :meth:`map` and stops at :meth:`close` (or the ``with``
+    block's end); a joined cluster is left running."""
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None, *, threads: int | None = None):
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise SampotError(f"workers must be a whole number >= 1 (1: in this process), got {workers!r}.")
+        if workers is not None and workers > 1 and scheduler is not None:
+            raise SampotError("give workers or a scheduler address, not both: a joined cluster has its own workers.")
+        self.workers, self.scheduler = workers, scheduler
+        self.threads = threads if threads is not None else (threads_per_worker(workers) if self.local else None)
+        self._client: Any = None
+        self._cluster: Any = None
+
+    @property
+    def local(self) -> bool:
+        """Whether this starts its own LocalCluster."""
+        return self.scheduler is None and (self.workers or 1) > 1
+
+    @property
+    def parallel(self) -> bool:
+        """Whether tasks run in other processes (then they must get references, not big objects)."""
+        return self.scheduler is not None or self.local
+
+    def __repr__(self) -> str:
+        where = f"scheduler {self.scheduler}" if self.scheduler else f"{self.workers or 1} worker(s)"
+        return f"Workers({where}, {self.threads or 'default'} thread(s) each)"
+
+    def share(self, local: Any, ref: Ref | Callable[[], Ref]) -> Any:
+        """``local`` (the caller's object) when serial, else ``ref`` (a :class:`Ref`, or a function making it)."""
+        if not self.parallel:
+            return local
+        return ref if isinstance(ref, Ref) else ref()
+
+    def client(self) -> Any:
+        """The ``dask.distributed.Client``, started (or joined) on first use."""
+        if self._client is not None:
+            return self._client
+        from distributed import Client, LocalCluster
+
+        try:
+            if self.scheduler is not None:
+                self._client = Client(self.scheduler, timeout="20s")
+            else:
+                n = self.threads or 1
+                # Dask's nannies set OMP_NUM_THREADS=1 in a new worker; this sets our split (also for a worker
+                # that replaces one that died).
+                env = {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n), "SAMPOT_THREADS": str(n)}
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                             dashboard_address=None, silence_logs=50, env=env)  # fmt: skip
+                self._client = Client(self._cluster)
+        except (OSError, TimeoutError) as exc:
+            self.close()
+            where = f"the Dask scheduler at {self.scheduler}" if self.scheduler else "a local Dask cluster"
+            raise SampotError(f"could not start or reach {where} ({type(exc).__name__}: {exc}); check the address "
+                              "and that `dask scheduler` runs there, or use --workers N.") from exc  # fmt: skip
+        return self._client
+
+    def map(
+        self,
+        task: Callable[..., T],
+        ids: Sequence[str],
+        *,
+        kwargs: dict[str, Any] | None = None,
+        desc: str = "images",
+        progress: bool = True,
+        on_result: Callable[[str, T], None] | None = None,
+    ) -> list[T]:
+        """``[task(id, **kwargs) for id in ids]``, spread over the workers; results in the ids' order.
+
+        ``task`` must be a module-level function (a worker imports it); ``kwargs`` small values and
+        :class:`Ref` s. ``on_result(id, result)`` runs here as each image finishes (in finishing order), e.g. to
+        save it for a resumed run. A failed task raises SampotError naming its image (the rest are cancelled)."""
+        kwargs = kwargs or {}
+        ids = list(ids)
+        if not self.parallel:
+            out = []
+            for image_id in tqdm(ids, desc=desc, unit="image", disable=not progress):
+                try:
+                    result = task(image_id, **kwargs)
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception as exc:
+                    raise _failure(desc, image_id, exc) from exc
+                if on_result is not None:
+                    on_result(image_id, result)
+                out.append(result)
+            return out
+        return self._map_dask(task, ids, kwargs, desc, progress, on_result)
+
+    def _map_dask(
+        self,
+        task: Callable[..., T],
+        ids: list[str],
+        kwargs: dict[str, Any],
+        desc: str,
+        progress: bool,
+        on_result: Callable[[str, T], None] | None,
+    ) -> list[T]:
+        from distributed import as_completed
+
+        client = self.client()
+        tag = uuid.uuid4().hex[:8]  # unique keys: a rerun never collides with an earlier map's results
+        slug = "".join(c if c.isalnum() else "-" for c in desc)
+        futures = [
+            client.submit(
+                _on_worker, task, image_id, self.threads, kwargs, key=f"{slug}-{k}-{tag}", pure=False, retries=RETRIES
+            )  # fmt: skip
+            for k, image_id in enumerate(ids)
+        ]
+        index = {f.key: k for k, f in enumerate(futures)}
+        results: list[Any] = [None] * len(ids)
+        try:
+            with tqdm(total=len(ids), desc=desc, unit="image", disable=not progress) as bar:
+                for future in as_completed(futures):
+                    k = index[future.key]
+                    if future.status != "finished":
+                        exc = future.exception()
+                        raise _failure(desc, ids[k], exc) from exc
+                    results[k] = future.result()
+                    future.release()  # its result lives here now; the worker may forget it
+                    if on_result is not None:
+                        on_result(ids[k], results[k])
+                    bar.update()
+        finally:
+            client.cancel([f for f in futures if not f.done()])
+        return results
+
+    def close(self) -> None:
+        """Stop the LocalCluster this started (a joined cluster keeps running)."""
+        client, cluster = self._client, self._cluster
+        self._client = self._cluster = None
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

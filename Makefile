@@ -14,10 +14,10 @@ export DATA MODEL CHECKPOINT MASK_OUTPUT STRUCTURE SPLIT_FILE MAX_IMAGES EPOCHS 
 book:
 	$(PYTHON) scripts/build_book.py
 
-# A few minutes instead of about a quarter of an hour: 6 images per split, short training and evolution.
+# A quick look, not numbers to quote: 6 images per split (3 in the LiteMedSAM chapter), short training and evolution.
 book-quick:
 	MAX_IMAGES=$${MAX_IMAGES:-6} EPOCHS=$${EPOCHS:-5} STEPS=$${STEPS:-10} PHANTOM_N=$${PHANTOM_N:-24} \
-		$(PYTHON) scripts/build_book.py
+		BOX_IMAGES=$${BOX_IMAGES:-3} BOX_EPOCHS=$${BOX_EPOCHS:-5} $(PYTHON) scripts/build_book.py
 
 # Headless Chromium, network off: every page loads without a console error and every plotly figure draws.
 book-test:

@@ -11,7 +11,7 @@ PHANTOM_SIZE, HEATMAP_IMAGES; the results chapter's SEEDS and COMPARE_IMAGES; th
 BOX_IMAGES, BOX_EPOCHS, BOX_SEEDS, BOX_STRUCTURES, BOX_EXTRA_JITTERS, BOX_COMPARE_IMAGES (lists: space- or
 comma-separated); SAMPOT_THREADS sets torch's threads in the notebooks,
 SAMPOT_EMBEDDINGS the folder of stored image embeddings (default _build/embeddings). BOOK_LANES=1 runs every
-chapter one after another; by default (2 lanes) the LiteMedSAM chapter runs beside chapters 02-06, each kernel with
+chapter one after another; by default (2 lanes) the LiteMedSAM chapter runs beside the others, each kernel with
 half the cores' threads (SAMPOT_THREADS, if set, wins), and its log goes to _build/logs/. SAMPOT_REPO_URL, the public
 repository's address (https://github.com/OWNER/NAME, or on gitlab.com or bitbucket.org), adds the repository button
 and the Binder and Colab launch buttons; unset, the book has none (never a button that leads nowhere).
@@ -45,7 +45,7 @@ NOTEBOOKS = [
 ]
 #: Chapters that run one after another; the lanes run side by side (02-06 and 08 share the run folder _build/run; the
 #: LiteMedSAM chapter has its own model and folders). On a 2-core machine two 1-thread kernels do more work per
-#: minute than one 2-thread kernel (torch scales poorly from 1 to 2 threads on this work; see the README).
+#: minute than one 2-thread kernel (a step is only 1.3 to 1.55 times faster on 2 threads: bench_evolution.py).
 LANES = [[n for n in NOTEBOOKS if n != "07_litemedsam"], ["07_litemedsam"]]
 PHANTOM_DIR = ROOT / "_build" / "data" / "phantom"
 STATIC_DIR = ROOT / "_build" / "static"
@@ -301,9 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         if not env.get("SAMPOT_THREADS"):  # each kernel its own share of the cores
             child_env["SAMPOT_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(lanes)))
         side = [_start_lane(lane, {**env, **child_env}) for lane in lanes[1:]]
-        for name in lanes[0]:
-            shared = {k: v for k, v in common.items() if k not in NOT_FOR.get(name, set())}
-            run_notebook(name, {**shared, **own.get(name, {})}, child_env)
+        try:
+            for name in lanes[0]:
+                shared = {k: v for k, v in common.items() if k not in NOT_FOR.get(name, set())}
+                run_notebook(name, {**shared, **own.get(name, {})}, child_env)
+        except BaseException:  # a failed chapter or Ctrl-C: no lane may go on working alone
+            for proc, _ in side:
+                proc.terminate()
+            raise
         for proc, log in side:
             if proc.wait() != 0:
                 print(log.read_text(errors="replace")[-6000:], file=sys.stderr)

@@ -112,9 +112,14 @@ class RegressorData:
         cols = [np.concatenate([getattr(p, f) for p in parts]) for f in RegressorData._FIELDS[:-1]]
         return RegressorData(*cols, confidence=np.concatenate([p._confidence() for p in parts]))
 
-    def tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        img = torch.as_tensor(self.images, device=device)[:, None].float() / 255.0
-        msk = torch.as_tensor(self.masks, device=device)[:, None].float() / 255.0
+    def tensors(
+        self, device: torch.device | str = "cpu", channels_last: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images N x 1 x S x S, masks N x 1 x S x S, both 0..1; Dice N), float32 on ``device``; with
+        ``channels_last``, the images and masks in that memory layout (see :func:`fit_regressor`)."""
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        img = (torch.as_tensor(self.images, device=device)[:, None].float() / 255.0).contiguous(memory_format=layout)
+        msk = (torch.as_tensor(self.masks, device=device)[:, None].float() / 255.0).contiguous(memory_format=layout)
         return img, msk, torch.as_tensor(self.dice, device=device).float()
 
 
@@ -124,7 +129,7 @@ def predict_dice(
 ) -> np.ndarray:
     """Regressor scores (N) for every (image, mask) pair of ``data``."""
     regressor = regressor.to(device).eval()
-    img, msk, _ = data.tensors(device)
+    img, msk, _ = data.tensors(device, channels_last=True)
     out = [regressor(img[i : i + batch_size], msk[i : i + batch_size]) for i in range(0, len(data), batch_size)]
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
@@ -161,9 +166,12 @@ def fit_regressor(
         model = copy.deepcopy(init).to(device)
     else:
         model = SegmentationRegressor(size, widths).to(device)
+    # channels-last weights and inputs: the same network, 1.4x faster to train on a CPU (measured on 2 cores:
+    # 5.5 -> 3.9 s an epoch of 2304 samples at 128 px); the returned regressor is back in the usual layout
+    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    img, msk, target = train.tensors(device)
+    img, msk, target = train.tensors(device, channels_last=True)
     best_state, best_val, history = None, float("inf"), []
     if init is not None:  # the starting point competes: fine-tuning never returns weights worse on val than it
         best_val = float(np.mean((predict_dice(model, val, device=device) - val.dice) ** 2))
@@ -193,7 +201,7 @@ def fit_regressor(
         if log is not None:
             log(f"epoch {epoch:3d}  train MSE {train_mse:.5f}  val MSE {val_mse:.5f}  best {best_val:.5f}")
     model.load_state_dict(best_state)
-    return model.eval(), history
+    return model.to(memory_format=torch.contiguous_format).eval(), history
 
 
 def save_regressor(model: SegmentationRegressor, path: str | Path, meta: dict[str, Any] | None = None) -> Path:

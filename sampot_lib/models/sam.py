@@ -1,8 +1,9 @@
 """A differentiable prompt path through segment-anything's ``Sam``.
 
 ``SamPredictor`` runs under ``no_grad`` and maps coordinates with a NumPy transform, so gradients cannot reach the
-click. ``SamModel`` calls ``prompt_encoder`` and ``mask_decoder`` directly and maps original-image coordinates into
-SAM's frame with plain tensor arithmetic, so ``d(mask logits) / d(click x, y)`` exists.
+click. ``SamModel`` calls ``prompt_encoder`` and ``mask_decoder`` directly (the decoder through
+:mod:`sampot_lib.models.decoder`, which does its prompt-free work once per image) and maps original-image
+coordinates into SAM's frame with plain tensor arithmetic, so ``d(mask logits) / d(click x, y)`` exists.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from sampot_lib.errors import SampotError
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, check_prompt_tensors
 from sampot_lib.models.cache import EmbeddingStore, weights_fingerprint
+from sampot_lib.models.decoder import ImageSide, decode, image_side
 
 MaskOutput = Literal["best", "single", 0, 1, 2]
 MASK_OUTPUTS: tuple[MaskOutput, ...] = ("best", "single", 0, 1, 2)
@@ -176,14 +178,10 @@ class SamLikeModel(nn.Module):
         if boxes is not None:
             box = to_model_frame(boxes.to(self.device, self._dense_pe.dtype).reshape(-1, 2, 2), size, target)
             box = box.reshape(-1, 4)
-        sparse, dense = self.prompt_encoder(points=point_arg, boxes=box, masks=None)
-        low_res, iou = self.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=self._dense_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=self.mask_output != "single",
-        )
+        sparse, _ = self.prompt_encoder(points=point_arg, boxes=box, masks=None)
+        low_res, iou = decode(self.mask_decoder, self._image_side(embedding), sparse)
+        keep = slice(0, 1) if self.mask_output == "single" else slice(1, None)  # as MaskDecoder.forward slices
+        low_res, iou = low_res[:, keep], iou[:, keep]
         if self.mask_output == "best":
             pick = iou.argmax(dim=1)
         elif self.mask_output == "single":
@@ -194,6 +192,21 @@ class SamLikeModel(nn.Module):
         logits = low_res[rows, pick][:, None]
         confidence = iou[rows, pick]
         return MaskPrediction(logits=self._to_output(logits, embedding, output_size), confidence=confidence)
+
+    def _image_side(self, embedding: ImageEmbedding) -> ImageSide:
+        """The decoder's prompt-free work for this embedding, done once and kept for the next prompts (the
+        evolution step's hot path); recomputed for another embedding, or after ``.to()``/``.double()``."""
+        features = embedding.features
+        cached = getattr(self, "_side", None)
+        if cached is not None and cached[0] is features:
+            return cached[1]
+        side = image_side(self.mask_decoder, self.prompt_encoder.no_mask_embed.weight[0], features, self._dense_pe)
+        self._side = (features, side)
+        return side
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 - nn.Module's hook for .to(), .double(), ...
+        self._side = None  # the cached image side is in the old dtype / on the old device
+        return super()._apply(fn, *args, **kwargs)
 
     def _to_output(
         self, low_res: torch.Tensor, embedding: ImageEmbedding, output_size: tuple[int, int] | None

@@ -1,9 +1,10 @@
 """Benchmark: image-encoder time, ms per evolution step, their ratio, and whole SAMPOT on one image.
 
 An evolution step is one Adam update of the prompt: prompt encoder + mask decoder forward, steep sigmoid, regressor
-forward, backward to the prompt's coordinates, Adam. Targets: 50 vit_b steps <= 0.5 x one vit_b encoder pass
-(issue 2); whole SAMPOT with LiteMedSAM (embed + 30 box steps) under 2 s on a 2-core CPU (issue 8). SAM models are
-evolved from a click, box models (litemedsam) from a box jittered by 0.10.
+forward, backward to the prompt's coordinates, Adam (the decoder runs through sampot_lib/models/decoder.py).
+Targets: 50 vit_b steps <= 0.5 x one vit_b encoder pass (issue 2), <= 0.25 x (issue 11); whole SAMPOT with
+LiteMedSAM (embed + 30 box steps) under 2 s on a 2-core CPU (issue 8). SAM models are evolved from a click, box
+models (litemedsam) from a box jittered by 0.10.
 
     python benchmarks/bench_evolution.py --models litemedsam sam_nano vit_b --threads 1 2 --repeats 5
 

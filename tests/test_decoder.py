@@ -80,9 +80,20 @@ def test_decode_equals_segment_anythings_decoder_and_its_gradient(name, batch, k
     assert (ref_masks[:, 0] - ref_masks[:, 1]).abs().max() > 1e-2 * scale
 
     weights = torch.randn(ref_masks.shape, generator=torch.Generator().manual_seed(2))
-    (ref_grad,) = torch.autograd.grad((ref_masks * weights).sum() + ref_iou.sum(), ref_in)
+    (ref_grad,) = torch.autograd.grad((ref_masks * weights).sum() + ref_iou.sum(), ref_in, retain_graph=True)
     (grad,) = torch.autograd.grad((masks * weights).sum() + iou.sum(), fast_in)
     assert ref_grad.norm() > 0
+    assert ((grad - ref_grad).norm() / ref_grad.norm()).item() < 1e-4
+
+    # with ``pick`` only the picked token's masks are read: the same masks, IoUs and gradient as picking afterwards
+    picked_in = sparse.clone().requires_grad_(True)
+    masks, iou = decode(decoder, side, picked_in, pick=lambda iou: iou.argmin(dim=1))
+    rows, token = torch.arange(batch), ref_iou.argmin(dim=1)
+    assert masks.shape == (batch, 1, *ref_masks.shape[-2:])
+    assert (masks[:, 0] - ref_masks[rows, token]).abs().max() <= 1e-5 * scale
+    assert torch.allclose(iou, ref_iou, atol=1e-5)
+    (ref_grad,) = torch.autograd.grad((ref_masks[rows, token] * weights[:, 0]).sum(), ref_in)
+    (grad,) = torch.autograd.grad((masks[:, 0] * weights[:, 0]).sum(), picked_in)
     assert ((grad - ref_grad).norm() / ref_grad.norm()).item() < 1e-4
 
 
@@ -93,12 +104,15 @@ def _reference_predict(model: SamLikeModel, emb, points, labels, output_size):
     coords = to_model_frame(points.to(model._dense_pe.dtype), emb.original_size, model.target_length)
     sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
     low_res, iou = model.mask_decoder(emb.features, model._dense_pe, sparse, dense, model.mask_output != "single")
-    pick = iou.argmax(1) if model.mask_output == "best" else torch.zeros(len(iou), dtype=torch.long)
+    if model.mask_output in ("best", "single"):
+        pick = iou.argmax(1) if model.mask_output == "best" else torch.zeros(len(iou), dtype=torch.long)
+    else:
+        pick = torch.full((len(iou),), int(model.mask_output))
     rows = torch.arange(len(iou))
     return model._to_output(low_res[rows, pick][:, None], emb, output_size), iou[rows, pick]
 
 
-@pytest.mark.parametrize("mask_output", ["best", "single"])
+@pytest.mark.parametrize("mask_output", ["best", "single", 1])
 def test_model_predictions_are_segment_anythings_for_each_image_in_turn(phantoms, mask_output):
     """The image side is cached per embedding: predictions for image A, then B, then A again are each the
     reference's for that image (a stale image side would give B's prediction A's image)."""

@@ -27,6 +27,7 @@ IoU token, K mask tokens and the prompt's sparse embeddings), masks at 4h x 4w (
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -152,15 +153,21 @@ def _upscale2x(x: Tensor, conv: nn.ConvTranspose2d) -> Tensor:
     output pixel (2i + a, 2j + b) of input pixel (i, j) at index [..., a, b, :])."""
     weight = conv.weight  # Cin x Cout x 2 x 2
     c_in, c_out = weight.shape[:2]
-    out = x @ weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
-    out = out.unflatten(-1, (2, 2, c_out))
-    return out + conv.bias if conv.bias is not None else out
+    bias = conv.bias.repeat(4) if conv.bias is not None else None  # added inside the matrix product
+    return F.linear(x, weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in), bias).unflatten(-1, (2, 2, c_out))
 
 
-def decode(mask_decoder: nn.Module, side: ImageSide, sparse: Tensor) -> tuple[Tensor, Tensor]:
+def decode(
+    mask_decoder: nn.Module, side: ImageSide, sparse: Tensor, pick: Callable[[Tensor], Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
     """``mask_decoder.predict_masks`` for B prompts of one image: sparse B x S x C (the prompt encoder's sparse
     embeddings) -> (masks B x K x 4h x 4w, IoU predictions B x K), every mask token's output (slice them as
-    ``MaskDecoder.forward`` does). Differentiable with respect to ``sparse``."""
+    ``MaskDecoder.forward`` does). Differentiable with respect to ``sparse``.
+
+    ``pick``: IoU predictions B x K -> B indices of the mask token to keep. The masks are then B x 1 x 4h x 4w, the
+    picked ones: the IoU head runs before the upscaling, so only the kept masks are read from the upscaled features
+    (a quarter of the contraction and of its gradient with SAM's four mask tokens).
+    """
     transformer = mask_decoder.transformer
     b = sparse.shape[0]
     output_tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight], dim=0)
@@ -190,11 +197,13 @@ def decode(mask_decoder: nn.Module, side: ImageSide, sparse: Tensor) -> tuple[Te
     attn_out = _tokens_to_image(transformer.final_attn_token_to_image, queries + query_pe, keys + key_pe, keys)
     queries = transformer.norm_final_attn(queries + attn_out)
 
-    num_masks = mask_decoder.num_mask_tokens
     iou = mask_decoder.iou_prediction_head(queries[:, 0, :])
     hyper = torch.stack(
         [mlp(queries[:, 1 + i, :]) for i, mlp in enumerate(mask_decoder.output_hypernetworks_mlps)], dim=1
     )  # B x K x C/8
+    if pick is not None:
+        hyper = hyper[torch.arange(b, device=hyper.device), pick(iou)][:, None]  # B x 1 x C/8
+    num_masks = hyper.shape[1]
 
     conv1, norm, act1, conv2, act2 = mask_decoder.output_upscaling
     h, w = side.grid

@@ -179,19 +179,19 @@ class SamLikeModel(nn.Module):
             box = to_model_frame(boxes.to(self.device, self._dense_pe.dtype).reshape(-1, 2, 2), size, target)
             box = box.reshape(-1, 4)
         sparse, _ = self.prompt_encoder(points=point_arg, boxes=box, masks=None)
-        low_res, iou = decode(self.mask_decoder, self._image_side(embedding), sparse)
-        keep = slice(0, 1) if self.mask_output == "single" else slice(1, None)  # as MaskDecoder.forward slices
-        low_res, iou = low_res[:, keep], iou[:, keep]
-        if self.mask_output == "best":
-            pick = iou.argmax(dim=1)
-        elif self.mask_output == "single":
-            pick = torch.zeros(iou.shape[0], dtype=torch.long, device=iou.device)
-        else:
-            pick = torch.full((iou.shape[0],), int(self.mask_output), dtype=torch.long, device=iou.device)
-        rows = torch.arange(iou.shape[0], device=iou.device)
-        logits = low_res[rows, pick][:, None]
-        confidence = iou[rows, pick]
+        logits, iou = decode(self.mask_decoder, self._image_side(embedding), sparse, pick=self._pick)
+        confidence = iou[torch.arange(iou.shape[0], device=iou.device), self._pick(iou)]
         return MaskPrediction(logits=self._to_output(logits, embedding, output_size), confidence=confidence)
+
+    def _pick(self, iou: torch.Tensor) -> torch.Tensor:
+        """The mask token ``mask_output`` asks for, given the IoU predictions of all K mask tokens (B x K): token 0
+        for "single"; of the multimask tokens 1..K-1 (as ``MaskDecoder.forward`` slices them), the highest-scoring
+        one for "best" or the given one for 0, 1 or 2. -> B indices into the K tokens."""
+        if self.mask_output == "single":
+            return torch.zeros(iou.shape[0], dtype=torch.long, device=iou.device)
+        if self.mask_output == "best":
+            return iou[:, 1:].argmax(dim=1) + 1
+        return torch.full((iou.shape[0],), int(self.mask_output) + 1, dtype=torch.long, device=iou.device)
 
     def _image_side(self, embedding: ImageEmbedding) -> ImageSide:
         """The decoder's prompt-free work for this embedding, done once and kept for the next prompts (the

@@ -103,9 +103,7 @@ class RegressorData:
         return self.confidence if self.confidence is not None else np.full(len(self), np.nan, dtype=np.float32)
 
     def subset(self, keep: np.ndarray) -> RegressorData:
-        return RegressorData(
-            *(getattr(self, f)[keep] for f in self._FIELDS[:-1]), confidence=self._confidence()[keep]
-        )
+        return RegressorData(*(getattr(self, f)[keep] for f in self._FIELDS[:-1]), confidence=self._confidence()[keep])
 
     @staticmethod
     def concat(parts: list[RegressorData]) -> RegressorData:
@@ -128,9 +126,14 @@ def predict_dice(
     regressor: SegmentationRegressor, data: RegressorData, batch_size: int = 64, device: str = "cpu"
 ) -> np.ndarray:
     """Regressor scores (N) for every (image, mask) pair of ``data``."""
-    regressor = regressor.to(device).eval()
     img, msk, _ = data.tensors(device, channels_last=True)
-    out = [regressor(img[i : i + batch_size], msk[i : i + batch_size]) for i in range(0, len(data), batch_size)]
+    return _scores(regressor.to(device).eval(), img, msk, batch_size)
+
+
+@torch.no_grad()
+def _scores(regressor: SegmentationRegressor, img: torch.Tensor, msk: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Scores (N) of an eval-mode regressor for images and masks N x 1 x S x S already in tensors."""
+    out = [regressor(img[i : i + batch_size], msk[i : i + batch_size]) for i in range(0, len(img), batch_size)]
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
@@ -172,10 +175,15 @@ def fit_regressor(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     img, msk, target = train.tensors(device, channels_last=True)
+    val_img, val_msk, _ = val.tensors(device, channels_last=True)  # once, not every epoch
+
+    def val_mse() -> float:
+        return float(np.mean((_scores(model.eval(), val_img, val_msk) - val.dice) ** 2))
+
     best_state, best_val, history = None, float("inf"), []
     if init is not None:  # the starting point competes: fine-tuning never returns weights worse on val than it
-        best_val = float(np.mean((predict_dice(model, val, device=device) - val.dice) ** 2))
-        start_train = float(np.mean((predict_dice(model, train, device=device) - train.dice) ** 2))
+        best_val = val_mse()
+        start_train = float(np.mean((_scores(model.eval(), img, msk) - train.dice) ** 2))
         best_state = copy.deepcopy(model.state_dict())
         history.append({"epoch": 0, "train_mse": start_train, "val_mse": best_val})
     bar = tqdm(range(1, epochs + 1), desc="regressor", unit="epoch", disable=not progress)
@@ -193,13 +201,13 @@ def fit_regressor(
             opt.step()
             total += loss.item() * len(idx)
         train_mse = total / len(train)
-        val_mse = float(np.mean((predict_dice(model, val, device=device) - val.dice) ** 2))
-        history.append({"epoch": epoch, "train_mse": train_mse, "val_mse": val_mse})
-        if val_mse < best_val:
-            best_val, best_state = val_mse, copy.deepcopy(model.state_dict())
-        bar.set_postfix(train=f"{train_mse:.4f}", val=f"{val_mse:.4f}", best=f"{best_val:.4f}")
+        epoch_val = val_mse()
+        history.append({"epoch": epoch, "train_mse": train_mse, "val_mse": epoch_val})
+        if epoch_val < best_val:
+            best_val, best_state = epoch_val, copy.deepcopy(model.state_dict())
+        bar.set_postfix(train=f"{train_mse:.4f}", val=f"{epoch_val:.4f}", best=f"{best_val:.4f}")
         if log is not None:
-            log(f"epoch {epoch:3d}  train MSE {train_mse:.5f}  val MSE {val_mse:.5f}  best {best_val:.5f}")
+            log(f"epoch {epoch:3d}  train MSE {train_mse:.5f}  val MSE {epoch_val:.5f}  best {best_val:.5f}")
     model.load_state_dict(best_state)
     return model.to(memory_format=torch.contiguous_format).eval(), history
 

@@ -209,8 +209,7 @@ def decode(
     h, w = side.grid
     x = keys.reshape(keys.shape[0], h, w, keys.shape[-1])  # channels last: B x h x w x C
     x = act1(F.layer_norm(_upscale2x(x, conv1), (conv1.out_channels,), norm.weight, norm.bias, norm.eps))
-    x = act2(_upscale2x(x, conv2))  # B' x h x w x 2 x 2 x 2 x 2 x C/8, B' = 1 if keys were never prompt-dependent
-    x = x.expand(b, *x.shape[1:])
+    x = act2(_upscale2x(x, conv2))  # B x h x w x 2 x 2 x 2 x 2 x C/8
     # mask[k, 4i + 2a + p, 4j + 2c + q] = hyper[k] . x[i, j, a, c, p, q]: contract channels first, then interleave
     masks = (x.reshape(b, -1, x.shape[-1]) @ hyper.transpose(1, 2)).reshape(b, h, w, 2, 2, 2, 2, num_masks)
     masks = masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, num_masks, 4 * h, 4 * w)

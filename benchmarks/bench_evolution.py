@@ -31,13 +31,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sampot_lib.data.phantom import make_phantom
-from sampot_lib.evolve import Safeguards, evolve_prompt
+from sampot_lib.method.evolve import Safeguards, evolve_prompt
+from sampot_lib.method.prompts import Prompt, predict
+from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.scoring import RegressorScorer
+from sampot_lib.method.synth import centroid_prompt, jittered_box
 from sampot_lib.models import SamModel, build_sam, load_model
 from sampot_lib.models.registry import CHECKPOINTS
-from sampot_lib.prompts import Prompt, predict
-from sampot_lib.regressor import SegmentationRegressor
-from sampot_lib.scoring import RegressorScorer
-from sampot_lib.synth import centroid_prompt, jittered_box
 
 
 def _model(name: str) -> SamModel:

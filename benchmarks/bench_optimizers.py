@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from sampot_lib.data.phantom import make_phantom
-from sampot_lib.evolve import evolve_prompt
+from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.optimizers import OPTIMIZERS
+from sampot_lib.method.prompts import Prompt
+from sampot_lib.method.scoring import OracleScorer
+from sampot_lib.method.synth import centroid_prompt, jittered_box
 from sampot_lib.models import load_model
 from sampot_lib.models.onnx import export_onnx, load_onnx_model
-from sampot_lib.optimizers import OPTIMIZERS
-from sampot_lib.prompts import Prompt
-from sampot_lib.scoring import OracleScorer
-from sampot_lib.synth import centroid_prompt, jittered_box
 
 
 def main() -> None:

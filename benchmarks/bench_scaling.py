@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sampot_lib import pipeline
-from sampot_lib.config import ExperimentConfig
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.parallel import DatasetRef, Workers, resolve, usable_cores
-from sampot_lib.runs import open_dataset, prepare_splits
+from sampot_lib.experiment import stages as pipeline
+from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.parallel import DatasetRef, Workers, resolve, usable_cores
+from sampot_lib.experiment.runfolder import open_dataset, prepare_splits
 
 STAGES = ("start", "encoding", "samples", "training", "evaluation", "evolution")
 

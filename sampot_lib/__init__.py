@@ -16,15 +16,15 @@ __version__ = "0.1.0"
 # name -> the module that defines it
 _EXPORTS = {
     "load_model": "sampot_lib.models.registry",
-    "evolve_prompt": "sampot_lib.evolve",
-    "Prompt": "sampot_lib.prompts",
-    "Safeguards": "sampot_lib.prompts",
-    "RegressorScorer": "sampot_lib.scoring",
-    "dice_heatmap": "sampot_lib.heatmap",
-    "load_regressor": "sampot_lib.regressor",
-    "fit_regressor": "sampot_lib.regressor",
-    "run_experiment": "sampot_lib.pipeline",
-    "ExperimentConfig": "sampot_lib.config",
+    "evolve_prompt": "sampot_lib.method.evolve",
+    "Prompt": "sampot_lib.method.prompts",
+    "Safeguards": "sampot_lib.method.prompts",
+    "RegressorScorer": "sampot_lib.method.scoring",
+    "dice_heatmap": "sampot_lib.method.heatmap",
+    "load_regressor": "sampot_lib.method.regressor",
+    "fit_regressor": "sampot_lib.method.regressor",
+    "run_experiment": "sampot_lib.experiment.stages",
+    "ExperimentConfig": "sampot_lib.experiment.config",
     "FolderDataset": "sampot_lib.data.folder",
 }
 
@@ -45,15 +45,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
-    from sampot_lib.config import ExperimentConfig
     from sampot_lib.data.folder import FolderDataset
-    from sampot_lib.evolve import evolve_prompt
-    from sampot_lib.heatmap import dice_heatmap
+    from sampot_lib.experiment.config import ExperimentConfig
+    from sampot_lib.experiment.stages import run_experiment
+    from sampot_lib.method.evolve import evolve_prompt
+    from sampot_lib.method.heatmap import dice_heatmap
+    from sampot_lib.method.prompts import Prompt, Safeguards
+    from sampot_lib.method.regressor import fit_regressor, load_regressor
+    from sampot_lib.method.scoring import RegressorScorer
     from sampot_lib.models.registry import load_model
-    from sampot_lib.pipeline import run_experiment
-    from sampot_lib.prompts import Prompt, Safeguards
-    from sampot_lib.regressor import fit_regressor, load_regressor
-    from sampot_lib.scoring import RegressorScorer
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,22 @@
-"""The one error type users see: it says what was wrong and what to do about it."""
+"""The one error type users see, and the checks of user-given values that raise it before any work starts.
+
+A :class:`SampotError` says what was wrong and what to do about it. Each check returns the value it accepted
+(normalised) or raises one with one line that names the thing (``name``: a flag such as ``--lr`` or a parameter
+such as ``lr``), what was wrong and what to do. The command line, the experiment config and the notebooks share
+them, so the same value gets the same answer everywhere. Nothing here imports from the rest of the package.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import numbers
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 
 class SampotError(ValueError):
@@ -11,3 +29,220 @@ class SampotError(ValueError):
 class SampotWarning(UserWarning):
     """Input that works but is probably not what the user meant (an inverted mask, a click in the background, an
     empty split). The command line prints the message alone, on one line, and goes on."""
+
+
+#: Accepted forms of a device, for messages.
+DEVICE_FORMS = "cpu, cuda, cuda:N (N: the GPU's number) or mps"
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def number(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real number in the given range (closed unless ``low_open``/``high_open``) -> float.
+
+    Rejects bools, strings, NaN and +-inf: a NaN compares false with every bound, so range checks alone let it in.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SampotError(f"{name} must be a number, got {_shown(value)} ({type(value).__name__}).")
+    x = float(value)
+    if not math.isfinite(x):
+        raise SampotError(f"{name} must be a finite number, got {_shown(value)}.")
+    too_low = low is not None and (x <= low if low_open else x < low)
+    too_high = high is not None and (x >= high if high_open else x > high)
+    if too_low or too_high:
+        raise SampotError(f"{name} must be {_range_text(low, high, low_open, high_open)}, got {_shown(value)}.")
+    return x
+
+
+def whole(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """A whole number (int, not bool; no float) in ``[low, high]`` -> int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SampotError(f"{name} must be a whole number, got {_shown(value)} ({type(value).__name__}).")
+    n = int(value)
+    if (low is not None and n < low) or (high is not None and n > high):
+        raise SampotError(f"{name} must be a whole number {_range_text(low, high, False, False)}, got {n}.")
+    return n
+
+
+def fraction(value: Any, name: str) -> float:
+    """A number in [0, 1] (an IoU, a Dice, a share) -> float."""
+    return number(value, name, low=0.0, high=1.0)
+
+
+def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    def show(v: float) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{show(low)}, {show(high)}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {show(low)}"
+    return f"{'<' if high_open else '<='} {show(high)}"
+
+
+def regressor_size(value: Any, name: str = "regressor size") -> int:
+    """The segmentation regressor's input size: a multiple of 16 and at least 32 (four stride-2 layers, then a
+    final convolution over what is left, which must be at least 2 x 2)."""
+    n = whole(value, name)
+    if n < 32 or n % 16:
+        near = max(32, 16 * round(n / 16))
+        raise SampotError(f"{name} must be a multiple of 16 and at least 32 (e.g. {near} or 128), got {n}.")
+    return n
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    """A random seed: 0 .. 2**32 - 1 (what numpy and torch both accept)."""
+    return whole(value, name, low=0, high=2**32 - 1)
+
+
+def device(value: Any, name: str = "device") -> str:
+    """A torch device that exists on this machine -> its canonical name (``cpu``, ``cuda``, ``cuda:N``, ``mps``).
+
+    ``cuda``/``cuda:N`` need a CUDA GPU (and N below the number of GPUs); ``mps`` needs Apple's Metal backend.
+    """
+    text = str(value).strip().lower()
+    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", text)
+    if m is None or (m[2] is not None and m[1] != "cuda"):
+        raise SampotError(f"{name} {_shown(value)} is not a device; use {DEVICE_FORMS}.")
+    if m[1] == "cpu":
+        return "cpu"
+    import torch
+
+    if m[1] == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SampotError(f"{name} mps: Apple's Metal (MPS) backend is not available here; use --device cpu.")
+        return "mps"
+    if not torch.cuda.is_available():
+        raise SampotError(f"{name} {text}: no CUDA GPU is available on this machine; use --device cpu.")
+    count = torch.cuda.device_count()
+    if m[2] is not None and int(m[2]) >= count:
+        have = "cuda:0" if count == 1 else f"cuda:0 .. cuda:{count - 1}"
+        raise SampotError(f"{name} {text}: this machine has {count} CUDA GPU(s) ({have}); use one of those.")
+    return text
+
+
+def input_file(path: str | Path, name: str, *, hint: str = "check the path") -> Path:
+    """An existing file (not a folder) -> Path."""
+    path = Path(path)
+    if path.is_dir():
+        raise SampotError(f"{name} {path} is a folder, not a file; {hint}.")
+    if not path.is_file():
+        raise SampotError(f"{name} {path}: no such file; {hint}.")
+    return path
+
+
+def input_dir(path: str | Path, name: str, *, hint: str = "check the path") -> Path:
+    """An existing folder -> Path."""
+    path = Path(path)
+    if path.is_file():
+        raise SampotError(f"{name} {path} is a file, not a folder; {hint}.")
+    if not path.is_dir():
+        raise SampotError(f"{name} {path}: no such folder; {hint}.")
+    return path
+
+
+def output_dir(path: str | Path, name: str = "--out", *, files: Iterable[str] = ()) -> Path:
+    """A folder sampot may create (if missing) and write into; ``files``: names it will write there, none of which
+    may be a folder. Nothing is created: the nearest existing folder above gets a probe file that is removed."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SampotError(f"{name} {path} is a file, not a folder; give a folder (it is created if missing).")
+    for f in files:
+        if (path / f).is_dir():
+            raise SampotError(
+                f"{path / f} is a folder, but sampot writes a file of that name there; move it away or choose "
+                f"another {name}."
+            )
+    _probe(path, name)
+    return path
+
+
+def output_file(path: str | Path, name: str = "--out", *, example: str | None = None) -> Path:
+    """A file sampot may (over)write: not a folder, in a folder that exists or can be created, writable."""
+    path = Path(path)
+    if path.is_dir():
+        suggestion = f" (e.g. {path / example})" if example else ""
+        raise SampotError(f"{name} {path} is a folder; give a file name{suggestion}.")
+    _probe(path.parent, name, for_file=path)
+    return path
+
+
+def cache_dir(path: str | Path, name: str = "cache folder") -> Path:
+    """The checkpoint cache (``$SAMPOT_CACHE``): a folder, or a place where one can be made, writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SampotError(
+            f"{name} {path} is a file, not a folder; point $SAMPOT_CACHE (or --cache-dir) at a folder, or unset it."
+        )
+    _probe(path, name)
+    return path
+
+
+def _probe(folder: Path, name: str, *, for_file: Path | None = None) -> None:
+    """Raise SampotError unless a file can be created in ``folder`` (or, if it is missing, in the nearest existing
+    folder above it, where it would be made). Tries for real: permissions bits say nothing for root, or on a
+    read-only mount."""
+    target = for_file if for_file is not None else folder
+    here = folder if str(folder) else Path(".")
+    while not here.exists():
+        if here.parent == here:
+            break
+        here = here.parent
+    if here.exists() and not here.is_dir():
+        raise SampotError(f"{name} {target}: {here} is a file, so no folder can be made there; choose another path.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sampot-write-check.", dir=here)
+    except OSError as exc:
+        raise SampotError(f"{name} {target}: cannot write in {here} ({_cause(exc)}); {_hint(exc)}.") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _cause(exc: OSError) -> str:
+    code = errno.errorcode.get(exc.errno or -1)
+    text = exc.strerror or str(exc)
+    return f"{text}, {code}" if code else text
+
+
+_HINTS = {
+    errno.ENOSPC: "free some space, or write somewhere else",
+    errno.EDQUOT: "your disk quota is used up; free some space, or write somewhere else",
+    errno.EROFS: "that file system is read-only; write somewhere else",
+    errno.EACCES: "you have no permission there; write somewhere else or change its permissions",
+    errno.EPERM: "the operation is not permitted there; write somewhere else or change its permissions",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    errno.EISDIR: "it is a folder where a file is expected; give a file name",
+    errno.EEXIST: "something of that name is in the way; move it or choose another name",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.ELOOP: "the path has a symbolic-link loop; check the path",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+    errno.EXDEV: "the temporary file and its destination are on different file systems; report this",
+}
+#: errno values that the user (or their machine's setup) can fix: reported with exit status 2, not 1.
+USER_ERRNOS = frozenset(set(_HINTS) - {errno.EXDEV})
+
+
+def _hint(exc: OSError) -> str:
+    return _HINTS.get(exc.errno or -1, "check the path and the disk")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the path(s), the cause (with the errno name) and what to do."""
+    where = exc.filename if exc.filename is not None else None
+    if where is not None and exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    if where is None:
+        return f"{_cause(exc)}; {_hint(exc)}."
+    return f"{where}: {_cause(exc)}; {_hint(exc)}."

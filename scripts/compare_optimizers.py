@@ -32,16 +32,16 @@ import torch
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
-from sampot_lib.evolve import Safeguards
+from sampot_lib.method.evolve import Safeguards
+from sampot_lib.method.optimizers import OPTIMIZERS
+from sampot_lib.method.prompts import Prompt
+from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.scoring import OracleScorer, RegressorScorer
+from sampot_lib.method.synth import centroid_prompt, jittered_box
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.models.registry import load_model
 from sampot_lib.models.sam import SamLikeModel
-from sampot_lib.optimizers import OPTIMIZERS
-from sampot_lib.prompts import Prompt
-from sampot_lib.regressor import SegmentationRegressor
-from sampot_lib.scoring import OracleScorer, RegressorScorer
-from sampot_lib.study import compare_optimizers
-from sampot_lib.synth import centroid_prompt, jittered_box
+from sampot_lib.report.study import compare_optimizers
 
 FIELDS = ["structure", "image_id", "score", "optimizer", "budget", "dice_start", "dice_end", "best_step", "seconds"]
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             model = onnx_backend(torch_model, default_cache_dir(), threads=args.threads)
         regressor = None
         if "regressor" in args.scores:
-            from sampot_lib.regressor import load_regressor
+            from sampot_lib.method.regressor import load_regressor
 
             regressor, _ = load_regressor(args.regressor)
     except SampotError as exc:

@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from sampot_lib.data.io import read_image, read_mask
 from sampot_lib.errors import SampotError
-from sampot_lib.heatmap import grid_points
-from sampot_lib.metrics import dice, pearson_r
+from sampot_lib.method.heatmap import grid_points
+from sampot_lib.method.metrics import dice, pearson_r
+from sampot_lib.method.synth import centroid_prompt
 from sampot_lib.models.nano import WEIGHTS_PATH, build_sam_nano
 from sampot_lib.models.sam import MASK_OUTPUTS, SamModel
-from sampot_lib.synth import centroid_prompt
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "jsrt_scr"
 

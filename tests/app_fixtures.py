@@ -8,8 +8,8 @@ import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
-from sampot_lib.regressor import RegressorData, fit_regressor, save_regressor, to_input
-from sampot_lib.synth import candidate_masks
+from sampot_lib.method.regressor import RegressorData, fit_regressor, save_regressor, to_input
+from sampot_lib.method.synth import candidate_masks
 
 STRUCTURE = "left_lung"
 REGRESSOR_SIZE = 64  # input 64 x 64, four halvings leave 4 x 4

@@ -7,9 +7,9 @@ import pytest
 import torch
 from segment_anything.modeling import Sam
 
+from sampot_lib.method.regressor import SegmentationRegressor
 from sampot_lib.models import SamModel
 from sampot_lib.models.nano import NanoConfig, build_sam_nano
-from sampot_lib.regressor import SegmentationRegressor
 
 torch.set_num_threads(1)  # tests run beside other work on 2 cores; one thread stays stable
 

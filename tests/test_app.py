@@ -17,11 +17,11 @@ import pytest
 from app_fixtures import STRUCTURE, phantom_set, tiny_regressor
 from PIL import Image
 
-from sampot_lib import app as app_mod
-from sampot_lib.cli import main
+from sampot_lib.cli.main import main
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
-from sampot_lib.synth import centroid_prompt
+from sampot_lib.method.synth import centroid_prompt
+from sampot_lib.ui import app as app_mod
 
 
 @pytest.fixture(scope="module")

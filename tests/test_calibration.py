@@ -18,7 +18,12 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from sampot_lib.calibration import (
+from sampot_lib.cli.main import main
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.data.phantom import write_phantom_set
+from sampot_lib.data.splits import save_splits
+from sampot_lib.errors import SampotError
+from sampot_lib.experiment.calibration import (
     choose_labelled,
     compare_on_test,
     fine_tune,
@@ -27,14 +32,8 @@ from sampot_lib.calibration import (
     score_summary,
     transfer_samples,
 )
-from sampot_lib.cli import main
-from sampot_lib.config import ExperimentConfig
-from sampot_lib.data.folder import FolderDataset
-from sampot_lib.data.phantom import write_phantom_set
-from sampot_lib.data.splits import save_splits
-from sampot_lib.errors import SampotError
-from sampot_lib.models import load_model
-from sampot_lib.regressor import (
+from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.method.regressor import (
     RegressorData,
     check_regressor,
     fit_regressor,
@@ -42,7 +41,8 @@ from sampot_lib.regressor import (
     predict_dice,
     save_regressor,
 )
-from sampot_lib.training_set import mask_hashes
+from sampot_lib.method.training_set import mask_hashes
+from sampot_lib.models import load_model
 
 SIZE = 64  # regressor input
 WIDTHS = (8, 16, 32, 64)
@@ -156,9 +156,9 @@ def test_measure_transfer_scores_the_run_s_masks_and_evolves_the_run_s_prompt(sh
     rows = report["evolution"]["per_image"]
     assert [r["image_id"] for r in rows] == ids and report["evolution"]["n"] == 3
     # The user's prompt is the one a run's evolution stage starts from (same seed, same image).
-    from sampot_lib import pipeline
-    from sampot_lib.metrics import dice
-    from sampot_lib.prompts import predict_mask
+    from sampot_lib.experiment import stages as pipeline
+    from sampot_lib.method.metrics import dice
+    from sampot_lib.method.prompts import predict_mask
 
     config = ExperimentConfig(data=str(shifted), out="unused", seed=0)
     for row in rows:
@@ -223,7 +223,7 @@ def test_the_calibrated_file_records_its_base_and_its_labelled_images(calibrated
 
 
 def test_a_run_that_would_test_on_a_labelled_image_is_refused(calibrated, shifted, tmp_path):
-    from sampot_lib.pipeline import evaluate_stage
+    from sampot_lib.experiment.stages import evaluate_stage
 
     out, _ = calibrated
     report = json.loads((out / "calibration.json").read_text())

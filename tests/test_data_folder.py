@@ -10,7 +10,7 @@ import pytest
 from data_fixtures import lung_pair, make_folder
 from PIL import Image
 
-from sampot_lib.cli_data import add_data_commands
+from sampot_lib.cli.data import add_data_commands
 from sampot_lib.data.folder import FolderDataset, validate_folder
 from sampot_lib.errors import SampotError
 

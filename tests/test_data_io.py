@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from sampot_lib.data.dicom import read_dicom
-from sampot_lib.data.io import is_dicom, preprocess, read_image, read_mask, to_uint8, write_png
+from sampot_lib.data.io import is_dicom, read_image, read_mask, write_png
+from sampot_lib.data.pixels import preprocess, to_uint8
 from sampot_lib.errors import SampotError
 
 

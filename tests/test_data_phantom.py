@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sampot_lib.cli_data import add_data_commands
+from sampot_lib.cli.data import add_data_commands
 from sampot_lib.data.folder import FolderDataset, validate_folder
 from sampot_lib.data.phantom import _geometry, make_phantom, write_phantom_set
 from sampot_lib.errors import SampotError

@@ -11,7 +11,7 @@ import pytest
 from data_fixtures import lung_pair
 from PIL import Image
 
-from sampot_lib.cli_data import add_data_commands
+from sampot_lib.cli.data import add_data_commands
 from sampot_lib.data import public
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError

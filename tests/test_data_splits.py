@@ -8,7 +8,7 @@ import json
 import pytest
 from data_fixtures import make_folder
 
-from sampot_lib.cli_data import add_data_commands
+from sampot_lib.cli.data import add_data_commands
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import load_splits, make_splits, save_splits, split_counts, split_info
 from sampot_lib.errors import SampotError

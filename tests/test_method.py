@@ -23,15 +23,15 @@ from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import make_phantom, write_phantom_set
-from sampot_lib.evolve import evolve_prompt
-from sampot_lib.heatmap import dice_heatmap
-from sampot_lib.metrics import dice
+from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.heatmap import dice_heatmap
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.prompts import Prompt, Safeguards, predict, predict_mask
+from sampot_lib.method.regressor import to_input
+from sampot_lib.method.scoring import OracleScorer, RegressorScorer
+from sampot_lib.method.synth import band_prompts, box_from_mask, centroid_prompt, initial_prompt
+from sampot_lib.method.training_set import regressor_samples
 from sampot_lib.models import SamModel, load_model, to_model_frame
-from sampot_lib.prompts import Prompt, Safeguards, predict, predict_mask
-from sampot_lib.regressor import to_input
-from sampot_lib.scoring import OracleScorer, RegressorScorer
-from sampot_lib.synth import band_prompts, box_from_mask, centroid_prompt, initial_prompt
-from sampot_lib.training_set import regressor_samples
 
 
 @pytest.fixture(scope="module")

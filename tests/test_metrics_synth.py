@@ -5,8 +5,8 @@ import pytest
 from conftest import disk_image
 
 from sampot_lib import SampotError
-from sampot_lib.metrics import dice, iou, pearson_r
-from sampot_lib.synth import (
+from sampot_lib.method.metrics import dice, iou, pearson_r
+from sampot_lib.method.synth import (
     band_prompts,
     candidate_masks,
     centroid_prompt,

@@ -13,14 +13,14 @@ from conftest import build_tiny_sam
 
 from sampot_lib.data.phantom import make_phantom
 from sampot_lib.errors import SampotError
-from sampot_lib.evolve import evolve_prompt
-from sampot_lib.metrics import dice
+from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.prompts import Prompt, predict, predict_mask
+from sampot_lib.method.scoring import OracleScorer
+from sampot_lib.method.synth import jittered_box
 from sampot_lib.models import SamModel, load_model
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.models.onnx import OnnxPromptModel, export_onnx, load_onnx_model
-from sampot_lib.prompts import Prompt, predict, predict_mask
-from sampot_lib.scoring import OracleScorer
-from sampot_lib.synth import jittered_box
 
 PROMPTS = [
     Prompt.click(90.0, 130.0),
@@ -175,9 +175,9 @@ def test_missing_onnxruntime_says_how_to_install(nano_pair, monkeypatch):
 
 
 def test_cli_evolves_on_the_onnx_backend_and_refuses_adam_before_any_work(tmp_path, capsys, monkeypatch):
-    from sampot_lib.cli import main
+    from sampot_lib.cli.main import main
     from sampot_lib.data.phantom import write_phantom_set
-    from sampot_lib.regressor import SegmentationRegressor, save_regressor
+    from sampot_lib.method.regressor import SegmentationRegressor, save_regressor
 
     monkeypatch.setenv("SAMPOT_CACHE", str(tmp_path / "cache"))
     write_phantom_set(tmp_path / "ph", 1, seed=0, size=96)

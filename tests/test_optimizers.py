@@ -8,13 +8,13 @@ import torch
 
 from sampot_lib.data.phantom import make_phantom
 from sampot_lib.errors import SampotError
-from sampot_lib.evolve import Safeguards, evolve_prompt
-from sampot_lib.metrics import dice
+from sampot_lib.method.evolve import Safeguards, evolve_prompt
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.optimizers import OPTIMIZERS, CmaesOptimizer, RandomSearch, make_optimizer
+from sampot_lib.method.prompts import Prompt
+from sampot_lib.method.scoring import OracleScorer
+from sampot_lib.method.synth import centroid_prompt, jittered_box
 from sampot_lib.models import load_model
-from sampot_lib.optimizers import OPTIMIZERS, CmaesOptimizer, RandomSearch, make_optimizer
-from sampot_lib.prompts import Prompt
-from sampot_lib.scoring import OracleScorer
-from sampot_lib.synth import centroid_prompt, jittered_box
 
 GRADIENT_FREE = ("cmaes", "random")
 

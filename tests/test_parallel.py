@@ -11,16 +11,16 @@ import pytest
 from parallel_tasks import dies_once, fails_on_b
 
 from sampot_lib import SampotError
-from sampot_lib import parallel as parallel_module
-from sampot_lib import pipeline as pipeline_module
-from sampot_lib.cli import main
-from sampot_lib.config import STAGE_SETTINGS, ExperimentConfig
+from sampot_lib.cli.main import main
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.experiment import parallel as parallel_module
+from sampot_lib.experiment import stages as pipeline_module
+from sampot_lib.experiment.config import STAGE_SETTINGS, ExperimentConfig
+from sampot_lib.experiment.parallel import Workers, threads_per_worker
+from sampot_lib.experiment.records import read_json
+from sampot_lib.experiment.stages import run_experiment
+from sampot_lib.method.training_set import regressor_samples
 from sampot_lib.models import SamModel
-from sampot_lib.parallel import Workers, threads_per_worker
-from sampot_lib.pipeline import run_experiment
-from sampot_lib.runs import read_json
-from sampot_lib.training_set import regressor_samples
 
 RESULTS = ("evolution.csv", "regressor_eval.csv", "regressor_history.csv", "trajectories.json", "regressor_eval.json")
 
@@ -48,7 +48,7 @@ def _summary(out) -> dict:
 def test_a_run_over_two_worker_processes_gives_the_serial_numbers(phantoms, tmp_path, monkeypatch):
     # SAM-Nano (shipped with the package: a worker process loads it by name) at one torch thread per process, as
     # the serial run here has: a float sum may differ in its last bits with another thread count.
-    monkeypatch.setattr("sampot_lib.parallel.usable_cores", lambda: 2)
+    monkeypatch.setattr("sampot_lib.experiment.parallel.usable_cores", lambda: 2)
     monkeypatch.delenv("SAMPOT_EMBEDDINGS", raising=False)
     serial = _config(phantoms, tmp_path / "serial", model="sam_nano")
     run_experiment(serial, progress=False)
@@ -158,7 +158,7 @@ def test_a_failing_image_is_named_and_a_resumed_evolution_redoes_only_what_is_mi
 def test_worker_faults_are_retried_or_named(tmp_path, monkeypatch):
     from distributed import KilledWorker
 
-    monkeypatch.setattr("sampot_lib.parallel.usable_cores", lambda: 2)
+    monkeypatch.setattr("sampot_lib.experiment.parallel.usable_cores", lambda: 2)
     with Workers(workers=2) as pool:
         assert pool.threads == threads_per_worker(2, 2) == 1
         assert pool.map(fails_on_b, ["a", "c", "d"], kwargs={"scale": 2}, progress=False) == [194, 198, 200]

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from sampot_lib import SampotError
-from sampot_lib.cli import main
-from sampot_lib.config import ExperimentConfig
+from sampot_lib.cli.main import main
 from sampot_lib.data.io import write_png
-from sampot_lib.pipeline import run_experiment
-from sampot_lib.regressor import SegmentationRegressor, save_regressor
-from sampot_lib.runs import read_csv
+from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.records import read_csv
+from sampot_lib.experiment.stages import run_experiment
+from sampot_lib.method.regressor import SegmentationRegressor, save_regressor
 
 
 def _config(phantoms, out, ckpt, **kw):
@@ -109,7 +109,7 @@ def test_cli_rejects_parameters_of_the_wrong_type(capsys):
 
 def test_stages_share_one_split_and_a_new_split_is_not_made_under_results(phantoms, tmp_path):
     from sampot_lib.data.folder import FolderDataset
-    from sampot_lib.runs import RunFolder, prepare_splits
+    from sampot_lib.experiment.runfolder import RunFolder, prepare_splits
 
     dataset = FolderDataset(phantoms)
     config = ExperimentConfig(data=str(phantoms), out=str(tmp_path), seed=0)

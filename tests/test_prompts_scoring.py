@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sampot_lib import SampotError
-from sampot_lib.metrics import dice, iou, pearson_r
-from sampot_lib.pipeline import summarise
-from sampot_lib.prompts import Prompt, Safeguards, prompt_tensors
-from sampot_lib.regressor import to_input
-from sampot_lib.scoring import (
+from sampot_lib.experiment.stages import summarise
+from sampot_lib.method.metrics import dice, iou, pearson_r
+from sampot_lib.method.prompts import Prompt, Safeguards, prompt_tensors
+from sampot_lib.method.regressor import to_input
+from sampot_lib.method.scoring import (
     BlendScorer,
     ConfidenceScorer,
     OracleScorer,
@@ -27,7 +27,7 @@ from sampot_lib.scoring import (
     choose_blend_weight,
     soft_mask,
 )
-from sampot_lib.synth import box_from_mask, jittered_box
+from sampot_lib.method.synth import box_from_mask, jittered_box
 
 EPS = 1e-6
 PROPERTY = settings(max_examples=150, deadline=None)  # deadline off: the 2 shared cores make timings noisy

@@ -6,11 +6,11 @@ import torch
 from conftest import disk_image
 
 from sampot_lib import SampotError
-from sampot_lib.evolve import Safeguards, check_point, evolve_prompt, trajectory_masks
-from sampot_lib.heatmap import dice_heatmap, grid_points
-from sampot_lib.metrics import dice
-from sampot_lib.prompts import Prompt, predict, predict_mask
-from sampot_lib.regressor import (
+from sampot_lib.method.evolve import Safeguards, check_point, evolve_prompt, trajectory_masks
+from sampot_lib.method.heatmap import dice_heatmap, grid_points
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.prompts import Prompt, predict, predict_mask
+from sampot_lib.method.regressor import (
     RegressorData,
     SegmentationRegressor,
     fit_regressor,
@@ -19,8 +19,8 @@ from sampot_lib.regressor import (
     save_regressor,
     to_input,
 )
-from sampot_lib.scoring import RegressorScorer
-from sampot_lib.synth import candidate_masks
+from sampot_lib.method.scoring import RegressorScorer
+from sampot_lib.method.synth import candidate_masks
 
 SIZE = 32
 

@@ -20,15 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sampot_lib import checks
-from sampot_lib.cli import build_parser, main
-from sampot_lib.cli_checks import check_args
+from sampot_lib import errors as checks
+from sampot_lib.cli.checks import check_args
+from sampot_lib.cli.main import build_parser, main
 from sampot_lib.data.folder import FolderDataset, validate_folder
-from sampot_lib.data.io import atomic_write, check_mask, preprocess, read_image, read_mask, write_png, write_text
+from sampot_lib.data.io import check_mask, read_image, read_mask, write_png
 from sampot_lib.data.phantom import write_phantom_set
+from sampot_lib.data.pixels import preprocess
 from sampot_lib.data.splits import load_splits, split_info
 from sampot_lib.errors import SampotError, SampotWarning
-from sampot_lib.regressor import SegmentationRegressor, load_regressor, save_regressor
+from sampot_lib.files import atomic_write, write_text
+from sampot_lib.method.regressor import SegmentationRegressor, load_regressor, save_regressor
 
 FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True, width=64)
@@ -125,9 +127,9 @@ def test_device_exists_here(monkeypatch):
             checks.device("mps", "--device")
 
 
-# -- prompts: clicks and boxes (sampot_lib.prompts) -------------------------------------------------------------------
+# -- prompts: clicks and boxes (sampot_lib.method.prompts) -------------------------------------------------------------------
 
-prompts = pytest.importorskip("sampot_lib.prompts")
+prompts = pytest.importorskip("sampot_lib.method.prompts")
 
 
 @FEW
@@ -510,8 +512,10 @@ def test_full_disk_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
 
 def test_a_folder_in_the_way_of_a_file(tmp_path):
     (tmp_path / "x.csv").mkdir()
-    with pytest.raises(SampotError, match="x.csv is a folder, but sampot writes a file of that name"):
+    with pytest.raises(IsADirectoryError, match="a folder, where sampot writes a file") as exc:
         atomic_write(tmp_path / "x.csv", lambda fh: fh.write(b"1"))
+    assert exc.value.filename == str(tmp_path / "x.csv")
+    assert "x.csv" in checks.describe_os_error(exc.value) and (tmp_path / "x.csv").is_dir()
 
 
 @pytest.mark.parametrize("code, words", [(errno.EROFS, "read-only"), (errno.EACCES, "no permission")])
@@ -622,7 +626,7 @@ def test_cli_full_disk_is_one_line_naming_the_file(files, tmp_path, capsys, monk
 
 
 def test_cli_read_only_at_write_time_and_other_os_errors(files, tmp_path, capsys, monkeypatch):
-    import sampot_lib.cli_data as cli_data
+    import sampot_lib.cli.data as cli_data
 
     def fail(code):
         def raise_it(*a, **k):
@@ -639,7 +643,7 @@ def test_cli_read_only_at_write_time_and_other_os_errors(files, tmp_path, capsys
 
 
 def test_cli_internal_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
-    import sampot_lib.cli_data as cli_data
+    import sampot_lib.cli.data as cli_data
 
     def bug(args):
         raise KeyError("oops")
@@ -710,7 +714,7 @@ def test_cli_warns_on_a_split_with_an_empty_part(tmp_path, capsys):
 
 
 def test_evolution_record_with_nan_is_refused_before_any_file(files, tmp_path, capsys, monkeypatch):
-    import sampot_lib.evolve as evolve
+    import sampot_lib.method.evolve as evolve
 
     real = evolve.evolve_prompt
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from sampot_lib import SampotError
-from sampot_lib.config import ExperimentConfig
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.pipeline import run_experiment, seed_runs
-from sampot_lib.regressor import load_regressor
-from sampot_lib.study import optimizer_markdown, optimizer_rows, optimizer_verdict, run_study, seeds_markdown
+from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.stages import run_experiment, seed_runs
+from sampot_lib.method.regressor import load_regressor
+from sampot_lib.report.study import optimizer_markdown, optimizer_rows, optimizer_verdict, run_study, seeds_markdown
 
 
 def _rows(ends: dict[tuple[str, str, int, str], list[float]], start: float = 0.5) -> list[dict]:
@@ -118,9 +118,9 @@ def test_a_studys_extra_jitters_run_on_its_first_structure_only(phantoms, tiny_c
 def test_the_books_stage_calls_and_sampot_run_give_the_same_numbers(phantoms, tiny_checkpoint, tmp_path):
     """Issue 9: the book (start_run, then the stages one by one in chapters 3 and 5) and `sampot run` with the same
     settings must differ in nothing; only torch's thread count (SAMPOT_THREADS in the book) may add float noise."""
-    from sampot_lib.cli import main
-    from sampot_lib.pipeline import build_model, evaluate_stage, evolve_stage, train_regressor_stage
-    from sampot_lib.runs import start_run
+    from sampot_lib.cli.main import main
+    from sampot_lib.experiment.runfolder import start_run
+    from sampot_lib.experiment.stages import build_model, evaluate_stage, evolve_stage, train_regressor_stage
 
     settings = ["--max-images", "3", "--epochs", "3", "--steps", "3", "--regressor-size", "32"]
     assert main(["run", str(phantoms), "--out", str(tmp_path / "cli"), "--model", "tiny", "--checkpoint",
@@ -138,7 +138,7 @@ def test_the_books_stage_calls_and_sampot_run_give_the_same_numbers(phantoms, ti
 def test_sampot_threads_sets_torchs_threads_for_the_cli_as_for_the_book(monkeypatch):
     import torch
 
-    from sampot_lib.runs import apply_thread_setting
+    from sampot_lib.experiment.runfolder import apply_thread_setting
 
     before = torch.get_num_threads()
     try:

@@ -1,4 +1,4 @@
-"""Figures of sampot_lib.viz and the prompt widget, on toy inputs (fast)."""
+"""Figures of sampot_lib.report.figures and the prompt widget, on toy inputs (fast)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import plotly.graph_objects as go
 import pytest
 from conftest import disk_image
 
-from sampot_lib import viz
 from sampot_lib.errors import SampotError
-from sampot_lib.evolve import evolve_prompt
-from sampot_lib.heatmap import dice_heatmap
-from sampot_lib.metrics import dice
-from sampot_lib.regressor import SegmentationRegressor
-from sampot_lib.synth import candidate_masks
+from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.heatmap import dice_heatmap
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.synth import candidate_masks
+from sampot_lib.report import figures as viz
 
 
 def test_image_trace_places_pixels_in_original_coordinates():
@@ -108,7 +108,7 @@ def test_show_returns_offline_html_in_book_builds(monkeypatch):
 
 def test_prompt_widget_click_and_evolve(tiny_model):
     pytest.importorskip("anywidget")
-    from sampot_lib.widget import PromptWidget
+    from sampot_lib.ui.widget import PromptWidget
 
     image, mask = disk_image()
     reg = SegmentationRegressor(32).eval()

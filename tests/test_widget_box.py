@@ -5,10 +5,10 @@ import pytest
 from conftest import disk_image
 
 from sampot_lib import SampotError
-from sampot_lib.evolve import evolve_prompt
-from sampot_lib.prompts import Prompt
-from sampot_lib.regressor import SegmentationRegressor
-from sampot_lib.widget import PromptWidget, default_prompt_mode
+from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.prompts import Prompt
+from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.ui.widget import PromptWidget, default_prompt_mode
 
 
 def test_two_clicks_draw_a_box_scored_as_evolution_scores_it(tiny_model):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sampot_lib.data.io import to_gray, to_uint8
+from sampot_lib.data.pixels import to_gray, to_uint8
 from sampot_lib.errors import SampotError
 
 

@@ -6,77 +6,18 @@ Inputs may be 8-bit or 16-bit grayscale, RGB(A), float, or DICOM (see :mod:`samp
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sampot_lib.data.dicom import read_dicom
+from sampot_lib.data.pixels import preprocess
 from sampot_lib.errors import SampotError
+from sampot_lib.files import atomic_write
 
 #: File name endings the folder format accepts for images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
-
-
-def to_uint8(image: np.ndarray, low_pct: float = 0.0, high_pct: float = 100.0) -> np.ndarray:
-    """Window an image of any numeric type to uint8 between two percentiles (0 and 100: min and max).
-
-    uint8 input with the default window is returned unchanged. ``H x W`` in, ``H x W`` uint8 out.
-    """
-    if not 0.0 <= low_pct < high_pct <= 100.0:
-        raise SampotError(f"percentile window ({low_pct}, {high_pct}) is invalid; need 0 <= low < high <= 100.")
-    if image.dtype == np.uint8 and low_pct == 0.0 and high_pct == 100.0:
-        return image
-    if image.size == 0:
-        raise SampotError(f"image has no pixels (shape {image.shape}).")
-    img = image.astype(np.float64)
-    if not np.isfinite(img).all():  # NaN would make every pixel NaN, and uint8 of NaN is an arbitrary value
-        bad = int((~np.isfinite(img)).sum())
-        raise SampotError(f"image has {bad} pixel(s) that are NaN or infinite; fix the file or export it as PNG.")
-    lo, hi = np.percentile(img, [low_pct, high_pct])
-    if hi <= lo:
-        return np.zeros(img.shape, dtype=np.uint8)
-    return np.round(np.clip((img - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def to_gray(arr: np.ndarray, *, name: str = "image") -> np.ndarray:
-    """``H x W``, ``H x W x 1``, ``H x W x 3`` or ``H x W x 4`` array -> ``H x W`` in its own dtype (float for colour).
-
-    Colour uses ITU-R 601 luminance (what PIL's "L" conversion does) and drops alpha.
-    """
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
-        if arr.shape[-1] == 1:
-            return arr[..., 0]
-        rgb = arr[..., :3].astype(np.float64)
-        return rgb @ np.array([0.299, 0.587, 0.114])
-    if arr.ndim != 2:
-        raise SampotError(f"{name}: image has shape {arr.shape}; expected a 2-D grayscale or an RGB image.")
-    return arr
-
-
-def preprocess(arr: np.ndarray, *, low_pct: float | None = None, high_pct: float | None = None) -> np.ndarray:
-    """Any grayscale/RGB array (8/16-bit, int, float) -> ``H x W`` uint8 for SAM.
-
-    Without a window, uint8 grayscale is kept as it is and everything else is stretched from min to max; give
-    ``low_pct``/``high_pct`` (e.g. 0.5 and 99.5) for a percentile window that ignores a few extreme pixels
-    (burned-in labels, collimator edges).
-    """
-    arr = np.asarray(arr)
-    if arr.size == 0:
-        raise SampotError(f"image has no pixels (shape {arr.shape}).")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    gray = to_gray(arr)
-    if low_pct is None and high_pct is None and arr.dtype == np.uint8:
-        # 8-bit grayscale, and luminance of 8-bit RGB, already sit on the 0..255 display scale: no stretch.
-        return gray if gray.dtype == np.uint8 else np.round(gray).astype(np.uint8)
-    lo = 0.0 if low_pct is None else float(low_pct)
-    hi = 100.0 if high_pct is None else float(high_pct)
-    return to_uint8(gray, lo, hi)
 
 
 def _open(path: str | Path) -> Image.Image:
@@ -127,8 +68,6 @@ def read_image(path: str | Path, *, low_pct: float | None = None, high_pct: floa
     values). DICOM goes through :func:`sampot_lib.data.dicom.read_dicom` (rescale, VOI window, MONOCHROME1).
     """
     if is_dicom(path):
-        from sampot_lib.data.dicom import read_dicom
-
         return read_dicom(path, low_pct=low_pct, high_pct=high_pct)
     arr = read_array(path)
     try:
@@ -174,51 +113,6 @@ def check_mask(arr: np.ndarray, *, name: str = "mask", expected_shape: tuple[int
     return out
 
 
-def file_mode() -> int:
-    """The mode a new file gets from this process's umask (0o644 under the usual umask 0o022).
-
-    tempfile.mkstemp makes 0o600 files whatever the umask; files renamed into place from it are given this mode so
-    that a colleague can read a data set or a run that you wrote, as with any other program's output.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:  # Linux: read it without changing it
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere the only way to read the umask is to set it (and put it back at once)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write a file through ``write(binary file)`` atomically: a temporary name in the same folder, the umask's
-    mode, then os.replace. A failure leaves neither a partial file nor the temporary one.
-
-    An OSError (disk full, read-only, no permission) is raised again with ``path`` as its file name, so that the
-    message names the file the user asked for, not the temporary one.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise SampotError(f"{path} is a folder, but sampot writes a file of that name; move it away or choose another.")
-    path.parent.mkdir(parents=True, exist_ok=True)  # its error names the folder (e.g. a parent that is a file)
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 def write_png(path: str | Path, arr: np.ndarray, *, compress_level: int = 6) -> None:
     """Write an ``H x W`` uint8 or bool array (bool as 0/255) as PNG atomically (temporary name, then replace)."""
     path = Path(path)
@@ -228,12 +122,6 @@ def write_png(path: str | Path, arr: np.ndarray, *, compress_level: int = 6) -> 
     if arr.dtype != np.uint8:
         raise SampotError(f"{path}: write_png needs uint8 or bool pixels, got {arr.dtype}.")
     atomic_write(path, lambda fh: Image.fromarray(arr).save(fh, format="PNG", compress_level=compress_level))
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write a UTF-8 text file atomically (temporary name in the same folder, then os.replace)."""
-    data = text.encode("utf-8")
-    atomic_write(path, lambda fh: fh.write(data))
 
 
 def looks_inverted(mask: np.ndarray) -> bool:

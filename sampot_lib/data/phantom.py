@@ -24,8 +24,9 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import line_aa
 
-from sampot_lib.data.io import write_png, write_text
+from sampot_lib.data.io import write_png
 from sampot_lib.errors import SampotError
+from sampot_lib.files import write_text
 
 STRUCTURES = ("left_lung", "right_lung")
 

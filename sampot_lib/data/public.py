@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import importlib.util
 import io
-import os
 import shutil
 import tempfile
 import urllib.error
@@ -37,8 +35,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from sampot_lib.data.io import file_mode, preprocess, read_array, read_image, write_png, write_text
+from sampot_lib.data.io import read_array, read_image, write_png
+from sampot_lib.data.pixels import preprocess
 from sampot_lib.errors import SampotError
+from sampot_lib.files import move_into_place, sha256_file, write_text
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,6 @@ class PrepareResult:
     skipped: list[str]
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _LOCAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR)
 
 
@@ -97,14 +89,13 @@ def download(url: str, dest: str | Path, sha256: str | None = None) -> tuple[Pat
     try:
         with open(fd, "wb") as fh, urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (user-chosen URL)
             shutil.copyfileobj(resp, fh, 1 << 20)
-        digest = sha256_of(tmp)
+        digest = sha256_file(tmp)
         if sha256 is not None and digest != sha256.lower():
             raise SampotError(
                 f"{url}: checksum mismatch (got sha256 {digest}, expected {sha256}); the file is corrupt or has "
                 "changed upstream. Nothing was kept."
             )
-        os.chmod(tmp, file_mode())  # mkstemp made it 0600; a downloaded set is as readable as any other file
-        Path(tmp).replace(dest)
+        move_into_place(tmp, dest)
     except OSError as exc:
         if not isinstance(exc, urllib.error.URLError) and exc.errno in _LOCAL_ERRNOS:  # the disk, not the network
             raise SampotError(

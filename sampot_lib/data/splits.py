@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from sampot_lib.data.io import write_text
+from sampot_lib.defaults import PAPER_FRACTIONS
 from sampot_lib.errors import SampotError
+from sampot_lib.files import write_text
 
 SPLIT_NAMES = ("train", "val", "test")
-PAPER_FRACTIONS = (41, 28, 53)
 FORMAT_VERSION = 1
 
 

@@ -13,24 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from sampot_lib.errors import SampotError
+from sampot_lib.files import write_bytes
 
 FORMAT = "sampot-embedding/1"
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 over the names, shapes and bytes of a module's parameters and buffers (its state dict)."""
+def weights_fingerprint(*modules: torch.nn.Module) -> str:
+    """sha256 over the names, shapes and bytes of the modules' parameters and buffers (their state dicts): which
+    weights an embedding or an exported model belongs to."""
     digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in (item for module in modules for item in module.state_dict().items()):
         t = tensor.detach().cpu().reshape(-1).contiguous()  # 1-D: a 0-dim tensor cannot change its dtype view
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -78,23 +79,8 @@ class EmbeddingStore:
 
     def save(self, key: str, features: torch.Tensor, input_size: tuple[int, int]) -> None:
         """Store an entry atomically (a temporary file renamed into place)."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            tensors = {"features": features.detach().cpu().contiguous(), "input_size": torch.tensor(input_size)}
-            save_file(tensors, tmp, metadata={"format": FORMAT})
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        tensors = {"features": features.detach().cpu().contiguous(), "input_size": torch.tensor(input_size)}
+        write_bytes(self._path(key), save(tensors, metadata={"format": FORMAT}))
 
 
 def default_store() -> EmbeddingStore | None:

@@ -16,10 +16,7 @@ on the source model's device.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +26,9 @@ import torch
 from torch import nn
 
 from sampot_lib.errors import SampotError
+from sampot_lib.files import write_bytes
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, check_prompt_tensors
+from sampot_lib.models.cache import weights_fingerprint
 from sampot_lib.models.sam import SamLikeModel, to_model_frame
 
 FORMAT = "sampot-prompt-decoder/1"
@@ -38,7 +37,7 @@ OUTPUTS = ("low_res_masks", "iou_predictions")
 OPSET = 17
 
 if TYPE_CHECKING:  # for the annotation only: models import nothing above them at run time
-    from sampot_lib.prompts import Prompt
+    from sampot_lib.method.prompts import Prompt
 
 
 class PromptToMask(nn.Module):
@@ -109,14 +108,9 @@ def _require(package: str):
         ) from exc
 
 
-def weights_fingerprint(model: SamLikeModel) -> str:
-    """sha256 of the prompt encoder's and mask decoder's weights: which model an exported file belongs to."""
-    digest = hashlib.sha256()
-    for part in (model.prompt_encoder, model.mask_decoder):
-        for key, value in sorted(part.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+def _fingerprint(model: SamLikeModel) -> str:
+    """Which prompt encoder and mask decoder an exported file belongs to."""
+    return weights_fingerprint(model.prompt_encoder, model.mask_decoder)
 
 
 def _check_source(model: object) -> SamLikeModel:
@@ -131,7 +125,7 @@ def _check_source(model: object) -> SamLikeModel:
 def export_onnx(model: SamLikeModel, path: str | Path, prompt: Prompt | None = None) -> Path:
     """Write ``model``'s prompt encoder + mask decoder to ``path`` as ONNX and return the path.
 
-    ``prompt`` (a :class:`~sampot_lib.prompts.Prompt`, optional) only shapes the example traced; the file answers any
+    ``prompt`` (a :class:`~sampot_lib.method.prompts.Prompt`, optional) only shapes the example traced; the file answers any
     prompt kind and any number of points (dynamic axes). Written to a temporary name and renamed, so ``path`` is
     either the whole file or absent. The file records the source model's name and a fingerprint of its weights,
     which :class:`OnnxPromptModel` checks.
@@ -171,19 +165,12 @@ def export_onnx(model: SamLikeModel, path: str | Path, prompt: Prompt | None = N
                 f"could not export {model.name!r} to ONNX with torch {torch.__version__} ({type(exc).__name__}: {exc})."
             ) from exc
     proto = onnx.load_from_string(buffer.getvalue())
-    meta = {"format": FORMAT, "source_model": model.name, "weights_sha256": weights_fingerprint(model),
+    meta = {"format": FORMAT, "source_model": model.name, "weights_sha256": _fingerprint(model),
             "target_length": str(model.target_length)}  # fmt: skip
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_bytes(path, proto.SerializeToString())
 
 
 class OnnxPromptModel:
@@ -236,7 +223,7 @@ class OnnxPromptModel:
             raise SampotError(
                 f"{self.path} was not written by sampot's export_onnx (format {meta.get('format')!r}). {redo}"
             )
-        if meta.get("weights_sha256") != weights_fingerprint(self.source):
+        if meta.get("weights_sha256") != _fingerprint(self.source):
             raise SampotError(
                 f"{self.path} was exported from other weights ({meta.get('source_model')!r}) than model "
                 f"{self.source.name!r}'s prompt encoder and mask decoder. {redo}"
@@ -304,7 +291,7 @@ def onnx_backend(source: SamLikeModel, cache_dir: str | Path, threads: int | Non
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SampotError(f"cannot create the ONNX cache folder {folder}: {exc}") from exc
-    path = folder / f"{source.name}-{weights_fingerprint(source)[:16]}.onnx"
+    path = folder / f"{source.name}-{_fingerprint(source)[:16]}.onnx"
     if not path.is_file():
         export_onnx(source, path)
     return OnnxPromptModel(source, path, threads=threads)

@@ -8,7 +8,6 @@ renames it into place, so a half-written file is never taken for a checkpoint.
 from __future__ import annotations
 
 import errno
-import hashlib
 import http.client
 import os
 import urllib.error
@@ -24,6 +23,7 @@ from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
 from sampot_lib.errors import SampotError
+from sampot_lib.files import move_into_place, sha256_file
 from sampot_lib.models.cache import EmbeddingStore, default_store
 from sampot_lib.models.litemedsam import LITEMEDSAM_META, load_litemedsam
 from sampot_lib.models.sam import MaskOutput, SamLikeModel, SamModel
@@ -127,14 +127,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SAMPOT_CACHE") or Path.home() / ".cache" / "sampot")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_file(path: Path, ckpt: Checkpoint) -> None:
     """Raise SampotError unless ``path`` has the checkpoint's size and sha256."""
     size = path.stat().st_size
@@ -227,7 +219,7 @@ def fetch_checkpoint(
     except SampotError:
         part.unlink(missing_ok=True)  # a finished but wrong file cannot be resumed into a right one
         raise
-    os.replace(part, dest)
+    move_into_place(part, dest)
     return dest
 
 
@@ -342,6 +334,6 @@ def load_model(
 
 def _check_device(device: str | torch.device) -> torch.device:
     """A device that exists here (``cpu``, ``cuda``, ``cuda:N`` below the GPU count, ``mps`` where available)."""
-    from sampot_lib.checks import device as checked
+    from sampot_lib.errors import device as checked
 
     return torch.device(checked(device))

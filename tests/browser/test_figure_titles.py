@@ -1,4 +1,4 @@
-"""Every figure of sampot_lib.viz, displayed as the book displays it (viz.show), drawn in headless Chromium: no title
+"""Every figure of sampot_lib.report.figures, displayed as the book displays it (viz.show), drawn in headless Chromium: no title
 or subplot title runs under plotly's mode bar. Opt-in with the live tests (`make app-test`); no server needed.
 
 Long titles on purpose: the mode bar sits in the figure's top right corner, so a long title is what reaches it.
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import plotly
 
-from sampot_lib import viz
-from sampot_lib.synth import candidate_masks
+from sampot_lib.method.synth import candidate_masks
+from sampot_lib.report import figures as viz
 
 LONG = "a title as long as the book's longest, naming the model, the data set and every number beside it"
 

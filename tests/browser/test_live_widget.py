@@ -28,8 +28,8 @@ from app_fixtures import STRUCTURE, phantom_set, tiny_regressor
 from PIL import Image
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.synth import centroid_prompt
-from sampot_lib.viz import contour_xy
+from sampot_lib.method.synth import centroid_prompt
+from sampot_lib.report.figures import contour_xy
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "_build" / "screenshots" / "live"
@@ -90,7 +90,7 @@ def served(live, tmp_path_factory):
     regressor = tiny_regressor(data, tmp / "regressor.pt")
     port, log = _free_port(), tmp / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SAMPOT_THREADS": "1"}
-    cmd = [sys.executable, "-m", "sampot_lib.cli", "app", str(data), "--regressor", str(regressor),
+    cmd = [sys.executable, "-m", "sampot_lib.cli.main", "app", str(data), "--regressor", str(regressor),
            "--port", str(port), "--steps", str(STEPS)]  # fmt: skip
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)

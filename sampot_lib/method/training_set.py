@@ -1,6 +1,6 @@
 """The segmentation regressor's training set (paper section 3.2), free of any experiment config.
 
-For each image: ``n_synthetic`` level-set masks of the truth (:func:`sampot_lib.synth.candidate_masks`) and the
+For each image: ``n_synthetic`` level-set masks of the truth (:func:`sampot_lib.method.synth.candidate_masks`) and the
 model's own masks for a list of prompts (by default the centroids of three horizontal bands of the structure and
 ``n_outside`` clicks 5 px outside it: the paper's six model masks). Every mask is stored at the regressor's input
 size as uint8 (soft values 0..255); its Dice is computed at full resolution.
@@ -12,21 +12,50 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.defaults import N_OUTSIDE, N_SYNTHETIC, REGRESSOR_SIZE, SHARPNESS
 from sampot_lib.errors import SampotError
-from sampot_lib.metrics import dice
+from sampot_lib.files import sha256_file
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.prompts import Prompt, as_prompt, predict
+from sampot_lib.method.regressor import RegressorData, to_input
+from sampot_lib.method.scoring import soft_mask
+from sampot_lib.method.synth import band_prompts, candidate_masks, model_prompts, outside_prompts
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.parallel import DatasetRef, ModelRef, Workers, resolve
-from sampot_lib.prompts import Prompt, as_prompt, predict
-from sampot_lib.regressor import RegressorData, to_input
-from sampot_lib.scoring import soft_mask
-from sampot_lib.synth import band_prompts, candidate_masks, model_prompts, outside_prompts
+
+
+class ImageMap(Protocol):
+    """Runs a per-image task over image ids, results in the ids' order: :class:`SerialMap` here, or
+    :class:`~sampot_lib.experiment.parallel.Workers` over worker processes (which load what references name)."""
+
+    def map(
+        self, task: Callable[..., Any], ids: Sequence[str], *, kwargs: dict[str, Any], desc: str, progress: bool
+    ) -> list[Any]: ...
+
+
+class SerialMap:
+    """``[task(id, **kwargs) for id in ids]`` in this process, with a progress bar; a failure names its image."""
+
+    def map(
+        self, task: Callable[..., Any], ids: Sequence[str], *, kwargs: dict[str, Any], desc: str, progress: bool
+    ) -> list[Any]:
+        out = []
+        for image_id in tqdm(list(ids), desc=desc, unit="image", disable=not progress):
+            try:
+                out.append(task(image_id, **kwargs))
+            except (KeyboardInterrupt, MemoryError, SampotError):
+                raise
+            except Exception as exc:
+                raise SampotError(f"{desc}: image {image_id!r} failed: {type(exc).__name__}: {exc}.") from exc
+        return out
+
 
 #: prompts_for_image(truth H x W bool, rng) -> [(prompt, kind label), ...]; a prompt is an (x, y) click.
 PromptsForImage = Callable[[np.ndarray, np.random.Generator], list[tuple[Any, str]]]
@@ -47,7 +76,7 @@ def band_and_outside_clicks(n_outside: int) -> PromptsForImage:
 def model_mask(
     model: PromptableModel, image: np.ndarray, prompt: Prompt | tuple[float, float], sizes: Iterable[tuple[int, int]]
 ) -> list[tuple[np.ndarray, float]]:
-    """The model's logits for one prompt (a :class:`~sampot_lib.prompts.Prompt`, or an (x, y) click) at each of
+    """The model's logits for one prompt (a :class:`~sampot_lib.method.prompts.Prompt`, or an (x, y) click) at each of
     ``sizes``, as (H x W logits, confidence) pairs."""
     emb = model.embed(image)
     prompt = as_prompt(prompt)
@@ -61,7 +90,7 @@ def model_mask(
 def model_prompts_for(kind: str, n_outside: int) -> PromptsForImage:
     """The model prompts of the training set for ``kind`` prompts: the paper's band and outside clicks for
     ``click`` (:func:`band_and_outside_clicks`), boxes jittered from 0.05 to 0.3 for ``box``
-    (:func:`sampot_lib.synth.model_prompts`)."""
+    (:func:`sampot_lib.method.synth.model_prompts`)."""
     if kind == "click":
         return band_and_outside_clicks(n_outside)
 
@@ -72,19 +101,19 @@ def model_prompts_for(kind: str, n_outside: int) -> PromptsForImage:
 
 
 def regressor_samples(
-    model: PromptableModel | ModelRef,
-    dataset: FolderDataset | DatasetRef,
+    model: PromptableModel,
+    dataset: FolderDataset,
     ids: list[str],
     structure: str,
-    size: int = 128,
-    sharpness: float = 5.0,
-    n_synthetic: int = 16,
-    n_outside: int = 3,
+    size: int = REGRESSOR_SIZE,
+    sharpness: float = SHARPNESS,
+    n_synthetic: int = N_SYNTHETIC,
+    n_outside: int = N_OUTSIDE,
     seed: int | np.random.Generator = 0,
     progress: bool = True,
     prompts_for_image: PromptsForImage | None = None,
     *,
-    workers: Workers | None = None,
+    workers: ImageMap | None = None,
 ) -> RegressorData:
     """The regressor's training set for ``ids``: per image ``n_synthetic`` level-set masks of ``structure``'s
     truth, and the model's masks (``sigmoid(sharpness * logits)``, as evolution shows them to the regressor) for the
@@ -92,22 +121,14 @@ def regressor_samples(
 
     Each image draws its level sets, then its prompts, from its own generator seeded by (``seed``, crc32 of its id)
     (:func:`image_rng`), so an image's samples depend only on the seed and the image, never on which images came
-    before it: the set is the same for the same arguments, in any order and over any number of ``workers``
-    (:class:`~sampot_lib.parallel.Workers`; serial by default; in parallel ``model`` must be a
-    :class:`~sampot_lib.parallel.ModelRef`). A generator as ``seed`` gives one draw, the base seed. (Until the
-    parallel runs of issue 11 one generator drew for all images in turn: the exact training sets, and so the
-    regressors and their numbers, differ from those of earlier versions.) Images and masks are stored at ``size``
-    x ``size`` (uint8); Dice at full resolution.
+    before it: the set is the same for the same arguments, in any order and over any :class:`ImageMap` ``workers``
+    (serial by default; worker processes get references to the model and the data set instead of the objects). A
+    generator as ``seed`` gives one draw, the base seed. Images and masks are stored at ``size`` x ``size`` (uint8);
+    Dice at full resolution.
     """
     prompts_for_image = prompts_for_image or band_and_outside_clicks(n_outside)
     base = int(seed.integers(2**32)) if isinstance(seed, np.random.Generator) else int(seed)
-    workers = workers or Workers()
-    if workers.parallel and not isinstance(model, ModelRef):
-        raise SampotError("regressor_samples over several workers needs the model as a ModelRef (what each worker "
-                          "loads), not a loaded model.")  # fmt: skip
-    if workers.parallel and isinstance(dataset, FolderDataset):
-        dataset = DatasetRef(str(dataset.root))
-    parts = workers.map(
+    parts = (workers or SerialMap()).map(
         image_samples, ids, desc="regressor set", progress=progress,
         kwargs=dict(model=model, dataset=dataset, structure=structure, size=size, sharpness=sharpness,
                     n_synthetic=n_synthetic, seed=base, prompts_for_image=prompts_for_image),
@@ -129,8 +150,8 @@ def image_rng(seed: int, image_id: str) -> np.random.Generator:
 def image_samples(
     image_id: str,
     *,
-    model: PromptableModel | ModelRef,
-    dataset: FolderDataset | DatasetRef,
+    model: PromptableModel,
+    dataset: FolderDataset,
     structure: str,
     size: int,
     sharpness: float,
@@ -139,7 +160,6 @@ def image_samples(
     prompts_for_image: PromptsForImage,
 ) -> RegressorData:
     """One image's part of :func:`regressor_samples` (a task a worker may run: references are loaded there)."""
-    model, dataset = resolve(model), resolve(dataset)
     rng = image_rng(seed, image_id)
     image, truth = dataset.image(image_id), dataset.mask(image_id, structure)
     small_img = _u8(to_input(image, size))
@@ -170,16 +190,9 @@ def _u8(t: torch.Tensor) -> np.ndarray:
 def mask_hashes(dataset: FolderDataset, ids: list[str], structure: str) -> dict[str, str]:
     """{image id: sha256 of its ``structure`` mask file's bytes}: which labelled images a regressor saw (the same
     file under another name or in another folder has the same hash)."""
-    out = {}
-    for image_id in ids:
-        with open(dataset.mask_path(image_id, structure), "rb") as f:
-            out[image_id] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    return {image_id: sha256_file(dataset.mask_path(image_id, structure)) for image_id in ids}
 
 
 def data_identity(hashes: dict[str, str]) -> str:
     """One sha256 over sorted (id, mask hash) pairs: the identity of the labelled images a stage used."""
-    h = hashlib.sha256()
-    for image_id in sorted(hashes):
-        h.update(f"{image_id}\0{hashes[image_id]}\n".encode())
-    return h.hexdigest()
+    return hashlib.sha256("".join(f"{i}\0{hashes[i]}\n" for i in sorted(hashes)).encode()).hexdigest()

@@ -98,7 +98,7 @@ class RegressorRef(Ref):
     device: str = "cpu"
 
     def load(self) -> Any:
-        from sampot_lib.regressor import load_regressor
+        from sampot_lib.method.regressor import load_regressor
 
         return load_regressor(self.path, device=self.device)[0]
 
@@ -150,7 +150,7 @@ def _pin_threads(threads: int | None) -> None:
 
 def _on_worker(task: Callable[..., T], image_id: str, threads: int | None, kwargs: dict[str, Any]) -> T:
     _pin_threads(threads)
-    return task(image_id, **kwargs)
+    return task(image_id, **{k: resolve(v) for k, v in kwargs.items()})
 
 
 def _failure(desc: str, image_id: str, exc: BaseException) -> SampotError:
@@ -241,11 +241,12 @@ class Workers:
         """``[task(id, **kwargs) for id in ids]``, spread over the workers; results in the ids' order.
 
         ``task`` must be a module-level function (a worker imports it); ``kwargs`` small values and
-        :class:`Ref` s. ``on_result(id, result)`` runs here as each image finishes (in finishing order), e.g. to
+        :class:`Ref` s, which the task gets loaded (:func:`resolve`). ``on_result(id, result)`` runs here as each image finishes (in finishing order), e.g. to
         save it for a resumed run. A failed task raises SampotError naming its image (the rest are cancelled)."""
         kwargs = kwargs or {}
         ids = list(ids)
         if not self.parallel:
+            kwargs = {k: resolve(v) for k, v in kwargs.items()}
             out = []
             for image_id in tqdm(ids, desc=desc, unit="image", disable=not progress):
                 try:

@@ -20,14 +20,15 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from sampot_lib.defaults import LR, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
-from sampot_lib.evolve import EvolutionResult, evolve_prompt
-from sampot_lib.metrics import dice
+from sampot_lib.method.evolve import EvolutionResult, evolve_prompt
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
+from sampot_lib.method.regressor import SegmentationRegressor, check_regressor
+from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
-from sampot_lib.regressor import SegmentationRegressor, check_regressor
-from sampot_lib.scoring import RegressorScorer
-from sampot_lib.viz import MASK_COLOR, PATH_COLOR, TRUTH_COLOR, clear_modebar, contour_xy, image_trace
+from sampot_lib.report.figures import MASK_COLOR, PATH_COLOR, TRUTH_COLOR, clear_modebar, contour_xy, image_trace
 
 # Clicks are caught by an almost transparent grid over the image (a plotly Image trace reports no click position
 # in every front end); this many cells along the longer side.
@@ -60,9 +61,9 @@ class PromptWidget:
         image: np.ndarray,
         gt_mask: np.ndarray | None = None,
         *,
-        steps: int = 30,
-        lr: float = 10.0,
-        sharpness: float = 5.0,
+        steps: int = STEPS,
+        lr: float = LR,
+        sharpness: float = SHARPNESS,
         safeguards: Safeguards | None = None,
         frame_delay: float = 0.08,
     ) -> None:

@@ -14,21 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sampot_lib import checks
+from sampot_lib import errors as checks
+from sampot_lib.defaults import MAX_LR, MAX_SHARPNESS
 from sampot_lib.errors import SampotError
 
-#: Largest evolution step in pixels: a step longer than any image's side only slams the prompt into the border,
-#: and larger values overflow float32 in Adam's update (1e39 does).
-MAX_LR = 10_000.0
-#: Steepest sigmoid: at 1000 the mask is already a hard 0/1 step; far larger values overflow float32.
-MAX_SHARPNESS = 1_000.0
 #: The files `sampot run` / `train-regressor` write into --out (none may be a folder).
 RUN_FILES = (
     "config.json", "splits.json", "manifest.json", "regressor.pt", "regressor_history.csv", "regressor_eval.csv",
     "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json",
 )  # fmt: skip
 
-#: The files `sampot calibrate` writes into --out (sampot_lib.calibration.CALIBRATION_FILES and the run folder's).
+#: The files `sampot calibrate` writes into --out (sampot_lib.experiment.calibration.CALIBRATION_FILES and the run folder's).
 CALIBRATE_FILES = ("calibration.json", "regressor_calibrated.pt", "splits.json", "manifest.json")
 
 # dest -> (flag, check of the value; it returns the value to keep). None values (flag not given) are not checked.
@@ -72,7 +68,7 @@ def _max_images(value: Any, name: str) -> int:
 
 
 def _scheduler(value: Any, name: str) -> str:
-    from sampot_lib.config import check_scheduler
+    from sampot_lib.experiment.config import check_scheduler
 
     return check_scheduler(value, name)
 

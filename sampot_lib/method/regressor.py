@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from sampot_lib.defaults import BATCH_SIZE, EPOCHS
 from sampot_lib.errors import SampotError
 
 _FORMAT = "sampot-regressor/1"
@@ -70,7 +71,7 @@ class SegmentationRegressor(nn.Module):
         if image.shape[-2:] != (s, s) or mask.shape[-2:] != (s, s):
             raise SampotError(
                 f"regressor expects {s}x{s} inputs, got image {tuple(image.shape[-2:])} and mask "
-                f"{tuple(mask.shape[-2:])}; resize with sampot_lib.regressor.to_input."
+                f"{tuple(mask.shape[-2:])}; resize with sampot_lib.method.regressor.to_input."
             )
         return torch.sigmoid(self.net(torch.cat([image, mask], dim=1))).flatten()
 
@@ -141,8 +142,8 @@ def fit_regressor(
     train: RegressorData,
     val: RegressorData,
     *,
-    epochs: int = 200,
-    batch_size: int = 32,
+    epochs: int = EPOCHS,
+    batch_size: int = BATCH_SIZE,
     lr: float = 1e-3,
     seed: int = 0,
     device: str = "cpu",
@@ -214,7 +215,7 @@ def fit_regressor(
 
 def save_regressor(model: SegmentationRegressor, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write weights, architecture settings and ``meta`` to ``path`` atomically (with the umask's file mode)."""
-    from sampot_lib.data.io import atomic_write
+    from sampot_lib.files import atomic_write
 
     payload = {"format": _FORMAT, "config": model.config(), "state_dict": model.state_dict(), "meta": meta or {}}
     return atomic_write(path, lambda fh: torch.save(payload, fh))
@@ -290,9 +291,9 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
     meta: the regressor's record (:func:`load_regressor`'s second value; written by the pipeline's training stage).
     expected: any of ``model``, ``mask_output``, ``structure``, ``prompt``, ``sharpness``, ``input_size`` (what the
     caller will score), and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on; see
-    :func:`sampot_lib.training_set.mask_hashes`): none of them may be among the images it was trained or validated
+    :func:`sampot_lib.method.training_set.mask_hashes`): none of them may be among the images it was trained or validated
     on (``train_masks``, ``val_masks``) or calibrated on (``calibration_masks``, written by
-    :mod:`sampot_lib.calibration`). A setting the record lacks (a file from an older sampot) gives a warning, never
+    :mod:`sampot_lib.experiment.calibration`). A setting the record lacks (a file from an older sampot) gives a warning, never
     an error.
 
     A mismatch raises SampotError naming both values and what to do, unless ``allow_foreign`` (the user asked on

@@ -16,27 +16,36 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sampot_lib.defaults import (
+    BATCH_SIZE,
+    BOX_JITTER,
+    EPOCHS,
+    LR,
+    N_OUTSIDE,
+    N_SYNTHETIC,
+    OPTIMIZERS,
+    PAPER_FRACTIONS,
+    REGRESSOR_LR,
+    REGRESSOR_SIZE,
+    SCORERS,
+    SHARPNESS,
+    STEPS,
+    USER_PROMPT_KINDS,
+)
 from sampot_lib.errors import SampotError
 
-#: The paper's subject split: 41 training, 28 validation and 53 test subjects of 122 (used as proportions).
-PAPER_FRACTIONS = (41.0, 28.0, 53.0)
-PROMPT_KINDS = ("click", "box")
-# Mirror sampot_lib.scoring.SCORERS and the optimisers of sampot_lib.evolve; kept here so that checking a config
-# does not import torch (tests/test_runs.py checks they agree).
-SCORERS = ("regressor", "confidence", "blend", "oracle")
-OPTIMIZERS = ("adam", "cmaes", "random")
 MASK_OUTPUTS = (None, "best", "single", 0, 1, 2)
 
 
 def default_safeguards() -> dict[str, Any]:
     """The library's default safeguards as a plain dict (what ``config.json`` stores)."""
-    from sampot_lib.evolve import Safeguards  # here: evolve imports torch, and checking a config should not
+    from sampot_lib.method.evolve import Safeguards  # here: evolve imports torch, and checking a config should not
 
     return asdict(Safeguards())
 
 
 def _off_safeguards() -> dict[str, Any]:
-    from sampot_lib.evolve import Safeguards
+    from sampot_lib.method.evolve import Safeguards
 
     return asdict(Safeguards.off())
 
@@ -50,7 +59,7 @@ class ExperimentConfig:
     report mean and spread; None runs ``seed`` alone. ``regressor``: a regressor file trained elsewhere to use
     instead of training one (its provenance is checked and any difference recorded, not refused). ``preset``: the
     name of the preset the values came from (a label; :func:`differs_from_paper` says what differs).
-    ``workers`` and ``scheduler``: where the per-image work runs (:class:`sampot_lib.parallel.Workers`: None or 1 in
+    ``workers`` and ``scheduler``: where the per-image work runs (:class:`sampot_lib.experiment.parallel.Workers`: None or 1 in
     this process, N > 1 a local Dask cluster of N processes, or the address of a running Dask scheduler); they never
     change a number, so no stage is redone for them (:data:`STAGE_SETTINGS`).
     """
@@ -63,21 +72,21 @@ class ExperimentConfig:
     mask_output: str | int | None = None
     device: str = "cpu"
     split_file: str | None = None
-    split_fractions: list[float] = field(default_factory=lambda: list(PAPER_FRACTIONS))
+    split_fractions: list[float] = field(default_factory=lambda: [float(f) for f in PAPER_FRACTIONS])
     seed: int = 0
     max_images: int | None = None  # per split, for quick runs; None uses all
-    n_synthetic: int = 16
-    n_outside: int = 3
-    regressor_size: int = 128
-    epochs: int = 200
-    batch_size: int = 32
-    regressor_lr: float = 1e-3
-    steps: int = 30
-    lr: float = 10.0
-    sharpness: float = 5.0
+    n_synthetic: int = N_SYNTHETIC
+    n_outside: int = N_OUTSIDE
+    regressor_size: int = REGRESSOR_SIZE
+    epochs: int = EPOCHS
+    batch_size: int = BATCH_SIZE
+    regressor_lr: float = REGRESSOR_LR
+    steps: int = STEPS
+    lr: float = LR
+    sharpness: float = SHARPNESS
     safeguards: dict[str, Any] = field(default_factory=default_safeguards)
     prompt: str = "click"
-    box_jitter: float = 0.10
+    box_jitter: float = BOX_JITTER
     optimizer: str = "adam"
     scorers: list[str] = field(default_factory=lambda: ["regressor"])
     extra_jitters: list[float] = field(default_factory=list)
@@ -131,7 +140,7 @@ class ExperimentConfig:
             _positive(name, getattr(self, name))
         if not (math.isfinite(self.box_jitter) and 0 <= self.box_jitter <= 1):
             raise SampotError(f"parameter 'box_jitter' must be a fraction in [0, 1], got {self.box_jitter!r}.")
-        for name, allowed in (("prompt", PROMPT_KINDS), ("optimizer", OPTIMIZERS)):
+        for name, allowed in (("prompt", USER_PROMPT_KINDS), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in allowed:
                 raise SampotError(
                     f"parameter {name!r} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."
@@ -257,7 +266,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "regressor_lr": 1e-3,
         "max_images": None,  # all images
-        "split_fractions": list(PAPER_FRACTIONS),  # 41 / 28 / 53 subjects
+        "split_fractions": [float(f) for f in PAPER_FRACTIONS],  # 41 / 28 / 53 subjects
         "n_outside": 3,  # 3 band clicks + 3 outside clicks = the paper's 6 model masks per image
         "n_synthetic": 16,  # our reading: the paper's 901 train masks over 41 subjects leave ~16 level sets a subject
         "steps": 30,  # our reading: the paper does not give the number of Adam steps

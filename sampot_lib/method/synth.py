@@ -13,8 +13,9 @@ import numpy as np
 from scipy import ndimage
 
 from sampot_lib.data.io import check_mask
+from sampot_lib.defaults import BOX_JITTER
 from sampot_lib.errors import SampotError
-from sampot_lib.metrics import dice
+from sampot_lib.method.metrics import dice
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -162,9 +163,9 @@ def jittered_box(
     return x0, y0, x1, y1
 
 
-def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = 0.10, seed: int | np.random.Generator = 0):
+def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = BOX_JITTER, seed: int | np.random.Generator = 0):
     """The simulated user's first prompt for a structure: the centroid click (paper 3.3) or a jittered box."""
-    from sampot_lib.prompts import Prompt  # here, not at the top: prompts imports the model protocol
+    from sampot_lib.method.prompts import Prompt  # here, not at the top: prompts imports the model protocol
 
     if kind == "click":
         return Prompt.click(*centroid_prompt(mask))
@@ -193,7 +194,7 @@ def model_prompts(
     number issue 8's prototype used).
     Returns (prompt, label) pairs; the label names the sample's kind in the training set.
     """
-    from sampot_lib.prompts import Prompt
+    from sampot_lib.method.prompts import Prompt
 
     rng = np.random.default_rng(seed)
     if kind == "click":

@@ -1,7 +1,7 @@
 """A study: the same SAMPOT experiment on several structures of one data set, and its tables and figures.
 
 The book's LiteMedSAM chapter and ``sampot study`` use it. Each structure is an ordinary run folder
-(``out/<structure>/``, one ``seed_<k>/`` sub-folder per seed, written by :func:`sampot_lib.pipeline.run_experiment`);
+(``out/<structure>/``, one ``seed_<k>/`` sub-folder per seed, written by :func:`sampot_lib.experiment.stages.run_experiment`);
 the tables are read back from those folders' ``summary.json`` and ``evolution.csv`` only.
 """
 
@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from sampot_lib.config import ExperimentConfig
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.defaults import SHARPNESS
 from sampot_lib.errors import SampotError
-from sampot_lib.pipeline import run_experiment
-from sampot_lib.runs import read_csv, read_json, start_run
+from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.records import read_csv, read_json
+from sampot_lib.experiment.runfolder import start_run
+from sampot_lib.experiment.stages import run_experiment
 
 SCORER_LABELS = {
     "regressor": "regressor (SAMPOT)",
@@ -51,7 +53,7 @@ class Study:
         return read_json(self.folders[structure] / "summary.json", "study summary")
 
     def per_seed(self, structure: str) -> list[dict[str, Any]]:
-        """Each seed's summary of ``structure`` (as :func:`sampot_lib.pipeline.evolve_stage` wrote it)."""
+        """Each seed's summary of ``structure`` (as :func:`sampot_lib.experiment.stages.evolve_stage` wrote it)."""
         return [read_json(self.folders[structure] / f"seed_{k}" / "summary.json", "summary") for k in self.seeds]
 
     def rows(self, structure: str, seed: int | None = None) -> list[dict[str, Any]]:
@@ -159,7 +161,7 @@ class Study:
 
     def scatter(self) -> go.Figure:
         """Evolved vs initial Dice per test image, one trace per structure (regressor score, safeguards on)."""
-        from sampot_lib.viz import evolution_scatter
+        from sampot_lib.report.figures import evolution_scatter
 
         rows = []
         for structure in self.folders:
@@ -174,11 +176,11 @@ class Study:
     def path_figure(self) -> go.Figure:
         """The box's path for the test image with the largest regressor-driven gain of the first structure: its
         evolution is run again (it is deterministic) with the truth, so every step shows its true Dice."""
-        from sampot_lib.evolve import evolve_prompt
-        from sampot_lib.pipeline import build_model
-        from sampot_lib.prompts import Prompt, Safeguards, predict_mask
-        from sampot_lib.regressor import load_regressor
-        from sampot_lib.viz import trajectory_figure
+        from sampot_lib.experiment.stages import build_model
+        from sampot_lib.method.evolve import evolve_prompt
+        from sampot_lib.method.prompts import Prompt, Safeguards, predict_mask
+        from sampot_lib.method.regressor import load_regressor
+        from sampot_lib.report.figures import trajectory_figure
 
         structure = next(iter(self.folders))
         seed_dir = self.folders[structure] / f"seed_{self.seeds[0]}"
@@ -218,7 +220,7 @@ SPREAD_R = (("r_regressor_all", "r(regressor, Dice), all test masks"),
 
 
 def seeds_markdown(spread: dict[str, Any], groups: dict[str, str]) -> str:
-    """Markdown of :func:`sampot_lib.pipeline.summarise_seeds`: one column per evolution group (``groups``: {summary
+    """Markdown of :func:`sampot_lib.experiment.stages.summarise_seeds`: one column per evolution group (``groups``: {summary
     key: column label}), each number the mean over seeds with its sample standard deviation in brackets."""
 
     def cell(group: str, key: str, digits: int) -> str:
@@ -248,9 +250,9 @@ def optimizer_rows(
     rows (plus ``structure`` and ``image_id``) for the first ``n_images`` test images of ``run_dir/evolution.csv``,
     from the run's own user prompts, with its regressor and with the oracle as the score. Seconds include one real
     encoder pass per image (the embedding store is bypassed for it, on purpose)."""
-    from sampot_lib.pipeline import build_model, user_prompt
-    from sampot_lib.regressor import load_regressor
-    from sampot_lib.scoring import OracleScorer, RegressorScorer
+    from sampot_lib.experiment.stages import build_model, user_prompt
+    from sampot_lib.method.regressor import load_regressor
+    from sampot_lib.method.scoring import OracleScorer, RegressorScorer
 
     if n_images < 1 or not budgets or min(budgets) < 1:
         raise SampotError(f"an optimiser comparison needs n_images >= 1 and budgets >= 1, got {n_images}, {budgets}.")
@@ -359,7 +361,7 @@ def compare_optimizers(
     budgets: list[int],
     *,
     lr: float,
-    sharpness: float = 5.0,
+    sharpness: float = SHARPNESS,
     seed: int = 0,
     safeguards: Any = None,
     embed_seconds: float = 0.0,
@@ -368,9 +370,9 @@ def compare_optimizers(
     ``prompt`` once per scorer for the largest budget of model calls, and the winner at every smaller budget is read
     off that run (no optimiser looks at the budget, so a run of B calls is the first B calls of a longer one).
     Seconds at budget B: ``embed_seconds`` + the wall time until the B-th score."""
-    from sampot_lib.evolve import evolve_prompt
-    from sampot_lib.metrics import dice
-    from sampot_lib.prompts import Safeguards, predict_mask
+    from sampot_lib.method.evolve import evolve_prompt
+    from sampot_lib.method.metrics import dice
+    from sampot_lib.method.prompts import Safeguards, predict_mask
 
     emb = model.embed(image)
     calls, budgets = max(budgets), sorted(set(budgets))
@@ -407,7 +409,7 @@ def run_study(
     **params: Any,
 ) -> Study:
     """Run (or, with ``resume``, reuse) the experiment for each of ``structures`` the data set has, with the same
-    settings (``params``: :class:`~sampot_lib.config.ExperimentConfig` fields; ``seeds`` defaults to ``[seed]``).
+    settings (``params``: :class:`~sampot_lib.experiment.config.ExperimentConfig` fields; ``seeds`` defaults to ``[seed]``).
 
     ``extra_jitters`` are evolved for the first structure only: they ask how the method copes with a sloppier or
     tighter first box, which one structure answers, and each costs a whole evolution of the test split."""

@@ -3,7 +3,7 @@
 A regressor trained on one collection of X-rays need not rank masks well on another: scanners, pathology and label
 conventions differ. Before evolving on new data, :func:`measure_transfer` scores, on a handful of labelled images of
 it, the same kinds of masks the regressor is judged on (the model's own masks and level-set masks, built by
-:func:`sampot_lib.training_set.regressor_samples` through the one scoring path) and evolves the simulated user's
+:func:`sampot_lib.method.training_set.regressor_samples` through the one scoring path) and evolves the simulated user's
 prompt there: Pearson r with the true Dice, the error of its predictions, and whether evolution helps or hurts.
 :func:`fine_tune` then adapts the regressor's weights to those images, starting from its own weights.
 
@@ -14,7 +14,7 @@ them and keeps the other 30% (at least one image) as a held-out check: the numbe
 those held-out images are comparable, since neither the fine-tuning nor the choice of its best epoch saw them (the
 best epoch is chosen on a second draw of masks of the fine-tune images). The calibrated file records the base
 regressor's record (``calibrated_from``, with its sha256) and the hash of every labelled image's mask
-(``calibration_masks``): :func:`sampot_lib.regressor.check_regressor` refuses to evaluate it on any of them.
+(``calibration_masks``): :func:`sampot_lib.method.regressor.check_regressor` refuses to evaluate it on any of them.
 
 :func:`compare_on_test` and :func:`markdown_table` are the book's demonstration: a regressor trained on data set A,
 applied to B's test images as it is and after calibration on N of B's labelled images.
@@ -30,15 +30,16 @@ import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import make_splits
+from sampot_lib.defaults import BATCH_SIZE, BOX_JITTER, LR, N_OUTSIDE, N_SYNTHETIC, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
-from sampot_lib.evolve import evolve_prompt
-from sampot_lib.metrics import dice, pearson_r
+from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.metrics import dice, pearson_r
+from sampot_lib.method.prompts import Safeguards
+from sampot_lib.method.regressor import RegressorData, SegmentationRegressor, fit_regressor, predict_dice
+from sampot_lib.method.scoring import RegressorScorer
+from sampot_lib.method.synth import user_prompt_for
+from sampot_lib.method.training_set import data_identity, mask_hashes, model_prompts_for, regressor_samples
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.prompts import Safeguards
-from sampot_lib.regressor import RegressorData, SegmentationRegressor, fit_regressor, predict_dice
-from sampot_lib.scoring import RegressorScorer
-from sampot_lib.synth import user_prompt_for
-from sampot_lib.training_set import data_identity, mask_hashes, model_prompts_for, regressor_samples
 
 #: The files ``sampot calibrate`` writes into its --out (beside the split and manifest of the run folder).
 CALIBRATION_FILES = ("calibration.json", "regressor_calibrated.pt")
@@ -64,9 +65,9 @@ def transfer_samples(
     *,
     size: int,
     prompt: str = "click",
-    sharpness: float = 5.0,
-    n_synthetic: int = 16,
-    n_outside: int = 3,
+    sharpness: float = SHARPNESS,
+    n_synthetic: int = N_SYNTHETIC,
+    n_outside: int = N_OUTSIDE,
     seed: int | np.random.Generator = 0,
     progress: bool = False,
 ) -> RegressorData:
@@ -107,8 +108,8 @@ def score_summary(scores: np.ndarray, samples: RegressorData) -> dict[str, Any]:
 
 def evolution_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts of improved / unchanged / worse images and the mean Dice gain of evolution rows (with ``gain``,
-    ``dice0``, ``dice``), as a run's summary counts them (:func:`sampot_lib.pipeline.summarise`)."""
-    from sampot_lib.pipeline import summarise  # here: pipeline imports the run machinery, not needed to score
+    ``dice0``, ``dice``), as a run's summary counts them (:func:`sampot_lib.experiment.stages.summarise`)."""
+    from sampot_lib.experiment.stages import summarise  # here: pipeline imports the run machinery, not needed to score
 
     return summarise(rows)
 
@@ -121,12 +122,12 @@ def evolve_images(
     structure: str,
     *,
     prompt: str = "click",
-    box_jitter: float = 0.10,
+    box_jitter: float = BOX_JITTER,
     seed: int = 0,
-    steps: int = 30,
-    lr: float = 10.0,
+    steps: int = STEPS,
+    lr: float = LR,
     optimizer: str = "adam",
-    sharpness: float = 5.0,
+    sharpness: float = SHARPNESS,
     safeguards: Safeguards | None = None,
     device: str = "cpu",
 ) -> list[dict[str, Any]]:
@@ -154,15 +155,15 @@ def measure_transfer(
     structure: str,
     *,
     prompt: str = "click",
-    sharpness: float = 5.0,
-    n_synthetic: int = 16,
-    n_outside: int = 3,
+    sharpness: float = SHARPNESS,
+    n_synthetic: int = N_SYNTHETIC,
+    n_outside: int = N_OUTSIDE,
     seed: int = 0,
     steps: int | None = 30,
-    lr: float = 10.0,
+    lr: float = LR,
     optimizer: str = "adam",
     safeguards: Safeguards | None = None,
-    box_jitter: float = 0.10,
+    box_jitter: float = BOX_JITTER,
     device: str = "cpu",
     samples: RegressorData | None = None,
     progress: bool = False,
@@ -203,7 +204,7 @@ def fine_tune(
     epochs: int = TUNE_EPOCHS,
     lr: float = TUNE_LR,
     seed: int = 0,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     device: str = "cpu",
     progress: bool = False,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
@@ -257,14 +258,14 @@ def calibrated_record(
     """The record of a calibrated regressor file.
 
     It keeps what the base was made for (model, mask output, structure, prompt kind, sharpness, input size: what
-    :func:`~sampot_lib.regressor.check_regressor` compares) and what it saw (``train_masks``, ``val_masks``), the
+    :func:`~sampot_lib.method.regressor.check_regressor` compares) and what it saw (``train_masks``, ``val_masks``), the
     whole base record under ``calibrated_from`` with the base file's path and sha256, and the calibration:
     ``calibrated_on`` (the new data set, its labelled ids, the identity of their masks, the split, seed and
     settings) and ``calibration_masks`` ({id: mask sha256} of every labelled image, fine-tune and check alike;
     earlier calibrations' are kept, so a chain of calibrations remembers all it saw).
     """
     from sampot_lib import __version__
-    from sampot_lib.runs import sha256_file
+    from sampot_lib.files import sha256_file
 
     kept = ("data", "data_name", "data_identity", "split_hash", "seed", "structure", "model", "checkpoint",
             "mask_output", "prompt", "input_size", "sharpness", "n_train_ids", "n_val_ids", "train_masks",
@@ -354,13 +355,13 @@ def run_calibration(
     mask_output: str | int | None = None,
     prompt: str | None = None,
     sharpness: float | None = None,
-    box_jitter: float = 0.10,
-    steps: int = 30,
-    lr: float = 10.0,
+    box_jitter: float = BOX_JITTER,
+    steps: int = STEPS,
+    lr: float = LR,
     optimizer: str = "adam",
     safeguards: Safeguards | None = None,
-    n_synthetic: int = 16,
-    n_outside: int = 3,
+    n_synthetic: int = N_SYNTHETIC,
+    n_outside: int = N_OUTSIDE,
     split_file: str | None = None,
     device: str = "cpu",
     check_fraction: float = CHECK_FRACTION,
@@ -377,11 +378,13 @@ def run_calibration(
     """
     from dataclasses import asdict
 
-    from sampot_lib.config import ExperimentConfig
+    from sampot_lib.experiment.config import ExperimentConfig
+    from sampot_lib.experiment.records import write_json
+    from sampot_lib.experiment.runfolder import RunFolder, open_dataset, resolve_split
+    from sampot_lib.experiment.stages import blend_weight
+    from sampot_lib.files import sha256_file
+    from sampot_lib.method.regressor import check_regressor, describe_origin, load_regressor, save_regressor
     from sampot_lib.models.registry import load_model
-    from sampot_lib.pipeline import blend_weight
-    from sampot_lib.regressor import check_regressor, describe_origin, load_regressor, save_regressor
-    from sampot_lib.runs import RunFolder, open_dataset, resolve_split, sha256_file, write_json
 
     if isinstance(n_labelled, bool) or not isinstance(n_labelled, int) or n_labelled < MIN_LABELLED:
         raise SampotError(f"--labelled must be a whole number of at least {MIN_LABELLED} (two images to fine-tune "
@@ -395,7 +398,7 @@ def run_calibration(
         data=str(data), out=str(out), structure=req["structure"] or "left_lung", model=req["model"] or "sam_nano",
         checkpoint=checkpoint, mask_output=req["mask_output"], device=device, split_file=split_file, seed=seed,
         n_synthetic=n_synthetic, n_outside=n_outside, regressor_size=base.input_size, steps=steps, lr=lr,
-        sharpness=float(req["sharpness"] if req["sharpness"] is not None else 5.0), safeguards=asdict(guards),
+        sharpness=float(req["sharpness"] if req["sharpness"] is not None else SHARPNESS), safeguards=asdict(guards),
         prompt=req["prompt"] or "click", box_jitter=box_jitter, optimizer=optimizer, regressor=str(path),
     )  # fmt: skip
     folder = RunFolder(config.out_dir)
@@ -507,11 +510,11 @@ def compare_on_test(
     epochs: int = TUNE_EPOCHS,
     tune_lr: float = TUNE_LR,
     prompt: str = "click",
-    sharpness: float = 5.0,
-    n_synthetic: int = 16,
-    n_outside: int = 3,
-    steps: int = 30,
-    lr: float = 10.0,
+    sharpness: float = SHARPNESS,
+    n_synthetic: int = N_SYNTHETIC,
+    n_outside: int = N_OUTSIDE,
+    steps: int = STEPS,
+    lr: float = LR,
     max_test: int | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:

@@ -16,15 +16,11 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import math
 import os
 import socket
 import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,13 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from sampot_lib.config import ExperimentConfig, settings_hash
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.data.io import write_text
 from sampot_lib.data.splits import load_splits, make_splits, save_splits
 from sampot_lib.errors import SampotError
+from sampot_lib.experiment.config import ExperimentConfig, settings_hash
+from sampot_lib.experiment.records import read_json, write_json
+from sampot_lib.files import sha256_file, write_text
 
 MANIFEST = "manifest.json"
 LOCK = ".sampot.lock"
@@ -60,96 +55,6 @@ _HELD: dict[str, list[Any]] = {}
 
 
 # -- CSV and JSON -------------------------------------------------------------------------------------------------
-
-
-def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows (dicts with the same keys) as CSV, atomically."""
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
-def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV written by :func:`write_csv`, numbers parsed back to float."""
-
-    def parse(v: str) -> Any:
-        try:
-            return float(v)
-        except ValueError:
-            return v
-
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    except FileNotFoundError:
-        raise SampotError(f"{path}: no such file; run the stage that writes it first.") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SampotError(f"{path}: not a readable CSV file ({exc}).") from exc
-
-
-def finite_json(obj: Any, nonfinite: str = "refuse", where: str = "JSON") -> tuple[Any, list[str]]:
-    """``obj`` with every NaN or infinite float replaced by None, and the paths of those values ("a.b[3]").
-
-    ``nonfinite="refuse"`` raises SampotError naming them instead (JSON has no NaN; Python's ``json`` would write a
-    bare ``NaN`` that other readers reject).
-    """
-    found: list[str] = []
-
-    def walk(x: Any, path: str) -> Any:
-        if isinstance(x, dict):
-            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [walk(v, f"{path}[{i}]") for i, v in enumerate(x)]
-        if isinstance(x, np.generic):
-            x = x.item()
-        if isinstance(x, float):
-            if not math.isfinite(x):
-                found.append(path or "(top)")
-                return None
-            return float(x)
-        return x
-
-    clean = walk(obj, "")
-    if found and nonfinite == "refuse":
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        raise SampotError(f"{where}: refusing to write NaN or Infinity (at {shown}); a setting made the numbers "
-                          "diverge (a step size too large?).")  # fmt: skip
-    return clean, found
-
-
-def write_json(path: str | Path, obj: Any, *, indent: int | None = 1, nonfinite: str = "refuse") -> list[str]:
-    """Write ``obj`` as strict JSON, atomically. Never NaN or Infinity: ``nonfinite="refuse"`` raises SampotError,
-    ``"null"`` writes null in their place, warns naming them, and returns their paths."""
-    clean, found = finite_json(obj, nonfinite, where=str(path))
-    if found:
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        warnings.warn(f"{path}: {len(found)} value(s) were NaN or infinite and are written as null ({shown}).",
-                      stacklevel=2)  # fmt: skip
-    write_text(path, json.dumps(clean, indent=indent, allow_nan=False) + "\n")
-    return found
-
-
-def read_json(path: str | Path, what: str = "file") -> Any:
-    """Read a JSON file; a missing, unreadable or damaged file raises SampotError naming it."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SampotError(f"{path}: no such {what}.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SampotError(f"{path}: the {what} is damaged or not JSON ({type(exc).__name__}: {exc}).") from exc
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_hash(splits: dict[str, list[str]]) -> str:
@@ -607,8 +512,8 @@ def start_run(
     parameter starts from that preset's values. ``$SAMPOT_THREADS`` sets torch's thread count (the book's build runs
     on few cores).
     """
-    from sampot_lib.config import apply_preset
     from sampot_lib.data.phantom import write_phantom_set
+    from sampot_lib.experiment.config import apply_preset
 
     apply_thread_setting()
     here = Path.cwd()

@@ -9,12 +9,13 @@ import torch
 from tqdm.auto import tqdm
 
 from sampot_lib.data.io import check_mask
+from sampot_lib.defaults import SHARPNESS
 from sampot_lib.errors import SampotError
-from sampot_lib.metrics import dice
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.prompts import Prompt, predict
+from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.prompts import Prompt, predict
-from sampot_lib.regressor import SegmentationRegressor
-from sampot_lib.scoring import RegressorScorer
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,11 @@ def dice_heatmap(
     mask: np.ndarray,
     step: int = 32,
     regressor: SegmentationRegressor | None = None,
-    sharpness: float = 5.0,
+    sharpness: float = SHARPNESS,
     progress: bool = True,
 ) -> Heatmap:
     """Segment from every grid click inside ``mask`` (H x W) and score each mask against it (and, with a
-    regressor, by it: through :class:`~sampot_lib.scoring.RegressorScorer`, as evolution scores).
+    regressor, by it: through :class:`~sampot_lib.method.scoring.RegressorScorer`, as evolution scores).
 
     One click at a time: on a CPU, batching clicks is slower per click (the decoder copies the image embedding
     per prompt).

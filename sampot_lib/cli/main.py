@@ -1,6 +1,6 @@
 """The ``sampot`` command: evolve a click, draw a Dice heat-map, train a regressor, run the whole experiment.
 
-Every value is checked before any work (:mod:`sampot_lib.cli_checks`). Errors in the user's input, and faults of the
+Every value is checked before any work (:mod:`sampot_lib.cli.checks`). Errors in the user's input, and faults of the
 machine the user can fix (disk full, read-only or unwritable folder), print one line that names the thing and says
 what to fix (exit status 2); anything else is an internal error, also one line (exit status 1). A traceback only
 with ``--debug`` (or ``$SAMPOT_DEBUG=1``). Warnings (an inverted mask, a click in the background) are one line each.
@@ -18,6 +18,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
 
+from sampot_lib.defaults import (
+    BOX_JITTER,
+    EPOCHS,
+    LR,
+    MAX_AREA_RATIO,
+    MIN_OVERLAP,
+    REGRESSOR_SIZE,
+    SHARPNESS,
+    STEPS,
+    TRUST_RADIUS,
+)
 from sampot_lib.errors import SampotError
 
 EPILOG = """\
@@ -51,10 +62,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _evolve_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evolution (paper 3.3)")
     g.add_argument(
-        "--steps", type=_positive_int, default=30, help="model calls after the user's prompt (default: %(default)s)"
+        "--steps", type=_positive_int, default=STEPS, help="model calls after the user's prompt (default: %(default)s)"
     )
     g.add_argument(
-        "--lr", type=_positive_float, default=10.0,
+        "--lr", type=_positive_float, default=LR,
         help="step size in pixels of the original image: Adam's lr, the random/cmaes search scale / 3 "
         "(default: %(default)s)",
     )  # fmt: skip
@@ -62,15 +73,15 @@ def _evolve_args(p: argparse.ArgumentParser) -> None:
         "--optimizer", default="adam", choices=["adam", "random", "cmaes"],
         help="how the prompt moves: adam (the paper's, needs gradients), random search or cmaes (default: %(default)s)",
     )  # fmt: skip
-    g.add_argument("--sharpness", type=_positive_float, default=5.0, help="slope of the sigmoid on the logits")
+    g.add_argument("--sharpness", type=_positive_float, default=SHARPNESS, help="slope of the sigmoid on the logits")
     g.add_argument("--no-safeguards", action="store_true", help="the paper's setting: only the image border limits")
-    g.add_argument("--trust-radius", type=_positive_float, default=0.15, help="fraction of the image's longer side")
-    g.add_argument("--min-overlap", type=_positive_float, default=0.3, help="min IoU of a winner with the first mask")
-    g.add_argument("--max-area-ratio", type=_positive_float, default=2.0, help="max area change of a winner (x or /)")
+    g.add_argument("--trust-radius", type=_positive_float, default=TRUST_RADIUS, help="fraction of the image's longer side")
+    g.add_argument("--min-overlap", type=_positive_float, default=MIN_OVERLAP, help="min IoU of a winner with the first mask")
+    g.add_argument("--max-area-ratio", type=_positive_float, default=MAX_AREA_RATIO, help="max area change of a winner (x or /)")
 
 
 def _safeguards(args: argparse.Namespace):
-    from sampot_lib.evolve import Safeguards
+    from sampot_lib.method.evolve import Safeguards
 
     if args.no_safeguards:
         return Safeguards.off()
@@ -114,7 +125,7 @@ def _load(args: argparse.Namespace):
 
 def _user_prompt(args: argparse.Namespace):
     """The prompt given on the command line: --box X0 Y0 X1 Y1 and/or --click X Y (repeatable)."""
-    from sampot_lib.prompts import Prompt
+    from sampot_lib.method.prompts import Prompt
 
     clicks = tuple((float(x), float(y)) for x, y in (args.click or []))
     box = tuple(float(v) for v in args.box) if args.box else None
@@ -148,7 +159,7 @@ def _warn_odd_input(prompt, mask, mask_path: str | None) -> None:  # noqa: ANN00
 
 def _json_text(record: dict, path: Path) -> str:
     """The JSON of a result record; SampotError naming ``path`` and the key if a number is NaN or infinite."""
-    from sampot_lib.runs import finite_json
+    from sampot_lib.experiment.records import finite_json
 
     clean, _ = finite_json(record, "refuse", where=str(path))
     return json.dumps(clean, indent=1, allow_nan=False) + "\n"
@@ -157,9 +168,10 @@ def _json_text(record: dict, path: Path) -> str:
 def cmd_evolve(args: argparse.Namespace) -> int:
     import warnings
 
-    from sampot_lib.data.io import read_image, read_mask, write_png, write_text
-    from sampot_lib.evolve import evolve_prompt
-    from sampot_lib.regressor import check_regressor, load_regressor
+    from sampot_lib.data.io import read_image, read_mask, write_png
+    from sampot_lib.files import write_text
+    from sampot_lib.method.evolve import evolve_prompt
+    from sampot_lib.method.regressor import check_regressor, load_regressor
 
     if args.backend == "onnx" and args.optimizer == "adam":  # before any work: ONNX gives no gradients
         raise SampotError("--backend onnx gives no gradients, which adam needs: add --optimizer cmaes or random.")
@@ -202,9 +214,10 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
-    from sampot_lib.data.io import read_image, read_mask, write_text
-    from sampot_lib.heatmap import dice_heatmap, grid_points
-    from sampot_lib.regressor import load_regressor
+    from sampot_lib.data.io import read_image, read_mask
+    from sampot_lib.files import write_text
+    from sampot_lib.method.heatmap import dice_heatmap, grid_points
+    from sampot_lib.method.regressor import load_regressor
 
     image = read_image(args.image)
     mask = read_mask(args.mask, expected_shape=image.shape)
@@ -267,7 +280,7 @@ def _plain(value):
 def _config(args: argparse.Namespace):
     """The ExperimentConfig of ``train-regressor`` / ``run``: the options, over the preset's values if --preset is
     given (an option the user typed wins over the preset; ``differs_from_paper`` lists it)."""
-    from sampot_lib.config import ExperimentConfig, preset_values
+    from sampot_lib.experiment.config import ExperimentConfig, preset_values
 
     keys = ["structure", "model", "checkpoint", "mask_output", "device", "split_file", "seed", "max_images",
             "regressor_size", "epochs", "box_jitter", "workers", "scheduler"]  # fmt: skip
@@ -293,7 +306,7 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_train_regressor(args: argparse.Namespace) -> int:
-    from sampot_lib.pipeline import train_regressor_stage
+    from sampot_lib.experiment.stages import train_regressor_stage
 
     _, history = train_regressor_stage(_config(args), resume=args.resume, force=args.force)
     best = min(history, key=lambda h: h["val_mse"])
@@ -310,8 +323,8 @@ def _pm(mean: dict, sd: dict, key: str, fmt: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sampot_lib.config import differs_from_paper
-    from sampot_lib.pipeline import run_experiment
+    from sampot_lib.experiment.config import differs_from_paper
+    from sampot_lib.experiment.stages import run_experiment
 
     config = _config(args)
     summary = run_experiment(config, resume=args.resume, force=args.force)
@@ -357,8 +370,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure a regressor trained elsewhere on N labelled images of a new data set, fine-tune it on most of them,
-    check it on the rest (:func:`sampot_lib.calibration.run_calibration`)."""
-    from sampot_lib.calibration import run_calibration
+    check it on the rest (:func:`sampot_lib.experiment.calibration.run_calibration`)."""
+    from sampot_lib.experiment.calibration import run_calibration
 
     tuning = {k: v for k, v in (("epochs", args.epochs), ("tune_lr", args.tune_lr)) if v is not None}
     report = run_calibration(
@@ -401,7 +414,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from sampot_lib.app import run_app
+    from sampot_lib.ui.app import run_app
 
     return run_app(
         args.source, args.regressor, host=args.host, port=args.port, model=args.model, checkpoint=args.checkpoint,
@@ -433,13 +446,13 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-file", help="a split JSON from `sampot data split` (default: make one, seeded)")
     p.add_argument("--seed", type=_positive_int, default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--max-images", type=_positive_int, default=None, help="use at most N images per split")
-    p.add_argument("--regressor-size", type=_positive_int, default=128, help="regressor input size in pixels")
-    p.add_argument("--epochs", type=_positive_int, default=200, help="regressor epochs (default: %(default)s)")
+    p.add_argument("--regressor-size", type=_positive_int, default=REGRESSOR_SIZE, help="regressor input size in pixels")
+    p.add_argument("--epochs", type=_positive_int, default=EPOCHS, help="regressor epochs (default: %(default)s)")
     p.add_argument("--prompt", choices=["click", "box"], help="the user's first prompt: the centroid click (the "
                    "paper's) or the structure's box jittered by --box-jitter (default: what the model answers well)")
-    p.add_argument("--box-jitter", type=float, default=0.10, help="J: each edge of the user's box moves by a seeded "
+    p.add_argument("--box-jitter", type=float, default=BOX_JITTER, help="J: each edge of the user's box moves by a seeded "
                    "uniform fraction in [-J, J] of the box size (default: %(default)s)")  # fmt: skip
-    from sampot_lib.config import PRESETS
+    from sampot_lib.experiment.config import PRESETS
 
     g = p.add_argument_group("the run folder and presets")
     g.add_argument("--preset", choices=list(PRESETS), help="start from a preset's settings (paper: the paper's); "
@@ -532,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "there")  # fmt: skip
     p.add_argument("--structure", help="mask folder (default: the regressor's structure)")
     p.add_argument("--prompt", choices=["click", "box"], help="the user's first prompt (default: the regressor's)")
-    p.add_argument("--box-jitter", type=float, default=0.10, help="J of the user's box (default: %(default)s)")
+    p.add_argument("--box-jitter", type=float, default=BOX_JITTER, help="J of the user's box (default: %(default)s)")
     p.add_argument("--split-file", help="a split JSON from `sampot data split` (default: the run folder's, seeded)")
     p.add_argument("--seed", type=_positive_int, default=0, help="seed of the split, the choice of images and the "
                    "fine-tuning (default: 0; give `sampot run` the same)")  # fmt: skip
@@ -555,15 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="DATA_OR_IMAGE", help="a folder-format data set, or one PNG/JPEG/DICOM image")
     p.add_argument("--regressor", required=True, help="regressor.pt from `sampot train-regressor` or `sampot run`")
     p.add_argument("--structure", help="mask folder shown as ground truth (default: the regressor's structure)")
-    p.add_argument("--steps", type=_positive_int, default=30, help="evolution steps (default: %(default)s)")
-    p.add_argument("--lr", type=_positive_float, default=10.0, help="step size in pixels (default: %(default)s)")
+    p.add_argument("--steps", type=_positive_int, default=STEPS, help="evolution steps (default: %(default)s)")
+    p.add_argument("--lr", type=_positive_float, default=LR, help="step size in pixels (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=_positive_int, default=8866, help="port (default: %(default)s)")
     _model_args(p)
     p.set_defaults(func=cmd_app)
 
     try:
-        from sampot_lib.cli_data import add_data_commands
+        from sampot_lib.cli.data import add_data_commands
     except ImportError:  # the data commands are optional while their module is absent
         pass
     else:
@@ -600,12 +613,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit status: 0 done; 2 the input or the machine's setup needs fixing (one line says what);
     1 a fault that is not the user's (an internal error: run again with --debug for the traceback); 130 Ctrl-C.
 
-    Every value is checked before any work (:func:`sampot_lib.cli_checks.check_args`). Errors print one line, never
+    Every value is checked before any work (:func:`sampot_lib.cli.checks.check_args`). Errors print one line, never
     a traceback unless --debug (or $SAMPOT_DEBUG=1) is given.
     """
-    from sampot_lib.checks import USER_ERRNOS, describe_os_error
-    from sampot_lib.cli_checks import check_args
-    from sampot_lib.runs import apply_thread_setting
+    from sampot_lib.cli.checks import check_args
+    from sampot_lib.errors import USER_ERRNOS, describe_os_error
+    from sampot_lib.experiment.runfolder import apply_thread_setting
 
     parser = build_parser()
     _add_debug(parser, top=True)

@@ -22,10 +22,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from sampot_lib.defaults import REGRESSOR_SIZE, SHARPNESS
 from sampot_lib.errors import SampotError
-from sampot_lib.regressor import SegmentationRegressor, to_input
-
-SCORERS = ("regressor", "confidence", "blend", "oracle")
+from sampot_lib.method.regressor import SegmentationRegressor, to_input
 
 
 def soft_mask(logits: torch.Tensor, sharpness: float) -> torch.Tensor:
@@ -56,7 +55,7 @@ class RegressorScorer:
         self,
         regressor: SegmentationRegressor,
         image: np.ndarray,
-        sharpness: float = 5.0,
+        sharpness: float = SHARPNESS,
         device: torch.device | str | None = None,
     ) -> None:
         if not (np.isfinite(sharpness) and sharpness > 0):
@@ -78,7 +77,7 @@ class ConfidenceScorer:
 
     name = "confidence"
 
-    def __init__(self, size: int = 128) -> None:
+    def __init__(self, size: int = REGRESSOR_SIZE) -> None:
         self.size = size
 
     def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
@@ -106,7 +105,7 @@ class OracleScorer:
 
     name = "oracle"
 
-    def __init__(self, truth: np.ndarray, size: int = 128, sharpness: float = 5.0, device: torch.device | str = "cpu"):
+    def __init__(self, truth: np.ndarray, size: int = REGRESSOR_SIZE, sharpness: float = SHARPNESS, device: torch.device | str = "cpu"):
         self.size, self.sharpness = size, float(sharpness)
         self.truth = to_input(np.asarray(truth, dtype=bool).astype(np.float32), size).to(device)
 
@@ -120,7 +119,7 @@ class OracleScorer:
 def choose_blend_weight(regressor_scores: np.ndarray, confidences: np.ndarray, dice: np.ndarray) -> float:
     """The weight in {0, 0.05, ..., 1} whose blend correlates best (Pearson r) with ``dice``: pass validation-split
     scores of the model's own masks only."""
-    from sampot_lib.metrics import pearson_r
+    from sampot_lib.method.metrics import pearson_r
 
     best_w, best_r = 1.0, -np.inf
     for w in np.linspace(0, 1, 21):

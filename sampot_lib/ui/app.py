@@ -1,7 +1,7 @@
 """The app for people who do not code: ``sampot app DATA_OR_IMAGE`` serves the prompt widget as a page of its own.
 
 The page (Voilà, on the loopback address by default) shows an image picker for a data set (or the one image given),
-the prompt widget of :mod:`sampot_lib.widget` (click inside the structure, press evolve, watch the click's path) and
+the prompt widget of :mod:`sampot_lib.ui.widget` (click inside the structure, press evolve, watch the click's path) and
 a link that downloads the mask shown as a PNG. Voilà starts one Jupyter kernel per browser tab and runs a
 one-cell notebook in it that calls :func:`page`; nothing is loaded from outside the machine (Voilà's lab template,
 less its CDN stylesheet: ``app_files/voila/templates/sampot``).
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from sampot_lib.defaults import LR, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
 
 #: Voilà loads every JupyterLab extension installed beside it, and one built for another JupyterLab (jupytext's,
@@ -63,9 +64,9 @@ class AppSpec:
     mask_output: str | int | None = None
     device: str = "cpu"
     structure: str | None = None
-    steps: int = 30
-    lr: float = 10.0
-    sharpness: float = 5.0
+    steps: int = STEPS
+    lr: float = LR
+    sharpness: float = SHARPNESS
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1) + "\n")
@@ -84,16 +85,16 @@ def check_app(
     mask_output: str | int | None = None,
     device: str = "cpu",
     structure: str | None = None,
-    steps: int = 30,
-    lr: float = 10.0,
+    steps: int = STEPS,
+    lr: float = LR,
 ) -> AppSpec:
     """Check everything the page will need, the slow parts included (the model loads once here: a wrong checkpoint
     or device fails now, and a registry model's weights are downloaded now, in the terminal). SampotError names the
     first problem. ``structure`` None: the one the regressor was trained on."""
     from sampot_lib.data.folder import FolderDataset
     from sampot_lib.data.io import read_image
+    from sampot_lib.method.regressor import check_regressor, load_regressor
     from sampot_lib.models import load_model
-    from sampot_lib.regressor import check_regressor, load_regressor
 
     src = Path(source).expanduser()
     if not src.exists():
@@ -171,15 +172,15 @@ class SampotApp:
     line that says what went wrong, and a link that downloads the mask shown as a PNG.
 
     ``open(image_id)`` does what the picker does. ``self.app`` is the widget to display; ``self.widget`` the
-    :class:`~sampot_lib.widget.PromptWidget` of the open image (None when it could not be opened).
+    :class:`~sampot_lib.ui.widget.PromptWidget` of the open image (None when it could not be opened).
     """
 
     def __init__(self, spec: AppSpec, model: Any = None, regressor: Any = None) -> None:
         import ipywidgets as widgets
 
+        from sampot_lib.method.regressor import load_regressor
         from sampot_lib.models import load_model
-        from sampot_lib.regressor import load_regressor
-        from sampot_lib.widget import PromptWidget, default_prompt_mode
+        from sampot_lib.ui.widget import PromptWidget, default_prompt_mode
 
         self.spec = spec
         self.model = model if model is not None else load_model(
@@ -218,7 +219,7 @@ class SampotApp:
 
     def open(self, image_id: str) -> None:
         """Show ``image_id`` in a fresh prompt widget, or say on the page why it cannot be shown."""
-        from sampot_lib.widget import PromptWidget
+        from sampot_lib.ui.widget import PromptWidget
 
         self.image_id, self.widget, self.message.value = image_id, None, ""
         self.holder.children = ()
@@ -310,7 +311,7 @@ def write_page(spec: AppSpec, folder: Path) -> Path:
     spec.save(spec_path)
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(f"from sampot_lib.app import page\n\npage({str(spec_path)!r})")]
+    nb.cells = [nbformat.v4.new_code_cell(f"from sampot_lib.ui.app import page\n\npage({str(spec_path)!r})")]
     path = folder / "sampot.ipynb"  # Voilà titles the page with the notebook's name
     nbformat.write(nb, path)
     return path

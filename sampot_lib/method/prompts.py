@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from sampot_lib.defaults import MAX_AREA_RATIO, MIN_OVERLAP, TRUST_RADIUS
 from sampot_lib.errors import SampotError
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, PromptableModel
-
-PROMPT_KINDS = ("click", "box", "clicks", "box+clicks")
 
 
 @dataclass(frozen=True)
@@ -199,9 +198,9 @@ class Safeguards:
     """
 
     keep_in_image: bool = True
-    trust_radius: float | None = 0.15
-    min_overlap: float | None = 0.3
-    max_area_ratio: float | None = 2.0
+    trust_radius: float | None = TRUST_RADIUS
+    min_overlap: float | None = MIN_OVERLAP
+    max_area_ratio: float | None = MAX_AREA_RATIO
     min_box_size: float = 0.02
 
     def __post_init__(self) -> None:

@@ -4,8 +4,8 @@ split -> regressor training set (level-set masks + the model's own masks) -> reg
 the model's confidence -> evolution of the centroid click on the test split, with and without safeguards.
 Each stage reads what it needs from ``out`` and writes its results there, so notebooks can run them one by one.
 
-The settings live in :mod:`sampot_lib.config`, the run folder (lock, manifest, split, CSV/JSON) in
-:mod:`sampot_lib.runs`, the regressor's training set in :mod:`sampot_lib.training_set`. Every stage holds the
+The settings live in :mod:`sampot_lib.experiment.config`, the run folder (lock, manifest, split, CSV/JSON) in
+:mod:`sampot_lib.experiment.runfolder`, the regressor's training set in :mod:`sampot_lib.method.training_set`. Every stage holds the
 folder's lock, records itself in ``manifest.json`` and, with ``resume=True``, is skipped when it already finished
 from the same settings, split and inputs.
 """
@@ -25,16 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from sampot_lib.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
-from sampot_lib.evolve import Safeguards, evolve_prompt
-from sampot_lib.metrics import dice, pearson_r
-from sampot_lib.models.base import PromptableModel
-from sampot_lib.models.registry import load_model
-from sampot_lib.parallel import DatasetRef, ModelRef, RegressorRef, Workers, resolve
-from sampot_lib.prompts import Prompt, predict, predict_mask
-from sampot_lib.regressor import (
+from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
+from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, Workers
+from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_json
+from sampot_lib.experiment.runfolder import RunFolder, limit, open_dataset, resolve_split, write_config
+from sampot_lib.files import sha256_file, write_text
+from sampot_lib.method.evolve import Safeguards, evolve_prompt
+from sampot_lib.method.metrics import dice, pearson_r
+from sampot_lib.method.prompts import Prompt, predict, predict_mask
+from sampot_lib.method.regressor import (
     RegressorData,
     SegmentationRegressor,
     check_regressor,
@@ -44,21 +45,11 @@ from sampot_lib.regressor import (
     predict_dice,
     save_regressor,
 )
-from sampot_lib.runs import (
-    RunFolder,
-    limit,
-    open_dataset,
-    read_csv,
-    read_json,
-    resolve_split,
-    sha256_file,
-    write_config,
-    write_csv,
-    write_json,
-)
-from sampot_lib.scoring import BlendScorer, ConfidenceScorer, OracleScorer, RegressorScorer, choose_blend_weight
-from sampot_lib.synth import user_prompt_for
-from sampot_lib.training_set import data_identity, mask_hashes, model_prompts_for, regressor_samples
+from sampot_lib.method.scoring import BlendScorer, ConfidenceScorer, OracleScorer, RegressorScorer, choose_blend_weight
+from sampot_lib.method.synth import user_prompt_for
+from sampot_lib.method.training_set import data_identity, mask_hashes, model_prompts_for, regressor_samples
+from sampot_lib.models.base import PromptableModel
+from sampot_lib.models.registry import load_model
 
 # A drop of this much Dice is what the paper's figure 6 shows as a catastrophe (a mask outside the lung).
 CATASTROPHE_DROP = 0.2
@@ -125,7 +116,7 @@ def user_prompt(config: ExperimentConfig, image_id: str, truth: np.ndarray) -> P
 
 
 def blend_weight(regressor: SegmentationRegressor, val: RegressorData) -> float | None:
-    """The weight of :class:`~sampot_lib.scoring.BlendScorer` chosen on the validation set's model masks (the
+    """The weight of :class:`~sampot_lib.method.scoring.BlendScorer` chosen on the validation set's model masks (the
     regressor's scores and the model's IoU predictions against their true Dice); None without three of them."""
     own = val.kind != "synthetic"
     if own.sum() < 3 or val.confidence is None:
@@ -232,12 +223,13 @@ def train_regressor_stage(
         net = lazy.get()
         pool = stack.enter_context(_workers(config, workers))
         source = pool.share(net, lambda: model_ref(config))
+        data = pool.share(dataset, lambda: DatasetRef(str(dataset.root)))
         common = dict(structure=config.structure, size=config.regressor_size, sharpness=config.sharpness,
                       n_synthetic=config.n_synthetic, n_outside=config.n_outside, progress=progress,
                       prompts_for_image=model_prompts_for(config.prompt, config.n_outside), workers=pool)  # fmt: skip
         # Each image draws from (seed, its id): the val set's draws differ from the train set's by their images.
-        train = regressor_samples(source, dataset, splits["train"], seed=config.seed, **common)
-        val = regressor_samples(source, dataset, splits["val"], seed=config.seed, **common)
+        train = regressor_samples(source, data, splits["train"], seed=config.seed, **common)
+        val = regressor_samples(source, data, splits["val"], seed=config.seed, **common)
         regressor, history = fit_regressor(
             train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
             device=config.device, progress=progress,
@@ -383,7 +375,7 @@ def _user_prompt_row(
 ) -> dict[str, Any]:
     """The evaluation's row of one test image's user prompt: true Dice, the regressor's score (the score evolution's
     step 0 gets for the same prompt) and the model's confidence (a task a worker may run)."""
-    net, dataset, regressor = resolve(model), resolve(dataset), resolve(regressor)
+    net = model
     image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
     prompt = user_prompt(config, image_id, truth)
     emb = net.embed(image)
@@ -491,7 +483,7 @@ def _evolve_image(
 ) -> dict[str, Any]:  # fmt: skip
     """One test image's evolution for every (group, scorer, safeguards, box jitter) of ``plan``: {"rows": its rows
     of ``evolution.csv``, "trajectories": {"<id>/<group>": record}} (a task a worker may run)."""
-    net, dataset, regressor = resolve(model), resolve(dataset), resolve(regressor)
+    net = model
     guarded = Safeguards(**config.safeguards)
     image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
     reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
@@ -557,10 +549,7 @@ class _Parts:
 
     def save(self, image_id: str, result: dict[str, Any]) -> None:
         """Write one image's part atomically (a temporary name renamed into place)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{image_id}.json.tmp"
-        tmp.write_text(_part_text(result), encoding="utf-8")
-        os.replace(tmp, self.dir / f"{image_id}.json")
+        write_text(self.dir / f"{image_id}.json", _part_text(result))
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

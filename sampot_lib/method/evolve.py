@@ -2,8 +2,8 @@
 
 Only the prompt's coordinates move; the segmenter and the scorer stay frozen. The paper moves one click by Adam on
 the regressor's gradient; here the prompt may also be a box or several clicks, the optimiser Adam, CMA-ES or random
-search (:mod:`sampot_lib.optimizers`) at the same budget of model calls, and the score any of
-:mod:`sampot_lib.scoring`. The paper's failures evolved into masks outside the lung; :class:`Safeguards` bound where
+search (:mod:`sampot_lib.method.optimizers`) at the same budget of model calls, and the score any of
+:mod:`sampot_lib.method.scoring`. The paper's failures evolved into masks outside the lung; :class:`Safeguards` bound where
 the prompt may go and which evolved masks may win.
 """
 
@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sampot_lib.defaults import LR, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
-from sampot_lib.metrics import dice
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.optimizers import make_optimizer
+from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
+from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.scoring import RegressorScorer, Scorer
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.optimizers import make_optimizer
-from sampot_lib.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
-from sampot_lib.regressor import SegmentationRegressor
-from sampot_lib.scoring import RegressorScorer, Scorer
 
 __all__ = ["EvolutionResult", "EvolutionStep", "Safeguards", "check_point", "evolve_prompt", "trajectory_masks"]
 
@@ -97,10 +98,10 @@ def evolve_prompt(
     image: np.ndarray,
     prompt: Prompt | tuple[float, float],
     *,
-    steps: int = 30,
-    lr: float = 10.0,
+    steps: int = STEPS,
+    lr: float = LR,
     optimizer: str = "adam",
-    sharpness: float = 5.0,
+    sharpness: float = SHARPNESS,
     safeguards: Safeguards | None = None,
     gt_mask: np.ndarray | None = None,
     seed: int = 0,
@@ -108,7 +109,7 @@ def evolve_prompt(
 ) -> EvolutionResult:
     """Move ``prompt`` to maximise ``scorer``'s score of its mask, with ``steps`` model calls after the first.
 
-    image: H x W uint8; prompt: a :class:`Prompt` or an (x, y) click; scorer: a :mod:`sampot_lib.scoring` scorer,
+    image: H x W uint8; prompt: a :class:`Prompt` or an (x, y) click; scorer: a :mod:`sampot_lib.method.scoring` scorer,
     or a regressor (scored as ``RegressorScorer(regressor, image, sharpness)``). ``lr`` is in pixels of the
     original image (Adam's step size; random search's and CMA-ES's scale). Step 0 is the user's prompt; the winner
     is the highest-scoring step the safeguards allow (step 0 always qualifies). With ``gt_mask`` every step also

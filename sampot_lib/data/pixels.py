@@ -1,0 +1,65 @@
+"""Pixel arrays to the form every reader returns: ``H x W`` grayscale uint8, bone bright and air dark."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sampot_lib.errors import SampotError
+
+
+def to_uint8(image: np.ndarray, low_pct: float = 0.0, high_pct: float = 100.0) -> np.ndarray:
+    """Window an image of any numeric type to uint8 between two percentiles (0 and 100: min and max).
+
+    uint8 input with the default window is returned unchanged. ``H x W`` in, ``H x W`` uint8 out.
+    """
+    if not 0.0 <= low_pct < high_pct <= 100.0:
+        raise SampotError(f"percentile window ({low_pct}, {high_pct}) is invalid; need 0 <= low < high <= 100.")
+    if image.dtype == np.uint8 and low_pct == 0.0 and high_pct == 100.0:
+        return image
+    if image.size == 0:
+        raise SampotError(f"image has no pixels (shape {image.shape}).")
+    img = image.astype(np.float64)
+    if not np.isfinite(img).all():  # NaN would make every pixel NaN, and uint8 of NaN is an arbitrary value
+        bad = int((~np.isfinite(img)).sum())
+        raise SampotError(f"image has {bad} pixel(s) that are NaN or infinite; fix the file or export it as PNG.")
+    lo, hi = np.percentile(img, [low_pct, high_pct])
+    if hi <= lo:
+        return np.zeros(img.shape, dtype=np.uint8)
+    return np.round(np.clip((img - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_gray(arr: np.ndarray, *, name: str = "image") -> np.ndarray:
+    """``H x W``, ``H x W x 1``, ``H x W x 3`` or ``H x W x 4`` array -> ``H x W`` in its own dtype (float for colour).
+
+    Colour uses ITU-R 601 luminance (what PIL's "L" conversion does) and drops alpha.
+    """
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+        if arr.shape[-1] == 1:
+            return arr[..., 0]
+        rgb = arr[..., :3].astype(np.float64)
+        return rgb @ np.array([0.299, 0.587, 0.114])
+    if arr.ndim != 2:
+        raise SampotError(f"{name}: image has shape {arr.shape}; expected a 2-D grayscale or an RGB image.")
+    return arr
+
+
+def preprocess(arr: np.ndarray, *, low_pct: float | None = None, high_pct: float | None = None) -> np.ndarray:
+    """Any grayscale/RGB array (8/16-bit, int, float) -> ``H x W`` uint8 for SAM.
+
+    Without a window, uint8 grayscale is kept as it is and everything else is stretched from min to max; give
+    ``low_pct``/``high_pct`` (e.g. 0.5 and 99.5) for a percentile window that ignores a few extreme pixels
+    (burned-in labels, collimator edges).
+    """
+    arr = np.asarray(arr)
+    if arr.size == 0:
+        raise SampotError(f"image has no pixels (shape {arr.shape}).")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    gray = to_gray(arr)
+    if low_pct is None and high_pct is None and arr.dtype == np.uint8:
+        # 8-bit grayscale, and luminance of 8-bit RGB, already sit on the 0..255 display scale: no stretch.
+        return gray if gray.dtype == np.uint8 else np.round(gray).astype(np.uint8)
+    lo = 0.0 if low_pct is None else float(low_pct)
+    hi = 100.0 if high_pct is None else float(high_pct)
+    return to_uint8(gray, lo, hi)

@@ -1,0 +1,40 @@
+"""Every default number of the method and the experiment, defined once; functions, configs and the command line
+import them from here (the paper's values where it gives one, section 3)."""
+
+#: Slope of the sigmoid that turns the model's logits into the mask the regressor reads (``sigmoid(k * logits)``):
+#: steeper than 1 so that the regressor sees a nearly binary mask (paper 3.3).
+SHARPNESS = 5.0
+#: Adam's step size on the prompt's coordinates, in pixels (paper 3.3: 10, no weight decay).
+LR = 10.0
+#: Model calls per evolution (the budget every optimiser shares).
+STEPS = 30
+#: Side of the square image and mask the segmentation regressor reads.
+REGRESSOR_SIZE = 128
+#: Regressor training: epochs, batch size, learning rate (paper 3.2: 200, 32, 0.001).
+EPOCHS = 200
+BATCH_SIZE = 32
+REGRESSOR_LR = 1e-3
+#: Level-set (synthetic) masks per training image, and model prompts outside the structure (paper 3.2: 3).
+N_SYNTHETIC = 16
+N_OUTSIDE = 3
+#: A simulated user's box: each side moved by up to this fraction of the structure's size.
+BOX_JITTER = 0.10
+#: Safeguards of an evolved prompt: its largest move (fraction of the image's diagonal), the least IoU of its mask
+#: with the user's, the largest ratio of the two masks' areas.
+TRUST_RADIUS = 0.15
+MIN_OVERLAP = 0.3
+MAX_AREA_RATIO = 2.0
+#: The paper's subject split, train / val / test (41 / 28 / 53 subjects).
+PAPER_FRACTIONS = (41, 28, 53)
+#: What a prompt can be: one click, a box, several clicks, a box with clicks.
+PROMPT_KINDS = ("click", "box", "clicks", "box+clicks")
+#: The user prompts an experiment simulates: the structure's centroid as a click, or a jittered box.
+USER_PROMPT_KINDS = ("click", "box")
+#: What can drive evolution, and how the prompt moves.
+SCORERS = ("regressor", "confidence", "blend", "oracle")
+OPTIMIZERS = ("adam", "cmaes", "random")
+#: Largest evolution step in pixels: a step longer than any image's side only slams the prompt into the border,
+#: and larger values overflow float32 in Adam's update (1e39 does).
+MAX_LR = 10_000.0
+#: Steepest sigmoid: at 1000 the mask is already a hard 0/1 step; far larger values overflow float32.
+MAX_SHARPNESS = 1_000.0

@@ -29,7 +29,7 @@ PAPER_FRACTIONS = (41, 28, 53)
 #: What a prompt can be: one click, a box, several clicks, a box with clicks.
 PROMPT_KINDS = ("click", "box", "clicks", "box+clicks")
 #: The user prompts an experiment simulates: the structure's centroid as a click, or a jittered box.
-USER_PROMPT_KINDS = ("click", "box")
+SIMULATED_PROMPTS = ("click", "box")
 #: What can drive evolution, and how the prompt moves.
 SCORERS = ("regressor", "confidence", "blend", "oracle")
 OPTIMIZERS = ("adam", "cmaes", "random")

@@ -116,7 +116,7 @@ def device(value: Any, name: str = "device") -> str:
         raise SampotError(f"{name} {_shown(value)} is not a device; use {DEVICE_FORMS}.")
     if m[1] == "cpu":
         return "cpu"
-    import torch
+    import torch  # here: the other checks run before torch is loaded, and most commands never ask for a GPU
 
     if m[1] == "mps":
         mps = getattr(torch.backends, "mps", None)

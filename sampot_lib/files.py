@@ -12,18 +12,23 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 
+def sha256_of(chunks: Iterable[bytes]) -> str:
+    """Hex sha256 of a stream of byte chunks (a file's blocks, a model's tensors) without holding them all."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_of(iter(lambda: f.read(chunk), b""))
 
 
 def file_mode() -> int:

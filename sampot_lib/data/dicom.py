@@ -11,6 +11,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from sampot_lib.data.pixels import to_gray, to_uint8
 from sampot_lib.errors import SampotError
@@ -66,9 +69,6 @@ def read_dicom(
     when the file has none, the image is windowed between the percentiles (default min to max).
     MONOCHROME1 images are inverted after windowing.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     path = Path(path)
     if not path.is_file():

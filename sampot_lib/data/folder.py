@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from sampot_lib.data.io import IMAGE_SUFFIXES, _open, is_dicom, looks_inverted, read_image, read_mask
 from sampot_lib.errors import SampotError, SampotWarning
@@ -194,8 +195,6 @@ def validate_folder(
 
     iterator: Iterable[str] = ids
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(ids, desc=f"checking {root.name}", unit="image")
     for image_id in iterator:
         shape: tuple[int, int] | None = None

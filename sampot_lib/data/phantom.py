@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from scipy.interpolate import CubicSpline
 from skimage.draw import line_aa
+from tqdm import tqdm
 
 from sampot_lib.data.io import write_png
 from sampot_lib.errors import SampotError
@@ -404,7 +406,6 @@ def make_phantom(
         )
         tt = np.linspace(0, 1, len(knots))
         fine = np.linspace(0, 1, 80)
-        from scipy.interpolate import CubicSpline
 
         curve = CubicSpline(tt, knots, bc_type="natural")(fine)
         # Draw in pose-free pixel coordinates: a catheter need not follow the anatomy's warp exactly.
@@ -470,8 +471,6 @@ def write_phantom_set(
     rows = []
     iterator = range(n)
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(iterator, desc="phantoms", unit="image")
     for i in iterator:
         image, masks, info = make_phantom(

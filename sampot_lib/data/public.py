@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from tqdm import tqdm
 
 from sampot_lib.data.io import read_array, read_image, write_png
 from sampot_lib.data.pixels import preprocess
@@ -235,7 +236,6 @@ def _find_dir(src: Path, names: Iterable[str]) -> Path | None:
 def _progress(items: list, desc: str, progress: bool):
     if not progress:
         return items
-    from tqdm import tqdm
 
     return tqdm(items, desc=desc, unit="image")
 

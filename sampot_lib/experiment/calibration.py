@@ -1,4 +1,4 @@
-"""Calibrating a regressor trained elsewhere on a few labelled images of a new data set (issue 9, point 2).
+"""Calibrating a regressor trained elsewhere on a few labelled images of a new data set .
 
 A regressor trained on one collection of X-rays need not rank masks well on another: scanners, pathology and label
 conventions differ. Before evolving on new data, :func:`measure_transfer` scores, on a handful of labelled images of
@@ -23,23 +23,40 @@ applied to B's test images as it is and after calibration on N of B's labelled i
 from __future__ import annotations
 
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sampot_lib import __version__
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import make_splits
 from sampot_lib.defaults import BATCH_SIZE, BOX_JITTER, LR, N_OUTSIDE, N_SYNTHETIC, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
+from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.records import write_json
+from sampot_lib.experiment.runfolder import RunFolder, open_dataset, resolve_split
+from sampot_lib.experiment.stages import blend_weight, summarise
+from sampot_lib.files import sha256_file
 from sampot_lib.method.evolve import evolve_prompt
 from sampot_lib.method.metrics import dice, pearson_r
 from sampot_lib.method.prompts import Safeguards
-from sampot_lib.method.regressor import RegressorData, SegmentationRegressor, fit_regressor, predict_dice
+from sampot_lib.method.regressor import (
+    RegressorData,
+    SegmentationRegressor,
+    check_regressor,
+    describe_origin,
+    fit_regressor,
+    load_regressor,
+    predict_dice,
+    save_regressor,
+)
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.method.training_set import data_identity, mask_hashes, model_prompts_for, regressor_samples
 from sampot_lib.models.base import PromptableModel
+from sampot_lib.models.registry import load_model
 
 #: The files ``sampot calibrate`` writes into its --out (beside the split and manifest of the run folder).
 CALIBRATION_FILES = ("calibration.json", "regressor_calibrated.pt")
@@ -109,7 +126,6 @@ def score_summary(scores: np.ndarray, samples: RegressorData) -> dict[str, Any]:
 def evolution_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts of improved / unchanged / worse images and the mean Dice gain of evolution rows (with ``gain``,
     ``dice0``, ``dice``), as a run's summary counts them (:func:`sampot_lib.experiment.stages.summarise`)."""
-    from sampot_lib.experiment.stages import summarise  # here: pipeline imports the run machinery, not needed to score
 
     return summarise(rows)
 
@@ -264,8 +280,6 @@ def calibrated_record(
     settings) and ``calibration_masks`` ({id: mask sha256} of every labelled image, fine-tune and check alike;
     earlier calibrations' are kept, so a chain of calibrations remembers all it saw).
     """
-    from sampot_lib import __version__
-    from sampot_lib.files import sha256_file
 
     kept = ("data", "data_name", "data_identity", "split_hash", "seed", "structure", "model", "checkpoint",
             "mask_output", "prompt", "input_size", "sharpness", "n_train_ids", "n_val_ids", "train_masks",
@@ -376,15 +390,7 @@ def run_calibration(
     it, with ``seed``, or from ``split_file``), leaving out any the base regressor saw. Every input is checked
     before anything is written.
     """
-    from dataclasses import asdict
 
-    from sampot_lib.experiment.config import ExperimentConfig
-    from sampot_lib.experiment.records import write_json
-    from sampot_lib.experiment.runfolder import RunFolder, open_dataset, resolve_split
-    from sampot_lib.experiment.stages import blend_weight
-    from sampot_lib.files import sha256_file
-    from sampot_lib.method.regressor import check_regressor, describe_origin, load_regressor, save_regressor
-    from sampot_lib.models.registry import load_model
 
     if isinstance(n_labelled, bool) or not isinstance(n_labelled, int) or n_labelled < MIN_LABELLED:
         raise SampotError(f"--labelled must be a whole number of at least {MIN_LABELLED} (two images to fine-tune "

@@ -29,24 +29,22 @@ from sampot_lib.defaults import (
     REGRESSOR_SIZE,
     SCORERS,
     SHARPNESS,
+    SIMULATED_PROMPTS,
     STEPS,
-    USER_PROMPT_KINDS,
 )
 from sampot_lib.errors import SampotError
+from sampot_lib.method.evolve import Safeguards
 
 MASK_OUTPUTS = (None, "best", "single", 0, 1, 2)
 
 
 def default_safeguards() -> dict[str, Any]:
     """The library's default safeguards as a plain dict (what ``config.json`` stores)."""
-    from sampot_lib.method.evolve import Safeguards  # here: evolve imports torch, and checking a config should not
 
     return asdict(Safeguards())
 
 
 def _off_safeguards() -> dict[str, Any]:
-    from sampot_lib.method.evolve import Safeguards
-
     return asdict(Safeguards.off())
 
 
@@ -140,7 +138,7 @@ class ExperimentConfig:
             _positive(name, getattr(self, name))
         if not (math.isfinite(self.box_jitter) and 0 <= self.box_jitter <= 1):
             raise SampotError(f"parameter 'box_jitter' must be a fraction in [0, 1], got {self.box_jitter!r}.")
-        for name, allowed in (("prompt", USER_PROMPT_KINDS), ("optimizer", OPTIMIZERS)):
+        for name, allowed in (("prompt", SIMULATED_PROMPTS), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in allowed:
                 raise SampotError(
                     f"parameter {name!r} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."

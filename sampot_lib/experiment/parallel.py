@@ -40,7 +40,10 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
+from sampot_lib.method.regressor import load_regressor
+from sampot_lib.models.registry import load_model
 
 T = TypeVar("T")
 
@@ -83,8 +86,6 @@ class ModelRef(Ref):
     embeddings: str | None = None
 
     def load(self) -> Any:
-        from sampot_lib.models.registry import load_model
-
         return load_model(self.model, self.checkpoint, self.device, mask_output=self.mask_output,
                           embeddings=self.embeddings)  # fmt: skip
 
@@ -98,8 +99,6 @@ class RegressorRef(Ref):
     device: str = "cpu"
 
     def load(self) -> Any:
-        from sampot_lib.method.regressor import load_regressor
-
         return load_regressor(self.path, device=self.device)[0]
 
 
@@ -110,8 +109,6 @@ class DatasetRef(Ref):
     root: str
 
     def load(self) -> Any:
-        from sampot_lib.data.folder import FolderDataset
-
         return FolderDataset(self.root, validate=False)
 
 

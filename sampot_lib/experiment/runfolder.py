@@ -28,10 +28,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+from filelock import FileLock, Timeout
+
+from sampot_lib import __version__
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import load_splits, make_splits, save_splits
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig, settings_hash
+from sampot_lib.experiment.config import ExperimentConfig, apply_preset, settings_hash
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.files import sha256_file, write_text
 
@@ -98,7 +103,6 @@ class RunFolder:
     @contextmanager
     def locked(self) -> Iterator[RunFolder]:
         """Hold the folder's lock (re-entrant within this process); SampotError if another process holds it."""
-        from filelock import FileLock, Timeout
 
         self._check_dir()
         key = self._key()
@@ -327,8 +331,6 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def _version() -> str:
-    from sampot_lib import __version__
-
     return __version__
 
 
@@ -487,7 +489,6 @@ def apply_thread_setting() -> int | None:
         return None
     if not value.isdigit() or int(value) < 1:
         raise SampotError(f"SAMPOT_THREADS={value!r} must be a whole number >= 1 (torch's threads), or unset.")
-    import torch
 
     torch.set_num_threads(int(value))
     return int(value)
@@ -512,8 +513,6 @@ def start_run(
     parameter starts from that preset's values. ``$SAMPOT_THREADS`` sets torch's thread count (the book's build runs
     on few cores).
     """
-    from sampot_lib.data.phantom import write_phantom_set
-    from sampot_lib.experiment.config import apply_preset
 
     apply_thread_setting()
     here = Path.cwd()

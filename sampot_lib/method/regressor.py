@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from sampot_lib.defaults import BATCH_SIZE, EPOCHS
 from sampot_lib.errors import SampotError
+from sampot_lib.files import atomic_write
 
 _FORMAT = "sampot-regressor/1"
 
@@ -215,7 +216,6 @@ def fit_regressor(
 
 def save_regressor(model: SegmentationRegressor, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write weights, architecture settings and ``meta`` to ``path`` atomically (with the umask's file mode)."""
-    from sampot_lib.files import atomic_write
 
     payload = {"format": _FORMAT, "config": model.config(), "state_dict": model.state_dict(), "meta": meta or {}}
     return atomic_write(path, lambda fh: torch.save(payload, fh))

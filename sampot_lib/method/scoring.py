@@ -24,6 +24,7 @@ import torch
 
 from sampot_lib.defaults import REGRESSOR_SIZE, SHARPNESS
 from sampot_lib.errors import SampotError
+from sampot_lib.method.metrics import pearson_r
 from sampot_lib.method.regressor import SegmentationRegressor, to_input
 
 
@@ -119,7 +120,6 @@ class OracleScorer:
 def choose_blend_weight(regressor_scores: np.ndarray, confidences: np.ndarray, dice: np.ndarray) -> float:
     """The weight in {0, 0.05, ..., 1} whose blend correlates best (Pearson r) with ``dice``: pass validation-split
     scores of the model's own masks only."""
-    from sampot_lib.method.metrics import pearson_r
 
     best_w, best_r = 1.0, -np.inf
     for w in np.linspace(0, 1, 21):

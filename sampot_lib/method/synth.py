@@ -7,6 +7,7 @@ negative offset erodes the mask, at a positive offset dilates it, and Dice with 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from sampot_lib.data.io import check_mask
 from sampot_lib.defaults import BOX_JITTER
 from sampot_lib.errors import SampotError
 from sampot_lib.method.metrics import dice
+from sampot_lib.method.prompts import Prompt
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -165,7 +167,6 @@ def jittered_box(
 
 def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = BOX_JITTER, seed: int | np.random.Generator = 0):
     """The simulated user's first prompt for a structure: the centroid click (paper 3.3) or a jittered box."""
-    from sampot_lib.method.prompts import Prompt  # here, not at the top: prompts imports the model protocol
 
     if kind == "click":
         return Prompt.click(*centroid_prompt(mask))
@@ -177,7 +178,6 @@ def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = BOX_JITTER, 
 def user_prompt_for(seed: int, kind: str, box_jitter: float, image_id: str, truth: np.ndarray):
     """The simulated user's first prompt on image ``image_id`` (truth: H x W bool): :func:`initial_prompt` drawn
     from a generator seeded by (``seed``, crc32 of the id), so every stage, run and calibration gets the same one."""
-    import zlib
 
     rng = np.random.default_rng([seed, zlib.crc32(image_id.encode())])
     return initial_prompt(truth, kind, box_jitter, rng)
@@ -190,11 +190,9 @@ def model_prompts(
     """Prompts whose model masks join the regressor's training set (paper 3.2's six SAM masks per image).
 
     click: the centroids of three horizontal bands and ``n_outside`` clicks 5 px outside the structure.
-    box: one box per entry of ``box_jitters`` (twice each of six levels, from near-tight to sloppy: 12 masks, the
-    number issue 8's prototype used).
+    box: one box per entry of ``box_jitters`` (twice each of six levels, from near-tight to sloppy: 12 masks).
     Returns (prompt, label) pairs; the label names the sample's kind in the training set.
     """
-    from sampot_lib.method.prompts import Prompt
 
     rng = np.random.default_rng(seed)
     if kind == "click":

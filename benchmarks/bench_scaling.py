@@ -28,7 +28,7 @@ from sampot_lib.data.folder import FolderDataset
 from sampot_lib.experiment import stages as pipeline
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.parallel import DatasetRef, Workers, resolve, usable_cores
-from sampot_lib.experiment.runfolder import open_dataset, prepare_splits
+from sampot_lib.experiment.setup import open_dataset, prepare_splits
 
 STAGES = ("start", "encoding", "samples", "training", "evaluation", "evolution")
 
@@ -74,7 +74,7 @@ def one_run(config: ExperimentConfig, workers: int) -> dict[str, float]:
                 pool.client()
             times["start"] = time.perf_counter() - t
             dataset = open_dataset(config)
-            model = pipeline._LazyModel(config)
+            model = pipeline.LazyModel(config)
             splits = prepare_splits(config, dataset)
             ids = [i for part in ("train", "val", "test") for i in splits[part]]
             t = time.perf_counter()

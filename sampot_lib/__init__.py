@@ -23,7 +23,7 @@ _EXPORTS = {
     "dice_heatmap": "sampot_lib.method.heatmap",
     "load_regressor": "sampot_lib.method.regressor",
     "fit_regressor": "sampot_lib.method.regressor",
-    "run_experiment": "sampot_lib.experiment.stages",
+    "run_experiment": "sampot_lib.experiment.runner",
     "ExperimentConfig": "sampot_lib.experiment.config",
     "FolderDataset": "sampot_lib.data.folder",
 }
@@ -47,7 +47,7 @@ __all__ = [
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
     from sampot_lib.data.folder import FolderDataset
     from sampot_lib.experiment.config import ExperimentConfig
-    from sampot_lib.experiment.stages import run_experiment
+    from sampot_lib.experiment.runner import run_experiment
     from sampot_lib.method.evolve import evolve_prompt
     from sampot_lib.method.heatmap import dice_heatmap
     from sampot_lib.method.prompts import Prompt, Safeguards

@@ -24,10 +24,14 @@ BOX_JITTER = 0.10
 TRUST_RADIUS = 0.15
 MIN_OVERLAP = 0.3
 MAX_AREA_RATIO = 2.0
+#: A box keeps at least this width and height (fraction of the image's longer side): always on.
+MIN_BOX_SIZE = 0.02
+#: The safeguards as a run's config stores them: the defaults, and the paper's setting (only the image border).
+SAFEGUARDS_ON = {"keep_in_image": True, "trust_radius": TRUST_RADIUS, "min_overlap": MIN_OVERLAP,
+                 "max_area_ratio": MAX_AREA_RATIO, "min_box_size": MIN_BOX_SIZE}  # fmt: skip
+SAFEGUARDS_OFF = SAFEGUARDS_ON | {"trust_radius": None, "min_overlap": None, "max_area_ratio": None}
 #: The paper's subject split, train / val / test (41 / 28 / 53 subjects).
 PAPER_FRACTIONS = (41, 28, 53)
-#: What a prompt can be: one click, a box, several clicks, a box with clicks.
-PROMPT_KINDS = ("click", "box", "clicks", "box+clicks")
 #: The user prompts an experiment simulates: the structure's centroid as a click, or a jittered box.
 SIMULATED_PROMPTS = ("click", "box")
 #: What can drive evolution, and how the prompt moves.

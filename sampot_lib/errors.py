@@ -246,3 +246,25 @@ def describe_os_error(exc: OSError) -> str:
     if where is None:
         return f"{_cause(exc)}; {_hint(exc)}."
     return f"{where}: {_cause(exc)}; {_hint(exc)}."
+
+
+def check_safeguards(guards: dict[str, Any]) -> None:
+    """The safeguards dict: known keys, and limits that can work (None switches a limit off)."""
+    rules = {
+        "trust_radius": (lambda v: v > 0, "> 0 (a fraction of the image's longer side)"),
+        "min_overlap": (lambda v: 0 <= v <= 1, "in [0, 1] (an IoU)"),
+        "max_area_ratio": (lambda v: v >= 1, ">= 1 (an area factor)"),
+        "min_box_size": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    }
+    for key, value in guards.items():
+        if key == "keep_in_image":
+            if not isinstance(value, bool):
+                raise SampotError(f"safeguard 'keep_in_image' must be true or false, got {value!r}.")
+            continue
+        if key not in rules:
+            raise SampotError(f"unknown safeguard {key!r}; known: keep_in_image, {', '.join(rules)}.")
+        ok, rule = rules[key]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            raise SampotError(f"safeguard {key!r} must be None or a finite number {rule}, got {value!r}.")

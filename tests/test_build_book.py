@@ -95,7 +95,7 @@ def test_parameter_cells_print_paths_relative_to_the_repository(tmp_path, monkey
     """Run.describe() names the data folder relative to the repository root, wherever the kernel runs."""
     from types import SimpleNamespace
 
-    from sampot_lib.experiment.runfolder import Run
+    from sampot_lib.experiment.setup import Run
 
     (tmp_path / "pyproject.toml").write_text("")
     (tmp_path / "notebooks").mkdir()

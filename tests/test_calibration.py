@@ -25,14 +25,13 @@ from sampot_lib.data.splits import save_splits
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import (
     choose_labelled,
-    compare_on_test,
     fine_tune,
-    markdown_table,
     measure_transfer,
     score_summary,
     transfer_samples,
 )
 from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.provenance import mask_hashes
 from sampot_lib.method.regressor import (
     RegressorData,
     check_regressor,
@@ -41,8 +40,8 @@ from sampot_lib.method.regressor import (
     predict_dice,
     save_regressor,
 )
-from sampot_lib.method.training_set import mask_hashes
 from sampot_lib.models import load_model
+from sampot_lib.report.transfer import compare_on_test, markdown_table
 
 SIZE = 64  # regressor input
 WIDTHS = (8, 16, 32, 64)

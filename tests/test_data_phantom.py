@@ -10,7 +10,8 @@ from scipy import ndimage
 
 from sampot_lib.cli.data import add_data_commands
 from sampot_lib.data.folder import FolderDataset, validate_folder
-from sampot_lib.data.phantom import _geometry, make_phantom, write_phantom_set
+from sampot_lib.data.phantom import make_phantom, write_phantom_set
+from sampot_lib.data.phantom_shapes import geometry
 from sampot_lib.errors import SampotError
 
 S = 256
@@ -62,7 +63,7 @@ def test_masks_follow_scr_conventions(phantoms):
 def test_masks_are_exact_at_full_size():
     # The image is rendered at a smaller size, the masks at full size from the same anatomy: they agree.
     _, full = make_phantom(3, 512, confounders="none")
-    geo_small = _geometry(np.random.default_rng(np.random.default_rng(3).integers(2**63)), 256)
+    geo_small = geometry(np.random.default_rng(np.random.default_rng(3).integers(2**63)), 256)
     small = geo_small["masks"]["left_lung"]
     down = full["left_lung"].reshape(256, 2, 256, 2).mean((1, 3)) >= 0.5
     assert (down != small).mean() < 0.01

@@ -18,7 +18,7 @@ from sampot_lib.experiment import stages as pipeline_module
 from sampot_lib.experiment.config import STAGE_SETTINGS, ExperimentConfig
 from sampot_lib.experiment.parallel import Workers, threads_per_worker
 from sampot_lib.experiment.records import read_json
-from sampot_lib.experiment.stages import run_experiment
+from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.method.training_set import regressor_samples
 from sampot_lib.models import SamModel
 

@@ -10,7 +10,7 @@ from sampot_lib.cli.main import main
 from sampot_lib.data.io import write_png
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.records import read_csv
-from sampot_lib.experiment.stages import run_experiment
+from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.method.regressor import SegmentationRegressor, save_regressor
 
 
@@ -109,7 +109,8 @@ def test_cli_rejects_parameters_of_the_wrong_type(capsys):
 
 def test_stages_share_one_split_and_a_new_split_is_not_made_under_results(phantoms, tmp_path):
     from sampot_lib.data.folder import FolderDataset
-    from sampot_lib.experiment.runfolder import RunFolder, prepare_splits
+    from sampot_lib.experiment.runfolder import RunFolder
+    from sampot_lib.experiment.setup import prepare_splits
 
     dataset = FolderDataset(phantoms)
     config = ExperimentConfig(data=str(phantoms), out=str(tmp_path), seed=0)

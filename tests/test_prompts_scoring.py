@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sampot_lib import SampotError
-from sampot_lib.experiment.stages import summarise
+from sampot_lib.experiment.summary import summarise
 from sampot_lib.method.metrics import dice, iou, pearson_r
 from sampot_lib.method.prompts import Prompt, Safeguards, prompt_tensors
 from sampot_lib.method.regressor import to_input

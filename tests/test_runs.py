@@ -17,24 +17,21 @@ from sampot_lib import SampotError
 from sampot_lib.cli.main import _config, build_parser, main
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
-from sampot_lib.defaults import OPTIMIZERS, SCORERS
+from sampot_lib.defaults import OPTIMIZERS
 from sampot_lib.experiment import stages as pipeline_module
 from sampot_lib.experiment.config import (
     ExperimentConfig,
     apply_preset,
     differs_from_paper,
 )
+from sampot_lib.experiment.provenance import mask_hashes
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.runfolder import LOCK, OWNER, RunFolder
-from sampot_lib.experiment.stages import (
-    evaluate_stage,
-    evolve_stage,
-    run_experiment,
-    summarise_seeds,
-    train_regressor_stage,
-)
+from sampot_lib.experiment.runner import run_experiment
+from sampot_lib.experiment.stages import evaluate_stage, evolve_stage, train_regressor_stage
+from sampot_lib.experiment.summary import summarise_seeds
 from sampot_lib.method.regressor import check_regressor, load_regressor, save_regressor
-from sampot_lib.method.training_set import mask_hashes, regressor_samples
+from sampot_lib.method.training_set import regressor_samples
 
 
 @pytest.fixture(scope="module")
@@ -446,13 +443,13 @@ def test_training_set_takes_its_model_prompts_from_the_hook(phantoms, tiny_model
 
 def test_package_top_exports_the_api_lazily():
     import sampot_lib
-    from sampot_lib.experiment import stages as pipeline
+    from sampot_lib.experiment import runner
     from sampot_lib.method import prompts, scoring
 
     code = "import sys, sampot_lib; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr  # importing the package loads no torch
-    assert sampot_lib.run_experiment is pipeline.run_experiment and sampot_lib.Prompt is prompts.Prompt
+    assert sampot_lib.run_experiment is runner.run_experiment and sampot_lib.Prompt is prompts.Prompt
     assert sampot_lib.RegressorScorer is scoring.RegressorScorer
     assert all(getattr(sampot_lib, name) is not None for name in sampot_lib.__all__)
     with pytest.raises(AttributeError):
@@ -462,7 +459,7 @@ def test_package_top_exports_the_api_lazily():
 def test_an_empty_split_part_is_named_before_any_work(tmp_path, monkeypatch):
     from sampot_lib.data.phantom import write_phantom_set
     from sampot_lib.experiment.config import ExperimentConfig
-    from sampot_lib.experiment.stages import run_experiment
+    from sampot_lib.experiment.runner import run_experiment
 
     write_phantom_set(tmp_path / "ph", 3, seed=0, size=96)
     config = ExperimentConfig(data=str(tmp_path / "ph"), out=str(tmp_path / "out"), split_fractions=[2, 0, 1],

@@ -10,7 +10,7 @@ import pytest
 from sampot_lib import SampotError
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.experiment.config import ExperimentConfig
-from sampot_lib.experiment.stages import run_experiment, seed_runs
+from sampot_lib.experiment.runner import run_experiment, seed_runs
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.report.study import optimizer_markdown, optimizer_rows, optimizer_verdict, run_study, seeds_markdown
 
@@ -119,7 +119,7 @@ def test_the_books_stage_calls_and_sampot_run_give_the_same_numbers(phantoms, ti
     """Issue 9: the book (start_run, then the stages one by one in chapters 3 and 5) and `sampot run` with the same
     settings must differ in nothing; only torch's thread count (SAMPOT_THREADS in the book) may add float noise."""
     from sampot_lib.cli.main import main
-    from sampot_lib.experiment.runfolder import start_run
+    from sampot_lib.experiment.setup import start_run
     from sampot_lib.experiment.stages import build_model, evaluate_stage, evolve_stage, train_regressor_stage
 
     settings = ["--max-images", "3", "--epochs", "3", "--steps", "3", "--regressor-size", "32"]
@@ -138,7 +138,7 @@ def test_the_books_stage_calls_and_sampot_run_give_the_same_numbers(phantoms, ti
 def test_sampot_threads_sets_torchs_threads_for_the_cli_as_for_the_book(monkeypatch):
     import torch
 
-    from sampot_lib.experiment.runfolder import apply_thread_setting
+    from sampot_lib.experiment.setup import apply_thread_setting
 
     before = torch.get_num_threads()
     try:

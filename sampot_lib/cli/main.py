@@ -324,7 +324,7 @@ def _pm(mean: dict, sd: dict, key: str, fmt: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sampot_lib.experiment.config import differs_from_paper
-    from sampot_lib.experiment.stages import run_experiment
+    from sampot_lib.experiment.runner import run_experiment
 
     config = _config(args)
     summary = run_experiment(config, resume=args.resume, force=args.force)
@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     from sampot_lib.cli.checks import check_args
     from sampot_lib.errors import USER_ERRNOS, describe_os_error
-    from sampot_lib.experiment.runfolder import apply_thread_setting
+    from sampot_lib.experiment.setup import apply_thread_setting
 
     parser = build_parser()
     _add_debug(parser, top=True)

@@ -16,8 +16,8 @@ best epoch is chosen on a second draw of masks of the fine-tune images). The cal
 regressor's record (``calibrated_from``, with its sha256) and the hash of every labelled image's mask
 (``calibration_masks``): :func:`sampot_lib.method.regressor.check_regressor` refuses to evaluate it on any of them.
 
-:func:`compare_on_test` and :func:`markdown_table` are the book's demonstration: a regressor trained on data set A,
-applied to B's test images as it is and after calibration on N of B's labelled images.
+:mod:`sampot_lib.report.transfer` is the book's demonstration: a regressor trained on data set A, applied to B's
+test images as it is and after calibration on N of B's labelled images.
 """
 
 from __future__ import annotations
@@ -29,18 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from sampot_lib import __version__
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import make_splits
 from sampot_lib.defaults import BATCH_SIZE, BOX_JITTER, LR, N_OUTSIDE, N_SYNTHETIC, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.provenance import calibrated_record, data_identity, mask_hashes
 from sampot_lib.experiment.records import write_json
-from sampot_lib.experiment.runfolder import RunFolder, open_dataset, resolve_split
-from sampot_lib.experiment.stages import blend_weight, summarise
+from sampot_lib.experiment.runfolder import RunFolder
+from sampot_lib.experiment.setup import open_dataset, resolve_split
+from sampot_lib.experiment.stages import blend_weight
+from sampot_lib.experiment.summary import summarise
 from sampot_lib.files import sha256_file
 from sampot_lib.method.evolve import evolve_prompt
-from sampot_lib.method.metrics import dice, pearson_r
+from sampot_lib.method.metrics import dice, pearson_or_none
 from sampot_lib.method.prompts import Safeguards
 from sampot_lib.method.regressor import (
     RegressorData,
@@ -54,7 +56,7 @@ from sampot_lib.method.regressor import (
 )
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.synth import user_prompt_for
-from sampot_lib.method.training_set import data_identity, mask_hashes, model_prompts_for, regressor_samples
+from sampot_lib.method.training_set import model_prompts_for, regressor_samples
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.models.registry import load_model
 
@@ -97,14 +99,6 @@ def transfer_samples(
     )  # fmt: skip
 
 
-def _r(pred: np.ndarray, true: np.ndarray) -> float | None:
-    """Pearson r, or None when undefined (under 3 pairs, or a constant)."""
-    if len(pred) < 3:
-        return None
-    r = pearson_r(pred, true)
-    return None if np.isnan(r) else float(r)
-
-
 def score_summary(scores: np.ndarray, samples: RegressorData) -> dict[str, Any]:
     """How well ``scores`` (N, the regressor's predicted Dice of ``samples``' N masks) follow the true Dice: Pearson r
     on all masks, on the model's own masks and on the level-set masks; mean absolute and squared error; bias (mean
@@ -114,20 +108,13 @@ def score_summary(scores: np.ndarray, samples: RegressorData) -> dict[str, Any]:
     return {
         "n_masks": int(len(samples)),
         "n_model_masks": int(own.sum()),
-        "r_all": _r(scores, samples.dice),
-        "r_model": _r(scores[own], samples.dice[own]),
-        "r_synthetic": _r(scores[~own], samples.dice[~own]),
+        "r_all": pearson_or_none(scores, samples.dice),
+        "r_model": pearson_or_none(scores[own], samples.dice[own]),
+        "r_synthetic": pearson_or_none(scores[~own], samples.dice[~own]),
         "mae": float(np.abs(err).mean()),
         "mse": float((err**2).mean()),
         "bias": float(err.mean()),
     }
-
-
-def evolution_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of improved / unchanged / worse images and the mean Dice gain of evolution rows (with ``gain``,
-    ``dice0``, ``dice``), as a run's summary counts them (:func:`sampot_lib.experiment.stages.summarise`)."""
-
-    return summarise(rows)
 
 
 def evolve_images(
@@ -188,7 +175,7 @@ def measure_transfer(
     it helps there. A plain, JSON-ready dict:
 
     n_images, ids; the :func:`score_summary` of its scores of the masks :func:`transfer_samples` builds (``samples``
-    if given, e.g. to score the same masks with two regressors); ``evolution``: the :func:`evolution_summary` of
+    if given, e.g. to score the same masks with two regressors); ``evolution``: the :func:`~sampot_lib.experiment.summary.summarise` of
     evolving each image's user prompt with ``steps``, ``lr``, ``optimizer`` and ``safeguards`` (a run's settings:
     default safeguards on), with its ``per_image`` rows; None when ``steps`` is None.
     """
@@ -205,7 +192,7 @@ def measure_transfer(
         rows = evolve_images(model, regressor, dataset, ids, structure, prompt=prompt, box_jitter=box_jitter,
                              seed=seed, steps=steps, lr=lr, optimizer=optimizer, sharpness=sharpness,
                              safeguards=safeguards, device=device)  # fmt: skip
-        report["evolution"] = evolution_summary(rows) | {"per_image": rows}
+        report["evolution"] = summarise(rows) | {"per_image": rows}
     return report
 
 
@@ -257,50 +244,6 @@ def choose_labelled(
     chosen = [pool[i] for i in rng.permutation(len(pool))[:n]]
     n_check = min(n - 2, max(1, round(n * check_fraction)))
     return sorted(chosen[n_check:]), sorted(chosen[:n_check])
-
-
-def calibrated_record(
-    base_meta: dict[str, Any],
-    base_path: str | Path,
-    *,
-    data: str | Path,
-    fine_masks: dict[str, str],
-    check_masks: dict[str, str],
-    split_hash: str | None,
-    seed: int,
-    settings: dict[str, Any],
-    history: list[dict[str, float]],
-) -> dict[str, Any]:
-    """The record of a calibrated regressor file.
-
-    It keeps what the base was made for (model, mask output, structure, prompt kind, sharpness, input size: what
-    :func:`~sampot_lib.method.regressor.check_regressor` compares) and what it saw (``train_masks``, ``val_masks``), the
-    whole base record under ``calibrated_from`` with the base file's path and sha256, and the calibration:
-    ``calibrated_on`` (the new data set, its labelled ids, the identity of their masks, the split, seed and
-    settings) and ``calibration_masks`` ({id: mask sha256} of every labelled image, fine-tune and check alike;
-    earlier calibrations' are kept, so a chain of calibrations remembers all it saw).
-    """
-
-    kept = ("data", "data_name", "data_identity", "split_hash", "seed", "structure", "model", "checkpoint",
-            "mask_output", "prompt", "input_size", "sharpness", "n_train_ids", "n_val_ids", "train_masks",
-            "val_masks")  # fmt: skip
-    labelled = fine_masks | check_masks
-    earlier = dict(base_meta.get("calibration_masks", {}))
-    for image_id, digest in labelled.items():  # ids of two data sets may clash: keep both hashes
-        key = image_id if earlier.get(image_id, digest) == digest else f"{Path(str(data)).name}/{image_id}"
-        earlier[key] = digest
-    best = min(history, key=lambda h: h["val_mse"])
-    return {k: base_meta[k] for k in kept if k in base_meta} | {
-        "sampot_version": __version__,
-        "calibrated_from": {"file": str(base_path), "sha256": sha256_file(base_path), "record": base_meta},
-        "calibrated_on": {
-            "data": str(data), "data_name": Path(str(data)).name, "data_identity": data_identity(labelled),
-            "split_hash": split_hash, "seed": seed, "n_labelled": len(labelled), "fine_tune_ids": sorted(fine_masks),
-            "check_ids": sorted(check_masks), "best_epoch": int(best["epoch"]), "best_val_mse": best["val_mse"],
-            "settings": settings,
-        },
-        "calibration_masks": earlier,
-    }  # fmt: skip
 
 
 # -- the whole command ------------------------------------------------------------------------------------------------
@@ -391,7 +334,6 @@ def run_calibration(
     before anything is written.
     """
 
-
     if isinstance(n_labelled, bool) or not isinstance(n_labelled, int) or n_labelled < MIN_LABELLED:
         raise SampotError(f"--labelled must be a whole number of at least {MIN_LABELLED} (two images to fine-tune "
                           f"on, one to check on), got {n_labelled!r}.")  # fmt: skip
@@ -453,7 +395,7 @@ def run_calibration(
         before_check = measure_transfer(net, base, dataset, check_ids, config.structure, samples=check,
                                         **(evolve | {"steps": None}))  # fmt: skip
         rows = [r for r in before["evolution"]["per_image"] if r["image_id"] in set(check_ids)]
-        before_check["evolution"] = evolution_summary(rows) | {"per_image": rows}
+        before_check["evolution"] = summarise(rows) | {"per_image": rows}
         after_check = measure_transfer(net, tuned, dataset, check_ids, config.structure, samples=check, **evolve)
         record = calibrated_record(meta, path, data=data, fine_masks={i: labelled[i] for i in fine_ids},
                                    check_masks={i: labelled[i] for i in check_ids}, split_hash=split, seed=seed,
@@ -473,7 +415,7 @@ def run_calibration(
     return report
 
 
-def _f(x: float | None, fmt: str = ".2f") -> str:
+def format_or_na(x: float | None, fmt: str = ".2f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
@@ -482,9 +424,9 @@ def recommendation(report: dict[str, Any]) -> str:
     held-out ones before and after, whether evolution helped, and which regressor to use."""
     b, cb, ca = report["before"], report["check_before"], report["check_after"]
     n_check = ca["n_images"]
-    text = (f"the regressor ranks masks here with r={_f(b['r_all'])} (the model's masks {_f(b['r_model'])}, mean "
+    text = (f"the regressor ranks masks here with r={format_or_na(b['r_all'])} (the model's masks {format_or_na(b['r_model'])}, mean "
             f"error {b['mae']:.3f}) on the {b['n_images']} labelled images before calibration; on the {n_check} "
-            f"held-out one(s) r={_f(cb['r_all'])} before, {_f(ca['r_all'])} after calibration (mean error "
+            f"held-out one(s) r={format_or_na(cb['r_all'])} before, {format_or_na(ca['r_all'])} after calibration (mean error "
             f"{cb['mae']:.3f} -> {ca['mae']:.3f})")  # fmt: skip
     if b.get("evolution"):
         e, eb, ea = b["evolution"], cb["evolution"], ca["evolution"]
@@ -504,69 +446,3 @@ def recommendation(report: dict[str, Any]) -> str:
 # -- the book's demonstration -----------------------------------------------------------------------------------------
 
 
-def compare_on_test(
-    model: PromptableModel,
-    regressor: SegmentationRegressor,
-    dataset: FolderDataset,
-    splits: dict[str, list[str]],
-    structure: str,
-    *,
-    n_labelled: int = 10,
-    seed: int = 0,
-    epochs: int = TUNE_EPOCHS,
-    tune_lr: float = TUNE_LR,
-    prompt: str = "click",
-    sharpness: float = SHARPNESS,
-    n_synthetic: int = N_SYNTHETIC,
-    n_outside: int = N_OUTSIDE,
-    steps: int = STEPS,
-    lr: float = LR,
-    max_test: int | None = None,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """A regressor trained on another data set, on ``dataset``'s test images (``splits["test"]``, the first
-    ``max_test``): as it is ("foreign") and after calibration ("calibrated") on ``n_labelled`` labelled images drawn
-    from the train and validation parts (as ``sampot calibrate`` does: fine-tuned on 70%, its best epoch chosen on a
-    second draw of masks). Returns {"foreign": report, "calibrated": report, "labelled": {...}}, each report as
-    :func:`measure_transfer` gives it on the test images."""
-    pool = sorted(splits.get("train", []) + splits.get("val", []))
-    test = list(splits.get("test", []))[:max_test]
-    if len(test) < 3:
-        raise SampotError(f"the comparison needs at least 3 test images (a correlation), got {len(test)}.")
-    fine_ids, check_ids = choose_labelled(pool, n_labelled, seed)
-    common = dict(size=regressor.input_size, prompt=prompt, sharpness=sharpness, n_synthetic=n_synthetic,
-                  n_outside=n_outside)  # fmt: skip
-    train = transfer_samples(model, dataset, fine_ids, structure, seed=seed, **common)
-    val = transfer_samples(model, dataset, fine_ids, structure, seed=np.random.default_rng([seed, 1]), **common)
-    tuned, history = fine_tune(regressor, train, val, epochs=epochs, lr=tune_lr, seed=seed, device=device)
-    samples = transfer_samples(model, dataset, test, structure, seed=seed, **common)
-    measure = dict(prompt=prompt, sharpness=sharpness, seed=seed, steps=steps, lr=lr, device=device,
-                   samples=samples)  # fmt: skip
-    return {
-        "foreign": measure_transfer(model, regressor, dataset, test, structure, **measure),
-        "calibrated": measure_transfer(model, tuned, dataset, test, structure, **measure),
-        "labelled": {"fine_tune_ids": fine_ids, "unused_check_ids": check_ids, "n_test": len(test),
-                     "best_epoch": int(min(history, key=lambda h: h["val_mse"])["epoch"])},
-    }  # fmt: skip
-
-
-def markdown_table(comparison: dict[str, Any]) -> str:
-    """The comparison of :func:`compare_on_test` as a markdown table: r (all masks, the model's masks), mean
-    absolute error, and evolution's mean Dice gain and improved / worse counts on the test images."""
-    lab = comparison["labelled"]
-    n = len(lab["fine_tune_ids"]) + len(lab["unused_check_ids"])
-    lines = [
-        "| regressor | r (all masks) | r (model's masks) | mean abs. error | evolution: mean gain | improved / worse |",
-        "|---|---|---|---|---|---|",
-    ]
-    names = {
-        "foreign": "trained on the other data set",
-        "calibrated": f"calibrated on {n} labelled images (fine-tuned on {len(lab['fine_tune_ids'])})",
-    }
-    for key, label in names.items():
-        rep = comparison[key]
-        e = rep["evolution"]
-        evo = (f"{e['mean_gain']:+.4f}", f"{e['improved']} / {e['worse']} of {e['n']}") if e else ("n/a", "n/a")
-        lines.append(f"| {label} | {_f(rep['r_all'], '.3f')} | {_f(rep['r_model'], '.3f')} | {rep['mae']:.3f} | "
-                     f"{evo[0]} | {evo[1]} |")  # fmt: skip
-    return "\n".join(lines)

@@ -27,25 +27,16 @@ from sampot_lib.defaults import (
     PAPER_FRACTIONS,
     REGRESSOR_LR,
     REGRESSOR_SIZE,
+    SAFEGUARDS_OFF,
+    SAFEGUARDS_ON,
     SCORERS,
     SHARPNESS,
     SIMULATED_PROMPTS,
     STEPS,
 )
-from sampot_lib.errors import SampotError
-from sampot_lib.method.evolve import Safeguards
+from sampot_lib.errors import SampotError, check_safeguards
 
 MASK_OUTPUTS = (None, "best", "single", 0, 1, 2)
-
-
-def default_safeguards() -> dict[str, Any]:
-    """The library's default safeguards as a plain dict (what ``config.json`` stores)."""
-
-    return asdict(Safeguards())
-
-
-def _off_safeguards() -> dict[str, Any]:
-    return asdict(Safeguards.off())
 
 
 @dataclass
@@ -82,7 +73,7 @@ class ExperimentConfig:
     steps: int = STEPS
     lr: float = LR
     sharpness: float = SHARPNESS
-    safeguards: dict[str, Any] = field(default_factory=default_safeguards)
+    safeguards: dict[str, Any] = field(default_factory=lambda: dict(SAFEGUARDS_ON))
     prompt: str = "click"
     box_jitter: float = BOX_JITTER
     optimizer: str = "adam"
@@ -143,8 +134,10 @@ class ExperimentConfig:
                 raise SampotError(
                     f"parameter {name!r} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."
                 )
-        if not self.scorers or any(s not in SCORERS for s in self.scorers) or len(set(self.scorers)) != len(
-            self.scorers
+        if (
+            not self.scorers
+            or any(s not in SCORERS for s in self.scorers)
+            or len(set(self.scorers)) != len(self.scorers)
         ):
             raise SampotError(
                 f"parameter 'scorers' must list some of {', '.join(SCORERS)} (each once), got {self.scorers!r}."
@@ -173,7 +166,7 @@ class ExperimentConfig:
                 )
             if len(set(self.seeds)) != len(self.seeds):
                 raise SampotError(f"parameter 'seeds' lists a seed twice: {self.seeds}.")
-        _check_safeguards(self.safeguards)
+        check_safeguards(self.safeguards)
         if self.workers is not None and self.workers < 1:
             raise SampotError(f"parameter 'workers' must be >= 1 (1: in this process) or None, got {self.workers}.")
         if self.scheduler is not None:
@@ -207,7 +200,9 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
 
 
 #: A Dask scheduler address: [protocol://]host:port (``dask scheduler`` prints it).
-_ADDRESS = re.compile(r"^(?:(tcp|tls|ucx|ws|wss)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$")
+_ADDRESS = re.compile(
+    r"^(?:(tcp|tls|ucx|ws|wss)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$"
+)
 
 
 def check_scheduler(address: str, name: str = "--scheduler") -> str:
@@ -227,30 +222,6 @@ def _is_number(v: Any) -> bool:
 def _positive(name: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         raise SampotError(f"parameter {name!r} must be a finite number > 0, got {value!r}.")
-
-
-def _check_safeguards(guards: dict[str, Any]) -> None:
-    """The safeguards dict: known keys, and limits that can work (None switches a limit off)."""
-    rules = {
-        "trust_radius": (lambda v: v > 0, "> 0 (a fraction of the image's longer side)"),
-        "min_overlap": (lambda v: 0 <= v <= 1, "in [0, 1] (an IoU)"),
-        "max_area_ratio": (lambda v: v >= 1, ">= 1 (an area factor)"),
-        "min_box_size": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    }
-    for key, value in guards.items():
-        if key == "keep_in_image":
-            if not isinstance(value, bool):
-                raise SampotError(f"safeguard 'keep_in_image' must be true or false, got {value!r}.")
-            continue
-        if key not in rules:
-            raise SampotError(
-                f"unknown safeguard {key!r}; known: keep_in_image, {', '.join(rules)}."
-            )
-        ok, rule = rules[key]
-        if value is None:
-            continue
-        if not _is_number(value) or not math.isfinite(value) or not ok(value):
-            raise SampotError(f"safeguard {key!r} must be None or a finite number {rule}, got {value!r}.")
 
 
 # -- presets -------------------------------------------------------------------------------------------------------
@@ -284,7 +255,7 @@ PAPER_CONTEXT = {"model": "vit_b"}
 def _resolve(name: str, values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     if out.get("safeguards") == "off":
-        out["safeguards"] = _off_safeguards()
+        out["safeguards"] = dict(SAFEGUARDS_OFF)
     return out
 
 

@@ -19,24 +19,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
 from filelock import FileLock, Timeout
 
 from sampot_lib import __version__
-from sampot_lib.data.folder import FolderDataset
-from sampot_lib.data.phantom import write_phantom_set
-from sampot_lib.data.splits import load_splits, make_splits, save_splits
+from sampot_lib.data.splits import load_splits
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig, apply_preset, settings_hash
+from sampot_lib.experiment.config import settings_hash
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.files import sha256_file, write_text
 
@@ -289,7 +286,7 @@ class RunFolder:
                 files += [n for n in (entry.get("outputs") or {n: "" for n in RESULTS_OF.get(stage, ())})
                           if (self.path / n).is_file()]  # fmt: skip
         if not doc["stages"] and (self.path / "splits.json").is_file():
-            if _split_hash_of(self.path / "splits.json") != split:
+            if split_hash_of(self.path / "splits.json") != split:
                 files += [n for n in RESULT_FILES if (self.path / n).is_file()]
         return sorted(set(files))
 
@@ -324,7 +321,7 @@ RESULTS_OF: dict[str, tuple[str, ...]] = {
 
 
 def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """"epochs 3 -> 5, steps 2 -> 4": the settings that differ."""
+    """ "epochs 3 -> 5, steps 2 -> 4": the settings that differ."""
     keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     shown = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:6]]
     return ", ".join(shown) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "") or "none"
@@ -337,200 +334,52 @@ def _version() -> str:
 # -- the data set and the split --------------------------------------------------------------------------------------
 
 
-def open_dataset(config: ExperimentConfig) -> FolderDataset:
-    """The config's data set, validated (every file read), with the config's structure in it."""
-    dataset = FolderDataset(config.data)
-    if config.structure not in dataset.structures:
-        raise SampotError(
-            f"structure {config.structure!r} is not in {config.data} (it has {', '.join(dataset.structures)})."
-        )
-    return dataset
+def part_text(result: dict[str, Any]) -> str:
+    # NaN stays NaN (Python's JSON reads it back); numpy scalars become Python numbers
+    return json.dumps(result, allow_nan=True, default=lambda v: v.item() if hasattr(v, "item") else str(v))
 
 
-def resolve_split(
-    config: ExperimentConfig, dataset: FolderDataset, *, force: bool = False
-) -> tuple[dict[str, list[str]], str]:
-    """The full split every stage of this run uses and its hash (call with the folder locked).
-
-    ``split_file`` if given; else ``out/splits.json`` if it was made with this config's seed, data and fractions;
-    else a new seeded subject split with ``split_fractions``, written to ``out/splits.json``. A split different from
-    the one that results in ``out`` were made on is refused (SampotError saying what to do); ``force`` deletes those
-    results instead (:meth:`RunFolder.reset`).
-    """
-    folder = RunFolder(config.out_dir)
-    made = folder.path / "splits.json"
-    splits, reason = None, ""
-    source = f"seed {config.seed} of {config.data}"
-    if config.split_file:
-        splits = load_splits(config.split_file, dataset)
-        source = f"split file {config.split_file}"
-    elif made.is_file():
-        try:
-            info = {k: v for k, v in read_json(made, "split file").items() if k not in ("splits", "subjects")}
-        except (SampotError, AttributeError):
-            info, reason = None, f"{made} is damaged"
-        if info is not None:
-            want = {"seed": config.seed, "source": str(config.data), "fractions": config.split_fractions}
-            have = {"seed": info.get("seed"), "source": info.get("source"),
-                    "fractions": [float(v) for v in info.get("fractions") or []]}  # fmt: skip
-            if _same_path(have["source"], want["source"]):  # "data/x" and "./data/x" are one data set
-                have["source"] = want["source"]
-            if have == want:
-                splits = load_splits(made, dataset)
-            else:
-                reason = (f"{made} was made with seed {have['seed']} of {have['source']} (fractions "
-                          f"{have['fractions']}); this run asks for seed {config.seed} of {config.data} (fractions "
-                          f"{config.split_fractions})")  # fmt: skip
-    new = splits is None
-    if new:
-        splits = make_splits(dataset, config.split_fractions, seed=config.seed)
-    digest = split_hash(splits)
-    try:
-        clash = folder.results_on_other_split(digest)
-    except SampotError:  # a damaged manifest: nothing here can be trusted
-        if not force:
-            raise
-        folder.reset()
-        clash = []
-    if clash:
-        if not force:
-            why = reason or "this run's split differs from the one they were made on"
-            raise SampotError(
-                f"{folder.path} holds results made on another split ({', '.join(clash)}); {why}. A split is never "
-                f"remade under results that depend on it: give this run a new --out, or add --force to delete "
-                f"those results and start over."
-            )
-        folder.reset()
-    if new and not (made.is_file() and _split_hash_of(made) == digest):
-        subjects = {i: dataset.subject_of(i) for i in dataset.ids}
-        save_splits(made, splits, seed=config.seed, fractions=config.split_fractions, subjects=subjects,
-                    source=str(config.data))  # fmt: skip
-    entry = folder.entry("split")
-    if entry is None or entry.get("split_hash") != digest or folder._entry_problem("split", entry):
-        settings = {"source": source, "seed": config.seed, "fractions": config.split_fractions}
-        outputs = [] if config.split_file else ["splits.json"]
-        inputs = {"file:" + str(config.split_file): sha256_file(config.split_file)} if config.split_file else {}
-        folder.record("split", settings, digest, inputs, outputs)
-    return splits, digest
+def as_stored(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` as its part file holds it (tuples as lists, numpy scalars as numbers): a fresh and a resumed
+    run then write the same bytes."""
+    return json.loads(part_text(result))
 
 
-def _same_path(a: Any, b: Any) -> bool:
-    try:
-        return a == b or Path(str(a)).resolve() == Path(str(b)).resolve()
-    except (OSError, RuntimeError):
-        return False
+class StageParts:
+    """Per-image results of an unfinished stage, one JSON file each, under ``root/<key>/`` (``key``: the hash of
+    what the results depend on, so a part from other settings is never used). ``keep=False`` starts afresh."""
+
+    def __init__(self, root: Path, key: str, keep: bool):
+        self.root, self.dir = root, root / key[:16]
+        if root.is_dir():  # parts of other settings, or every part when not resuming, are of no use
+            for old in root.iterdir():
+                if keep and old == self.dir:
+                    continue
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
+
+    def load(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """{id: stored result} of every readable part of ``ids`` (a damaged one is redone)."""
+        out = {}
+        for image_id in ids:
+            try:
+                out[image_id] = json.loads((self.dir / f"{image_id}.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def save(self, image_id: str, result: dict[str, Any]) -> None:
+        """Write one image's part atomically (a temporary name renamed into place)."""
+        write_text(self.dir / f"{image_id}.json", part_text(result))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _split_hash_of(path: Path) -> str | None:
+def split_hash_of(path: Path) -> str | None:
     try:
         return split_hash(load_splits(path))
     except SampotError:
         return None
-
-
-def limit(splits: dict[str, list[str]], max_images: int | None) -> dict[str, list[str]]:
-    """Each split's first ``max_images`` ids (all with None)."""
-    return splits if max_images is None else {k: v[:max_images] for k, v in splits.items()}
-
-
-def prepare_splits(config: ExperimentConfig, dataset: FolderDataset, *, force: bool = False) -> dict[str, list[str]]:
-    """The split every stage uses (see :func:`resolve_split`), each part cut to ``max_images``. Takes the folder's
-    lock while it reads or writes ``splits.json``."""
-    with RunFolder(config.out_dir).locked():
-        splits, _ = resolve_split(config, dataset, force=force)
-    return limit(splits, config.max_images)
-
-
-def write_config(config: ExperimentConfig) -> None:
-    """``out/config.json``: the settings of the run that last wrote into the folder."""
-    write_json(config.out_dir / "config.json", config.to_dict())
-
-
-@dataclass
-class Run:
-    """What a notebook chapter works on: the checked config, the data set, the split, and labels that name the
-    model and the data beside every number."""
-
-    config: ExperimentConfig
-    dataset: FolderDataset
-    splits: dict[str, list[str]]
-
-    @property
-    def folder(self) -> RunFolder:
-        return RunFolder(self.config.out_dir)
-
-    @property
-    def data_label(self) -> str:
-        return f"{Path(self.config.data).name} ({len(self.dataset.ids)} images, {self.config.structure})"
-
-    @property
-    def model_label(self) -> str:
-        ckpt = self.config.checkpoint
-        return self.config.model + ("" if ckpt is None else f" ({Path(ckpt).name})")
-
-    def describe(self) -> str:
-        """Model, data and split in three lines. The data's path is shown relative to the repository root (found as
-        :func:`start_run` finds it): the book must not print the folders of the machine that built it."""
-        sizes = ", ".join(f"{k} {len(v)} images" for k, v in self.splits.items())
-        here = Path.cwd()
-        root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file()), here)
-        data = Path(self.config.data)
-        shown = os.path.relpath(data, root) if data.is_absolute() else str(data)
-        return f"model: {self.model_label}\ndata: {shown}: {self.data_label}\nsplit: {sizes}"
-
-
-def apply_thread_setting() -> int | None:
-    """Set torch's thread count from ``$SAMPOT_THREADS`` (the book's kernels and the CLI alike); returns it, or None
-    when unset. The same settings give the same numbers only at the same thread count: float sums in another order
-    change the regressor's training slightly, and that moves evolved Dice by up to about 0.01 per image (measured on
-    phantoms with SAM-Nano, 1 against 2 threads)."""
-    value = os.environ.get("SAMPOT_THREADS", "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise SampotError(f"SAMPOT_THREADS={value!r} must be a whole number >= 1 (torch's threads), or unset.")
-
-    torch.set_num_threads(int(value))
-    return int(value)
-
-
-def start_run(
-    *,
-    data: str | Path | None,
-    out: str | Path,
-    phantom_n: int = 60,
-    phantom_size: int = 512,
-    root: str | Path | None = None,
-    force: bool = False,
-    **params: Any,
-) -> Run:
-    """Turn a notebook's parameters into a :class:`Run`.
-
-    Relative paths (``data``, ``out``, ``checkpoint``, ``split_file``, ``regressor``) are taken from the repository
-    root (``root``, default: the nearest folder above the working directory with a pyproject.toml), wherever the
-    kernel started. ``data=None`` uses the phantom set at ``_build/data/phantom``, written (``phantom_n`` images of
-    ``phantom_size`` px, seeded) if missing. Every parameter is checked by :class:`ExperimentConfig`; a ``preset``
-    parameter starts from that preset's values. ``$SAMPOT_THREADS`` sets torch's thread count (the book's build runs
-    on few cores).
-    """
-
-    apply_thread_setting()
-    here = Path.cwd()
-    base = Path(root) if root else next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file()), here)
-
-    def at_base(path: str | Path | None) -> str | None:
-        return None if path is None else str(path if Path(path).is_absolute() else base / path)
-
-    if data is None:
-        data = base / "_build" / "data" / "phantom"
-        if not (data / "manifest.csv").is_file():
-            print(f"writing {phantom_n} phantoms of {phantom_size} px to {data}")
-            write_phantom_set(data, phantom_n, params.get("seed", 0), size=phantom_size, progress=True)
-    for key in ("checkpoint", "split_file", "regressor"):
-        if key in params:
-            params[key] = at_base(params[key])
-    preset = params.pop("preset", None)
-    values = {"data": at_base(data), "out": at_base(out), **params}
-    config = apply_preset(preset, **values) if preset else ExperimentConfig(**values)
-    dataset = open_dataset(config)
-    return Run(config, dataset, prepare_splits(config, dataset, force=force))

@@ -12,10 +12,7 @@ from the same settings, split and inputs.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -25,16 +22,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from sampot_lib import __version__
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, Workers
+from sampot_lib.experiment.provenance import (
+    data_identity,
+    expected_record,
+    mask_hashes,
+    regressor_inputs,
+    regressor_record,
+    regressor_source,
+)
 from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_json
-from sampot_lib.experiment.runfolder import RunFolder, limit, open_dataset, resolve_split, write_config
-from sampot_lib.files import sha256_file, write_text
+from sampot_lib.experiment.runfolder import RunFolder, StageParts, as_stored
+from sampot_lib.experiment.setup import limit, open_dataset, resolve_split, write_config
+from sampot_lib.experiment.summary import column_r, summarise
+from sampot_lib.files import sha256_file
 from sampot_lib.method.evolve import Safeguards, evolve_prompt
-from sampot_lib.method.metrics import dice, pearson_r
+from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, predict, predict_mask
 from sampot_lib.method.regressor import (
     RegressorData,
@@ -48,29 +54,16 @@ from sampot_lib.method.regressor import (
 )
 from sampot_lib.method.scoring import BlendScorer, ConfidenceScorer, OracleScorer, RegressorScorer, choose_blend_weight
 from sampot_lib.method.synth import user_prompt_for
-from sampot_lib.method.training_set import data_identity, mask_hashes, model_prompts_for, regressor_samples
+from sampot_lib.method.training_set import model_prompts_for, regressor_samples
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.models.registry import load_model
-
-# A drop of this much Dice is what the paper's figure 6 shows as a catastrophe (a mask outside the lung).
-CATASTROPHE_DROP = 0.2
-# A loss of more than this much Dice counts as a drop ("drops" in a summary).
-DROP = 0.05
-# Changes smaller than this are "unchanged": below one pixel row of a lung's boundary at 1024 px.
-UNCHANGED_TOL = 1e-3
-#: The numbers a summary reports per safeguard setting; summarise_seeds gives their mean and spread over seeds.
-HEADLINE = ("n", "improved", "unchanged", "worse", "drops", "catastrophes", "mean_gain", "median_gain",
-            "mean_dice_initial", "mean_dice_evolved")  # fmt: skip
-REGRESSOR_HEADLINE = ("r_regressor_synthetic", "r_regressor_all", "r_regressor_model", "r_confidence_model",
-                      "r_blend_model", "r_regressor_initial", "r_confidence_initial", "r_regressor_centroid",
-                      "r_confidence_centroid", "blend_weight")  # fmt: skip
 
 
 def build_model(config: ExperimentConfig) -> PromptableModel:
     return load_model(config.model, config.checkpoint, config.device, mask_output=config.mask_output)
 
 
-class _LazyModel:
+class LazyModel:
     """The model, loaded the first time a stage needs it (with ``resume``, maybe never)."""
 
     def __init__(self, config: ExperimentConfig, model: PromptableModel | None = None):
@@ -82,8 +75,8 @@ class _LazyModel:
         return self.model
 
 
-def _lazy(config: ExperimentConfig, model: PromptableModel | _LazyModel | None) -> _LazyModel:
-    return model if isinstance(model, _LazyModel) else _LazyModel(config, model)
+def _lazy(config: ExperimentConfig, model: PromptableModel | LazyModel | None) -> LazyModel:
+    return model if isinstance(model, LazyModel) else LazyModel(config, model)
 
 
 def model_ref(config: ExperimentConfig) -> ModelRef:
@@ -103,7 +96,7 @@ def _workers(config: ExperimentConfig, workers: Workers | None) -> Iterator[Work
         yield own
 
 
-def _begin(config: ExperimentConfig, dataset: FolderDataset | None) -> tuple[RunFolder, FolderDataset]:
+def open_run(config: ExperimentConfig, dataset: FolderDataset | None) -> tuple[RunFolder, FolderDataset]:
     """Refuse early if another run holds the folder; validate the data set (before anything is written)."""
     folder = RunFolder(config.out_dir)
     folder.assert_unlocked()
@@ -139,19 +132,19 @@ def _test_stage_inputs(
     if not foreign:  # the folder's regressor must come from this run's training settings and split
         folder.require("train", stage_settings(config, "train"), split)
     test_masks = mask_hashes(dataset, splits["test"], config.structure)
-    inputs = _regressor_inputs(config, path, foreign) | {"data:test masks": data_identity(test_masks)}
+    inputs = regressor_inputs(config, path, foreign) | {"data:test masks": data_identity(test_masks)}
     return splits, split, path, foreign, test_masks, inputs
 
 
 def _begin_test_stage(
-    stage: str, config: ExperimentConfig, folder: RunFolder, lazy: _LazyModel, path: Path, foreign: bool,
+    stage: str, config: ExperimentConfig, folder: RunFolder, lazy: LazyModel, path: Path, foreign: bool,
     test_masks: dict[str, str], settings: dict[str, Any], split: str, inputs: dict[str, str],
 ) -> tuple[PromptableModel, SegmentationRegressor, dict[str, Any], list[str]]:  # fmt: skip
     """Load the model and the checked regressor, then record ``stage`` as begun: (model, regressor, its record,
     warnings about a foreign regressor)."""
     net = lazy.get()
     regressor, meta = load_regressor(path, device=config.device)
-    notes = check_regressor(meta, _expected(config, net, test_masks), allow_foreign=foreign)
+    notes = check_regressor(meta, expected_record(config, net, test_masks), allow_foreign=foreign)
     folder.begin(stage, settings, split, inputs)
     return net, regressor, meta, notes
 
@@ -170,28 +163,6 @@ def _require_parts(
         )
 
 
-def regressor_source(config: ExperimentConfig) -> tuple[Path, bool]:
-    """(regressor file, whether it is foreign: given with ``config.regressor`` rather than trained in ``out``)."""
-    if config.regressor is not None:
-        return Path(config.regressor), True
-    return config.out_dir / "regressor.pt", False
-
-
-def _expected(config: ExperimentConfig, model: PromptableModel, test_masks: dict[str, str] | None) -> dict[str, Any]:
-    return {
-        "model": config.model, "mask_output": getattr(model, "mask_output", config.mask_output),
-        "structure": config.structure, "prompt": config.prompt, "sharpness": config.sharpness,
-        "input_size": config.regressor_size, "test_masks": test_masks,
-    }  # fmt: skip
-
-
-def _regressor_inputs(config: ExperimentConfig, path: Path, foreign: bool) -> dict[str, str]:
-    if not path.is_file():
-        raise SampotError(f"regressor file {path} does not exist; train one with `sampot train-regressor` or "
-                          "`sampot run`.")  # fmt: skip
-    return {("file:" + str(path.resolve())) if foreign else path.name: sha256_file(path)}
-
-
 def train_regressor_stage(
     config: ExperimentConfig,
     model: PromptableModel | None = None,
@@ -207,7 +178,7 @@ def train_regressor_stage(
     split and masks. ``workers``: where the per-image work runs (default: ``config.workers`` / ``scheduler``)."""
     if config.regressor is not None:
         raise SampotError("this run uses a regressor trained elsewhere (regressor=...): there is nothing to train.")
-    folder, dataset = _begin(config, dataset)
+    folder, dataset = open_run(config, dataset)
     lazy = _lazy(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         full, split = resolve_split(config, dataset, force=force)
@@ -235,58 +206,12 @@ def train_regressor_stage(
             train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
             device=config.device, progress=progress,
         )  # fmt: skip
-        meta = provenance(config, net, seen, split, train, val, history)
+        meta = regressor_record(config, net, seen, split, train, val, history)
         meta["blend_weight"] = blend_weight(regressor, val)
         save_regressor(regressor, folder.path / "regressor.pt", meta)
         write_csv(folder.path / "regressor_history.csv", history)
         folder.finish("train", ["regressor.pt", "regressor_history.csv"])
     return regressor, history
-
-
-def provenance(
-    config: ExperimentConfig,
-    model: PromptableModel,
-    seen: dict[str, dict[str, str]],
-    split: str,
-    train: Any,
-    val: Any,
-    history: list[dict[str, float]],
-) -> dict[str, Any]:
-    """What a regressor file records about what it learned from (checked by :func:`check_regressor`)."""
-
-    ckpt = Path(config.checkpoint).name if config.checkpoint else f"{config.model} (registry)"
-    return {
-        "data": str(config.data), "data_name": Path(config.data).name,
-        "data_identity": data_identity(seen["train"] | seen["val"]), "split_hash": split, "seed": config.seed,
-        "structure": config.structure, "model": config.model, "checkpoint": ckpt,
-        "mask_output": getattr(model, "mask_output", config.mask_output), "prompt": config.prompt,
-        "input_size": config.regressor_size, "sharpness": config.sharpness, "sampot_version": __version__,
-        "n_train_ids": len(seen["train"]), "n_val_ids": len(seen["val"]),
-        "train_masks": seen["train"], "val_masks": seen["val"],
-        "n_train": len(train), "n_val": len(val), "epochs": config.epochs,
-        "best_val_mse": min(h["val_mse"] for h in history),
-    }  # fmt: skip
-
-
-def load_run_regressor(
-    config: ExperimentConfig,
-    model: PromptableModel,
-    test_ids: list[str] | None = None,
-    dataset: FolderDataset | None = None,
-) -> tuple[SegmentationRegressor, dict[str, Any], list[str]]:
-    """The regressor a stage (or a notebook chapter) of this run uses, checked: (regressor, its record, warnings).
-
-    Its own (``out/regressor.pt``) must come from a finished, unchanged training stage of this folder and fit the
-    model, structure, prompt kind, sharpness and input size, and have seen none of ``test_ids``; a foreign one
-    (``config.regressor``) is checked the same way, but a mismatch is returned as a warning instead.
-    """
-    path, foreign = regressor_source(config)
-    if not foreign:
-        RunFolder(config.out_dir).require("train", stage_settings(config, "train"))
-    regressor, meta = load_regressor(path, device=config.device)
-    test = mask_hashes(dataset, test_ids, config.structure) if test_ids and dataset is not None else None
-    warnings = check_regressor(meta, _expected(config, model, test), allow_foreign=foreign)
-    return regressor, meta, warnings
 
 
 def evaluate_stage(
@@ -303,7 +228,7 @@ def evaluate_stage(
     Dice on unseen synthetic masks, on all the model's masks and on the user's prompts (the centroid click or the
     jittered box), of the regressor, of the model's IoU head and of their blend. ``workers``: where the per-image
     work runs (default: ``config.workers`` / ``scheduler``)."""
-    folder, dataset = _begin(config, dataset)
+    folder, dataset = open_run(config, dataset)
     lazy = _lazy(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         splits, split, path, foreign, test_masks, inputs = _test_stage_inputs(config, folder, dataset, force)
@@ -327,8 +252,13 @@ def evaluate_stage(
             for i, k, d, s, c in zip(test.image_id, test.kind, test.dice, scores, test.confidence, strict=True)
         ]  # fmt: skip
         initial_kind = "model_centroid" if config.prompt == "click" else "model_user_box"
-        rows += pool.map(_user_prompt_row, splits["test"], desc="user prompts", progress=progress,
-                         kwargs=dict(config=config, model=source, dataset=data, regressor=reg, kind=initial_kind))
+        rows += pool.map(
+            _user_prompt_row,
+            splits["test"],
+            desc="user prompts",
+            progress=progress,
+            kwargs=dict(config=config, model=source, dataset=data, regressor=reg, kind=initial_kind),
+        )
         write_csv(folder.path / "regressor_eval.csv", rows)
         synth = [r for r in rows if r["kind"] == "synthetic"]
         own = [r for r in rows if r["kind"] != "synthetic"]  # every mask of the model's, the user's prompts too
@@ -340,13 +270,13 @@ def evaluate_stage(
             "n_synthetic": len(synth),
             "n_model": len(own),
             "n_initial": len(initial),
-            "r_regressor_synthetic": _r(synth, "regressor"),
-            "r_regressor_all": _r(rows, "regressor"),
-            "r_regressor_model": _r(own, "regressor"),
-            "r_confidence_model": _r(own, "confidence"),
-            "r_blend_model": _r(own, "blend") if weight is not None else None,
-            "r_regressor_initial": _r(initial, "regressor"),
-            "r_confidence_initial": _r(initial, "confidence"),
+            "r_regressor_synthetic": column_r(synth, "regressor"),
+            "r_regressor_all": column_r(rows, "regressor"),
+            "r_regressor_model": column_r(own, "regressor"),
+            "r_confidence_model": column_r(own, "confidence"),
+            "r_blend_model": column_r(own, "blend") if weight is not None else None,
+            "r_regressor_initial": column_r(initial, "regressor"),
+            "r_confidence_initial": column_r(initial, "confidence"),
             "blend_weight": weight,
             "regressor_foreign": notes,
             "regressor_origin": describe_origin(meta),
@@ -388,14 +318,6 @@ def _user_prompt_row(
             "confidence": float(small.confidence)}  # fmt: skip
 
 
-def _r(rows: list[dict[str, Any]], column: str) -> float | None:
-    """Pearson r of ``column`` with the true Dice; None when it is undefined (under 3 rows, or a constant)."""
-    if len(rows) < 3:
-        return None
-    r = pearson_r([row[column] for row in rows], [row["dice"] for row in rows])
-    return None if np.isnan(r) else r
-
-
 def evolve_stage(
     config: ExperimentConfig,
     model: PromptableModel | None = None,
@@ -416,7 +338,7 @@ def evolve_stage(
     kept in ``out/evolve_parts/<key>/<id>.json`` (key: a hash of the stage's settings, split and inputs) until the
     stage finishes, when the folder is deleted; with ``resume``, an interrupted stage redoes only the images it has
     no part of. Without ``resume`` every image is redone."""
-    folder, dataset = _begin(config, dataset)
+    folder, dataset = open_run(config, dataset)
     lazy = _lazy(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         splits, split, path, foreign, test_masks, inputs = _test_stage_inputs(config, folder, dataset, force)
@@ -445,14 +367,14 @@ def evolve_stage(
                               "or drop 'blend' from the scorers.")  # fmt: skip
         pool = stack.enter_context(_workers(config, workers))
         source, data, reg = _shared(pool, config, net, dataset, regressor, path)
-        parts = _Parts(folder.path / "evolve_parts", settings_hash({"settings": settings, "split": split,
+        parts = StageParts(folder.path / "evolve_parts", settings_hash({"settings": settings, "split": split,
                                                                      "inputs": inputs}), keep=resume)  # fmt: skip
         done = parts.load(splits["test"])
         todo = [i for i in splits["test"] if i not in done]
         fresh = pool.map(_evolve_image, todo, desc="evolution", progress=progress, on_result=parts.save,
                          kwargs=dict(config=config, model=source, dataset=data, regressor=reg, plan=plan,
                                      weight=weight))  # fmt: skip
-        done |= {i: _as_stored(r) for i, r in zip(todo, fresh, strict=True)}  # as a resumed run reads them back
+        done |= {i: as_stored(r) for i, r in zip(todo, fresh, strict=True)}  # as a resumed run reads them back
         rows = [row for i in splits["test"] for row in done[i]["rows"]]
         trajectories = {key: t for i in splits["test"] for key, t in done[i]["trajectories"].items()}
         write_csv(folder.path / "evolution.csv", rows)
@@ -509,169 +431,3 @@ def _evolve_image(
         })  # fmt: skip
         trajectories[f"{image_id}/{group}"] = res.to_dict()
     return {"rows": rows, "trajectories": trajectories}
-
-
-def _part_text(result: dict[str, Any]) -> str:
-    # NaN stays NaN (Python's JSON reads it back); numpy scalars become Python numbers
-    return json.dumps(result, allow_nan=True, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-
-
-def _as_stored(result: dict[str, Any]) -> dict[str, Any]:
-    """``result`` as its part file holds it (tuples as lists, numpy scalars as numbers): a fresh and a resumed
-    run then write the same bytes."""
-    return json.loads(_part_text(result))
-
-
-class _Parts:
-    """Per-image results of an unfinished stage, one JSON file each, under ``root/<key>/`` (``key``: the hash of
-    what the results depend on, so a part from other settings is never used). ``keep=False`` starts afresh."""
-
-    def __init__(self, root: Path, key: str, keep: bool):
-        self.root, self.dir = root, root / key[:16]
-        if root.is_dir():  # parts of other settings, or every part when not resuming, are of no use
-            for old in root.iterdir():
-                if keep and old == self.dir:
-                    continue
-                if old.is_dir():
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    old.unlink(missing_ok=True)
-
-    def load(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """{id: stored result} of every readable part of ``ids`` (a damaged one is redone)."""
-        out = {}
-        for image_id in ids:
-            try:
-                out[image_id] = json.loads((self.dir / f"{image_id}.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-        return out
-
-    def save(self, image_id: str, result: dict[str, Any]) -> None:
-        """Write one image's part atomically (a temporary name renamed into place)."""
-        write_text(self.dir / f"{image_id}.json", _part_text(result))
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of improved / unchanged / worse images, mean and median gain, and catastrophes (drop > 0.2)."""
-    gains = np.array([float(r["gain"]) for r in rows])
-    if len(gains) == 0:
-        raise SampotError("no evolution results to summarise: the test split is empty.")
-    return {
-        "n": len(gains),
-        "improved": int((gains > UNCHANGED_TOL).sum()),
-        "unchanged": int((np.abs(gains) <= UNCHANGED_TOL).sum()),
-        "worse": int((gains < -UNCHANGED_TOL).sum()),
-        "drops": int((gains < -DROP).sum()),
-        "catastrophes": int((gains < -CATASTROPHE_DROP).sum()),
-        "mean_gain": float(gains.mean()),
-        "median_gain": float(np.median(gains)),
-        "mean_dice_initial": float(np.mean([float(r["dice0"]) for r in rows])),
-        "mean_dice_evolved": float(np.mean([float(r["dice"]) for r in rows])),
-    }
-
-
-def summarise_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof 1) over seeds of every headline number of per-seed summaries
-    ({seed: summary as :func:`evolve_stage` returns it}).
-
-    Returns {"seeds", "mean": {"on": {...}, "off": {...}, "regressor": {...}}, "sd": (the same layout), "n": (how
-    many seeds had the number: an undefined r is left out), "per_seed"}. sd is None with fewer than two values.
-    """
-    if not per_seed:
-        raise SampotError("no per-seed results to summarise.")
-    # every evolution group any seed has ("on", "off", "confidence", "oracle", "jitter_0.05", ...) and the evaluation
-    groups = {g: HEADLINE for s in per_seed.values() for g, v in s.items() if isinstance(v, dict) and "mean_gain" in v}
-    groups["regressor"] = REGRESSOR_HEADLINE
-    mean: dict[str, dict[str, float | None]] = {}
-    sd: dict[str, dict[str, float | None]] = {}
-    count: dict[str, dict[str, int]] = {}
-    for group, keys in groups.items():
-        mean[group], sd[group], count[group] = {}, {}, {}
-        for key in keys:
-            vals = np.array([float(s[group][key]) for s in per_seed.values()
-                             if group in s and s[group].get(key) is not None], dtype=np.float64)  # fmt: skip
-            count[group][key] = len(vals)
-            mean[group][key] = float(vals.mean()) if len(vals) else None
-            sd[group][key] = float(vals.std(ddof=1)) if len(vals) > 1 else None
-    return {"seeds": [int(k) for k in per_seed], "sd_ddof": 1, "mean": mean, "sd": sd, "n": count,
-            "per_seed": {str(k): v for k, v in per_seed.items()}}  # fmt: skip
-
-
-def _run_one(
-    config: ExperimentConfig, dataset: FolderDataset, model: _LazyModel, progress: bool, resume: bool, force: bool,
-    workers: Workers,
-) -> dict[str, Any]:  # fmt: skip
-    if config.regressor is None:
-        train_regressor_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
-    evaluate_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
-    return evolve_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
-
-
-def run_experiment(
-    config: ExperimentConfig, progress: bool = True, *, resume: bool = False, force: bool = False
-) -> dict[str, Any]:
-    """All stages with one model load and one validation of the data set: train the regressor (unless
-    ``config.regressor`` names one), evaluate it, evolve the test split.
-
-    With ``config.seeds``, the regressor training and the evolution run once per seed in ``out/seed_<k>/``, all on
-    the split made with ``config.seed``, and ``out/summary.json`` holds the mean and spread over seeds
-    (:func:`summarise_seeds`). ``resume``: reuse every stage that finished from the same settings, split and inputs;
-    ``force``: delete results made on another split instead of refusing. ``config.workers`` / ``scheduler``: one
-    Dask cluster for every stage (started when the first per-image work needs it).
-    """
-    with Workers(config.workers, config.scheduler) as workers:
-        return _run_experiment(config, progress, resume, force, workers)
-
-
-def _run_experiment(
-    config: ExperimentConfig, progress: bool, resume: bool, force: bool, workers: Workers
-) -> dict[str, Any]:
-    folder, dataset = _begin(config, None)  # validated once: every file of the set is read
-    model = _LazyModel(config)
-    if progress and folder.path.is_dir() and not force:  # say what was found before reusing or redoing it
-        for problem in folder.problems():
-            print(f"note: {problem}; {'redoing what it affects' if resume else 'every stage is redone'}.",
-                  file=sys.stderr)  # fmt: skip
-    if config.seeds is None:
-        return _run_one(config, dataset, model, progress, resume, force, workers)
-    with folder.locked():
-        _, split = resolve_split(config, dataset, force=force)
-        write_config(config)
-        split_file = config.split_file or str(folder.path / "splits.json")
-        per_seed = {}
-        for k in config.seeds:
-            sub = replace(config, out=str(folder.path / f"seed_{k}"), seed=k, seeds=None, split_file=split_file)
-            per_seed[k] = _run_one(sub, dataset, model, progress, resume, force, workers)
-        inputs = {f"seed_{k}/summary.json": sha256_file(folder.path / f"seed_{k}" / "summary.json")
-                  for k in config.seeds}  # fmt: skip
-        folder.begin("aggregate", {"seeds": config.seeds}, split, inputs)
-        summary = summarise_seeds(per_seed) | {"config": config.to_dict()}
-        write_json(folder.path / "summary.json", summary)
-        folder.finish("aggregate", ["summary.json"])
-    return summary
-
-
-def seed_runs(
-    config: ExperimentConfig, seeds: list[int], progress: bool = True, *, resume: bool = True
-) -> dict[str, Any]:
-    """The spread over seeds of a finished run: ``config``'s own results (its seed; ``out/summary.json`` must exist)
-    and, for every other seed of ``seeds``, the whole experiment again in ``out/seed_<k>/`` on the same split (the
-    regressor's initialisation and its synthetic masks change with the seed, and a box's jitter; the data and the
-    split do not).
-    Returns :func:`summarise_seeds` of them; with ``resume``, seeds that finished before are read back."""
-    own = config.out_dir / "summary.json"
-    if not own.is_file():
-        raise SampotError(f"{own} is missing: evolve the run of seed {config.seed} first (notebook 05, or `sampot "
-                          "run`), then add seeds.")  # fmt: skip
-    per_seed = {config.seed: read_json(own, "summary")}
-    split_file = config.split_file or str(config.out_dir / "splits.json")
-    for k in seeds:
-        if k == config.seed:
-            continue
-        sub = replace(config, out=str(config.out_dir / f"seed_{k}"), seed=k, seeds=None, split_file=split_file)
-        per_seed[k] = run_experiment(sub, progress=progress, resume=resume)
-    return summarise_seeds(per_seed)

@@ -39,3 +39,11 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(stats.pearsonr(x, y).statistic)
+
+
+def pearson_or_none(x: np.ndarray, y: np.ndarray) -> float | None:
+    """:func:`pearson_r`, or None where it is undefined (under 3 pairs, or a constant sample): what a report shows."""
+    if np.asarray(x).size < 3:
+        return None
+    r = pearson_r(x, y)
+    return None if np.isnan(r) else r

@@ -9,14 +9,14 @@ may win.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from sampot_lib.defaults import MAX_AREA_RATIO, MIN_OVERLAP, TRUST_RADIUS
-from sampot_lib.errors import SampotError
+from sampot_lib.defaults import MAX_AREA_RATIO, MIN_BOX_SIZE, MIN_OVERLAP, SAFEGUARDS_OFF, TRUST_RADIUS
+from sampot_lib.errors import SampotError, check_safeguards
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, PromptableModel
 
 
@@ -201,27 +201,15 @@ class Safeguards:
     trust_radius: float | None = TRUST_RADIUS
     min_overlap: float | None = MIN_OVERLAP
     max_area_ratio: float | None = MAX_AREA_RATIO
-    min_box_size: float = 0.02
+    min_box_size: float = MIN_BOX_SIZE
 
     def __post_init__(self) -> None:
-        checks = {
-            "trust_radius": (self.trust_radius, lambda v: v > 0),
-            "min_overlap": (self.min_overlap, lambda v: 0 <= v <= 1),
-            "max_area_ratio": (self.max_area_ratio, lambda v: v >= 1),
-            "min_box_size": (self.min_box_size, lambda v: 0 <= v < 1),
-        }
-        for name, (value, ok) in checks.items():
-            if value is None:
-                continue
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-                rule = {"trust_radius": "> 0", "min_overlap": "in [0, 1] (an IoU)", "max_area_ratio": ">= 1",
-                        "min_box_size": "in [0, 1)"}[name]  # fmt: skip
-                raise SampotError(f"safeguard {name} must be a finite number {rule}, got {value!r}.")
+        check_safeguards(asdict(self))
 
     @classmethod
     def off(cls) -> Safeguards:
         """The paper's setting: no limit but the image border (a prompt outside the image has no meaning)."""
-        return cls(keep_in_image=True, trust_radius=None, min_overlap=None, max_area_ratio=None)
+        return cls(**SAFEGUARDS_OFF)
 
     def project(
         self, coords: torch.Tensor, start: torch.Tensor, prompt: Prompt, shape: tuple[int, int]

@@ -10,7 +10,6 @@ Also the data-set identity the regressor's file records: a hash of each mask fil
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -22,7 +21,6 @@ from tqdm.auto import tqdm
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import N_OUTSIDE, N_SYNTHETIC, REGRESSOR_SIZE, SHARPNESS
 from sampot_lib.errors import SampotError
-from sampot_lib.files import sha256_file
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, as_prompt, predict
 from sampot_lib.method.regressor import RegressorData, to_input
@@ -187,12 +185,3 @@ def _u8(t: torch.Tensor) -> np.ndarray:
     return (t.squeeze().clamp(0, 1) * 255).round().byte().numpy()
 
 
-def mask_hashes(dataset: FolderDataset, ids: list[str], structure: str) -> dict[str, str]:
-    """{image id: sha256 of its ``structure`` mask file's bytes}: which labelled images a regressor saw (the same
-    file under another name or in another folder has the same hash)."""
-    return {image_id: sha256_file(dataset.mask_path(image_id, structure)) for image_id in ids}
-
-
-def data_identity(hashes: dict[str, str]) -> str:
-    """One sha256 over sorted (id, mask hash) pairs: the identity of the labelled images a stage used."""
-    return hashlib.sha256("".join(f"{i}\0{hashes[i]}\n" for i in sorted(hashes)).encode()).hexdigest()

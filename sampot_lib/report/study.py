@@ -20,8 +20,9 @@ from sampot_lib.defaults import SHARPNESS
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.records import read_csv, read_json
-from sampot_lib.experiment.runfolder import start_run
-from sampot_lib.experiment.stages import build_model, run_experiment, user_prompt
+from sampot_lib.experiment.runner import run_experiment
+from sampot_lib.experiment.setup import start_run
+from sampot_lib.experiment.stages import build_model, user_prompt
 from sampot_lib.method.evolve import evolve_prompt
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, Safeguards, predict_mask

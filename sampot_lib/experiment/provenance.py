@@ -1,0 +1,146 @@
+"""What a regressor file or a result came from: the labelled images (mask hashes), the settings, the model, the
+package versions; and the checks of a regressor against the run that uses it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from sampot_lib import __version__
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.errors import SampotError
+from sampot_lib.experiment.config import ExperimentConfig, stage_settings
+from sampot_lib.experiment.runfolder import RunFolder
+from sampot_lib.files import sha256_file
+from sampot_lib.method.regressor import (
+    SegmentationRegressor,
+    check_regressor,
+    load_regressor,
+)
+from sampot_lib.models.base import PromptableModel
+
+
+def regressor_source(config: ExperimentConfig) -> tuple[Path, bool]:
+    """(regressor file, whether it is foreign: given with ``config.regressor`` rather than trained in ``out``)."""
+    if config.regressor is not None:
+        return Path(config.regressor), True
+    return config.out_dir / "regressor.pt", False
+
+
+def expected_record(
+    config: ExperimentConfig, model: PromptableModel, test_masks: dict[str, str] | None
+) -> dict[str, Any]:
+    return {
+        "model": config.model, "mask_output": getattr(model, "mask_output", config.mask_output),
+        "structure": config.structure, "prompt": config.prompt, "sharpness": config.sharpness,
+        "input_size": config.regressor_size, "test_masks": test_masks,
+    }  # fmt: skip
+
+
+def regressor_inputs(config: ExperimentConfig, path: Path, foreign: bool) -> dict[str, str]:
+    if not path.is_file():
+        raise SampotError(f"regressor file {path} does not exist; train one with `sampot train-regressor` or "
+                          "`sampot run`.")  # fmt: skip
+    return {("file:" + str(path.resolve())) if foreign else path.name: sha256_file(path)}
+
+
+def regressor_record(
+    config: ExperimentConfig,
+    model: PromptableModel,
+    seen: dict[str, dict[str, str]],
+    split: str,
+    train: Any,
+    val: Any,
+    history: list[dict[str, float]],
+) -> dict[str, Any]:
+    """What a regressor file records about what it learned from (checked by :func:`check_regressor`)."""
+
+    ckpt = Path(config.checkpoint).name if config.checkpoint else f"{config.model} (registry)"
+    return {
+        "data": str(config.data), "data_name": Path(config.data).name,
+        "data_identity": data_identity(seen["train"] | seen["val"]), "split_hash": split, "seed": config.seed,
+        "structure": config.structure, "model": config.model, "checkpoint": ckpt,
+        "mask_output": getattr(model, "mask_output", config.mask_output), "prompt": config.prompt,
+        "input_size": config.regressor_size, "sharpness": config.sharpness, "sampot_version": __version__,
+        "n_train_ids": len(seen["train"]), "n_val_ids": len(seen["val"]),
+        "train_masks": seen["train"], "val_masks": seen["val"],
+        "n_train": len(train), "n_val": len(val), "epochs": config.epochs,
+        "best_val_mse": min(h["val_mse"] for h in history),
+    }  # fmt: skip
+
+
+def load_run_regressor(
+    config: ExperimentConfig,
+    model: PromptableModel,
+    test_ids: list[str] | None = None,
+    dataset: FolderDataset | None = None,
+) -> tuple[SegmentationRegressor, dict[str, Any], list[str]]:
+    """The regressor a stage (or a notebook chapter) of this run uses, checked: (regressor, its record, warnings).
+
+    Its own (``out/regressor.pt``) must come from a finished, unchanged training stage of this folder and fit the
+    model, structure, prompt kind, sharpness and input size, and have seen none of ``test_ids``; a foreign one
+    (``config.regressor``) is checked the same way, but a mismatch is returned as a warning instead.
+    """
+    path, foreign = regressor_source(config)
+    if not foreign:
+        RunFolder(config.out_dir).require("train", stage_settings(config, "train"))
+    regressor, meta = load_regressor(path, device=config.device)
+    test = mask_hashes(dataset, test_ids, config.structure) if test_ids and dataset is not None else None
+    warnings = check_regressor(meta, expected_record(config, model, test), allow_foreign=foreign)
+    return regressor, meta, warnings
+
+
+def mask_hashes(dataset: FolderDataset, ids: list[str], structure: str) -> dict[str, str]:
+    """{image id: sha256 of its ``structure`` mask file's bytes}: which labelled images a regressor saw (the same
+    file under another name or in another folder has the same hash)."""
+    return {image_id: sha256_file(dataset.mask_path(image_id, structure)) for image_id in ids}
+
+
+def data_identity(hashes: dict[str, str]) -> str:
+    """One sha256 over sorted (id, mask hash) pairs: the identity of the labelled images a stage used."""
+    return hashlib.sha256("".join(f"{i}\0{hashes[i]}\n" for i in sorted(hashes)).encode()).hexdigest()
+
+
+def calibrated_record(
+    base_meta: dict[str, Any],
+    base_path: str | Path,
+    *,
+    data: str | Path,
+    fine_masks: dict[str, str],
+    check_masks: dict[str, str],
+    split_hash: str | None,
+    seed: int,
+    settings: dict[str, Any],
+    history: list[dict[str, float]],
+) -> dict[str, Any]:
+    """The record of a calibrated regressor file.
+
+    It keeps what the base was made for (model, mask output, structure, prompt kind, sharpness, input size: what
+    :func:`~sampot_lib.method.regressor.check_regressor` compares) and what it saw (``train_masks``, ``val_masks``), the
+    whole base record under ``calibrated_from`` with the base file's path and sha256, and the calibration:
+    ``calibrated_on`` (the new data set, its labelled ids, the identity of their masks, the split, seed and
+    settings) and ``calibration_masks`` ({id: mask sha256} of every labelled image, fine-tune and check alike;
+    earlier calibrations' are kept, so a chain of calibrations remembers all it saw).
+    """
+
+    kept = ("data", "data_name", "data_identity", "split_hash", "seed", "structure", "model", "checkpoint",
+            "mask_output", "prompt", "input_size", "sharpness", "n_train_ids", "n_val_ids", "train_masks",
+            "val_masks")  # fmt: skip
+    labelled = fine_masks | check_masks
+    earlier = dict(base_meta.get("calibration_masks", {}))
+    for image_id, digest in labelled.items():  # ids of two data sets may clash: keep both hashes
+        key = image_id if earlier.get(image_id, digest) == digest else f"{Path(str(data)).name}/{image_id}"
+        earlier[key] = digest
+    best = min(history, key=lambda h: h["val_mse"])
+    return {k: base_meta[k] for k in kept if k in base_meta} | {
+        "sampot_version": __version__,
+        "calibrated_from": {"file": str(base_path), "sha256": sha256_file(base_path), "record": base_meta},
+        "calibrated_on": {
+            "data": str(data), "data_name": Path(str(data)).name, "data_identity": data_identity(labelled),
+            "split_hash": split_hash, "seed": seed, "n_labelled": len(labelled), "fine_tune_ids": sorted(fine_masks),
+            "check_ids": sorted(check_masks), "best_epoch": int(best["epoch"]), "best_val_mse": best["val_mse"],
+            "settings": settings,
+        },
+        "calibration_masks": earlier,
+    }  # fmt: skip

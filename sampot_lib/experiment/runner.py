@@ -1,0 +1,96 @@
+"""The whole experiment in one call: every stage with one model load and one validation of the data set, once or once
+per seed, with the mean and spread over seeds."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from typing import Any
+
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.errors import SampotError
+from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.parallel import Workers
+from sampot_lib.experiment.records import read_json, write_json
+from sampot_lib.experiment.setup import resolve_split, write_config
+from sampot_lib.experiment.stages import LazyModel, evaluate_stage, evolve_stage, open_run, train_regressor_stage
+from sampot_lib.experiment.summary import (
+    summarise_seeds,
+)
+from sampot_lib.files import sha256_file
+
+
+def _run_one(
+    config: ExperimentConfig, dataset: FolderDataset, model: LazyModel, progress: bool, resume: bool, force: bool,
+    workers: Workers,
+) -> dict[str, Any]:  # fmt: skip
+    if config.regressor is None:
+        train_regressor_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
+    evaluate_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
+    return evolve_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
+
+
+def run_experiment(
+    config: ExperimentConfig, progress: bool = True, *, resume: bool = False, force: bool = False
+) -> dict[str, Any]:
+    """All stages with one model load and one validation of the data set: train the regressor (unless
+    ``config.regressor`` names one), evaluate it, evolve the test split.
+
+    With ``config.seeds``, the regressor training and the evolution run once per seed in ``out/seed_<k>/``, all on
+    the split made with ``config.seed``, and ``out/summary.json`` holds the mean and spread over seeds
+    (:func:`summarise_seeds`). ``resume``: reuse every stage that finished from the same settings, split and inputs;
+    ``force``: delete results made on another split instead of refusing. ``config.workers`` / ``scheduler``: one
+    Dask cluster for every stage (started when the first per-image work needs it).
+    """
+    with Workers(config.workers, config.scheduler) as workers:
+        return _run_experiment(config, progress, resume, force, workers)
+
+
+def _run_experiment(
+    config: ExperimentConfig, progress: bool, resume: bool, force: bool, workers: Workers
+) -> dict[str, Any]:
+    folder, dataset = open_run(config, None)  # validated once: every file of the set is read
+    model = LazyModel(config)
+    if progress and folder.path.is_dir() and not force:  # say what was found before reusing or redoing it
+        for problem in folder.problems():
+            print(f"note: {problem}; {'redoing what it affects' if resume else 'every stage is redone'}.",
+                  file=sys.stderr)  # fmt: skip
+    if config.seeds is None:
+        return _run_one(config, dataset, model, progress, resume, force, workers)
+    with folder.locked():
+        _, split = resolve_split(config, dataset, force=force)
+        write_config(config)
+        split_file = config.split_file or str(folder.path / "splits.json")
+        per_seed = {}
+        for k in config.seeds:
+            sub = replace(config, out=str(folder.path / f"seed_{k}"), seed=k, seeds=None, split_file=split_file)
+            per_seed[k] = _run_one(sub, dataset, model, progress, resume, force, workers)
+        inputs = {f"seed_{k}/summary.json": sha256_file(folder.path / f"seed_{k}" / "summary.json")
+                  for k in config.seeds}  # fmt: skip
+        folder.begin("aggregate", {"seeds": config.seeds}, split, inputs)
+        summary = summarise_seeds(per_seed) | {"config": config.to_dict()}
+        write_json(folder.path / "summary.json", summary)
+        folder.finish("aggregate", ["summary.json"])
+    return summary
+
+
+def seed_runs(
+    config: ExperimentConfig, seeds: list[int], progress: bool = True, *, resume: bool = True
+) -> dict[str, Any]:
+    """The spread over seeds of a finished run: ``config``'s own results (its seed; ``out/summary.json`` must exist)
+    and, for every other seed of ``seeds``, the whole experiment again in ``out/seed_<k>/`` on the same split (the
+    regressor's initialisation and its synthetic masks change with the seed, and a box's jitter; the data and the
+    split do not).
+    Returns :func:`summarise_seeds` of them; with ``resume``, seeds that finished before are read back."""
+    own = config.out_dir / "summary.json"
+    if not own.is_file():
+        raise SampotError(f"{own} is missing: evolve the run of seed {config.seed} first (notebook 05, or `sampot "
+                          "run`), then add seeds.")  # fmt: skip
+    per_seed = {config.seed: read_json(own, "summary")}
+    split_file = config.split_file or str(config.out_dir / "splits.json")
+    for k in seeds:
+        if k == config.seed:
+            continue
+        sub = replace(config, out=str(config.out_dir / f"seed_{k}"), seed=k, seeds=None, split_file=split_file)
+        per_seed[k] = run_experiment(sub, progress=progress, resume=resume)
+    return summarise_seeds(per_seed)

@@ -41,8 +41,8 @@ from sampot_lib.experiment.setup import open_dataset, resolve_split
 from sampot_lib.experiment.stages import blend_weight
 from sampot_lib.experiment.summary import summarise
 from sampot_lib.files import sha256_file
-from sampot_lib.method.evolve import evolve_prompt
-from sampot_lib.method.metrics import dice, pearson_or_none
+from sampot_lib.method.evolve import evolve_prompt, truth_gain
+from sampot_lib.method.metrics import pearson_or_none
 from sampot_lib.method.prompts import Safeguards
 from sampot_lib.method.regressor import (
     RegressorData,
@@ -145,8 +145,7 @@ def evolve_images(
         scorer = RegressorScorer(regressor, image, sharpness, device=device)
         res = evolve_prompt(model, scorer, image, start, steps=steps, lr=lr, optimizer=optimizer,
                             sharpness=sharpness, safeguards=guards, seed=seed)  # fmt: skip
-        d0, d1 = dice(res.initial_mask, truth), dice(res.best_mask, truth)
-        rows.append({"image_id": image_id, "dice0": d0, "dice": d1, "gain": d1 - d0})
+        rows.append({"image_id": image_id} | truth_gain(res, truth))
     return rows
 
 

@@ -39,9 +39,8 @@ from sampot_lib.experiment.runfolder import RunFolder, StageParts, as_stored
 from sampot_lib.experiment.setup import limit, open_dataset, resolve_split, write_config
 from sampot_lib.experiment.summary import column_r, summarise
 from sampot_lib.files import sha256_file
-from sampot_lib.method.evolve import Safeguards, evolve_prompt
-from sampot_lib.method.metrics import dice
-from sampot_lib.method.prompts import Prompt, predict, predict_mask
+from sampot_lib.method.evolve import Safeguards, evolve_prompt, measure_prompt, truth_gain
+from sampot_lib.method.prompts import Prompt
 from sampot_lib.method.regressor import (
     RegressorData,
     SegmentationRegressor,
@@ -305,17 +304,11 @@ def _user_prompt_row(
 ) -> dict[str, Any]:
     """The evaluation's row of one test image's user prompt: true Dice, the regressor's score (the score evolution's
     step 0 gets for the same prompt) and the model's confidence (a task a worker may run)."""
-    net = model
     image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
-    prompt = user_prompt(config, image_id, truth)
-    emb = net.embed(image)
     scorer = RegressorScorer(regressor, image, config.sharpness, device=config.device)
-    with torch.no_grad():
-        small = predict(net, emb, prompt, output_size=(scorer.size, scorer.size))
-        score = float(scorer(small.logits, small.confidence))
-    true = dice(predict_mask(net, emb, prompt), truth)
-    return {"image_id": image_id, "kind": kind, "dice": true, "regressor": score,
-            "confidence": float(small.confidence)}  # fmt: skip
+    m = measure_prompt(model, model.embed(image), user_prompt(config, image_id, truth), scorer, truth)
+    return {"image_id": image_id, "kind": kind, "dice": m["dice"], "regressor": m["score"],
+            "confidence": m["confidence"]}  # fmt: skip
 
 
 def evolve_stage(
@@ -405,7 +398,6 @@ def _evolve_image(
 ) -> dict[str, Any]:  # fmt: skip
     """One test image's evolution for every (group, scorer, safeguards, box jitter) of ``plan``: {"rows": its rows
     of ``evolution.csv``, "trajectories": {"<id>/<group>": record}} (a task a worker may run)."""
-    net = model
     guarded = Safeguards(**config.safeguards)
     image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
     reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
@@ -418,16 +410,15 @@ def _evolve_image(
         start = user_prompt(replace(config, box_jitter=jitter), image_id, truth)
         # No per-step true Dice (a full-size mask per step): only the first and the winning masks count.
         res = evolve_prompt(
-            net, scorers[scorer_name], image, start, steps=config.steps, lr=config.lr,
+            model, scorers[scorer_name], image, start, steps=config.steps, lr=config.lr,
             optimizer=config.optimizer, sharpness=config.sharpness,
             safeguards=guarded if guard_name == "on" else Safeguards.off(), seed=config.seed,
         )  # fmt: skip
-        d0, d1 = dice(res.initial_mask, truth), dice(res.best_mask, truth)
         rows.append({
             "image_id": image_id, "group": group, "scorer": scorer_name, "safeguards": guard_name,
             "box_jitter": jitter if config.prompt == "box" else "", "x0": res.initial.x, "y0": res.initial.y,
             "x": res.best.x, "y": res.best.y, "best_step": res.best_step, "score0": res.initial.score,
-            "score": res.best.score, "dice0": d0, "dice": d1, "gain": d1 - d0,
-        })  # fmt: skip
+            "score": res.best.score,
+        } | truth_gain(res, truth))  # fmt: skip
         trajectories[f"{image_id}/{group}"] = res.to_dict()
     return {"rows": rows, "trajectories": trajectories}

@@ -23,7 +23,7 @@ from sampot_lib.method.optimizers import make_optimizer
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
 from sampot_lib.method.regressor import SegmentationRegressor
 from sampot_lib.method.scoring import RegressorScorer, Scorer
-from sampot_lib.models.base import PromptableModel
+from sampot_lib.models.base import ImageEmbedding, PromptableModel
 
 __all__ = ["EvolutionResult", "EvolutionStep", "Safeguards", "check_point", "evolve_prompt", "trajectory_masks"]
 
@@ -170,6 +170,24 @@ def evolve_prompt(
     return EvolutionResult(
         prompt, trajectory, best, predict_mask(model, emb, prompt), predict_mask(model, emb, best_prompt), settings
     )
+
+
+@torch.no_grad()
+def measure_prompt(
+    model: PromptableModel, emb: ImageEmbedding, prompt: Prompt, scorer: Scorer, truth: np.ndarray | None = None
+) -> dict[str, Any]:
+    """One prompt as evolution's step 0 sees it: {"mask": H x W bool at the image's size, "score": the scorer's score
+    of the mask at its input size, "confidence": the model's, "dice": the true Dice, or None without ``truth``}."""
+    small = predict(model, emb, prompt, output_size=(scorer.size, scorer.size))
+    mask = predict_mask(model, emb, prompt)
+    return {"mask": mask, "score": float(scorer(small.logits, small.confidence)), "confidence": float(small.confidence),
+            "dice": dice(mask, truth) if truth is not None else None}  # fmt: skip
+
+
+def truth_gain(result: EvolutionResult, truth: np.ndarray) -> dict[str, float]:
+    """An evolution judged against the truth: the user's prompt's Dice (``dice0``), the winner's and the gain."""
+    d0, d1 = dice(result.initial_mask, truth), dice(result.best_mask, truth)
+    return {"dice0": d0, "dice": d1, "gain": d1 - d0}
 
 
 @torch.no_grad()

@@ -22,9 +22,8 @@ import torch
 
 from sampot_lib.defaults import LR, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
-from sampot_lib.method.evolve import EvolutionResult, evolve_prompt
-from sampot_lib.method.metrics import dice
-from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
+from sampot_lib.method.evolve import EvolutionResult, evolve_prompt, measure_prompt
+from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt
 from sampot_lib.method.regressor import SegmentationRegressor, check_regressor
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.models.base import PromptableModel
@@ -204,12 +203,7 @@ class PromptWidget:
         click), scored as evolution scores it (its step 0)."""
         prompt = as_prompt(prompt)
         prompt.check(self.image.shape[:2])
-        size = self._scorer.size
-        small = predict(self.model, self._emb, prompt, output_size=(size, size))
-        score = float(self._scorer(small.logits, small.confidence))
-        mask = predict_mask(self.model, self._emb, prompt)
-        true = dice(mask, self.gt_mask) if self.gt_mask is not None else None
-        return {"mask": mask, "score": score, "confidence": float(small.confidence), "dice": true}
+        return measure_prompt(self.model, self._emb, prompt, self._scorer, self.gt_mask)
 
     def click(self, x: float, y: float) -> dict[str, Any]:
         """What a mouse click at (x, y) (original pixels) does: place a click prompt, or in "box" mode set a corner

@@ -36,9 +36,19 @@ PAPER_FRACTIONS = (41, 28, 53)
 SIMULATED_PROMPTS = ("click", "box")
 #: What can drive evolution, and how the prompt moves.
 SCORERS = ("regressor", "confidence", "blend", "oracle")
+#: The do-no-harm rule's name where scores are listed (it picks among the regressor's evolution's steps).
+RULE = "do-no-harm"
 OPTIMIZERS = ("adam", "cmaes", "random")
 #: Largest evolution step in pixels: a step longer than any image's side only slams the prompt into the border,
 #: and larger values overflow float32 in Adam's update (1e39 does).
 MAX_LR = 10_000.0
 #: Steepest sigmoid: at 1000 the mask is already a hard 0/1 step; far larger values overflow float32.
 MAX_SHARPNESS = 1_000.0
+#: A change of Dice within this is "unchanged" (noise: about one pixel row of a lung's boundary at 256 px).
+UNCHANGED_TOL = 0.005
+#: A loss of more than this much Dice counts as a drop ("drops" in a summary).
+DROP = 0.05
+#: A drop of this much Dice is what the paper's figure 6 shows as a catastrophe (a mask outside the lung).
+CATASTROPHE_DROP = 0.2
+#: The most a do-no-harm rule may cost an image: a drop beyond this is harm.
+HARM_TOLERANCE = 0.02

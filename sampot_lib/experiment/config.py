@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sampot_lib.defaults import (
+    RULE,
     BATCH_SIZE,
     BOX_JITTER,
     EPOCHS,
@@ -78,6 +79,7 @@ class ExperimentConfig:
     box_jitter: float = BOX_JITTER
     optimizer: str = "adam"
     scorers: list[str] = field(default_factory=lambda: ["regressor"])
+    margin: float | None = None
     extra_jitters: list[float] = field(default_factory=list)
     regressor: str | None = None
     preset: str | None = None
@@ -136,14 +138,19 @@ class ExperimentConfig:
                 )
         if (
             not self.scorers
-            or any(s not in SCORERS for s in self.scorers)
+            or any(s not in (*SCORERS, RULE) for s in self.scorers)
             or len(set(self.scorers)) != len(self.scorers)
         ):
             raise SampotError(
-                f"parameter 'scorers' must list some of {', '.join(SCORERS)} (each once), got {self.scorers!r}."
+                f"parameter 'scorers' must list some of {', '.join((*SCORERS, RULE))} (each once), got {self.scorers!r}."
             )
+        if RULE in self.scorers and "regressor" not in self.scorers:  # the rule picks among the regressor's steps
+            self.scorers = ["regressor", *self.scorers]
         if self.scorers[0] != "regressor" and "regressor" in self.scorers:
             self.scorers = ["regressor", *[s for s in self.scorers if s != "regressor"]]
+        if self.margin is not None and not (math.isfinite(self.margin) and 0 <= self.margin <= 1):
+            raise SampotError(f"parameter 'margin' must be a predicted Dice gain in [0, 1] or None (chosen on the "
+                              f"validation split), got {self.margin!r}.")  # fmt: skip
         for j in self.extra_jitters:
             if not (_is_number(j) and math.isfinite(j) and 0 <= j <= 1):
                 raise SampotError(
@@ -194,7 +201,7 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
     "seed": (int,), "max_images": (int, _NONE), "n_synthetic": (int,), "n_outside": (int,), "regressor_size": (int,),
     "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "steps": (int,), "lr": (float,),
     "sharpness": (float,), "safeguards": (dict,), "prompt": (str,), "box_jitter": (float,), "optimizer": (str,),
-    "scorers": (list,), "extra_jitters": (list,), "regressor": (str, _NONE), "preset": (str, _NONE),
+    "scorers": (list,), "margin": (float, _NONE), "extra_jitters": (list,), "regressor": (str, _NONE), "preset": (str, _NONE),
     "seeds": (list, _NONE), "workers": (int, _NONE), "scheduler": (str, _NONE),
 }  # fmt: skip
 
@@ -324,7 +331,7 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "train": _DATA + _MODEL + _SET + ("epochs", "batch_size", "regressor_lr", "regressor"),
     "evaluate": _DATA + _MODEL + _SET + ("box_jitter", "regressor"),
     "evolve": _DATA + _MODEL + ("regressor_size", "sharpness", "prompt", "box_jitter", "extra_jitters", "steps", "lr",
-                                "safeguards", "optimizer", "scorers", "regressor"),
+                                "safeguards", "optimizer", "scorers", "margin", "regressor"),
 }  # fmt: skip
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.defaults import RULE
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, Workers
@@ -37,9 +38,9 @@ from sampot_lib.experiment.provenance import (
 from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_json
 from sampot_lib.experiment.runfolder import RunFolder, StageParts, as_stored
 from sampot_lib.experiment.setup import limit, open_dataset, resolve_split, write_config
-from sampot_lib.experiment.summary import column_r, summarise
+from sampot_lib.experiment.summary import column_r, selection_metrics, share_of_oracle_gain, summarise
 from sampot_lib.files import sha256_file
-from sampot_lib.method.evolve import Safeguards, evolve_prompt, measure_prompt, truth_gain
+from sampot_lib.method.evolve import EvolutionStep, Safeguards, evolve_prompt, measure_prompt, truth_gain
 from sampot_lib.method.prompts import Prompt
 from sampot_lib.method.regressor import (
     RegressorData,
@@ -52,6 +53,7 @@ from sampot_lib.method.regressor import (
     save_regressor,
 )
 from sampot_lib.method.scoring import BlendScorer, ConfidenceScorer, OracleScorer, RegressorScorer, choose_blend_weight
+from sampot_lib.method.selection import DoNoHarm, choose_margin
 from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.method.training_set import model_prompts_for, regressor_samples
 from sampot_lib.models.base import PromptableModel
@@ -351,7 +353,7 @@ def evolve_stage(
         if config.prompt == "click":
             plan.append(("off", "regressor", "off", config.box_jitter))
         plan = [p for p in plan if "regressor" in config.scorers]
-        plan += [(name, name, "on", config.box_jitter) for name in config.scorers if name != "regressor"]
+        plan += [(name, name, "on", config.box_jitter) for name in config.scorers if name not in ("regressor", RULE)]
         if config.prompt == "box" and "regressor" in config.scorers:
             plan += [(f"jitter_{j:g}", "regressor", "on", j) for j in config.extra_jitters if j != config.box_jitter]
         weight = meta.get("blend_weight")
@@ -360,22 +362,32 @@ def evolve_stage(
                               "or drop 'blend' from the scorers.")  # fmt: skip
         pool = stack.enter_context(_workers(config, workers))
         source, data, reg = _shared(pool, config, net, dataset, regressor, path)
+        task = dict(config=config, model=source, dataset=data, regressor=reg, weight=weight)
+        rule, rule_choice = None, None
+        if RULE in config.scorers:
+            rule, rule_choice = _do_no_harm(config, splits, pool, task, weight, path, progress)
         parts = StageParts(folder.path / "evolve_parts", settings_hash({"settings": settings, "split": split,
                                                                      "inputs": inputs}), keep=resume)  # fmt: skip
         done = parts.load(splits["test"])
         todo = [i for i in splits["test"] if i not in done]
         fresh = pool.map(_evolve_image, todo, desc="evolution", progress=progress, on_result=parts.save,
-                         kwargs=dict(config=config, model=source, dataset=data, regressor=reg, plan=plan,
-                                     weight=weight))  # fmt: skip
+                         kwargs=task | dict(plan=plan, rule=rule, truth_per_step=True))  # fmt: skip
         done |= {i: as_stored(r) for i, r in zip(todo, fresh, strict=True)}  # as a resumed run reads them back
         rows = [row for i in splits["test"] for row in done[i]["rows"]]
         trajectories = {key: t for i in splits["test"] for key, t in done[i]["trajectories"].items()}
         write_csv(folder.path / "evolution.csv", rows)
         nonfinite = write_json(folder.path / "trajectories.json", trajectories, indent=None, nonfinite="null")
-        summary: dict[str, Any] = {group: summarise([r for r in rows if r["group"] == group])
-                                   for group in dict.fromkeys(p[0] for p in plan)}  # fmt: skip
-        if "oracle" in summary and "on" in summary and summary["oracle"]["mean_gain"] > 0:
-            summary["share_of_oracle_gain"] = summary["on"]["mean_gain"] / summary["oracle"]["mean_gain"]
+        groups = list(dict.fromkeys([p[0] for p in plan] + ([RULE] if rule is not None else [])))
+        summary: dict[str, Any] = {}
+        for group in groups:
+            mine = [r for r in rows if r["group"] == group]
+            summary[group] = summarise(mine) | selection_metrics(mine, trajectories)
+        for group in groups:
+            summary[group]["share_of_oracle_gain"] = share_of_oracle_gain(summary[group], summary.get("oracle"))
+        if "on" in summary and summary["on"]["share_of_oracle_gain"] is not None:
+            summary["share_of_oracle_gain"] = summary["on"]["share_of_oracle_gain"]
+        if rule_choice is not None:
+            summary["rule_validation"] = rule_choice
         if evaluation is not None:
             summary["regressor"] = evaluation
         summary["data"] = str(config.data)
@@ -394,10 +406,13 @@ def evolve_stage(
 
 def _evolve_image(
     image_id: str, *, config: ExperimentConfig, model: Any, dataset: Any, regressor: Any,
-    plan: list[tuple[str, str, str, float]], weight: float | None,
+    plan: list[tuple[str, str, str, float]], weight: float | None, rule: DoNoHarm | None = None,
+    truth_per_step: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """One test image's evolution for every (group, scorer, safeguards, box jitter) of ``plan``: {"rows": its rows
-    of ``evolution.csv``, "trajectories": {"<id>/<group>": record}} (a task a worker may run)."""
+    """One image's evolution for every (group, scorer, safeguards, box jitter) of ``plan``: {"rows": its rows of
+    ``evolution.csv``, "trajectories": {"<id>/<group>": record}} (a task a worker may run). ``rule``: also the
+    regressor's evolution (group "on") with the do-no-harm rule's winner, as group ``do-no-harm``.
+    ``truth_per_step``: every step records its true Dice (a full-size mask per step), for the selection metrics."""
     guarded = Safeguards(**config.safeguards)
     image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
     reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
@@ -408,17 +423,52 @@ def _evolve_image(
     rows, trajectories = [], {}
     for group, scorer_name, guard_name, jitter in plan:
         start = user_prompt(replace(config, box_jitter=jitter), image_id, truth)
-        # No per-step true Dice (a full-size mask per step): only the first and the winning masks count.
         res = evolve_prompt(
             model, scorers[scorer_name], image, start, steps=config.steps, lr=config.lr,
             optimizer=config.optimizer, sharpness=config.sharpness,
             safeguards=guarded if guard_name == "on" else Safeguards.off(), seed=config.seed,
+            gt_mask=truth if truth_per_step else None,
         )  # fmt: skip
-        rows.append({
-            "image_id": image_id, "group": group, "scorer": scorer_name, "safeguards": guard_name,
-            "box_jitter": jitter if config.prompt == "box" else "", "x0": res.initial.x, "y0": res.initial.y,
-            "x": res.best.x, "y": res.best.y, "best_step": res.best_step, "score0": res.initial.score,
-            "score": res.best.score,
-        } | truth_gain(res, truth))  # fmt: skip
-        trajectories[f"{image_id}/{group}"] = res.to_dict()
+        runs = [(group, scorer_name, res)]
+        if rule is not None and group == "on":
+            runs.append((RULE, scorer_name, rule.apply(res)))
+        for name, scored_by, run in runs:
+            rows.append({
+                "image_id": image_id, "group": name, "scorer": scored_by, "safeguards": guard_name,
+                "box_jitter": jitter if config.prompt == "box" else "", "x0": run.initial.x, "y0": run.initial.y,
+                "x": run.best.x, "y": run.best.y, "best_step": run.best_step, "score0": run.initial.score,
+                "score": run.best.score,
+            } | truth_gain(run, truth))  # fmt: skip
+            trajectories[f"{image_id}/{name}"] = run.to_dict()
     return {"rows": rows, "trajectories": trajectories}
+
+
+def _do_no_harm(
+    config: ExperimentConfig, splits: dict[str, list[str]], pool: Workers, task: dict[str, Any], weight: float | None,
+    path: Path, progress: bool,
+) -> tuple[DoNoHarm, dict[str, Any]]:  # fmt: skip
+    """The do-no-harm rule of this run: its predicted gain is the blend of the regressor and the IoU head (the blend
+    weight chosen on the validation masks), its margin ``config.margin`` or, when None, chosen on evolutions of the
+    validation images (:func:`~sampot_lib.method.selection.choose_margin`); never on test. Returns the rule and what
+    the choice was made from (the trade-off curve)."""
+    if weight is None:
+        raise SampotError(f"the do-no-harm rule needs the regressor's blend weight, which {path} does not record "
+                          "(trained by an older sampot): retrain it, or drop 'do-no-harm' from --scorers.")  # fmt: skip
+    if config.margin is not None:
+        return DoNoHarm(config.margin, weight), {"margin": config.margin, "chosen_on": "given (--margin)"}
+    val = splits.get("val", [])
+    if not val:
+        raise SampotError("the do-no-harm rule chooses its margin on the validation split, which is empty here: give "
+                          "--margin M (a predicted Dice gain in [0, 1]) or a split with validation images.")  # fmt: skip
+    plan = [("on", "regressor", "on", config.box_jitter)]
+    done = pool.map(_evolve_image, val, desc="do-no-harm: validation", progress=progress, kwargs=task | {"plan": plan})
+    probe = DoNoHarm(0.0, weight)
+    predicted, true = [], []
+    for part in done:
+        record, row = part["trajectories"], part["rows"][0]
+        steps = next(iter(record.values()))
+        best, first = EvolutionStep(**steps["best"]), EvolutionStep(**steps["initial"])
+        predicted.append(probe.predicted(best) - probe.predicted(first))
+        true.append(row["gain"])
+    choice = choose_margin(np.array(predicted), np.array(true))
+    return DoNoHarm(choice["margin"], weight), choice | {"chosen_on": f"{len(val)} validation images"}

@@ -7,24 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from sampot_lib.defaults import CATASTROPHE_DROP, DROP, UNCHANGED_TOL
 from sampot_lib.errors import SampotError
-from sampot_lib.method.metrics import pearson_or_none
-
-# A drop of this much Dice is what the paper's figure 6 shows as a catastrophe (a mask outside the lung).
-CATASTROPHE_DROP = 0.2
-
-
-# A loss of more than this much Dice counts as a drop ("drops" in a summary).
-DROP = 0.05
-
-
-# Changes smaller than this are "unchanged": below one pixel row of a lung's boundary at 1024 px.
-UNCHANGED_TOL = 1e-3
-
+from sampot_lib.method.metrics import pearson_or_none, spearman_or_none
 
 #: The numbers a summary reports per safeguard setting; summarise_seeds gives their mean and spread over seeds.
-HEADLINE = ("n", "improved", "unchanged", "worse", "drops", "catastrophes", "mean_gain", "median_gain",
-            "mean_dice_initial", "mean_dice_evolved")  # fmt: skip
+HEADLINE = ("n", "improved", "unchanged", "worse", "drops", "catastrophes", "mean_gain", "median_gain", "worst_drop",
+            "p5_change", "mean_dice_initial", "mean_dice_evolved", "share_of_oracle_gain", "median_within_image_spearman",
+            "median_top1_regret", "p90_top1_regret", "gamed")  # fmt: skip
 
 
 REGRESSOR_HEADLINE = ("r_regressor_synthetic", "r_regressor_all", "r_regressor_model", "r_confidence_model",
@@ -81,3 +71,50 @@ def summarise_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
             sd[group][key] = float(vals.std(ddof=1)) if len(vals) > 1 else None
     return {"seeds": [int(k) for k in per_seed], "sd_ddof": 1, "mean": mean, "sd": sd, "n": count,
             "per_seed": {str(k): v for k, v in per_seed.items()}}  # fmt: skip
+
+
+def selection_metrics(rows: list[dict[str, Any]], trajectories: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """How well a score picked the winner of each image's evolution, from one group's rows (``image_id``, ``gain``,
+    ``score0``, ``score``) and its trajectories ({"<id>/<group>": record whose steps carry the true ``dice``}):
+
+    - ``worst_drop`` and ``p5_change``: the lowest and the 5th percentile of the change of Dice;
+    - ``median_within_image_spearman``: per image, Spearman between the score and the true Dice over every prompt
+      evolution visited, the median over images (images where it is undefined are left out; ``n_spearman`` counts
+      the rest);
+    - ``median_top1_regret`` and ``p90_top1_regret``: the true Dice of the best prompt the safeguards let win minus
+      that of the chosen one;
+    - ``gamed``: the share of images whose winner's predicted gain (score minus the user's prompt's score) is positive
+      while its true gain is below -:data:`~sampot_lib.defaults.UNCHANGED_TOL`.
+    Per-step numbers are None when the trajectories carry no true Dice.
+    """
+    if not rows:
+        raise SampotError("no evolution results to measure: the test split is empty.")
+    gains = np.array([float(r["gain"]) for r in rows])
+    group = rows[0]["group"]
+    rhos, regrets = [], []
+    for r in rows:
+        steps = trajectories.get(f"{r['image_id']}/{group}", {}).get("trajectory", [])
+        if not steps or any(s.get("dice") is None for s in steps):
+            continue
+        rho = spearman_or_none([s["score"] for s in steps], [s["dice"] for s in steps])
+        if rho is not None:
+            rhos.append(rho)
+        chosen = next(s["dice"] for s in steps if s["step"] == int(r["best_step"]))
+        regrets.append(max(s["dice"] for s in steps if s["allowed"]) - chosen)
+    predicted = np.array([float(r["score"]) - float(r["score0"]) for r in rows])
+    return {
+        "worst_drop": float(gains.min()),
+        "p5_change": float(np.percentile(gains, 5)),
+        "median_within_image_spearman": float(np.median(rhos)) if rhos else None,
+        "n_spearman": len(rhos),
+        "median_top1_regret": float(np.median(regrets)) if regrets else None,
+        "p90_top1_regret": float(np.percentile(regrets, 90)) if regrets else None,
+        "gamed": float(np.mean((predicted > 0) & (gains < -UNCHANGED_TOL))),
+    }
+
+
+def share_of_oracle_gain(group: dict[str, Any], oracle: dict[str, Any] | None) -> float | None:
+    """A group's mean gain over the oracle's (same images and user prompts); None without a positive oracle gain."""
+    if oracle is None or not oracle["mean_gain"] > 0:
+        return None
+    return group["mean_gain"] / oracle["mean_gain"]

@@ -47,3 +47,15 @@ def pearson_or_none(x: np.ndarray, y: np.ndarray) -> float | None:
         return None
     r = pearson_r(x, y)
     return None if np.isnan(r) else r
+
+
+def spearman_or_none(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Spearman's rank correlation of two equal-length samples (average ranks for ties); None under 3 pairs or for a
+    constant sample."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise SampotError(f"spearman needs samples of equal length, got {x.size} and {y.size}.")
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    r = float(stats.spearmanr(x, y).statistic)
+    return None if np.isnan(r) else r

@@ -1,0 +1,112 @@
+"""Choosing the winner of an evolution without the truth, and a rule that never makes the user's prompt worse.
+
+Evolution's winner is the best-scoring step the safeguards allow. A score that ranks masks well across images can
+still rank one image's candidates poorly, so the winner can be worse than the user's own prompt, and a user has no
+ground truth to notice. :class:`DoNoHarm` keeps the user's prompt unless the winner's *predicted gain* (its score
+minus the user's prompt's score) clears a margin. The predicted gain is the evolution's own score, or a blend of the
+regressor's score and the model's IoU head (``weight * regressor + (1 - weight) * confidence``): two scores that
+disagree about a step are a sign that the step is out of the regressor's depth. The margin is chosen on the
+validation split (:func:`choose_margin`), never on test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from sampot_lib.defaults import HARM_TOLERANCE
+from sampot_lib.errors import SampotError
+from sampot_lib.method.evolve import EvolutionResult, EvolutionStep
+
+#: Margins :func:`choose_margin` tries (predicted Dice gain): 0 to 0.2 by 0.005, then 1 (never move).
+MARGINS = tuple(round(m, 3) for m in np.arange(0.0, 0.2001, 0.005)) + (1.0,)
+
+
+@dataclass(frozen=True)
+class DoNoHarm:
+    """Keep the user's prompt unless the winner's predicted gain exceeds ``margin`` (a Dice difference, in [0, 1]).
+
+    ``weight``: None predicts with the evolution's own score; a number in [0, 1] with the blend ``weight * score +
+    (1 - weight) * confidence`` of each step (the score should then be the regressor's).
+    """
+
+    margin: float
+    weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin <= 1:
+            raise SampotError(f"the do-no-harm margin must be a predicted Dice gain in [0, 1], got {self.margin!r}.")
+        w = self.weight
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1):
+            raise SampotError(f"the do-no-harm blend weight must be in [0, 1] or None, got {w!r}.")
+
+    @property
+    def name(self) -> str:
+        return "do-no-harm" if self.weight is None else "do-no-harm (blend)"
+
+    def predicted(self, step: EvolutionStep) -> float:
+        """A step's predicted Dice under this rule."""
+        if self.weight is None:
+            return step.score
+        return self.weight * step.score + (1 - self.weight) * step.confidence
+
+    def predicted_gain(self, result: EvolutionResult) -> float:
+        """The winner's predicted Dice minus the user's prompt's."""
+        return self.predicted(result.best) - self.predicted(result.initial)
+
+    def keeps_user_prompt(self, result: EvolutionResult) -> bool:
+        """Whether the rule keeps the user's prompt for this evolution (a winner at step 0 is kept anyway)."""
+        return result.best_step != 0 and not self.predicted_gain(result) > self.margin
+
+    def reason(self, result: EvolutionResult) -> str:
+        """One line for the user: what the rule did and why."""
+        gain = self.predicted_gain(result)
+        if result.best_step == 0:
+            return "no step scored above the user's prompt: the user's prompt is kept"
+        if self.keeps_user_prompt(result):
+            return (f"the evolved prompt's predicted gain {gain:+.3f} does not clear the margin {self.margin:g}: "
+                    "the user's prompt is kept")  # fmt: skip
+        return f"the evolved prompt's predicted gain {gain:+.3f} clears the margin {self.margin:g}: it is used"
+
+    def apply(self, result: EvolutionResult) -> EvolutionResult:
+        """``result`` with the rule's winner: the same evolution, its best step set back to the user's prompt (step 0,
+        with the initial mask) when the rule keeps it. The settings record the rule and its decision."""
+        kept = self.keeps_user_prompt(result)
+        settings = result.settings | {
+            "rule": {"name": self.name, "margin": self.margin, "weight": self.weight, "kept_user_prompt": kept,
+                     "predicted_gain": self.predicted_gain(result), "reason": self.reason(result)},
+        }  # fmt: skip
+        if not kept:
+            return replace(result, settings=settings)
+        return replace(result, best_step=0, best_mask=result.initial_mask, settings=settings)
+
+
+def rule_gains(predicted: np.ndarray, true: np.ndarray, margin: float) -> np.ndarray:
+    """True Dice gains of images under a margin: ``true`` where the predicted gain clears it, else 0 (kept)."""
+    return np.where(np.asarray(predicted) > margin, np.asarray(true, dtype=float), 0.0)
+
+
+def margin_curve(predicted: np.ndarray, true: np.ndarray, margins: tuple[float, ...] = MARGINS) -> list[dict]:
+    """The trade-off of the rule on labelled evolutions: per margin, the mean true gain, the worst change, and how
+    many images got worse by more than :data:`~sampot_lib.defaults.HARM_TOLERANCE` or were moved at all."""
+    predicted, true = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
+    if predicted.shape != true.shape or predicted.size == 0:
+        raise SampotError(f"the margin curve needs as many predicted as true gains (at least one), got "
+                          f"{predicted.size} and {true.size}.")  # fmt: skip
+    rows = []
+    for m in margins:
+        g = rule_gains(predicted, true, m)
+        rows.append({"margin": float(m), "mean_gain": float(g.mean()), "worst": float(g.min()),
+                     "harmed": int((g < -HARM_TOLERANCE).sum()), "moved": int((predicted > m).sum())})  # fmt: skip
+    return rows
+
+
+def choose_margin(predicted: np.ndarray, true: np.ndarray, margins: tuple[float, ...] = MARGINS) -> dict:
+    """The margin chosen on labelled (validation) evolutions: the largest mean true gain among the margins that harm
+    no image by more than :data:`~sampot_lib.defaults.HARM_TOLERANCE` (the smallest such margin on a tie). A margin
+    of 1 never moves the user's prompt, so one always qualifies. Returns {"margin", "curve"}."""
+    curve = margin_curve(predicted, true, margins)
+    safe = [row for row in curve if row["harmed"] == 0]
+    best = max(safe, key=lambda row: (round(row["mean_gain"], 12), -row["margin"]))
+    return {"margin": best["margin"], "curve": curve}

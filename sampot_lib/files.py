@@ -56,8 +56,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write the file ``path`` through ``write(binary file)`` atomically; returns ``path``."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "a folder, where sampot writes a file; move it away or choose another name",
-                                str(path))  # fmt: skip
+        why = "a folder, where sampot writes a file; move it away or choose another name"
+        raise IsADirectoryError(errno.EISDIR, why, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)  # its error names the folder (e.g. a parent that is a file)
     tmp: str | None = None
     try:

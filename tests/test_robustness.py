@@ -127,7 +127,7 @@ def test_device_exists_here(monkeypatch):
             checks.device("mps", "--device")
 
 
-# -- prompts: clicks and boxes (sampot_lib.method.prompts) -------------------------------------------------------------------
+# -- prompts: clicks and boxes (sampot_lib.method.prompts) ---------------------------------------------------------
 
 prompts = pytest.importorskip("sampot_lib.method.prompts")
 

@@ -23,8 +23,9 @@ from sampot_lib.method.selection import DoNoHarm, choose_margin, margin_curve
 
 def _result(scores, confidences=None, best=None) -> EvolutionResult:
     confidences = confidences or [0.5] * len(scores)
+    pairs = enumerate(zip(scores, confidences, strict=True))
     steps = [EvolutionStep(step=k, x=10.0 + k, y=10.0, score=s, confidence=c, area=0.1, overlap=1.0, allowed=True,
-                           coords=(10.0 + k, 10.0)) for k, (s, c) in enumerate(zip(scores, confidences, strict=True))]  # fmt: skip
+                           coords=(10.0 + k, 10.0)) for k, (s, c) in pairs]  # fmt: skip
     best = int(np.argmax(scores)) if best is None else best
     first, last = np.zeros((4, 4), bool), np.ones((4, 4), bool)
     return EvolutionResult(Prompt.click(10.0, 10.0), steps, best, first, last, {"steps": len(scores) - 1})

@@ -173,10 +173,11 @@ def measure_transfer(
     """How well ``regressor`` ranks masks on the labelled images ``ids`` of ``dataset``, and whether evolution with
     it helps there. A plain, JSON-ready dict:
 
-    n_images, ids; the :func:`score_summary` of its scores of the masks :func:`transfer_samples` builds (``samples``
-    if given, e.g. to score the same masks with two regressors); ``evolution``: the :func:`~sampot_lib.experiment.summary.summarise` of
-    evolving each image's user prompt with ``steps``, ``lr``, ``optimizer`` and ``safeguards`` (a run's settings:
-    default safeguards on), with its ``per_image`` rows; None when ``steps`` is None.
+    n_images, ids; the :func:`score_summary` of its scores of the masks :func:`transfer_samples` builds (``samples`` if
+    given, e.g. to score the same masks with two regressors); ``evolution``: the
+    :func:`~sampot_lib.experiment.summary.summarise` of evolving each image's user prompt with ``steps``, ``lr``,
+    ``optimizer`` and ``safeguards`` (a run's settings: default safeguards on), with its ``per_image`` rows; None when
+    ``steps`` is None.
     """
     if not ids:
         raise SampotError("measuring a regressor needs at least one labelled image; none were given.")
@@ -423,9 +424,10 @@ def recommendation(report: dict[str, Any]) -> str:
     held-out ones before and after, whether evolution helped, and which regressor to use."""
     b, cb, ca = report["before"], report["check_before"], report["check_after"]
     n_check = ca["n_images"]
-    text = (f"the regressor ranks masks here with r={format_or_na(b['r_all'])} (the model's masks {format_or_na(b['r_model'])}, mean "
+    na = format_or_na
+    text = (f"the regressor ranks masks here with r={na(b['r_all'])} (the model's masks {na(b['r_model'])}, mean "
             f"error {b['mae']:.3f}) on the {b['n_images']} labelled images before calibration; on the {n_check} "
-            f"held-out one(s) r={format_or_na(cb['r_all'])} before, {format_or_na(ca['r_all'])} after calibration (mean error "
+            f"held-out one(s) r={na(cb['r_all'])} before, {na(ca['r_all'])} after calibration (mean error "
             f"{cb['mae']:.3f} -> {ca['mae']:.3f})")  # fmt: skip
     if b.get("evolution"):
         e, eb, ea = b["evolution"], cb["evolution"], ca["evolution"]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from sampot_lib.defaults import (
-    RULE,
     BATCH_SIZE,
     BOX_JITTER,
     EPOCHS,
@@ -28,6 +27,7 @@ from sampot_lib.defaults import (
     PAPER_FRACTIONS,
     REGRESSOR_LR,
     REGRESSOR_SIZE,
+    RULE,
     SAFEGUARDS_OFF,
     SAFEGUARDS_ON,
     SCORERS,
@@ -44,14 +44,14 @@ MASK_OUTPUTS = (None, "best", "single", 0, 1, 2)
 class ExperimentConfig:
     """Everything that decides the numbers of a run (written to ``out/config.json``).
 
-    ``seed`` seeds the split, the regressor's training set and its weights. ``seeds``: run the regressor training
-    and the evolution once per seed (sub-folders ``seed_<k>/`` of ``out``, all on the split made with ``seed``) and
-    report mean and spread; None runs ``seed`` alone. ``regressor``: a regressor file trained elsewhere to use
-    instead of training one (its provenance is checked and any difference recorded, not refused). ``preset``: the
-    name of the preset the values came from (a label; :func:`differs_from_paper` says what differs).
-    ``workers`` and ``scheduler``: where the per-image work runs (:class:`sampot_lib.experiment.parallel.Workers`: None or 1 in
-    this process, N > 1 a local Dask cluster of N processes, or the address of a running Dask scheduler); they never
-    change a number, so no stage is redone for them (:data:`STAGE_SETTINGS`).
+    ``seed`` seeds the split, the regressor's training set and its weights. ``seeds``: run the regressor training and
+    the evolution once per seed (sub-folders ``seed_<k>/`` of ``out``, all on the split made with ``seed``) and report
+    mean and spread; None runs ``seed`` alone. ``regressor``: a regressor file trained elsewhere to use instead of
+    training one (its provenance is checked and any difference recorded, not refused). ``preset``: the name of the
+    preset the values came from (a label; :func:`differs_from_paper` says what differs). ``workers`` and ``scheduler``:
+    where the per-image work runs (:class:`sampot_lib.experiment.parallel.Workers`: None or 1 in this process, N > 1 a
+    local Dask cluster of N processes, or the address of a running Dask scheduler); they never change a number, so no
+    stage is redone for them (:data:`STAGE_SETTINGS`).
     """
 
     data: str
@@ -142,7 +142,8 @@ class ExperimentConfig:
             or len(set(self.scorers)) != len(self.scorers)
         ):
             raise SampotError(
-                f"parameter 'scorers' must list some of {', '.join((*SCORERS, RULE))} (each once), got {self.scorers!r}."
+                f"parameter 'scorers' must list some of {', '.join((*SCORERS, RULE))} (each once), "
+                f"got {self.scorers!r}."
             )
         if RULE in self.scorers and "regressor" not in self.scorers:  # the rule picks among the regressor's steps
             self.scorers = ["regressor", *self.scorers]
@@ -201,8 +202,8 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
     "seed": (int,), "max_images": (int, _NONE), "n_synthetic": (int,), "n_outside": (int,), "regressor_size": (int,),
     "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "steps": (int,), "lr": (float,),
     "sharpness": (float,), "safeguards": (dict,), "prompt": (str,), "box_jitter": (float,), "optimizer": (str,),
-    "scorers": (list,), "margin": (float, _NONE), "extra_jitters": (list,), "regressor": (str, _NONE), "preset": (str, _NONE),
-    "seeds": (list, _NONE), "workers": (int, _NONE), "scheduler": (str, _NONE),
+    "scorers": (list,), "margin": (float, _NONE), "extra_jitters": (list,), "regressor": (str, _NONE),
+    "preset": (str, _NONE), "seeds": (list, _NONE), "workers": (int, _NONE), "scheduler": (str, _NONE),
 }  # fmt: skip
 
 

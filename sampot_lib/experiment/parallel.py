@@ -237,9 +237,10 @@ class Workers:
     ) -> list[T]:
         """``[task(id, **kwargs) for id in ids]``, spread over the workers; results in the ids' order.
 
-        ``task`` must be a module-level function (a worker imports it); ``kwargs`` small values and
-        :class:`Ref` s, which the task gets loaded (:func:`resolve`). ``on_result(id, result)`` runs here as each image finishes (in finishing order), e.g. to
-        save it for a resumed run. A failed task raises SampotError naming its image (the rest are cancelled)."""
+        ``task`` must be a module-level function (a worker imports it); ``kwargs`` small values and :class:`Ref` s,
+        which the task gets loaded (:func:`resolve`). ``on_result(id, result)`` runs here as each image finishes (in
+        finishing order), e.g. to save it for a resumed run. A failed task raises SampotError naming its image (the rest
+        are cancelled)."""
         kwargs = kwargs or {}
         ids = list(ids)
         if not self.parallel:

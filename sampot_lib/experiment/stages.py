@@ -5,9 +5,9 @@ the model's confidence -> evolution of the centroid click on the test split, wit
 Each stage reads what it needs from ``out`` and writes its results there, so notebooks can run them one by one.
 
 The settings live in :mod:`sampot_lib.experiment.config`, the run folder (lock, manifest, split, CSV/JSON) in
-:mod:`sampot_lib.experiment.runfolder`, the regressor's training set in :mod:`sampot_lib.method.training_set`. Every stage holds the
-folder's lock, records itself in ``manifest.json`` and, with ``resume=True``, is skipped when it already finished
-from the same settings, split and inputs.
+:mod:`sampot_lib.experiment.runfolder`, the regressor's training set in :mod:`sampot_lib.method.training_set`. Every
+stage holds the folder's lock, records itself in ``manifest.json`` and, with ``resume=True``, is skipped when it already
+finished from the same settings, split and inputs.
 """
 
 from __future__ import annotations
@@ -458,8 +458,8 @@ def _do_no_harm(
         return DoNoHarm(config.margin, weight), {"margin": config.margin, "chosen_on": "given (--margin)"}
     val = splits.get("val", [])
     if not val:
-        raise SampotError("the do-no-harm rule chooses its margin on the validation split, which is empty here: give "
-                          "--margin M (a predicted Dice gain in [0, 1]) or a split with validation images.")  # fmt: skip
+        raise SampotError("the do-no-harm rule chooses its margin on the validation split, which is empty here: "
+                          "give --margin M (a predicted Dice gain in [0, 1]) or a split with validation images.")
     plan = [("on", "regressor", "on", config.box_jitter)]
     done = pool.map(_evolve_image, val, desc="do-no-harm: validation", progress=progress, kwargs=task | {"plan": plan})
     probe = DoNoHarm(0.0, weight)

@@ -13,8 +13,8 @@ from sampot_lib.method.metrics import pearson_or_none, spearman_or_none
 
 #: The numbers a summary reports per safeguard setting; summarise_seeds gives their mean and spread over seeds.
 HEADLINE = ("n", "improved", "unchanged", "worse", "drops", "catastrophes", "mean_gain", "median_gain", "worst_drop",
-            "p5_change", "mean_dice_initial", "mean_dice_evolved", "share_of_oracle_gain", "median_within_image_spearman",
-            "median_top1_regret", "p90_top1_regret", "gamed")  # fmt: skip
+            "p5_change", "mean_dice_initial", "mean_dice_evolved", "share_of_oracle_gain",
+            "median_within_image_spearman", "median_top1_regret", "p90_top1_regret", "gamed")  # fmt: skip
 
 
 REGRESSOR_HEADLINE = ("r_regressor_synthetic", "r_regressor_all", "r_regressor_model", "r_confidence_model",

@@ -3,8 +3,8 @@
 Only the prompt's coordinates move; the segmenter and the scorer stay frozen. The paper moves one click by Adam on
 the regressor's gradient; here the prompt may also be a box or several clicks, the optimiser Adam, CMA-ES or random
 search (:mod:`sampot_lib.method.optimizers`) at the same budget of model calls, and the score any of
-:mod:`sampot_lib.method.scoring`. The paper's failures evolved into masks outside the lung; :class:`Safeguards` bound where
-the prompt may go and which evolved masks may win.
+:mod:`sampot_lib.method.scoring`. The paper's failures evolved into masks outside the lung; :class:`Safeguards`
+bound where the prompt may go and which evolved masks may win.
 """
 
 from __future__ import annotations

@@ -291,10 +291,10 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
     meta: the regressor's record (:func:`load_regressor`'s second value; written by the pipeline's training stage).
     expected: any of ``model``, ``mask_output``, ``structure``, ``prompt``, ``sharpness``, ``input_size`` (what the
     caller will score), and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on; see
-    :func:`sampot_lib.method.training_set.mask_hashes`): none of them may be among the images it was trained or validated
-    on (``train_masks``, ``val_masks``) or calibrated on (``calibration_masks``, written by
-    :mod:`sampot_lib.experiment.calibration`). A setting the record lacks (a file from an older sampot) gives a warning, never
-    an error.
+    :func:`sampot_lib.experiment.provenance.mask_hashes`): none of them may be among the images it was trained or
+    validated on (``train_masks``, ``val_masks``) or calibrated on (``calibration_masks``, written by
+    :mod:`sampot_lib.experiment.calibration`). A setting the record lacks (a file from an older sampot) gives a
+    warning, never an error.
 
     A mismatch raises SampotError naming both values and what to do, unless ``allow_foreign`` (the user asked on
     purpose for a regressor trained elsewhere): then every mismatch is returned as a warning for the results to

@@ -106,7 +106,13 @@ class OracleScorer:
 
     name = "oracle"
 
-    def __init__(self, truth: np.ndarray, size: int = REGRESSOR_SIZE, sharpness: float = SHARPNESS, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        truth: np.ndarray,
+        size: int = REGRESSOR_SIZE,
+        sharpness: float = SHARPNESS,
+        device: torch.device | str = "cpu",
+    ):
         self.size, self.sharpness = size, float(sharpness)
         self.truth = to_input(np.asarray(truth, dtype=bool).astype(np.float32), size).to(device)
 

@@ -125,8 +125,8 @@ def _check_source(model: object) -> SamLikeModel:
 def export_onnx(model: SamLikeModel, path: str | Path, prompt: Prompt | None = None) -> Path:
     """Write ``model``'s prompt encoder + mask decoder to ``path`` as ONNX and return the path.
 
-    ``prompt`` (a :class:`~sampot_lib.method.prompts.Prompt`, optional) only shapes the example traced; the file answers any
-    prompt kind and any number of points (dynamic axes). Written to a temporary name and renamed, so ``path`` is
+    ``prompt`` (a :class:`~sampot_lib.method.prompts.Prompt`, optional) only shapes the example traced; the file answers
+    any prompt kind and any number of points (dynamic axes). Written to a temporary name and renamed, so ``path`` is
     either the whole file or absent. The file records the source model's name and a fingerprint of its weights,
     which :class:`OnnxPromptModel` checks.
     """

@@ -1,8 +1,9 @@
 """A study: the same SAMPOT experiment on several structures of one data set, and its tables and figures.
 
 The book's LiteMedSAM chapter and ``sampot study`` use it. Each structure is an ordinary run folder
-(``out/<structure>/``, one ``seed_<k>/`` sub-folder per seed, written by :func:`sampot_lib.experiment.stages.run_experiment`);
-the tables are read back from those folders' ``summary.json`` and ``evolution.csv`` only.
+(``out/<structure>/``, one ``seed_<k>/`` sub-folder per seed, written by
+:func:`sampot_lib.experiment.runner.run_experiment`); the tables are read back from those folders' ``summary.json`` and
+``evolution.csv`` only.
 """
 
 from __future__ import annotations
@@ -221,8 +222,8 @@ SPREAD_R = (("r_regressor_all", "r(regressor, Dice), all test masks"),
 
 
 def seeds_markdown(spread: dict[str, Any], groups: dict[str, str]) -> str:
-    """Markdown of :func:`sampot_lib.experiment.stages.summarise_seeds`: one column per evolution group (``groups``: {summary
-    key: column label}), each number the mean over seeds with its sample standard deviation in brackets."""
+    """Markdown of :func:`sampot_lib.experiment.summary.summarise_seeds`: one column per evolution group (``groups``:
+    {summary key: column label}), each number the mean over seeds with its sample standard deviation in brackets."""
 
     def cell(group: str, key: str, digits: int) -> str:
         m, sd = spread["mean"].get(group, {}).get(key), spread["sd"].get(group, {}).get(key)
@@ -404,7 +405,8 @@ def run_study(
     **params: Any,
 ) -> Study:
     """Run (or, with ``resume``, reuse) the experiment for each of ``structures`` the data set has, with the same
-    settings (``params``: :class:`~sampot_lib.experiment.config.ExperimentConfig` fields; ``seeds`` defaults to ``[seed]``).
+    settings (``params``: :class:`~sampot_lib.experiment.config.ExperimentConfig` fields; ``seeds`` defaults to
+    ``[seed]``).
 
     ``extra_jitters`` are evolved for the first structure only: they ask how the method copes with a sloppier or
     tighter first box, which one structure answers, and each costs a whole evolution of the test split."""

@@ -88,6 +88,6 @@ def markdown_table(comparison: dict[str, Any]) -> str:
         rep = comparison[key]
         e = rep["evolution"]
         evo = (f"{e['mean_gain']:+.4f}", f"{e['improved']} / {e['worse']} of {e['n']}") if e else ("n/a", "n/a")
-        lines.append(f"| {label} | {format_or_na(rep['r_all'], '.3f')} | {format_or_na(rep['r_model'], '.3f')} | {rep['mae']:.3f} | "
-                     f"{evo[0]} | {evo[1]} |")  # fmt: skip
+        r_all, r_model = format_or_na(rep["r_all"], ".3f"), format_or_na(rep["r_model"], ".3f")
+        lines.append(f"| {label} | {r_all} | {r_model} | {rep['mae']:.3f} | {evo[0]} | {evo[1]} |")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""Every figure of sampot_lib.report.figures, displayed as the book displays it (viz.show), drawn in headless Chromium: no title
-or subplot title runs under plotly's mode bar. Opt-in with the live tests (`make app-test`); no server needed.
+"""Every figure of sampot_lib.report.figures, displayed as the book displays it (viz.show), drawn in headless
+Chromium: no title or subplot title runs under plotly's mode bar. Opt-in with the live tests (`make app-test`); no
+server needed.
 
 Long titles on purpose: the mode bar sits in the figure's top right corner, so a long title is what reaches it.
 """

@@ -13,8 +13,8 @@ from parallel_tasks import dies_once, fails_on_b
 from sampot_lib import SampotError
 from sampot_lib.cli.main import main
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.experiment import evolution as evolution_module
 from sampot_lib.experiment import parallel as parallel_module
-from sampot_lib.experiment import stages as pipeline_module
 from sampot_lib.experiment.config import STAGE_SETTINGS, ExperimentConfig
 from sampot_lib.experiment.parallel import Workers, threads_per_worker
 from sampot_lib.experiment.records import read_json
@@ -130,7 +130,7 @@ def test_a_failing_image_is_named_and_a_resumed_evolution_redoes_only_what_is_mi
     clean = _config(phantoms, tmp_path / "clean", model="tiny", checkpoint=str(tiny_checkpoint))
     run_experiment(clean, progress=False)
     test_ids = json.loads((tmp_path / "clean" / "splits.json").read_text())["splits"]["test"][:3]
-    real = pipeline_module._evolve_image
+    real = evolution_module._evolve_image
     calls: list[str] = []
 
     def failing(image_id, **kwargs):
@@ -139,14 +139,14 @@ def test_a_failing_image_is_named_and_a_resumed_evolution_redoes_only_what_is_mi
             raise ValueError("a fault in this image")
         return real(image_id, **kwargs)
 
-    monkeypatch.setattr(pipeline_module, "_evolve_image", failing)
+    monkeypatch.setattr(evolution_module, "_evolve_image", failing)
     with pytest.raises(SampotError, match=rf"evolution: image '{test_ids[-1]}' failed: ValueError: a fault"):
         run_experiment(config, progress=False)
     out = tmp_path / "run"
     assert not (out / "evolution.csv").exists() and not (out / "summary.json").exists()  # no partial output
     assert read_json(out / "manifest.json")["stages"]["evolve"]["status"] == "running"
     calls.clear()
-    monkeypatch.setattr(pipeline_module, "_evolve_image", lambda image_id, **kw: calls.append(image_id) or real(
+    monkeypatch.setattr(evolution_module, "_evolve_image", lambda image_id, **kw: calls.append(image_id) or real(
         image_id, **kw))  # fmt: skip
     run_experiment(config, progress=False, resume=True)
     assert calls == [test_ids[-1]]  # the finished images were kept, the failed one redone

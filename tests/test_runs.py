@@ -24,11 +24,12 @@ from sampot_lib.experiment.config import (
     apply_preset,
     differs_from_paper,
 )
+from sampot_lib.experiment.evolution import evolve_stage
 from sampot_lib.experiment.provenance import mask_hashes
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.runfolder import LOCK, OWNER, RunFolder
 from sampot_lib.experiment.runner import run_experiment
-from sampot_lib.experiment.stages import evaluate_stage, evolve_stage, train_regressor_stage
+from sampot_lib.experiment.stages import evaluate_stage, train_regressor_stage
 from sampot_lib.experiment.summary import summarise_seeds
 from sampot_lib.method.regressor import check_regressor, load_regressor, save_regressor
 from sampot_lib.method.training_set import regressor_samples

@@ -160,7 +160,7 @@ def test_the_rule_needs_a_validation_split_or_a_margin(phantoms, tiny_checkpoint
                   n_synthetic=2, n_outside=1, regressor_size=32, split_fractions=[4, 4, 4])  # fmt: skip
     config = ExperimentConfig(out=str(tmp_path / "a"), **common)
     run_experiment(config, progress=False)  # a regressor to reuse
-    from sampot_lib.experiment.stages import evolve_stage
+    from sampot_lib.experiment.evolution import evolve_stage
 
     no_val = replace(config, out=str(tmp_path / "b"), regressor=str(tmp_path / "a" / "regressor.pt"),
                      split_fractions=[4.0, 0.0, 8.0], scorers=["regressor", "do-no-harm"])  # fmt: skip

@@ -119,8 +119,9 @@ def test_the_books_stage_calls_and_sampot_run_give_the_same_numbers(phantoms, ti
     """Issue 9: the book (start_run, then the stages one by one in chapters 3 and 5) and `sampot run` with the same
     settings must differ in nothing; only torch's thread count (SAMPOT_THREADS in the book) may add float noise."""
     from sampot_lib.cli.main import main
+    from sampot_lib.experiment.evolution import evolve_stage
     from sampot_lib.experiment.setup import start_run
-    from sampot_lib.experiment.stages import build_model, evaluate_stage, evolve_stage, train_regressor_stage
+    from sampot_lib.experiment.stages import build_model, evaluate_stage, train_regressor_stage
 
     settings = ["--max-images", "3", "--epochs", "3", "--steps", "3", "--regressor-size", "32"]
     assert main(["run", str(phantoms), "--out", str(tmp_path / "cli"), "--model", "tiny", "--checkpoint",

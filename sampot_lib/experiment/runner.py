@@ -10,10 +10,11 @@ from typing import Any
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.evolution import evolve_stage
 from sampot_lib.experiment.parallel import Workers
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.setup import resolve_split, write_config
-from sampot_lib.experiment.stages import LazyModel, evaluate_stage, evolve_stage, open_run, train_regressor_stage
+from sampot_lib.experiment.stages import LazyModel, evaluate_stage, open_run, train_regressor_stage
 from sampot_lib.experiment.summary import (
     summarise_seeds,
 )

@@ -15,17 +15,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.defaults import RULE
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
+from sampot_lib.experiment.config import ExperimentConfig, stage_settings
 from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, Workers
 from sampot_lib.experiment.provenance import (
     data_identity,
@@ -36,11 +33,11 @@ from sampot_lib.experiment.provenance import (
     regressor_source,
 )
 from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_json
-from sampot_lib.experiment.runfolder import RunFolder, StageParts, as_stored
+from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.experiment.setup import limit, open_dataset, resolve_split, write_config
-from sampot_lib.experiment.summary import column_r, selection_metrics, share_of_oracle_gain, summarise
+from sampot_lib.experiment.summary import column_r
 from sampot_lib.files import sha256_file
-from sampot_lib.method.evolve import EvolutionStep, Safeguards, evolve_prompt, measure_prompt, truth_gain
+from sampot_lib.method.evolve import measure_prompt
 from sampot_lib.method.prompts import Prompt
 from sampot_lib.method.regressor import (
     RegressorData,
@@ -52,8 +49,7 @@ from sampot_lib.method.regressor import (
     predict_dice,
     save_regressor,
 )
-from sampot_lib.method.scoring import BlendScorer, ConfidenceScorer, OracleScorer, RegressorScorer, choose_blend_weight
-from sampot_lib.method.selection import DoNoHarm, choose_margin
+from sampot_lib.method.scoring import RegressorScorer, choose_blend_weight
 from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.method.training_set import model_prompts_for, regressor_samples
 from sampot_lib.models.base import PromptableModel
@@ -76,7 +72,7 @@ class LazyModel:
         return self.model
 
 
-def _lazy(config: ExperimentConfig, model: PromptableModel | LazyModel | None) -> LazyModel:
+def lazy_model(config: ExperimentConfig, model: PromptableModel | LazyModel | None) -> LazyModel:
     return model if isinstance(model, LazyModel) else LazyModel(config, model)
 
 
@@ -88,7 +84,7 @@ def model_ref(config: ExperimentConfig) -> ModelRef:
 
 
 @contextmanager
-def _workers(config: ExperimentConfig, workers: Workers | None) -> Iterator[Workers]:
+def stage_workers(config: ExperimentConfig, workers: Workers | None) -> Iterator[Workers]:
     """``workers`` if the caller gives them (one cluster for several stages), else the config's, stopped after."""
     if workers is not None:
         yield workers
@@ -119,7 +115,7 @@ def blend_weight(regressor: SegmentationRegressor, val: RegressorData) -> float 
     return choose_blend_weight(predict_dice(regressor, val.subset(own)), val.confidence[own], val.dice[own])
 
 
-def _test_stage_inputs(
+def test_stage_inputs(
     config: ExperimentConfig, folder: RunFolder, dataset: FolderDataset, force: bool
 ) -> tuple[dict[str, list[str]], str, Path, bool, dict[str, str], dict[str, str]]:
     """What the evaluation and evolution stages start from: (splits, split hash, regressor file, whether it is
@@ -137,7 +133,7 @@ def _test_stage_inputs(
     return splits, split, path, foreign, test_masks, inputs
 
 
-def _begin_test_stage(
+def begin_test_stage(
     stage: str, config: ExperimentConfig, folder: RunFolder, lazy: LazyModel, path: Path, foreign: bool,
     test_masks: dict[str, str], settings: dict[str, Any], split: str, inputs: dict[str, str],
 ) -> tuple[PromptableModel, SegmentationRegressor, dict[str, Any], list[str]]:  # fmt: skip
@@ -180,7 +176,7 @@ def train_regressor_stage(
     if config.regressor is not None:
         raise SampotError("this run uses a regressor trained elsewhere (regressor=...): there is nothing to train.")
     folder, dataset = open_run(config, dataset)
-    lazy = _lazy(config, model)
+    lazy = lazy_model(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         full, split = resolve_split(config, dataset, force=force)
         write_config(config)
@@ -194,7 +190,7 @@ def train_regressor_stage(
             return regressor, read_csv(folder.path / "regressor_history.csv")
         folder.begin("train", settings, split, inputs)
         net = lazy.get()
-        pool = stack.enter_context(_workers(config, workers))
+        pool = stack.enter_context(stage_workers(config, workers))
         source = pool.share(net, lambda: model_ref(config))
         data = pool.share(dataset, lambda: DatasetRef(str(dataset.root)))
         common = dict(structure=config.structure, size=config.regressor_size, sharpness=config.sharpness,
@@ -230,17 +226,17 @@ def evaluate_stage(
     jittered box), of the regressor, of the model's IoU head and of their blend. ``workers``: where the per-image
     work runs (default: ``config.workers`` / ``scheduler``)."""
     folder, dataset = open_run(config, dataset)
-    lazy = _lazy(config, model)
+    lazy = lazy_model(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
-        splits, split, path, foreign, test_masks, inputs = _test_stage_inputs(config, folder, dataset, force)
+        splits, split, path, foreign, test_masks, inputs = test_stage_inputs(config, folder, dataset, force)
         settings = stage_settings(config, "evaluate")
         if resume and folder.reusable("evaluate", settings, split, inputs) is None:
             return read_json(folder.path / "regressor_eval.json", "evaluation summary")
-        net, regressor, meta, notes = _begin_test_stage("evaluate", config, folder, lazy, path, foreign, test_masks,
+        net, regressor, meta, notes = begin_test_stage("evaluate", config, folder, lazy, path, foreign, test_masks,
                                                         settings, split, inputs)  # fmt: skip
         size = regressor.input_size  # a foreign regressor may read another size (then a note above says so)
-        pool = stack.enter_context(_workers(config, workers))
-        source, data, reg = _shared(pool, config, net, dataset, regressor, path)
+        pool = stack.enter_context(stage_workers(config, workers))
+        source, data, reg = shared_objects(pool, config, net, dataset, regressor, path)
         test = regressor_samples(
             source, data, splits["test"], config.structure, size, config.sharpness, config.n_synthetic,
             config.n_outside, config.seed, progress, model_prompts_for(config.prompt, config.n_outside), workers=pool,
@@ -290,7 +286,7 @@ def evaluate_stage(
     return summary
 
 
-def _shared(
+def shared_objects(
     pool: Workers, config: ExperimentConfig, net: PromptableModel, dataset: FolderDataset,
     regressor: SegmentationRegressor, path: Path,
 ) -> tuple[Any, Any, Any]:  # fmt: skip
@@ -313,162 +309,3 @@ def _user_prompt_row(
             "confidence": m["confidence"]}  # fmt: skip
 
 
-def evolve_stage(
-    config: ExperimentConfig,
-    model: PromptableModel | None = None,
-    dataset: FolderDataset | None = None,
-    progress: bool = True,
-    *,
-    resume: bool = False,
-    force: bool = False,
-    workers: Workers | None = None,
-) -> dict[str, Any]:
-    """Evolve the user's prompt of every test image with each of ``config.scorers`` (the regressor with the safeguards
-    on, and off for clicks; the others with them on; the regressor on each extra box jitter): ``evolution.csv`` (one
-    row per image and group), ``trajectories.json``, and ``summary.json`` (per group: counts improved / unchanged /
-    worse / drops / catastrophes and mean Dice; the share of the oracle's gain; the regressor's evaluation when that
-    stage finished here from the same regressor; the data sets involved).
-
-    ``workers``: where the per-image work runs (default: ``config.workers`` / ``scheduler``). Each finished image is
-    kept in ``out/evolve_parts/<key>/<id>.json`` (key: a hash of the stage's settings, split and inputs) until the
-    stage finishes, when the folder is deleted; with ``resume``, an interrupted stage redoes only the images it has
-    no part of. Without ``resume`` every image is redone."""
-    folder, dataset = open_run(config, dataset)
-    lazy = _lazy(config, model)
-    with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
-        splits, split, path, foreign, test_masks, inputs = _test_stage_inputs(config, folder, dataset, force)
-        evaluation = None
-        if folder.reusable("evaluate", stage_settings(config, "evaluate"), split, inputs) is None:
-            evaluation = read_json(folder.path / "regressor_eval.json", "evaluation summary")
-            inputs["regressor_eval.json"] = sha256_file(folder.path / "regressor_eval.json")
-        settings = stage_settings(config, "evolve")
-        if resume and folder.reusable("evolve", settings, split, inputs) is None:
-            return read_json(folder.path / "summary.json", "summary")
-        net, regressor, meta, notes = _begin_test_stage("evolve", config, folder, lazy, path, foreign, test_masks,
-                                                        settings, split, inputs)  # fmt: skip
-        # (summary group, scorer, safeguards, user's box jitter): the regressor with the safeguards, and for clicks
-        # without them too (the paper's setting), every other scorer with them, and the regressor on the extra
-        # jitters of the user's box.
-        plan = [("on", "regressor", "on", config.box_jitter)]
-        if config.prompt == "click":
-            plan.append(("off", "regressor", "off", config.box_jitter))
-        plan = [p for p in plan if "regressor" in config.scorers]
-        plan += [(name, name, "on", config.box_jitter) for name in config.scorers if name not in ("regressor", RULE)]
-        if config.prompt == "box" and "regressor" in config.scorers:
-            plan += [(f"jitter_{j:g}", "regressor", "on", j) for j in config.extra_jitters if j != config.box_jitter]
-        weight = meta.get("blend_weight")
-        if "blend" in config.scorers and weight is None:
-            raise SampotError(f"the regressor {path} records no blend weight (trained by an older sampot); retrain it "
-                              "or drop 'blend' from the scorers.")  # fmt: skip
-        pool = stack.enter_context(_workers(config, workers))
-        source, data, reg = _shared(pool, config, net, dataset, regressor, path)
-        task = dict(config=config, model=source, dataset=data, regressor=reg, weight=weight)
-        rule, rule_choice = None, None
-        if RULE in config.scorers:
-            rule, rule_choice = _do_no_harm(config, splits, pool, task, weight, path, progress)
-        parts = StageParts(folder.path / "evolve_parts", settings_hash({"settings": settings, "split": split,
-                                                                     "inputs": inputs}), keep=resume)  # fmt: skip
-        done = parts.load(splits["test"])
-        todo = [i for i in splits["test"] if i not in done]
-        fresh = pool.map(_evolve_image, todo, desc="evolution", progress=progress, on_result=parts.save,
-                         kwargs=task | dict(plan=plan, rule=rule, truth_per_step=True))  # fmt: skip
-        done |= {i: as_stored(r) for i, r in zip(todo, fresh, strict=True)}  # as a resumed run reads them back
-        rows = [row for i in splits["test"] for row in done[i]["rows"]]
-        trajectories = {key: t for i in splits["test"] for key, t in done[i]["trajectories"].items()}
-        write_csv(folder.path / "evolution.csv", rows)
-        nonfinite = write_json(folder.path / "trajectories.json", trajectories, indent=None, nonfinite="null")
-        groups = list(dict.fromkeys([p[0] for p in plan] + ([RULE] if rule is not None else [])))
-        summary: dict[str, Any] = {}
-        for group in groups:
-            mine = [r for r in rows if r["group"] == group]
-            summary[group] = summarise(mine) | selection_metrics(mine, trajectories)
-        for group in groups:
-            summary[group]["share_of_oracle_gain"] = share_of_oracle_gain(summary[group], summary.get("oracle"))
-        if "on" in summary and summary["on"]["share_of_oracle_gain"] is not None:
-            summary["share_of_oracle_gain"] = summary["on"]["share_of_oracle_gain"]
-        if rule_choice is not None:
-            summary["rule_validation"] = rule_choice
-        if evaluation is not None:
-            summary["regressor"] = evaluation
-        summary["data"] = str(config.data)
-        summary["regressor_file"] = str(path) if foreign else path.name  # its own: relative to the folder
-        summary["regressor_origin"] = describe_origin(meta)
-        summary["regressor_foreign"] = notes
-        if nonfinite:
-            summary["nonfinite_in_trajectories"] = nonfinite
-        summary["config"] = config.to_dict()
-        summary["torch_threads"] = torch.get_num_threads()  # another thread count moves the numbers a little
-        write_json(folder.path / "summary.json", summary)
-        folder.finish("evolve", ["evolution.csv", "trajectories.json", "summary.json"])
-        parts.clear()
-    return summary
-
-
-def _evolve_image(
-    image_id: str, *, config: ExperimentConfig, model: Any, dataset: Any, regressor: Any,
-    plan: list[tuple[str, str, str, float]], weight: float | None, rule: DoNoHarm | None = None,
-    truth_per_step: bool = False,
-) -> dict[str, Any]:  # fmt: skip
-    """One image's evolution for every (group, scorer, safeguards, box jitter) of ``plan``: {"rows": its rows of
-    ``evolution.csv``, "trajectories": {"<id>/<group>": record}} (a task a worker may run). ``rule``: also the
-    regressor's evolution (group "on") with the do-no-harm rule's winner, as group ``do-no-harm``.
-    ``truth_per_step``: every step records its true Dice (a full-size mask per step), for the selection metrics."""
-    guarded = Safeguards(**config.safeguards)
-    image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
-    reg = RegressorScorer(regressor, image, config.sharpness, device=config.device)
-    scorers = {"regressor": reg, "confidence": ConfidenceScorer(reg.size),
-               "oracle": OracleScorer(truth, reg.size, config.sharpness, config.device)}  # fmt: skip
-    if weight is not None:
-        scorers["blend"] = BlendScorer(reg, weight)
-    rows, trajectories = [], {}
-    for group, scorer_name, guard_name, jitter in plan:
-        start = user_prompt(replace(config, box_jitter=jitter), image_id, truth)
-        res = evolve_prompt(
-            model, scorers[scorer_name], image, start, steps=config.steps, lr=config.lr,
-            optimizer=config.optimizer, sharpness=config.sharpness,
-            safeguards=guarded if guard_name == "on" else Safeguards.off(), seed=config.seed,
-            gt_mask=truth if truth_per_step else None,
-        )  # fmt: skip
-        runs = [(group, scorer_name, res)]
-        if rule is not None and group == "on":
-            runs.append((RULE, scorer_name, rule.apply(res)))
-        for name, scored_by, run in runs:
-            rows.append({
-                "image_id": image_id, "group": name, "scorer": scored_by, "safeguards": guard_name,
-                "box_jitter": jitter if config.prompt == "box" else "", "x0": run.initial.x, "y0": run.initial.y,
-                "x": run.best.x, "y": run.best.y, "best_step": run.best_step, "score0": run.initial.score,
-                "score": run.best.score,
-            } | truth_gain(run, truth))  # fmt: skip
-            trajectories[f"{image_id}/{name}"] = run.to_dict()
-    return {"rows": rows, "trajectories": trajectories}
-
-
-def _do_no_harm(
-    config: ExperimentConfig, splits: dict[str, list[str]], pool: Workers, task: dict[str, Any], weight: float | None,
-    path: Path, progress: bool,
-) -> tuple[DoNoHarm, dict[str, Any]]:  # fmt: skip
-    """The do-no-harm rule of this run: its predicted gain is the blend of the regressor and the IoU head (the blend
-    weight chosen on the validation masks), its margin ``config.margin`` or, when None, chosen on evolutions of the
-    validation images (:func:`~sampot_lib.method.selection.choose_margin`); never on test. Returns the rule and what
-    the choice was made from (the trade-off curve)."""
-    if weight is None:
-        raise SampotError(f"the do-no-harm rule needs the regressor's blend weight, which {path} does not record "
-                          "(trained by an older sampot): retrain it, or drop 'do-no-harm' from --scorers.")  # fmt: skip
-    if config.margin is not None:
-        return DoNoHarm(config.margin, weight), {"margin": config.margin, "chosen_on": "given (--margin)"}
-    val = splits.get("val", [])
-    if not val:
-        raise SampotError("the do-no-harm rule chooses its margin on the validation split, which is empty here: "
-                          "give --margin M (a predicted Dice gain in [0, 1]) or a split with validation images.")
-    plan = [("on", "regressor", "on", config.box_jitter)]
-    done = pool.map(_evolve_image, val, desc="do-no-harm: validation", progress=progress, kwargs=task | {"plan": plan})
-    probe = DoNoHarm(0.0, weight)
-    predicted, true = [], []
-    for part in done:
-        record, row = part["trajectories"], part["rows"][0]
-        steps = next(iter(record.values()))
-        best, first = EvolutionStep(**steps["best"]), EvolutionStep(**steps["initial"])
-        predicted.append(probe.predicted(best) - probe.predicted(first))
-        true.append(row["gain"])
-    choice = choose_margin(np.array(predicted), np.array(true))
-    return DoNoHarm(choice["margin"], weight), choice | {"chosen_on": f"{len(val)} validation images"}

@@ -61,7 +61,7 @@ class Study:
         return read_json(self.folders[structure] / "summary.json", "study summary")
 
     def per_seed(self, structure: str) -> list[dict[str, Any]]:
-        """Each seed's summary of ``structure`` (as :func:`sampot_lib.experiment.stages.evolve_stage` wrote it)."""
+        """Each seed's summary of ``structure`` (as :func:`sampot_lib.experiment.evolution.evolve_stage` wrote it)."""
         return [read_json(self.folders[structure] / f"seed_{k}" / "summary.json", "summary") for k in self.seeds]
 
     def rows(self, structure: str, seed: int | None = None) -> list[dict[str, Any]]:

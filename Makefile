@@ -9,7 +9,7 @@ export DATA MODEL CHECKPOINT MASK_OUTPUT STRUCTURE SPLIT_FILE MAX_IMAGES EPOCHS 
 	SAMPOT_EMBEDDINGS \
 	SAMPOT_REPO_URL BOOK_LANES
 
-.PHONY: book book-quick book-test app-test
+.PHONY: book book-quick book-test app-test results results-check
 
 book:
 	$(PYTHON) scripts/build_book.py
@@ -27,3 +27,12 @@ book-test:
 # downloaded, a broken image named on the page; network off, no console error (about two minutes).
 app-test:
 	$(PYTHON) -m pytest tests/browser --live -v
+
+# The full-size results on JSRT/SCR (DATA, default ../shared/data/jsrt_scr) into results/: resumable, hours on 2 CPU
+# cores (scripts/make_results.py; ONLY="run ..." and SEEDS="0 1 2" narrow it).
+results:
+	$(PYTHON) scripts/make_results.py $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS))
+
+# Re-run the first CHECK_IMAGES test images of a committed run and fail unless every per-image row is the same.
+results-check:
+	$(PYTHON) scripts/make_results.py --check $${CHECK_IMAGES:-3}

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 from filelock import FileLock
+from PIL import Image
 
 from sampot_lib import SampotError
 from sampot_lib.cli.main import _config, build_parser, main
@@ -165,6 +166,33 @@ def test_resume_reuses_finished_stages_and_redoes_what_changed(phantoms, tiny_ch
     run_experiment(_config_for(phantoms, out, tiny_checkpoint, epochs=3), progress=False)
     assert count_training == [2, 3, 3]
     assert RunFolder(out).problems() == []
+
+
+def test_resume_redoes_what_an_edited_image_or_mask_feeds(tmp_path, tiny_checkpoint, count_training, capsys):
+    data = write_phantom_set(tmp_path / "data", 12, seed=1, size=128)
+    out = tmp_path / "run"
+    config = _config_for(data, out, tiny_checkpoint)
+    run_experiment(config, progress=False)
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.*")}
+    # A test image edited in place (same name and size): evaluation and evolution are redone, training is not.
+    test_image = FolderDataset(data).image_path(splits["test"][0])
+    pixels = np.array(Image.open(test_image))
+    Image.fromarray(255 - pixels).save(test_image)
+    run_experiment(config, progress=True, resume=True)
+    assert len(count_training) == 1
+    said = capsys.readouterr().err
+    assert "stage 'evaluate' was made from other inputs (data:test images changed); redoing it." in said
+    assert "stage 'evolve'" in said and "stage 'train'" not in said
+    second = {p.name: p.stat().st_mtime_ns for p in out.glob("*.*")}
+    assert second["regressor.pt"] == first["regressor.pt"] and second["evolution.csv"] != first["evolution.csv"]
+    # A training mask edited in place: the regressor is trained again.
+    mask = FolderDataset(data).mask_path(splits["train"][0], "left_lung")
+    Image.fromarray(np.array(Image.open(mask))[::-1].copy()).save(mask)
+    run_experiment(config, progress=True, resume=True)
+    assert len(count_training) == 2
+    said = capsys.readouterr().err
+    assert "stage 'train' was made from other inputs (data:train+val masks changed); redoing it." in said
 
 
 def test_resume_redoes_an_interrupted_stage(phantoms, tiny_checkpoint, tmp_path, count_training):

@@ -70,7 +70,7 @@ def evolve_stage(
             evaluation = read_json(folder.path / "regressor_eval.json", "evaluation summary")
             inputs["regressor_eval.json"] = sha256_file(folder.path / "regressor_eval.json")
         settings = stage_settings(config, "evolve")
-        if resume and folder.reusable("evolve", settings, split, inputs) is None:
+        if resume and folder.reuse("evolve", settings, split, inputs, say=progress):
             return read_json(folder.path / "summary.json", "summary")
         net, regressor, meta, notes = begin_test_stage("evolve", config, folder, lazy, path, foreign, test_masks,
                                                         settings, split, inputs)  # fmt: skip
@@ -127,7 +127,7 @@ def evolve_stage(
         summary["config"] = config.to_dict()
         summary["torch_threads"] = torch.get_num_threads()  # another thread count moves the numbers a little
         summary["versions"] = versions()
-        summary["test_data_identity"] = inputs["data:test masks"]
+        summary["test_data_identity"] = {k: v for k, v in inputs.items() if k.startswith("data:")}
         summary["seconds"] = round(time.perf_counter() - started, 1)
         write_json(folder.path / "summary.json", summary)
         folder.finish("evolve", ["evolution.csv", "trajectories.json", "summary.json"])

@@ -99,6 +99,11 @@ def mask_hashes(dataset: FolderDataset, ids: list[str], structure: str) -> dict[
     return {image_id: sha256_file(dataset.mask_path(image_id, structure)) for image_id in ids}
 
 
+def image_hashes(dataset: FolderDataset, ids: list[str]) -> dict[str, str]:
+    """{image id: sha256 of its image file's bytes}: an image edited in place is a new input."""
+    return {image_id: sha256_file(dataset.image_path(image_id)) for image_id in ids}
+
+
 def data_identity(hashes: dict[str, str]) -> str:
     """One sha256 over sorted (id, mask hash) pairs: the identity of the labelled images a stage used."""
     return hashlib.sha256("".join(f"{i}\0{hashes[i]}\n" for i in sorted(hashes)).encode()).hexdigest()

@@ -276,6 +276,16 @@ class RunFolder:
             return f"stage '{stage}' was made from other inputs ({', '.join(changed)} changed)"
         return None
 
+    def reuse(
+        self, stage: str, settings: dict[str, Any], split: str | None, inputs: dict[str, str], *, say: bool = True
+    ) -> bool:
+        """Whether ``--resume`` may keep ``stage``'s results (:meth:`reusable`); when it may not, and the stage had
+        run here, ``say`` prints which stage is redone and why (on stderr)."""
+        why = self.reusable(stage, settings, split, inputs)
+        if why is not None and say and self.entry(stage) is not None:
+            print(f"note: {why}; redoing it.", file=sys.stderr)
+        return why is None
+
     def results_on_other_split(self, split: str) -> list[str]:
         """Files here that depend on a split other than ``split`` (from the manifest, or an older sampot's files
         when the folder's splits.json is another split)."""

@@ -27,6 +27,7 @@ from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, W
 from sampot_lib.experiment.provenance import (
     data_identity,
     expected_record,
+    image_hashes,
     mask_hashes,
     regressor_inputs,
     regressor_record,
@@ -129,7 +130,10 @@ def test_stage_inputs(
     if not foreign:  # the folder's regressor must come from this run's training settings and split
         folder.require("train", stage_settings(config, "train"), split)
     test_masks = mask_hashes(dataset, splits["test"], config.structure)
-    inputs = regressor_inputs(config, path, foreign) | {"data:test masks": data_identity(test_masks)}
+    inputs = regressor_inputs(config, path, foreign) | {
+        "data:test masks": data_identity(test_masks),
+        "data:test images": data_identity(image_hashes(dataset, splits["test"])),
+    }
     return splits, split, path, foreign, test_masks, inputs
 
 
@@ -183,9 +187,10 @@ def train_regressor_stage(
         splits = limit(full, config.max_images)
         _require_parts(splits, ("train", "val"), config, dataset)
         seen = {part: mask_hashes(dataset, splits[part], config.structure) for part in ("train", "val")}
-        inputs = {"data:train+val masks": data_identity(seen["train"] | seen["val"])}
+        inputs = {"data:train+val masks": data_identity(seen["train"] | seen["val"]),
+                  "data:train+val images": data_identity(image_hashes(dataset, splits["train"] + splits["val"]))}
         settings = stage_settings(config, "train")
-        if resume and folder.reusable("train", settings, split, inputs) is None:
+        if resume and folder.reuse("train", settings, split, inputs, say=progress):
             regressor, _ = load_regressor(folder.path / "regressor.pt", device=config.device)
             return regressor, read_csv(folder.path / "regressor_history.csv")
         folder.begin("train", settings, split, inputs)
@@ -230,7 +235,7 @@ def evaluate_stage(
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         splits, split, path, foreign, test_masks, inputs = test_stage_inputs(config, folder, dataset, force)
         settings = stage_settings(config, "evaluate")
-        if resume and folder.reusable("evaluate", settings, split, inputs) is None:
+        if resume and folder.reuse("evaluate", settings, split, inputs, say=progress):
             return read_json(folder.path / "regressor_eval.json", "evaluation summary")
         net, regressor, meta, notes = begin_test_stage("evaluate", config, folder, lazy, path, foreign, test_masks,
                                                         settings, split, inputs)  # fmt: skip

@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 
 from sampot_lib import SampotError
 from sampot_lib.defaults import HARM_TOLERANCE, UNCHANGED_TOL
+from sampot_lib.experiment import evolution
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.experiment.summary import selection_metrics
@@ -111,13 +112,22 @@ def _read_rows(path):
         return list(csv.DictReader(f))
 
 
-def test_a_run_reports_the_rule_and_every_summary_figure_comes_from_its_files(phantoms, tiny_checkpoint, tmp_path):
+def test_a_run_reports_the_rule_and_every_summary_figure_comes_from_its_files(
+    phantoms, tiny_checkpoint, tmp_path, monkeypatch
+):
     config = ExperimentConfig(
         data=str(phantoms), out=str(tmp_path / "run"), model="tiny", checkpoint=str(tiny_checkpoint), max_images=4,
         epochs=2, steps=3, n_synthetic=2, n_outside=1, regressor_size=32, split_fractions=[4, 4, 4],
         scorers=["oracle", "do-no-harm"],
     )  # fmt: skip
     assert config.scorers == ["regressor", "oracle", "do-no-harm"]  # the rule picks among the regressor's steps
+    chosen_from = []
+    real_choose = evolution.choose_margin
+    monkeypatch.setattr(evolution, "choose_margin", lambda p, t: chosen_from.append((p, t)) or real_choose(p, t))
+    evolved = []
+    real_evolve = evolution._evolve_image
+    monkeypatch.setattr(evolution, "_evolve_image", lambda i, **kw: evolved.append((i, kw.get("rule") is None))
+                        or real_evolve(i, **kw))  # fmt: skip
     summary = run_experiment(config, progress=False)
     out = tmp_path / "run"
     rows = _read_rows(out / "evolution.csv")
@@ -126,6 +136,11 @@ def test_a_run_reports_the_rule_and_every_summary_figure_comes_from_its_files(ph
     test_ids = splits["test"][:4]
     assert sorted({r["image_id"] for r in rows}) == sorted(test_ids)  # never a validation image
     assert summary["rule_validation"]["chosen_on"] == f"{len(splits['val'][:4])} validation images"
+    # the margin was chosen from the validation images' evolutions only, before any test image was evolved with it
+    val_ids = splits["val"][:4]
+    assert [i for i, no_rule in evolved if no_rule] == val_ids
+    assert [i for i, no_rule in evolved if not no_rule] == test_ids
+    assert len(chosen_from) == 1 and len(chosen_from[0][1]) == len(val_ids)
     margin = summary["rule_validation"]["margin"]
     on = {r["image_id"]: r for r in rows if r["group"] == "on"}
     for r in (r for r in rows if r["group"] == "do-no-harm"):

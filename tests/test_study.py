@@ -106,17 +106,24 @@ def test_a_studys_extra_jitters_run_on_its_first_structure_only(phantoms, tiny_c
     study = run_study(
         data=str(phantoms), out=tmp_path / "study", structures=["left_lung", "right_lung"], progress=False,
         model="tiny", checkpoint=str(tiny_checkpoint), prompt="box", max_images=3, epochs=2, steps=2,
-        regressor_size=32, scorers=["regressor", "oracle"], extra_jitters=[0.05],
+        regressor_size=32, scorers=["regressor", "oracle", "do-no-harm"], extra_jitters=[0.05],
     )  # fmt: skip
     first, second = (study.per_seed(s)[0] for s in ("left_lung", "right_lung"))
     assert "jitter_0.05" in first and "jitter_0.05" not in second
-    assert "oracle" in second and "on" in second
+    assert "oracle" in second and "on" in second and "do-no-harm" in second
     table = study.jitter_table()
     assert "| left_lung | 0.05 |" in table and "| right_lung | 0.05 |" not in table
+    selection = study.selection_table().splitlines()
+    rule = next(line for line in selection if line.startswith("| right_lung | do-no-harm rule"))
+    cells = [c.strip() for c in rule.strip("|").split("|")]
+    assert cells[2] == f"{second['do-no-harm']['worst_drop']:.3f}" and cells[7] == f"{second['do-no-harm']['gamed']:.2f}"
+    assert len(study.margin_figures()) == 2
+    results = study.results_table()
+    assert f"| {first['on']['improved']} |" in results  # one seed: counts are whole numbers
 
 
 def test_the_books_stage_calls_and_sampot_run_give_the_same_numbers(phantoms, tiny_checkpoint, tmp_path):
-    """Issue 9: the book (start_run, then the stages one by one in chapters 3 and 5) and `sampot run` with the same
+    """The book (start_run, then the stages one by one in chapters 3 and 5) and `sampot run` with the same
     settings must differ in nothing; only torch's thread count (SAMPOT_THREADS in the book) may add float noise."""
     from sampot_lib.cli.main import main
     from sampot_lib.experiment.evolution import evolve_stage

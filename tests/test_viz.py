@@ -93,8 +93,21 @@ def test_evolution_scatter_one_trace_per_setting():
     ]
     fig = viz.evolution_scatter(rows)
     assert [t.name for t in fig.data] == ["unchanged", "safeguards on", "safeguards off"]
+    # the axes fit the data (not the whole 0-1 square), alike on both, so the unit line stays the diagonal
+    lo, hi = fig.layout.xaxis.range
+    assert tuple(fig.layout.yaxis.range) == (lo, hi) and 0.05 <= lo < 0.1 and 0.6 < hi <= 0.65
+    assert list(fig.data[0].x) == [lo, hi] == list(fig.data[0].y)
     with pytest.raises(SampotError):
         viz.evolution_scatter([])
+
+
+def test_margin_curve_marks_the_chosen_margin():
+    curve = [{"margin": 0.0, "mean_gain": 0.02, "harmed": 2, "moved": 5},
+             {"margin": 0.05, "mean_gain": 0.015, "harmed": 0, "moved": 3},
+             {"margin": 1.0, "mean_gain": 0.0, "harmed": 0, "moved": 0}]  # fmt: skip
+    fig = viz.margin_curve_figure(curve, 0.05)
+    assert list(fig.data[0].x) == [2, 0, 0] and list(fig.data[0].y) == [0.02, 0.015, 0.0]
+    assert (fig.data[1].x[0], fig.data[1].y[0]) == (0, 0.015) and fig.data[1].name == "chosen: 0.05"
 
 
 def test_show_returns_offline_html_in_book_builds(monkeypatch):

@@ -372,9 +372,12 @@ def evolution_scatter(
     ``initial`` names the user's prompt on the x axis."""
     if not rows:
         raise SampotError("no evolution results to plot.")
+    values = [float(r[k]) for r in rows for k in ("dice0", "dice")]
+    pad = max(0.01, 0.05 * (max(values) - min(values)))
+    lo, hi = max(0.0, min(values) - pad), min(1.0, max(values) + pad)  # both axes alike: the unit line stays diagonal
     fig = go.Figure()
     fig.add_trace(
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="unchanged", line={"color": "gray", "dash": "dot"},
+        go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="unchanged", line={"color": "gray", "dash": "dot"},
                    hoverinfo="skip")
     )  # fmt: skip
     styles = {"on": ("circle", "#1f77b4"), "off": ("x", "#d62728")}
@@ -392,7 +395,33 @@ def evolution_scatter(
         )  # fmt: skip
     fig.update_layout(
         title=title or "Evolved vs initial Dice per test image",
-        xaxis={"title": f"initial Dice ({initial})", "range": [-0.02, 1.02]},
-        yaxis={"title": "evolved Dice", "range": [-0.02, 1.02]}, width=560, height=520,
+        xaxis={"title": f"initial Dice ({initial})", "range": [lo, hi]},
+        yaxis={"title": "evolved Dice", "range": [lo, hi], "scaleanchor": "x"}, width=560, height=520,
+    )  # fmt: skip
+    return fig
+
+
+def margin_curve_figure(curve: Sequence[Mapping[str, Any]], chosen: float, title: str | None = None) -> go.Figure:
+    """The do-no-harm rule's trade-off on the validation split: the mean true Dice gain against the number of images
+    harmed (worse by more than the tolerance), one point per margin, the chosen margin marked."""
+    if not curve:
+        raise SampotError("the margin curve is empty.")
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[int(r["harmed"]) for r in curve], y=[float(r["mean_gain"]) for r in curve], mode="lines+markers",
+            name="margins", text=[f"margin {float(r['margin']):g}, moved {int(r['moved'])}" for r in curve],
+            hovertemplate="%{text}<br>harmed %{x}<br>mean gain %{y:.4f}<extra></extra>",
+        )
+    )  # fmt: skip
+    pick = min(curve, key=lambda r: abs(float(r["margin"]) - chosen))
+    fig.add_trace(
+        go.Scatter(x=[int(pick["harmed"])], y=[float(pick["mean_gain"])], mode="markers", name=f"chosen: {chosen:g}",
+                   marker={"size": 12, "symbol": "star", "color": "black"})
+    )  # fmt: skip
+    fig.update_layout(
+        title=title or "Do-no-harm rule on validation: mean gain against harm", height=400,
+        xaxis={"title": "validation images worse by more than the tolerance", "dtick": 1},
+        yaxis={"title": "mean Dice gain"},
     )  # fmt: skip
     return fig

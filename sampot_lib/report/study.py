@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.defaults import SHARPNESS
+from sampot_lib.defaults import RULE, SHARPNESS
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.records import read_csv, read_json
@@ -29,14 +29,17 @@ from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, Safeguards, predict_mask
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.method.scoring import OracleScorer, RegressorScorer
-from sampot_lib.report.figures import evolution_scatter, trajectory_figure
+from sampot_lib.report.figures import evolution_scatter, margin_curve_figure, trajectory_figure
 
 SCORER_LABELS = {
     "regressor": "regressor (SAMPOT)",
     "blend": "regressor + IoU head blend",
     "confidence": "model's IoU head",
     "oracle": "oracle (ceiling)",
+    RULE: "do-no-harm rule (blend's predicted gain, margin chosen on val)",
 }
+#: Keys of a summary that count images (shown as whole numbers for one seed).
+COUNTS = {"n", "improved", "unchanged", "worse", "drops", "catastrophes"}
 
 
 def _group(scorer: str) -> str:
@@ -91,7 +94,7 @@ class Study:
         m, sd = self._stat(structure, group, key)
         if not np.isfinite(m):
             return "n/a"
-        if key == "n":
+        if key == "n" or (key in COUNTS and sd is None):
             return f"{m:.0f}"
         return f"{m:.{digits}f}" + (f" ({sd:.{digits}f})" if sd is not None else "")
 
@@ -137,6 +140,32 @@ class Study:
             cells = [self._fmt(structure, "regressor", key, 2) for key, _ in keys]
             lines.append(f"| {structure} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+    def selection_table(self) -> str:
+        """Markdown: how each score picked its winners (the worst and 5th-percentile change of Dice, Spearman between
+        score and true Dice along one image's path, top-1 regret, the share of images gamed)."""
+        keys = [("worst_drop", 3), ("p5_change", 3), ("median_within_image_spearman", 2), ("median_top1_regret", 3),
+                ("p90_top1_regret", 3), ("gamed", 2)]  # fmt: skip
+        head = ("| structure | score | worst change | 5th percentile | within-image Spearman (median) | top-1 regret "
+                "(median) | top-1 regret (90th pct.) | gamed |")  # fmt: skip
+        lines = [head, "|---" * (head.count("|") - 1) + "|"]
+        for structure in self.folders:
+            for scorer in self.config.scorers:
+                group = _group(scorer)
+                if group in self.per_seed(structure)[0]:
+                    label = SCORER_LABELS.get(scorer, scorer)
+                    lines.append(f"| {structure} | {label} | {self._cells(structure, group, keys)} |")
+        return "\n".join(lines)
+
+    def margin_figures(self) -> list[go.Figure]:
+        """The do-no-harm rule's trade-off on the validation split, one figure per structure (first seed)."""
+        figures = []
+        for structure in self.folders:
+            choice = self.per_seed(structure)[0].get("rule_validation")
+            if choice and "curve" in choice:
+                figures.append(margin_curve_figure(choice["curve"], choice["margin"],
+                                                   f"{structure}: the do-no-harm rule on validation"))  # fmt: skip
+        return figures
 
     def jitter_table(self) -> str:
         """Markdown: the regressor-driven results for each jitter of the user's box (the extra jitters are run on

@@ -43,6 +43,8 @@ def _figures():
         "scatter": viz.score_scatter([0.1, 0.5, 0.9], [0.2, 0.4, 0.8], r=0.9, title=LONG),
         "trajectory": viz.trajectory_figure(image, steps, masks={0: mask}, truth=mask, best_step=2, title=LONG),
         "evolution": viz.evolution_scatter(rows, title=LONG),
+        "margins": viz.margin_curve_figure([{"margin": 0.0, "mean_gain": 0.02, "harmed": 2, "moved": 5},
+                                            {"margin": 0.1, "mean_gain": 0.01, "harmed": 0, "moved": 2}], 0.1, LONG),
     }
 
 

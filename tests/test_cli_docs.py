@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sampot_lib import __version__
-from sampot_lib.cli.main import _APPLY_THREADS, _CHECK_ARGS, EPILOG, Lazy, build_parser, main
+from sampot_lib.cli.main import _APPLY_THREADS, EPILOG, Lazy, build_parser, main
 from sampot_lib.experiment.calibration import TUNE_EPOCHS, TUNE_LR
 from sampot_lib.models.registry import model_names
 
@@ -135,7 +135,7 @@ def test_every_command_resolves_to_a_function():
         if _subparsers(p) is None:
             func = p.get_default("func")
             assert callable(func.resolve() if isinstance(func, Lazy) else func), where
-    assert callable(_CHECK_ARGS.resolve()) and callable(_APPLY_THREADS.resolve())
+    assert callable(_APPLY_THREADS.resolve())
     lazy = Lazy("sampot_lib.cli.evolve:cmd_evolve")
     assert pickle.loads(pickle.dumps(lazy)) == lazy
 
@@ -146,15 +146,21 @@ def test_version(capsys):
     assert exc.value.code == 0 and capsys.readouterr().out == f"sampot {__version__}\n"
 
 
-def test_help_version_and_argument_errors_import_no_torch():
+def test_help_version_and_argument_errors_import_no_torch(tmp_path):
+    """torch takes seconds to import: help, the version and a mistyped value (argparse's or check_args') answer
+    without it."""
     code = (
-        "import sys\nfrom sampot_lib.cli.main import main\n"
+        "import sys\nfrom sampot_lib.cli.main import main\ncodes = []\n"
         "for argv in (['--help'], ['--version'], ['run', '--help'], ['data', 'split', '--help'],\n"
-        "             ['run', 'D', '--out', 'O', '--steps', 'ten'], ['nope']):\n"
-        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])\n"
+        "             ['run', 'D', '--out', 'O', '--steps', 'ten'], ['nope'],\n"
+        "             ['run', 'D', '--out', 'O', '--epochs', '0'], ['data', 'phantom', '--n', '0', '--out', 'X']):\n"
+        "    try:\n        codes.append(main(argv))\n    except SystemExit as exc:\n        codes.append(exc.code)\n"
+        "print(codes, sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])\n"
     )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
+    assert done.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0, 2, 2, 2, 2] []", done.stdout[-500:]
+    assert "--epochs" in done.stderr and "--n" in done.stderr  # the two values check_args refused

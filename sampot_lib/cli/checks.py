@@ -12,15 +12,14 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sampot_lib import errors as checks
 from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import MAX_LR, MAX_SHARPNESS
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.calibration import CALIBRATION_FILES
 from sampot_lib.experiment.config import check_scheduler
-from sampot_lib.models import registry
 
 #: The files `sampot run` / `train-regressor` write into --out (none may be a folder).
 RUN_FILES = (
@@ -28,8 +27,9 @@ RUN_FILES = (
     "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json",
 )  # fmt: skip
 
-#: The files `sampot calibrate` writes into --out: its own and the run folder's.
-CALIBRATE_FILES = (*CALIBRATION_FILES, "splits.json", "manifest.json")
+#: The files `sampot calibrate` writes into --out: its own (experiment.calibration.CALIBRATION_FILES) and the run
+#: folder's.
+CALIBRATE_FILES = ("calibration.json", "regressor_calibrated.pt", "splits.json", "manifest.json")
 
 # dest -> (flag, check of the value; it returns the value to keep). None values (flag not given) are not checked.
 _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
@@ -120,18 +120,35 @@ def check_args(args: argparse.Namespace) -> None:
     _check_outputs(args, data_cmd)
 
 
+def _registry() -> ModuleType:
+    """The model registry. It imports torch (seconds), so it is imported here, only for a command that names a model
+    or the checkpoint cache and after the cheap checks: a mistyped value and the data commands answer at once."""
+    from sampot_lib.models import registry
+
+    return registry
+
+
+def _check_cache(cache_dir: str | None = None) -> None:
+    """The checkpoint cache (--cache-dir, else $SAMPOT_CACHE or ~/.cache/sampot) is a folder sampot can write to."""
+    if cache_dir:
+        checks.cache_dir(cache_dir, "--cache-dir")
+    else:
+        where = "$SAMPOT_CACHE" if os.environ.get("SAMPOT_CACHE") else "the checkpoint cache"
+        checks.cache_dir(_registry().default_cache_dir(), where)
+
+
 def _check_model(args: argparse.Namespace) -> None:
     model = getattr(args, "model", None)
     if model is None or args.command == "data":
         return
+    registry = _registry()
     names = registry.model_names()
     if model not in names:
         raise SampotError(f"--model {model!r} is unknown; known: {', '.join(sorted(names))}.")
     ckpt = registry.CHECKPOINTS.get(model)
     if getattr(args, "checkpoint", None) is None and ckpt is not None and ckpt.url is not None:
         if not (registry.default_cache_dir() / ckpt.filename).is_file():  # it will be downloaded into the cache
-            where = "$SAMPOT_CACHE" if os.environ.get("SAMPOT_CACHE") else "the checkpoint cache"
-            checks.cache_dir(registry.default_cache_dir(), where)
+            _check_cache()
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -173,11 +190,7 @@ def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
     elif args.command == "calibrate":
         checks.output_dir(args.out, files=CALIBRATE_FILES)
     elif args.command == "download":
-        if args.cache_dir:
-            checks.cache_dir(args.cache_dir, "--cache-dir")
-        else:
-            where = "$SAMPOT_CACHE" if os.environ.get("SAMPOT_CACHE") else "the checkpoint cache"
-            checks.cache_dir(registry.default_cache_dir(), where)
+        _check_cache(args.cache_dir)
     elif args.command == "data" and data_cmd == "split":
         checks.output_file(args.out or Path(args.dir) / "splits.json", example="splits.json")
     elif args.command == "data" and data_cmd in ("phantom", "prepare"):

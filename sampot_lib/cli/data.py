@@ -96,8 +96,8 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("prepare", help="convert a public set into the folder format")
     p.add_argument("name", choices=sorted(public.CONVERTERS), help="the public set: %(choices)s")
-    p.add_argument("--src", default=None, help="the unpacked set (or, with --download, where to put it; default "
-                   "there: OUT's folder/NAME_download)")  # fmt: skip
+    p.add_argument("--src", default=None, help="the unpacked set, or with --download where to put it (default: "
+                   "none, which needs --download; it then goes into NAME_download beside --out)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder, written in the folder format")
     p.add_argument("--download", action="store_true", help=f"fetch the set first ({', '.join(public.DOWNLOADS)}; "
                    "default: read it from --src)")  # fmt: skip

@@ -20,6 +20,7 @@ from importlib import import_module
 from typing import Any, NoReturn
 
 from sampot_lib import __version__
+from sampot_lib.cli.checks import check_args
 from sampot_lib.cli.data import add_data_commands
 from sampot_lib.cli.options import (
     evolution_options,
@@ -48,8 +49,9 @@ $SAMPOT_CACHE or ~/.cache/sampot), or --checkpoint PATH with --model naming its 
 
 
 # The commands' modules import torch and the models, which takes seconds; `sampot --help`, `sampot --version` and a
-# mistyped option must answer at once. So the parser names each of those functions as "module:function", and Lazy
-# imports it when it is called: the one place the command line imports late.
+# mistyped option must answer at once. So the parser names each command as "module:function", and Lazy imports it
+# when it is called: the one way a command is imported late (cli/checks.py imports the model registry late for the
+# same reason).
 @dataclass(frozen=True)
 class Lazy:
     """A function named ``"module:function"``, imported when called (a picklable stand-in for it)."""
@@ -64,8 +66,7 @@ class Lazy:
         return self.resolve()(*args)
 
 
-_CHECK_ARGS = Lazy("sampot_lib.cli.checks:check_args")  # it reads the model registry
-_APPLY_THREADS = Lazy("sampot_lib.experiment.runfolder:apply_thread_setting")
+_APPLY_THREADS = Lazy("sampot_lib.experiment.runfolder:apply_thread_setting")  # it sets torch's threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
-            _CHECK_ARGS(args)
+            check_args(args)
             _APPLY_THREADS()  # as the book's kernels do: the same thread count gives the same numbers
             return int(args.func(args) or 0)
         except KeyboardInterrupt:

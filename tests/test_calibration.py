@@ -18,12 +18,14 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from sampot_lib.cli.checks import CALIBRATE_FILES
 from sampot_lib.cli.main import main
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import save_splits
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import (
+    CALIBRATION_FILES,
     choose_labelled,
     fine_tune,
     measure_transfer,
@@ -272,6 +274,10 @@ def test_cli_refuses_a_missing_regressor(shifted, tmp_path, capsys):
     rc = main(["calibrate", str(shifted), "--regressor", str(tmp_path / "none.pt"), "--labelled", "4", "--out",
                str(tmp_path / "o")])  # fmt: skip
     assert rc == 2 and "--regressor" in capsys.readouterr().err
+
+
+def test_the_cli_checks_every_file_calibration_writes():
+    assert set(CALIBRATION_FILES) <= set(CALIBRATE_FILES)  # --out is probed for each before any work
 
 
 # -- the book's demonstration ----------------------------------------------------------------------------------------

@@ -714,15 +714,13 @@ def test_cli_warns_on_a_split_with_an_empty_part(tmp_path, capsys):
 
 
 def test_evolution_record_with_nan_is_refused_before_any_file(files, tmp_path, capsys, monkeypatch):
-    import sampot_lib.method.evolve as evolve
+    import sampot_lib.cli.evolve as evolve  # the command's own name for the library's evolve_prompt
 
     real = evolve.evolve_prompt
 
     def diverging(*a, **k):
         result = real(*a, **k)
-        result.trajectory[-1] = type(result.trajectory[-1])(
-            **{**result.trajectory[-1].__dict__, "score": float("nan")}
-        )
+        result.trajectory[-1] = type(result.trajectory[-1])(**{**result.trajectory[-1].__dict__, "score": float("nan")})
         return result
 
     monkeypatch.setattr(evolve, "evolve_prompt", diverging)

@@ -15,7 +15,8 @@ from filelock import FileLock
 from PIL import Image
 
 from sampot_lib import SampotError
-from sampot_lib.cli.main import _config, build_parser, main
+from sampot_lib.cli.experiment import _config
+from sampot_lib.cli.main import build_parser, main
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.defaults import OPTIMIZERS

@@ -1,4 +1,4 @@
-"""Every command-line value checked before a command does any work (issue 10).
+"""Every command-line value checked before a command does any work.
 
 :func:`check_args` runs between argparse and the command: a value of the right syntax that cannot work (``--lr inf``,
 ``--min-overlap 5``, ``--epochs 0``, ``--device gpu0``, an ``--out`` that is a file, an unwritable folder) fails here,
@@ -12,11 +12,14 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sampot_lib import errors as checks
+from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import MAX_LR, MAX_SHARPNESS
 from sampot_lib.errors import SampotError
+from sampot_lib.experiment.config import check_scheduler
 
 #: The files `sampot run` / `train-regressor` write into --out (none may be a folder).
 RUN_FILES = (
@@ -24,7 +27,8 @@ RUN_FILES = (
     "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json",
 )  # fmt: skip
 
-#: The files `sampot calibrate` writes into --out (sampot_lib.experiment.calibration.CALIBRATION_FILES and the run folder's).
+#: The files `sampot calibrate` writes into --out: its own (experiment.calibration.CALIBRATION_FILES) and the run
+#: folder's.
 CALIBRATE_FILES = ("calibration.json", "regressor_calibrated.pt", "splits.json", "manifest.json")
 
 # dest -> (flag, check of the value; it returns the value to keep). None values (flag not given) are not checked.
@@ -47,7 +51,7 @@ _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "labelled": ("--labelled", lambda v, n: _labelled(v, n)),
     "tune_lr": ("--tune-lr", lambda v, n: checks.number(v, n, low=0, high=1, low_open=True)),
     "workers": ("--workers", lambda v, n: checks.whole(v, n, low=1)),
-    "scheduler": ("--scheduler", lambda v, n: _scheduler(v, n)),
+    "scheduler": ("--scheduler", check_scheduler),
 }
 # Values of the data commands (their names mean something else elsewhere, so they are checked by command).
 _DATA_VALUES: dict[str, dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
@@ -65,12 +69,6 @@ def _max_images(value: Any, name: str) -> int:
     if n < 3:
         raise SampotError(f"{name} must be at least 3 (a correlation needs 3 test images) or left out; got {n}.")
     return n
-
-
-def _scheduler(value: Any, name: str) -> str:
-    from sampot_lib.experiment.config import check_scheduler
-
-    return check_scheduler(value, name)
 
 
 def _labelled(value: Any, name: str) -> int:
@@ -122,20 +120,35 @@ def check_args(args: argparse.Namespace) -> None:
     _check_outputs(args, data_cmd)
 
 
+def _registry() -> ModuleType:
+    """The model registry. It imports torch (seconds), so it is imported here, only for a command that names a model
+    or the checkpoint cache and after the cheap checks: a mistyped value and the data commands answer at once."""
+    from sampot_lib.models import registry
+
+    return registry
+
+
+def _check_cache(cache_dir: str | None = None) -> None:
+    """The checkpoint cache (--cache-dir, else $SAMPOT_CACHE or ~/.cache/sampot) is a folder sampot can write to."""
+    if cache_dir:
+        checks.cache_dir(cache_dir, "--cache-dir")
+    else:
+        where = "$SAMPOT_CACHE" if os.environ.get("SAMPOT_CACHE") else "the checkpoint cache"
+        checks.cache_dir(_registry().default_cache_dir(), where)
+
+
 def _check_model(args: argparse.Namespace) -> None:
     model = getattr(args, "model", None)
     if model is None or args.command == "data":
         return
-    from sampot_lib.models import registry
-
-    names = registry.model_names() if hasattr(registry, "model_names") else list(registry.MODEL_BUILDERS)
+    registry = _registry()
+    names = registry.model_names()
     if model not in names:
         raise SampotError(f"--model {model!r} is unknown; known: {', '.join(sorted(names))}.")
     ckpt = registry.CHECKPOINTS.get(model)
     if getattr(args, "checkpoint", None) is None and ckpt is not None and ckpt.url is not None:
         if not (registry.default_cache_dir() / ckpt.filename).is_file():  # it will be downloaded into the cache
-            where = "$SAMPOT_CACHE" if os.environ.get("SAMPOT_CACHE") else "the checkpoint cache"
-            checks.cache_dir(registry.default_cache_dir(), where)
+            _check_cache()
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -154,8 +167,6 @@ def _check_inputs(args: argparse.Namespace) -> None:
         checks.input_file(args.mask, "--mask", hint="give a 0/255 PNG mask of the image's size")
     if get("split_file") is not None:
         checks.input_file(args.split_file, "--split-file", hint="make one with `sampot data split DIR`")
-        from sampot_lib.data.splits import load_splits
-
         load_splits(args.split_file)  # a damaged or foreign file fails now, not after the data set is read
     if args.command in ("run", "train-regressor", "calibrate"):
         checks.input_dir(args.data, "data set", hint="give a folder with images/ and masks/<structure>/")
@@ -179,13 +190,7 @@ def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
     elif args.command == "calibrate":
         checks.output_dir(args.out, files=CALIBRATE_FILES)
     elif args.command == "download":
-        from sampot_lib.models.registry import default_cache_dir
-
-        if args.cache_dir:
-            checks.cache_dir(args.cache_dir, "--cache-dir")
-        else:
-            where = "$SAMPOT_CACHE" if os.environ.get("SAMPOT_CACHE") else "the checkpoint cache"
-            checks.cache_dir(default_cache_dir(), where)
+        _check_cache(args.cache_dir)
     elif args.command == "data" and data_cmd == "split":
         checks.output_file(args.out or Path(args.dir) / "splits.json", example="splits.json")
     elif args.command == "data" and data_cmd in ("phantom", "prepare"):

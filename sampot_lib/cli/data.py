@@ -1,4 +1,8 @@
-"""``sampot data ...``: check, split, prepare and phantom. The lead's cli.py calls :func:`add_data_commands`."""
+"""``sampot data ...``: check, split, prepare and phantom; :func:`add_data_commands` adds them to a parser.
+
+Light enough to import while the parser is built (the data layer only: no torch), so its commands are plain
+functions.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,21 @@ import time
 import warnings
 from pathlib import Path
 
+from sampot_lib.data import public
+from sampot_lib.data.folder import FolderDataset, validate_folder
+from sampot_lib.data.phantom import CONFOUNDER_PRESETS, write_phantom_set
+from sampot_lib.data.splits import empty_parts, make_splits, save_splits
+from sampot_lib.defaults import PAPER_FRACTIONS
 from sampot_lib.errors import SampotError, SampotWarning
 
 
 def _check(args: argparse.Namespace) -> int:
-    from sampot_lib.data.folder import validate_folder
-
     report = validate_folder(args.dir, structures=args.structures, progress=not args.quiet)
     print(report.format())
     return 0 if report.ok else 1
 
 
 def _split(args: argparse.Namespace) -> int:
-    from sampot_lib.data.folder import FolderDataset
-    from sampot_lib.data.splits import empty_parts, make_splits, save_splits
-
     ds = FolderDataset(args.dir, validate=not args.no_validate)
     splits = make_splits(ds, fractions=args.fractions, seed=args.seed)
     wanted = {name for name, f in zip(("train", "val", "test"), args.fractions, strict=True) if f > 0}
@@ -42,8 +46,6 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from sampot_lib.data import public
-
     src = args.src
     if args.download:
         into = Path(args.src) if args.src else Path(args.out).parent / f"{args.name}_download"
@@ -63,8 +65,6 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from sampot_lib.data.phantom import write_phantom_set
-
     t0 = time.perf_counter()
     write_phantom_set(args.out, args.n, args.seed, size=args.size, confounders=args.confounders, progress=True)
     print(f"wrote {args.n} phantoms ({args.size} px) to {args.out} in {time.perf_counter() - t0:.1f} s")
@@ -79,35 +79,39 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="validate a folder-format data set and print every problem")
     p.add_argument("dir", help="folder with images/ and masks/<structure>/")
     p.add_argument("--structures", nargs="+", default=None, help="mask folders required (default: all found)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: one while the files are read)")
     p.set_defaults(func=_check)
 
     p = sub.add_parser("split", help="subject-level train/val/test split, saved as JSON")
-    p.add_argument("dir")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("dir", help="folder-format data set to split (images/, masks/<structure>/)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random assignment (default: %(default)s)")
     p.add_argument(
-        "--fractions", type=float, nargs=3, default=[41, 28, 53], metavar=("TRAIN", "VAL", "TEST"),
-        help="relative sizes in subjects (default: the paper's 41 28 53)",
+        "--fractions", type=float, nargs=3, default=list(PAPER_FRACTIONS), metavar=("TRAIN", "VAL", "TEST"),
+        help=f"relative sizes in subjects (default: the paper's {' '.join(map(str, PAPER_FRACTIONS))})",
     )  # fmt: skip
     p.add_argument("--out", default=None, help="split file (default: DIR/splits.json)")
-    p.add_argument("--no-validate", action="store_true", help="skip reading every file first")
+    p.add_argument("--no-validate", action="store_true", help="skip reading every file first (default: every file is "
+                   "read and checked)")  # fmt: skip
     p.set_defaults(func=_split)
 
-    from sampot_lib.data.public import CONVERTERS
-
     p = sub.add_parser("prepare", help="convert a public set into the folder format")
-    p.add_argument("name", choices=sorted(CONVERTERS))
-    p.add_argument("--src", default=None, help="the unpacked set (or, with --download, where to put it)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--download", action="store_true", help="fetch the set first (montgomery, shenzhen, covid)")
-    p.add_argument("--max-size", type=int, default=1024, help="shrink the longer side to this (0: keep)")
+    p.add_argument("name", choices=sorted(public.CONVERTERS), help="the public set: %(choices)s")
+    p.add_argument("--src", default=None, help="the unpacked set, or with --download where to put it (default: "
+                   "none, which needs --download; it then goes into NAME_download beside --out)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder, written in the folder format")
+    p.add_argument("--download", action="store_true", help=f"fetch the set first ({', '.join(public.DOWNLOADS)}; "
+                   "default: read it from --src)")  # fmt: skip
+    p.add_argument("--max-size", type=int, default=1024, help="shrink the longer side to this many pixels, 0 keeps "
+                   "the size (default: %(default)s)")  # fmt: skip
     p.add_argument("--masks", default=None, help="covid: the V7 masks zip (default: from torchxrayvision)")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("phantom", help="write procedural chest X-ray phantoms with exact lung masks")
-    p.add_argument("--n", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    p.add_argument("--size", type=int, default=1024)
-    p.add_argument("--confounders", choices=["none", "default", "all"], default="default")
+    p.add_argument("--n", type=int, default=60, help="number of phantoms (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed: phantom i is drawn from (seed, i) (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder, written in the folder format")
+    p.add_argument("--size", type=int, default=1024, help="side of the square images in pixels (default: %(default)s)")
+    p.add_argument("--confounders", choices=list(CONFOUNDER_PRESETS), default="default",
+                   help="how often lung opacities, a PICC line, nodules and burned-in labels appear: %(choices)s "
+                   "(default: %(default)s)")  # fmt: skip
     p.set_defaults(func=_phantom)

@@ -1,0 +1,138 @@
+"""``sampot evolve`` (one prompt on one image) and ``sampot heatmap`` (the Dice of a grid of clicks), with what they
+share with the other commands: the model and the safeguards read from the options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from sampot_lib.data.io import looks_inverted, read_image, read_mask, write_png
+from sampot_lib.errors import SampotError, SampotWarning
+from sampot_lib.experiment.records import finite_json
+from sampot_lib.files import write_text
+from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.heatmap import dice_heatmap, grid_points
+from sampot_lib.method.prompts import Prompt, Safeguards
+from sampot_lib.method.regressor import check_regressor, load_regressor
+from sampot_lib.models import load_model
+from sampot_lib.models.base import PromptableModel
+
+
+def safeguards_of(args: argparse.Namespace) -> Safeguards:
+    """The safeguards the evolution options give (--no-safeguards, --trust-radius, --min-overlap, --max-area-ratio)."""
+    if args.no_safeguards:
+        return Safeguards.off()
+    return Safeguards(trust_radius=args.trust_radius, min_overlap=args.min_overlap, max_area_ratio=args.max_area_ratio)
+
+
+def model_of(args: argparse.Namespace) -> PromptableModel:
+    """The model the model options name, on --device (and --backend where the command has one)."""
+    backend = getattr(args, "backend", "torch")
+    return load_model(args.model, args.checkpoint, args.device, mask_output=args.mask_output, backend=backend)
+
+
+def _user_prompt(args: argparse.Namespace) -> Prompt:
+    """The prompt given on the command line: --box X0 Y0 X1 Y1 and/or --click X Y (repeatable)."""
+    clicks = tuple((float(x), float(y)) for x, y in (args.click or []))
+    box = tuple(float(v) for v in args.box) if args.box else None
+    if box is None and not clicks:
+        raise SampotError("give the user's prompt: --click X Y (one or more) and/or --box X0 Y0 X1 Y1.")
+    return Prompt(points=clicks, labels=(1,) * len(clicks), box=box)  # type: ignore[arg-type]
+
+
+def _warn_odd_input(prompt: Prompt | None, mask: np.ndarray | None, mask_path: str | None) -> None:
+    """Warnings (not errors) for input that works but is probably a mistake: an inverted mask, a click in the
+    background of the given mask. ``prompt=None``: only the mask is looked at."""
+    if mask is None:
+        return
+    if looks_inverted(mask):
+        warnings.warn(
+            f"mask {mask_path} covers {mask.mean():.0%} of the image and nearly all its border: is it inverted "
+            "(structure black, background white)? The Dice it gives is then of the background.",
+            SampotWarning, stacklevel=2,
+        )  # fmt: skip
+    if prompt is None:
+        return
+    for (x, y), label in zip(prompt.points, prompt.labels, strict=True):
+        if label == 1 and not mask[int(round(y)), int(round(x))]:
+            warnings.warn(
+                f"click ({x:g}, {y:g}) lies in the background of the mask {mask_path}: the model segments what is "
+                "under the click, probably not the structure. Click inside the structure.",
+                SampotWarning, stacklevel=2,
+            )  # fmt: skip
+
+
+def _json_text(record: dict, path: Path) -> str:
+    """The JSON of a result record; SampotError naming ``path`` and the key if a number is NaN or infinite."""
+    clean, _ = finite_json(record, "refuse", where=str(path))
+    return json.dumps(clean, indent=1, allow_nan=False) + "\n"
+
+
+def cmd_evolve(args: argparse.Namespace) -> int:
+    if args.backend == "onnx" and args.optimizer == "adam":  # before any work: ONNX gives no gradients
+        raise SampotError("--backend onnx gives no gradients, which adam needs: add --optimizer cmaes or random.")
+    image = read_image(args.image)
+    gt = read_mask(args.mask, expected_shape=image.shape) if args.mask else None
+    prompt = _user_prompt(args)
+    prompt.check(image.shape[:2])
+    _warn_odd_input(prompt, gt, args.mask)
+    regressor, reg_meta = load_regressor(args.regressor, device=args.device)
+    model = model_of(args)
+    kinds = getattr(model, "prompt_kinds", ())  # from the model's record
+    if kinds and prompt.kind not in kinds:
+        warnings.warn(
+            f"model {args.model!r} answers {', '.join(kinds)} prompts well, not a {prompt.kind}; its masks may be "
+            "poor (LiteMedSAM is a box model: give --box X0 Y0 X1 Y1).", stacklevel=1,
+        )  # fmt: skip
+    expected = {"model": args.model, "mask_output": getattr(model, "mask_output", None),
+                "prompt": "box" if prompt.box is not None else "click", "sharpness": args.sharpness}  # fmt: skip
+    for note in check_regressor(reg_meta, expected):
+        print(f"sampot: warning: {note}", file=sys.stderr)
+    result = evolve_prompt(
+        model, regressor, image, prompt, steps=args.steps, lr=args.lr, sharpness=args.sharpness,
+        optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt, seed=args.seed, progress=True,
+    )  # fmt: skip
+    out, stem = Path(args.out), Path(args.image).stem
+    record = {"image": str(args.image)} | result.to_dict()
+    record_text = _json_text(record, out / f"{stem}_evolution.json")  # NaN is refused before any file is written
+    write_png(out / f"{stem}_mask.png", result.best_mask)
+    write_png(out / f"{stem}_initial_mask.png", result.initial_mask)
+    write_text(out / f"{stem}_evolution.json", record_text)
+    b, i = result.best, result.initial
+    fmt = ", ".join
+    print(f"evolved {prompt.kind}: ({fmt(f'{v:.1f}' for v in b.coords)}) from ({fmt(f'{v:.1f}' for v in i.coords)}) "
+          f"at step {b.step}")  # fmt: skip
+    print(f"regressor score: {i.score:.3f} -> {b.score:.3f}")
+    if gt is not None:
+        print(f"Dice: {i.dice:.3f} -> {b.dice:.3f}")
+    print(f"wrote {out / (stem + '_mask.png')} and {out / (stem + '_evolution.json')}")
+    return 0
+
+
+def cmd_heatmap(args: argparse.Namespace) -> int:
+    image = read_image(args.image)
+    mask = read_mask(args.mask, expected_shape=image.shape)
+    _warn_odd_input(None, mask, args.mask)  # no clicks: the heat-map makes its own
+    if len(grid_points(mask, args.step)) == 0:  # before the model is loaded
+        raise SampotError(f"no grid point of --step {args.step} falls inside the mask {args.mask}; use a smaller step.")
+    regressor = load_regressor(args.regressor, device=args.device)[0] if args.regressor else None
+    hm = dice_heatmap(model_of(args), image, mask, step=args.step, regressor=regressor)
+
+    def cell(v: float, fmt: str = ".5f") -> str:  # a blank cell, not "nan": the regressor column without one
+        return format(v, fmt) if math.isfinite(v) else ""
+
+    lines = ["x,y,dice,confidence,regressor"]
+    lines += [
+        ",".join([cell(x, ".1f"), cell(y, ".1f"), cell(d), cell(c), cell(s)])
+        for (x, y), d, c, s in zip(hm.points, hm.dice, hm.confidence, hm.score, strict=True)
+    ]
+    write_text(args.out, "\n".join(lines) + "\n")
+    print(f"{len(hm.dice)} clicks: Dice {hm.dice.min():.3f} .. {hm.dice.max():.3f} (spread {hm.spread:.3f})")
+    print(f"wrote {args.out}")
+    return 0

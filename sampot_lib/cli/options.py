@@ -1,0 +1,173 @@
+"""The options several commands share, the types that read their values, and how a typed value is told from a
+default.
+
+Light on purpose (argparse, the default numbers, the presets' names): the parser is built from it before any
+command runs, so ``sampot --help`` and a mistyped option never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from sampot_lib.defaults import (
+    BOX_JITTER,
+    EPOCHS,
+    LR,
+    MAX_AREA_RATIO,
+    MIN_OVERLAP,
+    REGRESSOR_SIZE,
+    SHARPNESS,
+    STEPS,
+    TRUST_RADIUS,
+)
+from sampot_lib.experiment.config import PRESETS
+
+#: The number options a preset may set: their defaults are marked so that a preset replaces only those not typed.
+PRESET_NUMBERS = ("seed", "max_images", "regressor_size", "epochs", "steps", "lr", "sharpness", "trust_radius",
+                  "min_overlap", "max_area_ratio")  # fmt: skip
+
+
+def mask_output(value: str) -> str | int:
+    """--mask-output: best, single, 0, 1 or 2."""
+    if value in ("best", "single"):
+        return value
+    if value in ("0", "1", "2"):
+        return int(value)
+    raise argparse.ArgumentTypeError(f"{value!r} is not one of best, single, 0, 1, 2")
+
+
+def positive_int(value: str) -> int:
+    """A whole number >= 0."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return n
+
+
+def positive_float(value: str) -> float:
+    """A finite number > 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(x) or not x > 0:  # float() reads "nan" and "inf"
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
+    return x
+
+
+def model_options(p: argparse.ArgumentParser, model: str | None = "sam_nano") -> None:
+    """--model, --checkpoint, --mask-output, --device. ``model=None``: the model comes from the regressor's record."""
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model", default=model,
+        help="sam_nano, litemedsam, vit_b, vit_l or vit_h "
+        + ("(default: %(default)s)" if model is not None else "(default: the regressor's model)"),
+    )  # fmt: skip
+    g.add_argument(
+        "--checkpoint",
+        help="a local checkpoint file for --model (default: the packaged weights, or SAM's downloaded once into the "
+        "cache)",
+    )
+    g.add_argument(
+        "--mask-output", type=mask_output, default=None,
+        help="which SAM output a click yields: best (highest predicted IoU), single, 0, 1 or 2 (default: the "
+        "model's recommended one, else best)",
+    )  # fmt: skip
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+
+
+def evolution_options(p: argparse.ArgumentParser, sharpness: float | None = SHARPNESS) -> None:
+    """The evolution's budget, step, optimiser, sharpness and safeguards. ``sharpness=None``: the regressor's."""
+    g = p.add_argument_group("evolution (paper 3.3)")
+    g.add_argument(
+        "--steps", type=positive_int, default=STEPS, help="model calls after the user's prompt (default: %(default)s)"
+    )
+    g.add_argument(
+        "--lr", type=positive_float, default=LR,
+        help="step size in pixels of the original image: Adam's lr, the random/cmaes search scale / 3 "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--optimizer", default="adam", choices=["adam", "random", "cmaes"],
+        help="how the prompt moves: adam (the paper's, needs gradients), random search or cmaes (default: %(default)s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--sharpness", type=positive_float, default=sharpness,
+        help="slope of the sigmoid on the logits "
+        + ("(default: %(default)s)" if sharpness is not None else "(default: the regressor's)"),
+    )  # fmt: skip
+    g.add_argument("--no-safeguards", action="store_true", help="the paper's setting: only the image border limits "
+                   "the prompt (default: the three safeguards below)")  # fmt: skip
+    g.add_argument("--trust-radius", type=positive_float, default=TRUST_RADIUS,
+                   help="largest move, as a fraction of the image's longer side (default: %(default)s)")  # fmt: skip
+    g.add_argument("--min-overlap", type=positive_float, default=MIN_OVERLAP,
+                   help="least IoU of a winner with the first mask (default: %(default)s)")  # fmt: skip
+    g.add_argument("--max-area-ratio", type=positive_float, default=MAX_AREA_RATIO,
+                   help="largest area change of a winner, x or / (default: %(default)s)")  # fmt: skip
+
+
+def experiment_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``train-regressor`` and ``run``: the data, the run folder, the regressor, presets, workers."""
+    p.add_argument("data", help="folder-format data set (images/, masks/<structure>/)")
+    p.add_argument("--out", required=True, help="output folder for splits, regressor and results")
+    p.add_argument("--structure", default="left_lung", help="mask folder to segment (default: %(default)s)")
+    p.add_argument("--split-file", help="a split JSON from `sampot data split` (default: make one, seeded)")
+    p.add_argument("--seed", type=positive_int, default=0, help="seed of every random choice (default: %(default)s)")
+    p.add_argument("--max-images", type=positive_int, default=None, help="use at most N images per split (default: "
+                   "all)")  # fmt: skip
+    p.add_argument("--regressor-size", type=positive_int, default=REGRESSOR_SIZE,
+                   help="regressor input size in pixels (default: %(default)s)")  # fmt: skip
+    p.add_argument("--epochs", type=positive_int, default=EPOCHS, help="regressor epochs (default: %(default)s)")
+    p.add_argument("--prompt", choices=["click", "box"], help="the user's first prompt: the centroid click (the "
+                   "paper's) or the structure's box jittered by --box-jitter (default: what the model answers "
+                   "well)")  # fmt: skip
+    p.add_argument("--box-jitter", type=float, default=BOX_JITTER, help="J: each edge of the user's box moves by a "
+                   "seeded uniform fraction in [-J, J] of the box size (default: %(default)s)")  # fmt: skip
+    g = p.add_argument_group("the run folder and presets")
+    g.add_argument("--preset", choices=list(PRESETS), help="start from a preset's settings (paper: the paper's); "
+                   "options you type win over it, and the run lists what differs from the paper (default: none, "
+                   "the options' own defaults)")  # fmt: skip
+    g.add_argument("--resume", action="store_true", help="reuse the stages in --out that finished from the same "
+                   "settings, split and inputs; redo the rest (default: redo every stage)")  # fmt: skip
+    g.add_argument("--force", action="store_true", help="start --out over: delete results made on another split "
+                   "(default: refuse to remake the split under them)")  # fmt: skip
+    g = p.add_argument_group("where the per-image work runs (never changes a number)")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="N > 1: a local Dask cluster of N worker "
+                   "processes, the cores split evenly (default: 1, in this process)")  # fmt: skip
+    g.add_argument("--scheduler", metavar="ADDRESS", help="join a running Dask cluster at ADDRESS (tcp://host:8786, "
+                   "as `dask scheduler` prints it) instead (default: none, as --workers says)")  # fmt: skip
+    model_options(p)
+
+
+class _DefaultInt(int):
+    """An int option's default (not typed by the user): a preset may replace it."""
+
+
+class _DefaultFloat(float):
+    """A float option's default (not typed by the user): a preset may replace it."""
+
+
+def mark_defaults(p: argparse.ArgumentParser) -> None:
+    """Wrap the defaults of :data:`PRESET_NUMBERS` so that :func:`typed` can tell them from values the user typed."""
+    for dest in PRESET_NUMBERS:
+        value = p.get_default(dest)
+        if type(value) is int:
+            p.set_defaults(**{dest: _DefaultInt(value)})
+        elif type(value) is float:
+            p.set_defaults(**{dest: _DefaultFloat(value)})
+
+
+def typed(args: argparse.Namespace, dest: str) -> bool:
+    """Whether the user gave option ``dest`` (rather than leaving its default)."""
+    value = getattr(args, dest, None)
+    return value is not None and value is not False and not isinstance(value, (_DefaultInt, _DefaultFloat))
+
+
+def plain(value: Any) -> Any:
+    """``value`` without the default's mark (a plain int or float)."""
+    return int(value) if isinstance(value, _DefaultInt) else float(value) if isinstance(value, _DefaultFloat) else value

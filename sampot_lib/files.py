@@ -129,12 +129,40 @@ def download(
     if size is not None and have > size:
         part.unlink()
         have = 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (a recorded or user-chosen URL)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise DownloadError(url, exc, part, have) from exc
+    if size is None or have < size:  # a part of the full size (stopped before its check) is checked as it is
+        _fetch(url, dest.name, part, have, size, timeout, progress)
+    got = part.stat().st_size
+    if size is not None and got < size:  # the server closed early without an error: resumable, like any cut
+        cut = ConnectionError(f"the connection closed after {got:,} of {size:,} bytes")
+        raise DownloadError(url, cut, part, got) from cut
+    if size is not None and got != size:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(url, "size", size, got)
+    digest = sha256_file(part)
+    if sha256 is not None and digest != sha256.lower():
+        part.unlink(missing_ok=True)
+        raise ChecksumError(url, "sha256", sha256.lower(), digest)
+    move_into_place(part, dest)
+    return dest, digest
+
+
+def _fetch(url: str, name: str, part: Path, have: int, size: int | None, timeout: float, progress: bool) -> None:
+    """Append ``url``'s bytes from ``have`` on to ``part``, or write them all when the server ignores the range or has
+    nothing from there on. Network failures raise :class:`DownloadError`; the disk's, its ``OSError``."""
     from tqdm.auto import tqdm  # here, not at the top: tqdm.auto may import IPython, and most callers never download
+
+    while True:
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (a recorded or user-chosen URL)
+        except urllib.error.HTTPError as exc:
+            if have and exc.code == 416:  # nothing from there on: the part is no start of this file; start over
+                have = 0
+                continue
+            raise DownloadError(url, exc, part, have) from exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            raise DownloadError(url, exc, part, have) from exc
+        break
 
     with response:
         if have and getattr(response, "status", None) != 206:  # the server ignored the range: start over
@@ -143,7 +171,7 @@ def download(
         try:
             with (
                 open(part, "ab" if have else "wb") as out,
-                tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar,
+                tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=name, disable=not progress) as bar,
             ):
                 while True:
                     try:
@@ -159,19 +187,6 @@ def download(
             raise
         except OSError as exc:  # the disk: full, read-only, no permission (its message names the part file)
             raise OSError(exc.errno, exc.strerror or str(exc), str(part)) from exc
-    got = part.stat().st_size
-    if size is not None and got < size:  # the server closed early without an error: resumable, like any cut
-        cut = ConnectionError(f"the connection closed after {got:,} of {size:,} bytes")
-        raise DownloadError(url, cut, part, got) from cut
-    if size is not None and got != size:
-        part.unlink(missing_ok=True)
-        raise ChecksumError(url, "size", size, got)
-    digest = sha256_file(part)
-    if sha256 is not None and digest != sha256.lower():
-        part.unlink(missing_ok=True)
-        raise ChecksumError(url, "sha256", sha256.lower(), digest)
-    move_into_place(part, dest)
-    return dest, digest
 
 
 def _length(response: object, have: int) -> int | None:

@@ -18,8 +18,8 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """/full: the payload, Range honoured with 206; /norange: Range ignored (200, the whole file); /cut: promises the
-    whole payload but sends half and closes. Records each request's Range header."""
+    """/full: the payload, Range honoured with 206 (416 from its end on); /norange: Range ignored (200, the whole
+    file); /cut: promises the whole payload but sends half and closes. Records each request's Range header."""
 
     ranges: list[str] = []
 
@@ -30,6 +30,9 @@ class _Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range", "")
         self.ranges.append(f"{self.path} {rng}".strip())
         start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+        if self.path == "/full" and start >= len(PAYLOAD):
+            self.send_error(416)  # Range Not Satisfiable
+            return
         if self.path == "/full" and start:
             self.send_response(206)
             body = PAYLOAD[start:]
@@ -83,6 +86,18 @@ def test_a_part_longer_than_the_file_is_dropped_before_asking(server, tmp_path):
     (tmp_path / "w.bin.part").write_bytes(PAYLOAD + b"extra")
     download(f"{server}/full", tmp_path / "w.bin", size=len(PAYLOAD))
     assert _Handler.ranges == ["/full"]
+
+
+def test_a_whole_part_left_before_its_check_is_checked_without_asking_again(server, tmp_path):
+    (tmp_path / "w.bin.part").write_bytes(PAYLOAD)
+    path, _ = download(f"{server}/full", tmp_path / "w.bin", sha256=SHA, size=len(PAYLOAD))
+    assert path.read_bytes() == PAYLOAD and _Handler.ranges == []
+
+
+def test_a_part_with_nothing_after_it_starts_over(server, tmp_path):
+    (tmp_path / "w.bin.part").write_bytes(PAYLOAD + b"more")  # size unknown: the server answers 416 to its range
+    path, _ = download(f"{server}/full", tmp_path / "w.bin", sha256=SHA)
+    assert path.read_bytes() == PAYLOAD and _Handler.ranges == [f"/full bytes={len(PAYLOAD) + 4}-", "/full"]
 
 
 def test_a_cut_connection_keeps_what_came_and_the_next_try_resumes(server, tmp_path):

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from sampot_lib.errors import SampotError
 
+#: The one place the version is written: pyproject.toml reads it from here at build time (setuptools'
+#: ``dynamic = ["version"]``, read from this file's text, not by importing it), so the installed metadata, this
+#: attribute and what run folders and regressor files record cannot differ, in a source tree on PYTHONPATH too.
 __version__ = "0.1.0"
 
 # name -> the module that defines it

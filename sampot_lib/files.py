@@ -1,4 +1,5 @@
-"""Files: the sha256 of a file, and the atomic writes of bytes and text that everything which writes uses.
+"""Files: the sha256 of a file, the atomic writes of bytes and text that everything which writes uses, and the one
+download (resumable, checked) that fetches model checkpoints and public data sets.
 
 An atomic write goes to a temporary name in the target's folder, takes the umask's mode, and is renamed into place:
 a reader never sees a partial file, and a failure leaves neither a partial file nor the temporary one. An
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import os
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -84,3 +88,117 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+class DownloadError(OSError):
+    """The network failed a download (no connection, an HTTP error, a connection cut in the middle).
+
+    ``part`` is the file that keeps the bytes fetched so far and ``kept`` their number (0: nothing was kept); the
+    next :func:`download` of the same ``dest`` resumes from there. The cause is chained (``__cause__``).
+    """
+
+    def __init__(self, url: str, cause: BaseException, part: Path, kept: int):
+        super().__init__(f"{url}: {cause}")
+        self.url, self.cause, self.part, self.kept = url, cause, part, kept
+
+
+class ChecksumError(ValueError):
+    """A finished download is not the file that was asked for: ``what`` (``"size"`` or ``"sha256"``) is ``got``
+    where ``expected`` was asked. Nothing is kept: a wrong finished file cannot be resumed into a right one."""
+
+    def __init__(self, url: str, what: str, expected: str | int, got: str | int):
+        super().__init__(f"{url}: {what} {got} where {expected} was expected")
+        self.url, self.what, self.expected, self.got = url, what, expected, got
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    timeout: float = 60.0,
+    progress: bool = False,
+) -> tuple[Path, str]:
+    """Fetch ``url`` to ``dest``; returns (``dest``, the file's sha256).
+
+    The bytes go to ``<dest>.part``; an interrupted download leaves it, and the next call resumes it with an HTTP
+    Range request (or starts over when the server ignores ranges, or when the part is longer than ``size``). Only
+    a finished file whose size and sha256 match the given ones (each checked only if given) is renamed to ``dest``.
+
+    Raises :class:`DownloadError` when the network fails, :class:`ChecksumError` when the finished file is not the
+    one asked for (its part is removed), and the ``OSError`` of the disk (full, read-only, no permission) as it is,
+    naming the part file: the callers say what each means to their user.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    if size is not None and have > size:
+        part.unlink()
+        have = 0
+    if size is None or have < size:  # a part of the full size (stopped before its check) is checked as it is
+        _fetch(url, dest.name, part, have, size, timeout, progress)
+    got = part.stat().st_size
+    if size is not None and got < size:  # the server closed early without an error: resumable, like any cut
+        cut = ConnectionError(f"the connection closed after {got:,} of {size:,} bytes")
+        raise DownloadError(url, cut, part, got) from cut
+    if size is not None and got != size:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(url, "size", size, got)
+    digest = sha256_file(part)
+    if sha256 is not None and digest != sha256.lower():
+        part.unlink(missing_ok=True)
+        raise ChecksumError(url, "sha256", sha256.lower(), digest)
+    move_into_place(part, dest)
+    return dest, digest
+
+
+def _fetch(url: str, name: str, part: Path, have: int, size: int | None, timeout: float, progress: bool) -> None:
+    """Append ``url``'s bytes from ``have`` on to ``part``, or write them all when the server ignores the range or has
+    nothing from there on. Network failures raise :class:`DownloadError`; the disk's, its ``OSError``."""
+    from tqdm.auto import tqdm  # here, not at the top: tqdm.auto may import IPython, and most callers never download
+
+    while True:
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (a recorded or user-chosen URL)
+        except urllib.error.HTTPError as exc:
+            if have and exc.code == 416:  # nothing from there on: the part is no start of this file; start over
+                have = 0
+                continue
+            raise DownloadError(url, exc, part, have) from exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            raise DownloadError(url, exc, part, have) from exc
+        break
+
+    with response:
+        if have and getattr(response, "status", None) != 206:  # the server ignored the range: start over
+            have = 0
+        total = size if size is not None else _length(response, have)
+        try:
+            with (
+                open(part, "ab" if have else "wb") as out,
+                tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=name, disable=not progress) as bar,
+            ):
+                while True:
+                    try:
+                        block = response.read(1 << 20)
+                    except (http.client.HTTPException, OSError) as exc:  # the connection, not the disk
+                        out.flush()
+                        raise DownloadError(url, exc, part, out.tell()) from exc
+                    if not block:
+                        break
+                    out.write(block)
+                    bar.update(len(block))
+        except DownloadError:
+            raise
+        except OSError as exc:  # the disk: full, read-only, no permission (its message names the part file)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(part)) from exc
+
+
+def _length(response: object, have: int) -> int | None:
+    """The whole file's length from a response's Content-Length (a 206's counts only the rest), or None."""
+    headers = getattr(response, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    try:
+        return int(value) + have if value is not None else None
+    except ValueError:
+        return None

@@ -20,7 +20,7 @@ from sampot_lib.method.scoring import OracleScorer
 from sampot_lib.method.synth import jittered_box
 from sampot_lib.models import SamModel, load_model
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.models.onnx import OnnxPromptModel, export_onnx, load_onnx_model
+from sampot_lib.models.onnx import OPSET, OnnxPromptModel, export_onnx, load_onnx_model
 
 PROMPTS = [
     Prompt.click(90.0, 130.0),
@@ -104,7 +104,9 @@ def test_onnx_file_that_does_not_fit_is_refused(tmp_path, nano_pair):
     other = tmp_path / "linear.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation note
-        torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(other), dynamo=False, input_names=["x"])
+        # at the backend's opset: torch's default (20 in torch 2.14) is newer than onnxruntime 1.16 reads
+        torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(other), dynamo=False, input_names=["x"],
+                          opset_version=OPSET)  # fmt: skip
     with pytest.raises(SampotError, match="does not match the ONNX backend.*inputs \\['x'\\]"):
         load_onnx_model(nano, other)
     # the right kind of file from another model: other embedding shape

@@ -38,6 +38,7 @@ _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "sharpness": ("--sharpness", lambda v, n: checks.number(v, n, low=0, high=MAX_SHARPNESS, low_open=True)),
     "trust_radius": ("--trust-radius", lambda v, n: checks.number(v, n, low=0, low_open=True)),
     "min_overlap": ("--min-overlap", lambda v, n: checks.fraction(v, n)),
+    "margin": ("--margin", lambda v, n: checks.fraction(v, n)),
     "max_area_ratio": ("--max-area-ratio", lambda v, n: checks.number(v, n, low=1)),
     "epochs": ("--epochs", lambda v, n: checks.whole(v, n, low=1)),
     "max_images": ("--max-images", lambda v, n: _max_images(v, n)),

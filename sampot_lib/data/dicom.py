@@ -1,19 +1,22 @@
 """DICOM radiographs through pydicom: modality rescale, VOI window, MONOCHROME1 inversion -> ``H x W`` uint8.
 
 Order follows the DICOM grayscale pipeline (PS3.4 N.2): stored values -> Modality LUT (RescaleSlope/Intercept or a
-Modality LUT Sequence) -> VOI (WindowCenter/WindowWidth, or a VOI LUT Sequence) -> display, where MONOCHROME1 means
-"high values are dark" and is inverted so that, as in every other input, bone is bright and air is dark.
+Modality LUT Sequence) -> VOI (WindowCenter/WindowWidth with its VOI LUT Function, LINEAR, LINEAR_EXACT or SIGMOID;
+or a VOI LUT Sequence) -> display, where MONOCHROME1 means "high values are dark" and is inverted so that, as in
+every other input, bone is bright and air is dark. Each LUT step is pydicom's own function (``pydicom.pixels``:
+``apply_modality_lut``, ``apply_windowing``, ``apply_voi``); this module only maps their output onto 0..255.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
 from sampot_lib.data.pixels import to_gray, to_uint8
 from sampot_lib.errors import SampotError
@@ -26,33 +29,69 @@ def _first(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def window_linear(values: np.ndarray, center: float, width: float) -> np.ndarray:
-    """DICOM LINEAR VOI function (PS3.3 C.11.2.1.2.1) mapped onto 0..1; ``H x W`` float in, float out."""
-    if width < 1:
-        raise SampotError(f"DICOM WindowWidth {width} is below 1, which the standard forbids.")
-    if width == 1:
-        return (values > center - 0.5).astype(np.float64)
-    out = ((values - (center - 0.5)) / (width - 1.0)) + 0.5
-    return np.clip(out, 0.0, 1.0)
+def _window(path: Path, ds: Any, values: np.ndarray) -> np.ndarray:
+    """The file's WindowCenter/WindowWidth through pydicom's ``apply_windowing`` (its VOILUTFunction: LINEAR,
+    LINEAR_EXACT or SIGMOID), mapped onto 0..1; or SampotError naming the file and the tags."""
 
-
-def _file_window(path: Path, values: np.ndarray, center: object, width: object) -> np.ndarray:
-    """The file's own WindowCenter/WindowWidth applied, or SampotError naming the file when they cannot work."""
+    center, width = ds.WindowCenter, ds.WindowWidth
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
     try:
         c, w = _first(center), _first(width)
     except (TypeError, ValueError, IndexError) as exc:
-        c = w = float("nan")
         why = f"unreadable ({exc})"
     else:
         why = "not finite numbers" if not (math.isfinite(c) and math.isfinite(w)) else ""
-    if not why and w < 1:
+    if not why and function == "LINEAR" and w < 1:
         why = f"the width {w:g} is below 1, which the DICOM standard forbids"
+    if not why and function != "LINEAR" and w <= 0:
+        why = f"the width {w:g} is not above 0, which the DICOM standard requires for {function}"
     if why:
         raise SampotError(
             f"{path}: its DICOM window (WindowCenter {center}, WindowWidth {width}) is invalid: {why}. Fix or remove "
             "the two tags (e.g. with pydicom or dcmodify), or export the image as PNG."
         )
-    return window_linear(values, c, w)
+    try:
+        with np.errstate(over="ignore"):  # SIGMOID far from its centre: exp overflows to inf, and 1 / inf is 0
+            out = np.asarray(apply_windowing(values, ds), dtype=np.float64)
+            # pydicom maps onto the range of the stored values (after the rescale); what it gives inputs far below
+            # and far above the window is that range's two ends, for every VOI LUT Function.
+            far = abs(w) * 100.0
+            low, high = np.asarray(apply_windowing(np.array([c - far, c + far]), ds), dtype=np.float64)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise SampotError(
+            f"{path}: its DICOM window cannot be applied (VOI LUT Function (0028,1056) {function!r}, WindowCenter "
+            f"{center}, WindowWidth {width}): {exc}. Fix or remove the tags, or export the image as PNG."
+        ) from exc
+    return np.clip((out - low) / (high - low), 0.0, 1.0) if high != low else np.zeros_like(out)
+
+
+def _voi_lut(path: Path, ds: Any, values: np.ndarray) -> np.ndarray:
+    """The file's first VOI LUT (VOI LUT Sequence, (0028,3010)) through pydicom's ``apply_voi``, mapped onto 0..1 by
+    the table's own lowest and highest entries; or SampotError naming the file and the tag."""
+
+    tag = "VOI LUT Sequence (0028,3010)"
+    item = ds.VOILUTSequence[0]
+    missing = [f"{name} {number}" for name, number in (("LUTDescriptor", "(0028,3002)"), ("LUTData", "(0028,3006)"))
+               if item.get(name) is None]  # fmt: skip
+    if missing:
+        raise SampotError(
+            f"{path}: its {tag} has no {' and no '.join(missing)}, so the VOI LUT cannot be applied; remove the "
+            "sequence (the image is then windowed by WindowCenter/WindowWidth, or min to max), or export as PNG."
+        )
+    if np.issubdtype(values.dtype, np.floating) and np.array_equal(values, np.round(values)):
+        values = values.astype(np.int64)  # a table is indexed by whole numbers: no float warning from pydicom
+    try:
+        out = np.asarray(apply_voi(values, ds), dtype=np.float64)
+        descriptor = [int(v) for v in item.LUTDescriptor]
+        entries, first = descriptor[0] or 2**16, descriptor[1]
+        table = np.asarray(apply_voi(np.arange(first, first + entries, dtype=np.int64), ds), dtype=np.float64)
+    except (NotImplementedError, ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise SampotError(
+            f"{path}: its {tag} cannot be applied by pydicom ({type(exc).__name__}: {exc}). Remove the sequence or "
+            "fix its LUT Descriptor (0028,3002), or export the image as PNG."
+        ) from exc
+    low, high = float(table.min()), float(table.max())
+    return (out - low) / (high - low) if high > low else np.zeros_like(out)
 
 
 def read_dicom(
@@ -65,9 +104,10 @@ def read_dicom(
     """Read a single-frame DICOM image as ``H x W`` uint8 (bone bright, air dark).
 
     Rescale slope and intercept (or a Modality LUT) are always applied. With ``use_voi`` and no percentile window
-    given, the file's own VOI window (WindowCenter/WindowWidth or VOI LUT Sequence) sets the contrast; otherwise, or
-    when the file has none, the image is windowed between the percentiles (default min to max).
-    MONOCHROME1 images are inverted after windowing.
+    given, the file's own VOI sets the contrast: its VOI LUT Sequence if it has one, else WindowCenter/WindowWidth
+    with its VOILUTFunction (LINEAR by default, LINEAR_EXACT, SIGMOID), each applied by pydicom; otherwise, or when
+    the file has neither, the image is windowed between the percentiles (default min to max). MONOCHROME1 images
+    are inverted after windowing. A VOI that cannot be applied is refused (SampotError naming the file and tag).
     """
 
     path = Path(path)
@@ -91,15 +131,10 @@ def read_dicom(
     modality = np.asarray(apply_modality_lut(stored, ds))
     values = modality.astype(np.float64)
     has_window = "WindowCenter" in ds and "WindowWidth" in ds
-    has_voi_lut = "VOILUTSequence" in ds
+    has_voi_lut = bool(ds.get("VOILUTSequence"))
     if use_voi and low_pct is None and high_pct is None and (has_window or has_voi_lut):
-        if has_window:
-            unit = _file_window(path, values, ds.WindowCenter, ds.WindowWidth)
-        else:
-            # A tabulated VOI LUT: pydicom applies it; its output range is the LUT's, so stretch min..max.
-            lut_out = np.asarray(apply_voi_lut(modality, ds), dtype=np.float64)
-            lo, hi = float(lut_out.min()), float(lut_out.max())
-            unit = (lut_out - lo) / (hi - lo) if hi > lo else np.zeros_like(lut_out)
+        # Both present: the table wins, as in pydicom's apply_voi_lut (prefer_lut=True).
+        unit = _voi_lut(path, ds, modality) if has_voi_lut else _window(path, ds, values)
         out = np.round(unit * 255.0).astype(np.uint8)
     else:
         out = to_uint8(values, 0.0 if low_pct is None else low_pct, 100.0 if high_pct is None else high_pct)

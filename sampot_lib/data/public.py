@@ -19,13 +19,8 @@ of the image centre is skipped and reported.
 from __future__ import annotations
 
 import csv
-import errno
 import importlib.util
 import io
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,7 +34,8 @@ from tqdm import tqdm
 from sampot_lib.data.io import read_array, read_image, write_png
 from sampot_lib.data.pixels import preprocess
 from sampot_lib.errors import SampotError
-from sampot_lib.files import move_into_place, sha256_file, write_text
+from sampot_lib.files import ChecksumError, DownloadError, write_text
+from sampot_lib.files import download as fetch
 
 
 @dataclass(frozen=True)
@@ -79,34 +75,38 @@ class PrepareResult:
     skipped: list[str]
 
 
-_LOCAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR)
-
-
 def download(url: str, dest: str | Path, sha256: str | None = None) -> tuple[Path, str]:
-    """Fetch ``url`` to ``dest`` (atomically) and return (path, sha256). A known checksum must match."""
+    """Fetch ``url`` to ``dest`` and return (path, sha256). A known checksum must match.
+
+    Through :func:`sampot_lib.files.download`: an interrupted download keeps ``<dest>.part`` and the next try resumes
+    it; a finished file with the wrong checksum is removed.
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
-        with open(fd, "wb") as fh, urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (user-chosen URL)
-            shutil.copyfileobj(resp, fh, 1 << 20)
-        digest = sha256_file(tmp)
-        if sha256 is not None and digest != sha256.lower():
-            raise SampotError(
-                f"{url}: checksum mismatch (got sha256 {digest}, expected {sha256}); the file is corrupt or has "
-                "changed upstream. Nothing was kept."
-            )
-        move_into_place(tmp, dest)
-    except OSError as exc:
-        if not isinstance(exc, urllib.error.URLError) and exc.errno in _LOCAL_ERRNOS:  # the disk, not the network
-            raise SampotError(
-                f"could not write {dest} ({exc.strerror}); free some space, or choose a --src folder you can write. "
-                "Nothing was kept."
-            ) from exc
-        raise SampotError(f"{url}: download failed ({exc}); nothing kept. Download it by hand, pass --src.") from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dest, digest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return fetch(url, dest, sha256=sha256, progress=True)
+    except ChecksumError as exc:
+        raise SampotError(
+            f"{url}: checksum mismatch (got sha256 {exc.got}, expected {exc.expected}); the file is corrupt or has "
+            "changed upstream. Nothing was kept."
+        ) from exc
+    except DownloadError as exc:
+        raise SampotError(
+            f"{url}: download failed ({exc.cause}); {_kept(exc.part)}. Download it by hand, pass --src."
+        ) from exc
+    except OSError as exc:  # the disk, not the network
+        kept = _kept(dest.with_name(dest.name + ".part"))
+        raise SampotError(
+            f"could not write {dest} ({exc.strerror}); free some space, or choose a --src folder you can write "
+            f"({kept})."
+        ) from exc
+
+
+def _kept(part: Path) -> str:
+    size = part.stat().st_size if part.is_file() else 0
+    if not size:
+        return "nothing kept"
+    return f"the {size:,} bytes fetched so far are kept in {part} and the next try resumes from there"
 
 
 def fetch_and_extract(name: str, into: str | Path, *, url: str | None = None) -> tuple[Path, str]:

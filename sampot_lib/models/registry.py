@@ -7,11 +7,7 @@ renames it into place, so a half-written file is never taken for a checkpoint.
 
 from __future__ import annotations
 
-import errno
-import http.client
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
-from tqdm.auto import tqdm
 
 from sampot_lib.errors import SampotError
 from sampot_lib.errors import device as checked
-from sampot_lib.files import move_into_place, sha256_file
+from sampot_lib.files import ChecksumError, DownloadError, download, sha256_file
 from sampot_lib.models import nano
 from sampot_lib.models.cache import EmbeddingStore, default_store
 from sampot_lib.models.litemedsam import (
@@ -175,46 +170,35 @@ def fetch_checkpoint(
         verify_file(dest, ckpt)
         return dest
     cache_dir.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.is_file() else 0
-    if have > ckpt.size:
-        part.unlink()
-        have = 0
-    request = urllib.request.Request(ckpt.url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            if have and response.status != 206:  # the server ignored the range: start over
-                have = 0
-            with (
-                open(part, "ab" if have else "wb") as out,
-                tqdm(
-                    total=ckpt.size, initial=have, unit="B", unit_scale=True, desc=ckpt.filename, disable=not progress
-                ) as bar,
-            ):
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        download(ckpt.url, dest, sha256=ckpt.sha256, size=ckpt.size, timeout=timeout, progress=progress)
+    except ChecksumError as exc:  # the finished download is another file; its part is gone
+        if exc.what == "size":
+            raise SampotError(
+                f"the download of {ckpt.name!r} from {ckpt.url} has {exc.got:,} bytes but the checkpoint has "
+                f"{ckpt.size:,}: the server sent another file. Nothing was kept; run `sampot download {ckpt.name}` "
+                "again later, or pass --checkpoint PATH."
+            ) from exc
+        raise SampotError(
+            f"the download of {ckpt.name!r} from {ckpt.url} is corrupt: sha256 {exc.got} but checkpoint "
+            f"{ckpt.name!r} has {ckpt.sha256}. Nothing was kept; run `sampot download {ckpt.name}` again."
+        ) from exc
+    except DownloadError as exc:
+        kept = (f"The {exc.kept:,} bytes fetched so far are kept in {exc.part} and the next try resumes from there."
+                if exc.kept else "No partial file was kept.")  # fmt: skip
+        raise SampotError(
+            f"could not download {ckpt.name!r} from {ckpt.url} ({exc.cause}). If this machine is offline, download "
+            f"the file elsewhere and put it at {dest} (sha256 {ckpt.sha256}), or pass --checkpoint PATH. {kept}"
+        ) from exc
+    except OSError as exc:  # the network was fine; the cache folder is not
+        part = Path(exc.filename) if exc.filename else dest.with_name(dest.name + ".part")
         size = part.stat().st_size if part.is_file() else 0
         kept = (f"The {size:,} bytes fetched so far are kept in {part} and the next try resumes from there."
                 if size else "No partial file was kept.")  # fmt: skip
-        local = isinstance(exc, OSError) and not isinstance(exc, urllib.error.URLError) and exc.errno in (
-            errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR)
-        if local:  # the network was fine; the cache folder is not
-            raise SampotError(
-                f"could not write the {ckpt.name!r} checkpoint into {cache_dir} ({exc.strerror}). Free some space or "
-                f"fix the folder's permissions, or set $SAMPOT_CACHE to a folder you can write. {kept}"
-            ) from exc
         raise SampotError(
-            f"could not download {ckpt.name!r} from {ckpt.url} ({exc}). If this machine is offline, download the "
-            f"file elsewhere and put it at {dest} (sha256 {ckpt.sha256}), or pass --checkpoint PATH. {kept}"
+            f"could not write the {ckpt.name!r} checkpoint into {cache_dir} ({exc.strerror}). Free some space or "
+            f"fix the folder's permissions, or set $SAMPOT_CACHE to a folder you can write. {kept}"
         ) from exc
-    try:
-        verify_file(part, ckpt)
-    except SampotError:
-        part.unlink(missing_ok=True)  # a finished but wrong file cannot be resumed into a right one
-        raise
-    move_into_place(part, dest)
     return dest
 
 

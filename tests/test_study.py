@@ -12,7 +12,8 @@ from sampot_lib.data.folder import FolderDataset
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.runner import run_experiment, seed_runs
 from sampot_lib.method.regressor import load_regressor
-from sampot_lib.report.study import optimizer_markdown, optimizer_rows, optimizer_verdict, run_study, seeds_markdown
+from sampot_lib.report.study import optimizer_rows, run_study
+from sampot_lib.report.tables import optimizer_markdown, optimizer_verdict, seeds_markdown
 
 
 def _rows(ends: dict[tuple[str, str, int, str], list[float]], start: float = 0.5) -> list[dict]:

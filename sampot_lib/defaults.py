@@ -8,12 +8,20 @@ SHARPNESS = 5.0
 LR = 10.0
 #: Model calls per evolution (the budget every optimiser shares).
 STEPS = 30
+#: Early stopping of evolution: stop once the best allowed score has not risen by more than ``EVOLVE_MIN_GAIN`` for
+#: ``EVOLVE_PATIENCE`` model calls in a row. None (or 0): no early stopping, every run spends its budget (the paper);
+#: both still to be chosen on a validation split.
+EVOLVE_PATIENCE = None
+EVOLVE_MIN_GAIN = 1e-3
 #: Side of the square image and mask the segmentation regressor reads.
 REGRESSOR_SIZE = 128
 #: Regressor training: epochs, batch size, learning rate (paper 3.2: 200, 32, 0.001).
 EPOCHS = 200
 BATCH_SIZE = 32
 REGRESSOR_LR = 1e-3
+#: Regressor training stops after this many epochs without a new best validation loss; 0 (or None): all ``EPOCHS``
+#: (the paper's preset: --epochs 200 --patience 0).
+REGRESSOR_PATIENCE = 0
 #: Level-set (synthetic) masks per training image, and model prompts outside the structure (paper 3.2: 3).
 N_SYNTHETIC = 16
 N_OUTSIDE = 3
@@ -39,6 +47,18 @@ SCORERS = ("regressor", "confidence", "blend", "oracle")
 #: The do-no-harm rule's name where scores are listed (it picks among the regressor's evolution's steps).
 RULE = "do-no-harm"
 OPTIMIZERS = ("adam", "cmaes", "random")
+#: Models whose mask decoder scores a population of prompts (CMA-ES, random search) in one call faster than one by
+#: one on a CPU (8 boxes, 1 thread: SAM-Nano 0.39 x the time per prompt; LiteMedSAM 1.67 x, its 64 x 64 x
+#: 256 image side per prompt no longer fits the cache, so it and SAM's ViTs score one prompt at a time).
+BATCHED_MODELS = ("sam_nano",)
+#: Where a model's image encoder runs: "torch", "onnx" (onnxruntime, on the CPU), or "auto": onnxruntime for the
+#: models whose encoder it runs faster here (LiteMedSAM: about half torch's time on 2 CPU cores) when the
+#: ``onnx`` extra is installed and the model is on the CPU, else torch.
+ENCODER_BACKENDS = ("auto", "torch", "onnx")
+ENCODER_BACKEND = "auto"
+#: Largest difference an exported image encoder's features may have from torch's (absolute, on a test input);
+#: beyond it the export is refused and torch encodes.
+ONNX_ENCODER_TOLERANCE = 1e-3
 #: Largest evolution step in pixels: a step longer than any image's side only slams the prompt into the border,
 #: and larger values overflow float32 in Adam's update (1e39 does).
 MAX_LR = 10_000.0

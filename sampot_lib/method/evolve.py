@@ -4,20 +4,23 @@ Only the prompt's coordinates move; the segmenter and the scorer stay frozen. Th
 the regressor's gradient; here the prompt may also be a box or several clicks, the optimiser Adam, CMA-ES or random
 search (:mod:`sampot_lib.method.optimizers`) at the same budget of model calls, and the score any of
 :mod:`sampot_lib.method.scoring`. The paper's failures evolved into masks outside the lung; :class:`Safeguards`
-bound where the prompt may go and which evolved masks may win.
+bound where the prompt may go and which evolved masks may win. With a ``patience``, a run stops early once its best
+score stops rising.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sampot_lib.defaults import LR, SHARPNESS, STEPS
-from sampot_lib.errors import SampotError
+from sampot_lib.defaults import EVOLVE_MIN_GAIN, EVOLVE_PATIENCE, LR, SHARPNESS, STEPS
+from sampot_lib.errors import SampotError, number, whole
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.optimizers import make_optimizer
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
@@ -25,7 +28,10 @@ from sampot_lib.method.regressor import SegmentationRegressor
 from sampot_lib.method.scoring import RegressorScorer, Scorer
 from sampot_lib.models.base import ImageEmbedding, PromptableModel
 
-__all__ = ["EvolutionResult", "EvolutionStep", "Safeguards", "check_point", "evolve_prompt", "trajectory_masks"]
+__all__ = [
+    "EvolutionResult", "EvolutionStep", "Patience", "Safeguards", "check_point", "evolve_prompt", "stop_step",
+    "trajectory_masks",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,12 @@ class EvolutionStep:
 @dataclass
 class EvolutionResult:
     """The whole run: the user's prompt, every step, the winning step, and the initial and winning masks (H x W
-    bool)."""
+    bool).
+
+    stopped: why the run ended: ``"budget"`` (every model call spent) or ``"patience"`` (early stopping; the last
+    step is :attr:`stop_step`). seconds_embed: wall time of the image embedding (a cached embedding takes next to
+    none); seconds_evolve: wall time of everything after it (the steps and the two result masks).
+    """
 
     prompt: Prompt
     trajectory: list[EvolutionStep]
@@ -57,6 +68,9 @@ class EvolutionResult:
     initial_mask: np.ndarray
     best_mask: np.ndarray
     settings: dict[str, Any] = field(default_factory=dict)
+    stopped: Literal["budget", "patience"] = "budget"
+    seconds_embed: float = 0.0
+    seconds_evolve: float = 0.0
 
     @property
     def initial(self) -> EvolutionStep:
@@ -74,17 +88,61 @@ class EvolutionResult:
     def best_prompt(self) -> Prompt:
         return self.prompt_at(self.best_step)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record (masks left out)."""
-        return {
+    @property
+    def stop_step(self) -> int:
+        """The last step run: ``steps`` when the budget was spent, earlier when patience stopped the run."""
+        return self.trajectory[-1].step
+
+    def to_dict(self, seconds: bool = False) -> dict[str, Any]:
+        """JSON-ready record (masks left out). ``seconds``: include the wall times (``seconds_embed``,
+        ``seconds_evolve``); off by default, so that the same run gives the same record byte for byte (an
+        experiment's trajectories.json is compared so, between serial and parallel runs)."""
+        record = {
             "settings": self.settings,
             "prompt": self.prompt.to_dict(),
             "best_prompt": self.best_prompt.to_dict(),
             "best_step": self.best_step,
+            "stopped": self.stopped,
+            "stop_step": self.stop_step,
             "initial": asdict(self.initial),
             "best": asdict(self.best),
             "trajectory": [asdict(s) for s in self.trajectory],
         }
+        if seconds:
+            record |= {"seconds_embed": round(self.seconds_embed, 4), "seconds_evolve": round(self.seconds_evolve, 4)}
+        return record
+
+
+@dataclass
+class Patience:
+    """Evolution's early-stopping rule, fed one model call at a time: ``reference`` is the best allowed score at its
+    last rise by more than ``min_gain`` (step 0's score to begin with), ``stale`` the calls since; the rule is spent
+    once ``stale`` reaches ``patience`` (never for None or 0)."""
+
+    patience: int | None
+    min_gain: float
+    reference: float = -np.inf
+    stale: int = 0
+
+    def spent(self, score: float, allowed: bool) -> bool:
+        """Take the next call's score (and whether the safeguards let its mask win); True once patience is spent."""
+        if allowed and score > self.reference + self.min_gain:
+            self.reference, self.stale = score, 0
+        else:
+            self.stale += 1
+        return bool(self.patience) and self.stale >= self.patience
+
+
+def stop_step(trajectory: Sequence[EvolutionStep | Mapping[str, Any]], patience: int | None, min_gain: float) -> int:
+    """The last step a run with ``patience`` and ``min_gain`` would have taken, replayed from the trajectory of a run
+    with the same settings that spent its budget (``EvolutionStep`` objects or their records from ``to_dict()``):
+    a stopped run is the first steps of the full one, so one full run per image tells what every patience gives."""
+    rule, last = Patience(patience, min_gain), len(trajectory) - 1
+    for index, step in enumerate(trajectory):
+        score, allowed = (step["score"], step["allowed"]) if isinstance(step, Mapping) else (step.score, step.allowed)
+        if rule.spent(float(score), bool(allowed) or index == 0) and index < last:
+            return index
+    return last
 
 
 def check_point(point: tuple[float, float], shape: tuple[int, int], mask: np.ndarray | None = None) -> None:
@@ -106,6 +164,9 @@ def evolve_prompt(
     gt_mask: np.ndarray | None = None,
     seed: int = 0,
     progress: bool = False,
+    patience: int | None = EVOLVE_PATIENCE,
+    min_gain: float = EVOLVE_MIN_GAIN,
+    batch: bool | None = None,
 ) -> EvolutionResult:
     """Move ``prompt`` to maximise ``scorer``'s score of its mask, with ``steps`` model calls after the first.
 
@@ -114,6 +175,16 @@ def evolve_prompt(
     original image (Adam's step size; random search's and CMA-ES's scale). Step 0 is the user's prompt; the winner
     is the highest-scoring step the safeguards allow (step 0 always qualifies). With ``gt_mask`` every step also
     records its true Dice (at the image's size).
+
+    Early stopping: with ``patience`` P (1..``steps``), the run stops after the call at which the best allowed
+    score has gone P calls in a row without rising more than ``min_gain`` above its value at its last such rise
+    (step 0's score to begin with; a call whose mask the safeguards refuse counts as no rise). The run then ends at
+    that step (``result.stopped == "patience"``), which the full budget would have reached too: a stopped run is
+    the first steps of the full one. ``None`` or 0: no early stopping.
+
+    ``batch``: score the gradient-free optimisers' proposals a population at a time, in one model call (the same
+    proposals and scores as one by one, up to float rounding; the budget still counts prompts). None: where the
+    model says that is faster (``model.batch_prompts``). Adam moves one prompt and never batches.
     """
     guards = safeguards if safeguards is not None else Safeguards()
     prompt = as_prompt(prompt)
@@ -123,6 +194,8 @@ def evolve_prompt(
         raise SampotError(f"ground-truth mask is {gt_mask.shape[::-1]} (W x H) but the image is {w}x{h}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise SampotError(f"steps must be a whole number >= 0, got {steps!r}.")
+    patience = _check_patience(patience, steps)
+    min_gain = number(min_gain, "min_gain", low=0.0)
     device = model.device
     if isinstance(scorer, SegmentationRegressor):
         scorer = RegressorScorer(scorer, image, sharpness, device=device)
@@ -135,41 +208,72 @@ def evolve_prompt(
             f"optimizer {optimizer!r} needs gradients, but model {model.name!r} gives none; use --optimizer cmaes or "
             "random."
         )
+    started = time.perf_counter()
     emb = model.embed(image)  # after the checks: a wrong optimizer fails before the image encoder runs
+    embedded = time.perf_counter()
     size = (scorer.size, scorer.size)
+
+    batched = not opt.needs_gradient and (batch if batch is not None else getattr(model, "batch_prompts", False))
 
     trajectory: list[EvolutionStep] = []
     mask0 = None
-    for step in tqdm(range(steps + 1), desc="evolve", unit="step", disable=not progress, leave=False):
-        coords = opt.ask()
+    stopped: Literal["budget", "patience"] = "budget"
+    rule = Patience(patience, min_gain)
+    bar = tqdm(total=steps + 1, desc="evolve", unit="step", disable=not progress, leave=False)
+    while len(trajectory) <= steps and stopped == "budget":
+        asked = opt.ask_batch(steps + 1 - len(trajectory)) if batched else [opt.ask()]
         with torch.set_grad_enabled(opt.needs_gradient):
-            pred = predict(model, emb, prompt, coords, output_size=size)
-            score = scorer(pred.logits, pred.confidence)
-        hard = (pred.logits[0, 0] > 0).detach().cpu().numpy()
-        mask0 = hard if mask0 is None else mask0
-        overlap, allowed = guards.mask_allowed(hard, mask0)
-        current = prompt.with_coords(coords)
-        true_dice = dice(predict_mask(model, emb, current), gt_mask) if gt_mask is not None else None
-        x, y = current.center
-        trajectory.append(
-            EvolutionStep(
-                step=step, x=x, y=y, score=float(score.detach()[0]), confidence=float(pred.confidence.detach()[0]),
-                area=float(hard.mean()), overlap=overlap, allowed=allowed or step == 0, dice=true_dice,
-                coords=tuple(float(v) for v in current.coords()),
-            )
-        )  # fmt: skip
-        if step < steps:
-            opt.tell(coords, score)
+            pred = predict(model, emb, prompt, asked[0] if len(asked) == 1 else torch.stack(asked), output_size=size)
+            scores = scorer(pred.logits, pred.confidence)
+        for i, coords in enumerate(asked):
+            step, score = len(trajectory), scores[i : i + 1]
+            hard = (pred.logits[i, 0] > 0).detach().cpu().numpy()
+            mask0 = hard if mask0 is None else mask0
+            overlap, allowed = guards.mask_allowed(hard, mask0)
+            current = prompt.with_coords(coords)
+            true_dice = dice(predict_mask(model, emb, current), gt_mask) if gt_mask is not None else None
+            x, y = current.center
+            trajectory.append(
+                EvolutionStep(
+                    step=step, x=x, y=y, score=float(score.detach()[0]),
+                    confidence=float(pred.confidence.detach()[i]), area=float(hard.mean()), overlap=overlap,
+                    allowed=allowed or step == 0, dice=true_dice, coords=tuple(float(v) for v in current.coords()),
+                )
+            )  # fmt: skip
+            bar.update(1)
+            spent = rule.spent(trajectory[-1].score, trajectory[-1].allowed)
+            if step < steps:
+                if spent:
+                    stopped = "patience"  # the rest of a batch, scored already, is dropped: as if never asked
+                    break
+                opt.tell(coords, score)
+    bar.close()
 
     best = max((s for s in trajectory if s.allowed), key=lambda s: s.score).step
     settings = {
         "steps": steps, "lr": lr, "optimizer": optimizer, "scorer": scorer.name, "sharpness": sharpness,
         "safeguards": asdict(guards), "model": model.name, "prompt_kind": prompt.kind, "seed": seed,
+        "patience": patience, "min_gain": min_gain, "batched": batched,
     }  # fmt: skip
     best_prompt = prompt.with_coords(trajectory[best].coords)
+    masks = predict_mask(model, emb, prompt), predict_mask(model, emb, best_prompt)
     return EvolutionResult(
-        prompt, trajectory, best, predict_mask(model, emb, prompt), predict_mask(model, emb, best_prompt), settings
-    )
+        prompt, trajectory, best, *masks, settings, stopped=stopped, seconds_embed=embedded - started,
+        seconds_evolve=time.perf_counter() - embedded,
+    )  # fmt: skip
+
+
+def _check_patience(patience: int | None, steps: int) -> int | None:
+    """``patience`` as evolve_prompt takes it (None: no early stopping), or a one-line SampotError."""
+    if patience is None:
+        return None
+    patience = whole(patience, "patience", low=0)
+    if patience > steps:
+        raise SampotError(
+            f"patience {patience} is larger than steps {steps}: the run would never stop early; give a patience of "
+            f"at most {steps}, or 0 for none."
+        )
+    return patience
 
 
 @torch.no_grad()

@@ -11,6 +11,10 @@ always the user's prompt, so step 0 is the same for every optimiser.
   pixels (the same scale as random search, so ``lr`` means one thing for all three); candidates are asked one at a
   time from cma's population (default size ``4 + floor(3 ln D)``: 6 for a click, 8 for a box) and cma is told a
   population once all of it is scored. The budget (model calls) is the only stopping rule.
+
+The gradient-free optimisers can also hand out several proposals at once (:meth:`PromptOptimizer.ask_batch`: the
+rest of cma's population; for random search as many as cma's population would hold), for models that score a batch
+of prompts faster than one by one. The proposals, and so the run, are the same as when asked one at a time.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ class PromptOptimizer:
     def _propose(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def ask_batch(self, limit: int) -> list[torch.Tensor]:
+        """Up to ``limit`` proposals (>= 1) that can be scored together before any is told: what :meth:`ask`
+        would return one call after another. This class: one (the user's prompt comes alone in every optimiser)."""
+        return [self.ask()]
+
     def tell(self, coords: torch.Tensor, score: torch.Tensor) -> None:
         """The score (a 1-element tensor, with its graph for gradient optimisers) of the last :meth:`ask`."""
 
@@ -83,10 +92,17 @@ class RandomSearch(PromptOptimizer):
     def __init__(self, start: torch.Tensor, project: Project, *, lr: float, seed: int) -> None:
         super().__init__(start, project, lr=lr, seed=seed)
         self.gen = torch.Generator().manual_seed(self.seed)
+        self.batch_size = 4 + int(3 * np.log(self.start.numel()))  # cma's default population for D coordinates
 
     def _propose(self) -> torch.Tensor:
         noise = torch.randn(self.start.shape, generator=self.gen, dtype=torch.float64).to(self.start)
         return self.project(self.start + 3 * self.lr * noise)
+
+    def ask_batch(self, limit: int) -> list[torch.Tensor]:
+        """The user's prompt alone first, then ``batch_size`` independent moves at a time (fewer at the budget)."""
+        if self.calls == 0:
+            return [self.ask()]
+        return [self.ask() for _ in range(max(1, min(limit, self.batch_size)))]
 
 
 class CmaesOptimizer(PromptOptimizer):
@@ -130,6 +146,15 @@ class CmaesOptimizer(PromptOptimizer):
                 self._pending = list(self.es.ask())
         x = torch.as_tensor(self._pending.pop(0), dtype=self.start.dtype, device=self.start.device)
         return self.project(x)
+
+    def ask_batch(self, limit: int) -> list[torch.Tensor]:
+        """The user's prompt alone first, then the rest of cma's current population (fewer at the budget)."""
+        if self.calls == 0:
+            return [self.ask()]
+        if not self._pending:
+            with self._own_rng():
+                self._pending = list(self.es.ask())
+        return [self.ask() for _ in range(max(1, min(limit, len(self._pending))))]
 
     def tell(self, coords: torch.Tensor, score: torch.Tensor) -> None:
         if self.calls == 1:  # the user's prompt: not a candidate of cma's

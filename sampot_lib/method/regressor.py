@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from sampot_lib.defaults import BATCH_SIZE, EPOCHS
-from sampot_lib.errors import SampotError
+from sampot_lib.defaults import BATCH_SIZE, EPOCHS, REGRESSOR_PATIENCE
+from sampot_lib.errors import SampotError, whole
 from sampot_lib.files import atomic_write
 
 _FORMAT = "sampot-regressor/1"
@@ -152,9 +152,13 @@ def fit_regressor(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     init: SegmentationRegressor | None = None,
+    patience: int | None = REGRESSOR_PATIENCE,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
     """Train a regressor with Adam + MSE; return the weights of the epoch with the lowest validation MSE and the
-    per-epoch history (epoch, train_mse, val_mse). ``log`` receives one line per epoch.
+    per-epoch history (epoch, train_mse, val_mse), one row per epoch run. ``log`` receives one line per epoch.
+
+    ``patience``: stop after this many epochs in a row without a new lowest validation MSE (the history then ends
+    before ``epochs``; the best epoch's weights are returned as always). 0 or None: run all ``epochs``.
 
     ``init``: start from a copy of this regressor's weights (fine-tuning; ``widths`` is then its own, and ``init``
     itself is left unchanged). Its starting weights are then a candidate too (history row ``epoch`` 0): with
@@ -162,6 +166,7 @@ def fit_regressor(
     """
     if len(train) == 0 or len(val) == 0:
         raise SampotError(f"regressor training needs non-empty train and val sets (got {len(train)} and {len(val)}).")
+    patience = whole(patience, "patience", low=0) if patience is not None else 0
     size = train.images.shape[-1]
     torch.manual_seed(seed)
     if init is not None:
@@ -182,7 +187,7 @@ def fit_regressor(
     def val_mse() -> float:
         return float(np.mean((_scores(model.eval(), val_img, val_msk) - val.dice) ** 2))
 
-    best_state, best_val, history = None, float("inf"), []
+    best_state, best_val, history, stale = None, float("inf"), [], 0
     if init is not None:  # the starting point competes: fine-tuning never returns weights worse on val than it
         best_val = val_mse()
         start_train = float(np.mean((_scores(model.eval(), img, msk) - train.dice) ** 2))
@@ -206,10 +211,16 @@ def fit_regressor(
         epoch_val = val_mse()
         history.append({"epoch": epoch, "train_mse": train_mse, "val_mse": epoch_val})
         if epoch_val < best_val:
-            best_val, best_state = epoch_val, copy.deepcopy(model.state_dict())
+            best_val, best_state, stale = epoch_val, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
         bar.set_postfix(train=f"{train_mse:.4f}", val=f"{epoch_val:.4f}", best=f"{best_val:.4f}")
         if log is not None:
             log(f"epoch {epoch:3d}  train MSE {train_mse:.5f}  val MSE {epoch_val:.5f}  best {best_val:.5f}")
+        if patience and stale >= patience and epoch < epochs:
+            if log is not None:
+                log(f"stopped after epoch {epoch}: no lower val MSE for {patience} epochs (patience)")
+            break
     model.load_state_dict(best_state)
     return model.to(memory_format=torch.contiguous_format).eval(), history
 

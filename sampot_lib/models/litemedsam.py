@@ -85,7 +85,7 @@ class LiteMedSamModel(SamLikeModel):
         x = (x - lo) / torch.clamp(hi - lo, min=1e-8)
         h, w = resized.shape[:2]
         x = F.pad(x, (0, IMAGE_SIZE - w, 0, IMAGE_SIZE - h))
-        return self.image_encoder(x), (h, w)
+        return self._run_encoder(x), (h, w)
 
     def _encoder(self) -> torch.nn.Module:
         return self.image_encoder

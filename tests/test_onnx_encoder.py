@@ -16,7 +16,7 @@ from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.method.prompts import Prompt, predict
 from sampot_lib.method.synth import jittered_box
 from sampot_lib.models import SamModel, load_model
-from sampot_lib.models import onnx as onnx_module
+from sampot_lib.models import onnx_encoder as onnx_module
 from sampot_lib.models.cache import EmbeddingStore
 from sampot_lib.models.onnx_encoder import ENCODER_FORMAT, OnnxImageEncoder, use_encoder
 

@@ -38,7 +38,7 @@ def _used_ids(out) -> list[str]:
 
 def _summary(out) -> dict:
     summary = read_json(out / "summary.json")
-    summary.pop("config")  # it names where the run ran (workers), nothing else differs
+    summary.pop("config"), summary.pop("seconds")  # where the run ran (workers) and how long: nothing else differs
     return summary
 
 

@@ -339,9 +339,9 @@ def test_summarise_counts_and_averages_constructed_gains():
     gains = [0.1, 0.0005, -0.05, -0.3, 0.002, -0.001, 0.2]
     rows = [{"dice0": 0.5, "dice": 0.5 + g, "gain": g} for g in gains]
     s = summarise(rows)
-    # improved: > 0.001 (0.1, 0.002, 0.2); unchanged: |gain| <= 0.001 (0.0005, -0.001); worse: < -0.001 (-0.05,
+    # improved: > 0.005 (0.1, 0.2); unchanged: |gain| <= 0.005 (0.0005, 0.002, -0.001); worse: < -0.005 (-0.05,
     # -0.3); drops: more than 0.05 (-0.3; -0.05 itself is not); catastrophes: a drop of more than 0.2 (-0.3).
-    assert (s["n"], s["improved"], s["unchanged"], s["worse"], s["catastrophes"]) == (7, 3, 2, 2, 1)
+    assert (s["n"], s["improved"], s["unchanged"], s["worse"], s["catastrophes"]) == (7, 2, 3, 2, 1)
     assert s["drops"] == 1
     assert s["mean_gain"] == pytest.approx(-0.0485 / 7)
     assert s["median_gain"] == pytest.approx(0.0005)  # sorted: -0.3, -0.05, -0.001, 0.0005, 0.002, 0.1, 0.2

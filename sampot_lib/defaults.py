@@ -50,8 +50,7 @@ OPTIMIZERS = ("adam", "cmaes", "random")
 #: Models whose mask decoder scores a population of prompts (CMA-ES, random search) in one call faster than one by
 #: one on a CPU (8 boxes, 1 thread: SAM-Nano 0.39 x the time per prompt; LiteMedSAM 1.67 x, its 64 x 64 x
 #: 256 image side per prompt no longer fits the cache, so it and SAM's ViTs score one prompt at a time).
-#: Off by default until the book's optimiser comparison passes with it (it failed there at budget 100).
-BATCHED_MODELS: tuple[str, ...] = ()
+BATCHED_MODELS = ("sam_nano",)
 #: Where a model's image encoder runs: "torch", "onnx" (onnxruntime, on the CPU), or "auto": onnxruntime for the
 #: models whose encoder it runs faster here (LiteMedSAM: about half torch's time on 2 CPU cores) when the
 #: ``onnx`` extra is installed and the model is on the CPU, else torch.

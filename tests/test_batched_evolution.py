@@ -52,7 +52,7 @@ def test_adam_never_batches_and_the_model_says_when_batches_pay(tiny_model, disk
     sizes = _counting(tiny_model, monkeypatch)
     result = evolve_prompt(tiny_model, OracleScorer(mask, size=32), image, (40.0, 50.0), steps=5, batch=True)
     assert sizes == [1] * 6 and not result.settings["batched"]
-    assert not load_model("sam_nano").batch_prompts  # batching is opt-in (defaults.BATCHED_MODELS is empty)
+    assert load_model("sam_nano").batch_prompts  # measured faster in batches on a CPU (defaults.BATCHED_MODELS)
     assert not tiny_model.batch_prompts  # not measured: one at a time
 
 
@@ -77,3 +77,21 @@ def test_ask_batch_hands_out_what_ask_would(optimizer):
     # or random search's batches of as many (8, 3, 8, 1)
     assert len(asked_many) == (1 + 8 + 3 + 5 + 1 if optimizer == "cmaes" else 1 + 8 + 3 + 8 + 1)
     torch.testing.assert_close(torch.stack(asked_many), torch.stack(asked_one))
+
+
+def test_the_optimiser_comparison_reads_every_budget_off_a_batched_run(tiny_model, disk, monkeypatch):
+    from sampot_lib.models import sam
+    from sampot_lib.report.study import compare_optimizers
+
+    image, mask = disk
+    kwargs = dict(scorers={"oracle": OracleScorer(mask, size=32)}, optimizers=["cmaes", "random"], budgets=[3, 10, 21],
+                  lr=4.0, seed=4)  # fmt: skip
+    single = compare_optimizers(tiny_model, image, mask, Prompt.click(40.0, 50.0), **kwargs)
+    monkeypatch.setattr(sam, "BATCHED_MODELS", ("tiny",))  # one decoder call scores a whole population
+    batched = compare_optimizers(tiny_model, image, mask, Prompt.click(40.0, 50.0), **kwargs)
+    assert [(r["optimizer"], r["budget"], r["best_step"]) for r in batched] == [
+        (r["optimizer"], r["budget"], r["best_step"]) for r in single
+    ]
+    for opt in ("cmaes", "random"):
+        seconds = [r["seconds"] for r in batched if r["optimizer"] == opt]
+        assert seconds == sorted(seconds)  # a larger budget never takes less time

@@ -272,7 +272,8 @@ def optimizer_rows(
 
 
 class TimedScorer:
-    """A scorer that records when each of its calls ends (one call per model call in evolution)."""
+    """A scorer that records when each prompt it scores is done: one stamp per prompt, also when evolution scores a
+    population of prompts in one call (all of them then end at that call's end)."""
 
     def __init__(self, scorer: Any) -> None:
         self.scorer, self.name, self.size = scorer, scorer.name, scorer.size
@@ -280,7 +281,7 @@ class TimedScorer:
 
     def __call__(self, logits: Any, confidence: Any) -> Any:
         out = self.scorer(logits, confidence)
-        self.stamps.append(time.perf_counter())
+        self.stamps += [time.perf_counter()] * int(logits.shape[0])
         return out
 
 

@@ -27,7 +27,7 @@ N_SYNTHETIC = 16
 N_OUTSIDE = 3
 #: A simulated user's box: each side moved by up to this fraction of the structure's size.
 BOX_JITTER = 0.10
-#: Safeguards of an evolved prompt: its largest move (fraction of the image's diagonal), the least IoU of its mask
+#: Safeguards of an evolved prompt: its largest move (fraction of the image's longer side), the least IoU of its mask
 #: with the user's, the largest ratio of the two masks' areas.
 TRUST_RADIUS = 0.15
 MIN_OVERLAP = 0.3

@@ -66,6 +66,7 @@ def test_cli_run_evolve_heatmap(phantoms, tiny_checkpoint, tmp_path, capsys):
     record = json.loads((tmp_path / "one" / "phantom_0000_evolution.json").read_text())
     assert record["prompt"]["points"] == [[85.0, 60.0]] and len(record["trajectory"]) == 4
     assert record["best_prompt"]["points"][0] == [record["best"]["x"], record["best"]["y"]]
+    assert record["seconds_embed"] > 0 and record["seconds_evolve"] > 0  # anyone can time it on their machine
     assert (tmp_path / "one" / "phantom_0000_mask.png").is_file()
     rc = main(["heatmap", str(image), "--mask", str(mask), "--step", "16", "--out", str(tmp_path / "h.csv"), *common])
     assert rc == 0 and (tmp_path / "h.csv").read_text().startswith("x,y,dice")

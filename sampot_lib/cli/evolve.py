@@ -99,7 +99,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt, seed=args.seed, progress=True,
     )  # fmt: skip
     out, stem = Path(args.out), Path(args.image).stem
-    record = {"image": str(args.image)} | result.to_dict()
+    record = {"image": str(args.image)} | result.to_dict(seconds=True)
     record_text = _json_text(record, out / f"{stem}_evolution.json")  # NaN is refused before any file is written
     write_png(out / f"{stem}_mask.png", result.best_mask)
     write_png(out / f"{stem}_initial_mask.png", result.initial_mask)

@@ -12,7 +12,7 @@ evaluation and the evolution of the test split. "start" is the local Dask cluste
 runs in this process). Images per minute = N / total wall time. The split is the paper's 41 / 28 / 53 proportions.
 
 Timings are wall-clock on whatever else the machine runs: on a shared machine they are contended (say so with
-the numbers). Results of every configuration are the same numbers (checked by tests/test_parallel.py).
+the numbers). Results of every configuration are the same numbers (checked by tests/experiment/test_parallel.py).
 """
 
 from __future__ import annotations

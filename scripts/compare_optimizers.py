@@ -8,7 +8,7 @@ budget of model calls (``--budgets``, default 10 30 100; the user's prompt is ca
 One run per (image, score, optimiser) of the largest budget gives every smaller budget exactly: no optimiser looks at
 the budget (Adam's steps, random search's draws and CMA-ES's populations do not depend on it), so a run of B calls is
 the first B calls of the longest run, and the winner at B is the best-scoring allowed step among them (evolve's rule;
-tests/test_optimizers.py checks this prefix property). Seconds per image at budget B = one image-encoder pass + the
+tests/method/test_optimizers.py checks this prefix property). Seconds per image at budget B = one image-encoder pass + the
 wall time until the B-th score, with ``--threads`` torch threads (default 1).
 
     python scripts/compare_optimizers.py ../shared/data/jsrt_scr --model litemedsam --structures left_lung heart \\

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +13,10 @@ from segment_anything.modeling import Sam
 from sampot_lib.method.regressor import SegmentationRegressor
 from sampot_lib.models import SamModel
 from sampot_lib.models.nano import NanoConfig, build_sam_nano
+
+# Tests live in folders mirroring sampot_lib/; the shared fixture modules (data_fixtures, app_fixtures, parallel_tasks)
+# sit here, so every test module imports them by name.
+sys.path.insert(0, str(Path(__file__).parent))
 
 torch.set_num_threads(1)  # tests run beside other work on 2 cores; one thread stays stable
 

@@ -3,7 +3,7 @@
 Evolution runs the mask decoder tens of times per image: the image embedding stays, the prompt moves. Part of
 ``MaskDecoder.predict_masks`` does not depend on the prompt, and part of it is laid out for clarity, not speed. This
 module computes the same function from the same modules' weights, with four changes that leave the result equal to
-float rounding (tests/test_decoder.py compares masks, IoU predictions and gradients with the original):
+float rounding (tests/models/test_decoder.py compares masks, IoU predictions and gradients with the original):
 
 1. :func:`image_side` runs once per image: the embedding plus the no-mask embedding (what the prompt encoder adds
    when no mask is given), and the first layer's image-side projections (the keys and values of the tokens-to-image

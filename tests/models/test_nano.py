@@ -15,7 +15,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from sampot_lib.errors import SampotError
 from sampot_lib.models.nano import SAM_NANO_SHA256, WEIGHTS_PATH, NanoConfig, build_sam_nano
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))  # SAM-Nano's training-data generator lives beside its training script
 import nano_data  # noqa: E402
 

@@ -21,7 +21,7 @@ from sampot_lib.cli.main import _APPLY_THREADS, EPILOG, Lazy, build_parser, main
 from sampot_lib.experiment.calibration import TUNE_EPOCHS, TUNE_LR
 from sampot_lib.models.registry import model_names
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "book").glob("*.md")), *sorted((ROOT / "notebooks").glob("*.md"))]
 PLACEHOLDER = re.compile(r"[A-Z][A-Z_]*")  # NAME, DIR, DATA: a value the reader fills in
 

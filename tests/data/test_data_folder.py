@@ -14,7 +14,7 @@ from sampot_lib.cli.data import add_data_commands
 from sampot_lib.data.folder import FolderDataset, validate_folder
 from sampot_lib.errors import SampotError
 
-JSRT = Path(__file__).parents[1].parent / "shared/data/jsrt_scr"
+JSRT = Path(__file__).parents[2].parent / "shared/data/jsrt_scr"
 
 
 def run_cli(*argv: str) -> int:

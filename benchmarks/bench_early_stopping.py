@@ -68,7 +68,7 @@ def main() -> None:
     for image_id in ids:
         image, truth = data.image(image_id), data.mask(image_id, args.structure)
         prompt = user_prompt_for(args.seed, kind, BOX_JITTER, image_id, truth)
-        common = dict(steps=args.steps, lr=LR, gt_mask=truth, seed=args.seed)
+        common = dict(steps=args.steps, lr=LR, gt_mask=truth, seed=args.seed, patience=None)  # every step: replayed
         oracle = OracleScorer(truth, size=regressor.input_size if regressor else 128, sharpness=SHARPNESS)
         runs["oracle"].append(evolve_prompt(model, oracle, image, prompt, **common))
         if regressor is not None:

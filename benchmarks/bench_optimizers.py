@@ -1,4 +1,4 @@
-"""Benchmark: seconds per image of prompt evolution with each optimiser at equal model calls (issue 12).
+"""Benchmark: seconds per image of prompt evolution with each optimiser at equal model calls.
 
 One image = one image-encoder pass + ``B`` model calls of evolution (the user's prompt first) + the two full-size
 result masks, timed end to end with ``evolve_prompt`` and the oracle score (timing does not depend on the score's

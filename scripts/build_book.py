@@ -42,11 +42,12 @@ NOTEBOOKS = [
     "06_try_it",
     "07_litemedsam",
     "08_new_data",
+    "09_full_size",
 ]
 #: Chapters that run one after another; the lanes run side by side (02-06 and 08 share the run folder _build/run; the
 #: LiteMedSAM chapter has its own model and folders). On a 2-core machine two 1-thread kernels do more work per
 #: minute than one 2-thread kernel (a step is only 1.3 to 1.55 times faster on 2 threads: bench_evolution.py).
-LANES = [[n for n in NOTEBOOKS if n != "07_litemedsam"], ["07_litemedsam"]]
+LANES = [[n for n in NOTEBOOKS if n not in ("07_litemedsam", "09_full_size")], ["07_litemedsam", "09_full_size"]]
 PHANTOM_DIR = ROOT / "_build" / "data" / "phantom"
 STATIC_DIR = ROOT / "_build" / "static"
 # env var -> (parameter, type); the same parameters are declared in every notebook's parameters cell.
@@ -86,7 +87,9 @@ ONLY = {
 OFFLINE_DEFAULTS = {"05_results": {"seeds": [0]}}
 #: Common parameters a chapter does not take: the LiteMedSAM chapter has its own model, structures, folder and lr.
 NOT_FOR = {
-    "07_litemedsam": {"model", "checkpoint", "mask_output", "structure", "out", "lr", "seed", "max_images", "epochs"}
+    "07_litemedsam": {"model", "checkpoint", "mask_output", "structure", "out", "lr", "seed", "max_images", "epochs"},
+    # the full-size chapter reads the committed results: only the data set (for its gallery) and the device apply
+    "09_full_size": {name for name, _ in COMMON.values()} - {"data", "device"},
 }
 #: The one setting for the repository's address: the repository and launch buttons exist only when it is set.
 REPO_ENV = "SAMPOT_REPO_URL"

@@ -1,4 +1,4 @@
-"""Adam vs CMA-ES vs random search at equal model calls: prints a table and writes a CSV (issue 12).
+"""Adam vs CMA-ES vs random search at equal model calls: prints a table and writes a CSV.
 
 For one model and one or more structures of a folder-format data set, each image's user prompt (a box jittered by
 ``--box-jitter``, or the centroid click) is evolved by each optimiser with each score (``oracle``: soft Dice with the
@@ -7,9 +7,9 @@ budget of model calls (``--budgets``, default 10 30 100; the user's prompt is ca
 
 One run per (image, score, optimiser) of the largest budget gives every smaller budget exactly: no optimiser looks at
 the budget (Adam's steps, random search's draws and CMA-ES's populations do not depend on it), so a run of B calls is
-the first B calls of the longest run, and the winner at B is the best-scoring allowed step among them (evolve's rule;
-tests/method/test_optimizers.py checks this prefix property). Seconds per image at budget B = one image-encoder pass + the
-wall time until the B-th score, with ``--threads`` torch threads (default 1).
+the first B calls of the longest run, and the winner at B is the best-scoring allowed step among them (evolve's
+rule; tests/method/test_optimizers.py checks this prefix property). Seconds per image at budget B = one image-encoder
+pass + the wall time until the B-th score, with ``--threads`` torch threads (default 1).
 
     python scripts/compare_optimizers.py ../shared/data/jsrt_scr --model litemedsam --structures left_lung heart \\
         --images 10 --out runs/compare_optimizers.csv

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Zero-shot quality of SAM-Nano on real chest X-rays (JSRT + SCR masks), the numbers of issue 4.
+"""Zero-shot quality of SAM-Nano on real chest X-rays (JSRT + SCR masks), the numbers quoted in the model card.
 
 For every image (or an evenly spaced subset, ``--limit``) and every ``mask_output`` choice:
 - Dice of the mask from one click at the lung mask's centroid (moved to the nearest mask pixel if outside);

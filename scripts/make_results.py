@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.defaults import RULE
+from sampot_lib.defaults import HARM_TOLERANCE, RULE
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, apply_preset
 from sampot_lib.experiment.evolution import evolve_stage
@@ -38,7 +38,8 @@ from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_
 from sampot_lib.experiment.runfolder import split_hash
 from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.experiment.setup import apply_thread_setting, prepare_splits
-from sampot_lib.report.results import INDEX_COLUMNS, first_difference, index_rows
+from sampot_lib.files import write_text
+from sampot_lib.report.results import INDEX_COLUMNS, buys_markdown, first_difference, index_rows, with_results_table
 
 ROOT = Path(__file__).resolve().parent.parent
 BOXES = dict(model="litemedsam", prompt="box", box_jitter=0.10, scorers=["regressor", "confidence", "blend", "oracle",
@@ -53,7 +54,7 @@ RUNS: dict[str, dict] = {
     "litemedsam_right_clavicle_box": BOXES | dict(structure="right_clavicle"),
 }
 SEEDS = (0, 1, 2)
-KEPT = ("evolution.csv", "summary.json", "regressor_eval.json")
+KEPT = ("evolution.csv", "summary.json", "regressor_eval.json", "regressor_history.csv")
 
 
 def commit() -> str | None:
@@ -85,6 +86,7 @@ def check_data(data: Path, names: list[str]) -> None:
 
 
 def rebuild_index(results: Path) -> int:
+    """results/index.csv from every committed summary, and the README's table of what SAMPOT buys from it."""
     rows = []
     for summary_path in sorted(results.glob("*/seed_*/summary.json")):
         summary = read_json(summary_path, "summary")
@@ -92,6 +94,9 @@ def rebuild_index(results: Path) -> int:
     rows = [{k: ("" if r.get(k) is None else r[k]) for k in INDEX_COLUMNS} for r in rows]
     if rows:
         write_csv(results / "index.csv", rows)
+        readme = ROOT / "README.md"
+        write_text(readme, with_results_table(readme.read_text(), buys_markdown(read_csv(results / "index.csv"),
+                                                                                HARM_TOLERANCE)))  # fmt: skip
     return len(rows)
 
 

@@ -1,5 +1,5 @@
-"""Tasks for tests/experiment/test_parallel.py that a Dask worker process imports (kept apart from the test module, whose
-imports would make every new worker load torch and the pipeline)."""
+"""Tasks for tests/experiment/test_parallel.py that a Dask worker process imports (kept apart from the test module,
+whose imports would make every new worker load torch and the pipeline)."""
 
 from __future__ import annotations
 

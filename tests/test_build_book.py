@@ -112,7 +112,8 @@ def test_parameter_cells_print_paths_relative_to_the_repository(tmp_path, monkey
 def test_the_litemedsam_chapter_runs_beside_the_others_unless_one_lane_is_asked():
     every = list(build_book.NOTEBOOKS)
     lanes = build_book.plan_lanes(every, 2)
-    assert lanes == [[n for n in every if n != "07_litemedsam"], ["07_litemedsam"]]  # the rest share one run folder
+    beside = ["07_litemedsam", "09_full_size"]  # own folders (or none): the rest share one run folder
+    assert lanes == [[n for n in every if n not in beside], beside]
     assert build_book.plan_lanes(every, 1) == [every]
     assert build_book.plan_lanes(["05_results", "02_prompt_sensitivity"], 2) == [["02_prompt_sensitivity",
                                                                                   "05_results"]]  # fmt: skip

@@ -95,8 +95,9 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     for note in check_regressor(reg_meta, expected):
         print(f"sampot: warning: {note}", file=sys.stderr)
     result = evolve_prompt(
-        model, regressor, image, prompt, steps=args.steps, lr=args.lr, sharpness=args.sharpness,
-        optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt, seed=args.seed, progress=True,
+        model, regressor, image, prompt, steps=args.steps, patience=args.patience, min_gain=args.min_gain, lr=args.lr,
+        sharpness=args.sharpness, optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt, seed=args.seed,
+        progress=True,
     )  # fmt: skip
     out, stem = Path(args.out), Path(args.image).stem
     record = {"image": str(args.image)} | result.to_dict(seconds=True)

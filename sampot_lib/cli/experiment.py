@@ -35,9 +35,10 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     """The ExperimentConfig of ``train-regressor`` / ``run``: the options, over the preset's values if --preset is
     given (an option the user typed wins over the preset; ``differs_from_paper`` lists it)."""
     keys = ["structure", "model", "checkpoint", "mask_output", "device", "split_file", "seed", "max_images",
-            "regressor_size", "epochs", "box_jitter", "workers", "scheduler"]  # fmt: skip
+            "regressor_size", "epochs", "regressor_patience", "box_jitter", "workers", "scheduler"]  # fmt: skip
     if args.command == "run":
-        keys += ["steps", "lr", "sharpness", "optimizer", "seeds", "regressor", "scorers", "margin", "extra_jitters"]
+        keys += ["steps", "patience", "min_gain", "lr", "sharpness", "optimizer", "seeds", "regressor", "scorers",
+                 "margin", "extra_jitters"]
     values = {k: plain(getattr(args, k)) for k in keys if hasattr(args, k) and getattr(args, k) is not None}
     values["prompt"] = _prompt_kind(args)
     values |= {"data": str(args.data), "out": str(args.out)}
@@ -123,8 +124,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     report = run_calibration(
         args.data, args.regressor, args.out, args.labelled, seed=args.seed, structure=args.structure,
         model=args.model, checkpoint=args.checkpoint, mask_output=args.mask_output, prompt=args.prompt,
-        sharpness=args.sharpness, box_jitter=args.box_jitter, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
-        safeguards=safeguards_of(args), split_file=args.split_file, device=args.device, **tuning,
+        sharpness=args.sharpness, box_jitter=args.box_jitter, steps=args.steps, patience=args.patience,
+        min_gain=args.min_gain, lr=args.lr, optimizer=args.optimizer, safeguards=safeguards_of(args),
+        split_file=args.split_file, device=args.device, **tuning,
     )  # fmt: skip
     for note in report["regressor_notes"]:
         print(f"sampot: warning: {note}", file=sys.stderr)

@@ -30,7 +30,7 @@ from sampot_lib.cli.options import (
     positive_float,
     positive_int,
 )
-from sampot_lib.defaults import BOX_JITTER, LR, RULE, SCORERS, STEPS
+from sampot_lib.defaults import BOX_JITTER, CHECK_FRACTION, LR, RULE, SCORERS, STEPS, TUNE_EPOCHS, TUNE_LR
 from sampot_lib.errors import USER_ERRNOS, SampotError, describe_os_error
 
 EPILOG = """\
@@ -144,10 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="measure a regressor trained elsewhere on N labelled images of a new data set and "
         "fine-tune it on them",
         description="Measure a regressor trained on other data on N labelled images of DATA (how it ranks masks "
-        "there, whether evolution helps or hurts), fine-tune it on 70% of them and check it before and after on "
-        "the other 30% (at least one). The images come, seeded, from the train and validation parts of the split "
-        "of --out (a run folder), so `sampot run DATA --out DIR --regressor DIR/regressor_calibrated.pt` never tests "
-        "on them. Writes DIR/calibration.json and DIR/regressor_calibrated.pt.",
+        f"there, whether evolution helps or hurts), fine-tune it on {1 - CHECK_FRACTION:.0%} of them and check it "
+        f"before and after on the other {CHECK_FRACTION:.0%} (at least one). The images come, seeded, from the "
+        "train and validation parts of the split of --out (a run folder), so `sampot run DATA --out DIR --regressor "
+        "DIR/regressor_calibrated.pt` never tests on them. Writes DIR/calibration.json and "
+        "DIR/regressor_calibrated.pt.",
     )  # fmt: skip
     p.add_argument("data", help="folder-format data set (images/, masks/<structure>/) the regressor is new to")
     p.add_argument("--regressor", required=True, help="regressor.pt trained elsewhere (e.g. by `sampot run`)")
@@ -161,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", help="a split JSON from `sampot data split` (default: the run folder's, seeded)")
     p.add_argument("--seed", type=positive_int, default=0, help="seed of the split, the choice of images and the "
                    "fine-tuning (default: %(default)s; give `sampot run` the same)")  # fmt: skip
-    p.add_argument("--epochs", type=positive_int, default=None, help="fine-tuning epochs (default: 30)")
-    p.add_argument("--tune-lr", type=positive_float, default=None, help="fine-tuning learning rate (default: 1e-3)")
+    p.add_argument("--epochs", type=positive_int, default=None, help=f"fine-tuning epochs (default: {TUNE_EPOCHS})")
+    p.add_argument("--tune-lr", type=positive_float, default=None,
+                   help=f"fine-tuning learning rate (default: {TUNE_LR:g})")  # fmt: skip
     model_options(p, model=None)  # None: the regressor's own model and sharpness
     evolution_options(p, sharpness=None)
     p.set_defaults(func=Lazy("sampot_lib.cli.experiment:cmd_calibrate"))

@@ -14,9 +14,12 @@ from typing import Any
 from sampot_lib.defaults import (
     BOX_JITTER,
     EPOCHS,
+    EVOLVE_MIN_GAIN,
+    EVOLVE_PATIENCE,
     LR,
     MAX_AREA_RATIO,
     MIN_OVERLAP,
+    REGRESSOR_PATIENCE,
     REGRESSOR_SIZE,
     SHARPNESS,
     STEPS,
@@ -60,6 +63,17 @@ def positive_float(value: str) -> float:
     return x
 
 
+def non_negative_float(value: str) -> float:
+    """A finite number >= 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(x) or x < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number >= 0")
+    return x
+
+
 def model_options(p: argparse.ArgumentParser, model: str | None = "sam_nano") -> None:
     """--model, --checkpoint, --mask-output, --device. ``model=None``: the model comes from the regressor's record."""
     g = p.add_argument_group("model")
@@ -87,6 +101,15 @@ def evolution_options(p: argparse.ArgumentParser, sharpness: float | None = SHAR
     g.add_argument(
         "--steps", type=positive_int, default=STEPS, help="model calls after the user's prompt (default: %(default)s)"
     )
+    g.add_argument(
+        "--patience", type=positive_int, default=EVOLVE_PATIENCE,
+        help="stop once the best score has not risen by more than --min-gain for this many calls in a row; 0: spend "
+        "every step " + ("(default: %(default)s)" if EVOLVE_PATIENCE else "(default: every step)"),
+    )  # fmt: skip
+    g.add_argument(
+        "--min-gain", type=non_negative_float, default=EVOLVE_MIN_GAIN,
+        help="the least rise of the best score that counts as progress for --patience (default: %(default)s)",
+    )  # fmt: skip
     g.add_argument(
         "--lr", type=positive_float, default=LR,
         help="step size in pixels of the original image: Adam's lr, the random/cmaes search scale / 3 "
@@ -123,6 +146,11 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regressor-size", type=positive_int, default=REGRESSOR_SIZE,
                    help="regressor input size in pixels (default: %(default)s)")  # fmt: skip
     p.add_argument("--epochs", type=positive_int, default=EPOCHS, help="regressor epochs (default: %(default)s)")
+    p.add_argument(
+        "--regressor-patience", type=positive_int, default=REGRESSOR_PATIENCE,
+        help="stop regressor training after this many epochs without a lower validation loss; 0: every epoch "
+        + ("(default: %(default)s)" if REGRESSOR_PATIENCE else "(default: every epoch)"),
+    )  # fmt: skip
     p.add_argument("--prompt", choices=["click", "box"], help="the user's first prompt: the centroid click (the "
                    "paper's) or the structure's box jittered by --box-jitter (default: what the model answers "
                    "well)")  # fmt: skip

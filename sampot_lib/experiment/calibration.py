@@ -31,7 +31,20 @@ import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import make_splits
-from sampot_lib.defaults import BATCH_SIZE, BOX_JITTER, LR, N_OUTSIDE, N_SYNTHETIC, SHARPNESS, STEPS
+from sampot_lib.defaults import (
+    BOX_JITTER,
+    CHECK_FRACTION,
+    EVOLVE_MIN_GAIN,
+    EVOLVE_PATIENCE,
+    LR,
+    MIN_LABELLED,
+    N_OUTSIDE,
+    N_SYNTHETIC,
+    SHARPNESS,
+    STEPS,
+    TUNE_EPOCHS,
+    TUNE_LR,
+)
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.provenance import calibrated_record, data_identity, mask_hashes
@@ -49,7 +62,7 @@ from sampot_lib.method.regressor import (
     SegmentationRegressor,
     check_regressor,
     describe_origin,
-    fit_regressor,
+    fine_tune,
     load_regressor,
     predict_dice,
     save_regressor,
@@ -62,15 +75,6 @@ from sampot_lib.models.registry import load_model
 
 #: The files ``sampot calibrate`` writes into its --out (beside the split and manifest of the run folder).
 CALIBRATION_FILES = ("calibration.json", "regressor_calibrated.pt")
-#: Share of the labelled images kept out of fine-tuning to check it (at least one image).
-CHECK_FRACTION = 0.3
-#: Fewest labelled images: two to fine-tune on (batch norm needs two samples a batch) and one to check on.
-MIN_LABELLED = 3
-#: Fine-tuning's defaults: the training's learning rate and 30 epochs, the best epoch kept. On 128 px phantoms with
-#: a label-convention shift (masks dilated by 6 px), 7 labelled images and sam_nano, lr 1e-3 / 30 epochs gave the
-#: lowest error on 14 unseen images of 1e-4, 3e-4 and 1e-3 at 10 and 30 epochs (r 0.86 -> 0.985; MSE 0.022 -> 0.002).
-TUNE_EPOCHS = 30
-TUNE_LR = 1e-3
 
 
 # -- measuring how a regressor transfers ----------------------------------------------------------------------------
@@ -128,6 +132,8 @@ def evolve_images(
     box_jitter: float = BOX_JITTER,
     seed: int = 0,
     steps: int = STEPS,
+    patience: int | None = EVOLVE_PATIENCE,
+    min_gain: float = EVOLVE_MIN_GAIN,
     lr: float = LR,
     optimizer: str = "adam",
     sharpness: float = SHARPNESS,
@@ -143,8 +149,8 @@ def evolve_images(
         image, truth = dataset.image(image_id), dataset.mask(image_id, structure)
         start = user_prompt_for(seed, prompt, box_jitter, image_id, truth)
         scorer = RegressorScorer(regressor, image, sharpness, device=device)
-        res = evolve_prompt(model, scorer, image, start, steps=steps, lr=lr, optimizer=optimizer,
-                            sharpness=sharpness, safeguards=guards, seed=seed)  # fmt: skip
+        res = evolve_prompt(model, scorer, image, start, steps=steps, patience=patience, min_gain=min_gain, lr=lr,
+                            optimizer=optimizer, sharpness=sharpness, safeguards=guards, seed=seed)  # fmt: skip
         rows.append({"image_id": image_id} | truth_gain(res, truth))
     return rows
 
@@ -161,7 +167,9 @@ def measure_transfer(
     n_synthetic: int = N_SYNTHETIC,
     n_outside: int = N_OUTSIDE,
     seed: int = 0,
-    steps: int | None = 30,
+    steps: int | None = STEPS,
+    patience: int | None = EVOLVE_PATIENCE,
+    min_gain: float = EVOLVE_MIN_GAIN,
     lr: float = LR,
     optimizer: str = "adam",
     safeguards: Safeguards | None = None,
@@ -190,40 +198,10 @@ def measure_transfer(
     report["evolution"] = None
     if steps is not None:
         rows = evolve_images(model, regressor, dataset, ids, structure, prompt=prompt, box_jitter=box_jitter,
-                             seed=seed, steps=steps, lr=lr, optimizer=optimizer, sharpness=sharpness,
-                             safeguards=safeguards, device=device)  # fmt: skip
+                             seed=seed, steps=steps, patience=patience, min_gain=min_gain, lr=lr, optimizer=optimizer,
+                             sharpness=sharpness, safeguards=safeguards, device=device)  # fmt: skip
         report["evolution"] = summarise(rows) | {"per_image": rows}
     return report
-
-
-# -- fine-tuning ----------------------------------------------------------------------------------------------------
-
-
-def fine_tune(
-    regressor: SegmentationRegressor,
-    samples_train: RegressorData,
-    samples_val: RegressorData,
-    *,
-    epochs: int = TUNE_EPOCHS,
-    lr: float = TUNE_LR,
-    seed: int = 0,
-    batch_size: int = BATCH_SIZE,
-    device: str = "cpu",
-    progress: bool = False,
-) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
-    """Fine-tune a copy of ``regressor`` (left unchanged) on ``samples_train`` with Adam + MSE, starting from its
-    weights; return the weights of the epoch with the lowest MSE on ``samples_val`` (the starting weights count as
-    epoch 0, so ``epochs=0`` returns them unchanged) and the history (epoch, train_mse, val_mse).
-
-    The samples must be at the regressor's input size (:func:`transfer_samples` with ``size=regressor.input_size``).
-    Batch norm's running statistics adapt to the new images too (the network trains in train mode).
-    """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise SampotError(f"fine-tuning epochs must be a whole number >= 0, got {epochs!r}.")
-    if not (np.isfinite(lr) and lr > 0):
-        raise SampotError(f"fine-tuning learning rate must be a finite number > 0, got {lr!r}.")
-    return fit_regressor(samples_train, samples_val, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                         device=device, progress=progress, init=regressor)  # fmt: skip
 
 
 # -- which labelled images, and the calibrated file's record ---------------------------------------------------------
@@ -314,6 +292,8 @@ def run_calibration(
     sharpness: float | None = None,
     box_jitter: float = BOX_JITTER,
     steps: int = STEPS,
+    patience: int | None = EVOLVE_PATIENCE,
+    min_gain: float = EVOLVE_MIN_GAIN,
     lr: float = LR,
     optimizer: str = "adam",
     safeguards: Safeguards | None = None,
@@ -345,7 +325,8 @@ def run_calibration(
     config = ExperimentConfig(
         data=str(data), out=str(out), structure=req["structure"] or "left_lung", model=req["model"] or "sam_nano",
         checkpoint=checkpoint, mask_output=req["mask_output"], device=device, split_file=split_file, seed=seed,
-        n_synthetic=n_synthetic, n_outside=n_outside, regressor_size=base.input_size, steps=steps, lr=lr,
+        n_synthetic=n_synthetic, n_outside=n_outside, regressor_size=base.input_size, steps=steps,
+        patience=patience, min_gain=min_gain, lr=lr,
         sharpness=float(req["sharpness"] if req["sharpness"] is not None else SHARPNESS), safeguards=asdict(guards),
         prompt=req["prompt"] or "click", box_jitter=box_jitter, optimizer=optimizer, regressor=str(path),
     )  # fmt: skip
@@ -372,15 +353,16 @@ def run_calibration(
         settings = {"n_labelled": n_labelled, "seed": seed, "epochs": epochs, "tune_lr": tune_lr,
                     "check_fraction": check_fraction, "structure": config.structure, "model": config.model,
                     "mask_output": expected["mask_output"], "prompt": config.prompt, "sharpness": config.sharpness,
-                    "box_jitter": box_jitter, "steps": steps, "lr": lr, "optimizer": optimizer,
+                    "box_jitter": box_jitter, "steps": steps, "patience": patience,
+                    "min_gain": min_gain, "lr": lr, "optimizer": optimizer,
                     "safeguards": asdict(guards), "n_synthetic": n_synthetic, "n_outside": n_outside}  # fmt: skip
         inputs = {"file:" + str(path.resolve()): sha256_file(path), "data:labelled masks": data_identity(labelled)}
         folder.begin("calibrate", settings, split, inputs)
         common = dict(size=base.input_size, prompt=config.prompt, sharpness=config.sharpness,
                       n_synthetic=n_synthetic, n_outside=n_outside, progress=progress)  # fmt: skip
         evolve = dict(prompt=config.prompt, sharpness=config.sharpness, n_synthetic=n_synthetic, n_outside=n_outside,
-                      seed=seed, steps=steps, lr=lr, optimizer=optimizer, safeguards=guards, box_jitter=box_jitter,
-                      device=device)  # fmt: skip
+                      seed=seed, steps=steps, patience=patience, min_gain=min_gain, lr=lr, optimizer=optimizer,
+                      safeguards=guards, box_jitter=box_jitter, device=device)  # fmt: skip
         all_ids = sorted(labelled)
         samples = transfer_samples(net, dataset, all_ids, config.structure, seed=seed, **common)
         # The best epoch is chosen on a second draw of masks of the fine-tune images: the check images stay unseen.
@@ -442,8 +424,3 @@ def recommendation(report: dict[str, Any]) -> str:
     if b.get("evolution") and b["evolution"]["mean_gain"] < 0 and not better:
         advice += "; evolution hurts here with the base regressor: do not evolve with it"
     return f"{text}. {advice} ({n_check} held-out image(s): a rough check)."
-
-
-# -- the book's demonstration -----------------------------------------------------------------------------------------
-
-

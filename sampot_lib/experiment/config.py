@@ -20,12 +20,15 @@ from sampot_lib.defaults import (
     BATCH_SIZE,
     BOX_JITTER,
     EPOCHS,
+    EVOLVE_MIN_GAIN,
+    EVOLVE_PATIENCE,
     LR,
     N_OUTSIDE,
     N_SYNTHETIC,
     OPTIMIZERS,
     PAPER_FRACTIONS,
     REGRESSOR_LR,
+    REGRESSOR_PATIENCE,
     REGRESSOR_SIZE,
     RULE,
     SAFEGUARDS_OFF,
@@ -71,7 +74,10 @@ class ExperimentConfig:
     epochs: int = EPOCHS
     batch_size: int = BATCH_SIZE
     regressor_lr: float = REGRESSOR_LR
+    regressor_patience: int = REGRESSOR_PATIENCE
     steps: int = STEPS
+    patience: int | None = EVOLVE_PATIENCE
+    min_gain: float = EVOLVE_MIN_GAIN
     lr: float = LR
     sharpness: float = SHARPNESS
     safeguards: dict[str, Any] = field(default_factory=lambda: dict(SAFEGUARDS_ON))
@@ -113,7 +119,7 @@ class ExperimentConfig:
             if not getattr(self, name).strip():
                 raise SampotError(f"parameter {name!r} must not be empty.")
         for name, lo in (("n_synthetic", 0), ("n_outside", 0), ("seed", 0), ("batch_size", 2), ("epochs", 1),
-                         ("steps", 0)):  # fmt: skip
+                         ("steps", 0), ("regressor_patience", 0)):  # fmt: skip
             if getattr(self, name) < lo:
                 why = " (batch norm needs two samples a batch)" if name == "batch_size" else ""
                 raise SampotError(f"parameter {name!r} must be >= {lo}{why}, got {getattr(self, name)}.")
@@ -129,6 +135,11 @@ class ExperimentConfig:
             )
         for name in ("regressor_lr", "lr", "sharpness"):
             _positive(name, getattr(self, name))
+        if self.patience is not None and not 0 <= self.patience <= self.steps:
+            raise SampotError(f"parameter 'patience' must be a whole number in [0, steps = {self.steps}] (0 or None: "
+                              f"no early stopping), got {self.patience}.")  # fmt: skip
+        if not (math.isfinite(self.min_gain) and self.min_gain >= 0):
+            raise SampotError(f"parameter 'min_gain' must be a finite score gain >= 0, got {self.min_gain!r}.")
         if not (math.isfinite(self.box_jitter) and 0 <= self.box_jitter <= 1):
             raise SampotError(f"parameter 'box_jitter' must be a fraction in [0, 1], got {self.box_jitter!r}.")
         for name, allowed in (("prompt", SIMULATED_PROMPTS), ("optimizer", OPTIMIZERS)):
@@ -200,7 +211,8 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
     "data": (str,), "out": (str,), "structure": (str,), "model": (str,), "checkpoint": (str, _NONE),
     "mask_output": (str, int, _NONE), "device": (str,), "split_file": (str, _NONE), "split_fractions": (list,),
     "seed": (int,), "max_images": (int, _NONE), "n_synthetic": (int,), "n_outside": (int,), "regressor_size": (int,),
-    "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "steps": (int,), "lr": (float,),
+    "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "regressor_patience": (int,), "steps": (int,),
+    "patience": (int, _NONE), "min_gain": (float,), "lr": (float,),
     "sharpness": (float,), "safeguards": (dict,), "prompt": (str,), "box_jitter": (float,), "optimizer": (str,),
     "scorers": (list,), "margin": (float, _NONE), "extra_jitters": (list,), "regressor": (str, _NONE),
     "preset": (str, _NONE), "seeds": (list, _NONE), "workers": (int, _NONE), "scheduler": (str, _NONE),
@@ -329,10 +341,11 @@ _DATA = ("data", "structure", "split_file", "split_fractions", "seed", "max_imag
 _MODEL = ("model", "checkpoint", "mask_output")
 _SET = ("n_synthetic", "n_outside", "regressor_size", "sharpness", "prompt")
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "train": _DATA + _MODEL + _SET + ("epochs", "batch_size", "regressor_lr", "regressor"),
+    "train": _DATA + _MODEL + _SET + ("epochs", "batch_size", "regressor_lr", "regressor_patience", "regressor"),
     "evaluate": _DATA + _MODEL + _SET + ("box_jitter", "regressor"),
-    "evolve": _DATA + _MODEL + ("regressor_size", "sharpness", "prompt", "box_jitter", "extra_jitters", "steps", "lr",
-                                "safeguards", "optimizer", "scorers", "margin", "regressor"),
+    "evolve": _DATA + _MODEL + ("regressor_size", "sharpness", "prompt", "box_jitter", "extra_jitters", "steps",
+                                "patience", "min_gain", "lr", "safeguards", "optimizer", "scorers", "margin",
+                                "regressor"),
 }  # fmt: skip
 
 

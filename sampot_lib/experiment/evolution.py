@@ -151,15 +151,18 @@ def _evolve_image(
                "oracle": OracleScorer(truth, reg.size, config.sharpness, config.device)}  # fmt: skip
     if weight is not None:
         scorers["blend"] = BlendScorer(reg, weight)
-    rows, trajectories = [], {}
+    rows, trajectories, done = [], {}, {}
     for group, scorer_name, guard_name, jitter in plan:
-        start = user_prompt(replace(config, box_jitter=jitter), image_id, truth)
-        res = evolve_prompt(
-            model, scorers[scorer_name], image, start, steps=config.steps, lr=config.lr,
-            optimizer=config.optimizer, sharpness=config.sharpness,
-            safeguards=guarded if guard_name == "on" else Safeguards.off(), seed=config.seed,
-            gt_mask=truth if truth_per_step else None,
-        )  # fmt: skip
+        guards = guarded if guard_name == "on" else Safeguards.off()
+        key = (scorer_name, guards, jitter)  # with the safeguards off in the config, "on" and "off" are one run
+        if key not in done:
+            start = user_prompt(replace(config, box_jitter=jitter), image_id, truth)
+            done[key] = evolve_prompt(
+                model, scorers[scorer_name], image, start, steps=config.steps, patience=config.patience,
+                min_gain=config.min_gain, lr=config.lr, optimizer=config.optimizer, sharpness=config.sharpness,
+                safeguards=guards, seed=config.seed, gt_mask=truth if truth_per_step else None,
+            )  # fmt: skip
+        res = done[key]
         runs = [(group, scorer_name, res)]
         if rule is not None and group == "on":
             runs.append((RULE, scorer_name, rule.apply(res)))
@@ -168,10 +171,16 @@ def _evolve_image(
                 "image_id": image_id, "group": name, "scorer": scored_by, "safeguards": guard_name,
                 "box_jitter": jitter if config.prompt == "box" else "", "x0": run.initial.x, "y0": run.initial.y,
                 "x": run.best.x, "y": run.best.y, "best_step": run.best_step, "score0": run.initial.score,
-                "score": run.best.score,
+                "score": run.best.score, "coords0": _coords_text(run.initial.coords),
+                "coords": _coords_text(run.best.coords),
             } | truth_gain(run, truth))  # fmt: skip
             trajectories[f"{image_id}/{name}"] = run.to_dict()
     return {"rows": rows, "trajectories": trajectories}
+
+
+def _coords_text(coords: tuple[float, ...]) -> str:
+    """A prompt's coordinates as one CSV cell: space-separated, in full (a box: x0 y0 x1 y1)."""
+    return " ".join(repr(float(v)) for v in coords)
 
 
 def _do_no_harm(

@@ -206,7 +206,7 @@ def train_regressor_stage(
         val = regressor_samples(source, data, splits["val"], seed=config.seed, **common)
         regressor, history = fit_regressor(
             train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
-            device=config.device, progress=progress,
+            device=config.device, progress=progress, patience=config.regressor_patience,
         )  # fmt: skip
         meta = regressor_record(config, net, seen, split, train, val, history)
         meta["blend_weight"] = blend_weight(regressor, val)

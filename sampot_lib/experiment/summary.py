@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from sampot_lib.defaults import CATASTROPHE_DROP, DROP, UNCHANGED_TOL
+from sampot_lib.defaults import CATASTROPHE_DROP, DROP, HARM_TOLERANCE, UNCHANGED_TOL
 from sampot_lib.errors import SampotError
 from sampot_lib.method.metrics import pearson_or_none, spearman_or_none
 
 #: The numbers a summary reports per safeguard setting; summarise_seeds gives their mean and spread over seeds.
-HEADLINE = ("n", "improved", "unchanged", "worse", "drops", "catastrophes", "mean_gain", "median_gain", "worst_drop",
-            "p5_change", "mean_dice_initial", "mean_dice_evolved", "share_of_oracle_gain",
+HEADLINE = ("n", "improved", "unchanged", "worse", "harmed", "drops", "catastrophes", "mean_gain", "median_gain",
+            "worst_drop", "p5_change", "mean_dice_initial", "mean_dice_evolved", "share_of_oracle_gain",
             "median_within_image_spearman", "median_top1_regret", "p90_top1_regret", "gamed")  # fmt: skip
 
 
@@ -28,7 +28,8 @@ def column_r(rows: list[dict[str, Any]], column: str) -> float | None:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of improved / unchanged / worse images, mean and median gain, and catastrophes (drop > 0.2)."""
+    """Counts of improved / unchanged / worse images, of images harmed (worse by more than the do-no-harm rule's
+    tolerance), of drops and catastrophes; mean and median gain; mean Dice before and after."""
     gains = np.array([float(r["gain"]) for r in rows])
     if len(gains) == 0:
         raise SampotError("no evolution results to summarise: the test split is empty.")
@@ -37,6 +38,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "improved": int((gains > UNCHANGED_TOL).sum()),
         "unchanged": int((np.abs(gains) <= UNCHANGED_TOL).sum()),
         "worse": int((gains < -UNCHANGED_TOL).sum()),
+        "harmed": int((gains < -HARM_TOLERANCE).sum()),
         "drops": int((gains < -DROP).sum()),
         "catastrophes": int((gains < -CATASTROPHE_DROP).sum()),
         "mean_gain": float(gains.mean()),

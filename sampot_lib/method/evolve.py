@@ -11,7 +11,7 @@ score stops rising.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +26,7 @@ from sampot_lib.method.optimizers import make_optimizer
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
 from sampot_lib.method.regressor import SegmentationRegressor
 from sampot_lib.method.scoring import RegressorScorer, Scorer
-from sampot_lib.models.base import ImageEmbedding, PromptableModel
+from sampot_lib.models.base import ImageEmbedding, MaskPrediction, PromptableModel
 
 __all__ = [
     "EvolutionResult", "EvolutionStep", "Patience", "Safeguards", "check_point", "evolve_prompt", "stop_step",
@@ -167,6 +167,7 @@ def evolve_prompt(
     patience: int | None = EVOLVE_PATIENCE,
     min_gain: float = EVOLVE_MIN_GAIN,
     batch: bool | None = None,
+    on_step: Callable[[EvolutionStep, int], None] | None = None,
 ) -> EvolutionResult:
     """Move ``prompt`` to maximise ``scorer``'s score of its mask, with ``steps`` model calls after the first.
 
@@ -185,6 +186,8 @@ def evolve_prompt(
     ``batch``: score the gradient-free optimisers' proposals a population at a time, in one model call (the same
     proposals and scores as one by one, up to float rounding; the budget still counts prompts). None: where the
     model says that is faster (``model.batch_prompts``). Adam moves one prompt and never batches.
+
+    ``on_step(step, steps)``: called with each step as soon as it is scored (the widget and the app show progress).
     """
     guards = safeguards if safeguards is not None else Safeguards()
     prompt = as_prompt(prompt)
@@ -225,13 +228,18 @@ def evolve_prompt(
         with torch.set_grad_enabled(opt.needs_gradient):
             pred = predict(model, emb, prompt, asked[0] if len(asked) == 1 else torch.stack(asked), output_size=size)
             scores = scorer(pred.logits, pred.confidence)
+        # the truth is compared at the image's size, from the same decoder output where the model can resize it
+        full = _full_size(pred) if gt_mask is not None else None
         for i, coords in enumerate(asked):
             step, score = len(trajectory), scores[i : i + 1]
             hard = (pred.logits[i, 0] > 0).detach().cpu().numpy()
             mask0 = hard if mask0 is None else mask0
             overlap, allowed = guards.mask_allowed(hard, mask0)
             current = prompt.with_coords(coords)
-            true_dice = dice(predict_mask(model, emb, current), gt_mask) if gt_mask is not None else None
+            true_dice = None
+            if gt_mask is not None:
+                mask = (full[i, 0] > 0).cpu().numpy() if full is not None else predict_mask(model, emb, current)
+                true_dice = dice(mask, gt_mask)
             x, y = current.center
             trajectory.append(
                 EvolutionStep(
@@ -241,6 +249,8 @@ def evolve_prompt(
                 )
             )  # fmt: skip
             bar.update(1)
+            if on_step is not None:
+                on_step(trajectory[-1], steps)
             spent = rule.spent(trajectory[-1].score, trajectory[-1].allowed)
             if step < steps:
                 if spent:
@@ -261,6 +271,15 @@ def evolve_prompt(
         prompt, trajectory, best, *masks, settings, stopped=stopped, seconds_embed=embedded - started,
         seconds_evolve=time.perf_counter() - embedded,
     )  # fmt: skip
+
+
+def _full_size(pred: MaskPrediction) -> torch.Tensor | None:
+    """The prediction's logits at the image's size (B x 1 x H x W, no gradient), or None if the model cannot resize
+    its own output (then each mask is predicted again)."""
+    if pred.resize is None:
+        return None
+    with torch.no_grad():
+        return pred.resize(None)
 
 
 def _check_patience(patience: int | None, steps: int) -> int | None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from sampot_lib.defaults import BATCH_SIZE, EPOCHS, REGRESSOR_PATIENCE
+from sampot_lib.defaults import BATCH_SIZE, EPOCHS, REGRESSOR_PATIENCE, TUNE_EPOCHS, TUNE_LR
 from sampot_lib.errors import SampotError, whole
 from sampot_lib.files import atomic_write
 
@@ -223,6 +223,34 @@ def fit_regressor(
             break
     model.load_state_dict(best_state)
     return model.to(memory_format=torch.contiguous_format).eval(), history
+
+
+def fine_tune(
+    regressor: SegmentationRegressor,
+    samples_train: RegressorData,
+    samples_val: RegressorData,
+    *,
+    epochs: int = TUNE_EPOCHS,
+    lr: float = TUNE_LR,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
+    """Fine-tune a copy of ``regressor`` (left unchanged) on ``samples_train`` with Adam + MSE, starting from its
+    weights; return the weights of the epoch with the lowest MSE on ``samples_val`` (the starting weights count as
+    epoch 0, so ``epochs=0`` returns them unchanged) and the history (epoch, train_mse, val_mse).
+
+    The samples must be at the regressor's input size (:func:`sampot_lib.experiment.calibration.transfer_samples` with
+    ``size=regressor.input_size``).
+    Batch norm's running statistics adapt to the new images too (the network trains in train mode).
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise SampotError(f"fine-tuning epochs must be a whole number >= 0, got {epochs!r}.")
+    if not (np.isfinite(lr) and lr > 0):
+        raise SampotError(f"fine-tuning learning rate must be a finite number > 0, got {lr!r}.")
+    return fit_regressor(samples_train, samples_val, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                         device=device, progress=progress, init=regressor)  # fmt: skip
 
 
 def save_regressor(model: SegmentationRegressor, path: str | Path, meta: dict[str, Any] | None = None) -> Path:

@@ -7,7 +7,8 @@ Any segmenter that can (1) embed an image once and (2) turn prompts (points and/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -33,10 +34,13 @@ class ImageEmbedding:
 @dataclass(frozen=True)
 class MaskPrediction:
     """logits: B x 1 x H x W mask logits (foreground where > 0); confidence: B, the model's own quality estimate
-    (SAM and LiteMedSAM: the IoU head's predicted IoU of the chosen output)."""
+    (SAM and LiteMedSAM: the IoU head's predicted IoU of the chosen output). ``resize``, where the model gives one:
+    the same masks' logits (B x 1 x H' x W', no gradient) at another output size (None: the original image's), from
+    the same decoder output, without another decoder call."""
 
     logits: torch.Tensor
     confidence: torch.Tensor
+    resize: Callable[[tuple[int, int] | None], torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
 
 @runtime_checkable

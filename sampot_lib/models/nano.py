@@ -19,7 +19,8 @@ from sampot_lib.errors import SampotError
 
 SAM_NANO_FILENAME = "sam_nano.pt"
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / SAM_NANO_FILENAME
-# sha256 of the committed weights file (written by scripts/train_sam_nano.py --export; checked by tests/models/test_nano.py).
+# sha256 of the committed weights file (written by scripts/train_sam_nano.py --export; checked by
+# tests/models/test_nano.py).
 SAM_NANO_SHA256 = "93f0b359004f1b558f8ed529853c40c47c34b33712cc57c34fb192c425c8352d"
 # Registry record extras. "mask_output": the default output for sam_nano, "single" (SAM's single-output token):
 # on JSRT's train+val left lungs (seed-0 split) it gives the best one-click Dice and the IoU head that best tracks

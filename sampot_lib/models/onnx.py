@@ -273,8 +273,11 @@ class OnnxPromptModel:
             pick = scores.argmax(dim=1) if self.mask_output == "best" else fixed
         rows = torch.arange(iou.shape[0], device=self.device)
         pick = pick.to(self.device)
-        logits = self.source._to_output(low_res[rows, pick][:, None], embedding, output_size)
-        return MaskPrediction(logits=logits, confidence=scores[rows, pick])
+        chosen = low_res[rows, pick][:, None]
+        return MaskPrediction(
+            logits=self.source._to_output(chosen, embedding, output_size), confidence=scores[rows, pick],
+            resize=lambda size: self.source._to_output(chosen, embedding, size),
+        )  # fmt: skip
 
 
 def load_onnx_model(source: SamLikeModel, path: str | Path, threads: int | None = None) -> OnnxPromptModel:

@@ -217,7 +217,11 @@ class SamLikeModel(nn.Module):
         sparse, _ = self.prompt_encoder(points=point_arg, boxes=box, masks=None)
         logits, iou = decode(self.mask_decoder, self._image_side(embedding), sparse, pick=self._pick)
         confidence = iou[torch.arange(iou.shape[0], device=iou.device), self._pick(iou)]
-        return MaskPrediction(logits=self._to_output(logits, embedding, output_size), confidence=confidence)
+        low_res = logits.detach()
+        return MaskPrediction(
+            logits=self._to_output(logits, embedding, output_size), confidence=confidence,
+            resize=lambda size: self._to_output(low_res, embedding, size),
+        )  # fmt: skip
 
     def _pick(self, iou: torch.Tensor) -> torch.Tensor:
         """The mask token ``mask_output`` asks for, given the IoU predictions of all K mask tokens (B x K): token 0

@@ -118,7 +118,7 @@ def contour_trace(mask: np.ndarray, name: str, color: str, dash: str = "solid", 
     )
 
 
-def _image_axes(fig: go.Figure, shape: tuple[int, int], row: int | None = None, col: int | None = None) -> None:
+def image_axes(fig: go.Figure, shape: tuple[int, int], row: int | None = None, col: int | None = None) -> None:
     """Fix an image panel to the image's extent, y downwards, square pixels, no ticks."""
     h, w = shape
     kw = {"row": row, "col": col} if row is not None else {}
@@ -168,7 +168,7 @@ def heatmap_figure(
         title=title or f"Dice by click position ({len(dice)} clicks, spread {spread:.2f})",
         width=520, height=520, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
     )  # fmt: skip
-    _image_axes(fig, image.shape[:2])
+    image_axes(fig, image.shape[:2])
     return fig
 
 
@@ -203,7 +203,7 @@ def level_set_figure(
         trace = contour_trace(mask, "synthetic mask", MASK_COLOR, width=1.5)
         trace.showlegend = k == 0
         fig.add_trace(trace, row=r, col=c)
-        _image_axes(fig, image.shape[:2], row=r, col=c)
+        image_axes(fig, image.shape[:2], row=r, col=c)
     fig.update_annotations(font_size=11)
     fig.update_layout(height=230 * rows + 60, autosize=True, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
@@ -352,7 +352,7 @@ def trajectory_figure(
         sliders=[{"active": 0, "steps": slider_steps, "currentvalue": {"prefix": "step "}, "pad": {"t": 30}}],
         legend={"orientation": "h", "y": -0.35},
     )  # fmt: skip
-    _image_axes(fig, image.shape[:2], row=1, col=1)
+    image_axes(fig, image.shape[:2], row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
     fig.update_yaxes(range=[0, 1], row=1, col=2)
     return fig

@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sampot_lib.defaults import RULE
+from sampot_lib.defaults import RULE, SAFEGUARDS_OFF
+from sampot_lib.errors import SampotError
 
 #: The index's columns, in order.
 INDEX_COLUMNS = (
     "run", "model", "structure", "prompt", "jitter", "scorer", "seed", "n_images", "mean_dice_initial",
-    "mean_dice_final", "mean_dice_oracle", "share_of_oracle_gain", "improved", "unchanged", "worse", "worst_drop",
+    "mean_dice_final", "mean_dice_oracle", "share_of_oracle_gain", "improved", "unchanged", "worse", "harmed",
+    "worst_drop",
     "p5_change", "median_within_image_spearman", "median_top1_regret", "p90_top1_regret", "gamed", "commit",
     "threads", "seconds",
 )  # fmt: skip
@@ -33,8 +35,9 @@ def index_rows(run: str, summary: dict[str, Any], *, commit: str | None) -> list
     config = summary["config"]
     oracle = summary.get("oracle", {}).get("mean_dice_evolved")
     rows = []
+    guards_off = config.get("safeguards") == SAFEGUARDS_OFF  # then group "off" is group "on" run again
     for group, s in summary.items():
-        if not isinstance(s, dict) or "mean_gain" not in s:
+        if not isinstance(s, dict) or "mean_gain" not in s or (group == "off" and guards_off):
             continue
         jitter = float(group.removeprefix("jitter_")) if group.startswith("jitter_") else config["box_jitter"]
         rows.append({
@@ -43,7 +46,8 @@ def index_rows(run: str, summary: dict[str, Any], *, commit: str | None) -> list
             "n_images": s["n"], "mean_dice_initial": s["mean_dice_initial"], "mean_dice_final": s["mean_dice_evolved"],
             "mean_dice_oracle": oracle if not group.startswith("jitter_") else None,
             "share_of_oracle_gain": s.get("share_of_oracle_gain"), "improved": s["improved"],
-            "unchanged": s["unchanged"], "worse": s["worse"], "worst_drop": s.get("worst_drop"),
+            "unchanged": s["unchanged"], "worse": s["worse"], "harmed": s.get("harmed"),
+            "worst_drop": s.get("worst_drop"),
             "p5_change": s.get("p5_change"), "median_within_image_spearman": s.get("median_within_image_spearman"),
             "median_top1_regret": s.get("median_top1_regret"), "p90_top1_regret": s.get("p90_top1_regret"),
             "gamed": s.get("gamed"), "commit": commit, "threads": summary.get("torch_threads"),
@@ -79,3 +83,147 @@ def first_difference(
             if not _same(have, want, tolerance):
                 return f"image {key[0]}, group {key[1]}, {column}: re-run {have!r}, committed {want!r}"
     return None
+
+
+# -- reading the committed results back: the book's full-size chapter -----------------------------------------------
+
+#: Index columns averaged over seeds (mean and sd), with their digits.
+SPREAD_COLUMNS = (("mean_dice_initial", 3), ("mean_dice_final", 3), ("share_of_oracle_gain", 2), ("improved", 1),
+                  ("unchanged", 1), ("worse", 1), ("median_within_image_spearman", 2), ("median_top1_regret", 3),
+                  ("gamed", 2))  # fmt: skip
+
+
+def _number(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def seed_groups(index: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """The index's rows grouped by (run, jitter, scorer), one row per seed in each, in the index's order."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in index:
+        groups.setdefault((str(row["run"]), str(row["jitter"]), str(row["scorer"])), []).append(row)
+    return groups
+
+
+def mean_sd(rows: list[dict[str, Any]], column: str) -> tuple[float | None, float | None]:
+    """Mean and sample sd over seeds of one column (sd None for one seed; blanks are left out)."""
+    values = [v for v in (_number(r.get(column)) for r in rows) if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _cell(rows: list[dict[str, Any]], column: str, digits: int) -> str:
+    mean, sd = mean_sd(rows, column)
+    if mean is None:
+        return "n/a"
+    counts = column in ("improved", "unchanged", "worse")
+    if counts and (sd is None or sd == 0):
+        return str(round(mean))  # the same count at every seed: a whole number
+    text = f"{mean:.{digits}f}"
+    return text if sd is None else f"{text} ± {sd:.{digits}f}"
+
+
+def spread_markdown(index: list[dict[str, Any]], runs: list[str] | None = None) -> str:
+    """Markdown: one line per (run, jitter, score or rule) with the number of seeds, the mean ± sd over seeds of
+    :data:`SPREAD_COLUMNS` and the worst drop of any seed."""
+    head = ("| run | J | score | seeds | Dice, user's prompt | Dice, final | share of oracle gain | improved | "
+            "unchanged | worse | worst drop (any seed) | within-image Spearman | top-1 regret | gamed |")  # fmt: skip
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for (run, jitter, scorer), rows in seed_groups(index).items():
+        if runs is not None and run not in runs:
+            continue
+        cells = [_cell(rows, column, digits) for column, digits in SPREAD_COLUMNS]
+        drops = [v for v in (_number(r.get("worst_drop")) for r in rows) if v is not None]
+        worst = f"{min(drops):.3f}" if drops else "n/a"
+        cells.insert(6, worst)
+        lines.append(f"| {run} | {jitter or '-'} | {scorer} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def buys_markdown(index: list[dict[str, Any]], tolerance: float) -> str:
+    """Markdown: what SAMPOT buys on each run at its main jitter (mean over seeds): the user's Dice, the regressor's
+    and the do-no-harm rule's, the IoU head's and the oracle's, and images made worse by more than ``tolerance``
+    (the rule's bound), with a one-word verdict: "helps" when the rule gains on average and harms no image beyond
+    the tolerance at any seed, "mixed" when it gains but harms some, "no gain" otherwise."""
+    head = ("| run | seeds | user's prompt | SAMPOT (regressor) | do-no-harm rule | IoU head | oracle | share of "
+            "oracle gain (regressor / rule) | images worse by > tolerance (regressor / rule, worst seed) | verdict |")
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    groups = seed_groups(index)
+    for run in dict.fromkeys(key[0] for key in groups):
+        main = [key for key in groups if key[0] == run and key[2] == "regressor"]
+        if not main:
+            continue
+        of = {scorer: groups.get((run, main[0][1], scorer), []) for scorer in ("regressor", RULE, "confidence",
+                                                                               "oracle")}  # fmt: skip
+        initial, _ = mean_sd(of["regressor"], "mean_dice_initial")
+        rule_gains = [(_number(r["mean_dice_final"]) or 0) - (_number(r["mean_dice_initial"]) or 0) for r in of[RULE]]
+        rule_harm = _worst_count(of[RULE], tolerance)
+        if not rule_gains:
+            verdict = "no rule run"
+        elif sum(rule_gains) / len(rule_gains) <= 0:
+            verdict = "no gain"
+        else:
+            verdict = "helps" if rule_harm == 0 else "mixed"
+        finals = {k: _mean_text(v, "mean_dice_final", 3) for k, v in of.items()}
+        shares = {k: _mean_text(v, "share_of_oracle_gain", 2) for k, v in of.items()}
+        lines.append(
+            f"| {run} | {len(of['regressor'])} | {initial:.3f} | {finals['regressor']} | {finals[RULE]} | "
+            f"{finals['confidence']} | {finals['oracle']} | {shares['regressor']} / {shares[RULE]} | "
+            f"{_text(_worst_count(of['regressor'], tolerance))} / {_text(rule_harm)} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def _mean_text(rows: list[dict[str, Any]], column: str, digits: int) -> str:
+    mean, _ = mean_sd(rows, column)
+    return "n/a" if mean is None else f"{mean:.{digits}f}"
+
+
+def _worst_count(rows: list[dict[str, Any]], tolerance: float) -> int | None:
+    """The most images any seed made worse by more than ``tolerance`` (None when no row says)."""
+    counts = [c for c in (harmed_count(r, tolerance) for r in rows) if c is not None]
+    return max(counts) if counts else None
+
+
+def _text(value: Any) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def harmed_count(row: dict[str, Any], tolerance: float) -> int | None:
+    """Images of one index row worse by more than ``tolerance``: its ``harmed`` column where the run recorded one,
+    else 0 when its worst drop is within the tolerance; None when neither says."""
+    if _number(row.get("harmed")) is not None:
+        return int(float(row["harmed"]))
+    worst = _number(row.get("worst_drop"))
+    if worst is None:
+        return None
+    return 0 if worst >= -tolerance else None
+
+
+#: The markers between which a README holds the table of what SAMPOT buys.
+TABLE_MARKERS = ("<!-- results table: begin -->", "<!-- results table: end -->")
+
+
+def with_results_table(text: str, table: str) -> str:
+    """``text`` (a README) with ``table`` between :data:`TABLE_MARKERS`, replacing what was there."""
+    begin, end = TABLE_MARKERS
+    if begin not in text or end not in text:
+        raise SampotError(f"the README has no {begin} ... {end} markers for the results table.")
+    head, rest = text.split(begin, 1)
+    return f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}"
+
+
+def results_table_of(text: str) -> str:
+    """The table between :data:`TABLE_MARKERS` of a README (empty when none is there yet)."""
+    begin, end = TABLE_MARKERS
+    if begin not in text or end not in text:
+        raise SampotError(f"the README has no {begin} ... {end} markers for the results table.")
+    return text.split(begin, 1)[1].split(end, 1)[0].strip()

@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.defaults import SHARPNESS
+from sampot_lib.defaults import EVOLVE_MIN_GAIN, SHARPNESS
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.records import read_csv, read_json
@@ -222,7 +222,8 @@ class Study:
         res = evolve_prompt(
             model, regressor, image, Prompt.from_dict(record["prompt"]), steps=config["steps"], lr=config["lr"],
             optimizer=config["optimizer"], sharpness=config["sharpness"], safeguards=Safeguards(**config["safeguards"]),
-            gt_mask=truth, seed=config["seed"],
+            gt_mask=truth, seed=config["seed"], patience=config.get("patience"),
+            min_gain=config.get("min_gain", EVOLVE_MIN_GAIN),
         )  # fmt: skip
         emb = model.embed(image)
         steps = [s.__dict__ for s in res.trajectory]
@@ -320,6 +321,7 @@ def compare_optimizers(
             result = evolve_prompt(
                 model, timed, image, prompt, steps=calls - 1, lr=lr, optimizer=opt, sharpness=sharpness,
                 safeguards=safeguards if safeguards is not None else Safeguards(), seed=seed,
+                patience=None,  # every budget up to ``calls`` is read off one full run
             )  # fmt: skip
             d0 = dice(result.initial_mask, truth)
             for b in budgets:

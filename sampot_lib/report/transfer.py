@@ -8,20 +8,15 @@ from typing import Any
 import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.defaults import LR, N_OUTSIDE, N_SYNTHETIC, SHARPNESS, STEPS
+from sampot_lib.defaults import LR, N_OUTSIDE, N_SYNTHETIC, SHARPNESS, STEPS, TUNE_EPOCHS, TUNE_LR
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import (
-    TUNE_EPOCHS,
-    TUNE_LR,
     choose_labelled,
-    fine_tune,
     format_or_na,
     measure_transfer,
     transfer_samples,
 )
-from sampot_lib.method.regressor import (
-    SegmentationRegressor,
-)
+from sampot_lib.method.regressor import SegmentationRegressor, fine_tune
 from sampot_lib.models.base import PromptableModel
 
 

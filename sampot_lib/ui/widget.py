@@ -22,7 +22,7 @@ import torch
 
 from sampot_lib.defaults import LR, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
-from sampot_lib.method.evolve import EvolutionResult, evolve_prompt, measure_prompt
+from sampot_lib.method.evolve import EvolutionResult, EvolutionStep, evolve_prompt, measure_prompt
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt
 from sampot_lib.method.regressor import SegmentationRegressor, check_regressor
 from sampot_lib.method.scoring import RegressorScorer
@@ -248,6 +248,10 @@ class PromptWidget:
         else:
             self.figure.data[self._box].update(x=[], y=[])
 
+    def _show_step(self, step: EvolutionStep, steps: int) -> None:
+        """The status line while evolving: the step just scored, of how many, and its score."""
+        self.status.value = f"Evolving: step {step.step} of {steps}, score {step.score:.3f}"
+
     def evolve(self, animate: bool = True) -> EvolutionResult:
         """Evolve the current prompt (Adam on its coordinates, maximising the regressor's score); show its path."""
         if self.prompt is None:
@@ -258,7 +262,7 @@ class PromptWidget:
             res = evolve_prompt(
                 self.model, self._scorer, self.image, self.prompt, steps=self.steps.value, lr=self.lr.value,
                 sharpness=self.sharpness, safeguards=self._guards if self.guarded.value else Safeguards.off(),
-                gt_mask=self.gt_mask,
+                gt_mask=self.gt_mask, on_step=self._show_step,
             )  # fmt: skip
         finally:
             self.button.disabled = False

@@ -18,7 +18,7 @@ import pytest
 
 from sampot_lib import __version__
 from sampot_lib.cli.main import _APPLY_THREADS, EPILOG, Lazy, build_parser, main
-from sampot_lib.experiment.calibration import TUNE_EPOCHS, TUNE_LR
+from sampot_lib.defaults import TUNE_EPOCHS, TUNE_LR
 from sampot_lib.models.registry import model_names
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Issue 10: every input a user can give either works or fails with one line that names it (SampotError, exit 2);
+"""Every input a user can give either works or fails with one line that names it (SampotError, exit 2);
 never a traceback, never a silent wrong result. Property-based (hypothesis) at the boundaries, plus the command line's
 exit status and message for each kind of bad input, unwritable outputs and a full disk."""
 

@@ -1,4 +1,4 @@
-"""Calibrating a foreign regressor on a few labelled images of a new data set (issue 9, point 2).
+"""Calibrating a foreign regressor on a few labelled images of a new data set.
 
 A regressor is trained on phantoms (set A) and calibrated on another phantom set whose masks follow another label
 convention (set B: every lung mask dilated by 6 px, as one collection's outlines may be more generous than
@@ -27,7 +27,6 @@ from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import (
     CALIBRATION_FILES,
     choose_labelled,
-    fine_tune,
     measure_transfer,
     score_summary,
     transfer_samples,
@@ -37,6 +36,7 @@ from sampot_lib.experiment.provenance import mask_hashes
 from sampot_lib.method.regressor import (
     RegressorData,
     check_regressor,
+    fine_tune,
     fit_regressor,
     load_regressor,
     predict_dice,

@@ -1,4 +1,4 @@
-"""Per-image work over Dask workers (issue 11): the serial run's numbers, one encoding per image, faults named."""
+"""Per-image work over Dask workers: the serial run's numbers, one encoding per image, faults named."""
 
 from __future__ import annotations
 

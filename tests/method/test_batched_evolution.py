@@ -1,4 +1,4 @@
-"""Gradient-free evolution scored a population at a time (issue 21): one model call per population, the same
+"""Gradient-free evolution scored a population at a time: one model call per population, the same
 proposals, scores and winner as one prompt at a time, and the budget still counted in prompts."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Early stopping (issue 21): evolution stops once its best score stops rising, the regressor's training once its
+"""Early stopping: evolution stops once its best score stops rising, the regressor's training once its
 validation loss does; the evolution record says why it stopped and how long the embedding and the steps took."""
 
 from __future__ import annotations
@@ -250,3 +250,76 @@ def test_regressor_training_logs_why_it_stopped(scripted_validation):
 def test_bad_regressor_patience_is_refused(patience):
     with pytest.raises(SampotError, match="patience must be a whole number"):
         fit_regressor(TRAIN, VAL, epochs=2, progress=False, patience=patience)
+
+
+# -- the settings of a run --------------------------------------------------------------------------------------------
+
+
+def test_a_run_config_refuses_a_patience_it_could_never_reach_and_a_negative_min_gain():
+    from sampot_lib.experiment.config import ExperimentConfig
+
+    with pytest.raises(SampotError, match=r"'patience' must be a whole number in \[0, steps = 10\]"):
+        ExperimentConfig(data="d", out="o", steps=10, patience=11)
+    with pytest.raises(SampotError, match="'min_gain' must be a finite score gain >= 0"):
+        ExperimentConfig(data="d", out="o", min_gain=-0.1)
+    with pytest.raises(SampotError, match="'regressor_patience' must be >= 0"):
+        ExperimentConfig(data="d", out="o", regressor_patience=-1)
+    assert ExperimentConfig(data="d", out="o", steps=10, patience=10).patience == 10
+
+
+def test_a_changed_patience_redoes_the_stage_it_changes():
+    """--resume reuses a stage while its settings are unchanged: the patiences must be among them."""
+    from sampot_lib.experiment.config import STAGE_SETTINGS
+
+    assert {"patience", "min_gain"} <= set(STAGE_SETTINGS["evolve"])
+    assert "regressor_patience" in STAGE_SETTINGS["train"]
+    assert "patience" not in STAGE_SETTINGS["train"]
+
+
+def test_a_runs_evolution_uses_the_configs_patience(monkeypatch):
+    """The evolution stage hands the config's patience and min_gain to every evolve_prompt it runs."""
+    from sampot_lib.experiment import evolution
+    from sampot_lib.experiment.config import ExperimentConfig
+    from sampot_lib.method.regressor import SegmentationRegressor
+
+    image, mask = disk_image()
+    seen = []
+
+    class Images:
+        def image(self, image_id):  # noqa: ANN001, ANN201
+            return image
+
+        def mask(self, image_id, structure):  # noqa: ANN001, ANN201
+            return mask
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append((kwargs["patience"], kwargs["min_gain"], kwargs["steps"]))
+        raise RuntimeError("enough")
+
+    monkeypatch.setattr(evolution, "evolve_prompt", spy)
+    config = ExperimentConfig(data="d", out="o", prompt="box", steps=12, patience=4, min_gain=0.002)
+    with pytest.raises(RuntimeError, match="enough"):
+        evolution._evolve_image("a", config=config, model=None, dataset=Images(), regressor=SegmentationRegressor(32),
+                                plan=[("on", "regressor", "on", 0.1)], weight=None)  # fmt: skip
+    assert seen == [(4, 0.002, 12)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--patience", "-1"], "-1 must be >= 0"),
+        (["--patience", "31", "--steps", "30"], "'patience' must be a whole number in [0, steps = 30]"),
+        (["--min-gain", "-0.5"], "-0.5 must be a finite number >= 0"),
+        (["--regressor-patience", "x"], "'x' is not a whole number"),
+    ],
+)
+def test_the_command_line_refuses_bad_patience_in_one_line(tmp_path, capsys, argv, message):
+    from sampot_lib.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        rc = main(["run", str(tmp_path), "--out", str(tmp_path / "out"), *argv])
+        raise SystemExit(rc)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""The optimisers behind evolution (issue 12): CMA-ES and random search beside Adam, at a budget of model calls."""
+"""The optimisers behind evolution: CMA-ES and random search beside Adam, at a budget of model calls."""
 
 from __future__ import annotations
 

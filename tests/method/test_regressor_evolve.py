@@ -166,3 +166,30 @@ def test_nan_click_is_refused_by_name(tiny_model, trained):
     image, _ = disk_image()
     with pytest.raises(SampotError, match="not a finite number"):
         evolve_prompt(tiny_model, trained[0], image, (float("nan"), 3.0), steps=1)
+
+
+def test_true_dice_of_every_step_comes_from_that_steps_decoder_call(tiny_model, trained):
+    """With the truth given, each step's Dice is that of the step's own mask at full size (the same as predicting
+    the step's prompt again), and no decoder call is added for it."""
+    image, truth = disk_image(size=64, center=(30, 34), radius=14, seed=3)
+    calls = []
+    predict_once = tiny_model.predict
+
+    def counting_predict(*args, **kwargs):
+        calls.append(1)
+        return predict_once(*args, **kwargs)
+
+    tiny_model.predict = counting_predict
+    start = Prompt(points=((26.0, 30.0),), labels=(1,))
+    regressor = trained[0]
+    with_truth = evolve_prompt(tiny_model, regressor, image, start, steps=6, lr=3.0, gt_mask=truth, seed=0)
+    n_with = len(calls)
+    calls.clear()
+    plain = evolve_prompt(tiny_model, regressor, image, start, steps=6, lr=3.0, seed=0)
+    assert len(calls) == n_with
+    assert [s.coords for s in plain.trajectory] == [s.coords for s in with_truth.trajectory]
+    tiny_model.predict = predict_once
+    emb = tiny_model.embed(image)
+    for step in with_truth.trajectory:
+        again = dice(predict_mask(tiny_model, emb, with_truth.prompt_at(step.step)), truth)
+        assert step.dice == pytest.approx(again, abs=1e-9), step.step

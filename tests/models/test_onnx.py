@@ -1,4 +1,4 @@
-"""The ONNX backend (issue 12): a SAM-style model's prompt -> mask step in onnxruntime, evolved without gradients."""
+"""The ONNX backend: a SAM-style model's prompt -> mask step in onnxruntime, evolved without gradients."""
 
 from __future__ import annotations
 

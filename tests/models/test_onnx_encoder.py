@@ -1,4 +1,4 @@
-"""The image encoder in onnxruntime (issue 21): exported once per weights, equal to torch within 1e-3, the default
+"""The image encoder in onnxruntime: exported once per weights, equal to torch within 1e-3, the default
 for LiteMedSAM where the ``onnx`` extra is installed, and torch again, with one line of warning, when it fails."""
 
 from __future__ import annotations

@@ -3,7 +3,19 @@ re-run that differs from the committed one."""
 
 from __future__ import annotations
 
-from sampot_lib.report.results import first_difference, index_rows
+import statistics
+from pathlib import Path
+
+from sampot_lib.defaults import HARM_TOLERANCE, RULE
+from sampot_lib.experiment.records import read_csv
+from sampot_lib.report.results import (
+    buys_markdown,
+    first_difference,
+    index_rows,
+    results_table_of,
+    spread_markdown,
+    with_results_table,
+)
 
 
 def _row(image_id: str, group: str = "on", dice: float = 0.8) -> dict:
@@ -38,3 +50,57 @@ def test_index_rows_name_the_score_and_the_run():
     assert rows["regressor0.1"]["mean_dice_oracle"] == 0.8 and rows["regressor0.1"]["share_of_oracle_gain"] == 0.5
     assert rows["regressor0.2"]["mean_dice_oracle"] is None and rows["oracle0.1"]["seed"] == 2
     assert rows["regressor0.1"]["commit"] == "abc" and rows["regressor0.1"]["threads"] == 1
+
+
+def _index_row(scorer: str, seed: int, initial: float, final: float, worse: int, harmed, worst: float) -> dict:
+    return {"run": "heart_box", "jitter": "0.1", "scorer": scorer, "seed": seed, "mean_dice_initial": initial,
+            "mean_dice_final": final, "share_of_oracle_gain": (final - initial) / 0.1, "improved": 10 - worse,
+            "unchanged": 0, "worse": worse, "harmed": harmed, "worst_drop": worst,
+            "median_within_image_spearman": 0.5, "median_top1_regret": 0.01, "gamed": 0.1}  # fmt: skip
+
+
+def test_spread_table_gives_mean_and_sd_over_seeds_and_whole_counts():
+    seeds = ((0, 0.84, 2, 1, -0.03), (1, 0.86, 2, 0, -0.01), (2, 0.85, 2, 0, -0.015))
+    index = [_index_row("regressor", s, 0.80, f, w, h, d) for s, f, w, h, d in seeds]
+    line = spread_markdown(index).splitlines()[2]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    finals = [0.84, 0.86, 0.85]
+    assert cells[3] == "3"  # seeds
+    assert cells[5] == f"{statistics.mean(finals):.3f} ± {statistics.stdev(finals):.3f}"
+    assert cells[7] == "8" and cells[9] == "2"  # the same count at every seed: a whole number, no "8.0"
+    assert cells[10] == "-0.030"  # the worst drop of any seed, not their mean
+
+
+def test_what_sampot_buys_says_helps_only_when_the_rule_gains_and_harms_no_image():
+    def index(rule_harmed: list[int], rule_final: float) -> list[dict]:
+        rows = [_index_row("regressor", s, 0.80, 0.85, 2, 1, -0.03) for s in range(2)]
+        rows += [_index_row(RULE, s, 0.80, rule_final, 0, h, -0.01) for s, h in enumerate(rule_harmed)]
+        rows += [_index_row("oracle", s, 0.80, 0.90, 0, 0, 0.0) for s in range(2)]
+        return rows
+
+    def verdict(table: str) -> str:
+        return table.splitlines()[2].strip("|").split("|")[-1].strip()
+
+    assert verdict(buys_markdown(index([0, 0], 0.83), 0.02)) == "helps"
+    assert verdict(buys_markdown(index([0, 1], 0.83), 0.02)) == "mixed"  # one seed harmed an image
+    assert verdict(buys_markdown(index([0, 0], 0.80), 0.02)) == "no gain"
+    cells = [c.strip() for c in buys_markdown(index([0, 1], 0.83), 0.02).splitlines()[2].strip("|").split("|")]
+    assert cells[2] == "0.800" and cells[3] == "0.850" and cells[4] == "0.830" and cells[6] == "0.900"
+    assert cells[8] == "1 / 1"  # the worst seed's count, regressor / rule
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_readme_table_is_the_one_the_committed_results_give():
+    index = read_csv(ROOT / "results" / "index.csv")
+    assert results_table_of((ROOT / "README.md").read_text()) == buys_markdown(index, HARM_TOLERANCE), (
+        "README.md's results table is stale: `make results` (or scripts/make_results.py --only RUN) rewrites it"
+    )
+
+
+def test_the_readme_table_is_replaced_between_its_markers_only():
+    text = "intro\n<!-- results table: begin -->\nold\n<!-- results table: end -->\nafter\n"
+    new = with_results_table(text, "| a |")
+    assert new == "intro\n<!-- results table: begin -->\n| a |\n<!-- results table: end -->\nafter\n"
+    assert results_table_of(new) == "| a |"

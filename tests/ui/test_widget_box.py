@@ -42,3 +42,14 @@ def test_degenerate_box_is_refused_and_box_models_start_in_box_mode(tiny_model):
     assert default_prompt_mode(tiny_model) == "click"
     tiny_model.prompt_kinds = ("box",)
     assert default_prompt_mode(tiny_model) == "box"
+
+
+def test_the_status_line_shows_each_step_while_evolving(tiny_model):
+    image, mask = disk_image()
+    w = PromptWidget(tiny_model, SegmentationRegressor(32).eval(), image, mask, steps=3, lr=5.0, frame_delay=0)
+    w.click(40.0, 50.0)
+    shown = []
+    w.status.observe(lambda change: shown.append(change["new"]), "value")
+    res = w.evolve(animate=False)
+    steps = [s for s in shown if s.startswith("Evolving: step")]
+    assert steps == [f"Evolving: step {s.step} of 3, score {s.score:.3f}" for s in res.trajectory]

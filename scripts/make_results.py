@@ -34,12 +34,20 @@ from sampot_lib.defaults import HARM_TOLERANCE, RULE
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, apply_preset
 from sampot_lib.experiment.evolution import evolve_stage
+from sampot_lib.experiment.provenance import cpu_model
 from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_json
 from sampot_lib.experiment.runfolder import split_hash
 from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.experiment.setup import apply_thread_setting, prepare_splits
 from sampot_lib.files import write_text
-from sampot_lib.report.results import INDEX_COLUMNS, buys_markdown, first_difference, index_rows, with_results_table
+from sampot_lib.report.results import (
+    CROSS_CPU_TOLERANCE,
+    INDEX_COLUMNS,
+    buys_markdown,
+    first_difference,
+    index_rows,
+    with_results_table,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BOXES = dict(model="litemedsam", prompt="box", box_jitter=0.10, scorers=["regressor", "confidence", "blend", "oracle",
@@ -147,13 +155,17 @@ def check(n: int, data: Path, results: Path) -> int:
         evolve_stage(config, progress=False)
         fresh = read_csv(config.out_dir / "evolution.csv")
     committed = read_csv(kept / "evolution.csv")
-    diff = first_difference(fresh, committed)
+    same_cpu = summary.get("cpu") == cpu_model()
+    diff = first_difference(fresh, committed, absolute=None if same_cpu else CROSS_CPU_TOLERANCE)
     images = sorted({r["image_id"] for r in fresh})
+    how = "equal the committed ones" if same_cpu else (
+        f"match the committed ones within {CROSS_CPU_TOLERANCE['x']:g} px and {CROSS_CPU_TOLERANCE['dice']:g} Dice "
+        f"(made on {summary.get('cpu') or 'an unrecorded CPU'}, re-run on {cpu_model()})")  # fmt: skip
     if diff is not None:
         print(f"results-check: {name}: {diff}", file=sys.stderr)
         return 1
-    print(f"results-check: {name}: {len(fresh)} rows of {len(images)} test images ({', '.join(images)}) equal the "
-          f"committed ones ({threads} thread(s)).")  # fmt: skip
+    print(f"results-check: {name}: {len(fresh)} rows of {len(images)} test images ({', '.join(images)}) {how} "
+          f"({threads} thread(s)).")  # fmt: skip
     return 0
 
 

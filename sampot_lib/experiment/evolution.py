@@ -17,7 +17,7 @@ from sampot_lib.defaults import RULE
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import Workers
-from sampot_lib.experiment.provenance import versions
+from sampot_lib.experiment.provenance import cpu_model, versions
 from sampot_lib.experiment.records import read_json, write_csv, write_json
 from sampot_lib.experiment.runfolder import StageParts, as_stored
 from sampot_lib.experiment.stages import (
@@ -126,6 +126,7 @@ def evolve_stage(
             summary["nonfinite_in_trajectories"] = nonfinite
         summary["config"] = config.to_dict()
         summary["torch_threads"] = torch.get_num_threads()  # another thread count moves the numbers a little
+        summary["cpu"] = cpu_model()  # so does another kind of CPU
         summary["versions"] = versions()
         summary["test_data_identity"] = {k: v for k, v in inputs.items() if k.startswith("data:")}
         summary["seconds"] = round(time.perf_counter() - started, 1)

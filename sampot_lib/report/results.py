@@ -67,12 +67,26 @@ def _same(a: Any, b: Any, tolerance: float) -> bool:
     return abs(x - y) <= tolerance * max(1.0, abs(y))
 
 
+#: Absolute tolerances of a re-run on another kind of CPU, where float rounding differs in the last bits and 30
+#: Adam steps carry it on: on 8 JSRT test images (SAM-Nano, 1 thread, AMD EPYC against the CPU the results were made
+#: on) prompts moved by up to 0.13 px, Dice by up to 4e-4 and scores by up to 1e-4, and one image's winner was
+#: another step of a near-tie. A fault in the method moves these by far more. The winning step is then not compared.
+CROSS_CPU_TOLERANCE = {"x0": 1.0, "y0": 1.0, "x": 1.0, "y": 1.0, "score0": 1e-3, "score": 1e-3, "dice0": 1e-3,
+                       "dice": 1e-3, "gain": 1e-3}  # fmt: skip
+
+
 def first_difference(
-    fresh: list[dict[str, Any]], committed: list[dict[str, Any]], *, tolerance: float = 1e-9
+    fresh: list[dict[str, Any]],
+    committed: list[dict[str, Any]],
+    *,
+    tolerance: float = 1e-9,
+    absolute: dict[str, float] | None = None,
 ) -> str | None:
     """None when every fresh per-image row equals its committed row (same image and group) in
     :data:`CHECKED_COLUMNS`; else one line naming the first row and column that differ and both values. Numbers are
-    compared with a relative ``tolerance`` (the CSV's decimal text of the same float reads back equal)."""
+    compared with a relative ``tolerance`` (the CSV's decimal text of the same float reads back equal). With
+    ``absolute`` ({column: tolerance}, e.g. :data:`CROSS_CPU_TOLERANCE`) only those columns and the text columns are
+    compared, each within its absolute tolerance."""
     index = {(str(r["image_id"]), str(r["group"])): r for r in committed}
     for row in fresh:
         key = (str(row["image_id"]), str(row["group"]))
@@ -80,7 +94,14 @@ def first_difference(
             return f"image {key[0]}, group {key[1]}: no committed row to compare with"
         for column in CHECKED_COLUMNS:
             have, want = row.get(column, ""), index[key].get(column, "")
-            if not _same(have, want, tolerance):
+            if absolute is None:
+                same = _same(have, want, tolerance)
+            elif column in absolute:
+                same = _number(have) is not None and _number(want) is not None
+                same = same and abs(float(have) - float(want)) <= absolute[column]
+            else:
+                same = _number(want) is not None or str(have) == str(want)  # numbers not listed are not compared
+            if not same:
                 return f"image {key[0]}, group {key[1]}, {column}: re-run {have!r}, committed {want!r}"
     return None
 

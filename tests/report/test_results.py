@@ -104,3 +104,18 @@ def test_the_readme_table_is_replaced_between_its_markers_only():
     new = with_results_table(text, "| a |")
     assert new == "intro\n<!-- results table: begin -->\n| a |\n<!-- results table: end -->\nafter\n"
     assert results_table_of(new) == "| a |"
+
+
+def test_a_rerun_on_another_cpu_is_compared_within_the_stated_tolerances():
+    from sampot_lib.report.results import CROSS_CPU_TOLERANCE
+
+    committed = [_row("a"), _row("b")]
+    near = [_row("a", dice=0.8004) | {"x": 3.5, "best_step": 7}, _row("b")]  # rounding carried on: still the same
+    assert first_difference(near, committed, absolute=CROSS_CPU_TOLERANCE) is None
+    assert first_difference(near, committed) is not None  # on the same CPU it would be a difference
+    far = [_row("a", dice=0.81)]
+    assert first_difference(far, committed, absolute=CROSS_CPU_TOLERANCE).startswith("image a, group on, dice:")
+    moved = [_row("a") | {"y": 6.5}]
+    assert "y: re-run 6.5, committed 4.0" in first_difference(moved, committed, absolute=CROSS_CPU_TOLERANCE)
+    renamed = [_row("a") | {"safeguards": "off"}]
+    assert "safeguards" in first_difference(renamed, committed, absolute=CROSS_CPU_TOLERANCE)

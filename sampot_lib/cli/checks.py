@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from sampot_lib import errors as checks
+from sampot_lib.cli.options import typed
 from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import MAX_LR, MAX_SHARPNESS
 from sampot_lib.errors import SampotError
@@ -116,9 +117,19 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None)
         if value is not None:
             setattr(args, dest, check(value, flag))
+    _check_patience(args)
     _check_model(args)
     _check_inputs(args)
     _check_outputs(args, data_cmd)
+
+
+def _check_patience(args: argparse.Namespace) -> None:
+    """A --patience the user typed that --steps never reaches would not stop a run: say so (the default's is off for
+    runs shorter than it)."""
+    patience, steps = getattr(args, "patience", None), getattr(args, "steps", None)
+    if patience is not None and steps is not None and typed(args, "patience") and patience > steps:
+        raise SampotError(f"--patience {patience} is larger than --steps {steps}: the run would never stop early; "
+                          f"give a patience of at most {steps}, or 0 for none.")  # fmt: skip
 
 
 def _registry() -> ModuleType:

@@ -28,8 +28,8 @@ from sampot_lib.defaults import (
 from sampot_lib.experiment.config import PRESETS
 
 #: The number options a preset may set: their defaults are marked so that a preset replaces only those not typed.
-PRESET_NUMBERS = ("seed", "max_images", "regressor_size", "epochs", "steps", "lr", "sharpness", "trust_radius",
-                  "min_overlap", "max_area_ratio")  # fmt: skip
+PRESET_NUMBERS = ("seed", "max_images", "regressor_size", "epochs", "steps", "patience", "lr", "sharpness",
+                  "trust_radius", "min_overlap", "max_area_ratio")  # fmt: skip
 
 
 def mask_output(value: str) -> str | int:

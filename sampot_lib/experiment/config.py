@@ -135,9 +135,9 @@ class ExperimentConfig:
             )
         for name in ("regressor_lr", "lr", "sharpness"):
             _positive(name, getattr(self, name))
-        if self.patience is not None and not 0 <= self.patience <= self.steps:
-            raise SampotError(f"parameter 'patience' must be a whole number in [0, steps = {self.steps}] (0 or None: "
-                              f"no early stopping), got {self.patience}.")  # fmt: skip
+        if self.patience is not None and self.patience < 0:
+            raise SampotError(f"parameter 'patience' must be a whole number >= 0 or None (0, None or one of at least "
+                              f"'steps': no early stopping), got {self.patience}.")  # fmt: skip
         if not (math.isfinite(self.min_gain) and self.min_gain >= 0):
             raise SampotError(f"parameter 'min_gain' must be a finite score gain >= 0, got {self.min_gain!r}.")
         if not (math.isfinite(self.box_jitter) and 0 <= self.box_jitter <= 1):

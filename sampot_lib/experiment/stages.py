@@ -12,7 +12,9 @@ finished from the same settings, split and inputs.
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig, stage_settings
+from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, Workers
 from sampot_lib.experiment.provenance import (
     data_identity,
@@ -37,7 +39,7 @@ from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_
 from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.experiment.setup import limit, open_dataset, resolve_split, write_config
 from sampot_lib.experiment.summary import column_r
-from sampot_lib.files import sha256_file
+from sampot_lib.files import sha256_file, write_bytes
 from sampot_lib.method.evolve import measure_prompt
 from sampot_lib.method.prompts import Prompt
 from sampot_lib.method.regressor import (
@@ -202,8 +204,18 @@ def train_regressor_stage(
                       n_synthetic=config.n_synthetic, n_outside=config.n_outside, progress=progress,
                       prompts_for_image=model_prompts_for(config.prompt, config.n_outside), workers=pool)  # fmt: skip
         # Each image draws from (seed, its id): the val set's draws differ from the train set's by their images.
-        train = regressor_samples(source, data, splits["train"], seed=config.seed, **common)
-        val = regressor_samples(source, data, splits["val"], seed=config.seed, **common)
+        # The sets are kept on disk: another number of epochs or patience retrains without remaking them.
+        store = folder.path / "regressor_set.npz"
+        key = settings_hash({"settings": {k: settings[k] for k in TRAINING_SET_SETTINGS}, "split": split,
+                             "inputs": inputs})  # fmt: skip
+        sets = load_training_sets(store, key) if resume else None
+        if sets is None:
+            sets = {part: regressor_samples(source, data, splits[part], seed=config.seed, **common)
+                    for part in ("train", "val")}  # fmt: skip
+            save_training_sets(store, key, sets)
+        elif progress:
+            print(f"training set: reused {store.name} ({len(sets['train'])} train, {len(sets['val'])} val masks)")
+        train, val = sets["train"], sets["val"]
         regressor, history = fit_regressor(
             train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
             device=config.device, progress=progress, patience=config.regressor_patience,
@@ -313,4 +325,34 @@ def _user_prompt_row(
     return {"image_id": image_id, "kind": kind, "dice": m["dice"], "regressor": m["score"],
             "confidence": m["confidence"]}  # fmt: skip
 
+
+#: The settings the regressor's training set depends on (the stage's others only change the fitting).
+TRAINING_SET_SETTINGS = ("data", "structure", "split_file", "split_fractions", "seed", "max_images", "model",
+                         "checkpoint", "mask_output", "n_synthetic", "n_outside", "regressor_size", "sharpness",
+                         "prompt")  # fmt: skip
+
+
+def save_training_sets(path: Path, key: str, sets: dict[str, RegressorData]) -> None:
+    """Write the train and val sets with the hash of what made them into ``path`` (an .npz, atomically)."""
+    arrays = {"key": np.array(key)}
+    for part, data in sets.items():
+        for name in RegressorData._FIELDS:
+            value = getattr(data, name) if name != "confidence" else data._confidence()
+            arrays[f"{part}.{name}"] = np.asarray(value)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes(path, buffer.getvalue())
+
+
+def load_training_sets(path: Path, key: str) -> dict[str, RegressorData] | None:
+    """The sets :func:`save_training_sets` wrote under ``key``; None when absent, made from other settings or
+    inputs, or unreadable (then they are made again)."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["key"]) != key:
+                return None
+            return {part: RegressorData(*(stored[f"{part}.{name}"] for name in RegressorData._FIELDS))
+                    for part in ("train", "val")}  # fmt: skip
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
 

@@ -181,7 +181,7 @@ def evolve_prompt(
     score has gone P calls in a row without rising more than ``min_gain`` above its value at its last such rise
     (step 0's score to begin with; a call whose mask the safeguards refuse counts as no rise). The run then ends at
     that step (``result.stopped == "patience"``), which the full budget would have reached too: a stopped run is
-    the first steps of the full one. ``None`` or 0: no early stopping.
+    the first steps of the full one. ``None``, 0 or a patience of ``steps`` or more: no early stopping.
 
     ``batch``: score the gradient-free optimisers' proposals a population at a time, in one model call (the same
     proposals and scores as one by one, up to float rounding; the budget still counts prompts). None: where the
@@ -283,16 +283,12 @@ def _full_size(pred: MaskPrediction) -> torch.Tensor | None:
 
 
 def _check_patience(patience: int | None, steps: int) -> int | None:
-    """``patience`` as evolve_prompt takes it (None: no early stopping), or a one-line SampotError."""
+    """``patience`` as evolve_prompt takes it (None: no early stopping), or a one-line SampotError. A patience of
+    ``steps`` or more never stops a run early (the default's meaning for short runs); the command line refuses one
+    the user typed (``sampot_lib.cli.checks``)."""
     if patience is None:
         return None
-    patience = whole(patience, "patience", low=0)
-    if patience > steps:
-        raise SampotError(
-            f"patience {patience} is larger than steps {steps}: the run would never stop early; give a patience of "
-            f"at most {steps}, or 0 for none."
-        )
-    return patience
+    return whole(patience, "patience", low=0)
 
 
 @torch.no_grad()

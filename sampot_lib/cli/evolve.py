@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sampot_lib.cli.options import plain
 from sampot_lib.data.io import looks_inverted, read_image, read_mask, write_png
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.records import finite_json
@@ -95,9 +96,9 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     for note in check_regressor(reg_meta, expected):
         print(f"sampot: warning: {note}", file=sys.stderr)
     result = evolve_prompt(
-        model, regressor, image, prompt, steps=args.steps, patience=args.patience, min_gain=args.min_gain, lr=args.lr,
-        sharpness=args.sharpness, optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt, seed=args.seed,
-        progress=True,
+        model, regressor, image, prompt, steps=args.steps, patience=plain(args.patience), min_gain=args.min_gain,
+        lr=args.lr, sharpness=args.sharpness, optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt,
+        seed=args.seed, progress=True,
     )  # fmt: skip
     out, stem = Path(args.out), Path(args.image).stem
     record = {"image": str(args.image)} | result.to_dict(seconds=True)

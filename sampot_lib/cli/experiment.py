@@ -124,7 +124,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     report = run_calibration(
         args.data, args.regressor, args.out, args.labelled, seed=args.seed, structure=args.structure,
         model=args.model, checkpoint=args.checkpoint, mask_output=args.mask_output, prompt=args.prompt,
-        sharpness=args.sharpness, box_jitter=args.box_jitter, steps=args.steps, patience=args.patience,
+        sharpness=args.sharpness, box_jitter=args.box_jitter, steps=args.steps, patience=plain(args.patience),
         min_gain=args.min_gain, lr=args.lr, optimizer=args.optimizer, safeguards=safeguards_of(args),
         split_file=args.split_file, device=args.device, **tuning,
     )  # fmt: skip

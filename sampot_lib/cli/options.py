@@ -106,6 +106,8 @@ def evolution_options(p: argparse.ArgumentParser, sharpness: float | None = SHAR
         help="stop once the best score has not risen by more than --min-gain for this many calls in a row; 0: spend "
         "every step " + ("(default: %(default)s)" if EVOLVE_PATIENCE else "(default: every step)"),
     )  # fmt: skip
+    if EVOLVE_PATIENCE is not None:  # marked, so that a patience the user typed above --steps can be told apart
+        p.set_defaults(patience=_DefaultInt(EVOLVE_PATIENCE))
     g.add_argument(
         "--min-gain", type=non_negative_float, default=EVOLVE_MIN_GAIN,
         help="the least rise of the best score that counts as progress for --patience (default: %(default)s)",

@@ -317,6 +317,11 @@ def differs_from_paper(config: ExperimentConfig) -> list[str]:
             lines.append(f"{key}: {_fmt(have)} (paper preset: {_fmt(want)}; the paper gives no value)")
         elif have != want:
             lines.append(f"{key}: {_fmt(have)} (paper: {_fmt(want)})")
+    if config.regressor_patience:
+        lines.append(f"regressor_patience: {config.regressor_patience} epochs without a lower validation loss end "
+                     "training (paper: all epochs)")  # fmt: skip
+    if config.patience and config.patience < config.steps:
+        lines.append(f"patience: {config.patience} steps without a rise end evolution (paper: every step)")
     if config.split_file is not None:
         lines.append(f"split: from {Path(config.split_file).name} (paper: its own 41 / 28 / 53 subjects)")
     if config.regressor is not None:

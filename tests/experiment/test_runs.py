@@ -331,9 +331,14 @@ def test_paper_preset_sets_the_papers_values_and_names_what_differs():
     assert (config.epochs, config.max_images, config.steps, config.lr, config.sharpness) == (200, None, 30, 10.0, 5.0)
     assert config.split_fractions == [41.0, 28.0, 53.0] and config.batch_size == 32 and config.regressor_lr == 1e-3
     assert config.preset == "paper"
-    assert differs_from_paper(config) == ["model: sam_nano (paper: vit_b)"]
+    stopping = ["regressor_patience: 20 epochs without a lower validation loss end training (paper: all epochs)",
+                "patience: 4 steps without a rise end evolution (paper: every step)"]  # fmt: skip
+    assert differs_from_paper(config) == ["model: sam_nano (paper: vit_b)", *stopping]
+    faithful = apply_preset("paper", data="d", out="o", model="vit_b", regressor_patience=0, patience=0)
+    assert differs_from_paper(faithful) == []
     quick = apply_preset("paper", data="d", out="o", model="vit_b", epochs=5, max_images=8)
-    assert differs_from_paper(quick) == ["epochs: 5 (paper: 200)", "max_images: 8 per split (paper: all images)"]
+    assert differs_from_paper(quick) == ["epochs: 5 (paper: 200)", "max_images: 8 per split (paper: all images)",
+                                         *stopping]  # fmt: skip
     assert any(line.startswith("safeguards: on") for line in differs_from_paper(ExperimentConfig(data="d", out="o")))
 
 

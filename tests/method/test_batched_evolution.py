@@ -33,7 +33,7 @@ def test_a_batched_run_is_the_run_one_prompt_at_a_time(tiny_model, disk, optimiz
     image, mask = disk
     prompt = Prompt.click(40.0, 50.0) if kind == "click" else Prompt.from_box((20.0, 28.0, 62.0, 74.0))
     population = 6 if kind == "click" else 8  # cma's default for 2 and 4 coordinates
-    kwargs = dict(steps=20, lr=4.0, optimizer=optimizer, seed=4)
+    kwargs = dict(steps=20, lr=4.0, optimizer=optimizer, seed=4, patience=None)  # every call: the budget is tested
     single = evolve_prompt(tiny_model, OracleScorer(mask, size=32), image, prompt, batch=False, **kwargs)
     sizes = _counting(tiny_model, monkeypatch)
     batched = evolve_prompt(tiny_model, OracleScorer(mask, size=32), image, prompt, batch=True, **kwargs)
@@ -50,7 +50,8 @@ def test_a_batched_run_is_the_run_one_prompt_at_a_time(tiny_model, disk, optimiz
 def test_adam_never_batches_and_the_model_says_when_batches_pay(tiny_model, disk, monkeypatch):
     image, mask = disk
     sizes = _counting(tiny_model, monkeypatch)
-    result = evolve_prompt(tiny_model, OracleScorer(mask, size=32), image, (40.0, 50.0), steps=5, batch=True)
+    result = evolve_prompt(tiny_model, OracleScorer(mask, size=32), image, (40.0, 50.0), steps=5, batch=True,
+                           patience=None)  # fmt: skip
     assert sizes == [1] * 6 and not result.settings["batched"]
     assert load_model("sam_nano").batch_prompts  # measured faster in batches on a CPU (defaults.BATCHED_MODELS)
     assert not tiny_model.batch_prompts  # not measured: one at a time

@@ -82,7 +82,7 @@ def test_a_stopped_run_is_the_start_of_the_full_run(tiny_model, disk, optimizer)
     """Stopping changes nothing before the stop: the same seed gives the same first steps."""
     image, _ = disk
     kwargs = dict(steps=19, lr=4.0, optimizer=optimizer, seed=3, safeguards=Safeguards.off())
-    full = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), **kwargs)
+    full = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), patience=None, **kwargs)
     short = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), patience=3, **kwargs)
     assert full.stopped == "budget" and full.stop_step == 19 and len(full.trajectory) == 20
     assert short.stop_step == 6
@@ -107,7 +107,7 @@ def test_a_full_run_tells_where_every_patience_would_stop(tiny_model, disk):
     """stop_step replays the rule on a full run's trajectory (objects or JSON records) and agrees with the runs."""
     image, _ = disk
     kwargs = dict(steps=19, optimizer="cmaes", seed=1, safeguards=Safeguards.off())
-    full = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), **kwargs)
+    full = evolve_prompt(tiny_model, ScriptedScorer(SCRIPT), image, _box(), patience=None, **kwargs)
     records = full.to_dict()["trajectory"]
     for patience in (None, 0, 1, 2, 3, 4, 10, 19):
         for min_gain in (0.0, 1e-3, 0.05):

@@ -124,7 +124,8 @@ def test_budget_is_model_calls(tiny_model, disk, optimizer, monkeypatch):
 
     monkeypatch.setattr(tiny_model, "predict", counting)
     steps = 13
-    result = evolve_prompt(tiny_model, scorer, image, (40.0, 50.0), steps=steps, lr=4.0, optimizer=optimizer)
+    result = evolve_prompt(tiny_model, scorer, image, (40.0, 50.0), steps=steps, lr=4.0, optimizer=optimizer,
+                           patience=None)  # fmt: skip
     assert len(result.trajectory) == steps + 1
     assert sizes.count((32, 32)) == steps + 1
     assert len(sizes) == steps + 3 and sizes.count(None) == 2

@@ -97,7 +97,7 @@ def test_evolution_raises_the_score_and_records_the_trajectory(tiny_model, train
     regressor = trained[0]
     image, mask = disk_image()
     result = evolve_prompt(
-        tiny_model, regressor, image, (40.0, 50.0), steps=15, safeguards=Safeguards.off(), gt_mask=mask
+        tiny_model, regressor, image, (40.0, 50.0), steps=15, safeguards=Safeguards.off(), gt_mask=mask, patience=None
     )
     scores = [s.score for s in result.trajectory]
     assert len(result.trajectory) == 16 and result.trajectory[0].x == 40.0

@@ -22,6 +22,12 @@ REGRESSOR_LR = 1e-3
 #: Regressor training stops after this many epochs without a new best validation loss; 0 (or None): all ``EPOCHS``
 #: (the paper's preset: --epochs 200 --patience 0).
 REGRESSOR_PATIENCE = 0
+#: The shortest side, in pixels, of an image a model segments (SAM's encoder patches are 16 px); ``sampot data check``
+#: refuses smaller images with the same bound.
+MIN_IMAGE_SIDE = 16
+#: The regressor's training set clicks this many pixels outside the structure (paper 3.2: "an offset of 5 pixels"); a
+#: mask that leaves no pixel at that distance cannot be a training image.
+OUTSIDE_OFFSET = 5.0
 #: Level-set (synthetic) masks per training image, and model prompts outside the structure (paper 3.2: 3).
 N_SYNTHETIC = 16
 N_OUTSIDE = 3

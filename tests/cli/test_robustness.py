@@ -290,8 +290,10 @@ def _write_part(root: Path, i: int, image: str, mask: str) -> None:
         Image.fromarray(np.zeros_like(m)).save(mpath)
     elif mask == "colour":
         Image.fromarray(np.stack([m, m * 0, m], -1)).save(mpath)
-    elif mask == "inverted":
-        Image.fromarray(255 - m).save(mpath)
+    elif mask == "inverted":  # the structure as background, room left inside it for clicks 5 px from the mask
+        inverted = np.full_like(m, 255)
+        inverted[2:14, 4:16] = 0
+        Image.fromarray(inverted).save(mpath)
     elif mask == "extra":
         Image.fromarray(m).save(mpath)
         Image.fromarray(m).save(root / "masks" / "left_lung" / f"orphan{i}.png")

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, is_place_error
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.models.registry import load_model
 
@@ -151,7 +151,8 @@ def _on_worker(task: Callable[..., T], image_id: str, threads: int | None, kwarg
 
 
 def _failure(desc: str, image_id: str, exc: BaseException) -> SampotError:
-    """One line naming the image whose task failed and why."""
+    """One line naming the image whose task failed and why (callers re-raise a full disk or a permission problem,
+    an :func:`~sampot_lib.errors.is_place_error`, as it is: its path is the cause, not the image)."""
     killed = type(exc).__name__ == "KilledWorker"
     if killed:
         why = ("the worker processes that ran it died each time (out of memory? a crash in a native library?); "
@@ -252,6 +253,8 @@ class Workers:
                 except (KeyboardInterrupt, MemoryError):
                     raise
                 except Exception as exc:
+                    if is_place_error(exc):
+                        raise
                     raise _failure(desc, image_id, exc) from exc
                 if on_result is not None:
                     on_result(image_id, result)
@@ -287,6 +290,8 @@ class Workers:
                     k = index[future.key]
                     if future.status != "finished":
                         exc = future.exception()
+                        if is_place_error(exc):
+                            raise exc
                         raise _failure(desc, ids[k], exc) from exc
                     results[k] = future.result()
                     future.release()  # its result lives here now; the worker may forget it

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import PlaceError, describe_os_error, writable_folder
 from sampot_lib.files import sha256_of, write_bytes
 
 FORMAT = "sampot-embedding/1"
@@ -42,14 +42,14 @@ def weights_fingerprint(*modules: torch.nn.Module) -> str:
 
 
 class EmbeddingStore:
-    """A folder of embeddings. ``root``: created on first use; must be writable."""
+    """A folder of embeddings. ``root``: created on first use; must be writable. ``name``: how messages name the
+    setting that chose it (the environment variable, or ``embeddings=``)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, name: str = "embedding cache") -> None:
         self.root = Path(root)
+        self.name = name
         if self.root.exists() and not self.root.is_dir():
-            raise SampotError(
-                f"embedding cache {self.root} is a file, not a folder; give a folder (SAMPOT_EMBEDDINGS)."
-            )
+            raise PlaceError(f"{name} {self.root} is a file, not a folder; give a folder, or unset it.")
         self.hits = 0
         self.misses = 0
 
@@ -83,10 +83,19 @@ class EmbeddingStore:
     def save(self, key: str, features: torch.Tensor, input_size: tuple[int, int]) -> None:
         """Store an entry atomically (a temporary file renamed into place)."""
         tensors = {"features": features.detach().cpu().contiguous(), "input_size": torch.tensor(input_size)}
-        write_bytes(self._path(key), save(tensors, metadata={"format": FORMAT}))
+        try:
+            write_bytes(self._path(key), save(tensors, metadata={"format": FORMAT}))
+        except OSError as exc:
+            raise PlaceError(
+                f"{self.name} {self.root}: cannot store an embedding ({describe_os_error(exc)[:-1]}); point it at "
+                "another folder, or unset it to encode without a cache."
+            ) from exc
 
 
 def default_store() -> EmbeddingStore | None:
     """The store named by ``$SAMPOT_EMBEDDINGS``, or None (no disk cache)."""
     root = os.environ.get("SAMPOT_EMBEDDINGS")
-    return EmbeddingStore(root) if root else None
+    if not root:
+        return None
+    name = "SAMPOT_EMBEDDINGS"
+    return EmbeddingStore(writable_folder(root, name), name=name)

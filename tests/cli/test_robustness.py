@@ -546,7 +546,10 @@ def test_read_only_folder_for_real(tmp_path):
 
 def test_describe_os_error_names_path_cause_and_fix():
     text = checks.describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/runs/a/summary.json"))
-    assert text == "/runs/a/summary.json: No space left on device, ENOSPC; free some space, or write somewhere else."
+    assert text == (
+        "/runs/a/summary.json: No space left on device, ENOSPC; the disk is full; free some space, or write "
+        "somewhere else."
+    )
     assert errno.ENOSPC in checks.USER_ERRNOS and errno.EIO not in checks.USER_ERRNOS
 
 
@@ -623,7 +626,7 @@ def test_cli_full_disk_is_one_line_naming_the_file(files, tmp_path, capsys, monk
     _disk_full(monkeypatch)
     rc, err = run_cli(["data", "phantom", "--n", 2, "--size", 64, "--out", tmp_path / "ph"], capsys)
     line = one_line_error(err)
-    assert rc == 2 and "phantom_0000.png: No space left on device, ENOSPC; free some space" in line
+    assert rc == 2 and "phantom_0000.png: No space left on device, ENOSPC; the disk is full; free some space" in line
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no partial or temporary file
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from sampot_lib.cli.evolve import safeguards_of
 from sampot_lib.cli.options import plain, typed
+from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import run_calibration
 from sampot_lib.experiment.config import ExperimentConfig, differs_from_paper, preset_values
-from sampot_lib.experiment.runner import run_experiment
+from sampot_lib.experiment.runner import results_made_otherwise, run_experiment
 from sampot_lib.experiment.stages import train_regressor_stage
 from sampot_lib.models.registry import OTHER_MODELS, model_meta
 
@@ -37,7 +38,8 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     keys = ["structure", "model", "checkpoint", "mask_output", "device", "split_file", "seed", "max_images",
             "regressor_size", "epochs", "box_jitter", "workers", "scheduler"]  # fmt: skip
     if args.command == "run":
-        keys += ["steps", "lr", "sharpness", "optimizer", "seeds", "regressor", "scorers", "margin", "extra_jitters"]
+        keys += ["steps", "lr", "sharpness", "optimizer", "seeds", "regressor", "scorers", "margin", "extra_jitters",
+                 "allow_foreign_regressor"]  # fmt: skip
     values = {k: plain(getattr(args, k)) for k in keys if hasattr(args, k) and getattr(args, k) is not None}
     values["prompt"] = _prompt_kind(args)
     values |= {"data": str(args.data), "out": str(args.out)}
@@ -74,6 +76,13 @@ def _pm(mean: dict, sd: dict, key: str, fmt: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
+    clash = [] if args.force else results_made_otherwise(config)
+    if clash:
+        more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+        raise SampotError(
+            f"{args.out} holds results made with other settings: {'; '.join(clash[:3])}{more}. Give this run "
+            "another --out, or add --force to replace them."
+        )
     summary = run_experiment(config, resume=args.resume, force=args.force)
     several = "mean" in summary  # several seeds: mean ± sample sd over seeds
     mean = summary["mean"] if several else {k: v for k, v in summary.items() if isinstance(v, dict)}

@@ -91,7 +91,8 @@ def load_run_regressor(
 
     Its own (``out/regressor.pt``) must come from a finished, unchanged training stage of this folder and fit the
     model, structure, prompt kind, sharpness and input size, and have seen none of ``test_ids``; a foreign one
-    (``config.regressor``) is checked the same way, but a mismatch is returned as a warning instead.
+    (``config.regressor``) is checked the same way, and a mismatch is returned as a warning instead only with
+    ``config.allow_foreign_regressor``.
     """
     path, foreign = regressor_source(config)
     if not foreign:
@@ -99,7 +100,8 @@ def load_run_regressor(
     regressor, meta = load_regressor(path, device=config.device)
     test = mask_hashes(dataset, test_ids, config.structure) if test_ids and dataset is not None else None
     images = image_hashes(dataset, test_ids) if test_ids and dataset is not None else None
-    warnings = check_regressor(meta, expected_record(config, model, test, images), allow_foreign=foreign)
+    allow = foreign and config.allow_foreign_regressor
+    warnings = check_regressor(meta, expected_record(config, model, test, images), allow_foreign=allow)
     return regressor, meta, warnings
 
 

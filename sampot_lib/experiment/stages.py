@@ -148,7 +148,7 @@ def begin_test_stage(
     net = lazy.get()
     regressor, meta = load_regressor(path, device=config.device)
     expected = expected_record(config, net, test["masks"], test["images"])
-    notes = check_regressor(meta, expected, allow_foreign=foreign)
+    notes = check_regressor(meta, expected, allow_foreign=foreign and config.allow_foreign_regressor)
     folder.begin(stage, settings, split, inputs)
     return net, regressor, meta, notes
 

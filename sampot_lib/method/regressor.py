@@ -364,8 +364,8 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
         raise SampotError(
             f"the regressor (trained on {origin}) does not fit this use: {'; '.join(problems)}. Train one for these "
             "settings (sampot train-regressor / sampot run with the same --model, --mask-output, --structure and "
-            "--sharpness, on a split whose test images it never saw), or use it on purpose as a foreign regressor "
-            "(sampot run DATA --regressor PATH), which records these differences with the results."
+            "--sharpness, on a split whose test images it never saw), or use it on purpose with "
+            "--allow-foreign-regressor, and the results record these differences."
         )
     return warnings + [f"foreign regressor: {p}" for p in problems]
 

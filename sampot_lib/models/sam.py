@@ -180,7 +180,11 @@ class SamLikeModel(nn.Module):
             self._cache.move_to_end(key)
             return self._cache[key]
         store = getattr(self, "store", None)
-        stored = store.load(store.key(self.model_id, rgb), self.device) if store is not None else None
+        stored = None
+        if store is not None:
+            shape = (1, *self._dense_pe.shape[1:])  # the image embedding: 1 x C x h x w, as the dense PE
+            size = self._resize.get_preprocess_shape(rgb.shape[0], rgb.shape[1], self.target_length)  # as _encode
+            stored = store.load(store.key(self.model_id, rgb), self.device, shape, size)
         if stored is not None:
             features, input_size = stored
         else:

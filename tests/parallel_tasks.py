@@ -1,5 +1,5 @@
-"""Tasks for tests/experiment/test_parallel.py that a Dask worker process imports (kept apart from the test module, whose
-imports would make every new worker load torch and the pipeline)."""
+"""Tasks for tests/experiment/test_parallel.py that a Dask worker process imports (kept apart from the test module,
+whose imports would make every new worker load torch and the pipeline)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,11 @@ def dies_once(image_id: str, marker: str) -> str:
         open(marker, "w").close()
         os._exit(1)  # the worker process dies mid-task
     return image_id.upper()
+
+
+def warns(image_id: str) -> str:
+    """Warns, as a model or a reader may on a worker, then returns its id."""
+    import warnings
+
+    warnings.warn(f"something odd about {image_id}", UserWarning, stacklevel=1)
+    return image_id

@@ -147,6 +147,9 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
                    "processes, the cores split evenly (default: 1, in this process)")  # fmt: skip
     g.add_argument("--scheduler", metavar="ADDRESS", help="join a running Dask cluster at ADDRESS (tcp://host:8786, "
                    "as `dask scheduler` prints it) instead (default: none, as --workers says)")  # fmt: skip
+    g.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard of --workers' cluster on "
+                   "127.0.0.1 and print its address (with --scheduler: print that cluster's); needs the dashboard "
+                   "extra, bokeh (default: off)")  # fmt: skip
     model_options(p)
 
 

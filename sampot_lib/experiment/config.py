@@ -88,6 +88,7 @@ class ExperimentConfig:
     seeds: list[int] | None = None
     workers: int | None = None
     scheduler: str | None = None
+    dashboard: bool = False
 
     def __post_init__(self) -> None:
         # Notebooks get these from papermill parameters: a wrong type must fail here, by name, not deep inside torch.
@@ -206,7 +207,7 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
     "sharpness": (float,), "safeguards": (dict,), "prompt": (str,), "box_jitter": (float,), "optimizer": (str,),
     "scorers": (list,), "margin": (float, _NONE), "extra_jitters": (list,), "regressor": (str, _NONE),
     "allow_foreign_regressor": (bool,), "preset": (str, _NONE), "seeds": (list, _NONE), "workers": (int, _NONE),
-    "scheduler": (str, _NONE),
+    "scheduler": (str, _NONE), "dashboard": (bool,),
 }  # fmt: skip
 
 

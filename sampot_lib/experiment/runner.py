@@ -44,7 +44,7 @@ def run_experiment(
     ``force``: delete results made on another split instead of refusing. ``config.workers`` / ``scheduler``: one
     Dask cluster for every stage (started when the first per-image work needs it).
     """
-    with Workers(config.workers, config.scheduler) as workers:
+    with Workers(config.workers, config.scheduler, dashboard=config.dashboard) as workers:
         return _run_experiment(config, progress, resume, force, workers)
 
 

@@ -90,7 +90,7 @@ def stage_workers(config: ExperimentConfig, workers: Workers | None) -> Iterator
     if workers is not None:
         yield workers
         return
-    with Workers(config.workers, config.scheduler) as own:
+    with Workers(config.workers, config.scheduler, dashboard=config.dashboard) as own:
         yield own
 
 

@@ -25,6 +25,10 @@ REGRESSOR_PATIENCE = 0
 #: The shortest side, in pixels, of an image a model segments (SAM's encoder patches are 16 px); ``sampot data check``
 #: refuses smaller images with the same bound.
 MIN_IMAGE_SIDE = 16
+#: The most pixels (width x height, times frames) an image file may hold: a larger one is refused from its header,
+#: before its pixels are decoded (a decompression bomb, a huge DICOM). 64 million: 8000 x 8000; a chest X-ray
+#: detector gives at most about 4300 x 4300.
+MAX_IMAGE_PIXELS = 64_000_000
 #: The regressor's training set clicks this many pixels outside the structure (paper 3.2: "an offset of 5 pixels"); a
 #: mask that leaves no pixel at that distance cannot be a training image.
 OUTSIDE_OFFSET = 5.0

@@ -6,6 +6,7 @@ Inputs may be 8-bit or 16-bit grayscale, RGB(A), float, or DICOM (see :mod:`samp
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from scipy import ndimage
 
 from sampot_lib.data.dicom import read_dicom
 from sampot_lib.data.pixels import preprocess
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, check_pixel_count
 from sampot_lib.files import atomic_write
 
 #: File name endings the folder format accepts for images.
@@ -26,17 +27,25 @@ _TURNED = (5, 6, 7, 8)
 
 
 def _open(path: str | Path) -> Image.Image:
-    """Open and decode an image file, turned as its EXIF orientation says (what every image viewer shows)."""
+    """Open and decode an image file, turned as its EXIF orientation says (what every image viewer shows); one of
+    more than :data:`~sampot_lib.defaults.MAX_IMAGE_PIXELS` pixels is refused from its header, before decoding."""
     path = Path(path)
     if not path.exists():
         raise SampotError(f"{path}: no such file. Check the path, or run `sampot data check` on its folder.")
     if not path.is_file():
         raise SampotError(f"{path}: not a regular file (a folder or a device?); give the path of an image file.")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by our own limit
+            img = Image.open(path)
+        check_pixel_count(path, *img.size, getattr(img, "n_frames", 1))
         img.load()
         if exif_orientation(img) not in (None, 1):
             img = ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as exc:  # past twice PIL's own limit: PIL refuses to open it at all
+        raise SampotError(f"{path}: {exc}; downsample it and try again.") from exc
+    except SampotError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise SampotError(f"{path}: not a readable image ({exc}). Re-export it as PNG.") from exc
     return img

@@ -145,3 +145,50 @@ def test_identical_masks_of_different_images_are_noted_and_never_a_leak(tmp_path
         check_regressor(meta, {"test_masks": {"copy": "m"}, "test_images": {"copy": "a"}})
     with pytest.raises(SampotError, match="were among its training"):  # a record without image hashes: masks decide
         check_regressor({"train_masks": {"im0": "m"}}, {"test_masks": {"im1": "m"}, "test_images": {"im1": "b"}})
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A small PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header, cheaply)."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])  # width, height, then depth, colour, ...
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(tmp_path, monkeypatch):
+    from PIL import ImageFile
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    from sampot_lib.defaults import MAX_IMAGE_PIXELS
+
+    side = int(MAX_IMAGE_PIXELS**0.5) + 1  # just over the limit
+    pngs = {width: _png_claiming(tmp_path / f"big{width}.png", width, height)
+            for width, height in ((side, side), (30_000, 30_000))}  # ours, and past PIL's own refusal  # fmt: skip
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or pytest.fail("decoded"))
+    for width, png in pngs.items():
+        with pytest.raises(SampotError, match=rf"big{width}.png: .*(more than the {MAX_IMAGE_PIXELS / 1e6:g} million|"
+                                              "decompression bomb)"):  # fmt: skip
+            read_image(png)
+    assert not decoded
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = side, side, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.zeros(16, np.uint16).tobytes()  # the header's size is what counts
+    ds.save_as(tmp_path / "big.dcm", enforce_file_format=True)
+    with pytest.raises(SampotError, match=rf"big.dcm: {side}x{side} pixels .* more than the"):
+        read_image(tmp_path / "big.dcm")

@@ -60,7 +60,9 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def cmd_train_regressor(args: argparse.Namespace) -> int:
-    _, history = train_regressor_stage(_config(args), resume=args.resume, force=args.force)
+    config = _config(args)
+    _refuse_replacing(config, args, ("train",))
+    _, history = train_regressor_stage(config, resume=args.resume, force=args.force)
     best = min(history, key=lambda h: h["val_mse"])
     print(f"best epoch {int(best['epoch'])}: val MSE {best['val_mse']:.5f}; wrote {Path(args.out) / 'regressor.pt'}")
     return 0
@@ -74,15 +76,20 @@ def _pm(mean: dict, sd: dict, key: str, fmt: str) -> str:
     return m if sd.get(key) is None else f"{m} ± {format(sd[key], fmt.replace('+', ''))}"
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    config = _config(args)
-    clash = [] if args.force else results_made_otherwise(config)
+def _refuse_replacing(config: ExperimentConfig, args: argparse.Namespace, stages: tuple[str, ...]) -> None:
+    """SampotError unless --force, when ``args.out`` holds results of ``stages`` made with other settings."""
+    clash = [] if args.force else results_made_otherwise(config, stages)
     if clash:
         more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
         raise SampotError(
             f"{args.out} holds results made with other settings: {'; '.join(clash[:3])}{more}. Give this run "
             "another --out, or add --force to replace them."
         )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _refuse_replacing(config, args, ("train", "evaluate", "evolve"))
     summary = run_experiment(config, resume=args.resume, force=args.force)
     several = "mean" in summary  # several seeds: mean ± sample sd over seeds
     mean = summary["mean"] if several else {k: v for k, v in summary.items() if isinstance(v, dict)}

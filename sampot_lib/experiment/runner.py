@@ -76,9 +76,11 @@ def _run_experiment(
     return summary
 
 
-def results_made_otherwise(config: ExperimentConfig) -> list[str]:
+def results_made_otherwise(
+    config: ExperimentConfig, stages: tuple[str, ...] = ("train", "evaluate", "evolve")
+) -> list[str]:
     """Lines "<folder>: stage 'evolve' (steps 2 -> 4)", one for every finished stage in ``config``'s run folder (and its
-    ``seed_<k>/`` folders) made with other settings than ``config``'s: what a run would replace."""
+    ``seed_<k>/`` folders) made with other settings than ``config``'s: what a run of ``stages`` would replace."""
     subs = [config]
     if config.seeds is not None:
         split_file = config.split_file or str(config.out_dir / "splits.json")
@@ -87,7 +89,7 @@ def results_made_otherwise(config: ExperimentConfig) -> list[str]:
     found = []
     for sub in subs:
         folder = RunFolder(sub.out_dir)
-        for stage in ("train", "evaluate", "evolve"):
+        for stage in stages:
             entry = folder.entry(stage)
             if stage == "train" and sub.regressor is not None or entry is None or entry.get("status") != "done":
                 continue

@@ -193,3 +193,17 @@ def test_a_run_into_a_folder_with_results_of_other_settings_needs_force(phantoms
     assert main([*argv, "--steps", "2", "--resume"]) == 0  # the same settings: no --force needed
     assert main([*argv, "--steps", "3", "--force"]) == 0
     assert json.loads((out / "summary.json").read_text())["config"]["steps"] == 3
+
+
+def test_training_a_regressor_over_one_trained_with_other_settings_needs_force(phantoms, tiny_checkpoint, tmp_path,
+                                                                               capsys):  # fmt: skip
+    out = tmp_path / "run"
+    argv = ["train-regressor", str(phantoms), "--out", str(out), "--max-images", "3", "--regressor-size", "32",
+            "--model", "tiny", "--checkpoint", str(tiny_checkpoint)]  # fmt: skip
+    assert main([*argv, "--epochs", "1"]) == 0
+    before = (out / "regressor.pt").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2"]) == 2
+    assert f"{out}: stage 'train' (epochs 1 -> 2)" in capsys.readouterr().err
+    assert (out / "regressor.pt").read_bytes() == before
+    assert main([*argv, "--epochs", "2", "--force"]) == 0 and (out / "regressor.pt").read_bytes() != before

@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sampot_lib.defaults import MAX_IMAGE_PIXELS
-
 
 class SampotError(ValueError):
     """Bad input or a missing resource. The message names the problem and the fix.
@@ -276,18 +274,6 @@ def describe_os_error(exc: OSError) -> str:
     if where is None:
         return f"{_cause(exc)}; {_hint(exc)}."
     return f"{where}: {_cause(exc)}; {_hint(exc)}."
-
-
-def check_pixel_count(path: str | Path, width: int, height: int, frames: int = 1) -> None:
-    """SampotError naming ``path`` if an image of ``width`` x ``height`` (x ``frames``) pixels is over
-    :data:`~sampot_lib.defaults.MAX_IMAGE_PIXELS`: called with the sizes a file's header states, before decoding."""
-    n = int(width) * int(height) * max(1, int(frames))
-    if n > MAX_IMAGE_PIXELS:
-        what = f"{width}x{height}" + (f" x {frames} frames" if frames > 1 else "")
-        raise SampotError(
-            f"{path}: {what} pixels ({n / 1e6:.0f} million) is more than the {MAX_IMAGE_PIXELS / 1e6:g} million "
-            "sampot decodes; downsample it (a chest X-ray needs no more than about 4096 x 4096) and try again."
-        )
 
 
 def check_safeguards(guards: dict[str, Any]) -> None:

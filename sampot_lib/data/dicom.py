@@ -18,8 +18,8 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
-from sampot_lib.data.pixels import to_gray, to_uint8
-from sampot_lib.errors import SampotError, check_pixel_count
+from sampot_lib.data.pixels import check_pixel_count, to_gray, to_uint8
+from sampot_lib.errors import SampotError
 
 
 def _first(value: object) -> float:

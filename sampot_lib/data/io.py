@@ -14,8 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from sampot_lib.data.dicom import read_dicom
-from sampot_lib.data.pixels import preprocess
-from sampot_lib.errors import SampotError, check_pixel_count
+from sampot_lib.data.pixels import check_pixel_count, preprocess
+from sampot_lib.errors import SampotError
 from sampot_lib.files import atomic_write
 
 #: File name endings the folder format accepts for images.

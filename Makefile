@@ -9,7 +9,7 @@ export DATA MODEL CHECKPOINT MASK_OUTPUT STRUCTURE SPLIT_FILE MAX_IMAGES EPOCHS 
 	SAMPOT_EMBEDDINGS \
 	SAMPOT_REPO_URL BOOK_LANES
 
-.PHONY: book book-quick book-test app-test results results-check lowest-direct
+.PHONY: book book-quick book-test app-test api-check results results-check lowest-direct
 
 book:
 	$(PYTHON) scripts/build_book.py
@@ -18,6 +18,10 @@ book:
 book-quick:
 	MAX_IMAGES=$${MAX_IMAGES:-6} EPOCHS=$${EPOCHS:-5} STEPS=$${STEPS:-10} PHANTOM_N=$${PHANTOM_N:-24} \
 		BOX_IMAGES=$${BOX_IMAGES:-3} BOX_EPOCHS=$${BOX_EPOCHS:-5} $(PYTHON) scripts/build_book.py
+
+# The API page alone, with the book's autodoc and napoleon settings, failing on any Sphinx warning (seconds).
+api-check:
+	$(PYTHON) scripts/check_api_docs.py
 
 # Headless Chromium, network off: every page loads without a console error and every plotly figure draws.
 book-test:

@@ -24,6 +24,16 @@ REGRESSOR_LR = 1e-3
 #: 200: ``--epochs 200 --regressor-patience 0``). On JSRT (LiteMedSAM, left lung) the validation loss reached its low
 #: by epoch 33 of 200 and rose after it while the training loss kept falling.
 REGRESSOR_PATIENCE = 20
+#: The shortest side, in pixels, of an image a model segments (SAM's encoder patches are 16 px); ``sampot data check``
+#: refuses smaller images with the same bound.
+MIN_IMAGE_SIDE = 16
+#: The most pixels (width x height, times frames) an image file may hold: a larger one is refused from its header,
+#: before its pixels are decoded (a decompression bomb, a huge DICOM). 64 million: 8000 x 8000; a chest X-ray
+#: detector gives at most about 4300 x 4300.
+MAX_IMAGE_PIXELS = 64_000_000
+#: The regressor's training set clicks this many pixels outside the structure (paper 3.2: "an offset of 5 pixels"); a
+#: mask that leaves no pixel at that distance cannot be a training image.
+OUTSIDE_OFFSET = 5.0
 #: Level-set (synthetic) masks per training image, and model prompts outside the structure (paper 3.2: 3).
 N_SYNTHETIC = 16
 N_OUTSIDE = 3

@@ -26,6 +26,11 @@ class SampotError(ValueError):
     """
 
 
+class PlaceError(SampotError):
+    """A place where sampot writes cannot take the file (a full disk, no permission, an unusable folder named by an
+    environment variable): the message names the place and the setting, never the image being worked on."""
+
+
 class SampotWarning(UserWarning):
     """Input that works but is probably not what the user meant (an inverted mask, a click in the background, an
     empty split). The command line prints the message alone, on one line, and goes on."""
@@ -216,7 +221,7 @@ def _cause(exc: OSError) -> str:
 
 
 _HINTS = {
-    errno.ENOSPC: "free some space, or write somewhere else",
+    errno.ENOSPC: "the disk is full; free some space, or write somewhere else",
     errno.EDQUOT: "your disk quota is used up; free some space, or write somewhere else",
     errno.EROFS: "that file system is read-only; write somewhere else",
     errno.EACCES: "you have no permission there; write somewhere else or change its permissions",
@@ -232,6 +237,29 @@ _HINTS = {
 }
 #: errno values that the user (or their machine's setup) can fix: reported with exit status 2, not 1.
 USER_ERRNOS = frozenset(set(_HINTS) - {errno.EXDEV})
+
+
+#: errno values that blame the place a file is written or read (a full disk, a permission), never its contents.
+PLACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE})
+
+
+def is_place_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a :class:`PlaceError` or an OSError of the disk or its permissions (:data:`PLACE_ERRNOS`):
+    reported as it is, with its path, rather than as a failure of the image being worked on."""
+    return isinstance(exc, PlaceError) or (isinstance(exc, OSError) and exc.errno in PLACE_ERRNOS)
+
+
+def writable_folder(path: str | Path, name: str) -> Path:
+    """``path`` as a folder that exists or can be made, and where a file can be written; SampotError naming
+    ``name`` (e.g. an environment variable) and the cause otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PlaceError(f"{name} {path} is a file, not a folder; give a folder, or unset it.")
+    try:
+        _probe(path, name)
+    except SampotError as exc:
+        raise PlaceError(str(exc)) from exc.__cause__
+    return path
 
 
 def _hint(exc: OSError) -> str:

@@ -105,16 +105,26 @@ def _mask_output(value: str) -> Any:
     return int(value) if value.isdigit() else value
 
 
+def _convert(var: str, value: str, kind: Any) -> Any:
+    """``kind(value)``; a value that is not of that kind stops the build with one line naming the variable."""
+    try:
+        return kind(value)
+    except ValueError:
+        what = {int: "a whole number", float: "a number"}.get(kind, "numbers separated by spaces or commas")
+        raise SystemExit(f"{var}={value!r}: must be {what}; set it so, or unset it for the default.") from None
+
+
 def parameters_from_env(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(parameters for every notebook, {notebook: its own extra parameters}) from the environment."""
+    """(parameters for every notebook, {notebook: its own extra parameters}) from the environment; a value that is
+    not of its variable's kind raises SystemExit naming the variable."""
     common: dict[str, Any] = {}
     for var, (name, kind) in COMMON.items():
         if env.get(var):
-            common[name] = _mask_output(env[var]) if var == "MASK_OUTPUT" else kind(env[var])
+            common[name] = _mask_output(env[var]) if var == "MASK_OUTPUT" else _convert(var, env[var], kind)
     own: dict[str, dict[str, Any]] = {}
     for var, (nb, name, kind) in ONLY.items():
         if env.get(var):
-            own.setdefault(nb, {})[name] = kind(env[var])
+            own.setdefault(nb, {})[name] = _convert(var, env[var], kind)
     return common, own
 
 

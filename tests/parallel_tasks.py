@@ -18,3 +18,11 @@ def dies_once(image_id: str, marker: str) -> str:
         open(marker, "w").close()
         os._exit(1)  # the worker process dies mid-task
     return image_id.upper()
+
+
+def warns(image_id: str) -> str:
+    """Warns, as a model or a reader may on a worker, then returns its id."""
+    import warnings
+
+    warnings.warn(f"something odd about {image_id}", UserWarning, stacklevel=1)
+    return image_id

@@ -98,7 +98,7 @@ def _coords(clicks: Any, name: str) -> Any:
 
 def _fractions(value: Any, name: str) -> list[float]:
     fr = [checks.number(v, name, low=0) for v in value]
-    if sum(fr) <= 0:
+    if max(fr) <= 0:
         raise SampotError(f"{name} must have a positive sum (train, val, test sizes, e.g. 41 28 53), got {value}.")
     return fr
 

@@ -14,9 +14,10 @@ import numpy as np
 
 from sampot_lib.cli.options import plain
 from sampot_lib.data.io import looks_inverted, read_image, read_mask, write_png
+from sampot_lib.defaults import SHARPNESS
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.records import finite_json
-from sampot_lib.files import write_text
+from sampot_lib.files import sha256_file, write_text
 from sampot_lib.method.evolve import evolve_prompt
 from sampot_lib.method.heatmap import dice_heatmap, grid_points
 from sampot_lib.method.prompts import Prompt, Safeguards
@@ -36,6 +37,33 @@ def model_of(args: argparse.Namespace) -> PromptableModel:
     """The model the model options name, on --device (and --backend where the command has one)."""
     backend = getattr(args, "backend", "torch")
     return load_model(args.model, args.checkpoint, args.device, mask_output=args.mask_output, backend=backend)
+
+
+def regressor_expected(
+    args: argparse.Namespace, model: PromptableModel, prompt: str, sharpness: float
+) -> dict[str, object]:
+    """What a one-image command's regressor must fit (:func:`check_regressor`'s ``expected``): the model, its mask
+    output, the prompt kind, the sharpness, the structure (``--structure``, else the folder of a --mask in
+    ``masks/<structure>/``), and, with a --mask, this image and mask, which it must not have been trained on."""
+    expected: dict[str, object] = {"model": args.model, "mask_output": getattr(model, "mask_output", None),
+                                   "prompt": prompt, "sharpness": sharpness}  # fmt: skip
+    structure = getattr(args, "structure", None)
+    if structure is None and args.mask and Path(args.mask).resolve().parent.parent.name == "masks":
+        structure = Path(args.mask).resolve().parent.name
+    expected["structure"] = structure
+    if args.mask:
+        image_id = Path(args.image).stem
+        expected["test_masks"] = {image_id: sha256_file(args.mask)}
+        expected["test_images"] = {image_id: sha256_file(args.image)}
+    return expected
+
+
+def _foreign_notes(reg_meta: dict, expected: dict[str, object], allow: bool) -> list[str]:
+    """check_regressor's notes, printed one a line; ``allow``: a mismatch or a leak is a note, not a refusal."""
+    notes = check_regressor(reg_meta, expected, allow_foreign=allow)
+    for note in notes:
+        print(f"sampot: warning: {note}", file=sys.stderr)
+    return notes
 
 
 def _user_prompt(args: argparse.Namespace) -> Prompt:
@@ -91,10 +119,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
             f"model {args.model!r} answers {', '.join(kinds)} prompts well, not a {prompt.kind}; its masks may be "
             "poor (LiteMedSAM is a box model: give --box X0 Y0 X1 Y1).", stacklevel=1,
         )  # fmt: skip
-    expected = {"model": args.model, "mask_output": getattr(model, "mask_output", None),
-                "prompt": "box" if prompt.box is not None else "click", "sharpness": args.sharpness}  # fmt: skip
-    for note in check_regressor(reg_meta, expected):
-        print(f"sampot: warning: {note}", file=sys.stderr)
+    expected = regressor_expected(args, model, "box" if prompt.box is not None else "click", args.sharpness)
+    notes = _foreign_notes(reg_meta, expected, args.allow_foreign_regressor)
     result = evolve_prompt(
         model, regressor, image, prompt, steps=args.steps, patience=plain(args.patience), min_gain=args.min_gain,
         lr=args.lr, sharpness=args.sharpness, optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt,
@@ -102,6 +128,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     )  # fmt: skip
     out, stem = Path(args.out), Path(args.image).stem
     record = {"image": str(args.image)} | result.to_dict(seconds=True)
+    if args.allow_foreign_regressor:
+        record["regressor_foreign"] = notes
     record_text = _json_text(record, out / f"{stem}_evolution.json")  # NaN is refused before any file is written
     write_png(out / f"{stem}_mask.png", result.best_mask)
     write_png(out / f"{stem}_initial_mask.png", result.initial_mask)
@@ -123,8 +151,12 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     _warn_odd_input(None, mask, args.mask)  # no clicks: the heat-map makes its own
     if len(grid_points(mask, args.step)) == 0:  # before the model is loaded
         raise SampotError(f"no grid point of --step {args.step} falls inside the mask {args.mask}; use a smaller step.")
-    regressor = load_regressor(args.regressor, device=args.device)[0] if args.regressor else None
-    hm = dice_heatmap(model_of(args), image, mask, step=args.step, regressor=regressor)
+    model = model_of(args)
+    regressor = None
+    if args.regressor:
+        regressor, reg_meta = load_regressor(args.regressor, device=args.device)
+        _foreign_notes(reg_meta, regressor_expected(args, model, "click", SHARPNESS), args.allow_foreign_regressor)
+    hm = dice_heatmap(model, image, mask, step=args.step, regressor=regressor, sharpness=SHARPNESS)
 
     def cell(v: float, fmt: str = ".5f") -> str:  # a blank cell, not "nan": the regressor column without one
         return format(v, fmt) if math.isfinite(v) else ""

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from sampot_lib.cli.evolve import safeguards_of
 from sampot_lib.cli.options import plain, typed
+from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import run_calibration
 from sampot_lib.experiment.config import ExperimentConfig, differs_from_paper, preset_values
-from sampot_lib.experiment.runner import run_experiment
+from sampot_lib.experiment.runner import results_made_otherwise, run_experiment
 from sampot_lib.experiment.stages import train_regressor_stage
 from sampot_lib.models.registry import OTHER_MODELS, model_meta
 
@@ -35,10 +36,11 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     """The ExperimentConfig of ``train-regressor`` / ``run``: the options, over the preset's values if --preset is
     given (an option the user typed wins over the preset; ``differs_from_paper`` lists it)."""
     keys = ["structure", "model", "checkpoint", "mask_output", "device", "split_file", "seed", "max_images",
-            "regressor_size", "epochs", "regressor_patience", "box_jitter", "workers", "scheduler"]  # fmt: skip
+            "regressor_size", "epochs", "regressor_patience", "box_jitter", "workers", "scheduler",
+            "dashboard"]  # fmt: skip
     if args.command == "run":
         keys += ["steps", "patience", "min_gain", "lr", "sharpness", "optimizer", "seeds", "regressor", "scorers",
-                 "margin", "extra_jitters"]
+                 "margin", "extra_jitters", "allow_foreign_regressor"]  # fmt: skip
     values = {k: plain(getattr(args, k)) for k in keys if hasattr(args, k) and getattr(args, k) is not None}
     values["prompt"] = _prompt_kind(args)
     values |= {"data": str(args.data), "out": str(args.out)}
@@ -59,7 +61,9 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def cmd_train_regressor(args: argparse.Namespace) -> int:
-    _, history = train_regressor_stage(_config(args), resume=args.resume, force=args.force)
+    config = _config(args)
+    _refuse_replacing(config, args, ("train",))
+    _, history = train_regressor_stage(config, resume=args.resume, force=args.force)
     best = min(history, key=lambda h: h["val_mse"])
     print(f"best epoch {int(best['epoch'])}: val MSE {best['val_mse']:.5f}; wrote {Path(args.out) / 'regressor.pt'}")
     return 0
@@ -73,8 +77,20 @@ def _pm(mean: dict, sd: dict, key: str, fmt: str) -> str:
     return m if sd.get(key) is None else f"{m} ± {format(sd[key], fmt.replace('+', ''))}"
 
 
+def _refuse_replacing(config: ExperimentConfig, args: argparse.Namespace, stages: tuple[str, ...]) -> None:
+    """SampotError unless --force, when ``args.out`` holds results of ``stages`` made with other settings."""
+    clash = [] if args.force else results_made_otherwise(config, stages)
+    if clash:
+        more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+        raise SampotError(
+            f"{args.out} holds results made with other settings: {'; '.join(clash[:3])}{more}. Give this run "
+            "another --out, or add --force to replace them."
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
+    _refuse_replacing(config, args, ("train", "evaluate", "evolve"))
     summary = run_experiment(config, resume=args.resume, force=args.force)
     several = "mean" in summary  # several seeds: mean ± sample sd over seeds
     mean = summary["mean"] if several else {k: v for k, v in summary.items() if isinstance(v, dict)}

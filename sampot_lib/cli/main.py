@@ -29,6 +29,7 @@ from sampot_lib.cli.options import (
     model_options,
     positive_float,
     positive_int,
+    structure_option,
 )
 from sampot_lib.defaults import BOX_JITTER, CHECK_FRACTION, LR, RULE, SCORERS, STEPS, TUNE_EPOCHS, TUNE_LR
 from sampot_lib.errors import USER_ERRNOS, SampotError, describe_os_error
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regressor", required=True, help="regressor.pt from `sampot train-regressor` or `sampot run`")
     p.add_argument("--mask", help="ground-truth mask PNG, to report the true Dice along the way (default: none, no "
                    "Dice is reported)")  # fmt: skip
+    structure_option(p)
+    p.add_argument("--allow-foreign-regressor", action="store_true", help="use a --regressor made for another model, "
+                   "structure, prompt kind or sharpness, or one that saw these images, on purpose; the results "
+                   "record every difference (default: refuse it)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     model_options(p)
     evolution_options(p)
@@ -106,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=positive_int, default=32, help="grid spacing in pixels (default: %(default)s)")
     p.add_argument("--regressor", help="also score every mask with this regressor (default: none, the regressor "
                    "column is blank)")  # fmt: skip
+    structure_option(p)
+    p.add_argument("--allow-foreign-regressor", action="store_true", help="use a --regressor made for another model, "
+                   "structure, prompt kind or sharpness, or one that saw these images, on purpose; the results "
+                   "record every difference (default: refuse it)")  # fmt: skip
     p.add_argument(
         "--out", required=True, help="CSV file to write (x, y, dice, confidence, regressor; blank without --regressor)"
     )
@@ -124,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "per seed (out/seed_K/, one split made with --seed) and report mean ± sd over seeds (default: "
                    "one run, seeded by --seed)")  # fmt: skip
     p.add_argument("--regressor", help="use this regressor.pt, trained elsewhere, instead of training one; the "
-                   "results record both data sets and every difference from its training (default: train one in "
-                   "--out)")  # fmt: skip
+                   "results record both data sets (default: train one in --out)")  # fmt: skip
+    p.add_argument("--allow-foreign-regressor", action="store_true", help="use a --regressor made for another model, "
+                   "structure, prompt kind or sharpness, or one that saw these images, on purpose; the results "
+                   "record every difference (default: refuse it)")  # fmt: skip
     p.add_argument("--scorers", nargs="+", choices=[*SCORERS, RULE], default=None,
                    help="scores that drive evolution, side by side at the same budget: regressor (SAMPOT), confidence "
                    "(the model's IoU head), blend (of the two, weight chosen on val), oracle (soft Dice with the "

@@ -74,6 +74,12 @@ def non_negative_float(value: str) -> float:
     return x
 
 
+def structure_option(p: argparse.ArgumentParser) -> None:
+    """``--structure`` of a one-image command: what its regressor must have been trained for."""
+    p.add_argument("--structure", help="the structure segmented; a --regressor trained for another is refused "
+                   "(default: the folder name of a --mask in masks/<structure>/, else not checked)")  # fmt: skip
+
+
 def model_options(p: argparse.ArgumentParser, model: str | None = "sam_nano") -> None:
     """--model, --checkpoint, --mask-output, --device. ``model=None``: the model comes from the regressor's record."""
     g = p.add_argument_group("model")
@@ -164,13 +170,16 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
                    "the options' own defaults)")  # fmt: skip
     g.add_argument("--resume", action="store_true", help="reuse the stages in --out that finished from the same "
                    "settings, split and inputs; redo the rest (default: redo every stage)")  # fmt: skip
-    g.add_argument("--force", action="store_true", help="start --out over: delete results made on another split "
-                   "(default: refuse to remake the split under them)")  # fmt: skip
+    g.add_argument("--force", action="store_true", help="start --out over: replace results made on another split "
+                   "or with other settings (default: refuse to replace them)")  # fmt: skip
     g = p.add_argument_group("where the per-image work runs (never changes a number)")
     g.add_argument("--workers", type=int, default=None, metavar="N", help="N > 1: a local Dask cluster of N worker "
                    "processes, the cores split evenly (default: 1, in this process)")  # fmt: skip
     g.add_argument("--scheduler", metavar="ADDRESS", help="join a running Dask cluster at ADDRESS (tcp://host:8786, "
                    "as `dask scheduler` prints it) instead (default: none, as --workers says)")  # fmt: skip
+    g.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard of --workers' cluster on "
+                   "127.0.0.1 and print its address (with --scheduler: print that cluster's); needs the dashboard "
+                   "extra, bokeh (default: off)")  # fmt: skip
     model_options(p)
 
 

@@ -18,7 +18,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
-from sampot_lib.data.pixels import to_gray, to_uint8
+from sampot_lib.data.pixels import check_pixel_count, to_gray, to_uint8
 from sampot_lib.errors import SampotError
 
 
@@ -114,7 +114,9 @@ def read_dicom(
     if not path.is_file():
         raise SampotError(f"{path}: no such file. Check the path, or run `sampot data check` on its folder.")
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size="1 MB")  # the pixel data stays on disk until its size is checked
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        check_pixel_count(path, int(ds.Columns), int(ds.Rows), frames)
         stored = ds.pixel_array
     except (InvalidDicomError, AttributeError, KeyError, ValueError, OSError, NotImplementedError) as exc:
         raise SampotError(

@@ -20,11 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from sampot_lib.data.io import IMAGE_SUFFIXES, _open, is_dicom, looks_inverted, read_image, read_mask
+from sampot_lib.data.io import (
+    IMAGE_SUFFIXES,
+    has_outside_ring,
+    is_dicom,
+    looks_inverted,
+    read_image,
+    read_mask,
+    stored_size,
+    turned,
+)
+from sampot_lib.defaults import MIN_IMAGE_SIDE, OUTSIDE_OFFSET
 from sampot_lib.errors import SampotError, SampotWarning
+from sampot_lib.files import sha256_file
 
 MANIFEST = "manifest.csv"
 _SUBJECT_COLUMNS = ("subject", "subject_id", "patient", "patient_id", "patientid")
@@ -42,6 +52,7 @@ class Report:
     masks_checked: int = 0
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # usable, but probably a mistake (an inverted mask)
+    notes: list[str] = field(default_factory=list)  # usable, worth knowing (an EXIF orientation applied)
 
     @property
     def ok(self) -> bool:
@@ -72,6 +83,9 @@ class Report:
         if self.warnings:
             lines.append(f"{len(self.warnings)} warning(s):")
             lines.extend(f"  - {w}" for w in self.warnings)
+        if self.notes:
+            lines.append(f"{len(self.notes)} note(s):")
+            lines.extend(f"  - {n}" for n in self.notes)
         return "\n".join(lines)
 
 
@@ -98,13 +112,23 @@ def _read_manifest(path: Path, problems: list[str]) -> dict[str, str] | None:
         return None
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-            columns = [c.strip() for c in (rows[0].keys() if rows else [])]
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = [c.strip() for c in reader.fieldnames or []]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         problems.append(f"{MANIFEST}: unreadable ({exc}).")
         return None
     if not rows:
         problems.append(f"{MANIFEST}: has no rows; remove it or list one row per image.")
+        return None
+    columns = header
+    longer = [i for i, row in enumerate(rows, start=2) if None in row]  # DictReader files surplus fields under None
+    if longer:
+        shown = ", ".join(str(i) for i in longer[:5]) + (f" and {len(longer) - 5} more" if len(longer) > 5 else "")
+        problems.append(
+            f"{MANIFEST}: line(s) {shown} have more fields than its header ({', '.join(header)}); add the missing "
+            "column name(s) to the header or remove the extra fields (a comma inside a value needs quotes)."
+        )
         return None
     if "id" not in columns:
         problems.append(f"{MANIFEST}: no 'id' column (columns: {', '.join(columns)}).")
@@ -126,11 +150,56 @@ def _read_manifest(path: Path, problems: list[str]) -> dict[str, str] | None:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image; fully decodes it so that truncated files count as unreadable."""
+    """(H, W) of an image as a run reads it: decoded in full by the run's reader (channels, bit depth, EXIF
+    orientation), so that whatever the check passes, a run reads."""
+    return read_image(path).shape  # type: ignore[return-value]
+
+
+def _orientation(path: Path) -> int | None:
+    """The image's EXIF orientation when it turns or mirrors the stored pixels (not 1), else None."""
     if is_dicom(path):
-        return read_image(path).shape  # type: ignore[return-value]
-    img = _open(path)
-    return img.size[1], img.size[0]
+        return None
+    try:
+        orientation = stored_size(path)[2]
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return orientation if orientation not in (None, 1) else None
+
+
+def _mask_problem(exc: SampotError, mpath: Path, image: Path, orientation: int | None, shape: tuple[int, int]) -> str:
+    """A mask's problem as the report states it; a size mismatch that the image's EXIF orientation explains says so."""
+    if turned(orientation):
+        try:
+            stored = read_mask(mpath).shape
+        except SampotError:
+            stored = None
+        if stored == (shape[1], shape[0]):
+            return (
+                f"mask is {stored[1]}x{stored[0]} (W x H): the size of images/{image.name} as stored, but the "
+                f"image's EXIF orientation {orientation} turns it to {shape[1]}x{shape[0]} (as image viewers show "
+                "it and sampot reads it); draw the mask on the turned image, or save the image without the "
+                "orientation tag."
+            )
+    return _short(exc, mpath)
+
+
+def _identical_masks(masks_dir: Path, structure: str, ids: Iterable[str]) -> str | None:
+    """A note naming masks of one structure that are byte-identical files, or None."""
+    by_hash: dict[str, list[str]] = {}
+    for image_id in ids:
+        mpath = masks_dir / structure / f"{image_id}.png"
+        if mpath.is_file():
+            by_hash.setdefault(sha256_file(mpath), []).append(mpath.name)
+    groups = [names for names in by_hash.values() if len(names) > 1]
+    if not groups:
+        return None
+    shown = "; ".join(" = ".join(g[:3]) + (f" (+{len(g) - 3})" if len(g) > 3 else "") for g in groups[:3])
+    more = f" and {len(groups) - 3} more group(s)" if len(groups) > 3 else ""
+    return (
+        f"masks/{structure}/: identical mask files for different images: {shown}{more}. Fine for drawn test "
+        "shapes; for real images a mask copied to another image is wrong for it. A regressor's leak check tells "
+        "images apart by image and mask together, so identical masks alone are never taken for a leak."
+    )
 
 
 def validate_folder(
@@ -198,12 +267,25 @@ def validate_folder(
         iterator = tqdm(ids, desc=f"checking {root.name}", unit="image")
     for image_id in iterator:
         shape: tuple[int, int] | None = None
+        orientation: int | None = None
+        image = files[image_id]
         if check_contents:
             try:
-                shape = _image_size(files[image_id])
+                shape = _image_size(image)
                 report.sizes[(shape[1], shape[0])] += 1
             except SampotError as exc:
-                problems.append(f"images/{files[image_id].name}: unreadable ({_short(exc, files[image_id])}).")
+                problems.append(f"images/{image.name}: unreadable ({_short(exc, image)}).")
+            if shape is not None and min(shape) < MIN_IMAGE_SIDE:
+                problems.append(
+                    f"images/{image.name}: {shape[1]}x{shape[0]} pixels; the models need at least "
+                    f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}."
+                )
+            orientation = _orientation(image)
+            if orientation is not None and shape is not None:
+                report.notes.append(
+                    f"images/{image.name}: EXIF orientation {orientation}; sampot applies it, as image viewers do, "
+                    f"and reads the image as {shape[1]}x{shape[0]} (W x H); its masks must match that."
+                )
         for s in report.structures:
             mpath = masks_dir / s / f"{image_id}.png"
             if not mpath.is_file():
@@ -214,13 +296,24 @@ def validate_folder(
                 try:
                     mask = read_mask(mpath, expected_shape=shape)
                 except SampotError as exc:
-                    problems.append(f"masks/{s}/{image_id}.png: {_short(exc, mpath)}")
+                    problems.append(f"masks/{s}/{image_id}.png: {_mask_problem(exc, mpath, image, orientation, shape)}")
                     continue
+                if not has_outside_ring(mask, OUTSIDE_OFFSET):
+                    problems.append(
+                        f"masks/{s}/{image_id}.png: leaves no pixel {OUTSIDE_OFFSET:g} px outside the structure "
+                        "(it fills the image, or nearly), where the regressor's training set clicks; give the image "
+                        f"a margin of at least {OUTSIDE_OFFSET:g} px around the structure, or leave it out."
+                    )
                 if looks_inverted(mask):
                     report.warnings.append(
                         f"masks/{s}/{image_id}.png: covers {mask.mean():.0%} of the image and nearly all its border; "
                         "is it inverted (structure black, background white)?"
                     )
+    if check_contents:
+        for s in report.structures:
+            note = _identical_masks(masks_dir, s, ids)
+            if note:
+                report.notes.append(note)
     return report
 
 
@@ -297,12 +390,12 @@ class FolderDataset:
         return read_mask(path)
 
     def image_size(self, image_id: str) -> tuple[int, int]:
-        """(H, W) without decoding the pixels (PNG/JPEG) ."""
+        """(H, W) as read (EXIF orientation applied), without decoding the pixels (PNG/JPEG)."""
         path = self.image_path(image_id)
         if is_dicom(path):
             return read_image(path).shape  # type: ignore[return-value]
-        with Image.open(path) as img:
-            return img.size[1], img.size[0]
+        h, w, orientation = stored_size(path)
+        return (w, h) if turned(orientation) else (h, w)
 
     def _check_id(self, image_id: str) -> None:
         if image_id not in self._subjects:

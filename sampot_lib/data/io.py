@@ -6,13 +6,15 @@ Inputs may be 8-bit or 16-bit grayscale, RGB(A), float, or DICOM (see :mod:`samp
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from sampot_lib.data.dicom import read_dicom
-from sampot_lib.data.pixels import preprocess
+from sampot_lib.data.pixels import check_pixel_count, preprocess
 from sampot_lib.errors import SampotError
 from sampot_lib.files import atomic_write
 
@@ -20,16 +22,53 @@ from sampot_lib.files import atomic_write
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 
 
+#: EXIF orientations (tag 0x0112) that turn the stored pixels by 90 degrees (width and height swap on display).
+_TURNED = (5, 6, 7, 8)
+
+
 def _open(path: str | Path) -> Image.Image:
+    """Open and decode an image file, turned as its EXIF orientation says (what every image viewer shows); one of
+    more than :data:`~sampot_lib.defaults.MAX_IMAGE_PIXELS` pixels is refused from its header, before decoding."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SampotError(f"{path}: no such file. Check the path, or run `sampot data check` on its folder.")
+    if not path.is_file():
+        raise SampotError(f"{path}: not a regular file (a folder or a device?); give the path of an image file.")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by our own limit
+            img = Image.open(path)
+        check_pixel_count(path, *img.size, getattr(img, "n_frames", 1))
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if exif_orientation(img) not in (None, 1):
+            img = ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as exc:  # past twice PIL's own limit: PIL refuses to open it at all
+        raise SampotError(f"{path}: {exc}; downsample it and try again.") from exc
+    except SampotError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise SampotError(f"{path}: not a readable image ({exc}). Re-export it as PNG.") from exc
     return img
+
+
+def exif_orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation (1-8) an opened image declares, or None (no EXIF, or no orientation tag)."""
+    try:
+        value = img.getexif().get(0x0112)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def stored_size(path: str | Path) -> tuple[int, int, int | None]:
+    """(H, W, EXIF orientation) of a PNG/JPEG from its header, as stored (before the orientation is applied)."""
+    with Image.open(path) as img:
+        return img.size[1], img.size[0], exif_orientation(img)
+
+
+def turned(orientation: int | None) -> bool:
+    """Whether an EXIF orientation swaps width and height."""
+    return orientation in _TURNED
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -52,6 +91,8 @@ def read_array(path: str | Path) -> np.ndarray:
         img = img.convert("RGB")
     elif img.mode == "PA":
         img = img.convert("RGBA")
+    elif img.mode in ("LA", "La"):  # grayscale with alpha: the gray channel; alpha is dropped as for RGBA
+        img = img.getchannel("L")
     elif img.mode == "1":
         img = img.convert("L")
     arr = np.asarray(img)
@@ -122,6 +163,26 @@ def write_png(path: str | Path, arr: np.ndarray, *, compress_level: int = 6) -> 
     if arr.dtype != np.uint8:
         raise SampotError(f"{path}: write_png needs uint8 or bool pixels, got {arr.dtype}.")
     atomic_write(path, lambda fh: Image.fromarray(arr).save(fh, format="PNG", compress_level=compress_level))
+
+
+def outside_ring(mask: np.ndarray, offset: float) -> np.ndarray:
+    """``H x W`` bool: the pixels ``offset`` pixels (within half a pixel) outside an ``H x W`` bool mask, where the
+    regressor's training set puts its clicks outside the structure."""
+    dist = ndimage.distance_transform_edt(~np.asarray(mask, dtype=bool))
+    return np.abs(dist - offset) <= 0.5
+
+
+def has_outside_ring(mask: np.ndarray, offset: float) -> bool:
+    """Whether :func:`outside_ring` holds a pixel; answered from the bounding box when a margin is wide enough."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return False
+    h, w = mask.shape
+    margins = (rows[0], h - 1 - rows[-1], cols[0], w - 1 - cols[-1])
+    if max(margins) > offset + 1:  # straight out from the outermost mask pixel the distance grows by 1 a pixel
+        return True
+    return bool(outside_ring(mask, offset).any())
 
 
 def looks_inverted(mask: np.ndarray) -> bool:

@@ -1,9 +1,13 @@
-"""Pixel arrays to the form every reader returns: ``H x W`` grayscale uint8, bone bright and air dark."""
+"""Pixel arrays to the form every reader returns (``H x W`` grayscale uint8, bone bright and air dark), and the
+limit on how many pixels a file may hold before it is decoded."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from sampot_lib.defaults import MAX_IMAGE_PIXELS
 from sampot_lib.errors import SampotError
 
 
@@ -63,3 +67,15 @@ def preprocess(arr: np.ndarray, *, low_pct: float | None = None, high_pct: float
     lo = 0.0 if low_pct is None else float(low_pct)
     hi = 100.0 if high_pct is None else float(high_pct)
     return to_uint8(gray, lo, hi)
+
+
+def check_pixel_count(path: str | Path, width: int, height: int, frames: int = 1) -> None:
+    """SampotError naming ``path`` if an image of ``width`` x ``height`` (x ``frames``) pixels is over
+    :data:`~sampot_lib.defaults.MAX_IMAGE_PIXELS`: called with the sizes a file's header states, before decoding."""
+    n = int(width) * int(height) * max(1, int(frames))
+    if n > MAX_IMAGE_PIXELS:
+        what = f"{width}x{height}" + (f" x {frames} frames" if frames > 1 else "")
+        raise SampotError(
+            f"{path}: {what} pixels ({n / 1e6:.0f} million) is more than the {MAX_IMAGE_PIXELS / 1e6:g} million "
+            "sampot decodes; downsample it (a chest X-ray needs no more than about 4096 x 4096) and try again."
+        )

@@ -39,11 +39,12 @@ def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
         f = np.asarray(fractions, dtype=np.float64)
     except (TypeError, ValueError):
         f = np.full(0, np.nan)  # not numbers: refused just below, by the same message
-    if f.ndim != 1 or len(f) != len(SPLIT_NAMES) or not np.isfinite(f).all() or (f < 0).any() or f.sum() <= 0:
+    if f.ndim != 1 or len(f) != len(SPLIT_NAMES) or not np.isfinite(f).all() or (f < 0).any() or f.max() <= 0:
         raise SampotError(
             f"split fractions {list(fractions)} are invalid: give three finite non-negative numbers (train, val, test) "
             "with a positive sum, e.g. 41 28 53."
         )
+    f = f / f.max()  # scaled first: the sum of fractions near the float maximum would overflow to inf
     want = f / f.sum() * n
     counts = np.floor(want).astype(int)
     for i in np.argsort(-(want - counts), kind="stable")[: n - counts.sum()]:

@@ -47,7 +47,7 @@ from sampot_lib.defaults import (
 )
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig
-from sampot_lib.experiment.provenance import calibrated_record, data_identity, mask_hashes
+from sampot_lib.experiment.provenance import calibrated_record, data_identity, image_hashes, mask_hashes
 from sampot_lib.experiment.records import write_json
 from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.experiment.setup import open_dataset, resolve_split
@@ -65,6 +65,7 @@ from sampot_lib.method.regressor import (
     fine_tune,
     load_regressor,
     predict_dice,
+    same_labelled,
     save_regressor,
 )
 from sampot_lib.method.scoring import RegressorScorer
@@ -261,9 +262,10 @@ def _labelled_pool(
     trained on, {id: mask sha256}); SampotError when fewer than ``n``."""
     candidates = sorted(splits.get("train", []) + splits.get("val", []))
     hashes = mask_hashes(dataset, candidates, structure)
-    seen = {*meta.get("train_masks", {}).values(), *meta.get("val_masks", {}).values(),
-            *meta.get("calibration_masks", {}).values()}  # fmt: skip
-    pool = [i for i in candidates if hashes[i] not in seen]
+    images = image_hashes(dataset, candidates)
+    parts = [(meta.get(f"{p}_masks", {}), meta.get(f"{p}_images", {})) for p in ("train", "val", "calibration")]
+    used = {i for masks, seen in parts for i, _ in same_labelled(hashes, images, masks, seen)}
+    pool = [i for i in candidates if i not in used]
     if n > len(pool):
         left = len(candidates) - len(pool)
         why = f", less {left} the regressor has already seen" if left else ""
@@ -381,7 +383,8 @@ def run_calibration(
         after_check = measure_transfer(net, tuned, dataset, check_ids, config.structure, samples=check, **evolve)
         record = calibrated_record(meta, path, data=data, fine_masks={i: labelled[i] for i in fine_ids},
                                    check_masks={i: labelled[i] for i in check_ids}, split_hash=split, seed=seed,
-                                   settings=settings, history=history)  # fmt: skip
+                                   settings=settings, history=history,
+                                   labelled_images=image_hashes(dataset, sorted(labelled)))  # fmt: skip
         record["blend_weight"] = blend_weight(tuned, tune_val)
         report = {
             "data": str(data), "regressor": str(path), "regressor_sha256": inputs["file:" + str(path.resolve())],

@@ -50,11 +50,12 @@ class ExperimentConfig:
     ``seed`` seeds the split, the regressor's training set and its weights. ``seeds``: run the regressor training and
     the evolution once per seed (sub-folders ``seed_<k>/`` of ``out``, all on the split made with ``seed``) and report
     mean and spread; None runs ``seed`` alone. ``regressor``: a regressor file trained elsewhere to use instead of
-    training one (its provenance is checked and any difference recorded, not refused). ``preset``: the name of the
-    preset the values came from (a label; :func:`differs_from_paper` says what differs). ``workers`` and ``scheduler``:
-    where the per-image work runs (:class:`sampot_lib.experiment.parallel.Workers`: None or 1 in this process, N > 1 a
-    local Dask cluster of N processes, or the address of a running Dask scheduler); they never change a number, so no
-    stage is redone for them (:data:`STAGE_SETTINGS`).
+    training one (its provenance is checked: a regressor for other settings, or one that saw the test images, is
+    refused unless ``allow_foreign_regressor``, and the results then record every difference). ``preset``: the name
+    of the preset the values came from (a label; :func:`differs_from_paper` says what differs). ``workers`` and
+    ``scheduler``: where the per-image work runs (:class:`sampot_lib.experiment.parallel.Workers`: None or 1 in this
+    process, N > 1 a local Dask cluster of N processes, or the address of a running Dask scheduler); they never
+    change a number, so no stage is redone for them (:data:`STAGE_SETTINGS`).
     """
 
     data: str
@@ -88,10 +89,12 @@ class ExperimentConfig:
     margin: float | None = None
     extra_jitters: list[float] = field(default_factory=list)
     regressor: str | None = None
+    allow_foreign_regressor: bool = False
     preset: str | None = None
     seeds: list[int] | None = None
     workers: int | None = None
     scheduler: str | None = None
+    dashboard: bool = False
 
     def __post_init__(self) -> None:
         # Notebooks get these from papermill parameters: a wrong type must fail here, by name, not deep inside torch.
@@ -215,7 +218,8 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
     "patience": (int, _NONE), "min_gain": (float,), "lr": (float,),
     "sharpness": (float,), "safeguards": (dict,), "prompt": (str,), "box_jitter": (float,), "optimizer": (str,),
     "scorers": (list,), "margin": (float, _NONE), "extra_jitters": (list,), "regressor": (str, _NONE),
-    "preset": (str, _NONE), "seeds": (list, _NONE), "workers": (int, _NONE), "scheduler": (str, _NONE),
+    "allow_foreign_regressor": (bool,), "preset": (str, _NONE), "seeds": (list, _NONE), "workers": (int, _NONE),
+    "scheduler": (str, _NONE), "dashboard": (bool,),
 }  # fmt: skip
 
 

@@ -64,7 +64,7 @@ def evolve_stage(
     folder, dataset = open_run(config, dataset)
     lazy = lazy_model(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
-        splits, split, path, foreign, test_masks, inputs = test_stage_inputs(config, folder, dataset, force)
+        splits, split, path, foreign, test, inputs = test_stage_inputs(config, folder, dataset, force)
         evaluation = None
         if folder.reusable("evaluate", stage_settings(config, "evaluate"), split, inputs) is None:
             evaluation = read_json(folder.path / "regressor_eval.json", "evaluation summary")
@@ -72,7 +72,7 @@ def evolve_stage(
         settings = stage_settings(config, "evolve")
         if resume and folder.reuse("evolve", settings, split, inputs, say=progress):
             return read_json(folder.path / "summary.json", "summary")
-        net, regressor, meta, notes = begin_test_stage("evolve", config, folder, lazy, path, foreign, test_masks,
+        net, regressor, meta, notes = begin_test_stage("evolve", config, folder, lazy, path, foreign, test,
                                                         settings, split, inputs)  # fmt: skip
         # (summary group, scorer, safeguards, user's box jitter): the regressor with the safeguards, and for clicks
         # without them too (the paper's setting), every other scorer with them, and the regressor on the extra
@@ -199,8 +199,10 @@ def _do_no_harm(
         return DoNoHarm(config.margin, weight), {"margin": config.margin, "chosen_on": "given (--margin)"}
     val = splits.get("val", [])
     if not val:
-        raise SampotError("the do-no-harm rule chooses its margin on the validation split, which is empty here: "
-                          "give --margin M (a predicted Dice gain in [0, 1]) or a split with validation images.")
+        raise SampotError(
+            "the do-no-harm rule chooses its margin on the validation split, which is empty here: "
+            "give --margin M (a predicted Dice gain in [0, 1]) or a split with validation images."
+        )
     plan = [("on", "regressor", "on", config.box_jitter)]
     done = pool.map(_evolve_image, val, desc="do-no-harm: validation", progress=progress, kwargs=task | {"plan": plan})
     probe = DoNoHarm(0.0, weight)

@@ -30,10 +30,13 @@ no result is ever silently missing.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,7 +44,7 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, is_place_error
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.models.registry import load_model
 
@@ -145,13 +148,32 @@ def _pin_threads(threads: int | None) -> None:
         _PINNED.append(n)
 
 
-def _on_worker(task: Callable[..., T], image_id: str, threads: int | None, kwargs: dict[str, Any]) -> T:
+def _on_worker(
+    task: Callable[..., T], image_id: str, threads: int | None, kwargs: dict[str, Any]
+) -> tuple[T, list[tuple[str, type[Warning]]]]:
+    """``task``'s result on a worker, and the warnings it raised there ([(message, category)]): the caller warns
+    them again in its own process, where the user sees them."""
     _pin_threads(threads)
-    return task(image_id, **{k: resolve(v) for k, v in kwargs.items()})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        result = task(image_id, **{k: resolve(v) for k, v in kwargs.items()})
+    return result, [(str(w.message), w.category) for w in caught]
+
+
+#: Where a LocalCluster's dashboard listens when asked for (this machine only); a taken port gets another.
+DASHBOARD_ADDRESS = "127.0.0.1:8787"
+
+
+def check_dashboard() -> None:
+    """SampotError unless the Dask dashboard can be drawn (it needs bokeh, in the ``dashboard`` extra)."""
+    if importlib.util.find_spec("bokeh") is None:
+        raise SampotError("--dashboard needs bokeh, which draws the Dask dashboard: pip install 'sampot[dashboard]' "
+                          "(or bokeh>=3.1), or run without --dashboard.")  # fmt: skip
 
 
 def _failure(desc: str, image_id: str, exc: BaseException) -> SampotError:
-    """One line naming the image whose task failed and why."""
+    """One line naming the image whose task failed and why (callers re-raise a full disk or a permission problem,
+    an :func:`~sampot_lib.errors.is_place_error`, as it is: its path is the cause, not the image)."""
     killed = type(exc).__name__ == "KilledWorker"
     if killed:
         why = ("the worker processes that ran it died each time (out of memory? a crash in a native library?); "
@@ -171,12 +193,24 @@ class Workers:
     cluster). The cluster starts at the first parallel :meth:`map` and stops at :meth:`close` (or the ``with``
     block's end); a joined cluster is left running."""
 
-    def __init__(self, workers: int | None = None, scheduler: str | None = None, *, threads: int | None = None):
+    def __init__(
+        self,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        *,
+        threads: int | None = None,
+        dashboard: bool = False,
+    ):
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise SampotError(f"workers must be a whole number >= 1 (1: in this process), got {workers!r}.")
         if workers is not None and workers > 1 and scheduler is not None:
             raise SampotError("give workers or a scheduler address, not both: a joined cluster has its own workers.")
-        self.workers, self.scheduler = workers, scheduler
+        self.workers, self.scheduler, self.dashboard = workers, scheduler, dashboard
+        if dashboard and scheduler is None and (workers or 1) <= 1:
+            raise SampotError("--dashboard shows a Dask cluster at work: add --workers N (N > 1) or --scheduler "
+                              "ADDRESS.")  # fmt: skip
+        if dashboard and scheduler is None:
+            check_dashboard()
         self.threads = threads if threads is not None else (threads_per_worker(workers) if self.local else None)
         self._client: Any = None
         self._cluster: Any = None
@@ -215,9 +249,13 @@ class Workers:
                 # Dask's nannies set OMP_NUM_THREADS=1 in a new worker; this sets our split (also for a worker
                 # that replaces one that died).
                 env = {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n), "SAMPOT_THREADS": str(n)}
+                # Worker and scheduler warnings (memory, a lost worker) reach the log; their routine news does not.
                 self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                             dashboard_address=None, silence_logs=50, env=env)  # fmt: skip
+                                             dashboard_address=DASHBOARD_ADDRESS if self.dashboard else None,
+                                             silence_logs=logging.WARNING, env=env)  # fmt: skip
                 self._client = Client(self._cluster)
+            if self.dashboard:
+                print(f"Dask dashboard: {self._client.dashboard_link}", file=sys.stderr, flush=True)
         except (OSError, TimeoutError) as exc:
             self.close()
             where = f"the Dask scheduler at {self.scheduler}" if self.scheduler else "a local Dask cluster"
@@ -252,6 +290,8 @@ class Workers:
                 except (KeyboardInterrupt, MemoryError):
                     raise
                 except Exception as exc:
+                    if is_place_error(exc):
+                        raise
                     raise _failure(desc, image_id, exc) from exc
                 if on_result is not None:
                     on_result(image_id, result)
@@ -287,8 +327,12 @@ class Workers:
                     k = index[future.key]
                     if future.status != "finished":
                         exc = future.exception()
+                        if is_place_error(exc):
+                            raise exc
                         raise _failure(desc, ids[k], exc) from exc
-                    results[k] = future.result()
+                    results[k], caught = future.result()
+                    for message, category in caught:  # a worker's warnings, said here as serially
+                        warnings.warn(f"{desc}: image {ids[k]!r}: {message}", category, stacklevel=2)
                     future.release()  # its result lives here now; the worker may forget it
                     if on_result is not None:
                         on_result(ids[k], results[k])

@@ -31,12 +31,17 @@ def regressor_source(config: ExperimentConfig) -> tuple[Path, bool]:
 
 
 def expected_record(
-    config: ExperimentConfig, model: PromptableModel, test_masks: dict[str, str] | None
+    config: ExperimentConfig,
+    model: PromptableModel,
+    test_masks: dict[str, str] | None,
+    test_images: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """What :func:`check_regressor` compares a regressor's record with: this run's settings and its test images
+    ({id: mask sha256}, {id: image sha256})."""
     return {
         "model": config.model, "mask_output": getattr(model, "mask_output", config.mask_output),
         "structure": config.structure, "prompt": config.prompt, "sharpness": config.sharpness,
-        "input_size": config.regressor_size, "test_masks": test_masks,
+        "input_size": config.regressor_size, "test_masks": test_masks, "test_images": test_images,
     }  # fmt: skip
 
 
@@ -55,8 +60,11 @@ def regressor_record(
     train: Any,
     val: Any,
     history: list[dict[str, float]],
+    seen_images: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """What a regressor file records about what it learned from (checked by :func:`check_regressor`)."""
+    """What a regressor file records about what it learned from (checked by :func:`check_regressor`): ``seen``
+    and ``seen_images`` hold {id: mask sha256} and {id: image sha256} of its ``train`` and ``val`` images."""
+    images = seen_images or {}
 
     ckpt = Path(config.checkpoint).name if config.checkpoint else f"{config.model} (registry)"
     return {
@@ -67,6 +75,7 @@ def regressor_record(
         "input_size": config.regressor_size, "sharpness": config.sharpness, "sampot_version": __version__,
         "n_train_ids": len(seen["train"]), "n_val_ids": len(seen["val"]),
         "train_masks": seen["train"], "val_masks": seen["val"],
+        "train_images": images.get("train", {}), "val_images": images.get("val", {}),
         "n_train": len(train), "n_val": len(val), "epochs": config.epochs,
         "best_val_mse": min(h["val_mse"] for h in history),
     }  # fmt: skip
@@ -82,14 +91,17 @@ def load_run_regressor(
 
     Its own (``out/regressor.pt``) must come from a finished, unchanged training stage of this folder and fit the
     model, structure, prompt kind, sharpness and input size, and have seen none of ``test_ids``; a foreign one
-    (``config.regressor``) is checked the same way, but a mismatch is returned as a warning instead.
+    (``config.regressor``) is checked the same way, and a mismatch is returned as a warning instead only with
+    ``config.allow_foreign_regressor``.
     """
     path, foreign = regressor_source(config)
     if not foreign:
         RunFolder(config.out_dir).require("train", stage_settings(config, "train"))
     regressor, meta = load_regressor(path, device=config.device)
     test = mask_hashes(dataset, test_ids, config.structure) if test_ids and dataset is not None else None
-    warnings = check_regressor(meta, expected_record(config, model, test), allow_foreign=foreign)
+    images = image_hashes(dataset, test_ids) if test_ids and dataset is not None else None
+    allow = foreign and config.allow_foreign_regressor
+    warnings = check_regressor(meta, expected_record(config, model, test, images), allow_foreign=allow)
     return regressor, meta, warnings
 
 
@@ -117,6 +129,7 @@ def calibrated_record(
     fine_masks: dict[str, str],
     check_masks: dict[str, str],
     split_hash: str | None,
+    labelled_images: dict[str, str] | None = None,
     seed: int,
     settings: dict[str, Any],
     history: list[dict[str, float]],
@@ -128,17 +141,21 @@ def calibrated_record(
     whole base record under ``calibrated_from`` with the base file's path and sha256, and the calibration:
     ``calibrated_on`` (the new data set, its labelled ids, the identity of their masks, the split, seed and
     settings) and ``calibration_masks`` ({id: mask sha256} of every labelled image, fine-tune and check alike;
-    earlier calibrations' are kept, so a chain of calibrations remembers all it saw).
+    earlier calibrations' are kept, so a chain of calibrations remembers all it saw), with ``calibration_images``
+    ({id: image sha256}, from ``labelled_images``).
     """
 
     kept = ("data", "data_name", "data_identity", "split_hash", "seed", "structure", "model", "checkpoint",
             "mask_output", "prompt", "input_size", "sharpness", "n_train_ids", "n_val_ids", "train_masks",
-            "val_masks")  # fmt: skip
+            "val_masks", "train_images", "val_images")  # fmt: skip
     labelled = fine_masks | check_masks
     earlier = dict(base_meta.get("calibration_masks", {}))
+    earlier_images = dict(base_meta.get("calibration_images", {}))
     for image_id, digest in labelled.items():  # ids of two data sets may clash: keep both hashes
         key = image_id if earlier.get(image_id, digest) == digest else f"{Path(str(data)).name}/{image_id}"
         earlier[key] = digest
+        if labelled_images and image_id in labelled_images:
+            earlier_images[key] = labelled_images[image_id]
     best = min(history, key=lambda h: h["val_mse"])
     return {k: base_meta[k] for k in kept if k in base_meta} | {
         "sampot_version": __version__,
@@ -150,6 +167,7 @@ def calibrated_record(
             "settings": settings,
         },
         "calibration_masks": earlier,
+        "calibration_images": earlier_images,
     }  # fmt: skip
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.experiment.evolution import evolve_stage
 from sampot_lib.experiment.parallel import Workers
 from sampot_lib.experiment.records import read_json, write_json
+from sampot_lib.experiment.runfolder import RunFolder, describe_changes
 from sampot_lib.experiment.setup import resolve_split, write_config
 from sampot_lib.experiment.stages import LazyModel, evaluate_stage, open_run, train_regressor_stage
 from sampot_lib.experiment.summary import (
@@ -43,7 +44,7 @@ def run_experiment(
     ``force``: delete results made on another split instead of refusing. ``config.workers`` / ``scheduler``: one
     Dask cluster for every stage (started when the first per-image work needs it).
     """
-    with Workers(config.workers, config.scheduler) as workers:
+    with Workers(config.workers, config.scheduler, dashboard=config.dashboard) as workers:
         return _run_experiment(config, progress, resume, force, workers)
 
 
@@ -73,6 +74,30 @@ def _run_experiment(
         write_json(folder.path / "summary.json", summary)
         folder.finish("aggregate", ["summary.json"])
     return summary
+
+
+def results_made_otherwise(
+    config: ExperimentConfig, stages: tuple[str, ...] = ("train", "evaluate", "evolve")
+) -> list[str]:
+    """Lines "<folder>: stage 'evolve' (steps 2 -> 4)", one for every finished stage in ``config``'s run folder (and its
+    ``seed_<k>/`` folders) made with other settings than ``config``'s: what a run of ``stages`` would replace."""
+    subs = [config]
+    if config.seeds is not None:
+        split_file = config.split_file or str(config.out_dir / "splits.json")
+        subs = [replace(config, out=str(config.out_dir / f"seed_{k}"), seed=k, seeds=None, split_file=split_file)
+                for k in config.seeds]  # fmt: skip
+    found = []
+    for sub in subs:
+        folder = RunFolder(sub.out_dir)
+        for stage in stages:
+            entry = folder.entry(stage)
+            if stage == "train" and sub.regressor is not None or entry is None or entry.get("status") != "done":
+                continue
+            settings = stage_settings(sub, stage)
+            if entry.get("settings_hash") != settings_hash(settings):
+                changes = describe_changes(entry.get("settings", {}), settings)
+                found.append(f"{folder.path}: stage '{stage}' ({changes})")
+    return found
 
 
 def seed_runs(

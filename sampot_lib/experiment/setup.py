@@ -4,6 +4,7 @@ and :func:`start_run` that turns a notebook's parameters into a :class:`Run`."""
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ import torch
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import load_splits, make_splits, save_splits
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.config import ExperimentConfig, apply_preset
+from sampot_lib.experiment.parallel import usable_cores
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.runfolder import RunFolder, split_hash, split_hash_of
 from sampot_lib.files import sha256_file
@@ -159,13 +161,20 @@ def apply_thread_setting() -> int | None:
     """Set torch's thread count from ``$SAMPOT_THREADS`` (the book's kernels and the CLI alike); returns it, or None
     when unset. The same settings give the same numbers only at the same thread count: float sums in another order
     change the regressor's training slightly, and that moves evolved Dice by up to about 0.01 per image (measured on
-    phantoms with SAM-Nano, 1 against 2 threads)."""
+    phantoms with SAM-Nano, 1 against 2 threads). More threads than the cores this process may use warn (one
+    line): torch's threads then wait on each other, and a run can take many times as long."""
     value = os.environ.get("SAMPOT_THREADS", "").strip()
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:
         raise SampotError(f"SAMPOT_THREADS={value!r} must be a whole number >= 1 (torch's threads), or unset.")
-
+    cores = usable_cores()
+    if int(value) > cores:
+        warnings.warn(
+            f"SAMPOT_THREADS={int(value)} is more than the {cores} core(s) this process may use: the threads wait on "
+            f"each other and a run can be many times slower; set SAMPOT_THREADS={cores} or less.",
+            SampotWarning, stacklevel=2,
+        )  # fmt: skip
     torch.set_num_threads(int(value))
     return int(value)
 

@@ -92,7 +92,7 @@ def stage_workers(config: ExperimentConfig, workers: Workers | None) -> Iterator
     if workers is not None:
         yield workers
         return
-    with Workers(config.workers, config.scheduler) as own:
+    with Workers(config.workers, config.scheduler, dashboard=config.dashboard) as own:
         yield own
 
 
@@ -120,10 +120,11 @@ def blend_weight(regressor: SegmentationRegressor, val: RegressorData) -> float 
 
 def test_stage_inputs(
     config: ExperimentConfig, folder: RunFolder, dataset: FolderDataset, force: bool
-) -> tuple[dict[str, list[str]], str, Path, bool, dict[str, str], dict[str, str]]:
+) -> tuple[dict[str, list[str]], str, Path, bool, dict[str, dict[str, str]], dict[str, str]]:
     """What the evaluation and evolution stages start from: (splits, split hash, regressor file, whether it is
-    foreign, {test id: mask hash}, the stage's input hashes). Refuses an empty test part and a regressor of this
-    folder whose training stage did not finish from this run's settings and split."""
+    foreign, {"masks": {test id: mask hash}, "images": {test id: image hash}}, the stage's input hashes). Refuses
+    an empty test part and a regressor of this folder whose training stage did not finish from this run's settings
+    and split."""
     full, split = resolve_split(config, dataset, force=force)
     splits = limit(full, config.max_images)
     _require_parts(splits, ("test",), config, dataset)
@@ -131,23 +132,25 @@ def test_stage_inputs(
     path, foreign = regressor_source(config)
     if not foreign:  # the folder's regressor must come from this run's training settings and split
         folder.require("train", stage_settings(config, "train"), split)
-    test_masks = mask_hashes(dataset, splits["test"], config.structure)
+    test = {"masks": mask_hashes(dataset, splits["test"], config.structure),
+            "images": image_hashes(dataset, splits["test"])}  # fmt: skip
     inputs = regressor_inputs(config, path, foreign) | {
-        "data:test masks": data_identity(test_masks),
-        "data:test images": data_identity(image_hashes(dataset, splits["test"])),
+        "data:test masks": data_identity(test["masks"]),
+        "data:test images": data_identity(test["images"]),
     }
-    return splits, split, path, foreign, test_masks, inputs
+    return splits, split, path, foreign, test, inputs
 
 
 def begin_test_stage(
     stage: str, config: ExperimentConfig, folder: RunFolder, lazy: LazyModel, path: Path, foreign: bool,
-    test_masks: dict[str, str], settings: dict[str, Any], split: str, inputs: dict[str, str],
+    test: dict[str, dict[str, str]], settings: dict[str, Any], split: str, inputs: dict[str, str],
 ) -> tuple[PromptableModel, SegmentationRegressor, dict[str, Any], list[str]]:  # fmt: skip
     """Load the model and the checked regressor, then record ``stage`` as begun: (model, regressor, its record,
     warnings about a foreign regressor)."""
     net = lazy.get()
     regressor, meta = load_regressor(path, device=config.device)
-    notes = check_regressor(meta, expected_record(config, net, test_masks), allow_foreign=foreign)
+    expected = expected_record(config, net, test["masks"], test["images"])
+    notes = check_regressor(meta, expected, allow_foreign=foreign and config.allow_foreign_regressor)
     folder.begin(stage, settings, split, inputs)
     return net, regressor, meta, notes
 
@@ -189,8 +192,11 @@ def train_regressor_stage(
         splits = limit(full, config.max_images)
         _require_parts(splits, ("train", "val"), config, dataset)
         seen = {part: mask_hashes(dataset, splits[part], config.structure) for part in ("train", "val")}
-        inputs = {"data:train+val masks": data_identity(seen["train"] | seen["val"]),
-                  "data:train+val images": data_identity(image_hashes(dataset, splits["train"] + splits["val"]))}
+        seen_images = {part: image_hashes(dataset, splits[part]) for part in ("train", "val")}
+        inputs = {
+            "data:train+val masks": data_identity(seen["train"] | seen["val"]),
+            "data:train+val images": data_identity(seen_images["train"] | seen_images["val"]),
+        }
         settings = stage_settings(config, "train")
         if resume and folder.reuse("train", settings, split, inputs, say=progress):
             regressor, _ = load_regressor(folder.path / "regressor.pt", device=config.device)
@@ -220,7 +226,7 @@ def train_regressor_stage(
             train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
             device=config.device, progress=progress, patience=config.regressor_patience,
         )  # fmt: skip
-        meta = regressor_record(config, net, seen, split, train, val, history)
+        meta = regressor_record(config, net, seen, split, train, val, history, seen_images)
         meta["blend_weight"] = blend_weight(regressor, val)
         save_regressor(regressor, folder.path / "regressor.pt", meta)
         write_csv(folder.path / "regressor_history.csv", history)
@@ -245,11 +251,11 @@ def evaluate_stage(
     folder, dataset = open_run(config, dataset)
     lazy = lazy_model(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
-        splits, split, path, foreign, test_masks, inputs = test_stage_inputs(config, folder, dataset, force)
+        splits, split, path, foreign, test, inputs = test_stage_inputs(config, folder, dataset, force)
         settings = stage_settings(config, "evaluate")
         if resume and folder.reuse("evaluate", settings, split, inputs, say=progress):
             return read_json(folder.path / "regressor_eval.json", "evaluation summary")
-        net, regressor, meta, notes = begin_test_stage("evaluate", config, folder, lazy, path, foreign, test_masks,
+        net, regressor, meta, notes = begin_test_stage("evaluate", config, folder, lazy, path, foreign, test,
                                                         settings, split, inputs)  # fmt: skip
         size = regressor.input_size  # a foreign regressor may read another size (then a note above says so)
         pool = stack.enter_context(stage_workers(config, workers))

@@ -188,13 +188,14 @@ def predict_mask(model: PromptableModel, embedding: ImageEmbedding, prompt: Prom
 class Safeguards:
     """Limits on where evolution may take a prompt and which masks may win. ``None`` switches a limit off.
 
-    keep_in_image: clamp every coordinate to the image after every step.
-    trust_radius: each click stays within this distance of where the user put it, and each box edge within this
-        distance of the user's edge, as a fraction of the image's longer side.
-    min_overlap: an evolved mask must overlap the initial mask with at least this IoU to win.
-    max_area_ratio: an evolved mask's area must lie within [initial / r, initial * r] to win.
-    min_box_size: a box keeps its corners ordered and at least this width and height (fraction of the longer side).
-        Always applied: a box of no size, or inside out, is not a box.
+    Attributes:
+        keep_in_image: clamp every coordinate to the image after every step.
+        trust_radius: each click stays within this distance of where the user put it, and each box edge within this
+            distance of the user's edge, as a fraction of the image's longer side.
+        min_overlap: an evolved mask must overlap the initial mask with at least this IoU to win.
+        max_area_ratio: an evolved mask's area must lie within [initial / r, initial * r] to win.
+        min_box_size: a box keeps its corners ordered and at least this width and height (fraction of the longer
+            side). Always applied: a box of no size, or inside out, is not a box.
     """
 
     keep_in_image: bool = True

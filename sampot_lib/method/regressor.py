@@ -330,10 +330,12 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
     meta: the regressor's record (:func:`load_regressor`'s second value; written by the pipeline's training stage).
     expected: any of ``model``, ``mask_output``, ``structure``, ``prompt``, ``sharpness``, ``input_size`` (what the
     caller will score), and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on; see
-    :func:`sampot_lib.experiment.provenance.mask_hashes`): none of them may be among the images it was trained or
-    validated on (``train_masks``, ``val_masks``) or calibrated on (``calibration_masks``, written by
-    :mod:`sampot_lib.experiment.calibration`). A setting the record lacks (a file from an older sampot) gives a
-    warning, never an error.
+    :func:`sampot_lib.experiment.provenance.mask_hashes`), with ``test_images`` ({image id: image sha256}) when known:
+    none of them may be among the images it was trained or validated on (``train_masks``, ``val_masks``) or
+    calibrated on (``calibration_masks``, written by :mod:`sampot_lib.experiment.calibration`). An image counts as
+    seen when its mask file is, and its image file too where both records hold image hashes (``train_images``,
+    ``val_images``, ``calibration_images``): identical masks of different images are not a leak. A setting the
+    record lacks (a file from an older sampot) gives a warning, never an error.
 
     A mismatch raises SampotError naming both values and what to do, unless ``allow_foreign`` (the user asked on
     purpose for a regressor trained elsewhere): then every mismatch is returned as a warning for the results to
@@ -363,15 +365,16 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
         if not seen and "train_masks" not in meta:
             warnings.append("the regressor records no training images (a file from an older sampot?): whether the "
                             "test images were among them is not checked")  # fmt: skip
-        by_hash = {h: i for i, h in seen.items()}
-        leaked = [(i, by_hash[h]) for i, h in sorted(test.items()) if h in by_hash]
+        seen_images = {**meta.get("train_images", {}), **meta.get("val_images", {})}
+        leaked = same_labelled(test, expected.get("test_images"), seen, seen_images)
         if leaked:
             shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in leaked[:5])
             more = f" and {len(leaked) - 5} more" if len(leaked) > 5 else ""
             problems.append(f"{len(leaked)} test image(s) were among its training or validation images: "
                             f"{shown}{more}")  # fmt: skip
-        calibrated = {h: i for i, h in meta.get("calibration_masks", {}).items()}
-        labelled = [(i, calibrated[h]) for i, h in sorted(test.items()) if h in calibrated]
+        labelled = same_labelled(
+            test, expected.get("test_images"), meta.get("calibration_masks", {}), meta.get("calibration_images", {})
+        )
         if labelled:
             shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in labelled[:5])
             more = f" and {len(labelled) - 5} more" if len(labelled) > 5 else ""
@@ -389,10 +392,32 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
         raise SampotError(
             f"the regressor (trained on {origin}) does not fit this use: {'; '.join(problems)}. Train one for these "
             "settings (sampot train-regressor / sampot run with the same --model, --mask-output, --structure and "
-            "--sharpness, on a split whose test images it never saw), or use it on purpose as a foreign regressor "
-            "(sampot run DATA --regressor PATH), which records these differences with the results."
+            "--sharpness, on a split whose test images it never saw), or use it on purpose with "
+            "--allow-foreign-regressor, and the results record these differences."
         )
     return warnings + [f"foreign regressor: {p}" for p in problems]
+
+
+def same_labelled(
+    masks: dict[str, str],
+    images: dict[str, str] | None,
+    seen_masks: dict[str, str],
+    seen_images: dict[str, str],
+) -> list[tuple[str, str]]:
+    """[(id, id it was seen as)] of the labelled images ({id: mask sha256}, and {id: image sha256} when known) that
+    are among those seen: the same mask file, and the same image file where both sides record it (two images may
+    share a mask file without being the same labelled image)."""
+    by_hash: dict[str, list[str]] = {}
+    for seen_id, digest in seen_masks.items():
+        by_hash.setdefault(digest, []).append(seen_id)
+    out = []
+    for image_id, digest in sorted(masks.items()):
+        for seen_id in by_hash.get(digest, []):
+            mine, theirs = (images or {}).get(image_id), seen_images.get(seen_id)
+            if mine is None or theirs is None or mine == theirs:
+                out.append((image_id, seen_id))
+                break
+    return out
 
 
 def describe_origin(meta: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from sampot_lib.data.io import check_mask
-from sampot_lib.defaults import BOX_JITTER
+from sampot_lib.data.io import check_mask, outside_ring
+from sampot_lib.defaults import BOX_JITTER, OUTSIDE_OFFSET
 from sampot_lib.errors import SampotError
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt
@@ -118,7 +118,9 @@ def band_prompts(mask: np.ndarray, n_bands: int = 3) -> list[tuple[float, float]
     return points
 
 
-def outside_prompts(mask: np.ndarray, n: int, seed: int | np.random.Generator, offset: float = 5.0):
+def outside_prompts(
+    mask: np.ndarray, n: int, seed: int | np.random.Generator, offset: float = OUTSIDE_OFFSET
+) -> list[tuple[float, float]]:
     """``n`` random (x, y) clicks just outside the structure, ``offset`` pixels from its edge.
 
     Our reading of the paper's "random points outside the three bands, with an offset of 5 pixels": clicks that miss
@@ -126,11 +128,13 @@ def outside_prompts(mask: np.ndarray, n: int, seed: int | np.random.Generator, o
     """
     mask = check_mask(mask)
     rng = np.random.default_rng(seed)
-    dist = ndimage.distance_transform_edt(~mask)
-    ring = np.abs(dist - offset) <= 0.5
-    ys, xs = np.nonzero(ring)
+    ys, xs = np.nonzero(outside_ring(mask, offset))
     if len(xs) == 0:
-        raise SampotError(f"no pixel lies {offset} px outside the mask (it fills the image); lower the offset.")
+        raise SampotError(
+            f"no pixel lies {offset:g} px outside the mask (it fills the image, or nearly); the regressor's training "
+            f"set clicks there: give the image a margin of at least {offset:g} px around the structure, or keep it "
+            "out of the training and validation parts (--split-file)."
+        )
     pick = rng.choice(len(xs), size=min(n, len(xs)), replace=False)
     return [(float(xs[k]), float(ys[k])) for k in pick]
 
@@ -142,9 +146,7 @@ def box_from_mask(mask: np.ndarray) -> tuple[float, float, float, float]:
     return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
 
 
-def jittered_box(
-    mask: np.ndarray, jitter: float, seed: int | np.random.Generator
-) -> tuple[float, float, float, float]:
+def jittered_box(mask: np.ndarray, jitter: float, seed: int | np.random.Generator) -> tuple[float, float, float, float]:
     """A sloppy user's box: the mask's bounding box with each edge moved by a seeded uniform fraction in
     [-jitter, jitter] of the box's width (x edges) or height (y edges), kept inside the image and at least 2 px wide.
 

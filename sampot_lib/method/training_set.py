@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import N_OUTSIDE, N_SYNTHETIC, REGRESSOR_SIZE, SHARPNESS
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, is_place_error
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, as_prompt, predict
 from sampot_lib.method.regressor import RegressorData, to_input
@@ -51,6 +51,8 @@ class SerialMap:
             except (KeyboardInterrupt, MemoryError, SampotError):
                 raise
             except Exception as exc:
+                if is_place_error(exc):  # a full disk or a permission: the place named, not the image blamed
+                    raise
                 raise SampotError(f"{desc}: image {image_id!r} failed: {type(exc).__name__}: {exc}.") from exc
         return out
 
@@ -183,5 +185,3 @@ def image_samples(
 
 def _u8(t: torch.Tensor) -> np.ndarray:
     return (t.squeeze().clamp(0, 1) * 255).round().byte().numpy()
-
-

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import PlaceError, SampotError, describe_os_error
 from sampot_lib.files import write_bytes
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, check_prompt_tensors
 from sampot_lib.models.cache import weights_fingerprint
@@ -293,7 +293,7 @@ def onnx_backend(source: SamLikeModel, cache_dir: str | Path, threads: int | Non
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SampotError(f"cannot create the ONNX cache folder {folder}: {exc}") from exc
+        raise PlaceError(f"cannot create the ONNX cache folder: {describe_os_error(exc)}") from exc
     path = folder / f"{source.name}-{_fingerprint(source)[:16]}.onnx"
     if not path.is_file():
         export_onnx(source, path)

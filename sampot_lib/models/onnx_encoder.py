@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from sampot_lib.defaults import ENCODER_BACKENDS, ONNX_ENCODER_TOLERANCE
-from sampot_lib.errors import SampotError, SampotWarning
+from sampot_lib.errors import PlaceError, SampotError, SampotWarning, describe_os_error
 from sampot_lib.files import write_bytes
 from sampot_lib.models.cache import weights_fingerprint
 from sampot_lib.models.onnx import OPSET, check_source, require_package
@@ -153,7 +153,7 @@ def onnx_encoder(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SampotError(f"cannot create the ONNX cache folder {folder}: {exc}") from exc
+        raise PlaceError(f"cannot create the ONNX cache folder: {describe_os_error(exc)}") from exc
     staged = path.with_name(f".{path.name}.{os.getpid()}.new")  # this process's: another may export at once
     try:
         export_encoder(model, staged)

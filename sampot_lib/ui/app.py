@@ -31,13 +31,13 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
-import torch
 from PIL import Image
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import read_image
 from sampot_lib.defaults import LR, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
+from sampot_lib.experiment.setup import apply_thread_setting
 from sampot_lib.method.regressor import check_regressor, load_regressor
 from sampot_lib.models import load_model
 from sampot_lib.ui.widget import PromptWidget, default_prompt_mode
@@ -277,9 +277,8 @@ def page(spec_path: str | Path) -> None:
     start."""
     from IPython.display import HTML, display
 
-    if os.environ.get("SAMPOT_THREADS"):
-        torch.set_num_threads(int(os.environ["SAMPOT_THREADS"]))
     try:
+        apply_thread_setting()
         app = SampotApp(AppSpec.load(spec_path))
     except SampotError as exc:
         display(HTML(f"<p style='color:#b00020'>The app cannot start: {html.escape(str(exc))}</p>"))

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sampot_lib import SampotError
 from sampot_lib.cli.main import main
@@ -58,18 +59,41 @@ def test_cli_run_evolve_heatmap(phantoms, tiny_checkpoint, tmp_path, capsys):
     rc = main(["run", str(phantoms), "--out", str(out), "--max-images", "3", "--epochs", "2", "--steps", "3",
                "--regressor-size", "32", *common])  # fmt: skip
     assert rc == 0 and "improved" in capsys.readouterr().out
-    image = phantoms / "images" / "phantom_0000.png"
-    mask = phantoms / "masks" / "left_lung" / "phantom_0000.png"
-    rc = main(["evolve", str(image), "--click", "85", "60", "--regressor", str(out / "regressor.pt"), "--mask",
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    test_id, train_id = splits["test"][0], splits["train"][0]
+    image = phantoms / "images" / f"{test_id}.png"
+    mask = phantoms / "masks" / "left_lung" / f"{test_id}.png"
+    ys, xs = np.nonzero(np.asarray(Image.open(mask)))
+    x, y = str(int(xs.mean())), str(int(ys.mean()))
+    rc = main(["evolve", str(image), "--click", x, y, "--regressor", str(out / "regressor.pt"), "--mask",
                str(mask), "--steps", "3", "--out", str(tmp_path / "one"), *common])  # fmt: skip
     assert rc == 0
-    record = json.loads((tmp_path / "one" / "phantom_0000_evolution.json").read_text())
-    assert record["prompt"]["points"] == [[85.0, 60.0]] and len(record["trajectory"]) == 4
+    record = json.loads((tmp_path / "one" / f"{test_id}_evolution.json").read_text())
+    assert record["prompt"]["points"] == [[float(x), float(y)]] and len(record["trajectory"]) == 4
     assert record["best_prompt"]["points"][0] == [record["best"]["x"], record["best"]["y"]]
     assert record["seconds_embed"] > 0 and record["seconds_evolve"] > 0  # anyone can time it on their machine
-    assert (tmp_path / "one" / "phantom_0000_mask.png").is_file()
+    assert (tmp_path / "one" / f"{test_id}_mask.png").is_file()
     rc = main(["heatmap", str(image), "--mask", str(mask), "--step", "16", "--out", str(tmp_path / "h.csv"), *common])
     assert rc == 0 and (tmp_path / "h.csv").read_text().startswith("x,y,dice")
+    # The regressor's own training image: refused by evolve and heatmap alike, unless asked for on purpose.
+    seen, seen_mask = phantoms / "images" / f"{train_id}.png", phantoms / "masks" / "left_lung" / f"{train_id}.png"
+    capsys.readouterr()
+    for argv in (["evolve", str(seen), "--click", x, y, "--steps", "1", "--out", str(tmp_path / "seen")],
+                 ["heatmap", str(seen), "--step", "32", "--out", str(tmp_path / "seen.csv")]):  # fmt: skip
+        rc = main([*argv, "--regressor", str(out / "regressor.pt"), "--mask", str(seen_mask), *common])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"1 test image(s) were among its training or validation images: {train_id}" in err
+        assert main([*argv, "--regressor", str(out / "regressor.pt"), "--mask", str(seen_mask), *common,
+                     "--allow-foreign-regressor"]) == 0  # fmt: skip
+    assert "among its training" in json.loads((tmp_path / "seen" / f"{train_id}_evolution.json").read_text())[
+        "regressor_foreign"][0]  # fmt: skip
+    # A regressor for another structure: refused (the structure read from masks/<structure>/, or --structure).
+    other = phantoms / "masks" / "right_lung" / f"{test_id}.png"
+    for argv in (["--mask", str(other)], ["--mask", str(mask), "--structure", "right_lung"]):
+        rc = main(["heatmap", str(image), "--step", "32", "--out", str(tmp_path / "o.csv"), "--regressor",
+                   str(out / "regressor.pt"), *argv, *common])  # fmt: skip
+        assert rc == 2 and "trained with structure 'left_lung' but is used with structure 'right_lung'" in (
+            capsys.readouterr().err)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -151,3 +175,35 @@ def test_parameters_of_the_wrong_type_are_named(bad, message):
         ExperimentConfig(data="d", out="o", **bad)
     ok = ExperimentConfig(data="d", out="o", lr=10, max_images=None)  # an int where a float is wanted is fine
     assert ok.lr == 10.0 and isinstance(ok.lr, float)
+
+
+def test_a_run_into_a_folder_with_results_of_other_settings_needs_force(phantoms, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", str(phantoms), "--out", str(out), "--max-images", "3", "--epochs", "1", "--regressor-size", "32",
+            "--model", "tiny", "--checkpoint", str(tiny_checkpoint)]  # fmt: skip
+    assert main([*argv, "--steps", "2"]) == 0
+    before = (out / "evolution.csv").read_bytes()
+    capsys.readouterr()
+    for extra in ([], ["--resume"]):
+        assert main([*argv, "--steps", "3", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{out} holds results made with other settings: {out}: stage 'evolve' (steps 2 -> 3)" in err
+        assert "add --force to replace them" in err
+    assert (out / "evolution.csv").read_bytes() == before  # nothing replaced
+    assert main([*argv, "--steps", "2", "--resume"]) == 0  # the same settings: no --force needed
+    assert main([*argv, "--steps", "3", "--force"]) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["steps"] == 3
+
+
+def test_training_a_regressor_over_one_trained_with_other_settings_needs_force(phantoms, tiny_checkpoint, tmp_path,
+                                                                               capsys):  # fmt: skip
+    out = tmp_path / "run"
+    argv = ["train-regressor", str(phantoms), "--out", str(out), "--max-images", "3", "--regressor-size", "32",
+            "--model", "tiny", "--checkpoint", str(tiny_checkpoint)]  # fmt: skip
+    assert main([*argv, "--epochs", "1"]) == 0
+    before = (out / "regressor.pt").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2"]) == 2
+    assert f"{out}: stage 'train' (epochs 1 -> 2)" in capsys.readouterr().err
+    assert (out / "regressor.pt").read_bytes() == before
+    assert main([*argv, "--epochs", "2", "--force"]) == 0 and (out / "regressor.pt").read_bytes() != before

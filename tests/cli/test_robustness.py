@@ -290,8 +290,10 @@ def _write_part(root: Path, i: int, image: str, mask: str) -> None:
         Image.fromarray(np.zeros_like(m)).save(mpath)
     elif mask == "colour":
         Image.fromarray(np.stack([m, m * 0, m], -1)).save(mpath)
-    elif mask == "inverted":
-        Image.fromarray(255 - m).save(mpath)
+    elif mask == "inverted":  # the structure as background, room left inside it for clicks 5 px from the mask
+        inverted = np.full_like(m, 255)
+        inverted[2:14, 4:16] = 0
+        Image.fromarray(inverted).save(mpath)
     elif mask == "extra":
         Image.fromarray(m).save(mpath)
         Image.fromarray(m).save(root / "masks" / "left_lung" / f"orphan{i}.png")
@@ -544,7 +546,10 @@ def test_read_only_folder_for_real(tmp_path):
 
 def test_describe_os_error_names_path_cause_and_fix():
     text = checks.describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/runs/a/summary.json"))
-    assert text == "/runs/a/summary.json: No space left on device, ENOSPC; free some space, or write somewhere else."
+    assert text == (
+        "/runs/a/summary.json: No space left on device, ENOSPC; the disk is full; free some space, or write "
+        "somewhere else."
+    )
     assert errno.ENOSPC in checks.USER_ERRNOS and errno.EIO not in checks.USER_ERRNOS
 
 
@@ -621,7 +626,7 @@ def test_cli_full_disk_is_one_line_naming_the_file(files, tmp_path, capsys, monk
     _disk_full(monkeypatch)
     rc, err = run_cli(["data", "phantom", "--n", 2, "--size", 64, "--out", tmp_path / "ph"], capsys)
     line = one_line_error(err)
-    assert rc == 2 and "phantom_0000.png: No space left on device, ENOSPC; free some space" in line
+    assert rc == 2 and "phantom_0000.png: No space left on device, ENOSPC; the disk is full; free some space" in line
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no partial or temporary file
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from parallel_tasks import dies_once, fails_on_b
+from parallel_tasks import dies_once, fails_on_b, warns
 
 from sampot_lib import SampotError
 from sampot_lib.cli.main import main
@@ -167,6 +169,8 @@ def test_worker_faults_are_retried_or_named(tmp_path, monkeypatch):
         marker = str(tmp_path / "died")
         assert pool.map(dies_once, ["a", "b", "c", "d"], kwargs={"marker": marker}, progress=False) == list("ABCD")
         assert os.path.exists(marker)  # a worker did die running "c", and its image still came back
+        with pytest.warns(UserWarning, match=r"scan: image 'e': something odd about e"):  # said here, naming it
+            assert pool.map(warns, ["e"], desc="scan", progress=False) == ["e"]
     # A task whose workers keep dying ends as Dask's KilledWorker (after 3 deaths by default: slow to provoke here).
     with pytest.raises(SampotError, match=r"evolution: image 'c' failed: the worker processes that ran it died"):
         raise parallel_module._failure("evolution", "c", KilledWorker("evolution-2", None, 3))
@@ -179,6 +183,27 @@ def test_workers_run_in_this_process_without_dask(monkeypatch):
         assert pool.map(fails_on_b, ["c", "a"], kwargs={"scale": 1}, progress=False) == [99, 97]
         with pytest.raises(SampotError, match="image 'b' failed"):
             pool.map(fails_on_b, ["a", "b"], kwargs={"scale": 1}, progress=False)
+
+
+def test_the_dashboard_is_served_on_this_machine_and_its_address_printed(capsys):
+    pytest.importorskip("bokeh")
+    with Workers(workers=2, dashboard=True) as pool:
+        assert pool.map(fails_on_b, ["a"], kwargs={"scale": 1}, progress=False) == [97]
+    err = capsys.readouterr().err
+    assert re.search(r"^Dask dashboard: http://127\.0\.0\.1:\d+/status$", err, re.M), err
+
+
+def test_the_dashboard_needs_a_cluster_and_bokeh(phantoms, tmp_path, capsys, monkeypatch):
+    rc = main(["run", str(phantoms), "--out", str(tmp_path / "o"), "--max-images", "3", "--dashboard"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--dashboard shows a Dask cluster at work: add --workers N" in err
+    no_bokeh = SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None))
+    monkeypatch.setattr(parallel_module, "importlib", no_bokeh)
+    rc = main(["run", str(phantoms), "--out", str(tmp_path / "o"), "--max-images", "3", "--workers", "2",
+               "--dashboard"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "--dashboard needs bokeh" in err and "sampot[dashboard]" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 # -- bad input ------------------------------------------------------------------------------------------------------

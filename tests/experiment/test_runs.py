@@ -272,8 +272,12 @@ def test_a_regressor_trained_on_the_test_images_is_refused_and_recorded_when_for
         evaluate_stage(config, progress=False)
     with pytest.raises(SampotError, match="were among its training"):
         evolve_stage(config, progress=False)
-    # Asked for on purpose (a foreign regressor): accepted, and the results say so.
-    summary = run_experiment(_config_for(phantoms, tmp_path / "foreign", tiny_checkpoint,
+    # Passed as a regressor from elsewhere: refused all the same.
+    with pytest.raises(SampotError, match="were among its training.*--allow-foreign-regressor"):
+        run_experiment(_config_for(phantoms, tmp_path / "passed", tiny_checkpoint, regressor=str(out / "regressor.pt")),
+                       progress=False)  # fmt: skip
+    # Asked for on purpose (--allow-foreign-regressor): accepted, and the results say so.
+    summary = run_experiment(_config_for(phantoms, tmp_path / "foreign", tiny_checkpoint, allow_foreign_regressor=True,
                                          regressor=str(out / "regressor.pt")), progress=False)  # fmt: skip
     assert any("were among its training" in n for n in summary["regressor_foreign"])
     assert summary["regressor_foreign"] == json.loads((tmp_path / "foreign" / "summary.json").read_text())[
@@ -307,9 +311,14 @@ def test_run_with_a_foreign_regressor_skips_training_and_names_both_data_sets(
     train_regressor_stage(_config_for(phantoms, first, tiny_checkpoint), progress=False)
     assert len(count_training) == 1
     out = tmp_path / "new"
-    rc = main(["run", str(other_phantoms), "--out", str(out), "--regressor", str(first / "regressor.pt"),
-               "--sharpness", "4", "--model", "tiny", "--checkpoint", str(tiny_checkpoint), "--max-images", "3",
-               "--steps", "2", "--regressor-size", "32"])  # fmt: skip
+    argv = ["run", str(other_phantoms), "--out", str(out), "--regressor", str(first / "regressor.pt"),
+            "--sharpness", "4", "--model", "tiny", "--checkpoint", str(tiny_checkpoint), "--max-images", "3",
+            "--steps", "2", "--regressor-size", "32"]  # fmt: skip
+    assert main(argv) == 2  # a regressor for another sharpness: refused unless asked for on purpose
+    err = capsys.readouterr().err
+    assert "trained with sharpness 5.0 but is used with sharpness 4.0" in err and "--allow-foreign-regressor" in err
+    assert not (out / "summary.json").exists()
+    rc = main([*argv, "--allow-foreign-regressor"])
     printed = capsys.readouterr().out
     assert rc == 0 and len(count_training) == 1 and not (out / "regressor.pt").exists()
     summary = json.loads((out / "summary.json").read_text())
@@ -319,6 +328,7 @@ def test_run_with_a_foreign_regressor_skips_training_and_names_both_data_sets(
     ]
     assert f"trained on {phantoms}" in printed and f"applied to {other_phantoms}" in printed
     assert "sharpness 5.0" in printed
+    assert json.loads((out / "config.json").read_text())["allow_foreign_regressor"] is True
 
 
 # -- presets -------------------------------------------------------------------------------------------------------

@@ -177,11 +177,52 @@ def test_the_rule_needs_a_validation_split_or_a_margin(phantoms, tiny_checkpoint
     run_experiment(config, progress=False)  # a regressor to reuse
     from sampot_lib.experiment.evolution import evolve_stage
 
+    # its training images land in this split's test part: a leak, allowed here on purpose (the margin is the point)
     no_val = replace(config, out=str(tmp_path / "b"), regressor=str(tmp_path / "a" / "regressor.pt"),
-                     split_fractions=[4.0, 0.0, 8.0], scorers=["regressor", "do-no-harm"])  # fmt: skip
+                     split_fractions=[4.0, 0.0, 8.0], scorers=["regressor", "do-no-harm"],
+                     allow_foreign_regressor=True)  # fmt: skip
     with pytest.raises(SampotError, match="validation split, which is empty here: give --margin"):
         evolve_stage(no_val, progress=False)
     summary = evolve_stage(replace(no_val, margin=0.0), progress=False)
     assert summary["rule_validation"] == {"margin": 0.0, "chosen_on": "given (--margin)"}
     with pytest.raises(SampotError, match="'margin' must be a predicted Dice gain in"):
         replace(no_val, margin=2.0)
+
+
+def test_the_blend_weight_and_the_regressors_best_epoch_are_chosen_on_validation_images_only(
+    phantoms, tiny_checkpoint, tmp_path, monkeypatch
+):
+    from sampot_lib.experiment import stages
+    from sampot_lib.method import regressor as regressor_module
+    from sampot_lib.method import scoring
+
+    config = ExperimentConfig(
+        data=str(phantoms), out=str(tmp_path / "run"), model="tiny", checkpoint=str(tiny_checkpoint), max_images=4,
+        epochs=3, steps=2, n_synthetic=2, n_outside=1, regressor_size=32, split_fractions=[4, 4, 4],
+        scorers=["blend"],
+    )  # fmt: skip
+    weights, fits = [], []
+    real_choose, real_fit = stages.choose_blend_weight, stages.fit_regressor
+
+    def choose(scores, confidences, dice):
+        weights.append((np.asarray(dice).copy(), real_choose(scores, confidences, dice)))
+        return weights[-1][1]
+
+    monkeypatch.setattr(stages, "choose_blend_weight", choose)
+    used = []
+    real_init = scoring.BlendScorer.__init__
+    monkeypatch.setattr(scoring.BlendScorer, "__init__", lambda self, reg, w: used.append(w) or real_init(self, reg, w))
+    monkeypatch.setattr(stages, "fit_regressor", lambda train, val, **kw: fits.append((train, val)) or real_fit(
+        train, val, **kw))  # fmt: skip
+    summary = run_experiment(config, progress=False)
+    splits = json.loads((tmp_path / "run" / "splits.json").read_text())["splits"]
+    val_ids, train_ids = set(splits["val"][:4]), set(splits["train"][:4])
+    ((train, val),) = fits
+    assert set(train.image_id) == train_ids and set(val.image_id) == val_ids  # the best epoch: on val's loss
+    ((dice, weight),) = weights
+    own = val.kind != "synthetic"
+    np.testing.assert_array_equal(dice, val.dice[own])  # the validation images' model masks, nothing else
+    assert summary["regressor"]["blend_weight"] == weight
+    meta = regressor_module.load_regressor(tmp_path / "run" / "regressor.pt")[1]
+    assert meta["blend_weight"] == weight and set(meta["val_masks"]) == val_ids
+    assert used and set(used) == {weight}  # what the blend scores the test images with is that weight

@@ -6,6 +6,7 @@ import torch
 from conftest import build_tiny_sam, disk_image
 
 from sampot_lib import SampotError
+from sampot_lib.errors import SampotWarning
 from sampot_lib.models import SamModel
 from sampot_lib.models.cache import EmbeddingStore
 
@@ -79,3 +80,43 @@ def test_load_model_uses_the_folder_from_the_environment(tmp_path, monkeypatch):
     model = load_model("sam_nano")
     model.embed(np.zeros((32, 32), np.uint8))
     assert len(list((tmp_path / "emb").rglob("*.safetensors"))) == 1
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda t: {**t, "features": t["features"][:, :, :-1]}, "holds features of shape"),
+        (lambda t: {**t, "features": t["features"][:, :1]}, "holds features of shape"),
+        (lambda t: {**t, "input_size": t["input_size"] + 8}, "records input size"),
+        (lambda t: {**t, "features": t["features"] * float("nan")}, "not finite floats"),
+        (lambda t: {"features": t["features"]}, "unreadable"),
+    ],
+)
+def test_a_wrong_shaped_or_damaged_entry_is_named_and_recomputed(tmp_path, damage, why):
+    from safetensors.torch import load_file, save_file
+
+    store = EmbeddingStore(tmp_path / "emb")
+    image, _ = disk_image()
+    model = SamModel(build_tiny_sam(), name="tiny", cache_size=0).use_store(store)
+    want = model.embed(image)
+    (entry,) = list((tmp_path / "emb").rglob("*.safetensors"))
+    save_file({k: v.contiguous() for k, v in damage(load_file(str(entry))).items()}, str(entry))
+    calls = _counting(model)
+    with pytest.warns(SampotWarning, match=rf"embedding cache entry {entry} .*{why}.*; it is recomputed"):
+        got = model.embed(image)
+    assert calls[0] == 1 and got.input_size == want.input_size
+    torch.testing.assert_close(got.features, want.features)
+    model.embed(image)  # the entry written again is served without a word
+    assert calls[0] == 1
+
+
+def test_the_packaged_models_entries_have_the_shape_the_check_expects(tmp_path, recwarn):
+    from sampot_lib.models import load_model
+
+    model = load_model("sam_nano", embeddings=tmp_path / "emb")
+    image = np.zeros((40, 24), np.uint8)
+    first = model.embed(image)
+    model._cache.clear()
+    again = model.embed(image)
+    assert model.store.hits == 1 and not [w for w in recwarn if "embedding cache" in str(w.message)]
+    torch.testing.assert_close(again.features, first.features)

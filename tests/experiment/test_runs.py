@@ -342,7 +342,7 @@ def test_paper_preset_sets_the_papers_values_and_names_what_differs():
     assert config.split_fractions == [41.0, 28.0, 53.0] and config.batch_size == 32 and config.regressor_lr == 1e-3
     assert config.preset == "paper"
     stopping = ["regressor_patience: 20 epochs without a lower validation loss end training (paper: all epochs)",
-                "patience: 4 steps without a rise end evolution (paper: every step)"]  # fmt: skip
+                "patience: 5 steps without a rise end evolution (paper: every step)"]  # fmt: skip
     assert differs_from_paper(config) == ["model: sam_nano (paper: vit_b)", *stopping]
     faithful = apply_preset("paper", data="d", out="o", model="vit_b", regressor_patience=0, patience=0)
     assert differs_from_paper(faithful) == []

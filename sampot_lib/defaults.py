@@ -72,3 +72,7 @@ DROP = 0.05
 CATASTROPHE_DROP = 0.2
 #: The most a do-no-harm rule may cost an image: a drop beyond this is harm.
 HARM_TOLERANCE = 0.02
+#: The structure a command segments when none is named (the paper's).
+STRUCTURE = "left_lung"
+#: Nominal coverage of a shipped regressor's interval of the predicted Dice (split-conformal on validation).
+CONFORMAL_LEVEL = 0.90

@@ -19,13 +19,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sampot_lib.defaults import EVOLVE_MIN_GAIN, EVOLVE_PATIENCE, LR, SHARPNESS, STEPS
+from sampot_lib.defaults import EVOLVE_MIN_GAIN, EVOLVE_PATIENCE, LR, SHARPNESS, STEPS, STRUCTURE
 from sampot_lib.errors import SampotError, number, whole
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.optimizers import make_optimizer
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
-from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.regressor import SegmentationRegressor, check_regressor
 from sampot_lib.method.scoring import RegressorScorer, Scorer
+from sampot_lib.method.selection import DoNoHarm
+from sampot_lib.method.shipped import find_shipped, load_shipped_regressor
 from sampot_lib.models.base import ImageEmbedding, PromptableModel
 
 __all__ = [
@@ -152,7 +154,7 @@ def check_point(point: tuple[float, float], shape: tuple[int, int], mask: np.nda
 
 def evolve_prompt(
     model: PromptableModel,
-    scorer: Scorer | SegmentationRegressor,
+    scorer: Scorer | SegmentationRegressor | None,
     image: np.ndarray,
     prompt: Prompt | tuple[float, float],
     *,
@@ -167,11 +169,17 @@ def evolve_prompt(
     patience: int | None = EVOLVE_PATIENCE,
     min_gain: float = EVOLVE_MIN_GAIN,
     batch: bool | None = None,
+    structure: str = STRUCTURE,
+    do_no_harm: DoNoHarm | bool = True,
 ) -> EvolutionResult:
     """Move ``prompt`` to maximise ``scorer``'s score of its mask, with ``steps`` model calls after the first.
 
     image: H x W uint8; prompt: a :class:`Prompt` or an (x, y) click; scorer: a :mod:`sampot_lib.method.scoring` scorer,
-    or a regressor (scored as ``RegressorScorer(regressor, image, sharpness)``). ``lr`` is in pixels of the
+    or a regressor (scored as ``RegressorScorer(regressor, image, sharpness)``), or None: the regressor shipped for the
+    model, the prompt's kind and ``structure`` (:func:`~sampot_lib.method.shipped.find_shipped`; its name is in the
+    result's settings). ``do_no_harm``: True applies the shipped regressor's do-no-harm rule (its margin and blend
+    weight) when the shipped default is used, and nothing otherwise; False never applies a rule; a
+    :class:`~sampot_lib.method.selection.DoNoHarm` is applied to any scorer. ``lr`` is in pixels of the
     original image (Adam's step size; random search's and CMA-ES's scale). Step 0 is the user's prompt; the winner
     is the highest-scoring step the safeguards allow (step 0 always qualifies). With ``gt_mask`` every step also
     records its true Dice (at the image's size).
@@ -197,6 +205,16 @@ def evolve_prompt(
     patience = _check_patience(patience, steps)
     min_gain = number(min_gain, "min_gain", low=0.0)
     device = model.device
+    harm_rule = do_no_harm if isinstance(do_no_harm, DoNoHarm) else None
+    shipped_name = None
+    if scorer is None:
+        record = find_shipped(model.name, prompt.kind, structure)
+        scorer, meta, _ = load_shipped_regressor(record, device=str(device))
+        check_regressor(meta, {"model": model.name, "mask_output": getattr(model, "mask_output", None),
+                               "sharpness": sharpness})  # fmt: skip
+        shipped_name = record.name
+        if do_no_harm is True:
+            harm_rule = DoNoHarm(record.margin, record.blend_weight)
     if isinstance(scorer, SegmentationRegressor):
         scorer = RegressorScorer(scorer, image, sharpness, device=device)
     start = torch.tensor(prompt.coords(), dtype=torch.float32, device=device)
@@ -255,12 +273,15 @@ def evolve_prompt(
         "safeguards": asdict(guards), "model": model.name, "prompt_kind": prompt.kind, "seed": seed,
         "patience": patience, "min_gain": min_gain, "batched": batched,
     }  # fmt: skip
+    if shipped_name is not None:
+        settings |= {"regressor": shipped_name, "structure": structure}
     best_prompt = prompt.with_coords(trajectory[best].coords)
     masks = predict_mask(model, emb, prompt), predict_mask(model, emb, best_prompt)
-    return EvolutionResult(
+    result = EvolutionResult(
         prompt, trajectory, best, *masks, settings, stopped=stopped, seconds_embed=embedded - started,
         seconds_evolve=time.perf_counter() - embedded,
     )  # fmt: skip
+    return harm_rule.apply(result) if harm_rule is not None else result
 
 
 def _check_patience(patience: int | None, steps: int) -> int | None:

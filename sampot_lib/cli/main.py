@@ -30,7 +30,7 @@ from sampot_lib.cli.options import (
     positive_float,
     positive_int,
 )
-from sampot_lib.defaults import BOX_JITTER, LR, RULE, SCORERS, STEPS
+from sampot_lib.defaults import BOX_JITTER, LR, RULE, SCORERS, STEPS, STRUCTURE
 from sampot_lib.errors import USER_ERRNOS, SampotError, describe_os_error
 
 EPILOG = """\
@@ -66,6 +66,10 @@ class Lazy:
         return self.resolve()(*args)
 
 
+REGRESSOR_HELP = ("a shipped regressor's NAME (`sampot regressors` lists them) or a regressor.pt file from `sampot "
+                  "train-regressor` or `sampot run` (default: the one shipped for --model, the prompt kind and "
+                  "--structure)")  # fmt: skip
+
 _APPLY_THREADS = Lazy("sampot_lib.experiment.setup:apply_thread_setting")  # it sets torch's threads
 
 
@@ -92,13 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
         "with --optimizer cmaes or random) (default: %(default)s)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the random and cmaes optimizers (default: %(default)s)")
-    p.add_argument("--regressor", required=True, help="regressor.pt from `sampot train-regressor` or `sampot run`")
-    p.add_argument("--mask", help="ground-truth mask PNG, to report the true Dice along the way (default: none, no "
-                   "Dice is reported)")  # fmt: skip
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--regressor", help=REGRESSOR_HELP)
+    p.add_argument("--structure", help=f"what the prompt segments, for the shipped regressor (default: {STRUCTURE})")
+    p.add_argument("--mask", "--truth", dest="mask", help="ground-truth mask PNG, to report the true Dice along the "
+                   "way (default: none, no Dice is reported)")  # fmt: skip
+    p.add_argument("--margin", type=float, default=None, metavar="M", help="do-no-harm: the predicted Dice gain in "
+                   "[0, 1] the evolved prompt must clear (default: the shipped regressor's, chosen on validation; "
+                   "none for a regressor file)")  # fmt: skip
+    p.add_argument("--no-do-no-harm", action="store_true", help="use the best-scoring prompt even when its predicted "
+                   "gain is small (default: the do-no-harm rule keeps the user's prompt then)")  # fmt: skip
+    p.add_argument("--allow-foreign", action="store_true", help="use a regressor trained for another model, prompt "
+                   "kind or structure on purpose (default: refuse it)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder: the mask PNG, an overlay PNG, an HTML page of the "
+                   "trajectory and the JSON record")  # fmt: skip
     model_options(p)
     evolution_options(p)
     p.set_defaults(func=Lazy("sampot_lib.cli.evolve:cmd_evolve"))
+
+    p = sub.add_parser("score", help="the predicted Dice of any mask (or of a data set's masks, to a CSV), with its "
+                       "interval, by a shipped regressor")  # fmt: skip
+    p.add_argument("source", metavar="IMAGE_OR_DATA", help="one image (then give MASK), or a folder-format data set")
+    p.add_argument("mask_file", metavar="MASK", nargs="?", help="the binary mask of IMAGE (0/255 PNG)")
+    p.add_argument("--structure", default=STRUCTURE, help="what the mask segments (default: %(default)s)")
+    p.add_argument("--prompt", choices=["click", "box"], default=None, help="the prompt kind the regressor was made "
+                   "for (default: the model's own: box for litemedsam, click otherwise)")  # fmt: skip
+    p.add_argument("--regressor", help=REGRESSOR_HELP)
+    p.add_argument("--out", help="CSV to write for a data set: one row per image (default: for one image, none)")
+    p.add_argument("--model", default="sam_nano", help="the model whose masks the regressor scores: sam_nano, "
+                   "litemedsam, vit_b, vit_l or vit_h (default: %(default)s)")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    p.set_defaults(func=Lazy("sampot_lib.cli.score:cmd_score"))
+
+    p = sub.add_parser("regressors", help="list the shipped regressors with their numbers on JSRT's test split")
+    p.set_defaults(func=Lazy("sampot_lib.cli.score:cmd_regressors"))
 
     p = sub.add_parser("heatmap", help="Dice of the model's mask for a grid of clicks inside a mask (paper fig. 1)")
     p.add_argument("image", help="PNG/JPEG/DICOM image")
@@ -178,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the structure, press evolve, download the mask as a PNG. Input is checked before the server starts.",
     )  # fmt: skip
     p.add_argument("source", metavar="DATA_OR_IMAGE", help="a folder-format data set, or one PNG/JPEG/DICOM image")
-    p.add_argument("--regressor", required=True, help="regressor.pt from `sampot train-regressor` or `sampot run`")
-    p.add_argument("--structure", help="mask folder shown as ground truth (default: the regressor's structure)")
+    p.add_argument("--regressor", help=REGRESSOR_HELP.replace("--model, the prompt kind", "--model's prompt kind"))
+    p.add_argument("--structure", help="mask folder shown as ground truth (default: the regressor's structure; for "
+                   f"the shipped regressor, {STRUCTURE})")  # fmt: skip
     p.add_argument("--steps", type=positive_int, default=STEPS, help="evolution steps (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=LR, help="step size in pixels (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s, this machine only)")

@@ -12,15 +12,12 @@ validation split (:func:`choose_margin`), never on test.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sampot_lib.defaults import HARM_TOLERANCE
 from sampot_lib.errors import SampotError
-
-if TYPE_CHECKING:  # types only: evolve_prompt applies the rule, so evolve.py imports this module
-    from sampot_lib.method.evolve import EvolutionResult, EvolutionStep
+from sampot_lib.method.trajectory import EvolutionResult, EvolutionStep
 
 #: Margins :func:`choose_margin` tries (predicted Dice gain): 0 to 0.2 by 0.005, then 1 (never move).
 MARGINS = tuple(round(m, 3) for m in np.arange(0.0, 0.2001, 0.005)) + (1.0,)

@@ -130,3 +130,13 @@ def test_evolve_takes_a_shipped_regressor_by_name_and_the_rule_can_be_left_off(o
     assert rc == 0, err
     record = json.loads((tmp_path / f"{image.stem}_evolution.json").read_text())
     assert "rule" not in record["settings"] and "dice_true_initial" not in record and NANO in out
+
+
+def test_any_command_takes_a_shipped_regressor_by_name_as_its_checked_file(phantoms, tmp_path):
+    from sampot_lib.cli.checks import check_args
+    from sampot_lib.cli.main import build_parser
+
+    argv = ["calibrate", str(phantoms), "--regressor", NANO, "--labelled", "4", "--out", str(tmp_path)]
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    assert args.regressor == str(shipped_regressors()[NANO].path)

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from sampot_lib import __version__
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import load_splits
-from sampot_lib.defaults import CONFORMAL_LEVEL, LR, STEPS
+from sampot_lib.defaults import BOX_JITTER, CONFORMAL_LEVEL, LR, N_OUTSIDE, STEPS
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.provenance import data_identity, mask_hashes
 from sampot_lib.experiment.records import read_json, write_json
@@ -140,15 +142,13 @@ def evolution_numbers(run: Path) -> dict[str, Any]:
     return out
 
 
-def card_text(rec: ShippedRegressor, cfg: dict[str, Any]) -> str:
+def card_text(rec: ShippedRegressor) -> str:
     """The model card of a shipped regressor, every number from its record."""
     t, u, c, v = (rec.numbers[k] for k in ("test", "test_user", "conformal", "val"))
     ev = rec.numbers.get("evolution", {})
-    users = (
-        "clicks at the structure's centroid"
-        if rec.prompt_kind == "click"
-        else (f"boxes around the structure, each side moved by up to J = {cfg['box_jitter']:g} of its size")
-    )
+    jitter = rec.meta.get("box_jitter", BOX_JITTER)
+    users = ("clicks at the structure's centroid" if rec.prompt_kind == "click" else
+             f"boxes around the structure, each side moved by up to J = {jitter:g} of its size")  # fmt: skip
     lines = [
         f"# Model card: `{rec.name}`",
         "",
@@ -169,14 +169,15 @@ def card_text(rec: ShippedRegressor, cfg: dict[str, Any]) -> str:
         "",
         "## Label convention",
         "",
-        "SCR's lung fields leave out the lung behind the heart and below the diaphragm's dome. The regressor learned "
-        "that convention: on masks that include the lung behind the heart, its score disagrees with your Dice.",
+        "SCR's lung fields leave out the lung behind the heart (the region the heart's shadow covers). The regressor "
+        "learned that convention: on masks that include the lung behind the heart, its score disagrees with your Dice.",
         "",
         "## Measured on JSRT's test split",
         "",
-        f"Model `{rec.model}`, structure `{rec.structure}`, the model's own masks of the {t['n']} masks on "
-        f"JSRT/SCR's test split (simulated users' {users}, and the model prompts of the training set); the test split "
-        "chose nothing.",
+        f"Model `{rec.model}`, structure `{rec.structure}`: {t['n']} of the model's own masks of JSRT/SCR's test "
+        f"images (simulated users' {users}, and the model prompts of the training set); the test split chose "
+        f"nothing. Measured with sampot {rec.meta.get('sampot_version', '?')} at {rec.meta.get('torch_threads', '?')} "
+        "torch thread(s).",
         "",
         "| masks | n | r with true Dice | MAE | interval coverage |",
         "|---|---|---|---|---|",
@@ -195,7 +196,9 @@ def card_text(rec: ShippedRegressor, cfg: dict[str, Any]) -> str:
             e = ev[group]
             lines.append(f"Evolution on test, {title} (the run's settings): {e['improved']} of {e['n']} images "
                          f"improved, {e['worse']} worse; mean Dice {e['mean_dice_initial']:.3f} -> "
-                         f"{e['mean_dice_evolved']:.3f}; worst change {e['worst_drop']:+.3f}.")  # fmt: skip
+                         f"{e['mean_dice_evolved']:.3f}; worst change {e['worst_drop']:+.3f}"
+                         + (f"; {e['share_of_oracle_gain']:.0%} of the oracle's gain." if isinstance(
+                             e.get("share_of_oracle_gain"), float) else "."))  # fmt: skip
     lines += [
         "",
         "## On other hospitals' X-rays: calibrate",
@@ -223,13 +226,16 @@ def card_text(rec: ShippedRegressor, cfg: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ship(run: Path, name: str, data: str | None, level: float, progress: bool = True) -> ShippedRegressor:
-    """Measure a run's regressor, copy it into the package and write its record and card; returns the record."""
+def ship(
+    run: Path, name: str, data: str | None, level: float, progress: bool = True, into: Path = REGRESSORS_DIR
+) -> ShippedRegressor:
+    """Measure a run's regressor, copy it into ``into`` (the package's folder) and write its record and card there;
+    returns the record."""
     if not (run / "regressor.pt").is_file():
         raise SampotError(f"{run} has no regressor.pt: its run has not finished training; run this script again "
                           "once it has.")  # fmt: skip
     regressor, meta = load_regressor(run / "regressor.pt")
-    cfg = {"n_outside": 3, "box_jitter": 0.1} | run_settings(run)
+    cfg = {"n_outside": N_OUTSIDE, "box_jitter": BOX_JITTER} | run_settings(run)
     cfg |= {"seed": int(meta.get("seed", cfg["seed"])), "sharpness": float(meta.get("sharpness", cfg["sharpness"])),
             "prompt": meta.get("prompt", cfg["prompt"]), "structure": meta["structure"]}  # fmt: skip
     splits = run_splits(run)
@@ -260,8 +266,8 @@ def ship(run: Path, name: str, data: str | None, level: float, progress: bool = 
         "test_user": accuracy(test["predicted"][user], test["dice"][user], half),
         "evolution": evolution_numbers(run),
     }
-    REGRESSORS_DIR.mkdir(parents=True, exist_ok=True)
-    path = REGRESSORS_DIR / f"{name}.pt"
+    into.mkdir(parents=True, exist_ok=True)
+    path = into / f"{name}.pt"
     shipped = {"name": name, "half_width": half, "level": level, "margin": margin["margin"]}
     save_regressor(regressor, path, meta | {"shipped": shipped})
     if (nbytes := path.stat().st_size) > MAX_BYTES:
@@ -274,12 +280,23 @@ def ship(run: Path, name: str, data: str | None, level: float, progress: bool = 
                        "train_ids": sorted(splits["train"]), "val_ids": sorted(splits["val"]), "terms": TERMS},
         numbers=numbers, margin=margin["margin"], blend_weight=weight, license=TERMS, card=f"{name}.md",
         meta={"margin_chosen_on": margin["chosen_on"], "run": str(run), "mask_output": meta.get("mask_output"),
-              "sharpness": cfg["sharpness"], "box_jitter": cfg["box_jitter"]},
+              "sharpness": cfg["sharpness"], "box_jitter": cfg["box_jitter"], "torch_threads": torch.get_num_threads(),
+              "sampot_version": __version__},
     )  # fmt: skip
-    write_text(REGRESSORS_DIR / record.card, card_text(record, cfg))
-    records = shipped_regressors() | {name: record}
-    write_json(REGISTRY_FILE, {"format": "sampot-shipped-regressors/1",
-                               "regressors": [records[k].to_dict() for k in sorted(records)]})  # fmt: skip
+    write_text(into / record.card, card_text(record))
+    records = shipped_regressors(into / REGISTRY_FILE.name) | {name: record}
+    write_json(into / REGISTRY_FILE.name, {"format": "sampot-shipped-regressors/1",
+                                           "regressors": [records[k].to_dict() for k in sorted(records)]})  # fmt: skip
+    return record
+
+
+def rewrite_card(name: str, into: Path = REGRESSORS_DIR) -> ShippedRegressor:
+    """Write a shipped regressor's card again from its record (after a change of the card's text; nothing is
+    measured)."""
+    record = shipped_regressors(into / REGISTRY_FILE.name).get(name)
+    if record is None:
+        raise SampotError(f"no shipped regressor named {name!r} in {into}: ship it first.")
+    write_text(into / record.card, card_text(record))
     return record
 
 
@@ -289,15 +306,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True, help="the shipped regressor's name, e.g. litemedsam_box_heart")
     p.add_argument("--data", help="the run's data set (default: the one its regressor records)")
     p.add_argument("--level", type=float, default=CONFORMAL_LEVEL, help="nominal coverage (default: %(default)s)")
+    p.add_argument("--into", type=Path, default=REGRESSORS_DIR, help="the folder of the shipped regressors "
+                   "(default: the package's)")  # fmt: skip
+    p.add_argument("--card-only", action="store_true", help="only write NAME's card again from its record")
     args = p.parse_args(argv)
     apply_thread_setting()  # $SAMPOT_THREADS, as the CLI and the book set it
     try:
-        record = ship(args.run, args.name, args.data, args.level)
+        if args.card_only:
+            print(f"wrote {args.into / rewrite_card(args.name, args.into).card}")
+            return 0
+        record = ship(args.run, args.name, args.data, args.level, into=args.into)
     except SampotError as exc:
         print(f"ship_regressor: error: {exc}", file=sys.stderr)
         return 2
     print(record.summary())
-    print(f"wrote {record.path}, {record.card_path} and {REGISTRY_FILE}")
+    print(f"wrote {args.into / record.filename}, {args.into / record.card} and {args.into / REGISTRY_FILE.name}")
+    print(f"add to book/use_on_your_xray.md: ```{{include}} ../sampot_lib/method/regressors/{record.card}")
     return 0
 
 

@@ -26,7 +26,7 @@ import torch
 from sampot_lib import __version__
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import load_splits
-from sampot_lib.defaults import BOX_JITTER, CONFORMAL_LEVEL, LR, N_OUTSIDE, STEPS
+from sampot_lib.defaults import BOX_JITTER, CONFORMAL_LEVEL, LR, N_OUTSIDE, STEPS, UNCHANGED_TOL
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.provenance import data_identity, mask_hashes
 from sampot_lib.experiment.records import read_json, write_json
@@ -36,7 +36,7 @@ from sampot_lib.method.evolve import evolve_prompt, measure_prompt, truth_gain
 from sampot_lib.method.prompts import Safeguards
 from sampot_lib.method.regressor import load_regressor, predict_dice, save_regressor
 from sampot_lib.method.scoring import RegressorScorer
-from sampot_lib.method.selection import DoNoHarm, choose_margin
+from sampot_lib.method.selection import DoNoHarm, choose_margin, rule_gains
 from sampot_lib.method.shipped import (
     REGISTRY_FILE,
     REGRESSORS_DIR,
@@ -109,11 +109,12 @@ def accuracy(predicted: np.ndarray, true: np.ndarray, half_width: float | None =
     return out
 
 
-def margin_on_val(
+def evolve_split(
     model: PromptableModel, regressor: Any, dataset: FolderDataset, ids: list[str], cfg: dict[str, Any],
-    weight: float | None,
-) -> dict[str, Any]:  # fmt: skip
-    """The do-no-harm margin chosen on evolutions of the validation images with ``sampot evolve``'s defaults."""
+    weight: float | None, what: str,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Each image's simulated user prompt evolved with ``sampot evolve``'s defaults: (the do-no-harm rule's predicted
+    gain, the true Dice gain) per image."""
     probe, predicted, gains = DoNoHarm(0.0, weight), [], []
     for i, image_id in enumerate(ids):
         image, truth = dataset.image(image_id), dataset.mask(image_id, cfg["structure"])
@@ -122,10 +123,18 @@ def margin_on_val(
                             safeguards=Safeguards())  # fmt: skip
         predicted.append(probe.predicted_gain(res))
         gains.append(truth_gain(res, truth)["gain"])
-        print(f"  margin: validation image {i + 1}/{len(ids)}", end="\r", file=sys.stderr)
-    choice = choose_margin(np.array(predicted), np.array(gains))
-    return {"margin": choice["margin"], "chosen_on": f"evolutions of {len(ids)} validation images (sampot evolve's "
-            f"defaults: {STEPS} steps, lr {LR:g}, safeguards on)"}  # fmt: skip
+        print(f"  evolving {what} image {i + 1}/{len(ids)}", end="\r", file=sys.stderr)
+    return np.array(predicted), np.array(gains)
+
+
+def rule_on_test(predicted: np.ndarray, gains: np.ndarray, margin: float) -> dict[str, Any]:
+    """The evolution's true Dice gains on test without and with the do-no-harm rule at ``margin``."""
+    ruled = rule_gains(predicted, gains, margin)
+    return {"n": int(len(gains)), "margin": margin, "moved": int((predicted > margin).sum()),
+            "mean_gain_without_rule": float(gains.mean()), "worst_without_rule": float(gains.min()),
+            "worse_without_rule": int((gains < -UNCHANGED_TOL).sum()), "mean_gain": float(ruled.mean()),
+            "worst": float(ruled.min()), "improved": int((ruled > UNCHANGED_TOL).sum()),
+            "worse": int((ruled < -UNCHANGED_TOL).sum())}  # fmt: skip
 
 
 def evolution_numbers(run: Path) -> dict[str, Any]:
@@ -191,6 +200,14 @@ def card_text(rec: ShippedRegressor) -> str:
         f"{rec.margin:g} ({rec.meta.get('margin_chosen_on', '')}).",
         "",
     ]
+    d = rec.numbers.get("evolution_default")
+    if d:
+        lines.append(f"Evolution on the {d['n']} test images with {d['settings']}, and the do-no-harm rule at margin "
+                     f"{d['margin']:g}: the evolved prompt was used on {d['moved']} of them; {d['improved']} improved, "
+                     f"{d['worse']} got worse (by more than {UNCHANGED_TOL:g}); mean Dice gain {d['mean_gain']:+.3f}, "
+                     f"worst {d['worst']:+.3f}. Without the rule: mean gain {d['mean_gain_without_rule']:+.3f}, "
+                     f"{d['worse_without_rule']} worse, worst {d['worst_without_rule']:+.3f}.")  # fmt: skip
+        lines.append("")
     for group, title in (("on", "the regressor's evolution"), ("do-no-harm", "with the do-no-harm rule")):
         if group in ev:
             e = ev[group]
@@ -254,17 +271,22 @@ def ship(
     summary = read_json(run / "summary.json", "run summary") if (run / "summary.json").is_file() else {}
     rule = summary.get("rule_validation") or {}
     weight = meta.get("blend_weight")
+    defaults = f"sampot evolve's defaults: {STEPS} steps, lr {LR:g}, safeguards on"
     if "margin" in rule:
         margin = {"margin": float(rule["margin"]), "chosen_on": f"the run's {rule.get('chosen_on', 'validation')}"}
     else:
-        print("margin: evolving the validation images", file=sys.stderr)
-        margin = margin_on_val(model, regressor, dataset, splits["val"], cfg, weight)
+        choice = choose_margin(*evolve_split(model, regressor, dataset, splits["val"], cfg, weight, "validation"))
+        margin = {"margin": choice["margin"], "chosen_on": f"evolutions of {len(splits['val'])} validation images "
+                  f"({defaults})"}  # fmt: skip
+    test_evo = rule_on_test(*evolve_split(model, regressor, dataset, splits["test"], cfg, weight, "test"),
+                            margin["margin"]) | {"settings": defaults}  # fmt: skip
     numbers = {
         "conformal": {"half_width": half, "level": level, "n": int(len(val["dice"]))},
         "val": accuracy(val["predicted"], val["dice"]),
         "test": accuracy(test["predicted"], test["dice"], half),
         "test_user": accuracy(test["predicted"][user], test["dice"][user], half),
         "evolution": evolution_numbers(run),
+        "evolution_default": test_evo,
     }
     into.mkdir(parents=True, exist_ok=True)
     path = into / f"{name}.pt"

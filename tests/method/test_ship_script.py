@@ -56,6 +56,7 @@ def test_the_script_writes_a_checked_file_a_record_and_a_card(shipped_toy):
     for number in (f"{t['r']:.3f}", f"{t['mae']:.3f}", f"{t['coverage']:.1%}", f"{record.half_width:.3f}"):
         assert number in card
     assert "research" in card and "13 of" in card and "behind the heart" in card and "sampot calibrate" in card
+    assert record.numbers["evolution_default"]["n"] == len(splits["test"]) and "do-no-harm rule at margin" in card
 
 
 def test_the_half_width_comes_from_validation_and_the_coverage_from_test(shipped_toy, phantoms):
@@ -82,3 +83,12 @@ def test_a_run_without_a_regressor_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(SampotError, match="no regressor.pt"):
         _script().ship(tmp_path, "x", None, 0.9, into=tmp_path / "out")
+
+
+def test_the_rule_on_test_counts_what_it_kept_and_what_it_moved():
+    script = _script()
+    predicted, gains = np.array([0.3, 0.01, 0.2, 0.0]), np.array([0.05, -0.1, -0.02, 0.0])
+    out = script.rule_on_test(predicted, gains, margin=0.1)
+    assert out["moved"] == 2 and out["mean_gain"] == pytest.approx((0.05 - 0.02) / 4) and out["worst"] == -0.02
+    assert out["improved"] == 1 and out["worse"] == 1 and out["worse_without_rule"] == 2
+    assert out["mean_gain_without_rule"] == pytest.approx(-0.07 / 4)

@@ -24,7 +24,7 @@ from sampot_lib.experiment.config import check_scheduler
 #: The files `sampot run` / `train-regressor` write into --out (none may be a folder).
 RUN_FILES = (
     "config.json", "splits.json", "manifest.json", "regressor.pt", "regressor_history.csv", "regressor_eval.csv",
-    "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json",
+    "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json", "summary.html",
 )  # fmt: skip
 
 #: The files `sampot calibrate` writes into --out: its own (experiment.calibration.CALIBRATION_FILES) and the run

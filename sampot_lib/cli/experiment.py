@@ -13,9 +13,12 @@ from sampot_lib.cli.evolve import safeguards_of
 from sampot_lib.cli.options import plain, typed
 from sampot_lib.experiment.calibration import run_calibration
 from sampot_lib.experiment.config import ExperimentConfig, differs_from_paper, preset_values
+from sampot_lib.experiment.records import read_csv
 from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.experiment.stages import train_regressor_stage
+from sampot_lib.files import write_text
 from sampot_lib.models.registry import OTHER_MODELS, model_meta
+from sampot_lib.report.run_page import run_summary_html
 
 
 def _prompt_kind(args: argparse.Namespace) -> str:
@@ -72,6 +75,16 @@ def _pm(mean: dict, sd: dict, key: str, fmt: str) -> str:
     return m if sd.get(key) is None else f"{m} ± {format(sd[key], fmt.replace('+', ''))}"
 
 
+def write_run_page(out: Path, structure: str) -> Path | None:
+    """``out/summary.html``: the run's evolved against initial Dice (every seed's ``evolution.csv``) and its table;
+    None when the run evolved nothing."""
+    files = [out / "evolution.csv"] if (out / "evolution.csv").is_file() else sorted(out.glob("seed_*/evolution.csv"))
+    rows = [row for f in files for row in read_csv(f)]
+    if not rows:
+        return None
+    return write_text(out / "summary.html", run_summary_html(rows, structure, f"sampot run: {structure}, {out.name}"))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     summary = run_experiment(config, resume=args.resume, force=args.force)
@@ -112,6 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.preset:
         diff = differs_from_paper(config)
         print("settings that differ from the paper: " + ("; ".join(diff) if diff else "none"))
+    page = write_run_page(Path(args.out), config.structure)
+    if page is not None:
+        print(f"summary page: {page}")
     print(f"results in {args.out}")
     return 0
 

@@ -31,6 +31,7 @@ def _script():
 def shipped_toy(phantoms, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "run"
     assert main(["run", str(phantoms), "--out", str(run), "--epochs", "2", "--steps", "2"]) == 0
+    assert "plotly" in (run / "summary.html").read_text()  # sampot run's summary page
     into = tmp_path_factory.mktemp("shipped")
     script = _script()
     record = script.ship(run, "toy_left_lung", None, 0.9, progress=False, into=into)

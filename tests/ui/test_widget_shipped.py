@@ -23,3 +23,13 @@ def test_the_widget_shows_the_interval_and_applies_the_shipped_rule():
     res = widget.evolve(animate=False)
     assert res.settings["rule"]["margin"] == record.margin and res.settings["rule"]["weight"] == record.blend_weight
     assert "do-no-harm:" in widget.status.value
+
+
+@pytest.mark.skipif(NANO not in shipped_regressors(), reason="the SAM-Nano regressor is not shipped")
+def test_the_app_takes_the_shipped_regressor_when_none_is_given(phantoms, capsys):
+    from sampot_lib.ui.app import check_app
+
+    spec = check_app(phantoms, None)
+    assert spec.regressor == str(shipped_regressors()[NANO].path.resolve()) and spec.structure == "left_lung"
+    assert f"regressor: {NANO} (shipped" in capsys.readouterr().out
+    assert check_app(phantoms, NANO).regressor == spec.regressor  # by name

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -313,11 +314,20 @@ def ship(
 
 
 def rewrite_card(name: str, into: Path = REGRESSORS_DIR) -> ShippedRegressor:
-    """Write a shipped regressor's card again from its record (after a change of the card's text; nothing is
-    measured)."""
-    record = shipped_regressors(into / REGISTRY_FILE.name).get(name)
-    if record is None:
+    """Write a shipped regressor's record and card again, with its run's evolution results on test when the run's
+    ``summary.json`` has them now (a run whose regressor was shipped before its evolution finished); nothing is
+    measured."""
+    registry = into / REGISTRY_FILE.name
+    records = shipped_regressors(registry)
+    if name not in records:
         raise SampotError(f"no shipped regressor named {name!r} in {into}: ship it first.")
+    record = records[name]
+    run = Path(record.meta.get("run", ""))
+    if (run / "summary.json").is_file():
+        record = replace(record, numbers=record.numbers | {"evolution": evolution_numbers(run)})
+    records[name] = record
+    write_json(registry, {"format": "sampot-shipped-regressors/1",
+                          "regressors": [records[k].to_dict() for k in sorted(records)]})  # fmt: skip
     write_text(into / record.card, card_text(record))
     return record
 
@@ -330,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--level", type=float, default=CONFORMAL_LEVEL, help="nominal coverage (default: %(default)s)")
     p.add_argument("--into", type=Path, default=REGRESSORS_DIR, help="the folder of the shipped regressors "
                    "(default: the package's)")  # fmt: skip
-    p.add_argument("--card-only", action="store_true", help="only write NAME's card again from its record")
+    p.add_argument("--card-only", action="store_true", help="only write NAME's record and card again, with its "
+                   "run's evolution results if they are there now (nothing is measured)")  # fmt: skip
     args = p.parse_args(argv)
     apply_thread_setting()  # $SAMPOT_THREADS, as the CLI and the book set it
     try:

@@ -38,6 +38,7 @@ examples:
   sampot data phantom --n 60 --out runs/phantom          # a synthetic chest X-ray set with exact lung masks
   sampot run runs/phantom --out runs/demo --max-images 8 # the whole experiment, small
   sampot evolve xray.png --click 700 480 --regressor runs/demo/regressor.pt --out runs/one
+  sampot evolve xray.png --click 700 480 --out runs/one    # the shipped regressor (sampot regressors): no training
   sampot heatmap xray.png --mask left_lung.png --step 32 --out runs/heat.csv
   sampot download vit_b                                  # fetch SAM ViT-B (375 MB) into the cache
   sampot app runs/phantom --regressor runs/demo/regressor.pt  # the widget as a page: click, evolve, download

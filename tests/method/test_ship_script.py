@@ -93,3 +93,11 @@ def test_the_rule_on_test_counts_what_it_kept_and_what_it_moved():
     assert out["moved"] == 2 and out["mean_gain"] == pytest.approx((0.05 - 0.02) / 4) and out["worst"] == -0.02
     assert out["improved"] == 1 and out["worse"] == 1 and out["worse_without_rule"] == 2
     assert out["mean_gain_without_rule"] == pytest.approx(-0.07 / 4)
+
+
+def test_card_only_rewrites_the_card_from_the_record(shipped_toy):
+    script, run, into, record = shipped_toy
+    (into / record.card).write_text("old")
+    again = script.rewrite_card("toy_left_lung", into)
+    assert again.sha256 == record.sha256 and again.numbers["test"] == record.numbers["test"]
+    assert f"{record.half_width:.3f}" in (into / record.card).read_text()

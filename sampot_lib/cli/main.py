@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="sam_nano", help="the model whose masks the regressor scores: sam_nano, "
                    "litemedsam, vit_b, vit_l or vit_h (default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--allow-foreign", action="store_true", help="score with a regressor made for another model, "
+                   "prompt kind or structure on purpose (default: refuse it)")  # fmt: skip
     p.set_defaults(func=Lazy("sampot_lib.cli.score:cmd_score"))
 
     p = sub.add_parser("regressors", help="list the shipped regressors with their numbers on JSRT's test split")

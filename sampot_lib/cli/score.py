@@ -4,6 +4,7 @@ regressors`` (the shipped regressors and their numbers)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         read_mask(args.mask_file, expected_shape=read_image(source).shape[:2])
         items = [(source.stem, source, Path(args.mask_file))]
     regressor, meta, shipped = resolve_regressor(args.regressor, args.model, kind, args.structure, device=args.device)
-    check_regressor(meta, {"model": args.model, "structure": args.structure, "prompt": kind})
+    for note in check_regressor(meta, {"model": args.model, "structure": args.structure, "prompt": kind},
+                                allow_foreign=args.allow_foreign):  # fmt: skip
+        print(f"sampot: warning: {note}", file=sys.stderr)
     name = shipped.name if shipped is not None else str(args.regressor)
     rows = []
     for image_id, image_path, mask_path in items:

@@ -140,3 +140,12 @@ def test_any_command_takes_a_shipped_regressor_by_name_as_its_checked_file(phant
     args = build_parser().parse_args(argv)
     check_args(args)
     assert args.regressor == str(shipped_regressors()[NANO].path)
+
+
+def test_score_refuses_a_regressor_of_another_structure_unless_asked(one, capsys):
+    image, mask = one
+    argv = ["score", image, mask, "--structure", "heart", "--regressor", NANO]
+    rc, _, err = run(argv, capsys)
+    assert rc == 2 and "structure 'left_lung'" in err and "structure 'heart'" in err
+    rc, out, err = run([*argv, "--allow-foreign"], capsys)
+    assert rc == 0 and "foreign regressor" in err and "predicted Dice" in out

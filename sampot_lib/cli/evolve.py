@@ -127,6 +127,10 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     print(f"evolved {prompt.kind}: ({fmt(f'{v:.1f}' for v in b.coords)}) from ({fmt(f'{v:.1f}' for v in i.coords)}) "
           f"at step {b.step}")  # fmt: skip
     print(f"regressor score: {i.score:.3f} -> {b.score:.3f}")
+    if shipped is not None:
+        lo, hi = record["dice_predicted_final_interval"]
+        print(f"predicted Dice of the result: {b.score:.3f} ({lo:.3f} to {hi:.3f}, its {shipped.level:.0%} interval on "
+              "JSRT's test split; calibrate it for other data: sampot calibrate)")  # fmt: skip
     if "rule" in result.settings:
         print(f"do-no-harm: {result.settings['rule']['reason']}")
     if gt is not None:

@@ -106,7 +106,7 @@ def test_evolve_uses_the_shipped_regressor_and_writes_what_a_person_looks_at(one
     click = (float(xs.mean()), float(ys.mean()))
     rc, out, err = run(["evolve", image, "--click", *click, "--truth", mask, "--steps", 6, "--out", tmp_path], capsys)
     assert rc == 0, err
-    assert f"regressor: {NANO} (shipped" in out and "do-no-harm:" in out
+    assert f"regressor: {NANO} (shipped" in out and "do-no-harm:" in out and "predicted Dice of the result" in out
     stem = image.stem
     for name in ("mask.png", "initial_mask.png", "overlay.png", "evolution.html", "evolution.json"):
         assert (tmp_path / f"{stem}_{name}").is_file(), name

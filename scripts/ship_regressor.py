@@ -195,7 +195,10 @@ def card_text(rec: ShippedRegressor) -> str:
         f"| the users' prompts | {u['n']} | {u['r']:.3f} | {u['mae']:.3f} | {u['coverage']:.1%} |",
         "",
         f"Interval: predicted Dice ± {c['half_width']:.3f} (clipped to [0, 1]), split-conformal at a nominal "
-        f"{c['level']:.0%} on {c['n']} validation masks (there r {v['r']:.3f}, MAE {v['mae']:.3f}).",
+        f"{c['level']:.0%} on {c['n']} validation masks (there r {v['r']:.3f}, MAE {v['mae']:.3f}). It was measured "
+        "on the model's own masks as evolution scores them (the sigmoid of the logits); `sampot score` reads a binary "
+        "mask, whose score can differ by a few hundredths, and masks from other methods lie outside what was "
+        "measured.",
         "",
         f"Do-no-harm rule on by default: the user's prompt is kept unless the predicted gain clears the margin "
         f"{rec.margin:g} ({rec.meta.get('margin_chosen_on', '')}).",

@@ -35,7 +35,7 @@ from sampot_lib.experiment.setup import apply_thread_setting
 from sampot_lib.files import sha256_file, write_text
 from sampot_lib.method.evolve import evolve_prompt, measure_prompt, truth_gain
 from sampot_lib.method.prompts import Safeguards
-from sampot_lib.method.regressor import load_regressor, predict_dice, save_regressor
+from sampot_lib.method.regressor import load_regressor, predict_dice, save_regressor, score_mask
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.selection import DoNoHarm, choose_margin, rule_gains
 from sampot_lib.method.shipped import (
@@ -81,24 +81,26 @@ def model_masks(
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """The regressor's scores and the true Dice of the model's own masks of ``ids``: the run's model prompts (as its
     training set draws them) and each image's simulated user prompt (as its evaluation and evolution give it).
-    Returns {"predicted", "dice", "user" (bool: a user prompt's mask), "image_id"}."""
+    Returns {"predicted", "dice", "user" (bool: a user prompt's mask), "image_id", "binary" (the score of a user
+    prompt's binary mask, as ``sampot score`` reads it; NaN for the others)}."""
     data = regressor_samples(
         model, dataset, ids, cfg["structure"], regressor.input_size, cfg["sharpness"], 0, cfg["n_outside"],
         cfg["seed"], progress, model_prompts_for(cfg["prompt"], cfg["n_outside"]),
     )  # fmt: skip
     predicted, true = list(predict_dice(regressor, data)), list(data.dice)
-    user, image_ids = [False] * len(data), list(data.image_id)
+    user, image_ids, binary = [False] * len(data), list(data.image_id), [float("nan")] * len(data)
     for image_id in ids:
         image, truth = dataset.image(image_id), dataset.mask(image_id, cfg["structure"])
         prompt = user_prompt_for(cfg["seed"], cfg["prompt"], cfg["box_jitter"], image_id, truth)
         scorer = RegressorScorer(regressor, image, cfg["sharpness"])
         m = measure_prompt(model, model.embed(image), prompt, scorer, truth)
         predicted.append(m["score"])
+        binary.append(score_mask(regressor, image, m["mask"]))  # as `sampot score` reads the binary mask
         true.append(m["dice"])
         user.append(True)
         image_ids.append(image_id)
-    return {"predicted": np.array(predicted, dtype=float), "dice": np.array(true, dtype=float),
-            "user": np.array(user), "image_id": np.array(image_ids)}  # fmt: skip
+    arrays = {"predicted": np.array(predicted, dtype=float), "dice": np.array(true, dtype=float)}
+    return arrays | {"user": np.array(user), "image_id": np.array(image_ids), "binary": np.array(binary, dtype=float)}
 
 
 def accuracy(predicted: np.ndarray, true: np.ndarray, half_width: float | None = None) -> dict[str, Any]:
@@ -193,6 +195,14 @@ def card_text(rec: ShippedRegressor) -> str:
         "|---|---|---|---|---|",
         f"| all of the model's | {t['n']} | {t['r']:.3f} | {t['mae']:.3f} | {t['coverage']:.1%} |",
         f"| the users' prompts | {u['n']} | {u['r']:.3f} | {u['mae']:.3f} | {u['coverage']:.1%} |",
+        *(
+            [
+                f"| the users' prompts, binary masks as `sampot score` reads them | {b['n']} | {b['r']:.3f} | "
+                f"{b['mae']:.3f} | {b['coverage']:.1%} |"
+            ]
+            if (b := rec.numbers.get("test_user_binary"))
+            else []
+        ),
         "",
         f"Interval: predicted Dice ± {c['half_width']:.3f} (clipped to [0, 1]), split-conformal at a nominal "
         f"{c['level']:.0%} on {c['n']} validation masks (there r {v['r']:.3f}, MAE {v['mae']:.3f}). It was measured "
@@ -289,6 +299,7 @@ def ship(
         "val": accuracy(val["predicted"], val["dice"]),
         "test": accuracy(test["predicted"], test["dice"], half),
         "test_user": accuracy(test["predicted"][user], test["dice"][user], half),
+        "test_user_binary": accuracy(test["binary"][user], test["dice"][user], half),
         "evolution": evolution_numbers(run),
         "evolution_default": test_evo,
     }

@@ -76,7 +76,7 @@ def test_the_half_width_comes_from_validation_and_the_coverage_from_test(shipped
     test = script.model_masks(model, regressor, dataset, splits["test"], cfg, progress=False)
     covered = np.abs(test["predicted"] - test["dice"]) <= record.half_width
     assert record.numbers["test"]["coverage"] == pytest.approx(covered.mean())
-    assert record.numbers["test_user"]["n"] == len(splits["test"])
+    assert record.numbers["test_user"]["n"] == record.numbers["test_user_binary"]["n"] == len(splits["test"])
     assert 0 <= record.margin <= 1 and "validation images" in record.meta["margin_chosen_on"]
 
 

@@ -26,6 +26,9 @@ _EXPORTS = {
     "dice_heatmap": "sampot_lib.method.heatmap",
     "load_regressor": "sampot_lib.method.regressor",
     "fit_regressor": "sampot_lib.method.regressor",
+    "score_mask": "sampot_lib.method.regressor",
+    "load_shipped_regressor": "sampot_lib.method.shipped",
+    "find_shipped": "sampot_lib.method.shipped",
     "run_experiment": "sampot_lib.experiment.runner",
     "ExperimentConfig": "sampot_lib.experiment.config",
     "FolderDataset": "sampot_lib.data.folder",
@@ -41,10 +44,13 @@ __all__ = [
     "__version__",
     "dice_heatmap",
     "evolve_prompt",
+    "find_shipped",
     "fit_regressor",
     "load_model",
     "load_regressor",
+    "load_shipped_regressor",
     "run_experiment",
+    "score_mask",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
@@ -54,8 +60,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from sampot_lib.method.evolve import evolve_prompt
     from sampot_lib.method.heatmap import dice_heatmap
     from sampot_lib.method.prompts import Prompt, Safeguards
-    from sampot_lib.method.regressor import fit_regressor, load_regressor
+    from sampot_lib.method.regressor import fit_regressor, load_regressor, score_mask
     from sampot_lib.method.scoring import RegressorScorer
+    from sampot_lib.method.shipped import find_shipped, load_shipped_regressor
     from sampot_lib.models.registry import load_model
 
 

@@ -54,6 +54,11 @@ def test_the_wheel_holds_the_weights_the_app_files_the_types_and_the_licence(whe
         "sampot_lib/__main__.py",
     ):
         assert needed in names, needed
+    shipped = json.loads((ROOT / "sampot_lib/method/regressors/registry.json").read_text())["regressors"]
+    assert shipped and "sampot_lib/method/regressors/registry.json" in names
+    for record in shipped:  # every shipped regressor and its model card
+        for name in (record["filename"], record["card"]):
+            assert f"sampot_lib/method/regressors/{name}" in names, name
     dist_info = f"sampot-{sampot_lib.__version__}.dist-info"
     assert any(re.fullmatch(rf"{re.escape(dist_info)}/(licenses/)?LICENSE", n) for n in names), sorted(names)
     assert not any(n.startswith(("tests/", "scripts/", "notebooks/", "book/")) for n in names)

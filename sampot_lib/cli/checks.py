@@ -25,7 +25,7 @@ from sampot_lib.experiment.config import check_scheduler
 #: The files `sampot run` / `train-regressor` write into --out (none may be a folder).
 RUN_FILES = (
     "config.json", "splits.json", "manifest.json", "regressor.pt", "regressor_history.csv", "regressor_eval.csv",
-    "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json",
+    "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json", "summary.html",
 )  # fmt: skip
 
 #: The files `sampot calibrate` writes into --out: its own (experiment.calibration.CALIBRATION_FILES) and the run
@@ -167,6 +167,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
     get = lambda name: getattr(args, name, None)  # noqa: E731
     if get("checkpoint") is not None:
         checks.input_file(args.checkpoint, "--checkpoint", hint="give the model's weights file (.pth/.pt)")
+    if get("regressor") is not None and not Path(args.regressor).exists():
+        _shipped_path(args)
     if get("regressor") is not None and Path(args.regressor).is_dir():
         inside = Path(args.regressor) / "regressor.pt"
         hint = f"give the file, e.g. --regressor {inside}" if inside.is_file() else "give the regressor.pt file"
@@ -175,6 +177,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
         checks.input_file(args.regressor, "--regressor", hint="train one with `sampot run` or `sampot train-regressor`")
     if args.command in ("evolve", "heatmap"):
         checks.input_file(args.image, "image", hint="give a PNG, JPEG or DICOM file")
+    if args.command == "score":
+        _check_score(args)
     if get("mask") is not None:
         checks.input_file(args.mask, "--mask", hint="give a 0/255 PNG mask of the image's size")
     if get("split_file") is not None:
@@ -191,10 +195,39 @@ def _check_inputs(args: argparse.Namespace) -> None:
         checks.input_dir(args.src, "--src", hint="give the unpacked data set's folder")
 
 
+def _shipped_path(args: argparse.Namespace) -> None:
+    """A --regressor that is no file but a shipped regressor's name becomes its file, checked (size, sha256)."""
+    from sampot_lib.method import shipped  # imports torch: only for a --regressor that is not a path
+
+    records = shipped.shipped_regressors()
+    if args.regressor in records:
+        args.regressor = str(shipped.verify_shipped(records[args.regressor]))
+
+
+def _check_score(args: argparse.Namespace) -> None:
+    """``sampot score``: one image and its mask, or a data set folder (and then a CSV to write)."""
+    source = Path(args.source)
+    if source.is_dir():
+        checks.input_dir(source, "data set", hint="give a folder with images/ and masks/<structure>/")
+        if args.mask_file is not None:
+            raise SampotError(f"{source} is a data set folder: drop MASK ({args.mask_file}); its masks are read from "
+                              f"masks/{args.structure}/.")  # fmt: skip
+        if args.out is None:
+            raise SampotError(f"scoring the data set {source} writes a CSV: give --out scores.csv.")
+        return
+    checks.input_file(source, "image", hint="give a PNG, JPEG or DICOM file, or a data set folder")
+    if args.mask_file is None:
+        raise SampotError(f"give the mask of {source} to score: sampot score IMAGE MASK --structure S --model M.")
+    checks.input_file(args.mask_file, "mask", hint="give a 0/255 PNG mask of the image's size")
+
+
 def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
     if args.command == "evolve":
         stem = Path(args.image).stem
-        checks.output_dir(args.out, files=(f"{stem}_mask.png", f"{stem}_initial_mask.png", f"{stem}_evolution.json"))
+        names = ("mask.png", "initial_mask.png", "overlay.png", "evolution.html", "evolution.json")
+        checks.output_dir(args.out, files=tuple(f"{stem}_{name}" for name in names))
+    elif args.command == "score" and args.out is not None:
+        checks.output_file(args.out, example="scores.csv")
     elif args.command == "heatmap":
         checks.output_file(args.out, example="heatmap.csv")
     elif args.command in ("run", "train-regressor"):

@@ -14,16 +14,19 @@ import numpy as np
 
 from sampot_lib.cli.options import plain
 from sampot_lib.data.io import looks_inverted, read_image, read_mask, write_png
-from sampot_lib.defaults import SHARPNESS
+from sampot_lib.defaults import SHARPNESS, STRUCTURE
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.records import finite_json
 from sampot_lib.files import sha256_file, write_text
-from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.evolve import EvolutionResult, evolve_prompt
 from sampot_lib.method.heatmap import dice_heatmap, grid_points
 from sampot_lib.method.prompts import Prompt, Safeguards
 from sampot_lib.method.regressor import check_regressor, load_regressor
+from sampot_lib.method.selection import DoNoHarm
+from sampot_lib.method.shipped import ShippedRegressor, resolve_regressor
 from sampot_lib.models import load_model
 from sampot_lib.models.base import PromptableModel
+from sampot_lib.report.evolution_view import overlay, trajectory_html
 
 
 def safeguards_of(args: argparse.Namespace) -> Safeguards:
@@ -47,15 +50,21 @@ def regressor_expected(
     ``masks/<structure>/``), and, with a --mask, this image and mask, which it must not have been trained on."""
     expected: dict[str, object] = {"model": args.model, "mask_output": getattr(model, "mask_output", None),
                                    "prompt": prompt, "sharpness": sharpness}  # fmt: skip
-    structure = getattr(args, "structure", None)
-    if structure is None and args.mask and Path(args.mask).resolve().parent.parent.name == "masks":
-        structure = Path(args.mask).resolve().parent.name
-    expected["structure"] = structure
+    expected["structure"] = _structure(args)
     if args.mask:
         image_id = Path(args.image).stem
         expected["test_masks"] = {image_id: sha256_file(args.mask)}
         expected["test_images"] = {image_id: sha256_file(args.image)}
     return expected
+
+
+def _structure(args: argparse.Namespace) -> str | None:
+    """The structure a one-image command segments: ``--structure``, else the folder of a --mask in
+    ``masks/<structure>/``, else None (not known)."""
+    structure = getattr(args, "structure", None)
+    if structure is None and args.mask and Path(args.mask).resolve().parent.parent.name == "masks":
+        structure = Path(args.mask).resolve().parent.name
+    return structure
 
 
 def _foreign_notes(reg_meta: dict, expected: dict[str, object], allow: bool) -> list[str]:
@@ -111,7 +120,11 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     prompt = _user_prompt(args)
     prompt.check(image.shape[:2])
     _warn_odd_input(prompt, gt, args.mask)
-    regressor, reg_meta = load_regressor(args.regressor, device=args.device)
+    kind = "box" if prompt.box is not None else "click"
+    structure = _structure(args)
+    regressor, reg_meta, shipped = resolve_regressor(
+        args.regressor, args.model, kind, structure or STRUCTURE, device=args.device
+    )
     model = model_of(args)
     kinds = getattr(model, "prompt_kinds", ())  # from the model's record
     if kinds and prompt.kind not in kinds:
@@ -119,30 +132,74 @@ def cmd_evolve(args: argparse.Namespace) -> int:
             f"model {args.model!r} answers {', '.join(kinds)} prompts well, not a {prompt.kind}; its masks may be "
             "poor (LiteMedSAM is a box model: give --box X0 Y0 X1 Y1).", stacklevel=1,
         )  # fmt: skip
-    expected = regressor_expected(args, model, "box" if prompt.box is not None else "click", args.sharpness)
+    expected = regressor_expected(args, model, kind, args.sharpness)
     notes = _foreign_notes(reg_meta, expected, args.allow_foreign_regressor)
+    rule = _rule(args, reg_meta, shipped)
+    if shipped is not None:
+        print(f"regressor: {shipped.name} (shipped; trained on {shipped.training_data.get('name', '?')}; its model "
+              f"card: {shipped.card_path})")  # fmt: skip
     result = evolve_prompt(
         model, regressor, image, prompt, steps=args.steps, patience=plain(args.patience), min_gain=args.min_gain,
         lr=args.lr, sharpness=args.sharpness, optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt,
-        seed=args.seed, progress=True,
+        seed=args.seed, progress=True, do_no_harm=rule if rule is not None else False,
     )  # fmt: skip
     out, stem = Path(args.out), Path(args.image).stem
-    record = {"image": str(args.image)} | result.to_dict(seconds=True)
+    record = {"image": str(args.image)} | dice_record(result, shipped) | result.to_dict(seconds=True)
+    if shipped is not None:
+        record["regressor"] = {"shipped": shipped.name, "sha256": shipped.sha256}
     if args.allow_foreign_regressor:
         record["regressor_foreign"] = notes
     record_text = _json_text(record, out / f"{stem}_evolution.json")  # NaN is refused before any file is written
+    picture = overlay(image, result.initial_mask, result.best_mask, result.prompt, result.best_prompt)
     write_png(out / f"{stem}_mask.png", result.best_mask)
     write_png(out / f"{stem}_initial_mask.png", result.initial_mask)
+    write_png(out / f"{stem}_overlay.png", picture)
+    title = f"{stem}: predicted Dice {record['dice_predicted_initial']:.3f} -> {record['dice_predicted_final']:.3f}"
+    write_text(out / f"{stem}_evolution.html", trajectory_html(result, picture, title))
     write_text(out / f"{stem}_evolution.json", record_text)
     b, i = result.best, result.initial
     fmt = ", ".join
     print(f"evolved {prompt.kind}: ({fmt(f'{v:.1f}' for v in b.coords)}) from ({fmt(f'{v:.1f}' for v in i.coords)}) "
           f"at step {b.step}")  # fmt: skip
     print(f"regressor score: {i.score:.3f} -> {b.score:.3f}")
+    if shipped is not None:
+        lo, hi = record["dice_predicted_final_interval"]
+        print(f"predicted Dice of the result: {b.score:.3f} ({lo:.3f} to {hi:.3f}, its {shipped.level:.0%} interval on "
+              "JSRT's test split; calibrate it for other data: sampot calibrate)")  # fmt: skip
+    if "rule" in result.settings:
+        print(f"do-no-harm: {result.settings['rule']['reason']}")
     if gt is not None:
         print(f"Dice: {i.dice:.3f} -> {b.dice:.3f}")
-    print(f"wrote {out / (stem + '_mask.png')} and {out / (stem + '_evolution.json')}")
+    print(f"wrote {out / (stem + '_mask.png')}, {out / (stem + '_overlay.png')}, {out / (stem + '_evolution.html')} "
+          f"and {out / (stem + '_evolution.json')}")  # fmt: skip
     return 0
+
+
+def _rule(args: argparse.Namespace, meta: dict, shipped: ShippedRegressor | None) -> DoNoHarm | None:
+    """The do-no-harm rule of ``sampot evolve``: on by default with the shipped regressor's margin and blend weight,
+    or ``--margin M`` (with the file's blend weight); none with ``--no-do-no-harm`` or for a file without a margin."""
+    if args.no_do_no_harm:
+        return None
+    weight = shipped.blend_weight if shipped is not None else meta.get("blend_weight")
+    if args.margin is not None:
+        return DoNoHarm(args.margin, weight)
+    return DoNoHarm(shipped.margin, weight) if shipped is not None else None
+
+
+def dice_record(result: EvolutionResult, shipped: ShippedRegressor | None = None) -> dict:
+    """The evolution's headline numbers: the predicted Dice (the regressor's score) of the user's prompt and of the
+    winner, their intervals when the regressor is shipped, and the true Dice of both when the truth was given."""
+    i, b = result.initial, result.best
+    out: dict = {"dice_predicted_initial": i.score, "dice_predicted_final": b.score}
+    if shipped is not None:
+        out |= {
+            "dice_predicted_initial_interval": list(shipped.interval(i.score)),
+            "dice_predicted_final_interval": list(shipped.interval(b.score)),
+            "interval_level": shipped.level,
+        }
+    if i.dice is not None and b.dice is not None:
+        out |= {"dice_true_initial": i.dice, "dice_true_final": b.dice}
+    return out
 
 
 def cmd_heatmap(args: argparse.Namespace) -> int:

@@ -14,9 +14,12 @@ from sampot_lib.cli.options import plain, typed
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import run_calibration
 from sampot_lib.experiment.config import ExperimentConfig, differs_from_paper, preset_values
+from sampot_lib.experiment.records import read_csv
 from sampot_lib.experiment.runner import results_made_otherwise, run_experiment
 from sampot_lib.experiment.stages import train_regressor_stage
+from sampot_lib.files import write_text
 from sampot_lib.models.registry import OTHER_MODELS, model_meta
+from sampot_lib.report.run_page import run_summary_html
 
 
 def _prompt_kind(args: argparse.Namespace) -> str:
@@ -88,6 +91,16 @@ def _refuse_replacing(config: ExperimentConfig, args: argparse.Namespace, stages
         )
 
 
+def write_run_page(out: Path, structure: str) -> Path | None:
+    """``out/summary.html``: the run's evolved against initial Dice (every seed's ``evolution.csv``) and its table;
+    None when the run evolved nothing."""
+    files = [out / "evolution.csv"] if (out / "evolution.csv").is_file() else sorted(out.glob("seed_*/evolution.csv"))
+    rows = [row for f in files for row in read_csv(f)]
+    if not rows:
+        return None
+    return write_text(out / "summary.html", run_summary_html(rows, structure, f"sampot run: {structure}, {out.name}"))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     _refuse_replacing(config, args, ("train", "evaluate", "evolve"))
@@ -129,6 +142,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.preset:
         diff = differs_from_paper(config)
         print("settings that differ from the paper: " + ("; ".join(diff) if diff else "none"))
+    page = write_run_page(Path(args.out), config.structure)
+    if page is not None:
+        print(f"summary page: {page}")
     print(f"results in {args.out}")
     return 0
 

@@ -25,13 +25,14 @@ from sampot_lib.cli.data import add_data_commands
 from sampot_lib.cli.options import (
     evolution_options,
     experiment_options,
+    foreign_option,
     mark_defaults,
     model_options,
     positive_float,
     positive_int,
     structure_option,
 )
-from sampot_lib.defaults import BOX_JITTER, CHECK_FRACTION, LR, RULE, SCORERS, STEPS, TUNE_EPOCHS, TUNE_LR
+from sampot_lib.defaults import BOX_JITTER, CHECK_FRACTION, LR, RULE, SCORERS, STEPS, STRUCTURE, TUNE_EPOCHS, TUNE_LR
 from sampot_lib.errors import USER_ERRNOS, SampotError, describe_os_error
 
 EPILOG = """\
@@ -39,6 +40,7 @@ examples:
   sampot data phantom --n 60 --out runs/phantom          # a synthetic chest X-ray set with exact lung masks
   sampot run runs/phantom --out runs/demo --max-images 8 # the whole experiment, small
   sampot evolve xray.png --click 700 480 --regressor runs/demo/regressor.pt --out runs/one
+  sampot evolve xray.png --click 700 480 --out runs/one    # the shipped regressor (sampot regressors): no training
   sampot heatmap xray.png --mask left_lung.png --step 32 --out runs/heat.csv
   sampot download vit_b                                  # fetch SAM ViT-B (375 MB) into the cache
   sampot app runs/phantom --regressor runs/demo/regressor.pt  # the widget as a page: click, evolve, download
@@ -67,6 +69,10 @@ class Lazy:
         return self.resolve()(*args)
 
 
+REGRESSOR_HELP = ("a shipped regressor's NAME (`sampot regressors` lists them) or a regressor.pt file from `sampot "
+                  "train-regressor` or `sampot run` (default: the one shipped for --model, the prompt kind and "
+                  "--structure)")  # fmt: skip
+
 _APPLY_THREADS = Lazy("sampot_lib.experiment.setup:apply_thread_setting")  # it sets torch's threads
 
 
@@ -93,17 +99,41 @@ def build_parser() -> argparse.ArgumentParser:
         "with --optimizer cmaes or random) (default: %(default)s)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the random and cmaes optimizers (default: %(default)s)")
-    p.add_argument("--regressor", required=True, help="regressor.pt from `sampot train-regressor` or `sampot run`")
-    p.add_argument("--mask", help="ground-truth mask PNG, to report the true Dice along the way (default: none, no "
-                   "Dice is reported)")  # fmt: skip
-    structure_option(p)
-    p.add_argument("--allow-foreign-regressor", action="store_true", help="use a --regressor made for another model, "
-                   "structure, prompt kind or sharpness, or one that saw these images, on purpose; the results "
-                   "record every difference (default: refuse it)")  # fmt: skip
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--regressor", help=REGRESSOR_HELP)
+    p.add_argument("--structure", help="what the prompt segments: picks the shipped regressor, and a --regressor "
+                   "trained for another is refused (default: the folder name of a --mask in masks/<structure>/, else "
+                   f"{STRUCTURE})")  # fmt: skip
+    p.add_argument("--mask", "--truth", dest="mask", help="ground-truth mask PNG, to report the true Dice along the "
+                   "way (default: none, no Dice is reported)")  # fmt: skip
+    p.add_argument("--margin", type=float, default=None, metavar="M", help="do-no-harm: the predicted Dice gain in "
+                   "[0, 1] the evolved prompt must clear (default: the shipped regressor's, chosen on validation; "
+                   "none for a regressor file)")  # fmt: skip
+    p.add_argument("--no-do-no-harm", action="store_true", help="use the best-scoring prompt even when its predicted "
+                   "gain is small (default: the do-no-harm rule keeps the user's prompt then)")  # fmt: skip
+    foreign_option(p)
+    p.add_argument("--out", required=True, help="output folder: the mask PNG, an overlay PNG, an HTML page of the "
+                   "trajectory and the JSON record")  # fmt: skip
     model_options(p)
     evolution_options(p)
     p.set_defaults(func=Lazy("sampot_lib.cli.evolve:cmd_evolve"))
+
+    p = sub.add_parser("score", help="the predicted Dice of any mask (or of a data set's masks, to a CSV), with its "
+                       "interval, by a shipped regressor")  # fmt: skip
+    p.add_argument("source", metavar="IMAGE_OR_DATA", help="one image (then give MASK), or a folder-format data set")
+    p.add_argument("mask_file", metavar="MASK", nargs="?", help="the binary mask of IMAGE (0/255 PNG)")
+    p.add_argument("--structure", default=STRUCTURE, help="what the mask segments (default: %(default)s)")
+    p.add_argument("--prompt", choices=["click", "box"], default=None, help="the prompt kind the regressor was made "
+                   "for (default: the model's own: box for litemedsam, click otherwise)")  # fmt: skip
+    p.add_argument("--regressor", help=REGRESSOR_HELP)
+    p.add_argument("--out", help="CSV to write for a data set: one row per image (default: for one image, none)")
+    p.add_argument("--model", default="sam_nano", help="the model whose masks the regressor scores: sam_nano, "
+                   "litemedsam, vit_b, vit_l or vit_h (default: %(default)s)")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    foreign_option(p)
+    p.set_defaults(func=Lazy("sampot_lib.cli.score:cmd_score"))
+
+    p = sub.add_parser("regressors", help="list the shipped regressors with their numbers on JSRT's test split")
+    p.set_defaults(func=Lazy("sampot_lib.cli.score:cmd_regressors"))
 
     p = sub.add_parser("heatmap", help="Dice of the model's mask for a grid of clicks inside a mask (paper fig. 1)")
     p.add_argument("image", help="PNG/JPEG/DICOM image")
@@ -112,9 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regressor", help="also score every mask with this regressor (default: none, the regressor "
                    "column is blank)")  # fmt: skip
     structure_option(p)
-    p.add_argument("--allow-foreign-regressor", action="store_true", help="use a --regressor made for another model, "
-                   "structure, prompt kind or sharpness, or one that saw these images, on purpose; the results "
-                   "record every difference (default: refuse it)")  # fmt: skip
+    foreign_option(p)
     p.add_argument(
         "--out", required=True, help="CSV file to write (x, y, dice, confidence, regressor; blank without --regressor)"
     )
@@ -134,9 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "one run, seeded by --seed)")  # fmt: skip
     p.add_argument("--regressor", help="use this regressor.pt, trained elsewhere, instead of training one; the "
                    "results record both data sets (default: train one in --out)")  # fmt: skip
-    p.add_argument("--allow-foreign-regressor", action="store_true", help="use a --regressor made for another model, "
-                   "structure, prompt kind or sharpness, or one that saw these images, on purpose; the results "
-                   "record every difference (default: refuse it)")  # fmt: skip
+    foreign_option(p)
     p.add_argument("--scorers", nargs="+", choices=[*SCORERS, RULE], default=None,
                    help="scores that drive evolution, side by side at the same budget: regressor (SAMPOT), confidence "
                    "(the model's IoU head), blend (of the two, weight chosen on val), oracle (soft Dice with the "
@@ -191,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the structure, press evolve, download the mask as a PNG. Input is checked before the server starts.",
     )  # fmt: skip
     p.add_argument("source", metavar="DATA_OR_IMAGE", help="a folder-format data set, or one PNG/JPEG/DICOM image")
-    p.add_argument("--regressor", required=True, help="regressor.pt from `sampot train-regressor` or `sampot run`")
-    p.add_argument("--structure", help="mask folder shown as ground truth (default: the regressor's structure)")
+    p.add_argument("--regressor", help=REGRESSOR_HELP.replace("--model, the prompt kind", "--model's prompt kind"))
+    p.add_argument("--structure", help="mask folder shown as ground truth (default: the regressor's structure; for "
+                   f"the shipped regressor, {STRUCTURE})")  # fmt: skip
     p.add_argument("--steps", type=positive_int, default=STEPS, help="evolution steps (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=LR, help="step size in pixels (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s, this machine only)")

@@ -80,6 +80,14 @@ def structure_option(p: argparse.ArgumentParser) -> None:
                    "(default: the folder name of a --mask in masks/<structure>/, else not checked)")  # fmt: skip
 
 
+def foreign_option(p: argparse.ArgumentParser) -> None:
+    """``--allow-foreign-regressor`` (also ``--allow-foreign``): a regressor made for other data, on purpose."""
+    p.add_argument("--allow-foreign-regressor", "--allow-foreign", dest="allow_foreign_regressor", action="store_true",
+                   help="use a --regressor made for another model, structure, prompt kind or sharpness, or one "
+                   "that saw these images, on purpose; the results record every difference (default: refuse "
+                   "it)")  # fmt: skip
+
+
 def model_options(p: argparse.ArgumentParser, model: str | None = "sam_nano") -> None:
     """--model, --checkpoint, --mask-output, --device. ``model=None``: the model comes from the regressor's record."""
     g = p.add_argument_group("model")

@@ -12,105 +12,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sampot_lib.defaults import EVOLVE_MIN_GAIN, EVOLVE_PATIENCE, LR, SHARPNESS, STEPS
+from sampot_lib.defaults import EVOLVE_MIN_GAIN, EVOLVE_PATIENCE, LR, SHARPNESS, STEPS, STRUCTURE
 from sampot_lib.errors import SampotError, number, whole
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.optimizers import make_optimizer
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
-from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.regressor import SegmentationRegressor, check_regressor
 from sampot_lib.method.scoring import RegressorScorer, Scorer
+from sampot_lib.method.selection import DoNoHarm
+from sampot_lib.method.shipped import find_shipped, load_shipped_regressor
+from sampot_lib.method.trajectory import EvolutionResult, EvolutionStep
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, PromptableModel
 
 __all__ = [
     "EvolutionResult", "EvolutionStep", "Patience", "Safeguards", "check_point", "evolve_prompt", "stop_step",
     "trajectory_masks",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class EvolutionStep:
-    """One point of the trajectory. coords: the prompt's coordinates (laid out as :meth:`Prompt.coords`); x, y: its
-    centre (the click, or the box's centre); area: mask area as a fraction of the image; overlap: IoU with the
-    initial mask; allowed: whether the safeguards let this mask win; dice: true Dice when a ground truth was given."""
-
-    step: int
-    x: float
-    y: float
-    score: float
-    confidence: float
-    area: float
-    overlap: float
-    allowed: bool
-    dice: float | None = None
-    coords: tuple[float, ...] = ()
-
-
-@dataclass
-class EvolutionResult:
-    """The whole run: the user's prompt, every step, the winning step, and the initial and winning masks (H x W
-    bool).
-
-    stopped: why the run ended: ``"budget"`` (every model call spent) or ``"patience"`` (early stopping; the last
-    step is :attr:`stop_step`). seconds_embed: wall time of the image embedding (a cached embedding takes next to
-    none); seconds_evolve: wall time of everything after it (the steps and the two result masks).
-    """
-
-    prompt: Prompt
-    trajectory: list[EvolutionStep]
-    best_step: int
-    initial_mask: np.ndarray
-    best_mask: np.ndarray
-    settings: dict[str, Any] = field(default_factory=dict)
-    stopped: Literal["budget", "patience"] = "budget"
-    seconds_embed: float = 0.0
-    seconds_evolve: float = 0.0
-
-    @property
-    def initial(self) -> EvolutionStep:
-        return self.trajectory[0]
-
-    @property
-    def best(self) -> EvolutionStep:
-        return self.trajectory[self.best_step]
-
-    def prompt_at(self, step: int) -> Prompt:
-        """The prompt of trajectory step ``step``."""
-        return self.prompt.with_coords(self.trajectory[step].coords)
-
-    @property
-    def best_prompt(self) -> Prompt:
-        return self.prompt_at(self.best_step)
-
-    @property
-    def stop_step(self) -> int:
-        """The last step run: ``steps`` when the budget was spent, earlier when patience stopped the run."""
-        return self.trajectory[-1].step
-
-    def to_dict(self, seconds: bool = False) -> dict[str, Any]:
-        """JSON-ready record (masks left out). ``seconds``: include the wall times (``seconds_embed``,
-        ``seconds_evolve``); off by default, so that the same run gives the same record byte for byte (an
-        experiment's trajectories.json is compared so, between serial and parallel runs)."""
-        record = {
-            "settings": self.settings,
-            "prompt": self.prompt.to_dict(),
-            "best_prompt": self.best_prompt.to_dict(),
-            "best_step": self.best_step,
-            "stopped": self.stopped,
-            "stop_step": self.stop_step,
-            "initial": asdict(self.initial),
-            "best": asdict(self.best),
-            "trajectory": [asdict(s) for s in self.trajectory],
-        }
-        if seconds:
-            record |= {"seconds_embed": round(self.seconds_embed, 4), "seconds_evolve": round(self.seconds_evolve, 4)}
-        return record
 
 
 @dataclass
@@ -152,7 +76,7 @@ def check_point(point: tuple[float, float], shape: tuple[int, int], mask: np.nda
 
 def evolve_prompt(
     model: PromptableModel,
-    scorer: Scorer | SegmentationRegressor,
+    scorer: Scorer | SegmentationRegressor | None,
     image: np.ndarray,
     prompt: Prompt | tuple[float, float],
     *,
@@ -168,11 +92,17 @@ def evolve_prompt(
     min_gain: float = EVOLVE_MIN_GAIN,
     batch: bool | None = None,
     on_step: Callable[[EvolutionStep, int], None] | None = None,
+    structure: str = STRUCTURE,
+    do_no_harm: DoNoHarm | bool = True,
 ) -> EvolutionResult:
     """Move ``prompt`` to maximise ``scorer``'s score of its mask, with ``steps`` model calls after the first.
 
     image: H x W uint8; prompt: a :class:`Prompt` or an (x, y) click; scorer: a :mod:`sampot_lib.method.scoring` scorer,
-    or a regressor (scored as ``RegressorScorer(regressor, image, sharpness)``). ``lr`` is in pixels of the
+    or a regressor (scored as ``RegressorScorer(regressor, image, sharpness)``), or None: the regressor shipped for the
+    model, the prompt's kind and ``structure`` (:func:`~sampot_lib.method.shipped.find_shipped`; its name is in the
+    result's settings). ``do_no_harm``: True applies the shipped regressor's do-no-harm rule (its margin and blend
+    weight) when the shipped default is used, and nothing otherwise; False never applies a rule; a
+    :class:`~sampot_lib.method.selection.DoNoHarm` is applied to any scorer. ``lr`` is in pixels of the
     original image (Adam's step size; random search's and CMA-ES's scale). Step 0 is the user's prompt; the winner
     is the highest-scoring step the safeguards allow (step 0 always qualifies). With ``gt_mask`` every step also
     records its true Dice (at the image's size).
@@ -200,6 +130,16 @@ def evolve_prompt(
     patience = _check_patience(patience, steps)
     min_gain = number(min_gain, "min_gain", low=0.0)
     device = model.device
+    harm_rule = do_no_harm if isinstance(do_no_harm, DoNoHarm) else None
+    shipped_name = None
+    if scorer is None:
+        record = find_shipped(model.name, prompt.kind, structure)
+        scorer, meta, _ = load_shipped_regressor(record, device=str(device))
+        check_regressor(meta, {"model": model.name, "mask_output": getattr(model, "mask_output", None),
+                               "sharpness": sharpness})  # fmt: skip
+        shipped_name = record.name
+        if do_no_harm is True:
+            harm_rule = DoNoHarm(record.margin, record.blend_weight)
     if isinstance(scorer, SegmentationRegressor):
         scorer = RegressorScorer(scorer, image, sharpness, device=device)
     start = torch.tensor(prompt.coords(), dtype=torch.float32, device=device)
@@ -265,12 +205,15 @@ def evolve_prompt(
         "safeguards": asdict(guards), "model": model.name, "prompt_kind": prompt.kind, "seed": seed,
         "patience": patience, "min_gain": min_gain, "batched": batched,
     }  # fmt: skip
+    if shipped_name is not None:
+        settings |= {"regressor": shipped_name, "structure": structure}
     best_prompt = prompt.with_coords(trajectory[best].coords)
     masks = predict_mask(model, emb, prompt), predict_mask(model, emb, best_prompt)
-    return EvolutionResult(
+    result = EvolutionResult(
         prompt, trajectory, best, *masks, settings, stopped=stopped, seconds_embed=embedded - started,
         seconds_evolve=time.perf_counter() - embedded,
     )  # fmt: skip
+    return harm_rule.apply(result) if harm_rule is not None else result
 
 
 def _full_size(pred: MaskPrediction) -> torch.Tensor | None:

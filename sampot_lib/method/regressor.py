@@ -370,8 +370,13 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
         if leaked:
             shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in leaked[:5])
             more = f" and {len(leaked) - 5} more" if len(leaked) > 5 else ""
-            problems.append(f"{len(leaked)} test image(s) were among its training or validation images: "
-                            f"{shown}{more}")  # fmt: skip
+            text = f"{len(leaked)} test image(s) were among its training or validation images: {shown}{more}"
+            if meta.get("shipped"):  # a shipped regressor's training images are never a test, foreign or not
+                raise SampotError(
+                    f"the shipped regressor {meta['shipped'].get('name', '')!r} cannot be evaluated "
+                    f"here: {text}. Test it on images it never saw (JSRT's test split, or your own)."
+                )
+            problems.append(text)
         labelled = same_labelled(
             test, expected.get("test_images"), meta.get("calibration_masks", {}), meta.get("calibration_images", {})
         )
@@ -418,6 +423,16 @@ def same_labelled(
                 out.append((image_id, seen_id))
                 break
     return out
+
+
+@torch.no_grad()
+def score_mask(regressor: SegmentationRegressor, image: np.ndarray, mask: np.ndarray) -> float:
+    """The regressor's predicted Dice of any binary ``mask`` (H x W) of ``image`` (H x W or H x W x 3, uint8): both
+    resized to the regressor's input by area averaging, as its training set's synthetic masks were."""
+    size = regressor.input_size
+    device = next(regressor.parameters()).device
+    img, msk = to_input(image, size).to(device), to_input(np.asarray(mask, dtype=np.float32), size).to(device)
+    return float(regressor.eval()(img, msk)[0])
 
 
 def describe_origin(meta: dict[str, Any]) -> dict[str, Any]:

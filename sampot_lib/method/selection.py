@@ -17,7 +17,7 @@ import numpy as np
 
 from sampot_lib.defaults import HARM_TOLERANCE
 from sampot_lib.errors import SampotError
-from sampot_lib.method.evolve import EvolutionResult, EvolutionStep
+from sampot_lib.method.trajectory import EvolutionResult, EvolutionStep
 
 #: Margins :func:`choose_margin` tries (predicted Dice gain): 0 to 0.2 by 0.005, then 1 (never move).
 MARGINS = tuple(round(m, 3) for m in np.arange(0.0, 0.2001, 0.005)) + (1.0,)

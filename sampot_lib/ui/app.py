@@ -35,10 +35,17 @@ from PIL import Image
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import read_image
-from sampot_lib.defaults import LR, SHARPNESS, STEPS
+from sampot_lib.defaults import LR, SHARPNESS, STEPS, STRUCTURE
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.setup import apply_thread_setting
 from sampot_lib.method.regressor import check_regressor, load_regressor
+from sampot_lib.method.shipped import (
+    default_prompt_kind,
+    find_shipped,
+    shipped_by_name,
+    shipped_regressors,
+    verify_shipped,
+)
 from sampot_lib.models import load_model
 from sampot_lib.ui.widget import PromptWidget, default_prompt_mode
 
@@ -84,9 +91,22 @@ class AppSpec:
         return cls(**json.loads(Path(path).read_text()))
 
 
+def _regressor_file(regressor: str | Path | None, model: str, structure: str | None) -> Path:
+    """The regressor file the page uses: ``regressor`` (a file, or a shipped regressor's name), or None: the one
+    shipped for ``model``, its prompt kind and ``structure`` (default: the left lung), its sha256 checked."""
+    if regressor is not None and (Path(regressor).expanduser().exists() or str(regressor) not in shipped_regressors()):
+        return Path(regressor).expanduser()
+    if regressor is not None:
+        record = shipped_by_name(str(regressor))
+    else:
+        record = find_shipped(model, default_prompt_kind(model), structure or STRUCTURE)
+    print(f"regressor: {record.name} (shipped; its model card: {record.card_path})")
+    return verify_shipped(record)
+
+
 def check_app(
     source: str | Path,
-    regressor: str | Path,
+    regressor: str | Path | None,
     *,
     model: str = "sam_nano",
     checkpoint: str | Path | None = None,
@@ -98,7 +118,8 @@ def check_app(
 ) -> AppSpec:
     """Check everything the page will need, the slow parts included (the model loads once here: a wrong checkpoint
     or device fails now, and a registry model's weights are downloaded now, in the terminal). SampotError names the
-    first problem. ``structure`` None: the one the regressor was trained on."""
+    first problem. ``structure`` None: the one the regressor was trained on. ``regressor`` None: the one shipped for
+    the model's prompt kind and ``structure`` (default: the left lung); a shipped regressor's name picks that one."""
 
     src = Path(source).expanduser()
     if not src.exists():
@@ -109,7 +130,7 @@ def check_app(
         raise SampotError(f"--steps {steps} is outside {STEPS_RANGE[0]}..{STEPS_RANGE[1]}, the range the page offers.")
     if not LR_RANGE[0] <= lr <= LR_RANGE[1]:
         raise SampotError(f"--lr {lr} is outside {LR_RANGE[0]}..{LR_RANGE[1]} px, the range the page offers.")
-    reg_path = Path(regressor).expanduser()
+    reg_path = _regressor_file(regressor, model, structure)
     _, meta = load_regressor(reg_path)
     trained_model, trained_on = meta.get("model"), meta.get("structure")
     if trained_model and trained_model != model:
@@ -344,7 +365,7 @@ def check_server(host: str, port: int) -> None:
             raise SampotError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port.") from None
 
 
-def run_app(source: str | Path, regressor: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+def run_app(source: str | Path, regressor: str | Path | None, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
             **settings: Any) -> int:  # fmt: skip
     """Check the input, then serve the app until Voilà stops (Ctrl-C); returns Voilà's exit status.
     ``settings``: the keyword arguments of :func:`check_app`."""

@@ -26,6 +26,8 @@ from sampot_lib.method.evolve import EvolutionResult, EvolutionStep, evolve_prom
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt
 from sampot_lib.method.regressor import SegmentationRegressor, check_regressor
 from sampot_lib.method.scoring import RegressorScorer
+from sampot_lib.method.selection import DoNoHarm
+from sampot_lib.method.shipped import predicted_interval
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.report.figures import MASK_COLOR, PATH_COLOR, TRUTH_COLOR, clear_modebar, contour_xy, image_trace
 
@@ -76,6 +78,9 @@ class PromptWidget:
             check_regressor(provenance, {"model": model.name, "mask_output": getattr(model, "mask_output", None),
                                          "sharpness": sharpness})  # fmt: skip
         self.model, self.image, self.gt_mask = model, image, gt_mask
+        shipped = (provenance or {}).get("shipped") or {}  # a shipped regressor: its interval and do-no-harm rule
+        self._half_width: float | None = shipped.get("half_width")
+        self._rule = DoNoHarm(shipped["margin"], provenance.get("blend_weight")) if "margin" in shipped else None
         self.regressor = regressor  # scored through a frozen copy (self._scorer): the caller's network is untouched
         self.sharpness = sharpness
         self.frame_delay = frame_delay
@@ -263,6 +268,7 @@ class PromptWidget:
                 self.model, self._scorer, self.image, self.prompt, steps=self.steps.value, lr=self.lr.value,
                 sharpness=self.sharpness, safeguards=self._guards if self.guarded.value else Safeguards.off(),
                 gt_mask=self.gt_mask, on_step=self._show_step,
+                do_no_harm=self._rule if self._rule is not None else False,
             )  # fmt: skip
         finally:
             self.button.disabled = False
@@ -291,13 +297,19 @@ class PromptWidget:
             text
             + f" (start: score {res.initial.score:.3f}"
             + (f", Dice {res.initial.dice:.3f})" if res.initial.dice is not None else ")")
+            + (f"; do-no-harm: {res.settings['rule']['reason']}" if "rule" in res.settings else "")
         )
         self._changed()
         return res
 
-    @staticmethod
-    def _describe(what: str, x: float, y: float, m: dict[str, Any]) -> str:
-        text = f"{what} at ({x:.0f}, {y:.0f}): score {m['score']:.3f}, confidence {m['confidence']:.3f}"
+    def _describe(self, what: str, x: float, y: float, m: dict[str, Any]) -> str:
+        """One line of a prompt's numbers: the score (with its interval for a shipped regressor), the model's
+        confidence and the true Dice when known."""
+        text = f"{what} at ({x:.0f}, {y:.0f}): score {m['score']:.3f}"
+        if self._half_width is not None:
+            low, high = predicted_interval(m["score"], self._half_width)
+            text += f" (predicted Dice {low:.2f} to {high:.2f})"
+        text += f", confidence {m['confidence']:.3f}"
         return text + (f", Dice {m['dice']:.3f}" if m.get("dice") is not None else "")
 
     def _ipython_display_(self) -> None:

@@ -1,0 +1,151 @@
+"""The commands with the shipped regressors: `sampot evolve` with none given, `sampot score`, `sampot regressors`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sampot_lib.cli.main import main
+from sampot_lib.data.io import read_image, read_mask
+from sampot_lib.method.regressor import score_mask
+from sampot_lib.method.shipped import load_shipped_regressor, shipped_regressors
+
+NANO = "sam_nano_click_left_lung"
+pytestmark = pytest.mark.skipif(NANO not in shipped_regressors(), reason="the SAM-Nano regressor is not shipped")
+
+
+def run(argv: list, capsys) -> tuple[int, str, str]:
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def one(phantoms) -> tuple[Path, Path]:
+    root = Path(phantoms)
+    image = sorted((root / "images").glob("*.png"))[0]
+    return image, root / "masks" / "left_lung" / image.name
+
+
+def test_regressors_lists_the_shipped_ones_with_their_numbers(capsys):
+    rc, out, _ = run(["regressors"], capsys)
+    record = shipped_regressors()[NANO]
+    assert rc == 0 and NANO in out and f"r {record.numbers['test']['r']:.3f}" in out and str(record.card_path) in out
+
+
+def test_score_gives_the_predicted_dice_and_its_interval(one, capsys):
+    image, mask = one
+    rc, out, err = run(["score", image, mask, "--structure", "left_lung", "--model", "sam_nano"], capsys)
+    assert rc == 0, err
+    regressor, _, record = load_shipped_regressor(NANO)
+    predicted = score_mask(regressor, read_image(image), read_mask(mask))
+    low, high = record.interval(predicted)
+    assert f"predicted Dice {predicted:.3f} ({low:.3f} to {high:.3f}, 90% interval" in out and NANO in out
+
+
+def _bad_masks(tmp: Path, shape: tuple[int, int]) -> dict[str, Path]:
+    h, w = shape
+    made = {"size": np.zeros((h + 4, w), np.uint8), "empty": np.zeros((h, w), np.uint8),
+            "binary": np.arange(h * w).reshape(h, w).astype(np.uint8)}  # fmt: skip
+    made["size"][5:20, 5:20] = 255
+    paths = {}
+    for what, arr in made.items():
+        paths[what] = tmp / f"{what}_mask.png"
+        Image.fromarray(arr).save(paths[what])
+    return paths
+
+
+@pytest.mark.parametrize("what, says", [("size", "masks must have the image's size"), ("empty", "mask is empty"),
+                                        ("binary", "mask is not binary")])  # fmt: skip
+def test_score_refuses_a_bad_mask_naming_the_file(one, tmp_path, capsys, what, says):
+    image, _ = one
+    bad = _bad_masks(tmp_path, read_image(image).shape[:2])[what]
+    rc, out, err = run(["score", image, bad, "--structure", "left_lung"], capsys)
+    assert rc == 2 and str(bad) in err and says in err and err.count("\n") == 1 and "predicted" not in out
+
+
+def test_score_of_a_data_set_writes_one_row_per_image(phantoms, tmp_path, capsys):
+    out_csv = tmp_path / "scores.csv"
+    rc, out, err = run(["score", phantoms, "--structure", "left_lung", "--out", out_csv], capsys)
+    assert rc == 0, err
+    rows = list(csv.DictReader(out_csv.open()))
+    ids = sorted(p.stem for p in (Path(phantoms) / "images").glob("*.png"))
+    assert sorted(r["image_id"] for r in rows) == ids
+    regressor, _, record = load_shipped_regressor(NANO)
+    first = rows[0]
+    image = read_image(Path(phantoms) / "images" / f"{first['image_id']}.png")
+    want = score_mask(regressor, image, read_mask(first["mask"]))
+    assert float(first["dice_predicted"]) == pytest.approx(want, abs=1e-5)
+    assert float(first["interval_low"]) == pytest.approx(max(0.0, want - record.half_width), abs=1e-5)
+
+
+def test_score_of_a_data_set_without_out_is_refused(phantoms, capsys):
+    rc, _, err = run(["score", phantoms, "--structure", "left_lung"], capsys)
+    assert rc == 2 and "--out" in err
+
+
+def test_no_shipped_regressor_for_the_structure_is_one_line_with_those_there_are(one, tmp_path, capsys):
+    image, _ = one
+    rc, _, err = run(["evolve", image, "--click", 40, 60, "--structure", "heart", "--out", tmp_path], capsys)
+    assert rc == 2 and err.count("\n") == 1
+    assert "no shipped regressor" in err and NANO in err and "sampot train-regressor" in err
+
+
+def test_evolve_uses_the_shipped_regressor_and_writes_what_a_person_looks_at(one, tmp_path, capsys):
+    image, mask = one
+    truth = read_mask(mask)
+    ys, xs = np.nonzero(truth)
+    click = (float(xs.mean()), float(ys.mean()))
+    rc, out, err = run(["evolve", image, "--click", *click, "--truth", mask, "--steps", 6, "--out", tmp_path], capsys)
+    assert rc == 0, err
+    assert f"regressor: {NANO} (shipped" in out and "do-no-harm:" in out and "predicted Dice of the result" in out
+    stem = image.stem
+    for name in ("mask.png", "initial_mask.png", "overlay.png", "evolution.html", "evolution.json"):
+        assert (tmp_path / f"{stem}_{name}").is_file(), name
+    record = json.loads((tmp_path / f"{stem}_evolution.json").read_text())
+    steps, best = record["trajectory"], record["best_step"]
+    assert record["dice_predicted_initial"] == steps[0]["score"]
+    assert record["dice_predicted_final"] == steps[best]["score"]
+    assert record["dice_true_initial"] == steps[0]["dice"] and record["dice_true_final"] == steps[best]["dice"]
+    assert record["regressor"]["shipped"] == NANO and record["settings"]["rule"]["margin"] == shipped_regressors()[
+        NANO].margin  # fmt: skip
+    low, high = record["dice_predicted_final_interval"]
+    assert low <= record["dice_predicted_final"] <= high
+    overlay = np.asarray(Image.open(tmp_path / f"{stem}_overlay.png"))
+    assert overlay.shape == (*truth.shape, 3)
+
+
+def test_evolve_takes_a_shipped_regressor_by_name_and_the_rule_can_be_left_off(one, tmp_path, capsys):
+    image, _ = one
+    argv = ["evolve", image, "--click", 70, 60, "--regressor", NANO, "--steps", 3, "--no-do-no-harm", "--out", tmp_path]
+    rc, out, err = run(argv, capsys)
+    assert rc == 0, err
+    record = json.loads((tmp_path / f"{image.stem}_evolution.json").read_text())
+    assert "rule" not in record["settings"] and "dice_true_initial" not in record and NANO in out
+
+
+def test_any_command_takes_a_shipped_regressor_by_name_as_its_checked_file(phantoms, tmp_path):
+    from sampot_lib.cli.checks import check_args
+    from sampot_lib.cli.main import build_parser
+
+    argv = ["calibrate", str(phantoms), "--regressor", NANO, "--labelled", "4", "--out", str(tmp_path)]
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    assert args.regressor == str(shipped_regressors()[NANO].path)
+
+
+def test_score_refuses_a_regressor_of_another_structure_unless_asked(one, capsys):
+    image, mask = one
+    argv = ["score", image, mask, "--structure", "heart", "--regressor", NANO]
+    rc, _, err = run(argv, capsys)
+    assert rc == 2 and "structure 'left_lung'" in err and "structure 'heart'" in err
+    rc, out, err = run([*argv, "--allow-foreign"], capsys)
+    assert rc == 0 and "foreign regressor" in err and "predicted Dice" in out

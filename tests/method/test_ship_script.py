@@ -1,0 +1,103 @@
+"""scripts/ship_regressor.py on a small finished run: the file, the record, the card and the numbers it measures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sampot_lib.cli.main import main
+from sampot_lib.errors import SampotError
+from sampot_lib.files import sha256_file
+from sampot_lib.method.regressor import load_regressor
+from sampot_lib.method.shipped import find_shipped, shipped_regressors
+from sampot_lib.models import load_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("ship_regressor", ROOT / "scripts" / "ship_regressor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def shipped_toy(phantoms, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "run"
+    assert main(["run", str(phantoms), "--out", str(run), "--epochs", "2", "--steps", "2"]) == 0
+    assert "plotly" in (run / "summary.html").read_text()  # sampot run's summary page
+    into = tmp_path_factory.mktemp("shipped")
+    script = _script()
+    record = script.ship(run, "toy_left_lung", None, 0.9, progress=False, into=into)
+    return script, run, into, record
+
+
+def test_the_script_writes_a_checked_file_a_record_and_a_card(shipped_toy):
+    script, run, into, record = shipped_toy
+    assert (
+        sha256_file(into / record.filename) == record.sha256 and (into / record.filename).stat().st_size == record.size
+    )
+    registry = into / "registry.json"
+    assert shipped_regressors(registry)["toy_left_lung"] == record
+    assert find_shipped("sam_nano", "click", "left_lung", registry) == record
+    _, meta = load_regressor(into / record.filename)
+    assert meta["shipped"] == {"name": "toy_left_lung", "half_width": record.half_width, "level": 0.9,
+                               "margin": record.margin}  # fmt: skip
+    splits = json.loads((run / "splits.json").read_text())["splits"]
+    assert record.training_data["train_ids"] == sorted(splits["train"])
+    assert record.training_data["val_ids"] == sorted(splits["val"])
+    card = (into / record.card).read_text()
+    t = record.numbers["test"]
+    for number in (f"{t['r']:.3f}", f"{t['mae']:.3f}", f"{t['coverage']:.1%}", f"{record.half_width:.3f}"):
+        assert number in card
+    assert "research" in card and "13 of" in card and "behind the heart" in card and "sampot calibrate" in card
+    assert record.numbers["evolution_default"]["n"] == len(splits["test"]) and "do-no-harm rule at margin" in card
+
+
+def test_the_half_width_comes_from_validation_and_the_coverage_from_test(shipped_toy, phantoms):
+    script, run, _, record = shipped_toy
+    regressor, meta = load_regressor(run / "regressor.pt")
+    cfg = script.run_settings(run) | {"structure": "left_lung"}
+    splits = json.loads((run / "splits.json").read_text())["splits"]
+    from sampot_lib.data.folder import FolderDataset
+
+    dataset, model = FolderDataset(phantoms), load_model("sam_nano")
+    val = script.model_masks(model, regressor, dataset, splits["val"], cfg, progress=False)
+    res = np.abs(val["predicted"] - val["dice"])
+    k = math.ceil((len(res) + 1) * 0.9)
+    assert record.half_width == pytest.approx(np.sort(res)[k - 1])
+    assert record.numbers["conformal"]["n"] == len(res) == len(splits["val"]) * (1 + 3 + 3)  # bands, outside, user
+    test = script.model_masks(model, regressor, dataset, splits["test"], cfg, progress=False)
+    covered = np.abs(test["predicted"] - test["dice"]) <= record.half_width
+    assert record.numbers["test"]["coverage"] == pytest.approx(covered.mean())
+    assert record.numbers["test_user"]["n"] == record.numbers["test_user_binary"]["n"] == len(splits["test"])
+    assert 0 <= record.margin <= 1 and "validation images" in record.meta["margin_chosen_on"]
+
+
+def test_a_run_without_a_regressor_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SampotError, match="no regressor.pt"):
+        _script().ship(tmp_path, "x", None, 0.9, into=tmp_path / "out")
+
+
+def test_the_rule_on_test_counts_what_it_kept_and_what_it_moved():
+    script = _script()
+    predicted, gains = np.array([0.3, 0.01, 0.2, 0.0]), np.array([0.05, -0.1, -0.02, 0.0])
+    out = script.rule_on_test(predicted, gains, margin=0.1)
+    assert out["moved"] == 2 and out["mean_gain"] == pytest.approx((0.05 - 0.02) / 4) and out["worst"] == -0.02
+    assert out["improved"] == 1 and out["worse"] == 1 and out["worse_without_rule"] == 2
+    assert out["mean_gain_without_rule"] == pytest.approx(-0.07 / 4)
+
+
+def test_card_only_rewrites_the_card_from_the_record(shipped_toy):
+    script, run, into, record = shipped_toy
+    (into / record.card).write_text("old")
+    again = script.rewrite_card("toy_left_lung", into)
+    assert again.sha256 == record.sha256 and again.numbers["test"] == record.numbers["test"]
+    assert f"{record.half_width:.3f}" in (into / record.card).read_text()

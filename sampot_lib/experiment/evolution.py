@@ -111,7 +111,9 @@ def evolve_stage(
             mine = [r for r in rows if r["group"] == group]
             summary[group] = summarise(mine) | selection_metrics(mine, trajectories)
         for group in groups:
-            summary[group]["share_of_oracle_gain"] = share_of_oracle_gain(summary[group], summary.get("oracle"))
+            # the oracle evolved the main jitter's boxes only: another jitter's users have no oracle to compare with
+            oracle = summary.get("oracle") if not group.startswith("jitter_") else None
+            summary[group]["share_of_oracle_gain"] = share_of_oracle_gain(summary[group], oracle)
         if "on" in summary and summary["on"]["share_of_oracle_gain"] is not None:
             summary["share_of_oracle_gain"] = summary["on"]["share_of_oracle_gain"]
         if rule_choice is not None:

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 from sampot_lib.errors import SampotError
 from sampot_lib.method.prompts import Prompt
 from sampot_lib.report.figures import MASK_COLOR, TRUTH_COLOR, contour_trace, image_axes, image_trace
-from sampot_lib.report.results import mean_sd, seed_groups
+from sampot_lib.report.results import main_jitter, mean_sd, seed_groups
 
 #: Colour of the user's own prompt and mask (the winner's is MASK_COLOR).
 USER_COLOR = "#1f77b4"
@@ -28,7 +28,7 @@ def spread_figure(index: list[dict[str, Any]], scorers: Sequence[str], title: st
     runs = list(dict.fromkeys(key[0] for key in groups))
     if not runs:
         raise SampotError("no results to draw: the index is empty.")
-    main = {run: next((k[1] for k in groups if k[0] == run and k[2] == "regressor"), None) for run in runs}
+    main = {run: main_jitter(groups, run) for run in runs}
     fig = go.Figure()
     initial = [mean_sd(groups.get((run, main[run], "regressor"), []), "mean_dice_initial")[0] for run in runs]
     fig.add_trace(go.Scatter(x=runs, y=initial, mode="markers", name="user's prompt",

@@ -45,7 +45,8 @@ def index_rows(run: str, summary: dict[str, Any], *, commit: str | None) -> list
             "jitter": jitter if config["prompt"] == "box" else "", "scorer": _scorer_of(group), "seed": config["seed"],
             "n_images": s["n"], "mean_dice_initial": s["mean_dice_initial"], "mean_dice_final": s["mean_dice_evolved"],
             "mean_dice_oracle": oracle if not group.startswith("jitter_") else None,
-            "share_of_oracle_gain": s.get("share_of_oracle_gain"), "improved": s["improved"],
+            "share_of_oracle_gain": s.get("share_of_oracle_gain") if not group.startswith("jitter_") else None,
+            "improved": s["improved"],
             "unchanged": s["unchanged"], "worse": s["worse"], "harmed": s.get("harmed"),
             "worst_drop": s.get("worst_drop"),
             "p5_change": s.get("p5_change"), "median_within_image_spearman": s.get("median_within_image_spearman"),
@@ -169,6 +170,15 @@ def spread_markdown(index: list[dict[str, Any]], runs: list[str] | None = None) 
     return "\n".join(lines)
 
 
+def main_jitter(groups: dict[tuple[str, str, str], list[dict[str, Any]]], run: str) -> str | None:
+    """The jitter of a run's main evolution: the one its regressor shares with the most other scores (the extra
+    jitters are evolved by the regressor alone); None when the run has no regressor row."""
+    jitters = [key[1] for key in groups if key[0] == run and key[2] == "regressor"]
+    if not jitters:
+        return None
+    return max(jitters, key=lambda j: sum(1 for key in groups if key[0] == run and key[1] == j))
+
+
 def buys_markdown(index: list[dict[str, Any]], tolerance: float) -> str:
     """Markdown: what SAMPOT buys on each run at its main jitter (mean over seeds): the user's Dice, the regressor's
     and the do-no-harm rule's, the IoU head's and the oracle's, and images made worse by more than ``tolerance``
@@ -179,11 +189,10 @@ def buys_markdown(index: list[dict[str, Any]], tolerance: float) -> str:
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     groups = seed_groups(index)
     for run in dict.fromkeys(key[0] for key in groups):
-        main = [key for key in groups if key[0] == run and key[2] == "regressor"]
-        if not main:
+        jitter = main_jitter(groups, run)
+        if jitter is None:
             continue
-        of = {scorer: groups.get((run, main[0][1], scorer), []) for scorer in ("regressor", RULE, "confidence",
-                                                                               "oracle")}  # fmt: skip
+        of = {scorer: groups.get((run, jitter, scorer), []) for scorer in ("regressor", RULE, "confidence", "oracle")}
         initial, _ = mean_sd(of["regressor"], "mean_dice_initial")
         rule_gains = [(_number(r["mean_dice_final"]) or 0) - (_number(r["mean_dice_initial"]) or 0) for r in of[RULE]]
         rule_harm = _worst_count(of[RULE], tolerance)

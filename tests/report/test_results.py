@@ -119,3 +119,19 @@ def test_a_rerun_on_another_cpu_is_compared_within_the_stated_tolerances():
     assert "y: re-run 6.5, committed 4.0" in first_difference(moved, committed, absolute=CROSS_CPU_TOLERANCE)
     renamed = [_row("a") | {"safeguards": "off"}]
     assert "safeguards" in first_difference(renamed, committed, absolute=CROSS_CPU_TOLERANCE)
+
+
+def test_the_table_reads_a_run_at_its_main_jitter_and_extra_jitters_have_no_oracle_share():
+    rows = [_index_row("regressor", 0, 0.96, 0.97, 1, 0, -0.01) | {"jitter": "0.05"}]  # listed first, as index.csv
+    rows += [_index_row(s, 0, 0.80, f, 0, 0, -0.01) for s, f in (("regressor", 0.85), (RULE, 0.83), ("oracle", 0.9))]
+    cells = [c.strip() for c in buys_markdown(rows, HARM_TOLERANCE).splitlines()[2].strip("|").split("|")]
+    assert cells[2] == "0.800" and cells[3] == "0.850" and cells[6] == "0.900"  # J = 0.1, where the oracle ran
+    summary = {
+        "config": {"model": "litemedsam", "structure": "heart", "prompt": "box", "box_jitter": 0.1, "seed": 0},
+        "on": {"n": 3, "mean_dice_initial": 0.7, "mean_dice_evolved": 0.75, "mean_gain": 0.05, "improved": 2,
+               "unchanged": 1, "worse": 0, "share_of_oracle_gain": 0.5},
+        "jitter_0.2": {"n": 3, "mean_dice_initial": 0.5, "mean_dice_evolved": 0.75, "mean_gain": 0.25, "improved": 3,
+                       "unchanged": 0, "worse": 0, "share_of_oracle_gain": 2.5},
+    }  # fmt: skip
+    shares = {r["jitter"]: r["share_of_oracle_gain"] for r in index_rows("heart_box", summary, commit=None)}
+    assert shares == {0.1: 0.5, 0.2: None}

@@ -90,8 +90,9 @@ def gallery_figure(panels: Sequence[GalleryPanel], title: str, columns: int = 4)
             _prompt_trace(panel.final_coords, "evolved prompt", MASK_COLOR, "solid"),
         ]
         for trace in traces:
-            trace.showlegend = i == 0 and trace.name != "image"
-            trace.legendgroup = trace.name
+            if not isinstance(trace, go.Image):  # an image has no legend entry
+                trace.showlegend = i == 0
+                trace.legendgroup = trace.name
             fig.add_trace(trace, row=row, col=col)
         image_axes(fig, panel.image.shape[:2], row, col)
     fig.update_layout(title=title, height=300 * rows + 80, legend={"orientation": "h", "y": -0.05})

@@ -32,3 +32,25 @@ def make_folder(root: Path, n: int = 4, h: int = 32, w: int = 40, manifest: bool
         rows = ["id,subject"] + [f"im{i},subj{i // 2}" for i in range(n)]
         (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def dicom_dataset(pixels, photometric: str = "MONOCHROME2", bits: int = 12, signed: bool = False, **tags):
+    """A single-frame grayscale DICOM dataset (pydicom) of 16-bit ``pixels`` with ``bits`` stored, and ``tags``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, int(signed)
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
+    return ds

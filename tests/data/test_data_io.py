@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from data_fixtures import dicom_dataset
 from PIL import Image
 
 from sampot_lib.data.dicom import read_dicom
@@ -68,30 +69,12 @@ def test_write_png_atomic_and_mask_roundtrip(tmp_path):
 
 
 def _write_dicom(path, pixels, *, photometric="MONOCHROME2", slope=None, intercept=None, window=None, signed=False):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12 if not signed else 16
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 1 if signed else 0
+    tags = {}
     if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        tags |= {"RescaleSlope": slope, "RescaleIntercept": intercept}
     if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
+        tags |= {"WindowCenter": window[0], "WindowWidth": window[1]}
+    ds = dicom_dataset(pixels, photometric, bits=16 if signed else 12, signed=signed, **tags)
     ds.save_as(path, enforce_file_format=True)
     return path
 

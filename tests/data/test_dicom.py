@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from data_fixtures import dicom_dataset  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.pixels import apply_modality_lut, apply_voi_lut  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
 
 from sampot_lib import SampotError  # noqa: E402
 from sampot_lib.data.dicom import read_dicom  # noqa: E402
@@ -21,21 +21,7 @@ RAMP = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (3, 1))  # 3 x 256, ever
 
 
 def _dataset(pixels: np.ndarray, photometric: str = "MONOCHROME2", **tags) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, BITS, BITS - 1, 0
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    return ds
+    return dicom_dataset(pixels, photometric, bits=BITS, **tags)
 
 
 def _save(ds: Dataset, path):

@@ -169,6 +169,37 @@ def test_resume_reuses_finished_stages_and_redoes_what_changed(phantoms, tiny_ch
     assert RunFolder(out).problems() == []
 
 
+def test_resume_retrains_on_the_kept_training_set_when_only_the_fitting_changed(
+    phantoms, tiny_checkpoint, tmp_path, count_training, monkeypatch
+):
+    """Another epoch count or patience retrains from regressor_set.npz; another set setting, a damaged file, or a run
+    without --resume makes the set again."""
+    built = []
+    real = pipeline_module.regressor_samples
+
+    def counted(*args, **kwargs):
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "regressor_samples", counted)
+    out = tmp_path / "run"
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    assert len(built) == 2 and (out / "regressor_set.npz").is_file()  # train and val, kept
+    first = load_regressor(out / "regressor.pt")[1]
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=3, regressor_patience=1), progress=False,
+                          resume=True)  # fmt: skip
+    assert len(built) == 2 and count_training == [2, 3]  # refitted on the same masks
+    again = load_regressor(out / "regressor.pt")[1]
+    assert (again["n_train"], again["n_val"]) == (first["n_train"], first["n_val"])
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, n_synthetic=3), progress=False, resume=True)
+    assert len(built) == 4  # another number of synthetic masks: a new set
+    (out / "regressor_set.npz").write_bytes(b"not a zip")
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint), progress=False, resume=True)
+    assert len(built) == 6
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    assert len(built) == 8  # without --resume everything is made again
+
+
 def test_resume_redoes_what_an_edited_image_or_mask_feeds(tmp_path, tiny_checkpoint, count_training, capsys):
     data = write_phantom_set(tmp_path / "data", 12, seed=1, size=128)
     out = tmp_path / "run"

@@ -150,11 +150,23 @@ class Run:
         """Model, data and split in three lines. The data's path is shown relative to the repository root (found as
         :func:`start_run` finds it): the book must not print the folders of the machine that built it."""
         sizes = ", ".join(f"{k} {len(v)} images" for k, v in self.splits.items())
-        here = Path.cwd()
-        root = next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file()), here)
+        root = repository_root()
         data = Path(self.config.data)
         shown = os.path.relpath(data, root) if data.is_absolute() else str(data)
         return f"model: {self.model_label}\ndata: {shown}: {self.data_label}\nsplit: {sizes}"
+
+
+def repository_root() -> Path:
+    """The nearest folder above the working directory with a pyproject.toml (the working directory if none): a
+    notebook's relative paths are taken from there, wherever its kernel started."""
+    here = Path.cwd()
+    return next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file()), here)
+
+
+def from_root(path: str | Path, root: Path | None = None) -> Path:
+    """``path`` as given when absolute, else under ``root`` (default: :func:`repository_root`)."""
+    path = Path(path)
+    return path if path.is_absolute() else (root or repository_root()) / path
 
 
 def apply_thread_setting() -> int | None:
@@ -200,11 +212,10 @@ def start_run(
     """
 
     apply_thread_setting()
-    here = Path.cwd()
-    base = Path(root) if root else next((p for p in [here, *here.parents] if (p / "pyproject.toml").is_file()), here)
+    base = Path(root) if root else repository_root()
 
     def at_base(path: str | Path | None) -> str | None:
-        return None if path is None else str(path if Path(path).is_absolute() else base / path)
+        return None if path is None else str(from_root(path, base))
 
     if data is None:
         data = base / "_build" / "data" / "phantom"

@@ -216,12 +216,13 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
         shot("04_evolved")
         end = page.evaluate(_STATE)
         frames = [n for n in lens if n > 0]
-        assert frames == sorted(frames) and frames[-1] == STEPS + 1, lens
+        run = int(re.search(r"best of (\d+) steps", end["status"]).group(1))  # early stopping may end it sooner
+        assert 1 <= run <= STEPS, end["status"]
+        assert frames == sorted(frames) and frames[-1] == run + 1, lens
         assert len(set(frames)) >= 5, f"the path did not animate (path lengths seen: {lens})"
         best = int(re.search(r"\(step (\d+)\)", end["status"]).group(1))
         assert f"(step {best})" in end["title"], end["title"]
         assert end["click_x"] == [end["path_x"][best]] and end["click_y"] == [end["path_y"][best]], (end, best)
-        assert f"best of {STEPS} steps" in end["status"]
         if best != 0:  # the best step's mask replaced the click's
             assert not _same_line(s3["mask_x"], end["mask_x"])
 

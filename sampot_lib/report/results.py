@@ -184,8 +184,10 @@ def buys_markdown(index: list[dict[str, Any]], tolerance: float) -> str:
     and the do-no-harm rule's, the IoU head's and the oracle's, and images made worse by more than ``tolerance``
     (the rule's bound), with a one-word verdict: "helps" when the rule gains on average and harms no image beyond
     the tolerance at any seed, "mixed" when it gains but harms some, "no gain" otherwise."""
-    head = ("| run | seeds | user's prompt | SAMPOT (regressor) | do-no-harm rule | IoU head | oracle | share of "
-            "oracle gain (regressor / rule) | images worse by > tolerance (regressor / rule, worst seed) | verdict |")
+    head = (
+        "| run | seeds | user's prompt | SAMPOT (regressor) | do-no-harm rule | IoU head | oracle | share of "
+        "oracle gain (regressor / rule) | images worse by > tolerance (regressor / rule, worst seed) | verdict |"
+    )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     groups = seed_groups(index)
     for run in dict.fromkeys(key[0] for key in groups):

@@ -24,7 +24,6 @@ SCORER_LABELS = {
 }
 
 
-
 SPREAD_R = (("r_regressor_all", "r(regressor, Dice), all test masks"),
             ("r_regressor_initial", "r(regressor, Dice), user's prompts"),
             ("r_confidence_initial", "r(model confidence, Dice), user's prompts"))  # fmt: skip

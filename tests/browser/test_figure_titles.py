@@ -43,8 +43,14 @@ def _figures():
         "scatter": viz.score_scatter([0.1, 0.5, 0.9], [0.2, 0.4, 0.8], r=0.9, title=LONG),
         "trajectory": viz.trajectory_figure(image, steps, masks={0: mask}, truth=mask, best_step=2, title=LONG),
         "evolution": viz.evolution_scatter(rows, title=LONG),
-        "margins": viz.margin_curve_figure([{"margin": 0.0, "mean_gain": 0.02, "harmed": 2, "moved": 5},
-                                            {"margin": 0.1, "mean_gain": 0.01, "harmed": 0, "moved": 2}], 0.1, LONG),
+        "margins": viz.margin_curve_figure(
+            [
+                {"margin": 0.0, "mean_gain": 0.02, "harmed": 2, "moved": 5},
+                {"margin": 0.1, "mean_gain": 0.01, "harmed": 0, "moved": 2},
+            ],
+            0.1,
+            LONG,
+        ),
     }
 
 
@@ -72,4 +78,3 @@ def test_no_title_runs_under_the_mode_bar(live, browser, tmp_path, monkeypatch):
     under = [f"{name}: {text!r}" for name, fig in zip(figures, drawn, strict=True)
              for text, box in fig["titles"] if _overlap(box, fig["modebar"])]  # fmt: skip
     assert not under, "under the mode bar:\n" + "\n".join(under)
-

@@ -81,9 +81,16 @@ class ShippedRegressor:
         """The interval's nominal coverage (e.g. 0.9)."""
         return float(self.numbers["conformal"]["level"])
 
-    def interval(self, predicted: float) -> tuple[float, float]:
-        """The interval of a predicted Dice: ``predicted`` ± the half-width, clipped to [0, 1]."""
-        return predicted_interval(predicted, self.half_width)
+    @property
+    def half_width_binary(self) -> float:
+        """The conformal half-width for a binary mask's predicted Dice (measured on binary masks; the soft masks'
+        half-width where the record has none)."""
+        return float(self.numbers["conformal"].get("half_width_binary", self.half_width))
+
+    def interval(self, predicted: float, binary: bool = False) -> tuple[float, float]:
+        """The interval of a predicted Dice: ``predicted`` ± the half-width, clipped to [0, 1]; ``binary``: of a binary
+        mask's (as ``sampot score`` reads masks), else of a soft mask's (as evolution scores them)."""
+        return predicted_interval(predicted, self.half_width_binary if binary else self.half_width)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the registry file stores it."""

@@ -108,6 +108,15 @@ def test_coverage_counts_the_residuals_within_the_half_width():
     assert shipped.predicted_interval(0.05, 0.1) == (0.0, pytest.approx(0.15))
 
 
+def test_a_binary_mask_gets_the_interval_measured_on_binary_masks(tmp_path):
+    path = save_regressor(regressor_with_statistics(seed=0), tmp_path / "toy.pt", {})
+    record = _record("toy", path)
+    assert record.interval(0.5, binary=True) == record.interval(0.5) == (pytest.approx(0.4), pytest.approx(0.6))
+    record.numbers["conformal"]["half_width_binary"] = 0.25  # a record that measured binary masks apart
+    assert record.interval(0.5, binary=True) == (pytest.approx(0.25), pytest.approx(0.75))
+    assert record.interval(0.5) == (pytest.approx(0.4), pytest.approx(0.6))
+
+
 def test_score_mask_is_the_regressor_on_the_resized_pair():
     image, mask = disk_image(64)
     reg = regressor_with_statistics().eval()

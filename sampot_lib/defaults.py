@@ -25,6 +25,14 @@ REGRESSOR_LR = 1e-3
 #: 200: ``--epochs 200 --regressor-patience 0``). On JSRT (LiteMedSAM, left lung) the validation loss reached its low
 #: by epoch 33 of 200 and rose after it while the training loss kept falling.
 REGRESSOR_PATIENCE = 20
+#: Weight of the within-image loss beside the MSE in regressor training
+#: (:func:`sampot_lib.method.regressor.fit_regressor`); 0 trains on the MSE alone. The within-image loss is the MSE of
+#: the score's differences between two masks of one image against their Dice differences: what evolution and the
+#: do-no-harm rule read (a step's predicted gain).
+RANK_WEIGHT = 0.0
+#: Masks of one image that sit side by side in a training batch when ``RANK_WEIGHT`` > 0 (the batch holds
+#: ``BATCH_SIZE // RANK_GROUP`` images), so that each batch has pairs to compare.
+RANK_GROUP = 4
 #: The shortest side, in pixels, of an image a model segments (SAM's encoder patches are 16 px); ``sampot data check``
 #: refuses smaller images with the same bound.
 MIN_IMAGE_SIDE = 16

@@ -39,7 +39,7 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     """The ExperimentConfig of ``train-regressor`` / ``run``: the options, over the preset's values if --preset is
     given (an option the user typed wins over the preset; ``differs_from_paper`` lists it)."""
     keys = ["structure", "model", "checkpoint", "mask_output", "device", "split_file", "seed", "max_images",
-            "regressor_size", "epochs", "regressor_patience", "box_jitter", "workers", "scheduler",
+            "regressor_size", "epochs", "regressor_patience", "rank_weight", "box_jitter", "workers", "scheduler",
             "dashboard"]  # fmt: skip
     if args.command == "run":
         keys += ["steps", "patience", "min_gain", "lr", "sharpness", "optimizer", "seeds", "regressor", "scorers",

@@ -19,6 +19,7 @@ from sampot_lib.defaults import (
     LR,
     MAX_AREA_RATIO,
     MIN_OVERLAP,
+    RANK_WEIGHT,
     REGRESSOR_PATIENCE,
     REGRESSOR_SIZE,
     SHARPNESS,
@@ -166,6 +167,11 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
         "--regressor-patience", type=positive_int, default=REGRESSOR_PATIENCE,
         help="stop regressor training after this many epochs without a lower validation loss; 0: every epoch "
         + ("(default: %(default)s)" if REGRESSOR_PATIENCE else "(default: every epoch)"),
+    )  # fmt: skip
+    p.add_argument(
+        "--rank-weight", type=non_negative_float, default=RANK_WEIGHT,
+        help="weight of the within-image loss beside the MSE in regressor training (the score's differences between "
+        "masks of one image against their Dice differences); 0: the MSE alone (default: %(default)s)",
     )  # fmt: skip
     p.add_argument("--prompt", choices=["click", "box"], help="the user's first prompt: the centroid click (the "
                    "paper's) or the structure's box jittered by --box-jitter (default: what the model answers "

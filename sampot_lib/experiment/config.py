@@ -27,6 +27,7 @@ from sampot_lib.defaults import (
     N_SYNTHETIC,
     OPTIMIZERS,
     PAPER_FRACTIONS,
+    RANK_WEIGHT,
     REGRESSOR_LR,
     REGRESSOR_PATIENCE,
     REGRESSOR_SIZE,
@@ -76,6 +77,7 @@ class ExperimentConfig:
     batch_size: int = BATCH_SIZE
     regressor_lr: float = REGRESSOR_LR
     regressor_patience: int = REGRESSOR_PATIENCE
+    rank_weight: float = RANK_WEIGHT
     steps: int = STEPS
     patience: int | None = EVOLVE_PATIENCE
     min_gain: float = EVOLVE_MIN_GAIN
@@ -126,6 +128,9 @@ class ExperimentConfig:
             if getattr(self, name) < lo:
                 why = " (batch norm needs two samples a batch)" if name == "batch_size" else ""
                 raise SampotError(f"parameter {name!r} must be >= {lo}{why}, got {getattr(self, name)}.")
+        if not 0 <= self.rank_weight < float("inf"):
+            raise SampotError(f"parameter 'rank_weight' must be a finite number >= 0 (0: the MSE alone), got "
+                              f"{self.rank_weight}.")  # fmt: skip
         if self.max_images is not None and self.max_images < 3:
             raise SampotError(
                 f"parameter 'max_images' must be at least 3 (a correlation needs 3 test images) or None for all, "
@@ -214,8 +219,8 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
     "data": (str,), "out": (str,), "structure": (str,), "model": (str,), "checkpoint": (str, _NONE),
     "mask_output": (str, int, _NONE), "device": (str,), "split_file": (str, _NONE), "split_fractions": (list,),
     "seed": (int,), "max_images": (int, _NONE), "n_synthetic": (int,), "n_outside": (int,), "regressor_size": (int,),
-    "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "regressor_patience": (int,), "steps": (int,),
-    "patience": (int, _NONE), "min_gain": (float,), "lr": (float,),
+    "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "regressor_patience": (int,),
+    "rank_weight": (float,), "steps": (int,), "patience": (int, _NONE), "min_gain": (float,), "lr": (float,),
     "sharpness": (float,), "safeguards": (dict,), "prompt": (str,), "box_jitter": (float,), "optimizer": (str,),
     "scorers": (list,), "margin": (float, _NONE), "extra_jitters": (list,), "regressor": (str, _NONE),
     "allow_foreign_regressor": (bool,), "preset": (str, _NONE), "seeds": (list, _NONE), "workers": (int, _NONE),
@@ -350,7 +355,8 @@ _DATA = ("data", "structure", "split_file", "split_fractions", "seed", "max_imag
 _MODEL = ("model", "checkpoint", "mask_output")
 _SET = ("n_synthetic", "n_outside", "regressor_size", "sharpness", "prompt")
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "train": _DATA + _MODEL + _SET + ("epochs", "batch_size", "regressor_lr", "regressor_patience", "regressor"),
+    "train": _DATA + _MODEL + _SET + ("epochs", "batch_size", "regressor_lr", "regressor_patience", "rank_weight",
+                                        "regressor"),
     "evaluate": _DATA + _MODEL + _SET + ("box_jitter", "regressor"),
     "evolve": _DATA + _MODEL + ("regressor_size", "sharpness", "prompt", "box_jitter", "extra_jitters", "steps",
                                 "patience", "min_gain", "lr", "safeguards", "optimizer", "scorers", "margin",

@@ -76,7 +76,7 @@ def regressor_record(
         "n_train_ids": len(seen["train"]), "n_val_ids": len(seen["val"]),
         "train_masks": seen["train"], "val_masks": seen["val"],
         "train_images": images.get("train", {}), "val_images": images.get("val", {}),
-        "n_train": len(train), "n_val": len(val), "epochs": config.epochs,
+        "n_train": len(train), "n_val": len(val), "epochs": config.epochs, "rank_weight": config.rank_weight,
         "best_val_mse": min(h["val_mse"] for h in history),
     }  # fmt: skip
 

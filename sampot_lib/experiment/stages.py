@@ -225,6 +225,7 @@ def train_regressor_stage(
         regressor, history = fit_regressor(
             train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
             device=config.device, progress=progress, patience=config.regressor_patience,
+            rank_weight=config.rank_weight,
         )  # fmt: skip
         meta = regressor_record(config, net, seen, split, train, val, history, seen_images)
         meta["blend_weight"] = blend_weight(regressor, val)
@@ -361,4 +362,3 @@ def load_training_sets(path: Path, key: str) -> dict[str, RegressorData] | None:
                     for part in ("train", "val")}  # fmt: skip
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-

@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from sampot_lib.defaults import BATCH_SIZE, EPOCHS, REGRESSOR_PATIENCE, TUNE_EPOCHS, TUNE_LR
+from sampot_lib.defaults import (
+    BATCH_SIZE,
+    EPOCHS,
+    RANK_GROUP,
+    RANK_WEIGHT,
+    REGRESSOR_PATIENCE,
+    TUNE_EPOCHS,
+    TUNE_LR,
+)
 from sampot_lib.errors import SampotError, whole
 from sampot_lib.files import atomic_write
 
@@ -153,9 +161,16 @@ def fit_regressor(
     log: Callable[[str], None] | None = None,
     init: SegmentationRegressor | None = None,
     patience: int | None = REGRESSOR_PATIENCE,
+    rank_weight: float = RANK_WEIGHT,
+    rank_group: int = RANK_GROUP,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
-    """Train a regressor with Adam + MSE; return the weights of the epoch with the lowest validation MSE and the
+    """Train a regressor with Adam + MSE; return the weights of the epoch with the lowest validation loss and the
     per-epoch history (epoch, train_mse, val_mse), one row per epoch run. ``log`` receives one line per epoch.
+
+    ``rank_weight`` > 0 adds the within-image loss (:func:`within_image_loss`) with this weight: each batch then holds
+    runs of ``rank_group`` masks of one image (:func:`image_grouped_order`; 1: a plain shuffle), the history gains
+    ``val_pair_mse`` (the within-image loss over every pair of masks of one validation image) and the validation loss
+    that picks the epoch is ``val_mse + rank_weight * val_pair_mse``. 0: the MSE alone, batches drawn at random.
 
     ``patience``: stop after this many epochs in a row without a new lowest validation MSE (the history then ends
     before ``epochs``; the best epoch's weights are returned as always). 0 or None: run all ``epochs``.
@@ -167,6 +182,10 @@ def fit_regressor(
     if len(train) == 0 or len(val) == 0:
         raise SampotError(f"regressor training needs non-empty train and val sets (got {len(train)} and {len(val)}).")
     patience = whole(patience, "patience", low=0) if patience is not None else 0
+    if isinstance(rank_weight, bool) or not isinstance(rank_weight, (int, float)) or not 0 <= rank_weight < np.inf:
+        raise SampotError(f"the within-image loss weight (--rank-weight) must be a finite number >= 0, got "
+                          f"{rank_weight!r}.")  # fmt: skip
+    rank_group = whole(rank_group, "rank_group", low=1)
     size = train.images.shape[-1]
     torch.manual_seed(seed)
     if init is not None:
@@ -183,46 +202,99 @@ def fit_regressor(
     gen = torch.Generator().manual_seed(seed)
     img, msk, target = train.tensors(device, channels_last=True)
     val_img, val_msk, _ = val.tensors(device, channels_last=True)  # once, not every epoch
+    train_codes = torch.as_tensor(np.unique(train.image_id, return_inverse=True)[1].reshape(-1), device=device)
+    val_codes = np.unique(val.image_id, return_inverse=True)[1].reshape(-1)
 
-    def val_mse() -> float:
-        return float(np.mean((_scores(model.eval(), val_img, val_msk) - val.dice) ** 2))
+    def val_losses() -> dict[str, float]:
+        err = _scores(model.eval(), val_img, val_msk) - val.dice
+        out = {"val_mse": float(np.mean(err**2))}
+        if rank_weight:
+            out["val_pair_mse"] = pair_mse(err, val_codes)
+        return out
+
+    def val_loss(row: dict[str, float]) -> float:
+        return row["val_mse"] + rank_weight * row.get("val_pair_mse", 0.0)
 
     best_state, best_val, history, stale = None, float("inf"), [], 0
     if init is not None:  # the starting point competes: fine-tuning never returns weights worse on val than it
-        best_val = val_mse()
+        start = val_losses()
+        best_val = val_loss(start)
         start_train = float(np.mean((_scores(model.eval(), img, msk) - train.dice) ** 2))
         best_state = copy.deepcopy(model.state_dict())
-        history.append({"epoch": 0, "train_mse": start_train, "val_mse": best_val})
+        history.append({"epoch": 0, "train_mse": start_train} | start)
     bar = tqdm(range(1, epochs + 1), desc="regressor", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
-        order = torch.randperm(len(train), generator=gen).to(device)
+        if rank_weight:
+            order = image_grouped_order(train.image_id, rank_group, gen).to(device)
+        else:
+            order = torch.randperm(len(train), generator=gen).to(device)
         total = 0.0
         for i in range(0, len(train), batch_size):
             idx = order[i : i + batch_size]
             if len(idx) < 2:  # batch norm needs two samples
                 continue
-            loss = F.mse_loss(model(img[idx], msk[idx]), target[idx])
+            pred = model(img[idx], msk[idx])
+            loss = F.mse_loss(pred, target[idx])
+            if rank_weight:
+                loss = loss + rank_weight * within_image_loss(pred, target[idx], train_codes[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
+            total += F.mse_loss(pred.detach(), target[idx]).item() * len(idx)
         train_mse = total / len(train)
-        epoch_val = val_mse()
-        history.append({"epoch": epoch, "train_mse": train_mse, "val_mse": epoch_val})
+        row = {"epoch": epoch, "train_mse": train_mse} | val_losses()
+        history.append(row)
+        epoch_val = val_loss(row)
         if epoch_val < best_val:
             best_val, best_state, stale = epoch_val, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
         bar.set_postfix(train=f"{train_mse:.4f}", val=f"{epoch_val:.4f}", best=f"{best_val:.4f}")
         if log is not None:
-            log(f"epoch {epoch:3d}  train MSE {train_mse:.5f}  val MSE {epoch_val:.5f}  best {best_val:.5f}")
+            log(f"epoch {epoch:3d}  train MSE {train_mse:.5f}  val loss {epoch_val:.5f}  best {best_val:.5f}")
         if patience and stale >= patience and epoch < epochs:
             if log is not None:
-                log(f"stopped after epoch {epoch}: no lower val MSE for {patience} epochs (patience)")
+                log(f"stopped after epoch {epoch}: no lower val loss for {patience} epochs (patience)")
             break
     model.load_state_dict(best_state)
     return model.to(memory_format=torch.contiguous_format).eval(), history
+
+
+def image_grouped_order(image_ids: np.ndarray, group: int, gen: torch.Generator) -> torch.Tensor:
+    """A permutation of ``len(image_ids)`` samples in which the samples of one image come in runs of ``group`` (an
+    image's last run may be shorter), each image's samples shuffled and the runs in random order (``gen``)."""
+    codes = np.unique(image_ids, return_inverse=True)[1].reshape(-1)
+    runs: list[np.ndarray] = []
+    for code in range(int(codes.max()) + 1 if len(codes) else 0):
+        own = np.flatnonzero(codes == code)
+        own = own[torch.randperm(len(own), generator=gen).numpy()]
+        runs += [own[i : i + group] for i in range(0, len(own), group)]
+    if not runs:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.as_tensor(np.concatenate([runs[i] for i in torch.randperm(len(runs), generator=gen).tolist()]))
+
+
+def within_image_loss(scores: torch.Tensor, dice: torch.Tensor, image_codes: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs (i, j) of masks of the same image of ((s_i - s_j) - (d_i - d_j))^2: how far the score's
+    difference between two masks of one image is from their Dice difference. scores, dice, image_codes: N.
+    A zero (that keeps the graph) when no two masks share an image."""
+    err = scores - dice
+    same = torch.triu(image_codes[:, None] == image_codes[None, :], diagonal=1)
+    if not bool(same.any()):
+        return err.sum() * 0.0
+    return ((err[:, None] - err[None, :])[same] ** 2).mean()
+
+
+def pair_mse(err: np.ndarray, image_codes: np.ndarray) -> float:
+    """:func:`within_image_loss` over every pair of masks of one image, from the errors ``score - dice`` (N)."""
+    total, pairs = 0.0, 0
+    for code in np.unique(image_codes):
+        e = err[image_codes == code]
+        d = e[:, None] - e[None, :]
+        total += float((d**2).sum()) / 2  # each pair once; the diagonal is 0
+        pairs += len(e) * (len(e) - 1) // 2
+    return total / pairs if pairs else 0.0
 
 
 def fine_tune(

@@ -182,11 +182,12 @@ def main_jitter(groups: dict[tuple[str, str, str], list[dict[str, Any]]], run: s
 def buys_markdown(index: list[dict[str, Any]], tolerance: float) -> str:
     """Markdown: what SAMPOT buys on each run at its main jitter (mean over seeds): the user's Dice, the regressor's
     and the do-no-harm rule's, the IoU head's and the oracle's, and images made worse by more than ``tolerance``
-    (the rule's bound), with a one-word verdict: "helps" when the rule gains on average and harms no image beyond
-    the tolerance at any seed, "mixed" when it gains but harms some, "no gain" otherwise."""
+    (the rule's bound; the rows' ``harmed`` counts, which the runs made with this tolerance), with a one-word
+    verdict: "helps" when the rule gains on average and harms no image beyond the tolerance at any seed, "mixed"
+    when it gains but harms some, "no gain" otherwise."""
     head = (
         "| run | seeds | user's prompt | SAMPOT (regressor) | do-no-harm rule | IoU head | oracle | share of "
-        "oracle gain (regressor / rule) | images worse by > tolerance (regressor / rule, worst seed) | verdict |"
+        f"oracle gain (regressor / rule) | images worse by > {tolerance:g} (regressor / rule, worst seed) | verdict |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     groups = seed_groups(index)
@@ -197,7 +198,7 @@ def buys_markdown(index: list[dict[str, Any]], tolerance: float) -> str:
         of = {scorer: groups.get((run, jitter, scorer), []) for scorer in ("regressor", RULE, "confidence", "oracle")}
         initial, _ = mean_sd(of["regressor"], "mean_dice_initial")
         rule_gains = [(_number(r["mean_dice_final"]) or 0) - (_number(r["mean_dice_initial"]) or 0) for r in of[RULE]]
-        rule_harm = _worst_count(of[RULE], tolerance)
+        rule_harm = _worst_count(of[RULE])
         if not rule_gains:
             verdict = "no rule run"
         elif sum(rule_gains) / len(rule_gains) <= 0:
@@ -209,7 +210,7 @@ def buys_markdown(index: list[dict[str, Any]], tolerance: float) -> str:
         lines.append(
             f"| {run} | {len(of['regressor'])} | {initial:.3f} | {finals['regressor']} | {finals[RULE]} | "
             f"{finals['confidence']} | {finals['oracle']} | {shares['regressor']} / {shares[RULE]} | "
-            f"{_text(_worst_count(of['regressor'], tolerance))} / {_text(rule_harm)} | {verdict} |"
+            f"{_text(_worst_count(of['regressor']))} / {_text(rule_harm)} | {verdict} |"
         )
     return "\n".join(lines)
 
@@ -219,9 +220,9 @@ def _mean_text(rows: list[dict[str, Any]], column: str, digits: int) -> str:
     return "n/a" if mean is None else f"{mean:.{digits}f}"
 
 
-def _worst_count(rows: list[dict[str, Any]], tolerance: float) -> int | None:
-    """The most images any seed made worse by more than ``tolerance`` (None when no row says)."""
-    counts = [c for c in (harmed_count(r, tolerance) for r in rows) if c is not None]
+def _worst_count(rows: list[dict[str, Any]]) -> int | None:
+    """The most images any seed made worse by more than the harm tolerance (None when no row says)."""
+    counts = [c for c in (harmed_count(r) for r in rows) if c is not None]
     return max(counts) if counts else None
 
 
@@ -229,15 +230,11 @@ def _text(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
-def harmed_count(row: dict[str, Any], tolerance: float) -> int | None:
-    """Images of one index row worse by more than ``tolerance``: its ``harmed`` column where the run recorded one,
-    else 0 when its worst drop is within the tolerance; None when neither says."""
-    if _number(row.get("harmed")) is not None:
-        return int(float(row["harmed"]))
-    worst = _number(row.get("worst_drop"))
-    if worst is None:
-        return None
-    return 0 if worst >= -tolerance else None
+def harmed_count(row: dict[str, Any]) -> int | None:
+    """Images of one index row worse by more than the run's harm tolerance (its ``harmed`` column); None when the
+    row has none."""
+    harmed = _number(row.get("harmed"))
+    return None if harmed is None else int(harmed)
 
 
 #: The markers between which a README holds the table of what SAMPOT buys.

@@ -135,3 +135,10 @@ def test_the_table_reads_a_run_at_its_main_jitter_and_extra_jitters_have_no_orac
     }  # fmt: skip
     shares = {r["jitter"]: r["share_of_oracle_gain"] for r in index_rows("heart_box", summary, commit=None)}
     assert shares == {0.1: 0.5, 0.2: None}
+
+
+def test_harmed_images_come_from_the_runs_own_count_never_from_the_worst_drop():
+    from sampot_lib.report.results import harmed_count
+
+    assert harmed_count({"harmed": "3", "worst_drop": "0.0"}) == 3
+    assert harmed_count({"harmed": "", "worst_drop": "-0.001"}) is None  # no count recorded: unknown, not 0

@@ -5,6 +5,7 @@ Small phantoms and the toy SAM keep every end-to-end test to a few seconds.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -544,3 +545,28 @@ def test_an_empty_split_part_is_named_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(SampotError, match=r"the val part of the split of .* is empty \(train 2, val 0, test 1"):
         run_experiment(config, progress=False)
     assert not (tmp_path / "out" / "regressor.pt").exists()
+
+
+@pytest.mark.parametrize(("guards", "calls_per_image"), [("on", 2), ("off", 1)])
+def test_with_the_safeguards_off_the_on_and_off_groups_are_one_evolution(
+    phantoms, tiny_checkpoint, tmp_path, monkeypatch, guards, calls_per_image
+):
+    from sampot_lib.defaults import SAFEGUARDS_OFF, SAFEGUARDS_ON
+    from sampot_lib.experiment import evolution as evolution_module
+
+    config = _config_for(phantoms, tmp_path / "run", tiny_checkpoint, prompt="click",
+                         safeguards=dict(SAFEGUARDS_ON if guards == "on" else SAFEGUARDS_OFF))  # fmt: skip
+    train_regressor_stage(config, progress=False)
+    calls = []
+    real = evolution_module.evolve_prompt
+    monkeypatch.setattr(
+        evolution_module, "evolve_prompt", lambda *a, **k: calls.append(k["safeguards"]) or real(*a, **k)
+    )
+    evolve_stage(config, progress=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "evolution.csv").open()))
+    n_images = len({r["image_id"] for r in rows})
+    assert {r["group"] for r in rows} == {"on", "off"}
+    assert len(calls) == calls_per_image * n_images
+    if guards == "off":  # one evolution reported twice: the same winner in both groups
+        by = {(r["image_id"], r["group"]): (r["x"], r["y"], r["dice"]) for r in rows}
+        assert all(by[(i, "on")] == by[(i, "off")] for i, _ in by)

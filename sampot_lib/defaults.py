@@ -107,3 +107,10 @@ TUNE_LR = 1e-3
 STRUCTURE = "left_lung"
 #: Nominal coverage of a shipped regressor's interval of the predicted Dice (split-conformal on validation).
 CONFORMAL_LEVEL = 0.90
+#: ``sampot app``: the most pages served at once (each is a kernel with its own copy of the model; a page past it
+#: gets a "busy, try again in a minute" page), and the minutes a page may stay idle before its kernel is shut down
+#: and its place freed (0: never). Each kernel holds about the RSS the README's app section gives.
+MAX_SESSIONS = 4
+MOST_SESSIONS = 64
+IDLE_MINUTES = 30.0
+MOST_IDLE_MINUTES = 24 * 60.0

@@ -10,6 +10,7 @@ from sampot_lib.ui.app import run_app
 
 def cmd_app(args: argparse.Namespace) -> int:
     return run_app(
-        args.source, args.regressor, host=args.host, port=args.port, model=args.model, checkpoint=args.checkpoint,
+        args.source, args.regressor, host=args.host, port=args.port, max_sessions=args.max_sessions,
+        idle_minutes=args.idle_minutes, model=args.model, checkpoint=args.checkpoint,
         mask_output=args.mask_output, device=args.device, structure=args.structure, steps=args.steps, lr=args.lr,
     )  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 from sampot_lib import errors as checks
 from sampot_lib.cli.options import typed
 from sampot_lib.data.splits import load_splits
-from sampot_lib.defaults import MAX_LR, MAX_SHARPNESS
+from sampot_lib.defaults import MAX_LR, MAX_SHARPNESS, MOST_IDLE_MINUTES, MOST_SESSIONS
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import check_scheduler
 
@@ -47,6 +47,8 @@ _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "seed": ("--seed", checks.seed),
     "step": ("--step", lambda v, n: checks.whole(v, n, low=1)),
     "port": ("--port", lambda v, n: checks.whole(v, n, low=1, high=65535)),
+    "max_sessions": ("--max-sessions", lambda v, n: checks.whole(v, n, low=1, high=MOST_SESSIONS)),
+    "idle_minutes": ("--idle-minutes", lambda v, n: checks.number(v, n, low=0, high=MOST_IDLE_MINUTES)),
     "click": ("--click", lambda v, n: _coords(v, n)),
     "box": ("--box", lambda v, n: [checks.number(x, n) for x in v]),
     "device": ("--device", checks.device),

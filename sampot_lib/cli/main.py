@@ -32,7 +32,21 @@ from sampot_lib.cli.options import (
     positive_int,
     structure_option,
 )
-from sampot_lib.defaults import BOX_JITTER, CHECK_FRACTION, LR, RULE, SCORERS, STEPS, STRUCTURE, TUNE_EPOCHS, TUNE_LR
+from sampot_lib.defaults import (
+    BOX_JITTER,
+    CHECK_FRACTION,
+    IDLE_MINUTES,
+    LR,
+    MAX_SESSIONS,
+    MOST_IDLE_MINUTES,
+    MOST_SESSIONS,
+    RULE,
+    SCORERS,
+    STEPS,
+    STRUCTURE,
+    TUNE_EPOCHS,
+    TUNE_LR,
+)
 from sampot_lib.errors import USER_ERRNOS, SampotError, describe_os_error
 
 EPILOG = """\
@@ -224,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=LR, help="step size in pixels (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=positive_int, default=8866, help="port (default: %(default)s)")
+    p.add_argument("--max-sessions", type=int, default=MAX_SESSIONS, metavar="N",
+                   help=f"the most pages open at a time, 1..{MOST_SESSIONS}; each is a kernel with its own copy of the "
+                   "model, and one more gets a 'busy, try again in a minute' page (default: %(default)s)")  # fmt: skip
+    p.add_argument("--idle-minutes", type=float, default=IDLE_MINUTES, metavar="M",
+                   help="shut a page's kernel down after M minutes without activity (a click, an evolve), freeing its "
+                   f"place (0..{MOST_IDLE_MINUTES:g}; 0: never) (default: %(default)s)")  # fmt: skip
     model_options(p)
     p.set_defaults(func=Lazy("sampot_lib.cli.app:cmd_app"))
 

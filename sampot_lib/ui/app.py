@@ -6,6 +6,13 @@ a link that downloads the mask shown as a PNG. Voilà starts one Jupyter kernel 
 one-cell notebook in it that calls :func:`page`; nothing is loaded from outside the machine (Voilà's lab template,
 less its CDN stylesheet: ``app_files/voila/templates/sampot``).
 
+Several people can use one server: each page gets a kernel of its own (its own image, prompt and model copy), at
+most ``max_sessions`` at a time (:mod:`sampot_lib.ui.sessions`; a page past it gets a "busy" page, HTTP 503), and a
+page idle for ``idle_minutes`` loses its kernel, which frees its place. The page cannot run code of its choosing in
+its kernel: Voilà's kernel manager passes on only the widgets' messages (comm_open, comm_msg, comm_close,
+comm_info_request, kernel_info_request, shutdown_request) and drops execute_request. Served on an address other than
+the loopback one, the page asks for a token, made afresh at each start and printed once in the URL to open.
+
 Input is checked twice: :func:`check_app` before the server starts (the command line says what is wrong and starts
 nothing), and :class:`SampotApp` inside the page (an image that cannot be read is named on the page; the server and
 the other images stay usable).
@@ -18,7 +25,9 @@ import html
 import importlib.util
 import io
 import json
+import math
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,9 +42,19 @@ import ipywidgets as widgets
 import numpy as np
 from PIL import Image
 
+from sampot_lib import errors
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import read_image
-from sampot_lib.defaults import LR, SHARPNESS, STEPS, STRUCTURE
+from sampot_lib.defaults import (
+    IDLE_MINUTES,
+    LR,
+    MAX_SESSIONS,
+    MOST_IDLE_MINUTES,
+    MOST_SESSIONS,
+    SHARPNESS,
+    STEPS,
+    STRUCTURE,
+)
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.setup import apply_thread_setting
 from sampot_lib.method.regressor import check_regressor, load_regressor
@@ -62,6 +81,10 @@ TEMPLATE = "sampot"
 JUPYTER_DATA = Path(__file__).resolve().parent / "app_files"
 DEFAULT_PORT = 8866
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Addresses that mean "every interface": the URL printed names the machine instead.
+ANY_ADDRESS = ("0.0.0.0", "::", "")
+#: The kernel manager Voilà uses: one kernel per page, at most ``max_sessions`` at a time.
+KERNEL_MANAGER = "sampot_lib.ui.sessions.SessionLimitedKernelManager"
 # The widget's sliders span these; a setting outside would be clamped without a word.
 STEPS_RANGE = (1, 100)
 LR_RANGE = (0.1, 100.0)
@@ -316,7 +339,8 @@ def page(spec_path: str | Path) -> None:
 
 
 def write_page(spec: AppSpec, folder: Path) -> Path:
-    """Write ``spec.json`` and the one-cell notebook Voilà serves into ``folder``; returns the notebook's path."""
+    """Write ``spec.json``, the one-cell notebook Voilà serves and Voilà's config file (``voila.py``, for the one
+    setting the command line cannot carry, a function) into ``folder``; returns the notebook's path."""
     import nbformat
 
     spec_path = folder / "spec.json"
@@ -326,25 +350,68 @@ def write_page(spec: AppSpec, folder: Path) -> Path:
     nb.cells = [nbformat.v4.new_code_cell(f"from sampot_lib.ui.app import page\n\npage({str(spec_path)!r})")]
     path = folder / "sampot.ipynb"  # Voilà titles the page with the notebook's name
     nbformat.write(nb, path)
+    (folder / "voila.py").write_text(
+        "from sampot_lib.ui.sessions import prelaunch\n\nc.VoilaConfiguration.prelaunch_hook = prelaunch\n"
+    )
     return path
 
 
-def voila_command(notebook: Path, host: str, port: int) -> list[str]:
-    """The command that serves ``notebook`` with Voilà on ``host:port`` (no browser opened, no other port tried)."""
-    return [
+def voila_command(notebook: Path, host: str, port: int, *, max_sessions: int = MAX_SESSIONS,
+                  idle_minutes: float = IDLE_MINUTES, token: bool = False) -> list[str]:  # fmt: skip
+    """The command that serves ``notebook`` with Voilà on ``host:port`` (no browser opened, no other port tried):
+    at most ``max_sessions`` pages at a time, a page's kernel shut down after ``idle_minutes`` without activity (0:
+    never). ``token``: every request must carry the token Voilà reads from $JUPYTER_TOKEN (see :func:`voila_env`;
+    kept off the command line, which other users of the machine can read)."""
+    cmd = [
         sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", "--Voila.port_retries=0",
         f"--Voila.ip={host}", f"--template={TEMPLATE}", "--theme=light",
-        # A closed tab leaves its kernel (and its copy of the model) behind: free it after half an hour idle.
-        "--MappingKernelManager.cull_idle_timeout=1800", "--MappingKernelManager.cull_interval=300",
+        # Voilà's config file is the one write_page put beside the notebook, none of the user's.
+        f"--Voila.config_file_paths={notebook.parent}",
+        f"--VoilaConfiguration.multi_kernel_manager_class={KERNEL_MANAGER}",
+        f"--SessionLimitedKernelManager.max_sessions={max_sessions}",
         *(f"--VoilaConfiguration.extension_allowlist={name}" for name in VOILA_EXTENSIONS),
     ]  # fmt: skip
+    if idle_minutes > 0:
+        seconds = math.ceil(idle_minutes * 60)
+        # An open tab keeps its kernel's websocket connected: idle connected kernels are culled too, or a few tabs
+        # left open would hold every place for good. Idle: no message to or from the kernel (a click is one).
+        cmd += [f"--MappingKernelManager.cull_idle_timeout={seconds}",
+                f"--MappingKernelManager.cull_interval={min(300, max(1, seconds // 6))}",
+                "--MappingKernelManager.cull_connected=True"]  # fmt: skip
+    if token:
+        # Voilà then leaves the token to jupyter_server's identity provider, which takes it from $JUPYTER_TOKEN.
+        cmd.append("--Voila.auto_token=True")
+    return cmd
 
 
-def voila_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for Voilà: $JUPYTER_PATH leads to the app's template."""
+def voila_env(base: dict[str, str] | None = None, token: str | None = None) -> dict[str, str]:
+    """The environment for Voilà: $JUPYTER_PATH leads to the app's template; $JUPYTER_TOKEN is ``token`` (None:
+    as in ``base``; Voilà ignores it unless :func:`voila_command` was given ``token=True``)."""
     env = dict(os.environ if base is None else base)
     env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(JUPYTER_DATA), env.get("JUPYTER_PATH", "")) if p)
+    if token is not None:
+        env["JUPYTER_TOKEN"] = token
     return env
+
+
+def needs_token(host: str) -> bool:
+    """Whether a server on ``host`` asks for a token: anything but the loopback address, which only this machine's
+    users reach."""
+    return host not in LOOPBACK
+
+
+def app_url(host: str, port: int, token: str | None = None) -> str:
+    """The URL to open: ``host`` (the machine's name for an every-interface address), the token as Voilà's login
+    takes it from the query."""
+    where = socket.gethostname() if host in ANY_ADDRESS else f"[{host}]" if ":" in host else host
+    return f"http://{where}:{port}/" + (f"?token={token}" if token else "")
+
+
+def check_sessions(max_sessions: int, idle_minutes: float) -> None:
+    """SampotError naming the option and its range unless ``max_sessions`` is a whole number in 1..MOST_SESSIONS and
+    ``idle_minutes`` a number in 0..MOST_IDLE_MINUTES (0: never)."""
+    errors.whole(max_sessions, "--max-sessions", low=1, high=MOST_SESSIONS)
+    errors.number(idle_minutes, "--idle-minutes", low=0, high=MOST_IDLE_MINUTES)
 
 
 def check_server(host: str, port: int) -> None:
@@ -366,19 +433,23 @@ def check_server(host: str, port: int) -> None:
 
 
 def run_app(source: str | Path, regressor: str | Path | None, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-            **settings: Any) -> int:  # fmt: skip
+            max_sessions: int = MAX_SESSIONS, idle_minutes: float = IDLE_MINUTES, **settings: Any) -> int:  # fmt: skip
     """Check the input, then serve the app until Voilà stops (Ctrl-C); returns Voilà's exit status.
     ``settings``: the keyword arguments of :func:`check_app`."""
+    check_sessions(max_sessions, idle_minutes)
     check_server(host, port)
     spec = check_app(source, regressor, **settings)
-    if host not in LOOPBACK:
-        print(f"sampot app: serving on {host}: anyone who can reach this machine on port {port} can use the app.",
-              file=sys.stderr)  # fmt: skip
+    token = secrets.token_urlsafe(32) if needs_token(host) else None
+    if token is not None:
+        print(f"sampot app: serving on {host}: whoever has the URL below (its token) and can reach this machine on "
+              f"port {port} can use the app.", file=sys.stderr)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="sampot-app-") as tmp:
         notebook = write_page(spec, Path(tmp))
-        where = f"[{host}]" if ":" in host else host
-        print(f"sampot app: {spec.source} with {spec.model}; open http://{where}:{port}/ (Ctrl-C stops it)", flush=True)
-        proc = subprocess.Popen(voila_command(notebook, host, port), env=voila_env())
+        print(f"sampot app: {spec.source} with {spec.model}, at most {max_sessions} pages at a time; "
+              f"open {app_url(host, port, token)} (Ctrl-C stops it)", flush=True)  # fmt: skip
+        cmd = voila_command(notebook, host, port, max_sessions=max_sessions, idle_minutes=idle_minutes,
+                            token=token is not None)  # fmt: skip
+        proc = subprocess.Popen(cmd, env=voila_env(token=token))
         # SIGTERM to this process reaches Voilà too (it then shuts its kernels down) instead of orphaning it.
         previous = signal.signal(signal.SIGTERM, _raise_stop)
         try:

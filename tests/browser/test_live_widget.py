@@ -13,18 +13,13 @@ Opt-in (it starts a server and a browser, about a minute): `make app-test`, or `
 from __future__ import annotations
 
 import io
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from app_fixtures import STRUCTURE, phantom_set, tiny_regressor
+from live_app import ACTION_S, PAGE_S, STATE, WHERE, click_at, serve
 from PIL import Image
 
 from sampot_lib.data.folder import FolderDataset
@@ -34,26 +29,6 @@ from sampot_lib.report.figures import contour_xy
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "_build" / "screenshots" / "live"
 STEPS = 30
-# Seconds: the first page runs the one-cell notebook in a fresh kernel (imports torch, loads SAM-Nano, embeds the
-# image), which takes long on two busy cores.
-START_S, PAGE_S, ACTION_S = 120, 240, 120
-
-_STATE = """() => {
-    const gd = document.querySelector('.js-plotly-plot');
-    const trace = name => gd.data.find(t => t.name === name) || {};
-    const arr = a => (a ? Array.from(a) : []);
-    return {mask_x: arr(trace('mask').x), mask_y: arr(trace('mask').y),
-            path_x: arr(trace('evolution path').x), path_y: arr(trace('evolution path').y),
-            click_x: arr(trace('click').x), click_y: arr(trace('click').y),
-            title: gd.layout.title.text, status: document.querySelector('.sampot-status').innerText};
-}"""
-
-# Page position of image pixel (x, y): plotly's axes map data to pixels.
-_WHERE = """([x, y]) => {
-    const gd = document.querySelector('.js-plotly-plot');
-    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
-    return {x: box.left + xa._offset + xa.l2p(x), y: box.top + ya._offset + ya.l2p(y)};
-}"""
 
 # Samples the path's length every 20 ms while evolution runs, to see the animation's frames arrive.
 _RECORD = """() => {
@@ -75,45 +50,14 @@ _TITLE_AND_MODEBAR = """() => {
 _NUMBERS = re.compile(r"at \((\d+), (\d+)\): score ([\d.]+), confidence ([\d.]+)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(live, tmp_path_factory):
-    """`sampot app` on a phantom set with a tiny regressor: (url, data folder, log file). Stopped afterwards with
-    SIGTERM, which the command passes on to Voila (it then shuts its kernels down)."""
+    """`sampot app` on a phantom set with a tiny regressor: (url, data folder, log file)."""
     tmp = tmp_path_factory.mktemp("app")
     data = phantom_set(tmp / "phantom", n=3, size=256)
     regressor = tiny_regressor(data, tmp / "regressor.pt")
-    port, log = _free_port(), tmp / "server.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SAMPOT_THREADS": "1"}
-    cmd = [sys.executable, "-m", "sampot_lib.cli.main", "app", str(data), "--regressor", str(regressor),
-           "--port", str(port), "--steps", str(STEPS)]  # fmt: skip
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
-    try:
-        deadline = time.monotonic() + START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"`sampot app` exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"`sampot app` did not listen within {START_S} s:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/", data, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve(data, regressor, tmp, "--steps", str(STEPS)) as server:
+        yield server.url, data, server.log
 
 
 def _parse(status: str) -> tuple[float, float, float, float]:
@@ -159,29 +103,17 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
     def shot(name: str) -> None:
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
-    def click_at(x: float, y: float, before: str) -> dict:
-        where = page.evaluate(_WHERE, [x, y])
-        page.mouse.click(where["x"], where["y"])
-        # Done when the status line is new and the figure shows the same words (its update can come later).
-        page.wait_for_function(
-            "(before) => { const s = document.querySelector('.sampot-status').innerText;"
-            " const gd = document.querySelector('.js-plotly-plot');"
-            " return s !== before && s.includes('click at') && gd.layout.title.text === s; }",
-            arg=before, timeout=ACTION_S * 1000,
-        )  # fmt: skip
-        return page.evaluate(_STATE)
-
     try:
         page.goto(url, wait_until="domcontentloaded", timeout=PAGE_S * 1000)
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=PAGE_S * 1000)
         page.wait_for_selector(".sampot-status", timeout=ACTION_S * 1000)
         shot("01_loaded")
-        start = page.evaluate(_STATE)
+        start = page.evaluate(STATE)
         assert start["mask_x"] == [] and start["click_x"] == [], start
 
         # A click inside the left lung, then one inside the right lung: a different mask, score and confidence.
         x1, y1 = centroid_prompt(left)
-        s1 = click_at(x1, y1, start["status"])
+        s1 = click_at(page, x1, y1, start["status"])
         shot("02_click_left_lung")
         cx, cy, score1, conf1 = _parse(s1["status"])
         assert abs(cx - x1) <= cell + 0.5 and abs(cy - y1) <= cell + 0.5, (s1["status"], x1, y1)
@@ -189,21 +121,21 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
         assert s1["title"].startswith("click at"), s1["title"]
 
         x2, y2 = centroid_prompt(right)
-        s2 = click_at(x2, y2, s1["status"])
+        s2 = click_at(page, x2, y2, s1["status"])
         shot("03_click_right_lung")
         _, _, score2, conf2 = _parse(s2["status"])
         assert not _same_line(s1["mask_x"], s2["mask_x"]), "the mask did not change with the click"
         assert (score1, conf1) != (score2, conf2) and score1 != score2 and conf1 != conf2, (s1["status"], s2["status"])
 
         # The title stays clear of plotly's mode bar (shown on hover).
-        page.mouse.move(page.evaluate(_WHERE, [10, 10])["x"], page.evaluate(_WHERE, [10, 10])["y"])
+        page.mouse.move(page.evaluate(WHERE, [10, 10])["x"], page.evaluate(WHERE, [10, 10])["y"])
         page.wait_for_timeout(300)
         boxes = page.evaluate(_TITLE_AND_MODEBAR)
         t, m = boxes["title"], boxes["modebar"]
         assert t[3] <= m[1] or m[3] <= t[1] or t[2] <= m[0] or m[2] <= t[0], f"title under the mode bar: {boxes}"
 
         # Evolve from the left lung's click: the path grows frame by frame and ends at the best step.
-        s3 = click_at(x1, y1, s2["status"])
+        s3 = click_at(page, x1, y1, s2["status"])
         page.evaluate(_RECORD)
         page.click(".sampot-evolve")
         page.wait_for_function(
@@ -214,7 +146,7 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
         )  # fmt: skip
         lens = page.evaluate("() => { clearInterval(window.__rec); return window.__lens; }")
         shot("04_evolved")
-        end = page.evaluate(_STATE)
+        end = page.evaluate(STATE)
         frames = [n for n in lens if n > 0]
         run = int(re.search(r"best of (\d+) steps", end["status"]).group(1))  # early stopping may end it sooner
         assert 1 <= run <= STEPS, end["status"]
@@ -253,7 +185,7 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=ACTION_S * 1000)
         assert page.inner_text(".sampot-message").strip() == ""
         other = dataset.mask(dataset.ids[1], STRUCTURE)
-        s4 = click_at(*centroid_prompt(other), page.evaluate(_STATE)["status"])
+        s4 = click_at(page, *centroid_prompt(other), page.evaluate(STATE)["status"])
         shot("06_other_image")
         assert len(s4["mask_x"]) > 10
 
@@ -266,7 +198,7 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
         ys, xs = np.nonzero(other)
         corners = [(float(xs.max()) + 4, float(ys.max()) + 4), (float(xs.min()) - 4, float(ys.min()) - 4)]
         for k, (x, y) in enumerate(corners):
-            where = page.evaluate(_WHERE, [x, y])
+            where = page.evaluate(WHERE, [x, y])
             page.wait_for_timeout(700)  # plotly takes two clicks within 300 ms for a double-click (a zoom reset)
             page.mouse.click(where["x"], where["y"])
             shot(f"07_box_corner_{k}")
@@ -281,7 +213,7 @@ def test_live_app_click_evolve_download_and_bad_image(served, browser):
             timeout=ACTION_S * 1000,
         )  # fmt: skip
         shot("08_box")
-        s5 = page.evaluate(_STATE)
+        s5 = page.evaluate(STATE)
         box_x = page.evaluate(
             "() => Array.from(document.querySelector('.js-plotly-plot').data.find(t => t.name === 'box').x)"
         )

@@ -5,9 +5,11 @@ The browser half (the page served by Voila and clicked in Chromium) is tests/bro
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -19,6 +21,7 @@ from PIL import Image
 
 from sampot_lib.cli.main import main
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.defaults import IDLE_MINUTES, MAX_SESSIONS
 from sampot_lib.errors import SampotError
 from sampot_lib.method.synth import centroid_prompt
 from sampot_lib.ui import app as app_mod
@@ -59,6 +62,10 @@ def _bad_inputs(setup):
         "regressor for another model": ([str(data), "--regressor", str(vit)], "scores masks of model 'vit_b'"),
         "missing regressor": ([str(data), "--regressor", str(tmp / "none.pt")], "none.pt"),
         "steps out of range": ([str(data), "--regressor", str(regressor), "--steps", "0"], "--steps"),
+        "no sessions": ([str(data), "--regressor", str(regressor), "--max-sessions", "0"],
+                        "--max-sessions must be a whole number in [1, 64], got 0"),
+        "negative idle minutes": ([str(data), "--regressor", str(regressor), "--idle-minutes", "-1"],
+                                  "--idle-minutes must be in [0, 1440], got -1"),
     }  # fmt: skip
 
 
@@ -87,7 +94,7 @@ def test_good_input_serves_the_page_on_loopback(setup, monkeypatch, capsys):
     seen = {}
 
     class FakeVoila:
-        def __init__(self, cmd, env):
+        def __init__(self, cmd, env, **kwargs):
             notebook = Path(cmd[3])
             seen.update(cmd=cmd, env=env, notebook=notebook.read_text(),
                         spec=json.loads((notebook.parent / "spec.json").read_text()))  # fmt: skip
@@ -100,13 +107,84 @@ def test_good_input_serves_the_page_on_loopback(setup, monkeypatch, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert main(["app", str(data), "--regressor", str(regressor), "--port", str(port)]) == 0
-    assert f"open http://127.0.0.1:{port}/" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"open http://127.0.0.1:{port}/ " in out
     assert "--Voila.ip=127.0.0.1" in seen["cmd"] and f"--port={port}" in seen["cmd"]
     assert f"--template={app_mod.TEMPLATE}" in seen["cmd"]
     template = Path(seen["env"]["JUPYTER_PATH"].split(os.pathsep)[0]) / "voila" / "templates" / app_mod.TEMPLATE
     assert (template / "index.html.j2").is_file()
     assert seen["spec"]["source"] == str(data.resolve()) and seen["spec"]["structure"] == STRUCTURE
     assert "page(" in seen["notebook"]
+    # Loopback: no token asked for, and the sessions' defaults.
+    assert "--Voila.auto_token=True" not in seen["cmd"] and "token=" not in out
+    assert f"--SessionLimitedKernelManager.max_sessions={MAX_SESSIONS}" in seen["cmd"]
+    assert f"--MappingKernelManager.cull_idle_timeout={round(IDLE_MINUTES * 60)}" in seen["cmd"]
+
+
+def test_a_remote_address_gets_a_fresh_token_printed_once_and_kept_off_the_command_line(setup, monkeypatch, capsys):
+    data, regressor, _ = setup
+    seen = []
+
+    class FakeVoila:
+        def __init__(self, cmd, env, **kwargs):
+            seen.append((cmd, env))
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(app_mod.subprocess, "Popen", FakeVoila)
+    monkeypatch.setattr(app_mod, "check_server", lambda host, port: None)  # no need to bind 0.0.0.0 here
+    argv = ["app", str(data), "--regressor", str(regressor), "--host", "0.0.0.0", "--port", "8899"]
+    assert main(argv) == 0 and main(argv) == 0
+    out = capsys.readouterr().out
+    tokens = re.findall(r"open http://\S+:8899/\?token=([\w-]+) ", out)
+    assert len(tokens) == 2 and tokens[0] != tokens[1] and len(tokens[0]) >= 32, out  # one per start, each new
+    for (cmd, env), token in zip(seen, tokens, strict=True):
+        assert env["JUPYTER_TOKEN"] == token and "--Voila.auto_token=True" in cmd
+        assert not any(token in arg for arg in cmd)  # other users of the machine can read a command line
+
+
+def test_voila_command_limits_sessions_and_culls_idle_kernels(tmp_path):
+    nb = tmp_path / "sampot.ipynb"
+    cmd = app_mod.voila_command(nb, "127.0.0.1", 8866, max_sessions=3, idle_minutes=0.1)
+    assert f"--VoilaConfiguration.multi_kernel_manager_class={app_mod.KERNEL_MANAGER}" in cmd
+    assert "--SessionLimitedKernelManager.max_sessions=3" in cmd
+    assert "--MappingKernelManager.cull_idle_timeout=6" in cmd and "--MappingKernelManager.cull_connected=True" in cmd
+    assert f"--Voila.config_file_paths={tmp_path}" in cmd
+    never = app_mod.voila_command(nb, "127.0.0.1", 8866, idle_minutes=0)
+    assert not any("cull" in arg for arg in never)
+    # The config file beside the notebook sets the hook that lets a closed page free its kernel.
+    spec = app_mod.AppSpec(source=str(tmp_path), regressor=str(tmp_path / "r.pt"))
+    app_mod.write_page(spec, tmp_path)
+    assert "prelaunch_hook = prelaunch" in (tmp_path / "voila.py").read_text()
+
+
+def test_the_kernel_manager_refuses_a_start_past_the_limit(monkeypatch):
+    """Two pages asking at once for the last place: one gets it, the other HTTP 503; a place freed is taken again."""
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from tornado import web
+
+    from sampot_lib.ui.sessions import SessionLimitedKernelManager
+
+    async def fake_start(self, *, kernel_id=None, path=None, **kwargs):
+        await asyncio.sleep(0.05)  # a kernel takes a while to start: the place must be held meanwhile
+        self._kernels[kernel_id] = object()
+        return kernel_id
+
+    monkeypatch.setattr(AsyncMappingKernelManager, "start_kernel", fake_start)
+
+    async def scenario():
+        km = SessionLimitedKernelManager(max_sessions=2)
+        first = await km.start_kernel()
+        results = await asyncio.gather(km.start_kernel(), km.start_kernel(), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, web.HTTPError)]
+        assert len(refused) == 1 and refused[0].status_code == 503, results
+        assert "2 of 2 sessions in use" in refused[0].log_message
+        assert await km.start_kernel(kernel_id=first) == first  # a running kernel is returned, not refused
+        del km._kernels[first]  # its page closed
+        assert await km.start_kernel() not in (first, None)
+
+    asyncio.run(scenario())
 
 
 def test_the_template_drops_every_cdn_link():

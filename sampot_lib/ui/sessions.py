@@ -1,0 +1,71 @@
+"""The app's server-side parts: a kernel manager that holds at most ``max_sessions`` kernels (one per open page), and
+the hook that lets a closed page free its kernel at once.
+
+Voilà starts one kernel per page request, each with its own copy of the model, and has no limit of its own: a few
+more tabs than the machine can hold would swap it to a halt for everyone. Voilà takes its kernel manager class from
+``VoilaConfiguration.multi_kernel_manager_class``; :func:`sampot_lib.ui.app.voila_command` names this one there and
+sets ``SessionLimitedKernelManager.max_sessions``. A page request past the limit gets HTTP 503, which Voilà's
+handler renders with the template's ``503.html`` (the busy page).
+
+Imported only inside the Voilà server process (by the class's dotted name), so it imports nothing of sampot's
+beyond the defaults (no torch, no widgets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nbformat
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from tornado import web
+from traitlets import Integer
+
+from sampot_lib.defaults import MAX_SESSIONS
+
+#: The HTTP reason phrase of the busy page's status line (the page itself says more).
+BUSY_REASON = "Busy"
+
+
+class SessionLimitedKernelManager(AsyncMappingKernelManager):
+    """Refuses to start a kernel while ``max_sessions`` are running or starting (HTTP 503)."""
+
+    max_sessions = Integer(
+        MAX_SESSIONS, config=True, help="the most kernels (open pages) at a time; a page past it is refused"
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Kernels being started: they join self._kernels only once ready, seconds later, and the pages asking for
+        # them meanwhile must count too (two requests in the same second could otherwise both take the last slot).
+        self._reserved: set[str] = set()
+
+    def sessions(self) -> int:
+        """Kernels running or starting."""
+        return len(set(self._kernels) | self._reserved)
+
+    async def start_kernel(self, *, kernel_id: str | None = None, path: str | None = None, **kwargs: Any) -> str:
+        """Start a kernel, or raise HTTPError 503 when ``max_sessions`` are taken (a kernel already running is
+        returned as before)."""
+        if kernel_id is not None and kernel_id in self:
+            return await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs)
+        in_use = self.sessions()
+        if in_use >= self.max_sessions:
+            self.log.warning("sampot app: %d of %d sessions in use; a new page was refused", in_use, self.max_sessions)
+            raise web.HTTPError(503, f"{in_use} of {self.max_sessions} sessions in use", reason=BUSY_REASON)
+        # The id is chosen here, not by the parent, so that the slot is held by name until the kernel is ready.
+        kernel_id = kernel_id or self.new_kernel_id()
+        self._reserved.add(kernel_id)
+        try:
+            return await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs)
+        finally:
+            self._reserved.discard(kernel_id)
+
+
+def prelaunch(handler: web.RequestHandler, notebook: nbformat.NotebookNode, cwd: str) -> None:
+    """Voilà's ``prelaunch_hook``, run for each page request before its kernel starts: sets the ``_xsrf`` cookie.
+
+    When a page is closed, Voilà's front end posts the cookie's value to ``/voila/api/shutdown/<kernel>`` so that the
+    kernel stops at once; but Voilà's page handler never sets that cookie, so the post is refused (403) and the
+    kernel, with its place, stays until it is culled as idle. Reading ``xsrf_token`` sets the cookie on this
+    response (tornado); the shutdown then passes the usual same-origin check."""
+    handler.xsrf_token  # noqa: B018 - read for its side effect: tornado sets the cookie

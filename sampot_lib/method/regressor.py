@@ -172,7 +172,7 @@ def fit_regressor(
     ``val_pair_mse`` (the within-image loss over every pair of masks of one validation image) and the validation loss
     that picks the epoch is ``val_mse + rank_weight * val_pair_mse``. 0: the MSE alone, batches drawn at random.
 
-    ``patience``: stop after this many epochs in a row without a new lowest validation MSE (the history then ends
+    ``patience``: stop after this many epochs in a row without a new lowest validation loss (the history then ends
     before ``epochs``; the best epoch's weights are returned as always). 0 or None: run all ``epochs``.
 
     ``init``: start from a copy of this regressor's weights (fine-tuning; ``widths`` is then its own, and ``init``

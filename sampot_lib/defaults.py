@@ -28,7 +28,8 @@ REGRESSOR_PATIENCE = 20
 #: Weight of the within-image loss beside the MSE in regressor training
 #: (:func:`sampot_lib.method.regressor.fit_regressor`); 0 trains on the MSE alone. The within-image loss is the MSE of
 #: the score's differences between two masks of one image against their Dice differences: what evolution and the
-#: do-no-harm rule read (a step's predicted gain).
+#: do-no-harm rule read (a step's predicted gain). On JSRT's validation split (LiteMedSAM, heart) weights 1 and 3 raised
+#: the gain but lowered the ranking along evolution's paths (benchmarks/results/ranking_loss_heart.md): no clear win.
 RANK_WEIGHT = 0.0
 #: Masks of one image that sit side by side in a training batch when ``RANK_WEIGHT`` > 0 (the batch holds
 #: ``BATCH_SIZE // RANK_GROUP`` images), so that each batch has pairs to compare.

@@ -179,6 +179,10 @@ def output_file(path: str | Path, name: str = "--out", *, example: str | None = 
     if path.is_dir():
         suggestion = f" (e.g. {path / example})" if example else ""
         raise SampotError(f"{name} {path} is a folder; give a file name{suggestion}.")
+    if path.exists() and not path.is_file():
+        # A device (/dev/full, /dev/null), a named pipe or a socket: the atomic write would replace it with a regular
+        # file (as root, even a device node) and report success.
+        raise SampotError(f"{name} {path} is not a regular file (a device, a pipe or a socket); give a file name.")
     _probe(path.parent, name, for_file=path)
     return path
 

@@ -751,3 +751,15 @@ def test_any_split_request_gives_a_partition_or_is_refused(fractions, n, seed):
         assert "split fractions" in str(exc) or "empty data set" in str(exc)
     else:
         assert sorted(i for part in splits.values() for i in part) == sorted(ids)
+
+
+def test_an_output_file_that_is_a_pipe_or_device_is_refused_not_replaced(tmp_path, files, capsys):
+    # The atomic write renames a temporary file over the target: a named pipe (or, as root, /dev/full) would be
+    # replaced by a regular file and the command would report success.
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    with pytest.raises(SampotError, match="not a regular file"):
+        checks.output_file(fifo, "--out")
+    rc, err = run_cli(["data", "split", files["data"], "--out", fifo], capsys)
+    assert rc == 2 and "--out" in one_line_error(err) and "not a regular file" in err
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -27,7 +27,7 @@ from sampot_lib.defaults import (
     TUNE_EPOCHS,
     TUNE_LR,
 )
-from sampot_lib.errors import SampotError, whole
+from sampot_lib.errors import SampotError, regressor_size, whole
 from sampot_lib.files import atomic_write
 
 _FORMAT = "sampot-regressor/1"
@@ -58,8 +58,7 @@ class SegmentationRegressor(nn.Module):
 
     def __init__(self, input_size: int = 128, widths: tuple[int, ...] = (16, 32, 64, 128)):
         super().__init__()
-        if input_size % 16 or input_size < 32:
-            raise SampotError(f"regressor input_size must be a multiple of 16 and at least 32, got {input_size}.")
+        regressor_size(input_size, "regressor input_size")
         self.input_size = input_size
         self.widths = tuple(widths)
         layers: list[nn.Module] = []

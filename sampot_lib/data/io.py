@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from sampot_lib.data.dicom import read_dicom
 from sampot_lib.data.pixels import check_pixel_count, preprocess
+from sampot_lib.defaults import MIN_IMAGE_SIDE
 from sampot_lib.errors import SampotError
 from sampot_lib.files import atomic_write
 
@@ -115,6 +116,17 @@ def read_image(path: str | Path, *, low_pct: float | None = None, high_pct: floa
         return preprocess(arr, low_pct=low_pct, high_pct=high_pct)
     except SampotError as exc:
         raise SampotError(f"{path}: {exc}") from exc
+
+
+def check_image_side(image: np.ndarray, name: str | Path) -> None:
+    """SampotError naming ``name`` unless both sides of ``image`` reach :data:`~sampot_lib.defaults.MIN_IMAGE_SIDE`
+    (what the models segment; ``sampot data check`` states the same bound). Checked before a prompt is: a click
+    refused for lying outside a 1 x 1 image would send the user to move the click."""
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise SampotError(
+            f"{name}: {w}x{h} pixels; the models need at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}. Give a larger image."
+        )
 
 
 def read_mask(path: str | Path, *, expected_shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -798,3 +798,29 @@ def test_phantom_size_bound_is_the_command_lines(tmp_path):
     with pytest.raises(SampotError, match=re.escape("phantom size must be a whole number in [64, 8000]")):
         write_phantom_set(tmp_path / "p", 1, size=1_000_000)
     assert not (tmp_path / "p").exists()
+
+
+def test_an_image_too_small_is_named_before_the_click_or_the_mask(files, tmp_path, capsys):
+    # Measured first against a 1 x 1 image, the click (or the mask) would be blamed and the user sent to move it.
+    tiny = tmp_path / "tiny.png"
+    write_png(tiny, np.full((8, 8), 100, np.uint8))
+    for argv in (
+        ["evolve", tiny, "--click", 20, 20, "--regressor", files["reg"], "--out", tmp_path / "o"],
+        ["heatmap", tiny, "--mask", files["mask"], "--out", tmp_path / "h.csv"],
+    ):
+        rc, err = run_cli(argv, capsys)
+        line = one_line_error(err)
+        assert rc == 2 and f"{tiny}: 8x8 pixels; the models need at least 16x16" in line, err
+        assert "click" not in line and "mask" not in line
+
+
+@pytest.mark.parametrize("value, traceback", [("0", False), ("false", False), ("", False), ("1", True)])
+def test_sampot_debug_0_is_off(files, tmp_path, capsys, monkeypatch, value, traceback):
+    monkeypatch.setenv("SAMPOT_DEBUG", value)
+    argv = ["evolve", files["img"], "--click", 500, 60, "--regressor", files["reg"], "--out", tmp_path / "o"]
+    if traceback:
+        with pytest.raises(SampotError, match="lies outside"):
+            main([str(a) for a in argv])
+        return
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2 and "lies outside" in one_line_error(err)

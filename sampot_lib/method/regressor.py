@@ -500,9 +500,15 @@ def same_labelled(
 def score_mask(regressor: SegmentationRegressor, image: np.ndarray, mask: np.ndarray) -> float:
     """The regressor's predicted Dice of any binary ``mask`` (H x W) of ``image`` (H x W or H x W x 3, uint8): both
     resized to the regressor's input by area averaging, as its training set's synthetic masks were."""
+    mask = np.asarray(mask)
+    if mask.shape != np.shape(image)[:2]:  # resized to the input alone, a mask of another image scores silently
+        raise SampotError(
+            f"mask is {mask.shape[-1]}x{mask.shape[0]} (W x H) but the image is "
+            f"{np.shape(image)[1]}x{np.shape(image)[0]}; masks must have the image's size."
+        )
     size = regressor.input_size
     device = next(regressor.parameters()).device
-    img, msk = to_input(image, size).to(device), to_input(np.asarray(mask, dtype=np.float32), size).to(device)
+    img, msk = to_input(image, size).to(device), to_input(mask.astype(np.float32), size).to(device)
     return float(regressor.eval()(img, msk)[0])
 
 

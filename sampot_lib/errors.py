@@ -116,15 +116,23 @@ def seed(value: Any, name: str = "seed") -> int:
     return whole(value, name, low=0, high=2**32 - 1)
 
 
+def device_form(value: Any, name: str = "device") -> re.Match[str]:
+    """The form of a device name (cpu, cuda, cuda:N, mps), not whether it exists here: a config may be written on
+    one machine to run on another, which :func:`device` then checks."""
+    text = str(value).strip().lower()
+    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", text)
+    if m is None or (m[2] is not None and m[1] != "cuda"):
+        raise SampotError(f"{name} {_shown(value)} is not a device; use {DEVICE_FORMS}.")
+    return m
+
+
 def device(value: Any, name: str = "device") -> str:
     """A torch device that exists on this machine -> its canonical name (``cpu``, ``cuda``, ``cuda:N``, ``mps``).
 
     ``cuda``/``cuda:N`` need a CUDA GPU (and N below the number of GPUs); ``mps`` needs Apple's Metal backend.
     """
-    text = str(value).strip().lower()
-    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", text)
-    if m is None or (m[2] is not None and m[1] != "cuda"):
-        raise SampotError(f"{name} {_shown(value)} is not a device; use {DEVICE_FORMS}.")
+    m = device_form(value, name)
+    text = m[0]
     if m[1] == "cpu":
         return "cpu"
     import torch  # here: the other checks run before torch is loaded, and most commands never ask for a GPU

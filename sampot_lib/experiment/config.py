@@ -41,7 +41,7 @@ from sampot_lib.defaults import (
     SIMULATED_PROMPTS,
     STEPS,
 )
-from sampot_lib.errors import SampotError, check_safeguards, regressor_size
+from sampot_lib.errors import SampotError, check_safeguards, device_form, regressor_size
 from sampot_lib.errors import seed as check_seed
 
 MASK_OUTPUTS = (None, "best", "single", 0, 1, 2)
@@ -126,6 +126,7 @@ class ExperimentConfig:
         for name in ("data", "out", "structure", "model", "device"):
             if not getattr(self, name).strip():
                 raise SampotError(f"parameter {name!r} must not be empty.")
+        device_form(self.device, "parameter 'device'")  # its form; whether it exists here is checked at run time
         if Path(self.structure).name != self.structure or self.structure in (".", ".."):
             # masks/<structure>/ must be a folder inside masks/, not a path out of it
             raise SampotError(f"parameter 'structure' must be the name of a folder in masks/, got {self.structure!r}.")

@@ -787,6 +787,7 @@ def test_config_states_the_bounds_of_the_command_line():
         ({"regressor_size": 100_000}, "'regressor_size' must be a multiple of 16 from 32 to 1024"),
         ({"split_fractions": [1e308, 1e308, 1e308]}, "'split_fractions' must be three non-negative numbers"),
         ({"structure": "../images"}, "'structure' must be the name of a folder in masks/"),
+        ({"device": "gpu"}, "parameter 'device' 'gpu' is not a device; use cpu, cuda"),
     ]:
         with pytest.raises(SampotError, match=re.escape(message)):
             ExperimentConfig(data="d", out="o", **bad)

@@ -17,6 +17,9 @@ EVOLVE_PATIENCE = 5
 EVOLVE_MIN_GAIN = 1e-3
 #: Side of the square image and mask the segmentation regressor reads.
 REGRESSOR_SIZE = 128
+#: The largest regressor input side: the training set holds every synthetic mask at this size (1024: about 4 MB a
+#: mask), and a larger input only upsamples the model's 256-px mask. Far larger sides exhaust memory on the first image.
+MAX_REGRESSOR_SIZE = 1024
 #: Regressor training: epochs, batch size, learning rate (paper 3.2: 200, 32, 0.001).
 EPOCHS = 200
 BATCH_SIZE = 32
@@ -41,6 +44,10 @@ MIN_IMAGE_SIDE = 16
 #: before its pixels are decoded (a decompression bomb, a huge DICOM). 64 million: 8000 x 8000; a chest X-ray
 #: detector gives at most about 4300 x 4300.
 MAX_IMAGE_PIXELS = 64_000_000
+#: Sides of a phantom (``sampot data phantom --size``): at least 64 px (its anatomy is drawn at that scale), at most
+#: the side of the largest image sampot reads (the square of MAX_IMAGE_PIXELS).
+MIN_PHANTOM_SIZE = 64
+MAX_PHANTOM_SIZE = 8_000
 #: The regressor's training set clicks this many pixels outside the structure (paper 3.2: "an offset of 5 pixels"); a
 #: mask that leaves no pixel at that distance cannot be a training image.
 OUTSIDE_OFFSET = 5.0

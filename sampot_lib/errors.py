@@ -3,7 +3,8 @@
 A :class:`SampotError` says what was wrong and what to do about it. Each check returns the value it accepted
 (normalised) or raises one with one line that names the thing (``name``: a flag such as ``--lr`` or a parameter
 such as ``lr``), what was wrong and what to do. The command line, the experiment config and the notebooks share
-them, so the same value gets the same answer everywhere. Nothing here imports from the rest of the package.
+them, so the same value gets the same answer everywhere. Nothing here imports from the rest of the package but its
+default numbers (:mod:`sampot_lib.defaults`, a leaf), so that a bound is stated where it is enforced.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from sampot_lib.defaults import MAX_REGRESSOR_SIZE
 
 
 class SampotError(ValueError):
@@ -96,12 +99,15 @@ def _range_text(low: float | None, high: float | None, low_open: bool, high_open
 
 
 def regressor_size(value: Any, name: str = "regressor size") -> int:
-    """The segmentation regressor's input size: a multiple of 16 and at least 32 (four stride-2 layers, then a
-    final convolution over what is left, which must be at least 2 x 2)."""
+    """The segmentation regressor's input size: a multiple of 16, at least 32 (four stride-2 layers, then a
+    final convolution over what is left, which must be at least 2 x 2) and at most
+    :data:`~sampot_lib.defaults.MAX_REGRESSOR_SIZE` (a larger one exhausts memory on the first image)."""
     n = whole(value, name)
-    if n < 32 or n % 16:
-        near = max(32, 16 * round(n / 16))
-        raise SampotError(f"{name} must be a multiple of 16 and at least 32 (e.g. {near} or 128), got {n}.")
+    if n < 32 or n > MAX_REGRESSOR_SIZE or n % 16:
+        near = min(MAX_REGRESSOR_SIZE, max(32, 16 * round(n / 16)))
+        raise SampotError(
+            f"{name} must be a multiple of 16 from 32 to {MAX_REGRESSOR_SIZE} (e.g. {near} or 128), got {n}."
+        )
     return n
 
 
@@ -110,15 +116,23 @@ def seed(value: Any, name: str = "seed") -> int:
     return whole(value, name, low=0, high=2**32 - 1)
 
 
+def device_form(value: Any, name: str = "device") -> re.Match[str]:
+    """The form of a device name (cpu, cuda, cuda:N, mps), not whether it exists here: a config may be written on
+    one machine to run on another, which :func:`device` then checks."""
+    text = str(value).strip().lower()
+    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", text)
+    if m is None or (m[2] is not None and m[1] != "cuda"):
+        raise SampotError(f"{name} {_shown(value)} is not a device; use {DEVICE_FORMS}.")
+    return m
+
+
 def device(value: Any, name: str = "device") -> str:
     """A torch device that exists on this machine -> its canonical name (``cpu``, ``cuda``, ``cuda:N``, ``mps``).
 
     ``cuda``/``cuda:N`` need a CUDA GPU (and N below the number of GPUs); ``mps`` needs Apple's Metal backend.
     """
-    text = str(value).strip().lower()
-    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", text)
-    if m is None or (m[2] is not None and m[1] != "cuda"):
-        raise SampotError(f"{name} {_shown(value)} is not a device; use {DEVICE_FORMS}.")
+    m = device_form(value, name)
+    text = m[0]
     if m[1] == "cpu":
         return "cpu"
     import torch  # here: the other checks run before torch is loaded, and most commands never ask for a GPU
@@ -179,6 +193,10 @@ def output_file(path: str | Path, name: str = "--out", *, example: str | None = 
     if path.is_dir():
         suggestion = f" (e.g. {path / example})" if example else ""
         raise SampotError(f"{name} {path} is a folder; give a file name{suggestion}.")
+    if path.exists() and not path.is_file():
+        # A device (/dev/full, /dev/null), a named pipe or a socket: the atomic write would replace it with a regular
+        # file (as root, even a device node) and report success.
+        raise SampotError(f"{name} {path} is not a regular file (a device, a pipe or a socket); give a file name.")
     _probe(path.parent, name, for_file=path)
     return path
 

@@ -18,7 +18,14 @@ from typing import Any
 from sampot_lib import errors as checks
 from sampot_lib.cli.options import typed
 from sampot_lib.data.splits import load_splits
-from sampot_lib.defaults import MAX_LR, MAX_SHARPNESS, MOST_IDLE_MINUTES, MOST_SESSIONS
+from sampot_lib.defaults import (
+    MAX_LR,
+    MAX_PHANTOM_SIZE,
+    MAX_SHARPNESS,
+    MIN_PHANTOM_SIZE,
+    MOST_IDLE_MINUTES,
+    MOST_SESSIONS,
+)
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import check_scheduler
 
@@ -54,7 +61,10 @@ _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "device": ("--device", checks.device),
     "labelled": ("--labelled", lambda v, n: _labelled(v, n)),
     "tune_lr": ("--tune-lr", lambda v, n: checks.number(v, n, low=0, high=1, low_open=True)),
-    "workers": ("--workers", lambda v, n: checks.whole(v, n, low=1)),
+    "workers": ("--workers", lambda v, n: _workers(v, n)),
+    "box_jitter": ("--box-jitter", checks.fraction),
+    "extra_jitters": ("--extra-jitters", lambda v, n: [checks.fraction(j, n) for j in v]),
+    "seeds": ("--seeds", lambda v, n: _seeds(v, n)),
     "scheduler": ("--scheduler", check_scheduler),
 }
 # Values of the data commands (their names mean something else elsewhere, so they are checked by command).
@@ -62,7 +72,7 @@ _DATA_VALUES: dict[str, dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
     "split": {"fractions": ("--fractions", lambda v, n: _fractions(v, n))},
     "phantom": {
         "n": ("--n", lambda v, n: checks.whole(v, n, low=1)),
-        "size": ("--size", lambda v, n: checks.whole(v, n, low=64)),
+        "size": ("--size", lambda v, n: checks.whole(v, n, low=MIN_PHANTOM_SIZE, high=MAX_PHANTOM_SIZE)),
     },
     "prepare": {"max_size": ("--max-size", lambda v, n: _max_size(v, n))},
 }
@@ -79,6 +89,23 @@ def _labelled(value: Any, name: str) -> int:
     n = checks.whole(value, name)
     if n < 3:
         raise SampotError(f"{name} must be at least 3 (two labelled images to fine-tune on, one to check on); got {n}.")
+    return n
+
+
+def _seeds(value: Any, name: str) -> list[int]:
+    seeds = [checks.seed(s, name) for s in value]  # the bound of --seed
+    if len(set(seeds)) != len(seeds):
+        raise SampotError(f"{name} lists a seed twice ({' '.join(map(str, seeds))}); give each seed once.")
+    return seeds
+
+
+def _workers(value: Any, name: str) -> int:
+    n = checks.whole(value, name, low=1)
+    if n > 1:
+        # Imported here: the parallel module loads the models (torch); only a typed --workers N > 1 needs it.
+        from sampot_lib.experiment.parallel import check_workers
+
+        check_workers(n, name)
     return n
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sampot_lib.cli.options import plain
-from sampot_lib.data.io import looks_inverted, read_image, read_mask, write_png
+from sampot_lib.data.io import check_image_side, looks_inverted, read_image, read_mask, write_png
 from sampot_lib.defaults import SHARPNESS, STRUCTURE
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.records import finite_json
@@ -116,6 +116,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     if args.backend == "onnx" and args.optimizer == "adam":  # before any work: ONNX gives no gradients
         raise SampotError("--backend onnx gives no gradients, which adam needs: add --optimizer cmaes or random.")
     image = read_image(args.image)
+    check_image_side(image, args.image)  # before the click and the mask are measured against it
     gt = read_mask(args.mask, expected_shape=image.shape) if args.mask else None
     prompt = _user_prompt(args)
     prompt.check(image.shape[:2])
@@ -204,6 +205,7 @@ def dice_record(result: EvolutionResult, shipped: ShippedRegressor | None = None
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
     image = read_image(args.image)
+    check_image_side(image, args.image)  # before the mask is measured against it
     mask = read_mask(args.mask, expected_shape=image.shape)
     _warn_odd_input(None, mask, args.mask)  # no clicks: the heat-map makes its own
     if len(grid_points(mask, args.step)) == 0:  # before the model is loaded

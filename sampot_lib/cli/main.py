@@ -276,6 +276,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"sampot: warning: {message}", file=sys.stderr)
 
 
+def _switched_on(value: str) -> bool:
+    """An environment switch's value: empty, 0, false, no and off are off (``SAMPOT_DEBUG=0`` must not turn on the
+    tracebacks it is meant to turn off); anything else is on."""
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit status: 0 done; 2 the input or the machine's setup needs fixing (one line says what);
     1 a fault that is not the user's (an internal error: run again with --debug for the traceback); 130 Ctrl-C.
@@ -286,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _add_debug(parser, top=True)
     args = parser.parse_args(argv)
-    debug = bool(getattr(args, "debug", False) or os.environ.get("SAMPOT_DEBUG"))
+    debug = bool(getattr(args, "debug", False)) or _switched_on(os.environ.get("SAMPOT_DEBUG", ""))
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:

@@ -108,6 +108,9 @@ def _image_files(images_dir: Path, problems: list[str]) -> dict[str, Path]:
 
 def _read_manifest(path: Path, problems: list[str]) -> dict[str, str] | None:
     """manifest.csv -> {id: subject}; None when absent or unusable (problems are recorded)."""
+    if path.exists() and not path.is_file():  # a folder of that name: the subjects it should give would be lost
+        problems.append(f"{MANIFEST}: is a folder (or another non-file); replace it with the CSV file, or remove it.")
+        return None
     if not path.is_file():
         return None
     try:
@@ -212,11 +215,17 @@ def validate_folder(
     """Check a folder-format data set and collect every problem (missing masks, size mismatches, non-binary or empty
     masks, unreadable files, manifest errors) instead of stopping at the first.
 
-    ``structures``: the mask sub-folders required (default: all found). ``check_contents=False`` checks only names.
+    ``structures``: the mask sub-folders required (default: all found; one name may be given as a string).
+    ``check_contents=False`` checks only names.
     """
     root = Path(root)
     report = Report(root=root)
     problems = report.problems
+    if isinstance(structures, str):  # one name, not its letters
+        structures = [structures]
+    if root.exists() and not root.is_dir():
+        problems.append(f"{root}: is a file, not a folder; give the data set's folder (images/, masks/<structure>/).")
+        return report
     if not root.is_dir():
         problems.append(f"{root}: no such folder.")
         return report

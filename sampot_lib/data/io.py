@@ -6,6 +6,7 @@ Inputs may be 8-bit or 16-bit grayscale, RGB(A), float, or DICOM (see :mod:`samp
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from scipy import ndimage
 
 from sampot_lib.data.dicom import read_dicom
 from sampot_lib.data.pixels import check_pixel_count, preprocess
+from sampot_lib.defaults import MIN_IMAGE_SIDE
 from sampot_lib.errors import SampotError
 from sampot_lib.files import atomic_write
 
@@ -26,10 +28,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 _TURNED = (5, 6, 7, 8)
 
 
+def _path(path: str | Path) -> Path:
+    """``path`` as a Path; a SampotError for a value that is no path (Path() of a number raises a TypeError that
+    names no file)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise SampotError(f"an image path must be a str or a Path, got {path!r} ({type(path).__name__}).")
+    return Path(path)
+
+
 def _open(path: str | Path) -> Image.Image:
     """Open and decode an image file, turned as its EXIF orientation says (what every image viewer shows); one of
     more than :data:`~sampot_lib.defaults.MAX_IMAGE_PIXELS` pixels is refused from its header, before decoding."""
-    path = Path(path)
+    path = _path(path)
     if not path.exists():
         raise SampotError(f"{path}: no such file. Check the path, or run `sampot data check` on its folder.")
     if not path.is_file():
@@ -73,7 +83,7 @@ def turned(orientation: int | None) -> bool:
 
 def is_dicom(path: str | Path) -> bool:
     """True for a ``.dcm`` name or a file with the DICOM preamble (``DICM`` at byte 128)."""
-    path = Path(path)
+    path = _path(path)
     if path.suffix.lower() == ".dcm":
         return True
     try:
@@ -85,8 +95,17 @@ def is_dicom(path: str | Path) -> bool:
 
 
 def read_array(path: str | Path) -> np.ndarray:
-    """Read an image file's pixels as they are stored (``H x W`` or ``H x W x C``, uint8/uint16/int32/float)."""
+    """Read an image file's pixels as they are stored (``H x W`` or ``H x W x C``, uint8/uint16/int32/float).
+
+    A file of several frames (a TIFF stack, an animation) is refused, as a DICOM of several frames is: read as its
+    first frame alone, a volume would be segmented on whichever slice happens to come first."""
     img = _open(path)
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format != "MPO":  # MPO: a camera's JPEG with its preview images; the first is the photo
+        raise SampotError(
+            f"{path}: holds {frames} frames (a stack or an animation); one radiograph per file is expected: save "
+            "the frame you mean as a PNG of its own."
+        )
     if img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("RGB")
     elif img.mode == "PA":
@@ -115,6 +134,17 @@ def read_image(path: str | Path, *, low_pct: float | None = None, high_pct: floa
         return preprocess(arr, low_pct=low_pct, high_pct=high_pct)
     except SampotError as exc:
         raise SampotError(f"{path}: {exc}") from exc
+
+
+def check_image_side(image: np.ndarray, name: str | Path) -> None:
+    """SampotError naming ``name`` unless both sides of ``image`` reach :data:`~sampot_lib.defaults.MIN_IMAGE_SIDE`
+    (what the models segment; ``sampot data check`` states the same bound). Checked before a prompt is: a click
+    refused for lying outside a 1 x 1 image would send the user to move the click."""
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise SampotError(
+            f"{name}: {w}x{h} pixels; the models need at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}. Give a larger image."
+        )
 
 
 def read_mask(path: str | Path, *, expected_shape: tuple[int, int] | None = None) -> np.ndarray:

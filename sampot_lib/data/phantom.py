@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from sampot_lib.data.io import write_png
 from sampot_lib.data.phantom_shapes import STRUCTURES, band, bone, draw_polyline, geometry, smooth_noise, vessel_tree
-from sampot_lib.errors import SampotError
+from sampot_lib.defaults import MAX_PHANTOM_SIZE, MIN_PHANTOM_SIZE
+from sampot_lib.errors import SampotError, whole
 from sampot_lib.files import write_text
 
 #: How often each confounder appears, per preset. ``opacity``: consolidation blobs or a basal haze;
@@ -290,6 +291,7 @@ def write_phantom_set(
     """
     if n < 1:
         raise SampotError(f"phantom count {n} must be at least 1.")
+    whole(size, "phantom size", low=MIN_PHANTOM_SIZE, high=MAX_PHANTOM_SIZE)  # a huge one exhausts memory at once
     if not isinstance(mask_dilation, int) or mask_dilation < 0:
         raise SampotError(f"mask_dilation must be a whole number of pixels >= 0, got {mask_dilation!r}.")
     _confounder_rates(confounders)  # fail before writing anything

@@ -23,6 +23,8 @@ from sampot_lib.defaults import (
     EVOLVE_MIN_GAIN,
     EVOLVE_PATIENCE,
     LR,
+    MAX_LR,
+    MAX_SHARPNESS,
     N_OUTSIDE,
     N_SYNTHETIC,
     OPTIMIZERS,
@@ -39,7 +41,8 @@ from sampot_lib.defaults import (
     SIMULATED_PROMPTS,
     STEPS,
 )
-from sampot_lib.errors import SampotError, check_safeguards
+from sampot_lib.errors import SampotError, check_safeguards, device_form, regressor_size
+from sampot_lib.errors import seed as check_seed
 
 MASK_OUTPUTS = (None, "best", "single", 0, 1, 2)
 
@@ -123,7 +126,12 @@ class ExperimentConfig:
         for name in ("data", "out", "structure", "model", "device"):
             if not getattr(self, name).strip():
                 raise SampotError(f"parameter {name!r} must not be empty.")
-        for name, lo in (("n_synthetic", 0), ("n_outside", 0), ("seed", 0), ("batch_size", 2), ("epochs", 1),
+        device_form(self.device, "parameter 'device'")  # its form; whether it exists here is checked at run time
+        if Path(self.structure).name != self.structure or self.structure in (".", ".."):
+            # masks/<structure>/ must be a folder inside masks/, not a path out of it
+            raise SampotError(f"parameter 'structure' must be the name of a folder in masks/, got {self.structure!r}.")
+        check_seed(self.seed, "parameter 'seed'")  # the bound of --seed: what numpy and torch both accept
+        for name, lo in (("n_synthetic", 0), ("n_outside", 0), ("batch_size", 2), ("epochs", 1),
                          ("steps", 0), ("regressor_patience", 0)):  # fmt: skip
             if getattr(self, name) < lo:
                 why = " (batch norm needs two samples a batch)" if name == "batch_size" else ""
@@ -136,13 +144,12 @@ class ExperimentConfig:
                 f"parameter 'max_images' must be at least 3 (a correlation needs 3 test images) or None for all, "
                 f"got {self.max_images}."
             )
-        if self.regressor_size < 32 or self.regressor_size % 16:
-            raise SampotError(
-                f"parameter 'regressor_size' must be a multiple of 16 and at least 32 (the regressor halves it four "
-                f"times), got {self.regressor_size}."
-            )
+        regressor_size(self.regressor_size, "parameter 'regressor_size'")
         for name in ("regressor_lr", "lr", "sharpness"):
             _positive(name, getattr(self, name))
+        for name, most in (("lr", MAX_LR), ("sharpness", MAX_SHARPNESS)):  # the command line's bounds
+            if getattr(self, name) > most:
+                raise SampotError(f"parameter {name!r} must be in (0, {most:g}], got {getattr(self, name)!r}.")
         if self.patience is not None and self.patience < 0:
             raise SampotError(f"parameter 'patience' must be a whole number >= 0 or None (0, None or one of at least "
                               f"'steps': no early stopping), got {self.patience}.")  # fmt: skip
@@ -180,17 +187,24 @@ class ExperimentConfig:
         if self.preset is not None and self.preset not in PRESETS:
             raise SampotError(f"parameter 'preset' must be one of {', '.join(PRESETS)} or None, got {self.preset!r}.")
         fr = self.split_fractions
-        if len(fr) != 3 or not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in fr) or sum(fr) <= 0:
+        # a finite sum: three finite fractions near the float limit sum to inf, and the split then divides by it
+        if (
+            len(fr) != 3
+            or not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in fr)
+            or not 0 < sum(fr) < math.inf
+        ):
             raise SampotError(
                 f"parameter 'split_fractions' must be three non-negative numbers (train, val, test) with a positive "
                 f"sum, e.g. [41, 28, 53]; got {fr!r}."
             )
         self.split_fractions = [float(v) for v in fr]
         if self.seeds is not None:
-            if not self.seeds or not all(_is_number(s) and isinstance(s, int) and s >= 0 for s in self.seeds):
+            if not self.seeds or not all(_is_number(s) and isinstance(s, int) for s in self.seeds):
                 raise SampotError(
                     f"parameter 'seeds' must be a non-empty list of whole numbers >= 0, got {self.seeds!r}."
                 )
+            for s in self.seeds:
+                check_seed(s, "parameter 'seeds': each seed")
             if len(set(self.seeds)) != len(self.seeds):
                 raise SampotError(f"parameter 'seeds' lists a seed twice: {self.seeds}.")
         check_safeguards(self.safeguards)

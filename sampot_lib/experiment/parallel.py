@@ -62,6 +62,18 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_workers(workers: int, name: str = "workers") -> None:
+    """SampotError unless ``workers`` local worker processes fit the cores this process may use: each is a process
+    with its own copy of the model, so more of them than cores only wait on each other, and thousands exhaust the
+    machine while the cluster starts (it never answers)."""
+    cores = usable_cores()
+    if workers > cores:
+        raise SampotError(
+            f"{name} {workers} is more than the {cores} core(s) this process may use (each worker is a process with "
+            f"its own model); give {name} {cores} or fewer, or join a cluster of several machines with --scheduler."
+        )
+
+
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
     """torch threads of each of ``workers`` local worker processes: ``max(1, cores // workers)``."""
     return max(1, (cores or usable_cores()) // max(1, workers))
@@ -205,6 +217,8 @@ class Workers:
             raise SampotError(f"workers must be a whole number >= 1 (1: in this process), got {workers!r}.")
         if workers is not None and workers > 1 and scheduler is not None:
             raise SampotError("give workers or a scheduler address, not both: a joined cluster has its own workers.")
+        if workers is not None and workers > 1:
+            check_workers(workers)
         self.workers, self.scheduler, self.dashboard = workers, scheduler, dashboard
         if dashboard and scheduler is None and (workers or 1) <= 1:
             raise SampotError("--dashboard shows a Dask cluster at work: add --workers N (N > 1) or --scheduler "

@@ -19,8 +19,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sampot_lib.defaults import EVOLVE_MIN_GAIN, EVOLVE_PATIENCE, LR, SHARPNESS, STEPS, STRUCTURE
+from sampot_lib.data.io import check_mask
+from sampot_lib.defaults import (
+    EVOLVE_MIN_GAIN,
+    EVOLVE_PATIENCE,
+    LR,
+    MAX_LR,
+    MAX_SHARPNESS,
+    SHARPNESS,
+    STEPS,
+    STRUCTURE,
+)
 from sampot_lib.errors import SampotError, number, whole
+from sampot_lib.errors import seed as check_seed
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.optimizers import make_optimizer
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
@@ -30,6 +41,7 @@ from sampot_lib.method.selection import DoNoHarm
 from sampot_lib.method.shipped import find_shipped, load_shipped_regressor
 from sampot_lib.method.trajectory import EvolutionResult, EvolutionStep
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, PromptableModel
+from sampot_lib.models.sam import check_image
 
 __all__ = [
     "EvolutionResult", "EvolutionStep", "Patience", "Safeguards", "check_point", "evolve_prompt", "stop_step",
@@ -119,14 +131,18 @@ def evolve_prompt(
 
     ``on_step(step, steps)``: called with each step as soon as it is scored (the widget and the app show progress).
     """
+    _check_call(model, scorer, image, safeguards, do_no_harm)
     guards = safeguards if safeguards is not None else Safeguards()
     prompt = as_prompt(prompt)
     h, w = image.shape[:2]
     prompt.check((h, w))
-    if gt_mask is not None and gt_mask.shape != (h, w):
-        raise SampotError(f"ground-truth mask is {gt_mask.shape[::-1]} (W x H) but the image is {w}x{h}.")
+    if gt_mask is not None:  # a non-binary or empty truth gives a true Dice that means nothing
+        gt_mask = check_mask(gt_mask, name="gt_mask", expected_shape=(h, w))
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise SampotError(f"steps must be a whole number >= 0, got {steps!r}.")
+    lr = number(lr, "lr", low=0, high=MAX_LR, low_open=True)
+    sharpness = number(sharpness, "sharpness", low=0, high=MAX_SHARPNESS, low_open=True)
+    seed = check_seed(seed, "seed")
     patience = _check_patience(patience, steps)
     min_gain = number(min_gain, "min_gain", low=0.0)
     device = model.device
@@ -223,6 +239,24 @@ def _full_size(pred: MaskPrediction) -> torch.Tensor | None:
         return None
     with torch.no_grad():
         return pred.resize(None)
+
+
+def _check_call(model: Any, scorer: Any, image: Any, safeguards: Any, do_no_harm: Any) -> None:
+    """One-line SampotErrors, naming the parameter, for arguments of the wrong kind (a notebook passes what it has):
+    without them each fails deep inside torch, as an AttributeError or a shape error that names no parameter."""
+    if not callable(getattr(model, "embed", None)):
+        raise SampotError(f"model must be a promptable model (from load_model), got {type(model).__name__}.")
+    check_image(image)  # a NumPy uint8 array, H x W or H x W x 3, of at least the models' smallest side
+    is_scorer = hasattr(scorer, "size") and callable(scorer)  # the Scorer protocol
+    if not (scorer is None or isinstance(scorer, SegmentationRegressor) or is_scorer):
+        raise SampotError(
+            f"scorer must be None (the shipped regressor), a SegmentationRegressor or a scorer of "
+            f"sampot_lib.method.scoring, got {type(scorer).__name__}."
+        )
+    if safeguards is not None and not isinstance(safeguards, Safeguards):
+        raise SampotError(f"safeguards must be a Safeguards or None, got {type(safeguards).__name__}.")
+    if not isinstance(do_no_harm, (bool, DoNoHarm)):
+        raise SampotError(f"do_no_harm must be True, False or a DoNoHarm, got {do_no_harm!r}.")
 
 
 def _check_patience(patience: int | None, steps: int) -> int | None:

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from sampot_lib.data.io import check_mask
 from sampot_lib.defaults import SHARPNESS
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, whole
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, predict
 from sampot_lib.method.regressor import SegmentationRegressor
@@ -44,8 +44,7 @@ class Heatmap:
 def grid_points(mask: np.ndarray, step: int) -> np.ndarray:
     """N x 2 (x, y) clicks on a regular grid of spacing ``step`` px that fall inside ``mask`` (grid centred on it)."""
     mask = check_mask(mask)
-    if step < 1:
-        raise SampotError(f"grid step must be >= 1 pixel, got {step}.")
+    step = whole(step, "grid step", low=1)  # a float step would index the mask with floats
     ys, xs = np.nonzero(mask)
     x0 = xs.min() + ((xs.max() - xs.min()) % step) // 2
     y0 = ys.min() + ((ys.max() - ys.min()) % step) // 2

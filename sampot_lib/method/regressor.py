@@ -27,7 +27,7 @@ from sampot_lib.defaults import (
     TUNE_EPOCHS,
     TUNE_LR,
 )
-from sampot_lib.errors import SampotError, whole
+from sampot_lib.errors import SampotError, regressor_size, whole
 from sampot_lib.files import atomic_write
 
 _FORMAT = "sampot-regressor/1"
@@ -58,8 +58,7 @@ class SegmentationRegressor(nn.Module):
 
     def __init__(self, input_size: int = 128, widths: tuple[int, ...] = (16, 32, 64, 128)):
         super().__init__()
-        if input_size % 16 or input_size < 32:
-            raise SampotError(f"regressor input_size must be a multiple of 16 and at least 32, got {input_size}.")
+        regressor_size(input_size, "regressor input_size")
         self.input_size = input_size
         self.widths = tuple(widths)
         layers: list[nn.Module] = []
@@ -501,9 +500,15 @@ def same_labelled(
 def score_mask(regressor: SegmentationRegressor, image: np.ndarray, mask: np.ndarray) -> float:
     """The regressor's predicted Dice of any binary ``mask`` (H x W) of ``image`` (H x W or H x W x 3, uint8): both
     resized to the regressor's input by area averaging, as its training set's synthetic masks were."""
+    mask = np.asarray(mask)
+    if mask.shape != np.shape(image)[:2]:  # resized to the input alone, a mask of another image scores silently
+        raise SampotError(
+            f"mask is {mask.shape[-1]}x{mask.shape[0]} (W x H) but the image is "
+            f"{np.shape(image)[1]}x{np.shape(image)[0]}; masks must have the image's size."
+        )
     size = regressor.input_size
     device = next(regressor.parameters()).device
-    img, msk = to_input(image, size).to(device), to_input(np.asarray(mask, dtype=np.float32), size).to(device)
+    img, msk = to_input(image, size).to(device), to_input(mask.astype(np.float32), size).to(device)
     return float(regressor.eval()(img, msk)[0])
 
 

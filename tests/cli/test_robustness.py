@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -589,7 +590,16 @@ def test_describe_os_error_names_path_cause_and_fix():
         ("data split {data} --out {o}/s.json --fractions 0 0 0", "--fractions must have a positive sum"),
         ("data split {data} --out {root}", "--out {root} is a folder"),
         ("data phantom --n 0 --out {o}", "--n must be a whole number >= 1"),
-        ("data phantom --n 2 --size 8 --out {o}", "--size must be a whole number >= 64"),
+        ("data phantom --n 2 --size 8 --out {o}", "--size must be a whole number in [64, 8000]"),
+        ("data phantom --n 2 --size 1000000 --out {o}", "--size must be a whole number in [64, 8000]"),
+        ("run {data} --out {o} --regressor-size 100000", "--regressor-size must be a multiple of 16 from 32 to 1024"),
+        ("run {data} --out {o} --box-jitter nan", "--box-jitter must be a finite number"),
+        ("run {data} --out {o} --box-jitter 5", "--box-jitter must be in [0, 1], got 5"),
+        ("calibrate {data} --regressor {reg} --labelled 3 --out {o} --box-jitter -1", "--box-jitter must be in [0, 1]"),
+        ("run {data} --out {o} --extra-jitters 0.1 -0.5", "--extra-jitters must be in [0, 1], got -0.5"),
+        ("run {data} --out {o} --seeds 1 1", "--seeds lists a seed twice (1 1)"),
+        ("run {data} --out {o} --seeds 99999999999", "--seeds must be a whole number in [0, 4294967295]"),
+        ("run {data} --out {o} --workers 100000", "--workers 100000 is more than the"),
         ("data phantom --n 2 --out {reg}", "--out {reg} is a file"),
         ("data prepare jsrt --src {root} --out {o} --max-size 5", "--max-size must be 0 (keep the size) or at least"),
     ],
@@ -751,3 +761,67 @@ def test_any_split_request_gives_a_partition_or_is_refused(fractions, n, seed):
         assert "split fractions" in str(exc) or "empty data set" in str(exc)
     else:
         assert sorted(i for part in splits.values() for i in part) == sorted(ids)
+
+
+def test_an_output_file_that_is_a_pipe_or_device_is_refused_not_replaced(tmp_path, files, capsys):
+    # The atomic write renames a temporary file over the target: a named pipe (or, as root, /dev/full) would be
+    # replaced by a regular file and the command would report success.
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    with pytest.raises(SampotError, match="not a regular file"):
+        checks.output_file(fifo, "--out")
+    rc, err = run_cli(["data", "split", files["data"], "--out", fifo], capsys)
+    assert rc == 2 and "--out" in one_line_error(err) and "not a regular file" in err
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_config_states_the_bounds_of_the_command_line():
+    """ExperimentConfig (the notebooks' way in) refuses what the command line refuses, with the same bound."""
+    from sampot_lib.experiment.config import ExperimentConfig
+
+    for bad, message in [
+        ({"seed": 2**32}, "'seed' must be a whole number in [0, 4294967295]"),
+        ({"seeds": [0, 2**40]}, "'seeds': each seed must be a whole number in [0, 4294967295]"),
+        ({"sharpness": 1e9}, "'sharpness' must be in (0, 1000]"),
+        ({"lr": 1e6}, "'lr' must be in (0, 10000]"),
+        ({"regressor_size": 100_000}, "'regressor_size' must be a multiple of 16 from 32 to 1024"),
+        ({"split_fractions": [1e308, 1e308, 1e308]}, "'split_fractions' must be three non-negative numbers"),
+        ({"structure": "../images"}, "'structure' must be the name of a folder in masks/"),
+        ({"device": "gpu"}, "parameter 'device' 'gpu' is not a device; use cpu, cuda"),
+    ]:
+        with pytest.raises(SampotError, match=re.escape(message)):
+            ExperimentConfig(data="d", out="o", **bad)
+    with pytest.raises(SampotError, match="regressor input_size must be a multiple of 16 from 32 to 1024"):
+        SegmentationRegressor(2048)
+
+
+def test_phantom_size_bound_is_the_command_lines(tmp_path):
+    with pytest.raises(SampotError, match=re.escape("phantom size must be a whole number in [64, 8000]")):
+        write_phantom_set(tmp_path / "p", 1, size=1_000_000)
+    assert not (tmp_path / "p").exists()
+
+
+def test_an_image_too_small_is_named_before_the_click_or_the_mask(files, tmp_path, capsys):
+    # Measured first against a 1 x 1 image, the click (or the mask) would be blamed and the user sent to move it.
+    tiny = tmp_path / "tiny.png"
+    write_png(tiny, np.full((8, 8), 100, np.uint8))
+    for argv in (
+        ["evolve", tiny, "--click", 20, 20, "--regressor", files["reg"], "--out", tmp_path / "o"],
+        ["heatmap", tiny, "--mask", files["mask"], "--out", tmp_path / "h.csv"],
+    ):
+        rc, err = run_cli(argv, capsys)
+        line = one_line_error(err)
+        assert rc == 2 and f"{tiny}: 8x8 pixels; the models need at least 16x16" in line, err
+        assert "click" not in line and "mask" not in line
+
+
+@pytest.mark.parametrize("value, traceback", [("0", False), ("false", False), ("", False), ("1", True)])
+def test_sampot_debug_0_is_off(files, tmp_path, capsys, monkeypatch, value, traceback):
+    monkeypatch.setenv("SAMPOT_DEBUG", value)
+    argv = ["evolve", files["img"], "--click", 500, 60, "--regressor", files["reg"], "--out", tmp_path / "o"]
+    if traceback:
+        with pytest.raises(SampotError, match="lies outside"):
+            main([str(a) for a in argv])
+        return
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2 and "lies outside" in one_line_error(err)

@@ -147,3 +147,24 @@ def test_jsrt_scr_validates():
     structures = ["heart", "left_clavicle", "left_lung", "right_clavicle", "right_lung"]  # SCR's five (README)
     assert len(rep.ids) == 247 and rep.structures == structures
     assert rep.masks_checked == 247 * len(structures) and dict(rep.sizes) == {(1024, 1024): 247}
+
+
+def test_manifest_that_is_a_folder_is_a_problem_not_ignored(tmp_path):
+    # Ignored, the subjects it should give are lost: images of one patient could land in train and test.
+    root = make_folder(tmp_path / "d", n=4, manifest=False)
+    (root / "manifest.csv").mkdir()
+    rep = validate_folder(root)
+    assert not rep.ok and any("manifest.csv: is a folder" in p for p in rep.problems), rep.format()
+    with pytest.raises(SampotError, match="manifest.csv: is a folder"):
+        FolderDataset(root)
+
+
+def test_a_file_given_as_the_data_set_is_named_as_a_file_and_one_structure_is_a_name(tmp_path):
+    root = make_folder(tmp_path / "d", n=4)
+    image = next((root / "images").iterdir())
+    rep = validate_folder(image)
+    assert rep.problems == [
+        f"{image}: is a file, not a folder; give the data set's folder (images/, masks/<structure>/)."
+    ]
+    rep = validate_folder(root, structures="left_lung")  # a string is one structure, not its letters
+    assert rep.ok and rep.structures == ["left_lung"], rep.format()

@@ -119,3 +119,15 @@ def test_dicom_unreadable(tmp_path):
     (tmp_path / "bad.dcm").write_bytes(b"\x00" * 200)
     with pytest.raises(SampotError, match="not a readable DICOM"):
         read_image(tmp_path / "bad.dcm")
+
+
+def test_a_stack_of_frames_is_refused_as_a_multi_frame_dicom_is(tmp_path):
+    # Read as its first frame alone, a volume would be segmented on whichever slice comes first, without a word.
+    frames = [Image.fromarray(np.full((32, 32), v, np.uint8)) for v in (10, 120, 240)]
+    frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
+    with pytest.raises(SampotError, match="stack.tif: holds 3 frames"):
+        read_image(tmp_path / "stack.tif")
+    frames[0].save(tmp_path / "one.tif")
+    assert read_image(tmp_path / "one.tif").shape == (32, 32)
+    with pytest.raises(SampotError, match="an image path must be a str or a Path, got 5"):
+        read_image(5)

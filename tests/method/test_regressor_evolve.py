@@ -1,5 +1,7 @@
 """The regressor learns Dice; evolution raises its score; safeguards hold; bad input is refused."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from sampot_lib.method.regressor import (
     load_regressor,
     predict_dice,
     save_regressor,
+    score_mask,
     to_input,
 )
 from sampot_lib.method.scoring import RegressorScorer
@@ -193,3 +196,37 @@ def test_true_dice_of_every_step_comes_from_that_steps_decoder_call(tiny_model, 
     for step in with_truth.trajectory:
         again = dice(predict_mask(tiny_model, emb, with_truth.prompt_at(step.step)), truth)
         assert step.dice == pytest.approx(again, abs=1e-9), step.step
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"image": [[1, 2], [3, 4]]}, "image must be a NumPy array"),
+        ({"image": np.zeros((96, 96, 5), np.uint8)}, "image has shape (96, 96, 5)"),
+        ({"model": None}, "model must be a promptable model"),
+        ({"scorer": "regressor"}, "scorer must be None"),
+        ({"safeguards": {"trust_radius": -1}}, "safeguards must be a Safeguards"),
+        ({"do_no_harm": "yes"}, "do_no_harm must be True, False or a DoNoHarm"),
+        ({"lr": "1"}, "lr must be a number"),
+        ({"sharpness": 1e9}, "sharpness must be in (0, 1000]"),
+        ({"seed": -1}, "seed must be a whole number in [0, 4294967295]"),
+        ({"gt_mask": np.arange(96 * 96).reshape(96, 96)}, "gt_mask: mask is not binary"),
+        ({"gt_mask": np.zeros((96, 96), bool)}, "gt_mask: mask is empty"),
+        ({"gt_mask": np.ones((50, 96), bool)}, "gt_mask: mask is 96x50 (W x H) but the image is 96x96"),
+    ],
+)
+def test_evolve_prompt_names_an_argument_of_the_wrong_kind(tiny_model, trained, bad, message):
+    """A notebook's wrong argument fails in one line naming it, not as an AttributeError inside torch, and a truth
+    that is no mask never yields a true Dice."""
+    image, _ = disk_image()
+    args = {"model": tiny_model, "scorer": trained[0], "image": image} | bad
+    with pytest.raises(SampotError, match=re.escape(message)):
+        evolve_prompt(args.pop("model"), args.pop("scorer"), args.pop("image"), (40.0, 50.0), steps=1, **args)
+
+
+def test_score_mask_refuses_a_mask_of_another_size_and_heatmap_a_fractional_step(tiny_model, trained):
+    image, mask = disk_image()
+    with pytest.raises(SampotError, match=re.escape("mask is 48x48 (W x H) but the image is 96x96")):
+        score_mask(trained[0], image, mask[:48, :48])  # resized alone, it was scored as if it fitted
+    with pytest.raises(SampotError, match="grid step must be a whole number"):
+        grid_points(mask, 2.5)

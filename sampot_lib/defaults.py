@@ -122,3 +122,5 @@ MAX_SESSIONS = 4
 MOST_SESSIONS = 64
 IDLE_MINUTES = 30.0
 MOST_IDLE_MINUTES = 24 * 60.0
+#: The most local Dask worker processes per usable core (``--workers``): more only wait on each other.
+WORKERS_PER_CORE = 4

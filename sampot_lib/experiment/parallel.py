@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.defaults import WORKERS_PER_CORE
 from sampot_lib.errors import SampotError, is_place_error
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.models.registry import load_model
@@ -63,14 +64,15 @@ def usable_cores() -> int:
 
 
 def check_workers(workers: int, name: str = "workers") -> None:
-    """SampotError unless ``workers`` local worker processes fit the cores this process may use: each is a process
-    with its own copy of the model, so more of them than cores only wait on each other, and thousands exhaust the
-    machine while the cluster starts (it never answers)."""
+    """SampotError unless ``workers`` local worker processes are at most :data:`WORKERS_PER_CORE` per core this
+    process may use: each is a process with its own copy of the model, so a few more than the cores only wait on each
+    other, and thousands exhaust the machine while the cluster starts (it never answers)."""
     cores = usable_cores()
-    if workers > cores:
+    if workers > WORKERS_PER_CORE * cores:
         raise SampotError(
-            f"{name} {workers} is more than the {cores} core(s) this process may use (each worker is a process with "
-            f"its own model); give {name} {cores} or fewer, or join a cluster of several machines with --scheduler."
+            f"{name} {workers} is more than {WORKERS_PER_CORE} per core for the {cores} core(s) this process may use "
+            f"(each worker is a process with its own model); give {name} {WORKERS_PER_CORE * cores} or fewer "
+            f"({cores} runs fastest), or join a cluster of several machines with --scheduler."
         )
 
 

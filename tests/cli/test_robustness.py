@@ -599,7 +599,7 @@ def test_describe_os_error_names_path_cause_and_fix():
         ("run {data} --out {o} --extra-jitters 0.1 -0.5", "--extra-jitters must be in [0, 1], got -0.5"),
         ("run {data} --out {o} --seeds 1 1", "--seeds lists a seed twice (1 1)"),
         ("run {data} --out {o} --seeds 99999999999", "--seeds must be a whole number in [0, 4294967295]"),
-        ("run {data} --out {o} --workers 100000", "--workers 100000 is more than the"),
+        ("run {data} --out {o} --workers 100000", "--workers 100000 is more than 4 per core"),
         ("data phantom --n 2 --out {reg}", "--out {reg} is a file"),
         ("data prepare jsrt --src {root} --out {o} --max-size 5", "--max-size must be 0 (keep the size) or at least"),
     ],

@@ -235,3 +235,13 @@ def test_config_refuses_bad_workers_and_scheduler(bad, message):
     with pytest.raises(SampotError, match=message):
         ExperimentConfig(data="d", out="o", **bad)
     assert ExperimentConfig(data="d", out="o", scheduler=" tcp://node1:8786 ").scheduler == "tcp://node1:8786"
+
+
+def test_local_workers_are_bounded_at_four_per_usable_core():
+    from sampot_lib.defaults import WORKERS_PER_CORE
+    from sampot_lib.experiment.parallel import check_workers, usable_cores
+
+    most = WORKERS_PER_CORE * usable_cores()
+    check_workers(most)  # a few more than the cores: slow, allowed
+    with pytest.raises(SampotError, match=f"give workers {most} or fewer"):
+        check_workers(most + 1)

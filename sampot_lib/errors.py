@@ -3,8 +3,8 @@
 A :class:`SampotError` says what was wrong and what to do about it. Each check returns the value it accepted
 (normalised) or raises one with one line that names the thing (``name``: a flag such as ``--lr`` or a parameter
 such as ``lr``), what was wrong and what to do. The command line, the experiment config and the notebooks share
-them, so the same value gets the same answer everywhere. Nothing here imports from the rest of the package but its
-default numbers (:mod:`sampot_lib.defaults`, a leaf), so that a bound is stated where it is enforced.
+them, so the same value gets the same answer everywhere. Nothing here imports from the rest of the package: a bound
+that is a default number (:mod:`sampot_lib.defaults`) is passed in by the caller.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-from sampot_lib.defaults import MAX_REGRESSOR_SIZE
 
 
 class SampotError(ValueError):
@@ -98,16 +96,14 @@ def _range_text(low: float | None, high: float | None, low_open: bool, high_open
     return f"{'<' if high_open else '<='} {show(high)}"
 
 
-def regressor_size(value: Any, name: str = "regressor size") -> int:
+def regressor_size(value: Any, name: str = "regressor size", *, high: int) -> int:
     """The segmentation regressor's input size: a multiple of 16, at least 32 (four stride-2 layers, then a
-    final convolution over what is left, which must be at least 2 x 2) and at most
-    :data:`~sampot_lib.defaults.MAX_REGRESSOR_SIZE` (a larger one exhausts memory on the first image)."""
+    final convolution over what is left, which must be at least 2 x 2) and at most ``high``
+    (:data:`~sampot_lib.defaults.MAX_REGRESSOR_SIZE`: a larger one exhausts memory on the first image)."""
     n = whole(value, name)
-    if n < 32 or n > MAX_REGRESSOR_SIZE or n % 16:
-        near = min(MAX_REGRESSOR_SIZE, max(32, 16 * round(n / 16)))
-        raise SampotError(
-            f"{name} must be a multiple of 16 from 32 to {MAX_REGRESSOR_SIZE} (e.g. {near} or 128), got {n}."
-        )
+    if n < 32 or n > high or n % 16:
+        near = min(high, max(32, 16 * round(n / 16)))
+        raise SampotError(f"{name} must be a multiple of 16 from 32 to {high} (e.g. {near} or 128), got {n}.")
     return n
 
 

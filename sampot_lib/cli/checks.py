@@ -21,6 +21,7 @@ from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import (
     MAX_LR,
     MAX_PHANTOM_SIZE,
+    MAX_REGRESSOR_SIZE,
     MAX_SHARPNESS,
     MIN_PHANTOM_SIZE,
     MOST_IDLE_MINUTES,
@@ -50,7 +51,7 @@ _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "max_area_ratio": ("--max-area-ratio", lambda v, n: checks.number(v, n, low=1)),
     "epochs": ("--epochs", lambda v, n: checks.whole(v, n, low=1)),
     "max_images": ("--max-images", lambda v, n: _max_images(v, n)),
-    "regressor_size": ("--regressor-size", checks.regressor_size),
+    "regressor_size": ("--regressor-size", lambda v, n: checks.regressor_size(v, n, high=MAX_REGRESSOR_SIZE)),
     "seed": ("--seed", checks.seed),
     "step": ("--step", lambda v, n: checks.whole(v, n, low=1)),
     "port": ("--port", lambda v, n: checks.whole(v, n, low=1, high=65535)),

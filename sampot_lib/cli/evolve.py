@@ -21,7 +21,8 @@ from sampot_lib.files import sha256_file, write_text
 from sampot_lib.method.evolve import EvolutionResult, evolve_prompt
 from sampot_lib.method.heatmap import dice_heatmap, grid_points
 from sampot_lib.method.prompts import Prompt, Safeguards
-from sampot_lib.method.regressor import check_regressor, load_regressor
+from sampot_lib.method.regressor import load_regressor
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.selection import DoNoHarm
 from sampot_lib.method.shipped import ShippedRegressor, resolve_regressor
 from sampot_lib.models import load_model

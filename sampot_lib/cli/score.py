@@ -11,7 +11,8 @@ from typing import Any
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import read_image, read_mask
 from sampot_lib.experiment.records import write_csv
-from sampot_lib.method.regressor import check_regressor, score_mask
+from sampot_lib.method.regressor import score_mask
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.shipped import ShippedRegressor, default_prompt_kind, resolve_regressor, shipped_regressors
 
 

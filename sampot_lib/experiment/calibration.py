@@ -14,7 +14,8 @@ them and keeps the other 30% (at least one image) as a held-out check: the numbe
 those held-out images are comparable, since neither the fine-tuning nor the choice of its best epoch saw them (the
 best epoch is chosen on a second draw of masks of the fine-tune images). The calibrated file records the base
 regressor's record (``calibrated_from``, with its sha256) and the hash of every labelled image's mask
-(``calibration_masks``): :func:`sampot_lib.method.regressor.check_regressor` refuses to evaluate it on any of them.
+(``calibration_masks``): :func:`sampot_lib.method.regressor_origin.check_regressor` refuses to evaluate it on any of
+them.
 
 :mod:`sampot_lib.report.transfer` is the book's demonstration: a regressor trained on data set A, applied to B's
 test images as it is and after calibration on N of B's labelled images.
@@ -60,14 +61,12 @@ from sampot_lib.method.prompts import Safeguards
 from sampot_lib.method.regressor import (
     RegressorData,
     SegmentationRegressor,
-    check_regressor,
-    describe_origin,
     fine_tune,
     load_regressor,
     predict_dice,
-    same_labelled,
     save_regressor,
 )
+from sampot_lib.method.regressor_origin import check_regressor, describe_origin, same_labelled
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.method.training_set import model_prompts_for, regressor_samples

@@ -24,6 +24,7 @@ from sampot_lib.defaults import (
     EVOLVE_PATIENCE,
     LR,
     MAX_LR,
+    MAX_REGRESSOR_SIZE,
     MAX_SHARPNESS,
     N_OUTSIDE,
     N_SYNTHETIC,
@@ -144,7 +145,7 @@ class ExperimentConfig:
                 f"parameter 'max_images' must be at least 3 (a correlation needs 3 test images) or None for all, "
                 f"got {self.max_images}."
             )
-        regressor_size(self.regressor_size, "parameter 'regressor_size'")
+        regressor_size(self.regressor_size, "parameter 'regressor_size'", high=MAX_REGRESSOR_SIZE)
         for name in ("regressor_lr", "lr", "sharpness"):
             _positive(name, getattr(self, name))
         for name, most in (("lr", MAX_LR), ("sharpness", MAX_SHARPNESS)):  # the command line's bounds

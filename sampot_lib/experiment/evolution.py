@@ -32,9 +32,7 @@ from sampot_lib.experiment.stages import (
 from sampot_lib.experiment.summary import selection_metrics, share_of_oracle_gain, summarise
 from sampot_lib.files import sha256_file
 from sampot_lib.method.evolve import EvolutionStep, Safeguards, evolve_prompt, truth_gain
-from sampot_lib.method.regressor import (
-    describe_origin,
-)
+from sampot_lib.method.regressor_origin import describe_origin
 from sampot_lib.method.scoring import BlendScorer, ConfidenceScorer, OracleScorer, RegressorScorer
 from sampot_lib.method.selection import DoNoHarm, choose_margin
 from sampot_lib.models.base import PromptableModel

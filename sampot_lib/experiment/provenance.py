@@ -15,11 +15,8 @@ from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, stage_settings
 from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.files import sha256_file
-from sampot_lib.method.regressor import (
-    SegmentationRegressor,
-    check_regressor,
-    load_regressor,
-)
+from sampot_lib.method.regressor import SegmentationRegressor, load_regressor
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.models.base import PromptableModel
 
 
@@ -137,9 +134,9 @@ def calibrated_record(
     """The record of a calibrated regressor file.
 
     It keeps what the base was made for (model, mask output, structure, prompt kind, sharpness, input size: what
-    :func:`~sampot_lib.method.regressor.check_regressor` compares) and what it saw (``train_masks``, ``val_masks``), the
-    whole base record under ``calibrated_from`` with the base file's path and sha256, and the calibration:
-    ``calibrated_on`` (the new data set, its labelled ids, the identity of their masks, the split, seed and
+    :func:`~sampot_lib.method.regressor_origin.check_regressor` compares) and what it saw (``train_masks``,
+    ``val_masks``), the whole base record under ``calibrated_from`` with the base file's path and sha256, and the
+    calibration: ``calibrated_on`` (the new data set, its labelled ids, the identity of their masks, the split, seed and
     settings) and ``calibration_masks`` ({id: mask sha256} of every labelled image, fine-tune and check alike;
     earlier calibrations' are kept, so a chain of calibrations remembers all it saw), with ``calibration_images``
     ({id: image sha256}, from ``labelled_images``).

@@ -45,13 +45,12 @@ from sampot_lib.method.prompts import Prompt
 from sampot_lib.method.regressor import (
     RegressorData,
     SegmentationRegressor,
-    check_regressor,
-    describe_origin,
     fit_regressor,
     load_regressor,
     predict_dice,
     save_regressor,
 )
+from sampot_lib.method.regressor_origin import check_regressor, describe_origin
 from sampot_lib.method.scoring import RegressorScorer, choose_blend_weight
 from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.method.training_set import model_prompts_for, regressor_samples

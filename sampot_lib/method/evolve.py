@@ -35,7 +35,8 @@ from sampot_lib.errors import seed as check_seed
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.optimizers import make_optimizer
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt, predict, predict_mask
-from sampot_lib.method.regressor import SegmentationRegressor, check_regressor
+from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.scoring import RegressorScorer, Scorer
 from sampot_lib.method.selection import DoNoHarm
 from sampot_lib.method.shipped import find_shipped, load_shipped_regressor

@@ -57,7 +57,8 @@ from sampot_lib.defaults import (
 )
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.setup import apply_thread_setting
-from sampot_lib.method.regressor import check_regressor, load_regressor
+from sampot_lib.method.regressor import load_regressor
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.shipped import (
     default_prompt_kind,
     find_shipped,

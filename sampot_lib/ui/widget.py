@@ -24,7 +24,8 @@ from sampot_lib.defaults import LR, SHARPNESS, STEPS
 from sampot_lib.errors import SampotError
 from sampot_lib.method.evolve import EvolutionResult, EvolutionStep, evolve_prompt, measure_prompt
 from sampot_lib.method.prompts import Prompt, Safeguards, as_prompt
-from sampot_lib.method.regressor import SegmentationRegressor, check_regressor
+from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.selection import DoNoHarm
 from sampot_lib.method.shipped import predicted_interval

@@ -29,6 +29,7 @@ from sampot_lib.data.io import check_mask, read_image, read_mask, write_png
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.pixels import preprocess
 from sampot_lib.data.splits import load_splits, split_info
+from sampot_lib.defaults import MAX_REGRESSOR_SIZE
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.files import atomic_write, write_text
 from sampot_lib.method.regressor import SegmentationRegressor, load_regressor, save_regressor
@@ -96,7 +97,7 @@ def test_number_refuses_non_numbers_by_name(bad):
 def test_regressor_size_check_agrees_with_the_network(n):
     """checks.regressor_size accepts exactly the sizes SegmentationRegressor can be built for."""
     try:
-        checks.regressor_size(n, "--regressor-size")
+        checks.regressor_size(n, "--regressor-size", high=MAX_REGRESSOR_SIZE)
     except SampotError as exc:
         assert "--regressor-size" in str(exc) and "multiple of 16" in str(exc)
         with pytest.raises(SampotError):

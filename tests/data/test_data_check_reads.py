@@ -19,7 +19,7 @@ from sampot_lib.data.io import has_outside_ring, read_image
 from sampot_lib.data.splits import split_counts
 from sampot_lib.defaults import MIN_IMAGE_SIDE, OUTSIDE_OFFSET
 from sampot_lib.errors import SampotError
-from sampot_lib.method.regressor import check_regressor
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.synth import outside_prompts
 from sampot_lib.models.sam import check_image
 

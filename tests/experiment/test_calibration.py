@@ -35,13 +35,13 @@ from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.provenance import mask_hashes
 from sampot_lib.method.regressor import (
     RegressorData,
-    check_regressor,
     fine_tune,
     fit_regressor,
     load_regressor,
     predict_dice,
     save_regressor,
 )
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.models import load_model
 from sampot_lib.report.transfer import compare_on_test, markdown_table
 

@@ -34,7 +34,8 @@ from sampot_lib.experiment.runfolder import LOCK, OWNER, RunFolder
 from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.experiment.stages import evaluate_stage, train_regressor_stage
 from sampot_lib.experiment.summary import summarise_seeds
-from sampot_lib.method.regressor import check_regressor, load_regressor, save_regressor
+from sampot_lib.method.regressor import load_regressor, save_regressor
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.training_set import regressor_samples
 
 

@@ -16,7 +16,8 @@ from sampot_lib.files import sha256_file
 from sampot_lib.method import shipped
 from sampot_lib.method.evolve import evolve_prompt
 from sampot_lib.method.prompts import Prompt
-from sampot_lib.method.regressor import check_regressor, load_regressor, save_regressor, score_mask
+from sampot_lib.method.regressor import load_regressor, save_regressor, score_mask
+from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.selection import DoNoHarm
 from sampot_lib.models import SamModel
 

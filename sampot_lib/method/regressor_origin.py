@@ -1,0 +1,128 @@
+"""What a segmentation regressor learned from, and whether it fits a use: the checks every command runs before a
+regressor scores anything (the model, structure and settings it was trained for; the images it saw, so that a test on
+them is refused)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sampot_lib.errors import SampotError
+
+#: What a consumer compares with the regressor's record, and how a mismatch is named.
+_CHECKED = {
+    "model": "the segmentation model",
+    "mask_output": "the model's mask output",
+    "structure": "the structure",
+    "prompt": "the prompt kind",
+    "sharpness": "the sigmoid sharpness",
+    "input_size": "the input size",
+}
+
+
+def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreign: bool = False) -> list[str]:
+    """Check that a regressor learned from what it is about to score; return warnings, raise on a mismatch.
+
+    meta: the regressor's record (:func:`~sampot_lib.method.regressor.load_regressor`'s second value; written by the
+    pipeline's training stage).
+    expected: any of ``model``, ``mask_output``, ``structure``, ``prompt``, ``sharpness``, ``input_size`` (what the
+    caller will score), and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on; see
+    :func:`sampot_lib.experiment.provenance.mask_hashes`), with ``test_images`` ({image id: image sha256}) when known:
+    none of them may be among the images it was trained or validated on (``train_masks``, ``val_masks``) or
+    calibrated on (``calibration_masks``, written by :mod:`sampot_lib.experiment.calibration`). An image counts as
+    seen when its mask file is, and its image file too where both records hold image hashes (``train_images``,
+    ``val_images``, ``calibration_images``): identical masks of different images are not a leak. A setting the
+    record lacks (a file from an older sampot) gives a warning, never an error.
+
+    A mismatch raises SampotError naming both values and what to do, unless ``allow_foreign`` (the user asked on
+    purpose for a regressor trained elsewhere): then every mismatch is returned as a warning for the results to
+    record. A test image among its calibration images is refused even then: a calibrated regressor is passed as a
+    foreign one on the very data set it was calibrated on, and scoring its own labelled images would inflate the
+    results.
+    """
+    warnings: list[str] = []
+    problems: list[str] = []
+    refused: list[str] = []  # refused even with allow_foreign
+    for key, what in _CHECKED.items():
+        if key not in expected or expected[key] is None:
+            continue
+        if key not in meta:
+            warnings.append(f"the regressor records no {key} ({what}; a file from an older sampot?): not checked")
+            continue
+        have, want = meta[key], expected[key]
+        if key == "sharpness":
+            same = isinstance(have, (int, float)) and abs(float(have) - float(want)) <= 1e-9 * max(1.0, abs(want))
+        else:
+            same = str(have) == str(want)
+        if not same:
+            problems.append(f"it was trained with {key} {have!r} but is used with {key} {want!r} ({what})")
+    test = expected.get("test_masks")
+    if test:
+        seen = {**meta.get("train_masks", {}), **meta.get("val_masks", {})}
+        if not seen and "train_masks" not in meta:
+            warnings.append("the regressor records no training images (a file from an older sampot?): whether the "
+                            "test images were among them is not checked")  # fmt: skip
+        seen_images = {**meta.get("train_images", {}), **meta.get("val_images", {})}
+        leaked = same_labelled(test, expected.get("test_images"), seen, seen_images)
+        if leaked:
+            shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in leaked[:5])
+            more = f" and {len(leaked) - 5} more" if len(leaked) > 5 else ""
+            text = f"{len(leaked)} test image(s) were among its training or validation images: {shown}{more}"
+            if meta.get("shipped"):  # a shipped regressor's training images are never a test, foreign or not
+                raise SampotError(
+                    f"the shipped regressor {meta['shipped'].get('name', '')!r} cannot be evaluated "
+                    f"here: {text}. Test it on images it never saw (JSRT's test split, or your own)."
+                )
+            problems.append(text)
+        labelled = same_labelled(
+            test, expected.get("test_images"), meta.get("calibration_masks", {}), meta.get("calibration_images", {})
+        )
+        if labelled:
+            shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in labelled[:5])
+            more = f" and {len(labelled) - 5} more" if len(labelled) > 5 else ""
+            where = meta.get("calibrated_on", {}).get("data", "an unrecorded data set")
+            refused.append(f"{len(labelled)} test image(s) were among the labelled images it was calibrated on "
+                           f"({where}): {shown}{more}")  # fmt: skip
+    if refused:
+        raise SampotError(
+            f"the regressor cannot be evaluated here: {'; '.join(refused)}. Test it on images it never saw: run with "
+            "the --out (and --seed) it was calibrated in, whose test part holds none of its labelled images, or "
+            "calibrate it again (sampot calibrate) in this run's folder."
+        )
+    if problems and not allow_foreign:
+        origin = meta.get("data", "an unrecorded data set")
+        raise SampotError(
+            f"the regressor (trained on {origin}) does not fit this use: {'; '.join(problems)}. Train one for these "
+            "settings (sampot train-regressor / sampot run with the same --model, --mask-output, --structure and "
+            "--sharpness, on a split whose test images it never saw), or use it on purpose with "
+            "--allow-foreign-regressor, and the results record these differences."
+        )
+    return warnings + [f"foreign regressor: {p}" for p in problems]
+
+
+def same_labelled(
+    masks: dict[str, str],
+    images: dict[str, str] | None,
+    seen_masks: dict[str, str],
+    seen_images: dict[str, str],
+) -> list[tuple[str, str]]:
+    """[(id, id it was seen as)] of the labelled images ({id: mask sha256}, and {id: image sha256} when known) that
+    are among those seen: the same mask file, and the same image file where both sides record it (two images may
+    share a mask file without being the same labelled image)."""
+    by_hash: dict[str, list[str]] = {}
+    for seen_id, digest in seen_masks.items():
+        by_hash.setdefault(digest, []).append(seen_id)
+    out = []
+    for image_id, digest in sorted(masks.items()):
+        for seen_id in by_hash.get(digest, []):
+            mine, theirs = (images or {}).get(image_id), seen_images.get(seen_id)
+            if mine is None or theirs is None or mine == theirs:
+                out.append((image_id, seen_id))
+                break
+    return out
+
+
+def describe_origin(meta: dict[str, Any]) -> dict[str, Any]:
+    """The data set a regressor learned from, as the results name it (path, identity hash, image counts)."""
+    keys = ("data", "data_identity", "structure", "model", "mask_output", "prompt", "n_train_ids", "n_val_ids",
+            "split_hash", "seed", "sampot_version", "calibrated_on")  # fmt: skip
+    return {k: meta[k] for k in keys if k in meta}

@@ -30,6 +30,7 @@ import torch
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import make_splits
 from sampot_lib.defaults import BOX_JITTER, HARM_TOLERANCE, N_OUTSIDE, SAFEGUARDS_ON, SHARPNESS, UNCHANGED_TOL
+from sampot_lib.experiment.stages import load_training_sets
 from sampot_lib.method.evolve import evolve_prompt, truth_gain
 from sampot_lib.method.metrics import pearson_or_none, spearman_or_none
 from sampot_lib.method.prompts import Safeguards
@@ -39,13 +40,6 @@ from sampot_lib.method.selection import DoNoHarm, choose_margin, rule_gains
 from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.method.training_set import model_prompts_for, regressor_samples
 from sampot_lib.models import load_model
-
-
-def load_sets(path: Path) -> dict[str, RegressorData]:
-    """The train and val sets of a run's ``regressor_set.npz`` (whatever settings made them)."""
-    with np.load(path, allow_pickle=False) as stored:
-        return {part: RegressorData(*(stored[f"{part}.{name}"] for name in RegressorData._FIELDS))
-                for part in ("train", "val")}  # fmt: skip
 
 
 def mask_metrics(scores: np.ndarray, data: RegressorData) -> dict[str, float]:
@@ -85,7 +79,9 @@ def main() -> None:
     kind = "box" if "click" not in model.prompt_kinds else "click"
     splits = make_splits(data, seed=args.seed)
     if args.set is not None:
-        sets = load_sets(args.set)
+        sets = load_training_sets(args.set, None)
+        if sets is None:
+            raise SystemExit(f"{args.set} holds no readable training set")
     else:
         prompts = model_prompts_for(kind, N_OUTSIDE)
         sets = {part: regressor_samples(model, data, splits[part], args.structure, seed=args.seed, progress=False,

@@ -350,12 +350,12 @@ def save_training_sets(path: Path, key: str, sets: dict[str, RegressorData]) -> 
     write_bytes(path, buffer.getvalue())
 
 
-def load_training_sets(path: Path, key: str) -> dict[str, RegressorData] | None:
-    """The sets :func:`save_training_sets` wrote under ``key``; None when absent, made from other settings or
-    inputs, or unreadable (then they are made again)."""
+def load_training_sets(path: Path, key: str | None) -> dict[str, RegressorData] | None:
+    """The sets :func:`save_training_sets` wrote under ``key`` (None: whatever made them); None when absent, made from
+    other settings or inputs, or unreadable (then they are made again)."""
     try:
         with np.load(path, allow_pickle=False) as stored:
-            if str(stored["key"]) != key:
+            if key is not None and str(stored["key"]) != key:
                 return None
             return {part: RegressorData(*(stored[f"{part}.{name}"] for name in RegressorData._FIELDS))
                     for part in ("train", "val")}  # fmt: skip

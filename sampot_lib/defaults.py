@@ -122,5 +122,7 @@ MAX_SESSIONS = 4
 MOST_SESSIONS = 64
 IDLE_MINUTES = 30.0
 MOST_IDLE_MINUTES = 24 * 60.0
+#: The port ``sampot app`` serves on.
+APP_PORT = 8866
 #: The most local Dask worker processes per usable core (``--workers``): more only wait on each other.
 WORKERS_PER_CORE = 4

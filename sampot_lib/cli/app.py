@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from sampot_lib.ui.app import run_app
+from sampot_lib.ui.server import run_app
 
 
 def cmd_app(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@ the hook that lets a closed page free its kernel at once.
 
 Voilà starts one kernel per page request, each with its own copy of the model, and has no limit of its own: a few
 more tabs than the machine can hold would swap it to a halt for everyone. Voilà takes its kernel manager class from
-``VoilaConfiguration.multi_kernel_manager_class``; :func:`sampot_lib.ui.app.voila_command` names this one there and
+``VoilaConfiguration.multi_kernel_manager_class``; :func:`sampot_lib.ui.server.voila_command` names this one there and
 sets ``SessionLimitedKernelManager.max_sessions``. A page request past the limit gets HTTP 503, which Voilà's
 handler renders with the template's ``503.html`` (the busy page).
 

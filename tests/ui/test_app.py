@@ -25,6 +25,7 @@ from sampot_lib.defaults import IDLE_MINUTES, MAX_SESSIONS
 from sampot_lib.errors import SampotError
 from sampot_lib.method.synth import centroid_prompt
 from sampot_lib.ui import app as app_mod
+from sampot_lib.ui import server
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def no_server(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError(f"a server was started: {args}")
 
-    monkeypatch.setattr(app_mod.subprocess, "Popen", refuse)
+    monkeypatch.setattr(server.subprocess, "Popen", refuse)
 
 
 def _bad_inputs(setup):
@@ -80,7 +81,7 @@ def test_bad_input_is_one_line_before_any_server_starts(setup, no_server, capsys
 
 def test_busy_port_is_refused_before_the_model_loads(setup, no_server, capsys, monkeypatch):
     data, regressor, _ = setup
-    monkeypatch.setattr(app_mod, "check_app", lambda *a, **k: pytest.fail("input checked before the port"))
+    monkeypatch.setattr(server, "check_app", lambda *a, **k: pytest.fail("input checked before the port"))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -102,7 +103,7 @@ def test_good_input_serves_the_page_on_loopback(setup, monkeypatch, capsys):
         def wait(self, timeout=None):
             return 0
 
-    monkeypatch.setattr(app_mod.subprocess, "Popen", FakeVoila)
+    monkeypatch.setattr(server.subprocess, "Popen", FakeVoila)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -110,8 +111,8 @@ def test_good_input_serves_the_page_on_loopback(setup, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f"open http://127.0.0.1:{port}/ " in out
     assert "--Voila.ip=127.0.0.1" in seen["cmd"] and f"--port={port}" in seen["cmd"]
-    assert f"--template={app_mod.TEMPLATE}" in seen["cmd"]
-    template = Path(seen["env"]["JUPYTER_PATH"].split(os.pathsep)[0]) / "voila" / "templates" / app_mod.TEMPLATE
+    assert f"--template={server.TEMPLATE}" in seen["cmd"]
+    template = Path(seen["env"]["JUPYTER_PATH"].split(os.pathsep)[0]) / "voila" / "templates" / server.TEMPLATE
     assert (template / "index.html.j2").is_file()
     assert seen["spec"]["source"] == str(data.resolve()) and seen["spec"]["structure"] == STRUCTURE
     assert "page(" in seen["notebook"]
@@ -132,8 +133,8 @@ def test_a_remote_address_gets_a_fresh_token_printed_once_and_kept_off_the_comma
         def wait(self, timeout=None):
             return 0
 
-    monkeypatch.setattr(app_mod.subprocess, "Popen", FakeVoila)
-    monkeypatch.setattr(app_mod, "check_server", lambda host, port: None)  # no need to bind 0.0.0.0 here
+    monkeypatch.setattr(server.subprocess, "Popen", FakeVoila)
+    monkeypatch.setattr(server, "check_server", lambda host, port: None)  # no need to bind 0.0.0.0 here
     argv = ["app", str(data), "--regressor", str(regressor), "--host", "0.0.0.0", "--port", "8899"]
     assert main(argv) == 0 and main(argv) == 0
     out = capsys.readouterr().out
@@ -146,16 +147,16 @@ def test_a_remote_address_gets_a_fresh_token_printed_once_and_kept_off_the_comma
 
 def test_voila_command_limits_sessions_and_culls_idle_kernels(tmp_path):
     nb = tmp_path / "sampot.ipynb"
-    cmd = app_mod.voila_command(nb, "127.0.0.1", 8866, max_sessions=3, idle_minutes=0.1)
-    assert f"--VoilaConfiguration.multi_kernel_manager_class={app_mod.KERNEL_MANAGER}" in cmd
+    cmd = server.voila_command(nb, "127.0.0.1", 8866, max_sessions=3, idle_minutes=0.1)
+    assert f"--VoilaConfiguration.multi_kernel_manager_class={server.KERNEL_MANAGER}" in cmd
     assert "--SessionLimitedKernelManager.max_sessions=3" in cmd
     assert "--MappingKernelManager.cull_idle_timeout=6" in cmd and "--MappingKernelManager.cull_connected=True" in cmd
     assert f"--Voila.config_file_paths={tmp_path}" in cmd
-    never = app_mod.voila_command(nb, "127.0.0.1", 8866, idle_minutes=0)
+    never = server.voila_command(nb, "127.0.0.1", 8866, idle_minutes=0)
     assert not any("cull" in arg for arg in never)
     # The config file beside the notebook sets the hook that lets a closed page free its kernel.
     spec = app_mod.AppSpec(source=str(tmp_path), regressor=str(tmp_path / "r.pt"))
-    app_mod.write_page(spec, tmp_path)
+    server.write_page(spec, tmp_path)
     assert "prelaunch_hook = prelaunch" in (tmp_path / "voila.py").read_text()
 
 
@@ -190,7 +191,7 @@ def test_the_kernel_manager_refuses_a_start_past_the_limit(monkeypatch):
 def test_the_template_drops_every_cdn_link():
     """The stylesheet lines of Voila's lab template that point off the machine are the ones the app's template
     filters out (the browser test then checks that the page requests nothing from outside)."""
-    text = (app_mod.JUPYTER_DATA / "voila" / "templates" / app_mod.TEMPLATE / "index.html.j2").read_text()
+    text = (server.JUPYTER_DATA / "voila" / "templates" / server.TEMPLATE / "index.html.j2").read_text()
     assert "extends 'lab/index.html.j2'" in text and "'https://' not in line" in text
 
 

@@ -23,7 +23,8 @@ from sampot_lib.models.base import ImageEmbedding, MaskPrediction, PromptableMod
 @dataclass(frozen=True)
 class Prompt:
     """points: (x, y) pairs; labels: 1 (foreground) or 0 (background) per point; box: (x0, y0, x1, y1) or None.
-    All in pixels of the original image, x to the right, y down."""
+    All in pixels of the original image, x to the right, y down. Every coordinate is finite and a box's corners are
+    ordered (x0 < x1, y0 < y1), or the prompt is refused here; :meth:`check` holds it against an image."""
 
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
@@ -44,6 +45,15 @@ class Prompt:
             raise SampotError(f"point labels must be 1 (foreground) or 0 (background), got {self.labels}.")
         if not self.points and self.box is None:
             raise SampotError("a prompt needs at least one click or a box.")
+        if not all(math.isfinite(v) for v in self.coords()):
+            raise SampotError(f"prompt {self.to_dict()} has a coordinate that is not a finite number.")
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if not (x1 > x0 and y1 > y0):
+                raise SampotError(
+                    f"box ({x0}, {y0}, {x1}, {y1}) has its corners out of order: it needs x0 < x1 and y0 < y1 "
+                    "(give the top-left corner first, then the bottom-right)."
+                )
 
     @classmethod
     def click(cls, x: float, y: float) -> Prompt:
@@ -104,11 +114,9 @@ class Prompt:
                    box=tuple(box) if box is not None else None)  # fmt: skip
 
     def check(self, shape: tuple[int, int], mask: np.ndarray | None = None) -> None:
-        """Raise SampotError unless every coordinate is finite and inside an image of ``shape`` (H, W), the box's
-        corners are ordered (x0 < x1, y0 < y1), and, with ``mask``, foreground clicks lie inside it."""
+        """Raise SampotError unless every coordinate lies inside an image of ``shape`` (H, W) and, with ``mask``,
+        foreground clicks lie inside it."""
         h, w = shape
-        if not all(math.isfinite(v) for v in self.coords()):
-            raise SampotError(f"prompt {self.to_dict()} has a coordinate that is not a finite number.")
         for x, y in self.points:
             if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
                 raise SampotError(
@@ -116,11 +124,6 @@ class Prompt:
                 )
         if self.box is not None:
             x0, y0, x1, y1 = self.box
-            if not (x1 > x0 and y1 > y0):
-                raise SampotError(
-                    f"box ({x0}, {y0}, {x1}, {y1}) has its corners out of order: it needs x0 < x1 and y0 < y1 "
-                    "(give the top-left corner first, then the bottom-right)."
-                )
             if not (0 <= x0 and 0 <= y0 and x1 <= w - 1 and y1 <= h - 1):
                 raise SampotError(
                     f"box ({x0}, {y0}, {x1}, {y1}) reaches outside the {w}x{h} image; keep x in [0, {w - 1}] and y in "

@@ -61,20 +61,34 @@ def test_prompt_tensors_keep_x_then_y():
 
 
 @pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Prompt.from_box((10, 10, 10, 20)), "out of order"),  # x1 == x0
+        (lambda: Prompt.from_box((20, 10, 10, 20)), "out of order"),  # x1 < x0
+        (lambda: Prompt.from_box((10, 20, 30, 5)), "out of order"),  # y1 < y0
+        (lambda: Prompt.from_box((10, math.nan, 30, 20)), "not a finite number"),
+        (lambda: Prompt.click(math.inf, 3), "not a finite number"),
+        (lambda: Prompt(points=((math.nan, 2),), labels=(1,)), "not a finite number"),
+        (lambda: Prompt.click(5, 5).with_coords([5.0, math.nan]), "not a finite number"),
+        (lambda: Prompt.from_dict({"box": [30, 10, 10, 20]}), "out of order"),
+    ],
+)
+def test_a_prompt_that_is_no_prompt_is_refused_when_made(make, message):
+    with pytest.raises(SampotError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
     "prompt, message",
     [
-        (Prompt.from_box((10, 10, 10, 20)), "out of order"),  # x1 == x0
-        (Prompt.from_box((20, 10, 10, 20)), "out of order"),  # x1 < x0
-        (Prompt.from_box((10, 20, 30, 5)), "out of order"),  # y1 < y0
         (Prompt.from_box((-1, 10, 30, 20)), "reaches outside the 64x48 image"),
         (Prompt.from_box((10, 10, 64, 20)), "reaches outside"),  # x1 = W
         (Prompt.from_box((10, 10, 30, 48)), "reaches outside"),  # y1 = H
-        (Prompt.from_box((10, math.nan, 30, 20)), "not a finite number"),
-        (Prompt.click(math.inf, 3), "not a finite number"),
         (Prompt.click(10, 48), "outside the 64x48 image"),  # y is the row: 48 rows, 0..47
+        (Prompt.click(-0.5, 3), "outside the 64x48 image"),
     ],
 )
-def test_check_refuses_bad_prompts(prompt, message):
+def test_check_refuses_prompts_outside_the_image(prompt, message):
     with pytest.raises(SampotError, match=message):
         prompt.check((48, 64))
 

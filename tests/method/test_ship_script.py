@@ -13,8 +13,11 @@ import pytest
 from sampot_lib.cli.main import main
 from sampot_lib.errors import SampotError
 from sampot_lib.files import sha256_file
+from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.metrics import dice
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.method.shipped import find_shipped, shipped_regressors
+from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.models import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,3 +104,33 @@ def test_card_only_rewrites_the_card_from_the_record(shipped_toy):
     again = script.rewrite_card("toy_left_lung", into)
     assert again.sha256 == record.sha256 and again.numbers["test"] == record.numbers["test"]
     assert f"{record.half_width:.3f}" in (into / record.card).read_text()
+
+
+def test_the_interval_is_also_measured_on_the_winning_masks_of_evolution(shipped_toy, phantoms):
+    script, run, into, record = shipped_toy
+    regressor, _ = load_regressor(run / "regressor.pt")
+    cfg = {"n_outside": 3, "box_jitter": 0.1} | script.run_settings(run) | {"structure": "left_lung"}
+    splits = json.loads((run / "splits.json").read_text())["splits"]
+    from sampot_lib.data.folder import FolderDataset
+
+    evolved = script.evolve_split(load_model("sam_nano"), regressor, FolderDataset(phantoms), splits["test"], cfg,
+                                  record.blend_weight, "test")  # fmt: skip
+    e = record.numbers["test_evolved"]
+    assert e["n"] == len(splits["test"])
+    assert e["coverage"] == pytest.approx(np.mean(np.abs(evolved["score"] - evolved["dice"]) <= record.half_width))
+    assert e["mae"] == pytest.approx(np.mean(np.abs(evolved["score"] - evolved["dice"])))
+    # the winner's score and true Dice, as an evolution with `sampot evolve`'s defaults gives them
+    dataset, model = FolderDataset(phantoms), load_model("sam_nano")
+    for i, image_id in enumerate(splits["test"]):
+        truth = dataset.mask(image_id, "left_lung")
+        res = evolve_prompt(
+            model,
+            regressor,
+            dataset.image(image_id),
+            user_prompt_for(cfg["seed"], "click", 0.1, image_id, truth),
+            sharpness=cfg["sharpness"],
+        )
+        assert evolved["score"][i] == pytest.approx(res.best.score)
+        assert res.best.score >= res.trajectory[0].score
+        assert evolved["dice"][i] == pytest.approx(dice(res.best_mask, truth))
+    assert "the winning masks" in (into / record.card).read_text()

@@ -196,7 +196,7 @@ def dice_record(result: EvolutionResult, shipped: ShippedRegressor | None = None
     if shipped is not None:
         out |= {
             "dice_predicted_initial_interval": list(shipped.interval(i.score)),
-            "dice_predicted_final_interval": list(shipped.interval(b.score)),
+            "dice_predicted_final_interval": list(shipped.interval(b.score, of="evolved")),
             "interval_level": shipped.level,
         }
     if i.dice is not None and b.dice is not None:

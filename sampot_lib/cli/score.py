@@ -19,7 +19,7 @@ from sampot_lib.method.shipped import ShippedRegressor, default_prompt_kind, res
 def _row(predicted: float, shipped: ShippedRegressor | None) -> dict[str, Any]:
     row: dict[str, Any] = {"dice_predicted": round(predicted, 5)}
     if shipped is not None:
-        low, high = shipped.interval(predicted, binary=True)
+        low, high = shipped.interval(predicted, of="binary")
         row |= {"interval_low": round(low, 5), "interval_high": round(high, 5), "interval_level": shipped.level}
     return row
 

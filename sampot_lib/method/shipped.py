@@ -28,6 +28,8 @@ from sampot_lib.models.registry import model_meta
 #: The folder of the shipped regressors, their model cards and their registry.
 REGRESSORS_DIR = Path(__file__).parent / "regressors"
 REGISTRY_FILE = REGRESSORS_DIR / "registry.json"
+#: What an interval can be of (:meth:`ShippedRegressor.half_width_of`).
+INTERVAL_KINDS = ("mask", "binary", "evolved")
 #: How a user without a shipped regressor gets one.
 TRAIN_HINT = ("train one on labelled images with `sampot train-regressor DATA --model M --structure S --prompt P "
               "--out DIR` (or `sampot run`) and pass --regressor DIR/regressor.pt")  # fmt: skip
@@ -41,7 +43,8 @@ class ShippedRegressor:
     ``train_ids`` and ``val_ids`` (the images it was trained and validated on: a test on them is refused), ``terms``.
     numbers: ``test`` ({``n``, ``r``, ``mae``, ``coverage``} on the model's masks of the test split, and the same for
     the user prompts alone under ``test_user``), ``conformal`` ({``half_width``, ``level``, ``n``}: from the
-    validation split), and ``evolution`` (the run's evolution summary on test, when it has one).
+    validation split; ``half_width_binary`` and ``half_width_evolved`` where binary masks and evolution's winners were
+    measured apart), and ``evolution`` (the run's evolution summary on test, when it has one).
     margin / blend_weight: the do-no-harm rule applied by default (:class:`~sampot_lib.method.selection.DoNoHarm`).
     """
 
@@ -81,16 +84,19 @@ class ShippedRegressor:
         """The interval's nominal coverage (e.g. 0.9)."""
         return float(self.numbers["conformal"]["level"])
 
-    @property
-    def half_width_binary(self) -> float:
-        """The conformal half-width for a binary mask's predicted Dice (measured on binary masks; the soft masks'
-        half-width where the record has none)."""
-        return float(self.numbers["conformal"].get("half_width_binary", self.half_width))
+    def half_width_of(self, of: str = "mask") -> float:
+        """The conformal half-width for the predicted Dice of ``of``: ``"mask"``, the model's soft masks (as evolution
+        scores them); ``"binary"``, a binary mask (as ``sampot score`` reads one); ``"evolved"``, the winner of an
+        evolution (the best of many scores overrates its mask). A record that did not measure ``of`` apart gives
+        the soft masks' half-width."""
+        if of not in INTERVAL_KINDS:
+            raise SampotError(f"no interval of {of!r}: choose one of {', '.join(INTERVAL_KINDS)}.")
+        return float(self.numbers["conformal"].get(f"half_width_{of}", self.half_width))
 
-    def interval(self, predicted: float, binary: bool = False) -> tuple[float, float]:
-        """The interval of a predicted Dice: ``predicted`` ± the half-width, clipped to [0, 1]; ``binary``: of a binary
-        mask's (as ``sampot score`` reads masks), else of a soft mask's (as evolution scores them)."""
-        return predicted_interval(predicted, self.half_width_binary if binary else self.half_width)
+    def interval(self, predicted: float, of: str = "mask") -> tuple[float, float]:
+        """The interval of a predicted Dice: ``predicted`` ± the half-width for ``of`` (see :meth:`half_width_of`),
+        clipped to [0, 1]."""
+        return predicted_interval(predicted, self.half_width_of(of))
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the registry file stores it."""

@@ -47,7 +47,7 @@ def test_score_gives_the_predicted_dice_and_its_interval(one, capsys):
     assert rc == 0, err
     regressor, _, record = load_shipped_regressor(NANO)
     predicted = score_mask(regressor, read_image(image), read_mask(mask))
-    low, high = record.interval(predicted, binary=True)  # a mask file is binary: the binary masks' interval
+    low, high = record.interval(predicted, of="binary")  # a mask file is binary: the binary masks' interval
     assert f"predicted Dice {predicted:.3f} ({low:.3f} to {high:.3f}, 90% interval" in out and NANO in out
 
 
@@ -84,7 +84,7 @@ def test_score_of_a_data_set_writes_one_row_per_image(phantoms, tmp_path, capsys
     image = read_image(Path(phantoms) / "images" / f"{first['image_id']}.png")
     want = score_mask(regressor, image, read_mask(first["mask"]))
     assert float(first["dice_predicted"]) == pytest.approx(want, abs=1e-5)
-    assert float(first["interval_low"]) == pytest.approx(max(0.0, want - record.half_width_binary), abs=1e-5)
+    assert float(first["interval_low"]) == pytest.approx(max(0.0, want - record.half_width_of("binary")), abs=1e-5)
 
 
 def test_score_of_a_data_set_without_out_is_refused(phantoms, capsys):

@@ -115,9 +115,9 @@ def test_the_interval_is_also_measured_on_the_winning_masks_of_evolution(shipped
 
     evolved = script.evolve_split(load_model("sam_nano"), regressor, FolderDataset(phantoms), splits["test"], cfg,
                                   record.blend_weight, "test")  # fmt: skip
-    e = record.numbers["test_evolved"]
+    e, half = record.numbers["test_evolved"], record.half_width_of("evolved")
     assert e["n"] == len(splits["test"])
-    assert e["coverage"] == pytest.approx(np.mean(np.abs(evolved["score"] - evolved["dice"]) <= record.half_width))
+    assert e["coverage"] == pytest.approx(np.mean(np.abs(evolved["score"] - evolved["dice"]) <= half))
     assert e["mae"] == pytest.approx(np.mean(np.abs(evolved["score"] - evolved["dice"])))
     # the winner's score and true Dice, as an evolution with `sampot evolve`'s defaults gives them
     dataset, model = FolderDataset(phantoms), load_model("sam_nano")
@@ -134,3 +134,27 @@ def test_the_interval_is_also_measured_on_the_winning_masks_of_evolution(shipped
         assert res.best.score >= res.trajectory[0].score
         assert evolved["dice"][i] == pytest.approx(dice(res.best_mask, truth))
     assert "the winning masks" in (into / record.card).read_text()
+
+
+def test_the_winners_half_width_comes_from_evolutions_of_the_validation_images(shipped_toy, phantoms, tmp_path):
+    script, run, _, at_90 = shipped_toy
+    splits = json.loads((run / "splits.json").read_text())["splits"]
+    n_val = len(splits["val"])
+    assert math.ceil((n_val + 1) * 0.9) > n_val  # too few validation images at 90%: the soft masks' half-width
+    assert "half_width_evolved" not in at_90.numbers["conformal"]
+    assert at_90.half_width_of("evolved") == at_90.half_width
+    record = script.ship(run, "toy_left_lung", None, 0.5, progress=False, into=tmp_path)  # enough at 50%
+    regressor, _ = load_regressor(run / "regressor.pt")
+    cfg = {"n_outside": 3, "box_jitter": 0.1} | script.run_settings(run) | {"structure": "left_lung"}
+    from sampot_lib.data.folder import FolderDataset
+
+    val = script.evolve_split(load_model("sam_nano"), regressor, FolderDataset(phantoms), splits["val"], cfg,
+                              record.blend_weight, "validation")  # fmt: skip
+    res = np.sort(np.abs(val["score"] - val["dice"]))
+    conformal = record.numbers["conformal"]
+    assert conformal["half_width_evolved"] == pytest.approx(res[math.ceil((n_val + 1) * 0.5) - 1])
+    assert conformal["n_evolved"] == n_val and record.half_width_of("evolved") == conformal["half_width_evolved"]
+    assert (
+        f"± {conformal['half_width_evolved']:.3f}, split-conformal on the winners"
+        in (tmp_path / record.card).read_text()
+    )

@@ -4,7 +4,6 @@ share with the other commands: the model and the safeguards read from the option
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import warnings
@@ -16,7 +15,7 @@ from sampot_lib.cli.options import plain
 from sampot_lib.data.io import check_image_side, looks_inverted, read_image, read_mask, write_png
 from sampot_lib.defaults import SHARPNESS, STRUCTURE
 from sampot_lib.errors import SampotError, SampotWarning
-from sampot_lib.experiment.records import finite_json
+from sampot_lib.experiment.records import json_text
 from sampot_lib.files import sha256_file, write_text
 from sampot_lib.method.evolve import EvolutionResult, evolve_prompt
 from sampot_lib.method.heatmap import dice_heatmap, grid_points
@@ -107,12 +106,6 @@ def _warn_odd_input(prompt: Prompt | None, mask: np.ndarray | None, mask_path: s
             )  # fmt: skip
 
 
-def _json_text(record: dict, path: Path) -> str:
-    """The JSON of a result record; SampotError naming ``path`` and the key if a number is NaN or infinite."""
-    clean, _ = finite_json(record, "refuse", where=str(path))
-    return json.dumps(clean, indent=1, allow_nan=False) + "\n"
-
-
 def cmd_evolve(args: argparse.Namespace) -> int:
     if args.backend == "onnx" and args.optimizer == "adam":  # before any work: ONNX gives no gradients
         raise SampotError("--backend onnx gives no gradients, which adam needs: add --optimizer cmaes or random.")
@@ -151,7 +144,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
         record["regressor"] = {"shipped": shipped.name, "sha256": shipped.sha256}
     if args.allow_foreign_regressor:
         record["regressor_foreign"] = notes
-    record_text = _json_text(record, out / f"{stem}_evolution.json")  # NaN is refused before any file is written
+    # a NaN is refused here, before any file is written
+    record_text = json_text(record, where=str(out / f"{stem}_evolution.json"))
     picture = overlay(image, result.initial_mask, result.best_mask, result.prompt, result.best_prompt)
     write_png(out / f"{stem}_mask.png", result.best_mask)
     write_png(out / f"{stem}_initial_mask.png", result.initial_mask)

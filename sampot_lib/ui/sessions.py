@@ -24,6 +24,9 @@ from sampot_lib.defaults import MAX_SESSIONS
 
 #: The HTTP reason phrase of the busy page's status line (the page itself says more).
 BUSY_REASON = "Busy"
+#: Seconds a refused page is asked to wait before trying again: its ``Retry-After`` header, and the busy page's
+#: ``<meta http-equiv="refresh">`` (``app_files/voila/templates/sampot/503.html``; a test holds the two equal).
+RETRY_AFTER_S = 60
 
 
 class SessionLimitedKernelManager(AsyncMappingKernelManager):
@@ -67,5 +70,16 @@ def prelaunch(handler: web.RequestHandler, notebook: nbformat.NotebookNode, cwd:
     When a page is closed, Voilà's front end posts the cookie's value to ``/voila/api/shutdown/<kernel>`` so that the
     kernel stops at once; but Voilà's page handler never sets that cookie, so the post is refused (403) and the
     kernel, with its place, stays until it is culled as idle. Reading ``xsrf_token`` sets the cookie on this
-    response (tornado); the shutdown then passes the usual same-origin check."""
+    response (tornado); the shutdown then passes the usual same-origin check.
+
+    It also gives this request's error page a ``Retry-After`` header when it is the busy page (503): tornado clears
+    every header before it writes an error, so the header is set in the handler's ``write_error``, not here."""
     handler.xsrf_token  # noqa: B018 - read for its side effect: tornado sets the cookie
+    write_error = handler.write_error
+
+    def write_error_with_retry(status_code: int, **kwargs: Any) -> None:
+        if status_code == 503:
+            handler.set_header("Retry-After", str(RETRY_AFTER_S))
+        write_error(status_code, **kwargs)
+
+    handler.write_error = write_error_with_retry

@@ -30,6 +30,7 @@ from sampot_lib.data.folder import FolderDataset
 from sampot_lib.method.synth import centroid_prompt
 from sampot_lib.report.figures import contour_xy
 from sampot_lib.ui import app as app_mod
+from sampot_lib.ui.sessions import RETRY_AFTER_S
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSIONS = 4
@@ -166,8 +167,9 @@ def test_remote_address_needs_the_token_and_an_idle_page_frees_its_place(setup, 
             page = context.new_page()
             assert page.goto(f"http://127.0.0.1:{server.port}/?token={token}", timeout=PAGE_S * 1000).status == 200
             page.wait_for_selector(".js-plotly-plot .main-svg", timeout=PAGE_S * 1000)
-            status, _, body = _get(server.port, f"/?token={token}")
+            status, headers, body = _get(server.port, f"/?token={token}")
             assert status == 503 and BUSY in body, (status, body[:500])
+            assert headers.get("Retry-After") == str(RETRY_AFTER_S), headers
 
             # Left idle (the tab still open), its kernel is shut down after 6 s and the place comes back.
             deadline = time.monotonic() + 90

@@ -188,6 +188,38 @@ def test_the_kernel_manager_refuses_a_start_past_the_limit(monkeypatch):
     asyncio.run(scenario())
 
 
+def test_the_busy_page_says_when_to_retry():
+    """Through the page hook, a refused page (503) carries Retry-After, the delay its busy page reloads after; other
+    error pages do not (tornado clears headers before writing an error, so the header must survive that)."""
+    from tornado import httpclient, web
+    from tornado.httpserver import HTTPServer
+    from tornado.testing import bind_unused_port
+
+    from sampot_lib.ui.sessions import RETRY_AFTER_S, prelaunch
+
+    class Page(web.RequestHandler):
+        def get(self, code):
+            self.set_header("Retry-After", "999")  # set before the error: must not be what the client sees
+            prelaunch(self, None, "")
+            raise web.HTTPError(int(code))
+
+    async def scenario():
+        sock, port = bind_unused_port()
+        http = HTTPServer(web.Application([(r"/(\d+)", Page)]))
+        http.add_sockets([sock])
+        try:
+            client = httpclient.AsyncHTTPClient()
+            return {c: await client.fetch(f"http://127.0.0.1:{port}/{c}", raise_error=False) for c in (503, 404)}
+        finally:
+            http.stop()
+
+    responses = asyncio.run(scenario())
+    assert responses[503].code == 503 and responses[503].headers.get("Retry-After") == str(RETRY_AFTER_S)
+    assert responses[404].code == 404 and "Retry-After" not in responses[404].headers
+    page = (server.JUPYTER_DATA / "voila" / "templates" / server.TEMPLATE / "503.html").read_text()
+    assert f'<meta http-equiv="refresh" content="{RETRY_AFTER_S}">' in page
+
+
 def test_the_template_drops_every_cdn_link():
     """The stylesheet lines of Voila's lab template that point off the machine are the ones the app's template
     filters out (the browser test then checks that the page requests nothing from outside)."""

@@ -337,7 +337,22 @@ class FolderDataset:
     """A folder-format data set: ``ids``, ``structures``, ``subject_of(id)``, ``image(id)``, ``mask(id, s)``.
 
     Construction validates the folder (all problems in one SampotError) unless ``validate=False``, in which case
-    only names are checked and errors surface when a file is read.
+    only names are checked and errors surface when a file is read. What is usable but probably a mistake (e.g. an
+    inverted mask) gives one :class:`~sampot_lib.errors.SampotWarning` for the lot.
+
+    Args:
+        root: The data set's folder (``images/``, ``masks/<structure>/``, optionally ``manifest.csv``).
+        validate: Read and check every file now; False: check only names.
+        structures: The mask sub-folders required (one name may be given as a string); None: all found.
+
+    Raises:
+        SampotError: The folder is not a usable data set (every problem listed).
+
+    Attributes:
+        root: The folder, as a path.
+        ids: The image ids, sorted.
+        structures: The structures: the mask sub-folders used.
+        report: What the validation found (:func:`validate_folder`).
     """
 
     def __init__(self, root: str | Path, *, validate: bool = True, structures: Iterable[str] | None = None):
@@ -373,15 +388,48 @@ class FolderDataset:
         return sorted(set(self._subjects.values()))
 
     def subject_of(self, image_id: str) -> str:
-        """The subject an image belongs to (its own id when the manifest names none)."""
+        """The subject an image belongs to.
+
+        Args:
+            image_id: The image's id.
+
+        Returns:
+            The subject id (the image's own id when the manifest names none).
+
+        Raises:
+            SampotError: No image has that id.
+        """
         self._check_id(image_id)
         return self._subjects[image_id]
 
     def image_path(self, image_id: str) -> Path:
+        """The image file of an image id.
+
+        Args:
+            image_id: The image's id.
+
+        Returns:
+            The path of ``images/<id>.<png|jpg|jpeg|dcm>``.
+
+        Raises:
+            SampotError: No image has that id.
+        """
         self._check_id(image_id)
         return self._files[image_id]
 
     def mask_path(self, image_id: str, structure: str) -> Path:
+        """The mask file of an image id and a structure.
+
+        Args:
+            image_id: The image's id.
+            structure: The structure (a mask sub-folder).
+
+        Returns:
+            The path of ``masks/<structure>/<id>.png``.
+
+        Raises:
+            SampotError: No image has that id, or the data set has no such structure.
+        """
         self._check_id(image_id)
         if structure not in self.structures:
             raise SampotError(
@@ -390,16 +438,48 @@ class FolderDataset:
         return self.root / "masks" / structure / f"{image_id}.png"
 
     def image(self, image_id: str, *, low_pct: float | None = None, high_pct: float | None = None) -> np.ndarray:
-        """``H x W`` uint8 image."""
+        """Read an image as grayscale.
+
+        Args:
+            image_id: The image's id.
+            low_pct: The lower percentile of a window that ignores a few extreme pixels (e.g. 0.5); None: 0, the
+                minimum. Without either percentile, 8-bit grayscale is kept as it is and other images are stretched
+                from min to max.
+            high_pct: The upper percentile of the window (e.g. 99.5); None: 100, the maximum.
+
+        Returns:
+            The image, H x W uint8.
+
+        Raises:
+            SampotError: No image has that id, or its file cannot be read.
+        """
         return read_image(self.image_path(image_id), low_pct=low_pct, high_pct=high_pct)
 
     def mask(self, image_id: str, structure: str) -> np.ndarray:
-        """``H x W`` bool mask of one structure."""
+        """Read the mask of one structure.
+
+        Args:
+            image_id: The image's id.
+            structure: The structure (a mask sub-folder).
+
+        Returns:
+            The mask, H x W bool.
+
+        Raises:
+            SampotError: No such image or structure, or a mask that is not binary or is empty.
+        """
         path = self.mask_path(image_id, structure)
         return read_mask(path)
 
     def image_size(self, image_id: str) -> tuple[int, int]:
-        """(H, W) as read (EXIF orientation applied), without decoding the pixels (PNG/JPEG)."""
+        """An image's size as read (EXIF orientation applied), without decoding the pixels (PNG/JPEG).
+
+        Args:
+            image_id: The image's id.
+
+        Returns:
+            (H, W).
+        """
         path = self.image_path(image_id)
         if is_dicom(path):
             return read_image(path).shape  # type: ignore[return-value]

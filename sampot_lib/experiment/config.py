@@ -52,15 +52,67 @@ MASK_OUTPUTS = (None, "best", "single", 0, 1, 2)
 class ExperimentConfig:
     """Everything that decides the numbers of a run (written to ``out/config.json``).
 
-    ``seed`` seeds the split, the regressor's training set and its weights. ``seeds``: run the regressor training and
-    the evolution once per seed (sub-folders ``seed_<k>/`` of ``out``, all on the split made with ``seed``) and report
-    mean and spread; None runs ``seed`` alone. ``regressor``: a regressor file trained elsewhere to use instead of
-    training one (its provenance is checked: a regressor for other settings, or one that saw the test images, is
-    refused unless ``allow_foreign_regressor``, and the results then record every difference). ``preset``: the name
-    of the preset the values came from (a label; :func:`differs_from_paper` says what differs). ``workers`` and
-    ``scheduler``: where the per-image work runs (:class:`sampot_lib.experiment.parallel.Workers`: None or 1 in this
-    process, N > 1 a local Dask cluster of N processes, or the address of a running Dask scheduler); they never
-    change a number, so no stage is redone for them (:data:`STAGE_SETTINGS`).
+    Every value is checked when the config is made, by type and by range. ``workers``, ``scheduler`` and
+    ``dashboard`` say where the per-image work runs; they never change a number, so no stage is redone for them
+    (:data:`STAGE_SETTINGS`).
+
+    Raises:
+        SampotError: A value of the wrong type or out of range, naming the parameter.
+
+    Attributes:
+        data: The data set's folder, in the folder format (``images/``, ``masks/<structure>/``).
+        out: The run folder, for the splits, the regressor and the results.
+        structure: The structure to segment: the name of a folder in ``masks/``.
+        model: The model's registry name (``sam_nano``, ``litemedsam``, ``vit_b``, ``vit_l`` or ``vit_h``).
+        checkpoint: A local checkpoint file for ``model``; None: the packaged weights, or SAM's downloaded once into
+            the cache.
+        mask_output: Which output a prompt yields: ``"best"``, ``"single"``, 0, 1 or 2; None: the model's
+            recommended one, else ``"best"``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (its form is checked here, whether it exists at run time).
+        split_file: A split JSON from ``sampot data split``; None: make one, seeded by ``seed``.
+        split_fractions: The train, val and test shares of the subjects: three non-negative numbers with a positive
+            sum (default: the paper's 41 / 28 / 53).
+        seed: Seeds the split, the regressor's training set and its weights.
+        max_images: Use at most this many images per split (at least 3), for quick runs; None: all.
+        n_synthetic: Level-set masks of the truth per image in the regressor's training set.
+        n_outside: Click prompts: model masks from clicks 5 px outside the structure per image in the regressor's
+            training set, beside those from the centroids of three horizontal bands.
+        regressor_size: The regressor's input size in pixels.
+        epochs: The most epochs of regressor training.
+        batch_size: Regressor training's batch size (at least 2: batch norm needs two samples a batch).
+        regressor_lr: Adam's learning rate in regressor training.
+        regressor_patience: Stop regressor training after this many epochs without a lower validation loss; 0: every
+            epoch.
+        rank_weight: Weight of the within-image loss beside the MSE in regressor training; 0: the MSE alone.
+        steps: Evolution's model calls after the user's prompt.
+        patience: Stop an evolution once the best score has not risen by more than ``min_gain`` for this many calls
+            in a row; 0, None or one of at least ``steps``: no early stopping.
+        min_gain: The least rise of the best score that counts as progress for ``patience``.
+        lr: Evolution's step size in pixels of the original image.
+        sharpness: Slope of the sigmoid on the logits the regressor scores.
+        safeguards: The fields of :class:`~sampot_lib.method.prompts.Safeguards` as a dict (default: on).
+        prompt: The simulated user's first prompt: ``"click"`` (the structure's centroid, the paper's) or ``"box"``
+            (the structure's box jittered by ``box_jitter``).
+        box_jitter: J: each edge of the user's box moves by a seeded uniform fraction in [-J, J] of the box size.
+        optimizer: How the prompt moves: ``"adam"``, ``"cmaes"`` or ``"random"``.
+        scorers: The scores that drive evolution, side by side at the same budget: some of ``regressor``,
+            ``confidence``, ``blend``, ``oracle`` and ``do-no-harm``, each once (``regressor`` is put first, and
+            added for ``do-no-harm``).
+        margin: The do-no-harm rule's margin, a predicted Dice gain in [0, 1]; None: chosen on the validation split.
+        extra_jitters: Box prompts: also evolve users' boxes jittered by these fractions in [0, 1] (regressor score
+            only).
+        regressor: A regressor file trained elsewhere, used instead of training one. Its provenance is checked: a
+            regressor for other settings, or one that saw the test images, is refused unless
+            ``allow_foreign_regressor``, and the results then record every difference. None: train one.
+        allow_foreign_regressor: Use a ``regressor`` made for other settings or data, on purpose.
+        preset: The name of the preset the values came from (a label; :func:`differs_from_paper` says what
+            differs), or None.
+        seeds: Run the regressor training and the evolution once per seed (sub-folders ``seed_<k>/`` of ``out``,
+            all on the split made with ``seed``) and report mean and spread; None runs ``seed`` alone.
+        workers: None or 1: the per-image work runs in this process; N > 1: a local Dask cluster of N processes
+            (:class:`sampot_lib.experiment.parallel.Workers`).
+        scheduler: The address of a running Dask scheduler to join instead (not with ``workers`` > 1), or None.
+        dashboard: Serve the Dask dashboard of the ``workers`` cluster (with ``scheduler``: print that cluster's).
     """
 
     data: str
@@ -218,6 +270,7 @@ class ExperimentConfig:
 
     @property
     def out_dir(self) -> Path:
+        """The run folder ``out`` as a path."""
         return Path(self.out)
 
     @property
@@ -226,6 +279,11 @@ class ExperimentConfig:
         return list(self.seeds) if self.seeds is not None else [self.seed]
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a dict (what ``out/config.json`` holds).
+
+        Returns:
+            One entry per attribute.
+        """
         return asdict(self)
 
 

@@ -35,14 +35,28 @@ def _run_one(
 def run_experiment(
     config: ExperimentConfig, progress: bool = True, *, resume: bool = False, force: bool = False
 ) -> dict[str, Any]:
-    """All stages with one model load and one validation of the data set: train the regressor (unless
-    ``config.regressor`` names one), evaluate it, evolve the test split.
+    """Run the whole experiment: train the regressor, evaluate it, evolve the test split.
 
-    With ``config.seeds``, the regressor training and the evolution run once per seed in ``out/seed_<k>/``, all on
-    the split made with ``config.seed``, and ``out/summary.json`` holds the mean and spread over seeds
-    (:func:`summarise_seeds`). ``resume``: reuse every stage that finished from the same settings, split and inputs;
-    ``force``: delete results made on another split instead of refusing. ``config.workers`` / ``scheduler``: one
-    Dask cluster for every stage (started when the first per-image work needs it).
+    All stages run with one model load and one validation of the data set; the regressor is trained unless
+    ``config.regressor`` names one. With ``config.seeds``, the regressor training and the evolution run once per
+    seed in ``out/seed_<k>/``, all on the split made with ``config.seed``, and ``out/summary.json`` holds the mean and
+    spread over seeds (:func:`summarise_seeds`). ``config.workers`` / ``scheduler``: one Dask cluster for every stage
+    (started when the first per-image work needs it).
+
+    Args:
+        config: The run's settings; its results go to the folder ``config.out``.
+        progress: Show progress bars, and say what an existing run folder holds before its stages are reused or
+            redone.
+        resume: Reuse every stage that finished from the same settings, split and inputs.
+        force: Delete results made on another split instead of refusing.
+
+    Returns:
+        The run's summary, as written to ``out/summary.json`` (the evolution's summary, or with ``config.seeds``
+        the mean and spread over seeds, :func:`summarise_seeds`, with the config).
+
+    Raises:
+        SampotError: Another run holds the folder, the data set is not usable, or a stage refuses its inputs
+            (e.g. results made on another split without ``force``).
     """
     with Workers(config.workers, config.scheduler, dashboard=config.dashboard) as workers:
         return _run_experiment(config, progress, resume, force, workers)

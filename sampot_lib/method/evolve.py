@@ -108,29 +108,62 @@ def evolve_prompt(
     structure: str = STRUCTURE,
     do_no_harm: DoNoHarm | bool = True,
 ) -> EvolutionResult:
-    """Move ``prompt`` to maximise ``scorer``'s score of its mask, with ``steps`` model calls after the first.
+    """Move a prompt to maximise a scorer's score of its mask.
 
-    image: H x W uint8; prompt: a :class:`Prompt` or an (x, y) click; scorer: a :mod:`sampot_lib.method.scoring` scorer,
-    or a regressor (scored as ``RegressorScorer(regressor, image, sharpness)``), or None: the regressor shipped for the
-    model, the prompt's kind and ``structure`` (:func:`~sampot_lib.method.shipped.find_shipped`; its name is in the
-    result's settings). ``do_no_harm``: True applies the shipped regressor's do-no-harm rule (its margin and blend
-    weight) when the shipped default is used, and nothing otherwise; False never applies a rule; a
-    :class:`~sampot_lib.method.selection.DoNoHarm` is applied to any scorer. ``lr`` is in pixels of the
-    original image (Adam's step size; random search's and CMA-ES's scale). Step 0 is the user's prompt; the winner
-    is the highest-scoring step the safeguards allow (step 0 always qualifies). With ``gt_mask`` every step also
-    records its true Dice (at the image's size).
+    Only the prompt's coordinates move; the model and the scorer stay frozen. Step 0 is the user's prompt; then
+    ``steps`` model calls follow. The winner is the highest-scoring step the safeguards allow (step 0 always
+    qualifies).
 
-    Early stopping: with ``patience`` P (1..``steps``), the run stops after the call at which the best allowed
+    Early stopping: with ``patience`` P (1 to ``steps``), the run stops after the call at which the best allowed
     score has gone P calls in a row without rising more than ``min_gain`` above its value at its last such rise
     (step 0's score to begin with; a call whose mask the safeguards refuse counts as no rise). The run then ends at
     that step (``result.stopped == "patience"``), which the full budget would have reached too: a stopped run is
-    the first steps of the full one. ``None``, 0 or a patience of ``steps`` or more: no early stopping.
+    the first steps of the full one.
 
-    ``batch``: score the gradient-free optimisers' proposals a population at a time, in one model call (the same
-    proposals and scores as one by one, up to float rounding; the budget still counts prompts). None: where the
-    model says that is faster (``model.batch_prompts``). Adam moves one prompt and never batches.
+    Args:
+        model: The promptable model (from :func:`~sampot_lib.models.registry.load_model`).
+        scorer: What scores each mask: a :mod:`sampot_lib.method.scoring` scorer; a regressor (scored as
+            ``RegressorScorer(regressor, image, sharpness)``); or None: the regressor shipped for the model, the
+            prompt's kind and ``structure`` (:func:`~sampot_lib.method.shipped.find_shipped`; its name is in the
+            result's settings).
+        image: The image, an H x W (or H x W x 3) uint8 NumPy array.
+        prompt: The user's prompt: a :class:`Prompt`, or an (x, y) click, in pixels of the image; it must lie
+            inside the image.
+        steps: Model calls after the user's prompt (a whole number >= 0).
+        lr: Step size in pixels of the original image (Adam's step size; random search's and CMA-ES's scale).
+        optimizer: How the prompt moves: ``"adam"`` (needs a model that gives gradients), ``"cmaes"`` or
+            ``"random"`` (:mod:`sampot_lib.method.optimizers`), at the same budget of model calls.
+        sharpness: Slope of the sigmoid a regressor sees on the logits (``sigmoid(sharpness * logits)``).
+        safeguards: Where the prompt may go and which evolved masks may win; None: ``Safeguards()``, the defaults.
+        gt_mask: The true mask (H x W, binary, not empty), or None. With it every step also records its true Dice
+            (at the image's size).
+        seed: Seed of the optimiser.
+        progress: Show a progress bar.
+        patience: Early stopping, as above. ``None``, 0 or a patience of ``steps`` or more: no early stopping.
+        min_gain: The least rise of the best allowed score that counts as progress for ``patience``.
+        batch: Score the gradient-free optimisers' proposals a population at a time, in one model call (the same
+            proposals and scores as one by one, up to float rounding; the budget still counts prompts). None: where
+            the model says that is faster (``model.batch_prompts``). Adam moves one prompt and never batches.
+        on_step: Called as ``on_step(step, steps)`` with each :class:`EvolutionStep` as soon as it is scored (the
+            widget and the app show progress); None: no call.
+        structure: The structure segmented: with ``scorer`` None it picks the shipped regressor (and is recorded in
+            the result's settings).
+        do_no_harm: True applies the shipped regressor's do-no-harm rule (its margin and blend weight) when the
+            shipped default is used, and nothing otherwise; False never applies a rule; a
+            :class:`~sampot_lib.method.selection.DoNoHarm` is applied to any scorer.
 
-    ``on_step(step, steps)``: called with each step as soon as it is scored (the widget and the app show progress).
+    Returns:
+        The run, with the user's prompt, every step scored (its score, confidence, mask area, overlap with the first
+        mask, whether the safeguards allow it, and its true Dice or None), the winning step, the initial and winning
+        masks (H x W bool, at the image's size), the settings, why it stopped (``"budget"`` or ``"patience"``) and
+        its wall times. A do-no-harm rule sets the winner back to the user's prompt when it keeps it, and the
+        settings record its decision.
+
+    Raises:
+        SampotError: An argument of the wrong kind or out of range (named in the message), a prompt outside the
+            image, a ``gt_mask`` that is empty, not binary or not of the image's size, ``"adam"`` with a model
+            that gives no gradients, or, with ``scorer`` None, no shipped regressor for the model, prompt kind and
+            structure, or one made for other settings.
     """
     _check_call(model, scorer, image, safeguards, do_no_harm)
     guards = safeguards if safeguards is not None else Safeguards()

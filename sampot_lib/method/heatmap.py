@@ -63,11 +63,28 @@ def dice_heatmap(
     sharpness: float = SHARPNESS,
     progress: bool = True,
 ) -> Heatmap:
-    """Segment from every grid click inside ``mask`` (H x W) and score each mask against it (and, with a
-    regressor, by it: through :class:`~sampot_lib.method.scoring.RegressorScorer`, as evolution scores).
+    """Segment from every grid click inside a structure and score each click's mask (paper fig. 1).
 
-    One click at a time: on a CPU, batching clicks is slower per click (the decoder copies the image embedding
-    per prompt).
+    Each mask is scored against ``mask`` (its true Dice) and, with a regressor, by it (through
+    :class:`~sampot_lib.method.scoring.RegressorScorer`, as evolution scores). One click at a time: on a CPU,
+    batching clicks is slower per click (the decoder copies the image embedding per prompt).
+
+    Args:
+        model: The promptable model.
+        image: The image, H x W (or H x W x 3) uint8.
+        mask: The structure's true mask, H x W, binary and not empty.
+        step: The grid's spacing in pixels (a whole number >= 1); the grid is centred on the mask.
+        regressor: A segmentation regressor that also scores every mask, or None.
+        sharpness: Slope of the sigmoid the regressor sees on the logits.
+        progress: Show a progress bar.
+
+    Returns:
+        A :class:`Heatmap` of the clicks (N x 2, (x, y)), the Dice of each click's mask (N), the model's confidence
+        (N) and the regressor's score (N, NaN without a regressor).
+
+    Raises:
+        SampotError: ``mask`` is empty, not binary or not of the image's size, ``step`` is not a whole number
+            >= 1, or no grid point falls inside the mask.
     """
     mask = check_mask(mask, expected_shape=image.shape[:2])
     points = grid_points(mask, step)

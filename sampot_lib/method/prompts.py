@@ -22,9 +22,21 @@ from sampot_lib.models.base import ImageEmbedding, MaskPrediction, PromptableMod
 
 @dataclass(frozen=True)
 class Prompt:
-    """points: (x, y) pairs; labels: 1 (foreground) or 0 (background) per point; box: (x0, y0, x1, y1) or None.
-    All in pixels of the original image, x to the right, y down. Every coordinate is finite and a box's corners are
-    ordered (x0 < x1, y0 < y1), or the prompt is refused here; :meth:`check` holds it against an image."""
+    """A prompt: one or more clicks, a box, or a box with clicks.
+
+    All coordinates are in pixels of the original image, x to the right, y down. Every coordinate is finite and a
+    box's corners are ordered (x0 < x1, y0 < y1), or the prompt is refused here; :meth:`check` holds it against an
+    image.
+
+    Raises:
+        SampotError: Not one label per point, a label other than 0 or 1, neither a click nor a box, a box of other
+            than four numbers, a coordinate that is not a finite number, or a box with its corners out of order.
+
+    Attributes:
+        points: The clicks, as (x, y) pairs.
+        labels: One label per point: 1 (foreground) or 0 (background).
+        box: The box as (x0, y0, x1, y1), or None for no box.
+    """
 
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
@@ -57,7 +69,15 @@ class Prompt:
 
     @classmethod
     def click(cls, x: float, y: float) -> Prompt:
-        """One foreground click: the paper's prompt."""
+        """One foreground click: the paper's prompt.
+
+        Args:
+            x: The click's column, in pixels of the original image.
+            y: The click's row, in pixels of the original image.
+
+        Returns:
+            A ``click`` prompt.
+        """
         return cls(points=((x, y),), labels=(1,))
 
     @classmethod
@@ -65,7 +85,16 @@ class Prompt:
         cls, box: tuple[float, float, float, float], points: tuple[tuple[float, float], ...] = (),
         labels: tuple[int, ...] | None = None,
     ) -> Prompt:  # fmt: skip
-        """A box, optionally with clicks (foreground unless ``labels`` says otherwise)."""
+        """A box, optionally with clicks.
+
+        Args:
+            box: The box as (x0, y0, x1, y1), in pixels of the original image.
+            points: Clicks as (x, y) pairs; empty for a box alone.
+            labels: One label per click, 1 (foreground) or 0 (background); None: every click is foreground.
+
+        Returns:
+            A ``box`` or ``box+clicks`` prompt.
+        """
         return cls(points=tuple(points), labels=tuple(labels) if labels is not None else (1,) * len(points), box=box)
 
     @property
@@ -77,16 +106,31 @@ class Prompt:
 
     @property
     def n_coords(self) -> int:
+        """D, the number of movable coordinates: 4 for a box, plus 2 per point."""
         return (4 if self.box is not None else 0) + 2 * len(self.points)
 
     def coords(self) -> np.ndarray:
-        """The D movable coordinates as one float64 vector: box (x0, y0, x1, y1) first, then (x, y) per point."""
+        """The prompt's movable coordinates as one vector, the layout evolution moves.
+
+        Returns:
+            A float64 array of shape (D,), the box's (x0, y0, x1, y1) first, then (x, y) per point.
+        """
         parts = [list(self.box)] if self.box is not None else []
         parts += [list(p) for p in self.points]
         return np.array([v for part in parts for v in part], dtype=np.float64)
 
     def with_coords(self, coords: np.ndarray | torch.Tensor | list[float]) -> Prompt:
-        """The same prompt (kind, labels) at other coordinates (a vector laid out as :meth:`coords`)."""
+        """The same prompt (kind, labels) at other coordinates.
+
+        Args:
+            coords: D coordinates laid out as :meth:`coords` (a NumPy array, a tensor or a list).
+
+        Returns:
+            A new prompt.
+
+        Raises:
+            SampotError: ``coords`` does not hold D numbers, or gives a prompt the constructor refuses.
+        """
         v = [float(c) for c in (coords.detach().cpu().tolist() if isinstance(coords, torch.Tensor) else coords)]
         if len(v) != self.n_coords:
             raise SampotError(f"a {self.kind} prompt has {self.n_coords} coordinates, got {len(v)}.")
@@ -104,18 +148,39 @@ class Prompt:
         return self.points[0]
 
     def to_dict(self) -> dict[str, Any]:
+        """The prompt as a JSON-ready dict.
+
+        Returns:
+            ``{"kind": ..., "points": [[x, y], ...], "labels": [...], "box": [x0, y0, x1, y1] or None}``.
+        """
         return {"kind": self.kind, "points": [list(p) for p in self.points], "labels": list(self.labels),
                 "box": list(self.box) if self.box is not None else None}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Prompt:
+        """The prompt a dict from :meth:`to_dict` describes.
+
+        Args:
+            d: A dict with ``points``, ``labels`` and ``box`` as :meth:`to_dict` writes them (a missing key: no
+                points, no labels, no box; ``kind`` is not read).
+
+        Returns:
+            The prompt.
+        """
         box = d.get("box")
         return cls(points=tuple(tuple(p) for p in d.get("points", ())), labels=tuple(d.get("labels", ())),
                    box=tuple(box) if box is not None else None)  # fmt: skip
 
     def check(self, shape: tuple[int, int], mask: np.ndarray | None = None) -> None:
-        """Raise SampotError unless every coordinate lies inside an image of ``shape`` (H, W) and, with ``mask``,
-        foreground clicks lie inside it."""
+        """Check the prompt against an image (and its mask).
+
+        Args:
+            shape: The image's (H, W).
+            mask: An H x W bool mask, or None. With it, every foreground click must lie inside it.
+
+        Raises:
+            SampotError: A coordinate lies outside the image, or a foreground click outside ``mask``.
+        """
         h, w = shape
         for x, y in self.points:
             if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
@@ -189,15 +254,20 @@ def predict_mask(model: PromptableModel, embedding: ImageEmbedding, prompt: Prom
 
 @dataclass(frozen=True)
 class Safeguards:
-    """Limits on where evolution may take a prompt and which masks may win. ``None`` switches a limit off.
+    """Limits on where evolution may take a prompt and which masks may win.
+
+    ``None`` switches a limit off.
+
+    Raises:
+        SampotError: A limit that cannot work (e.g. ``min_overlap`` outside [0, 1], ``max_area_ratio`` below 1).
 
     Attributes:
-        keep_in_image: clamp every coordinate to the image after every step.
-        trust_radius: each click stays within this distance of where the user put it, and each box edge within this
+        keep_in_image: Clamp every coordinate to the image after every step.
+        trust_radius: Each click stays within this distance of where the user put it, and each box edge within this
             distance of the user's edge, as a fraction of the image's longer side.
-        min_overlap: an evolved mask must overlap the initial mask with at least this IoU to win.
-        max_area_ratio: an evolved mask's area must lie within [initial / r, initial * r] to win.
-        min_box_size: a box keeps its corners ordered and at least this width and height (fraction of the longer
+        min_overlap: An evolved mask must overlap the initial mask with at least this IoU to win.
+        max_area_ratio: An evolved mask's area must lie within [initial / r, initial * r] to win.
+        min_box_size: A box keeps its corners ordered and at least this width and height (fraction of the longer
             side). Always applied: a box of no size, or inside out, is not a box.
     """
 
@@ -212,14 +282,27 @@ class Safeguards:
 
     @classmethod
     def off(cls) -> Safeguards:
-        """The paper's setting: no limit but the image border (a prompt outside the image has no meaning)."""
+        """The paper's setting: no limit but the image border (a prompt outside the image has no meaning).
+
+        Returns:
+            Safeguards with ``trust_radius``, ``min_overlap`` and ``max_area_ratio`` off.
+        """
         return cls(**SAFEGUARDS_OFF)
 
     def project(
         self, coords: torch.Tensor, start: torch.Tensor, prompt: Prompt, shape: tuple[int, int]
     ) -> torch.Tensor:
-        """Move ``coords`` (D, laid out as ``prompt``) to the nearest place the limits allow; ``start``: the user's
-        coordinates (D). Returns a new tensor (no gradient)."""
+        """Move coordinates to the nearest place the limits allow.
+
+        Args:
+            coords: The coordinates to move, a tensor of shape (D,) laid out as ``prompt``'s :meth:`Prompt.coords`.
+            start: The user's coordinates, a tensor of shape (D,).
+            prompt: The prompt whose coordinates these are (its kind says which are a box's).
+            shape: The image's (H, W).
+
+        Returns:
+            A new tensor of shape (D,), with no gradient.
+        """
         h, w = shape
         c = coords.detach().clone()
         s = start.detach().to(c)
@@ -243,7 +326,16 @@ class Safeguards:
         return c
 
     def mask_allowed(self, mask: np.ndarray, mask0: np.ndarray) -> tuple[float, bool]:
-        """IoU of ``mask`` with the initial mask ``mask0``, and whether the overlap and area limits let it win."""
+        """Whether an evolved mask may win.
+
+        Args:
+            mask: The evolved mask, H x W bool.
+            mask0: The initial mask (the user's prompt's), H x W bool.
+
+        Returns:
+            The pair (overlap, allowed), the IoU of ``mask`` with ``mask0`` (1.0 when both are empty) and whether the
+            overlap and area limits let it win.
+        """
         union = np.logical_or(mask, mask0).sum()
         overlap = float(np.logical_and(mask, mask0).sum() / union) if union else 1.0
         ok = True

@@ -164,20 +164,43 @@ def fit_regressor(
     rank_weight: float = RANK_WEIGHT,
     rank_group: int = RANK_GROUP,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
-    """Train a regressor with Adam + MSE; return the weights of the epoch with the lowest validation loss and the
-    per-epoch history (epoch, train_mse, val_mse), one row per epoch run. ``log`` receives one line per epoch.
+    """Train a segmentation regressor with Adam + MSE, keeping the weights of the best epoch.
 
-    ``rank_weight`` > 0 adds the within-image loss (:func:`within_image_loss`) with this weight: each batch then holds
-    runs of ``rank_group`` masks of one image (:func:`image_grouped_order`; 1: a plain shuffle), the history gains
-    ``val_pair_mse`` (the within-image loss over every pair of masks of one validation image) and the validation loss
-    that picks the epoch is ``val_mse + rank_weight * val_pair_mse``. 0: the MSE alone, batches drawn at random.
+    The weights returned are those of the epoch with the lowest validation loss: the validation MSE, plus
+    ``rank_weight`` times the within-image loss when that weight is > 0.
 
-    ``patience``: stop after this many epochs in a row without a new lowest validation loss (the history then ends
-    before ``epochs``; the best epoch's weights are returned as always). 0 or None: run all ``epochs``.
+    Args:
+        train: The training set, at the regressor's input size S.
+        val: The validation set, at the same size; its loss picks the epoch whose weights are kept.
+        epochs: The most epochs to run.
+        batch_size: Samples per batch.
+        lr: Adam's learning rate.
+        seed: Seed of the starting weights and of the batches' order.
+        device: Where to train (e.g. ``"cpu"``, ``"cuda"``).
+        widths: Channels of the four stride-2 convolutions (with ``init``: its own are used).
+        progress: Show a progress bar.
+        log: Receives one line per epoch (and one when ``patience`` stops training); None: no lines.
+        init: Start from a copy of this regressor's weights (fine-tuning; ``widths`` is then its own, and ``init``
+            itself is left unchanged). Its starting weights are then a candidate too (history row ``epoch`` 0): with
+            ``epochs=0``, or when no epoch lowers the validation MSE, the copy is returned as it was. None: new
+            weights.
+        patience: Stop after this many epochs in a row without a new lowest validation loss (the history then ends
+            before ``epochs``; the best epoch's weights are returned as always). 0 or None: run all ``epochs``.
+        rank_weight: > 0 adds the within-image loss (:func:`within_image_loss`) with this weight: each batch then
+            holds runs of ``rank_group`` masks of one image (:func:`image_grouped_order`), the history gains
+            ``val_pair_mse`` (the within-image loss over every pair of masks of one validation image) and the
+            validation loss that picks the epoch is ``val_mse + rank_weight * val_pair_mse``. 0: the MSE alone,
+            batches drawn at random.
+        rank_group: With ``rank_weight`` > 0, how many masks of one image come in a run (1: a plain shuffle).
 
-    ``init``: start from a copy of this regressor's weights (fine-tuning; ``widths`` is then its own, and ``init``
-    itself is left unchanged). Its starting weights are then a candidate too (history row ``epoch`` 0): with
-    ``epochs=0``, or when no epoch lowers the validation MSE, the copy is returned as it was.
+    Returns:
+        The pair (regressor, history), the regressor in eval mode with the best epoch's weights and the per-epoch
+        history, one row per epoch run: ``{"epoch", "train_mse", "val_mse"}`` (and ``"val_pair_mse"`` with
+        ``rank_weight`` > 0).
+
+    Raises:
+        SampotError: An empty training or validation set, a ``patience``, ``rank_weight`` or ``rank_group`` out of
+            range, or an ``init`` that reads another input size than the training set's.
     """
     if len(train) == 0 or len(val) == 0:
         raise SampotError(f"regressor training needs non-empty train and val sets (got {len(train)} and {len(val)}).")
@@ -335,10 +358,20 @@ def save_regressor(model: SegmentationRegressor, path: str | Path, meta: dict[st
 def load_regressor(
     path: str | Path, input_size: int | None = None, device: str = "cpu"
 ) -> tuple[SegmentationRegressor, dict[str, Any]]:
-    """Load a regressor saved by :func:`save_regressor`; returns (model in eval mode, meta).
+    """Load a regressor saved by :func:`save_regressor`.
 
-    ``input_size``: if given, the file must be a regressor for that input size. A missing, foreign or damaged file
-    raises SampotError naming it and saying what to do.
+    Args:
+        path: The regressor file (e.g. a run folder's ``regressor.pt``).
+        input_size: If given, the file must be a regressor for that input size; None: any.
+        device: Where to put the regressor.
+
+    Returns:
+        The pair (regressor, meta), the regressor in eval mode and the file's record of what it learned from (also
+        set as the regressor's ``provenance`` attribute; empty when the file has none).
+
+    Raises:
+        SampotError: A missing, foreign or damaged file, or a folder, named with what to do; or a regressor for
+            another input size than ``input_size``.
     """
     path = Path(path)
     retrain = "train one with `sampot train-regressor` (or `sampot run`)"
@@ -387,8 +420,22 @@ def load_regressor(
 
 @torch.no_grad()
 def score_mask(regressor: SegmentationRegressor, image: np.ndarray, mask: np.ndarray) -> float:
-    """The regressor's predicted Dice of any binary ``mask`` (H x W) of ``image`` (H x W or H x W x 3, uint8): both
-    resized to the regressor's input by area averaging, as its training set's synthetic masks were."""
+    """The regressor's predicted Dice of any binary mask of an image.
+
+    The image and the mask are both resized to the regressor's input by area averaging, as its training set's
+    synthetic masks were. The regressor is put in eval mode.
+
+    Args:
+        regressor: The segmentation regressor.
+        image: The image, H x W or H x W x 3, uint8.
+        mask: A binary mask of the image, H x W (bool, 0/1 or 0/255).
+
+    Returns:
+        The predicted Dice, in (0, 1).
+
+    Raises:
+        SampotError: ``mask`` is not of the image's size.
+    """
     mask = np.asarray(mask)
     if mask.shape != np.shape(image)[:2]:  # resized to the input alone, a mask of another image scores silently
         raise SampotError(

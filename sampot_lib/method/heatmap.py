@@ -20,8 +20,14 @@ from sampot_lib.models.base import PromptableModel
 
 @dataclass(frozen=True)
 class Heatmap:
-    """Clicks (N x 2, (x, y)), the Dice of each click's mask (N), the model's confidence (N), and the regressor's
-    score (N, NaN without a regressor). ``spread`` is max - min Dice: how much the click's place matters."""
+    """The clicks of a heat-map and what each gave.
+
+    Attributes:
+        points: The clicks, N x 2, (x, y).
+        dice: The Dice of each click's mask, N.
+        confidence: The model's confidence, N.
+        score: The regressor's score, N (NaN without a regressor).
+    """
 
     points: np.ndarray
     dice: np.ndarray
@@ -30,10 +36,19 @@ class Heatmap:
 
     @property
     def spread(self) -> float:
+        """Max - min Dice: how much the click's place matters."""
         return float(self.dice.max() - self.dice.min())
 
     def as_image(self, shape: tuple[int, int], step: int) -> np.ndarray:
-        """H x W float image with each click's Dice painted over its grid cell, NaN elsewhere (for overlays)."""
+        """Each click's Dice painted over its grid cell, for overlays.
+
+        Args:
+            shape: The image's shape (H, W).
+            step: The grid's spacing in pixels.
+
+        Returns:
+            An H x W float image, NaN outside the cells.
+        """
         out = np.full(shape, np.nan)
         half = step // 2
         for (x, y), d in zip(self.points.astype(int), self.dice, strict=True):
@@ -42,7 +57,18 @@ class Heatmap:
 
 
 def grid_points(mask: np.ndarray, step: int) -> np.ndarray:
-    """N x 2 (x, y) clicks on a regular grid of spacing ``step`` px that fall inside ``mask`` (grid centred on it)."""
+    """The clicks on a regular grid, centred on a mask, that fall inside it.
+
+    Args:
+        mask: The mask, H x W.
+        step: The grid's spacing in pixels (a whole number >= 1).
+
+    Returns:
+        The clicks, N x 2 (x, y), float32.
+
+    Raises:
+        SampotError: ``mask`` is not a usable mask, or ``step`` is not a whole number >= 1.
+    """
     mask = check_mask(mask)
     step = whole(step, "grid step", low=1)  # a float step would index the mask with floats
     ys, xs = np.nonzero(mask)

@@ -62,7 +62,20 @@ class PromptOptimizer:
 
 
 class AdamOptimizer(PromptOptimizer):
-    """Adam on the coordinates (paper 3.3: step size ``lr`` pixels, no weight decay), projected after each step."""
+    """Adam on the coordinates (paper 3.3: step size ``lr`` pixels, no weight decay), projected after each step.
+
+    Args:
+        start: The D coordinates of the user's prompt.
+        project: Coordinates -> allowed coordinates (the safeguards).
+        lr: The step size in pixels.
+        seed: The seed of its random numbers.
+
+    Attributes:
+        name: ``"adam"``.
+        needs_gradient: True: it needs a differentiable model.
+        p: The coordinates Adam moves.
+        opt: The torch Adam optimiser.
+    """
 
     name = "adam"
     needs_gradient = True
@@ -73,10 +86,21 @@ class AdamOptimizer(PromptOptimizer):
         self.opt = torch.optim.Adam([self.p], lr=self.lr, weight_decay=0.0)
 
     def ask(self) -> torch.Tensor:
+        """The D coordinates to score next: Adam's current coordinates, with their graph (the user's prompt first).
+
+        Returns:
+            The coordinates, a leaf tensor that requires grad.
+        """
         self.calls += 1
         return self.p
 
     def tell(self, coords: torch.Tensor, score: torch.Tensor) -> None:
+        """Take one Adam step up the score's gradient, then project the coordinates into the safeguards.
+
+        Args:
+            coords: The coordinates scored (the tensor :meth:`ask` returned).
+            score: Their score, a 1-element tensor with its graph.
+        """
         self.opt.zero_grad()
         (-score.sum()).backward()
         self.opt.step()
@@ -85,7 +109,19 @@ class AdamOptimizer(PromptOptimizer):
 
 
 class RandomSearch(PromptOptimizer):
-    """Independent Gaussian moves of the user's prompt, ``3 * lr`` pixels per coordinate, projected."""
+    """Independent Gaussian moves of the user's prompt, ``3 * lr`` pixels per coordinate, projected.
+
+    Args:
+        start: The D coordinates of the user's prompt.
+        project: Coordinates -> allowed coordinates (the safeguards).
+        lr: The step size in pixels.
+        seed: The seed of its random numbers.
+
+    Attributes:
+        name: ``"random"``.
+        batch_size: Moves handed out at a time by :meth:`ask_batch`: cma's default population for D coordinates,
+            ``4 + floor(3 ln D)``.
+    """
 
     name = "random"
 
@@ -99,7 +135,14 @@ class RandomSearch(PromptOptimizer):
         return self.project(self.start + 3 * self.lr * noise)
 
     def ask_batch(self, limit: int) -> list[torch.Tensor]:
-        """The user's prompt alone first, then ``batch_size`` independent moves at a time (fewer at the budget)."""
+        """Proposals that can be scored together: the user's prompt alone first, then ``batch_size`` independent moves.
+
+        Args:
+            limit: The most proposals wanted (at least one is returned).
+
+        Returns:
+            The proposals, each D coordinates (fewer than ``batch_size`` at the budget).
+        """
         if self.calls == 0:
             return [self.ask()]
         return [self.ask() for _ in range(max(1, min(limit, self.batch_size)))]
@@ -112,6 +155,19 @@ class CmaesOptimizer(PromptOptimizer):
     told the projected candidates (it accepts points other than those it asked for, clipping only implausibly long
     steps), so it learns where the allowed region is. The user's prompt (call 1) is not one of cma's candidates and
     is not told to it. cma's own termination tests are ignored: the budget of model calls stops the search.
+
+    Args:
+        start: The D coordinates of the user's prompt.
+        project: Coordinates -> allowed coordinates (the safeguards).
+        lr: The step size in pixels.
+        seed: The seed of its random numbers.
+
+    Raises:
+        SampotError: ``seed`` is negative.
+
+    Attributes:
+        name: ``"cmaes"``.
+        es: cma's ``CMAEvolutionStrategy``.
     """
 
     name = "cmaes"
@@ -148,7 +204,14 @@ class CmaesOptimizer(PromptOptimizer):
         return self.project(x)
 
     def ask_batch(self, limit: int) -> list[torch.Tensor]:
-        """The user's prompt alone first, then the rest of cma's current population (fewer at the budget)."""
+        """Proposals that can be scored together: the user's prompt alone first, then the rest of cma's population.
+
+        Args:
+            limit: The most proposals wanted (at least one is returned).
+
+        Returns:
+            The proposals, each D coordinates (fewer at the budget).
+        """
         if self.calls == 0:
             return [self.ask()]
         if not self._pending:
@@ -157,6 +220,14 @@ class CmaesOptimizer(PromptOptimizer):
         return [self.ask() for _ in range(max(1, min(limit, len(self._pending))))]
 
     def tell(self, coords: torch.Tensor, score: torch.Tensor) -> None:
+        """Record the score of a candidate; once the whole population is scored, tell it to cma.
+
+        The user's prompt (call 1) is not told.
+
+        Args:
+            coords: The projected coordinates scored.
+            score: Their score, a 1-element tensor.
+        """
         if self.calls == 1:  # the user's prompt: not a candidate of cma's
             return
         self._xs.append(coords.detach().cpu().double().numpy())
@@ -173,8 +244,24 @@ OPTIMIZERS: dict[str, type[PromptOptimizer]] = {"adam": AdamOptimizer, "cmaes": 
 def make_optimizer(
     name: str, start: torch.Tensor, project: Project, *, lr: float, seed: int = 0, budget: int | None = None
 ) -> PromptOptimizer:
-    """The optimiser called ``name`` (see :data:`OPTIMIZERS`). ``budget``, when given, is the number of model calls
-    it will be asked for (the user's prompt is the first), checked here so that a budget of none fails up front."""
+    """The optimiser of a name.
+
+    Args:
+        name: ``"adam"``, ``"cmaes"`` or ``"random"`` (see :data:`OPTIMIZERS`).
+        start: The D coordinates of the user's prompt.
+        project: Coordinates -> allowed coordinates (the safeguards).
+        lr: The step size, a finite number of pixels > 0.
+        seed: The seed of its random numbers.
+        budget: The number of model calls it will be asked for (the user's prompt is the first), checked here so that
+            a budget of none fails up front; None: not checked.
+
+    Returns:
+        A new optimiser, started at ``start``.
+
+    Raises:
+        SampotError: An unknown name, a budget that is not a whole number >= 1, or an ``lr`` that is not a finite
+            number > 0.
+    """
     if name not in OPTIMIZERS:
         raise SampotError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}.")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):

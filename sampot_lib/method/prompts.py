@@ -238,8 +238,18 @@ def predict(
     coords: torch.Tensor | None = None,
     output_size: tuple[int, int] | None = None,
 ) -> MaskPrediction:
-    """The model's mask for ``prompt`` (or for the same kind of prompt at ``coords``, B x D or D): logits
-    B x 1 x H x W at ``output_size`` (default: the image's size), differentiable with respect to ``coords``."""
+    """The model's mask for a prompt, differentiable with respect to the prompt's coordinates.
+
+    Args:
+        model: The promptable model.
+        embedding: The image's embedding.
+        prompt: The prompt.
+        coords: The coordinates of the same kind of prompt to predict at instead, B x D or D; None: ``prompt``'s own.
+        output_size: The logits' size (H, W); None: the image's size.
+
+    Returns:
+        The prediction, its logits B x 1 x H x W at ``output_size``, differentiable with respect to ``coords``.
+    """
     if coords is None:
         coords = torch.as_tensor(prompt.coords(), dtype=torch.float32, device=model.device)
     points, labels, boxes = prompt_tensors(prompt, coords)
@@ -248,7 +258,16 @@ def predict(
 
 @torch.no_grad()
 def predict_mask(model: PromptableModel, embedding: ImageEmbedding, prompt: Prompt) -> np.ndarray:
-    """The H x W bool mask of ``prompt`` at the original image size."""
+    """The mask of a prompt at the original image size.
+
+    Args:
+        model: The promptable model.
+        embedding: The image's embedding.
+        prompt: The prompt.
+
+    Returns:
+        The mask, H x W bool.
+    """
     return (predict(model, embedding, prompt).logits[0, 0] > 0).cpu().numpy()
 
 

@@ -35,8 +35,17 @@ _FORMAT = "sampot-regressor/1"
 
 
 def to_input(x: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """Resize an H x W image (uint8, 0..255; H x W x 3 is averaged to gray) or mask (bool or float 0..1) to a
-    1 x 1 x size x size float tensor in 0..1 with area averaging (a downsampled mask gets soft edges)."""
+    """Resize an image or a mask to the regressor's input.
+
+    Area averaging: a downsampled mask gets soft edges.
+
+    Args:
+        x: An H x W image (uint8, 0..255; H x W x 3 is averaged to gray) or mask (bool or float 0..1).
+        size: The side of the result.
+
+    Returns:
+        A 1 x 1 x size x size float tensor in 0..1.
+    """
     t = torch.tensor(x) if isinstance(x, np.ndarray) else x
     t = t.float()
     if t.ndim == 3 and t.shape[-1] == 3:
@@ -55,6 +64,18 @@ class SegmentationRegressor(nn.Module):
     Four stride-2 convolutions (3 x 3, batch norm, leaky ReLU) halve the size four times; a fifth convolution the
     size of what is left (S/16) reads the whole map, so the score can depend on where the mask lies, not only on
     its texture; a sigmoid makes it a Dice-like score.
+
+    Args:
+        input_size: S: a multiple of 16 from 32 to :data:`~sampot_lib.defaults.MAX_REGRESSOR_SIZE`.
+        widths: The channels of the stride-2 convolutions.
+
+    Raises:
+        SampotError: An ``input_size`` out of range or not a multiple of 16.
+
+    Attributes:
+        input_size: S.
+        widths: The channels of the stride-2 convolutions.
+        net: The layers.
     """
 
     def __init__(self, input_size: int = 128, widths: tuple[int, ...] = (16, 32, 64, 128)):
@@ -76,6 +97,18 @@ class SegmentationRegressor(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Predict the Dice of masks.
+
+        Args:
+            image: The images, B x 1 x S x S in 0..1.
+            mask: The masks, B x 1 x S x S in 0..1.
+
+        Returns:
+            B scores in (0, 1).
+
+        Raises:
+            SampotError: An image or a mask not S x S (resize with :func:`to_input`).
+        """
         s = self.input_size
         if image.shape[-2:] != (s, s) or mask.shape[-2:] != (s, s):
             raise SampotError(
@@ -85,6 +118,11 @@ class SegmentationRegressor(nn.Module):
         return torch.sigmoid(self.net(torch.cat([image, mask], dim=1))).flatten()
 
     def config(self) -> dict[str, Any]:
+        """The architecture's settings, as saved with the weights.
+
+        Returns:
+            The constructor's arguments, ``{"input_size": S, "widths": [...]}``.
+        """
         return {"input_size": self.input_size, "widths": list(self.widths)}
 
 
@@ -135,7 +173,17 @@ class RegressorData:
 def predict_dice(
     regressor: SegmentationRegressor, data: RegressorData, batch_size: int = 64, device: str = "cpu"
 ) -> np.ndarray:
-    """Regressor scores (N) for every (image, mask) pair of ``data``."""
+    """The regressor's scores of every (image, mask) pair of a training set.
+
+    Args:
+        regressor: The regressor (put on ``device`` in eval mode).
+        data: The pairs.
+        batch_size: The pairs scored at a time.
+        device: Where to score.
+
+    Returns:
+        N scores.
+    """
     img, msk, _ = data.tensors(device, channels_last=True)
     return _scores(regressor.to(device).eval(), img, msk, batch_size)
 
@@ -349,7 +397,16 @@ def fine_tune(
 
 
 def save_regressor(model: SegmentationRegressor, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write weights, architecture settings and ``meta`` to ``path`` atomically (with the umask's file mode)."""
+    """Write a regressor's weights, architecture settings and meta to a file, atomically (with the umask's file mode).
+
+    Args:
+        model: The regressor.
+        path: The file to write.
+        meta: The record of what it learned from; None: an empty one.
+
+    Returns:
+        ``path``.
+    """
 
     payload = {"format": _FORMAT, "config": model.config(), "state_dict": model.state_dict(), "meta": meta or {}}
     return atomic_write(path, lambda fh: torch.save(payload, fh))

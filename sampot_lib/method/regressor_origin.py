@@ -22,22 +22,31 @@ _CHECKED = {
 def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreign: bool = False) -> list[str]:
     """Check that a regressor learned from what it is about to score; return warnings, raise on a mismatch.
 
-    meta: the regressor's record (:func:`~sampot_lib.method.regressor.load_regressor`'s second value; written by the
-    pipeline's training stage).
-    expected: any of ``model``, ``mask_output``, ``structure``, ``prompt``, ``sharpness``, ``input_size`` (what the
-    caller will score), and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on; see
-    :func:`sampot_lib.experiment.provenance.mask_hashes`), with ``test_images`` ({image id: image sha256}) when known:
-    none of them may be among the images it was trained or validated on (``train_masks``, ``val_masks``) or
-    calibrated on (``calibration_masks``, written by :mod:`sampot_lib.experiment.calibration`). An image counts as
-    seen when its mask file is, and its image file too where both records hold image hashes (``train_images``,
-    ``val_images``, ``calibration_images``): identical masks of different images are not a leak. A setting the
-    record lacks (a file from an older sampot) gives a warning, never an error.
+    An image counts as seen when its mask file is, and its image file too where both records hold image hashes
+    (``train_images``, ``val_images``, ``calibration_images``): identical masks of different images are not a leak. A
+    setting the record lacks (a file from an older sampot) gives a warning, never an error.
 
-    A mismatch raises SampotError naming both values and what to do, unless ``allow_foreign`` (the user asked on
-    purpose for a regressor trained elsewhere): then every mismatch is returned as a warning for the results to
-    record. A test image among its calibration images is refused even then: a calibrated regressor is passed as a
-    foreign one on the very data set it was calibrated on, and scoring its own labelled images would inflate the
-    results.
+    Args:
+        meta: The regressor's record (:func:`~sampot_lib.method.regressor.load_regressor`'s second value; written by
+            the pipeline's training stage).
+        expected: Any of ``model``, ``mask_output``, ``structure``, ``prompt``, ``sharpness``, ``input_size`` (what
+            the caller will score), and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on;
+            see :func:`sampot_lib.experiment.provenance.mask_hashes`), with ``test_images`` ({image id: image sha256})
+            when known: none of them may be among the images it was trained or validated on (``train_masks``,
+            ``val_masks``) or calibrated on (``calibration_masks``, written by
+            :mod:`sampot_lib.experiment.calibration`).
+        allow_foreign: The user asked on purpose for a regressor trained elsewhere: every mismatch is returned as a
+            warning for the results to record instead of raised.
+
+    Returns:
+        The warnings (settings the record lacks, and with ``allow_foreign`` each mismatch, prefixed
+        ``"foreign regressor: "``).
+
+    Raises:
+        SampotError: A mismatch, naming both values and what to do (unless ``allow_foreign``); a test image among its
+            calibration images, even with ``allow_foreign`` (a calibrated regressor is passed as a foreign one on the
+            very data set it was calibrated on, and scoring its own labelled images would inflate the results); a test
+            image among a shipped regressor's training images.
     """
     warnings: list[str] = []
     problems: list[str] = []
@@ -105,9 +114,20 @@ def same_labelled(
     seen_masks: dict[str, str],
     seen_images: dict[str, str],
 ) -> list[tuple[str, str]]:
-    """[(id, id it was seen as)] of the labelled images ({id: mask sha256}, and {id: image sha256} when known) that
-    are among those seen: the same mask file, and the same image file where both sides record it (two images may
-    share a mask file without being the same labelled image)."""
+    """The labelled images that are among those seen.
+
+    An image is seen when its mask file is, and its image file too where both sides record it (two images may share a
+    mask file without being the same labelled image).
+
+    Args:
+        masks: The labelled images, {id: mask sha256}.
+        images: Their images, {id: image sha256}; None: not known.
+        seen_masks: The images seen, {id: mask sha256}.
+        seen_images: Their images, {id: image sha256} (may be empty).
+
+    Returns:
+        [(id, id it was seen as)], by id.
+    """
     by_hash: dict[str, list[str]] = {}
     for seen_id, digest in seen_masks.items():
         by_hash.setdefault(digest, []).append(seen_id)
@@ -122,7 +142,15 @@ def same_labelled(
 
 
 def describe_origin(meta: dict[str, Any]) -> dict[str, Any]:
-    """The data set a regressor learned from, as the results name it (path, identity hash, image counts)."""
+    """The data set a regressor learned from, as the results name it.
+
+    Args:
+        meta: The regressor's record.
+
+    Returns:
+        Those of its entries the record holds (the data's path and identity hash, structure, model, mask output,
+        prompt, image counts ``n_train_ids`` and ``n_val_ids``, split hash, seed, sampot version and ``calibrated_on``).
+    """
     keys = ("data", "data_identity", "structure", "model", "mask_output", "prompt", "n_train_ids", "n_val_ids",
             "split_hash", "seed", "sampot_version", "calibrated_on")  # fmt: skip
     return {k: meta[k] for k in keys if k in meta}

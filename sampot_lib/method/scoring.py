@@ -29,18 +29,42 @@ from sampot_lib.method.regressor import SegmentationRegressor, to_input
 
 
 def soft_mask(logits: torch.Tensor, sharpness: float) -> torch.Tensor:
-    """``sigmoid(sharpness * logits)``: a near-binary mask in (0, 1) that still passes gradients (paper 3.3)."""
+    """A near-binary mask in (0, 1) that still passes gradients (paper 3.3).
+
+    Args:
+        logits: The mask logits.
+        sharpness: The sigmoid's slope.
+
+    Returns:
+        ``sigmoid(sharpness * logits)``, of the logits' shape.
+    """
     return torch.sigmoid(sharpness * logits)
 
 
 class Scorer(Protocol):
-    """name: what the score is; size: side S of the square logits it scores; __call__: (B x 1 x S x S logits,
-    B confidences) -> B scores."""
+    """What evolution maximises: a score of mask logits, higher is better.
+
+    A protocol: any object with these attributes and this call is a scorer.
+
+    Attributes:
+        name: What the score is.
+        size: The side S of the square logits it scores.
+    """
 
     name: str
     size: int
 
-    def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        """Score masks.
+
+        Args:
+            logits: Mask logits, B x 1 x S x S.
+            confidence: The model's confidences, B.
+
+        Returns:
+            B scores, higher is better.
+        """
+        ...
 
 
 class RegressorScorer:
@@ -98,8 +122,15 @@ class RegressorScorer:
 
 
 class ConfidenceScorer:
-    """The model's own IoU prediction (what SAM reports as its confidence). ``size`` only sets the logits the
-    model is asked for; they are not looked at."""
+    """The model's own IoU prediction (what SAM reports as its confidence).
+
+    Args:
+        size: S, the side of the square logits the model is asked for; they are not looked at.
+
+    Attributes:
+        name: ``"confidence"``.
+        size: S.
+    """
 
     name = "confidence"
 
@@ -107,12 +138,35 @@ class ConfidenceScorer:
         self.size = size
 
     def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        """Score masks by the model's confidence.
+
+        Args:
+            logits: Mask logits, B x 1 x S x S; not read.
+            confidence: The model's confidences, B.
+
+        Returns:
+            ``confidence`` itself.
+        """
         return confidence
 
 
 class BlendScorer:
-    """``weight * regressor + (1 - weight) * confidence``; ``weight`` in [0, 1], chosen on a validation split
-    (:func:`choose_blend_weight`), never on the images it is reported on."""
+    """``weight * regressor + (1 - weight) * confidence``.
+
+    Args:
+        regressor: The regressor's scorer.
+        weight: The regressor's weight in [0, 1], chosen on a validation split (:func:`choose_blend_weight`), never on
+            the images it is reported on.
+
+    Raises:
+        SampotError: ``weight`` is not in [0, 1].
+
+    Attributes:
+        name: ``"blend"``.
+        size: S, the regressor's.
+        regressor: The regressor's scorer.
+        weight: The regressor's weight.
+    """
 
     name = "blend"
 
@@ -122,12 +176,34 @@ class BlendScorer:
         self.regressor, self.weight, self.size = regressor, float(weight), regressor.size
 
     def __call__(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        """Score masks by the blend.
+
+        Args:
+            logits: Mask logits, B x 1 x S x S.
+            confidence: The model's confidences, B.
+
+        Returns:
+            B blended scores, differentiable with respect to ``logits``.
+        """
         reg = self.regressor(logits, confidence)
         return self.weight * reg + (1 - self.weight) * confidence.to(reg)
 
 
 class OracleScorer:
-    """Soft Dice of ``sigmoid(sharpness * logits)`` with the true mask at ``size``: the ceiling, not a method."""
+    """Soft Dice of ``sigmoid(sharpness * logits)`` with the true mask at ``size``: the ceiling, not a method.
+
+    Args:
+        truth: The true mask, H x W.
+        size: S, the side of the square logits it scores (the truth is resized to it).
+        sharpness: The sigmoid's slope.
+        device: Where the truth is kept and the score computed.
+
+    Attributes:
+        name: ``"oracle"``.
+        size: S.
+        sharpness: The sigmoid's slope.
+        truth: The true mask as scored, 1 x 1 x S x S float.
+    """
 
     name = "oracle"
 
@@ -142,6 +218,15 @@ class OracleScorer:
         self.truth = to_input(np.asarray(truth, dtype=bool).astype(np.float32), size).to(device)
 
     def __call__(self, logits: torch.Tensor, confidence: torch.Tensor | None = None) -> torch.Tensor:
+        """Score masks by their soft Dice with the truth.
+
+        Args:
+            logits: Mask logits, B x 1 x S x S.
+            confidence: The model's confidences; not read.
+
+        Returns:
+            B soft Dice scores in [0, 1], differentiable with respect to ``logits``.
+        """
         mask = soft_mask(logits.to(self.truth.device), self.sharpness)
         inter = (mask * self.truth).flatten(1).sum(1)
         total = mask.flatten(1).sum(1) + self.truth.flatten(1).sum()
@@ -149,8 +234,18 @@ class OracleScorer:
 
 
 def choose_blend_weight(regressor_scores: np.ndarray, confidences: np.ndarray, dice: np.ndarray) -> float:
-    """The weight in {0, 0.05, ..., 1} whose blend correlates best (Pearson r) with ``dice``: pass validation-split
-    scores of the model's own masks only."""
+    """The blend weight whose scores correlate best (Pearson r) with the true Dice.
+
+    Pass validation-split scores of the model's own masks only.
+
+    Args:
+        regressor_scores: The regressor's scores.
+        confidences: The model's confidences of the same masks.
+        dice: The masks' true Dice.
+
+    Returns:
+        The weight in {0, 0.05, ..., 1}; 1 when no weight gives a finite r.
+    """
 
     best_w, best_r = 1.0, -np.inf
     for w in np.linspace(0, 1, 21):

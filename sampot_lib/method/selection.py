@@ -25,10 +25,15 @@ MARGINS = tuple(round(m, 3) for m in np.arange(0.0, 0.2001, 0.005)) + (1.0,)
 
 @dataclass(frozen=True)
 class DoNoHarm:
-    """Keep the user's prompt unless the winner's predicted gain exceeds ``margin`` (a Dice difference, in [0, 1]).
+    """Keep the user's prompt unless the winner's predicted gain exceeds a margin.
 
-    ``weight``: None predicts with the evolution's own score; a number in [0, 1] with the blend ``weight * score +
-    (1 - weight) * confidence`` of each step (the score should then be the regressor's).
+    Args:
+        margin: The margin, a predicted Dice gain (a Dice difference) in [0, 1].
+        weight: None predicts with the evolution's own score; a number in [0, 1] with the blend ``weight * score +
+            (1 - weight) * confidence`` of each step (the score should then be the regressor's).
+
+    Raises:
+        SampotError: ``margin`` or ``weight`` is not a number in [0, 1].
     """
 
     margin: float
@@ -43,24 +48,54 @@ class DoNoHarm:
 
     @property
     def name(self) -> str:
+        """``do-no-harm``, or ``do-no-harm (blend)`` with a weight."""
         return "do-no-harm" if self.weight is None else "do-no-harm (blend)"
 
     def predicted(self, step: EvolutionStep) -> float:
-        """A step's predicted Dice under this rule."""
+        """A step's predicted Dice under this rule.
+
+        Args:
+            step: The step.
+
+        Returns:
+            Its score, or with a ``weight`` the blend of its score and confidence.
+        """
         if self.weight is None:
             return step.score
         return self.weight * step.score + (1 - self.weight) * step.confidence
 
     def predicted_gain(self, result: EvolutionResult) -> float:
-        """The winner's predicted Dice minus the user's prompt's."""
+        """The winner's predicted Dice gain over the user's prompt.
+
+        Args:
+            result: The evolution.
+
+        Returns:
+            The winner's predicted Dice minus the user's prompt's.
+        """
         return self.predicted(result.best) - self.predicted(result.initial)
 
     def keeps_user_prompt(self, result: EvolutionResult) -> bool:
-        """Whether the rule keeps the user's prompt for this evolution (a winner at step 0 is kept anyway)."""
+        """Whether the rule keeps the user's prompt for an evolution.
+
+        Args:
+            result: The evolution.
+
+        Returns:
+            True when the winner is not step 0 and its predicted gain does not exceed the margin (a winner at step 0 is
+            kept anyway, and False is returned).
+        """
         return result.best_step != 0 and not self.predicted_gain(result) > self.margin
 
     def reason(self, result: EvolutionResult) -> str:
-        """One line for the user: what the rule did and why."""
+        """What the rule did with an evolution and why, for the user.
+
+        Args:
+            result: The evolution.
+
+        Returns:
+            One line.
+        """
         gain = self.predicted_gain(result)
         if result.best_step == 0:
             return "no step scored above the user's prompt: the user's prompt is kept"
@@ -70,8 +105,15 @@ class DoNoHarm:
         return f"the evolved prompt's predicted gain {gain:+.3f} clears the margin {self.margin:g}: it is used"
 
     def apply(self, result: EvolutionResult) -> EvolutionResult:
-        """``result`` with the rule's winner: the same evolution, its best step set back to the user's prompt (step 0,
-        with the initial mask) when the rule keeps it. The settings record the rule and its decision."""
+        """An evolution with the rule's winner.
+
+        Args:
+            result: The evolution.
+
+        Returns:
+            The same evolution, its best step set back to the user's prompt (step 0, with the initial mask) when the
+            rule keeps it; its settings record the rule and its decision under ``"rule"``.
+        """
         kept = self.keeps_user_prompt(result)
         settings = result.settings | {
             "rule": {"name": self.name, "margin": self.margin, "weight": self.weight, "kept_user_prompt": kept,
@@ -88,8 +130,21 @@ def rule_gains(predicted: np.ndarray, true: np.ndarray, margin: float) -> np.nda
 
 
 def margin_curve(predicted: np.ndarray, true: np.ndarray, margins: tuple[float, ...] = MARGINS) -> list[dict]:
-    """The trade-off of the rule on labelled evolutions: per margin, the mean true gain, the worst change, and how
-    many images got worse by more than :data:`~sampot_lib.defaults.HARM_TOLERANCE` or were moved at all."""
+    """The trade-off of the rule on labelled evolutions, per margin.
+
+    Args:
+        predicted: The evolutions' predicted gains.
+        true: Their true Dice gains, as many.
+        margins: The margins tried.
+
+    Returns:
+        One dict per margin, with ``margin``, ``mean_gain`` (the mean true gain), ``worst`` (the worst change),
+        ``harmed`` (the images that got worse by more than :data:`~sampot_lib.defaults.HARM_TOLERANCE`) and
+        ``moved`` (the images moved at all).
+
+    Raises:
+        SampotError: ``predicted`` and ``true`` differ in length, or are empty.
+    """
     predicted, true = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
     if predicted.shape != true.shape or predicted.size == 0:
         raise SampotError(f"the margin curve needs as many predicted as true gains (at least one), got "
@@ -103,9 +158,23 @@ def margin_curve(predicted: np.ndarray, true: np.ndarray, margins: tuple[float, 
 
 
 def choose_margin(predicted: np.ndarray, true: np.ndarray, margins: tuple[float, ...] = MARGINS) -> dict:
-    """The margin chosen on labelled (validation) evolutions: the largest mean true gain among the margins that harm
-    no image by more than :data:`~sampot_lib.defaults.HARM_TOLERANCE` (the smallest such margin on a tie). A margin
-    of 1 never moves the user's prompt, so one always qualifies. Returns {"margin", "curve"}."""
+    """The margin chosen on labelled (validation) evolutions.
+
+    The largest mean true gain among the margins that harm no image by more than
+    :data:`~sampot_lib.defaults.HARM_TOLERANCE` (the smallest such margin on a tie). A margin of 1 never moves the
+    user's prompt, so one always qualifies.
+
+    Args:
+        predicted: The evolutions' predicted gains.
+        true: Their true Dice gains, as many.
+        margins: The margins tried.
+
+    Returns:
+        ``{"margin": the margin chosen, "curve": the rows of margin_curve}``.
+
+    Raises:
+        SampotError: ``predicted`` and ``true`` differ in length, or are empty.
+    """
     curve = margin_curve(predicted, true, margins)
     safe = [row for row in curve if row["harmed"] == 0]
     best = max(safe, key=lambda row: (round(row["mean_gain"], 12), -row["margin"]))

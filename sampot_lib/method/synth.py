@@ -21,19 +21,43 @@ from sampot_lib.method.prompts import Prompt
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
-    """H x W signed distance to the mask's boundary in pixels: negative inside, positive outside."""
+    """The signed distance to a mask's boundary.
+
+    Args:
+        mask: The mask, H x W (two values at most, not empty).
+
+    Returns:
+        H x W distances in pixels, negative inside and positive outside.
+
+    Raises:
+        SampotError: ``mask`` is not a 2-D mask of two values at most, or is empty.
+    """
     mask = check_mask(mask)
     return ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)
 
 
 def level_set_mask(sdm: np.ndarray, offset: float) -> np.ndarray:
-    """The mask ``sdm < offset``: the truth for offset 0, eroded for offset < 0, dilated for offset > 0."""
+    """A level set of a signed distance map: the truth for offset 0, eroded for offset < 0, dilated for offset > 0.
+
+    Args:
+        sdm: The signed distance map, H x W (:func:`signed_distance`).
+        offset: The level in pixels.
+
+    Returns:
+        The mask ``sdm < offset``, H x W bool.
+    """
     return sdm < offset
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One synthetic mask: the level offset in pixels, the H x W bool mask, and its Dice with the truth."""
+    """One synthetic mask.
+
+    Attributes:
+        offset: The level offset in pixels.
+        mask: The mask, H x W bool.
+        dice: Its Dice with the truth.
+    """
 
     offset: float
     mask: np.ndarray
@@ -48,13 +72,26 @@ def candidate_masks(
     max_dilate: float = 1.0,
     roughness: float = 0.15,
 ) -> list[Candidate]:
-    """``n`` under- and over-segmented masks (half each) from level sets of ``mask``'s signed distance map.
+    """Under- and over-segmented masks (half each) from level sets of a mask's signed distance map.
 
-    Offsets are drawn uniformly as fractions of the structure's inradius (the largest inside distance), up to
-    ``max_erode`` inside and ``max_dilate`` outside, so candidates span Dice from about 0.3 to 1 whatever the image
-    size. With ``roughness`` > 0, half of them add a smooth random field (amplitude ``roughness`` x inradius) to the
-    distance map before thresholding, so the regressor also sees irregular boundaries, not only concentric ones.
-    Candidates that vanish (eroded to nothing) are dropped.
+    Offsets are drawn uniformly as fractions of the structure's inradius (the largest inside distance), so candidates
+    span Dice from about 0.3 to 1 whatever the image size. Candidates that vanish (eroded to nothing) are dropped.
+
+    Args:
+        mask: The true mask, H x W.
+        n: The number of candidates drawn.
+        seed: The seed, or a generator to draw from.
+        max_erode: The largest offset inside, as a fraction of the inradius.
+        max_dilate: The largest offset outside, as a fraction of the inradius.
+        roughness: With ``roughness`` > 0, half of them add a smooth random field (amplitude ``roughness`` x inradius)
+            to the distance map before thresholding, so the regressor also sees irregular boundaries, not only
+            concentric ones.
+
+    Returns:
+        Up to ``n`` candidates.
+
+    Raises:
+        SampotError: ``mask`` is not a 2-D mask of two values at most, or is empty.
     """
     rng = np.random.default_rng(seed)
     sdm = signed_distance(mask)
@@ -95,16 +132,35 @@ def _nearest_inside(mask: np.ndarray, x: float, y: float) -> tuple[float, float]
 
 
 def centroid_prompt(mask: np.ndarray) -> tuple[float, float]:
-    """The mask's centroid as an (x, y) click, moved to the nearest mask pixel if it falls outside (a human clicks
-    inside the structure; the paper's initial prompt)."""
+    """The mask's centroid as a click: the paper's initial prompt.
+
+    Args:
+        mask: The mask, H x W.
+
+    Returns:
+        (x, y), moved to the nearest mask pixel if the centroid falls outside (a human clicks inside the structure).
+
+    Raises:
+        SampotError: ``mask`` is not a 2-D mask of two values at most, or is empty.
+    """
     mask = check_mask(mask)
     ys, xs = np.nonzero(mask)
     return _nearest_inside(mask, xs.mean(), ys.mean())
 
 
 def band_prompts(mask: np.ndarray, n_bands: int = 3) -> list[tuple[float, float]]:
-    """Centroids of ``n_bands`` horizontal bands of equal height over the mask's rows (top to bottom), each moved
-    into the mask if needed: the paper's three in-structure prompts."""
+    """The paper's three in-structure prompts: centroids of horizontal bands of equal height over the mask's rows.
+
+    Args:
+        mask: The mask, H x W.
+        n_bands: The number of bands.
+
+    Returns:
+        One (x, y) click per band with mask pixels, top to bottom, each moved into the mask if needed.
+
+    Raises:
+        SampotError: ``mask`` is not a 2-D mask of two values at most, or is empty.
+    """
     mask = check_mask(mask)
     rows = np.nonzero(mask.any(axis=1))[0]
     edges = np.linspace(rows[0], rows[-1] + 1, n_bands + 1)
@@ -121,10 +177,23 @@ def band_prompts(mask: np.ndarray, n_bands: int = 3) -> list[tuple[float, float]
 def outside_prompts(
     mask: np.ndarray, n: int, seed: int | np.random.Generator, offset: float = OUTSIDE_OFFSET
 ) -> list[tuple[float, float]]:
-    """``n`` random (x, y) clicks just outside the structure, ``offset`` pixels from its edge.
+    """Random clicks just outside the structure.
 
     Our reading of the paper's "random points outside the three bands, with an offset of 5 pixels": clicks that miss
     the structure by a few pixels, so the regressor also learns what a wrong mask from a near-miss looks like.
+
+    Args:
+        mask: The mask, H x W.
+        n: The number of clicks.
+        seed: The seed, or a generator to draw from.
+        offset: The clicks' distance from the structure's edge in pixels.
+
+    Returns:
+        ``n`` (x, y) clicks, fewer when fewer pixels lie at that distance.
+
+    Raises:
+        SampotError: No pixel lies ``offset`` px outside the mask (it fills the image, or nearly), or ``mask`` is not a
+            usable mask.
     """
     mask = check_mask(mask)
     rng = np.random.default_rng(seed)
@@ -140,17 +209,39 @@ def outside_prompts(
 
 
 def box_from_mask(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """The mask's tight bounding box (x0, y0, x1, y1): its outermost pixels' coordinates."""
+    """The mask's tight bounding box.
+
+    Args:
+        mask: The mask, H x W.
+
+    Returns:
+        The box (x0, y0, x1, y1), its outermost pixels' coordinates.
+
+    Raises:
+        SampotError: ``mask`` is not a 2-D mask of two values at most, or is empty.
+    """
     mask = check_mask(mask)
     ys, xs = np.nonzero(mask)
     return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
 
 
 def jittered_box(mask: np.ndarray, jitter: float, seed: int | np.random.Generator) -> tuple[float, float, float, float]:
-    """A sloppy user's box: the mask's bounding box with each edge moved by a seeded uniform fraction in
-    [-jitter, jitter] of the box's width (x edges) or height (y edges), kept inside the image and at least 2 px wide.
+    """A sloppy user's box: the mask's bounding box with each edge moved at random.
 
-    With ``jitter`` 0 it is the tight box. It plays the part of the paper's centroid click for box prompts.
+    Each edge moves by a seeded uniform fraction in [-jitter, jitter] of the box's width (x edges) or height (y edges),
+    and the box is kept inside the image and at least 2 px wide. It plays the part of the paper's centroid click for
+    box prompts.
+
+    Args:
+        mask: The mask, H x W.
+        jitter: The largest move, a fraction in [0, 1] of the box's size; 0: the tight box.
+        seed: The seed, or a generator to draw from.
+
+    Returns:
+        (x0, y0, x1, y1).
+
+    Raises:
+        SampotError: ``jitter`` is not in [0, 1], or ``mask`` is not a usable mask.
     """
     if not (math.isfinite(jitter) and 0 <= jitter <= 1):
         raise SampotError(f"box jitter must be a fraction in [0, 1], got {jitter!r}.")
@@ -168,7 +259,20 @@ def jittered_box(mask: np.ndarray, jitter: float, seed: int | np.random.Generato
 
 
 def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = BOX_JITTER, seed: int | np.random.Generator = 0):
-    """The simulated user's first prompt for a structure: the centroid click (paper 3.3) or a jittered box."""
+    """The simulated user's first prompt for a structure.
+
+    Args:
+        mask: The structure's true mask, H x W.
+        kind: ``"click"``: the centroid click (paper 3.3); ``"box"``: a jittered box.
+        box_jitter: The box's jitter (:func:`jittered_box`).
+        seed: The box's seed, or a generator to draw from.
+
+    Returns:
+        The :class:`~sampot_lib.method.prompts.Prompt`.
+
+    Raises:
+        SampotError: ``kind`` is neither ``"click"`` nor ``"box"``.
+    """
 
     if kind == "click":
         return Prompt.click(*centroid_prompt(mask))
@@ -178,8 +282,21 @@ def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = BOX_JITTER, 
 
 
 def user_prompt_for(seed: int, kind: str, box_jitter: float, image_id: str, truth: np.ndarray):
-    """The simulated user's first prompt on image ``image_id`` (truth: H x W bool): :func:`initial_prompt` drawn
-    from a generator seeded by (``seed``, crc32 of the id), so every stage, run and calibration gets the same one."""
+    """The simulated user's first prompt on an image.
+
+    :func:`initial_prompt` drawn from a generator seeded by (``seed``, crc32 of the id), so every stage, run and
+    calibration gets the same one.
+
+    Args:
+        seed: The run's seed.
+        kind: ``"click"`` or ``"box"``.
+        box_jitter: The box's jitter.
+        image_id: The image's id.
+        truth: The structure's true mask, H x W bool.
+
+    Returns:
+        The :class:`~sampot_lib.method.prompts.Prompt`.
+    """
 
     rng = np.random.default_rng([seed, zlib.crc32(image_id.encode())])
     return initial_prompt(truth, kind, box_jitter, rng)
@@ -191,9 +308,20 @@ def model_prompts(
 ):  # fmt: skip
     """Prompts whose model masks join the regressor's training set (paper 3.2's six SAM masks per image).
 
-    click: the centroids of three horizontal bands and ``n_outside`` clicks 5 px outside the structure.
-    box: one box per entry of ``box_jitters`` (twice each of six levels, from near-tight to sloppy: 12 masks).
-    Returns (prompt, label) pairs; the label names the sample's kind in the training set.
+    Args:
+        mask: The structure's true mask, H x W.
+        kind: ``"click"``: the centroids of three horizontal bands and ``n_outside`` clicks 5 px outside the structure;
+            ``"box"``: one box per entry of ``box_jitters``.
+        n_outside: Clicks outside the structure (``click`` only).
+        seed: The seed, or a generator to draw from.
+        box_jitters: The boxes' jitters (``box`` only); the default is twice each of six levels, from near-tight to
+            sloppy: 12 masks.
+
+    Returns:
+        (prompt, label) pairs; the label names the sample's kind in the training set.
+
+    Raises:
+        SampotError: ``kind`` is neither ``"click"`` nor ``"box"``.
     """
 
     rng = np.random.default_rng(seed)

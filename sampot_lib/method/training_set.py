@@ -30,12 +30,28 @@ from sampot_lib.models.base import PromptableModel
 
 
 class ImageMap(Protocol):
-    """Runs a per-image task over image ids, results in the ids' order: :class:`SerialMap` here, or
-    :class:`~sampot_lib.experiment.parallel.Workers` over worker processes (which load what references name)."""
+    """Runs a per-image task over image ids, results in the ids' order.
+
+    A protocol: :class:`SerialMap` here, or :class:`~sampot_lib.experiment.parallel.Workers` over worker processes
+    (which load what references name).
+    """
 
     def map(
         self, task: Callable[..., Any], ids: Sequence[str], *, kwargs: dict[str, Any], desc: str, progress: bool
-    ) -> list[Any]: ...
+    ) -> list[Any]:
+        """Run ``task`` for every image id.
+
+        Args:
+            task: ``task(id, **kwargs)``, run once per image.
+            ids: The image ids.
+            kwargs: The task's keyword arguments, the same for every image.
+            desc: What the task does, for the progress bar and the errors.
+            progress: Show a progress bar.
+
+        Returns:
+            The task's results, in the ids' order.
+        """
+        ...
 
 
 class SerialMap:
@@ -44,6 +60,22 @@ class SerialMap:
     def map(
         self, task: Callable[..., Any], ids: Sequence[str], *, kwargs: dict[str, Any], desc: str, progress: bool
     ) -> list[Any]:
+        """Run ``task`` for every image id, one after another.
+
+        Args:
+            task: ``task(id, **kwargs)``, run once per image.
+            ids: The image ids.
+            kwargs: The task's keyword arguments, the same for every image.
+            desc: What the task does, for the progress bar and the errors.
+            progress: Show a progress bar.
+
+        Returns:
+            The task's results, in the ids' order.
+
+        Raises:
+            SampotError: A task failed (naming its image); a full disk or a permission error is raised as it is, naming
+                the place rather than blaming the image.
+        """
         out = []
         for image_id in tqdm(list(ids), desc=desc, unit="image", disable=not progress):
             try:
@@ -62,8 +94,15 @@ PromptsForImage = Callable[[np.ndarray, np.random.Generator], list[tuple[Any, st
 
 
 def band_and_outside_clicks(n_outside: int) -> PromptsForImage:
-    """The paper's model prompts: the centroids of three horizontal bands (``model_band``) and ``n_outside`` random
-    clicks 5 px outside the structure (``model_outside``)."""
+    """The paper's model prompts for the regressor's training set.
+
+    Args:
+        n_outside: The random clicks 5 px outside the structure, per image.
+
+    Returns:
+        ``prompts(truth, rng)``, giving the centroids of three horizontal bands (``model_band``) and ``n_outside``
+        random clicks 5 px outside the structure (``model_outside``), each with its label.
+    """
 
     def prompts(truth: np.ndarray, rng: np.random.Generator) -> list[tuple[Any, str]]:
         inside = [(p, "model_band") for p in band_prompts(truth)]
@@ -76,8 +115,17 @@ def band_and_outside_clicks(n_outside: int) -> PromptsForImage:
 def model_mask(
     model: PromptableModel, image: np.ndarray, prompt: Prompt | tuple[float, float], sizes: Iterable[tuple[int, int]]
 ) -> list[tuple[np.ndarray, float]]:
-    """The model's logits for one prompt (a :class:`~sampot_lib.method.prompts.Prompt`, or an (x, y) click) at each of
-    ``sizes``, as (H x W logits, confidence) pairs."""
+    """The model's logits for one prompt at several sizes.
+
+    Args:
+        model: The promptable model.
+        image: The image.
+        prompt: A :class:`~sampot_lib.method.prompts.Prompt`, or an (x, y) click.
+        sizes: The sizes (H, W) of the logits wanted.
+
+    Returns:
+        One (H x W logits, confidence) pair per size.
+    """
     emb = model.embed(image)
     prompt = as_prompt(prompt)
     out = []
@@ -115,16 +163,38 @@ def regressor_samples(
     *,
     workers: ImageMap | None = None,
 ) -> RegressorData:
-    """The regressor's training set for ``ids``: per image ``n_synthetic`` level-set masks of ``structure``'s
-    truth, and the model's masks (``sigmoid(sharpness * logits)``, as evolution shows them to the regressor) for the
-    prompts ``prompts_for_image(truth, rng)`` gives (default: :func:`band_and_outside_clicks` with ``n_outside``).
+    """The regressor's training set for some images.
+
+    Per image: ``n_synthetic`` level-set masks of ``structure``'s truth, and the model's masks
+    (``sigmoid(sharpness * logits)``, as evolution shows them to the regressor) for the prompts
+    ``prompts_for_image(truth, rng)`` gives.
 
     Each image draws its level sets, then its prompts, from its own generator seeded by (``seed``, crc32 of its id)
     (:func:`image_rng`), so an image's samples depend only on the seed and the image, never on which images came
-    before it: the set is the same for the same arguments, in any order and over any :class:`ImageMap` ``workers``
-    (serial by default; worker processes get references to the model and the data set instead of the objects). A
-    generator as ``seed`` gives one draw, the base seed. Images and masks are stored at ``size`` x ``size`` (uint8);
-    Dice at full resolution.
+    before it: the set is the same for the same arguments, in any order and over any :class:`ImageMap` ``workers``.
+
+    Args:
+        model: The promptable model.
+        dataset: The data set.
+        ids: The images.
+        structure: The structure whose truth the masks are of.
+        size: The regressor's input size: images and masks are stored at ``size`` x ``size`` (uint8); Dice at full
+            resolution.
+        sharpness: The sigmoid's slope on the model's logits.
+        n_synthetic: Level-set masks per image.
+        n_outside: Clicks 5 px outside the structure per image, for the default prompts.
+        seed: The base seed; a generator gives one draw, the base seed.
+        progress: Show a progress bar.
+        prompts_for_image: ``prompts_for_image(truth H x W bool, rng) -> [(prompt, kind label), ...]``; None:
+            :func:`band_and_outside_clicks` with ``n_outside``.
+        workers: Where the per-image work runs; None: serially in this process (worker processes get references to
+            the model and the data set instead of the objects).
+
+    Returns:
+        The training set, every image's samples in the order of ``ids``.
+
+    Raises:
+        SampotError: ``ids`` is empty, or an image failed (named).
     """
     prompts_for_image = prompts_for_image or band_and_outside_clicks(n_outside)
     base = int(seed.integers(2**32)) if isinstance(seed, np.random.Generator) else int(seed)

@@ -16,9 +16,20 @@ from sampot_lib.method.prompts import Prompt
 
 @dataclass(frozen=True)
 class EvolutionStep:
-    """One point of the trajectory. coords: the prompt's coordinates (laid out as :meth:`Prompt.coords`); x, y: its
-    centre (the click, or the box's centre); area: mask area as a fraction of the image; overlap: IoU with the
-    initial mask; allowed: whether the safeguards let this mask win; dice: true Dice when a ground truth was given."""
+    """One point of an evolution's trajectory.
+
+    Attributes:
+        step: The step's number: 0 is the user's prompt, then one per model call.
+        x: The x of the prompt's centre (the click, or the box's centre).
+        y: The y of the prompt's centre.
+        score: The scorer's score of the step's mask.
+        confidence: The model's confidence in the step's mask.
+        area: The mask's area as a fraction of the image.
+        overlap: The mask's IoU with the initial mask.
+        allowed: Whether the safeguards let this mask win.
+        dice: The true Dice when a ground truth was given, else None.
+        coords: The prompt's coordinates (laid out as :meth:`Prompt.coords`).
+    """
 
     step: int
     x: float
@@ -34,12 +45,19 @@ class EvolutionStep:
 
 @dataclass
 class EvolutionResult:
-    """The whole run: the user's prompt, every step, the winning step, and the initial and winning masks (H x W
-    bool).
+    """The whole run: the user's prompt, every step, the winning step, and the initial and winning masks.
 
-    stopped: why the run ended: ``"budget"`` (every model call spent) or ``"patience"`` (early stopping; the last
-    step is :attr:`stop_step`). seconds_embed: wall time of the image embedding (a cached embedding takes next to
-    none); seconds_evolve: wall time of everything after it (the steps and the two result masks).
+    Attributes:
+        prompt: The user's prompt.
+        trajectory: Every step, the user's prompt first.
+        best_step: The winning step.
+        initial_mask: The user's prompt's mask, H x W bool.
+        best_mask: The winner's mask, H x W bool.
+        settings: The settings the run used.
+        stopped: Why the run ended: ``"budget"`` (every model call spent) or ``"patience"`` (early stopping; the last
+            step is :attr:`stop_step`).
+        seconds_embed: Wall time of the image embedding (a cached embedding takes next to none).
+        seconds_evolve: Wall time of everything after it (the steps and the two result masks).
     """
 
     prompt: Prompt
@@ -54,18 +72,28 @@ class EvolutionResult:
 
     @property
     def initial(self) -> EvolutionStep:
+        """The user's prompt's step, step 0."""
         return self.trajectory[0]
 
     @property
     def best(self) -> EvolutionStep:
+        """The winning step."""
         return self.trajectory[self.best_step]
 
     def prompt_at(self, step: int) -> Prompt:
-        """The prompt of trajectory step ``step``."""
+        """The prompt of a trajectory step.
+
+        Args:
+            step: The trajectory step.
+
+        Returns:
+            The user's prompt moved to that step's coordinates.
+        """
         return self.prompt.with_coords(self.trajectory[step].coords)
 
     @property
     def best_prompt(self) -> Prompt:
+        """The winning step's prompt."""
         return self.prompt_at(self.best_step)
 
     @property
@@ -74,9 +102,17 @@ class EvolutionResult:
         return self.trajectory[-1].step
 
     def to_dict(self, seconds: bool = False) -> dict[str, Any]:
-        """JSON-ready record (masks left out). ``seconds``: include the wall times (``seconds_embed``,
-        ``seconds_evolve``); off by default, so that the same run gives the same record byte for byte (an
-        experiment's trajectories.json is compared so, between serial and parallel runs)."""
+        """The run as a JSON-ready record (masks left out).
+
+        Args:
+            seconds: Include the wall times (``seconds_embed``, ``seconds_evolve``); off by default, so that the
+                same run gives the same record byte for byte (an experiment's trajectories.json is compared so,
+                between serial and parallel runs).
+
+        Returns:
+            The settings, the prompt and the best prompt, ``best_step``, ``stopped``, ``stop_step``, the initial and
+            best steps and the whole trajectory.
+        """
         record = {
             "settings": self.settings,
             "prompt": self.prompt.to_dict(),

@@ -178,14 +178,38 @@ def measure_transfer(
     samples: RegressorData | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """How well ``regressor`` ranks masks on the labelled images ``ids`` of ``dataset``, and whether evolution with
-    it helps there. A plain, JSON-ready dict:
+    """How well a regressor ranks masks on labelled images, and whether evolution with it helps there.
 
-    n_images, ids; the :func:`score_summary` of its scores of the masks :func:`transfer_samples` builds (``samples`` if
-    given, e.g. to score the same masks with two regressors); ``evolution``: the
-    :func:`~sampot_lib.experiment.summary.summarise` of evolving each image's user prompt with ``steps``, ``lr``,
-    ``optimizer`` and ``safeguards`` (a run's settings: default safeguards on), with its ``per_image`` rows; None when
-    ``steps`` is None.
+    Args:
+        model: The promptable model.
+        regressor: The regressor.
+        dataset: The data set.
+        ids: The labelled images (at least one).
+        structure: The structure.
+        prompt: The user's prompt kind, ``"click"`` or ``"box"``.
+        sharpness: The sigmoid's slope on the logits.
+        n_synthetic: Level-set masks per image.
+        n_outside: Clicks outside the structure per image.
+        seed: The seed of the masks and of the users' prompts.
+        steps: Evolution's model calls; None: no evolution.
+        patience: Evolution's early stopping (:func:`~sampot_lib.method.evolve.evolve_prompt`).
+        min_gain: The least rise that counts as progress for ``patience``.
+        lr: Evolution's step size in pixels.
+        optimizer: ``"adam"``, ``"cmaes"`` or ``"random"``.
+        safeguards: Evolution's safeguards; None: the defaults, on.
+        box_jitter: The jitter of the users' boxes.
+        device: Where the regressor scores.
+        samples: The masks to score (e.g. to score the same masks with two regressors); None: those
+            :func:`transfer_samples` builds.
+        progress: Show progress bars.
+
+    Returns:
+        A plain, JSON-ready dict of ``n_images``, ``ids``, the :func:`score_summary` of its scores of the masks and
+        ``evolution``, the :func:`~sampot_lib.experiment.summary.summarise` of evolving each image's user prompt with
+        ``steps``, ``lr``, ``optimizer`` and ``safeguards``, with its ``per_image`` rows (None when ``steps`` is None).
+
+    Raises:
+        SampotError: ``ids`` is empty.
     """
     if not ids:
         raise SampotError("measuring a regressor needs at least one labelled image; none were given.")
@@ -305,14 +329,51 @@ def run_calibration(
     check_fraction: float = CHECK_FRACTION,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """``sampot calibrate``: measure a foreign regressor on ``n_labelled`` labelled images of ``data``, fine-tune it
-    on most of them, and measure it again on the held-out rest; write ``calibration.json`` and
-    ``regressor_calibrated.pt`` into the run folder ``out`` (atomically) and return the report.
+    """``sampot calibrate``: fine-tune a foreign regressor on labelled images, measured before and after.
 
-    Structure, model, mask output, prompt kind and sharpness default to the regressor's; a different one asked for
-    is refused. The images come from the train and validation parts of ``out``'s split (made as ``sampot run`` makes
-    it, with ``seed``, or from ``split_file``), leaving out any the base regressor saw. Every input is checked
-    before anything is written.
+    It measures the regressor on ``n_labelled`` labelled images of ``data``, fine-tunes it on most of them, and
+    measures it again on the held-out rest.
+
+    Writes ``calibration.json`` and ``regressor_calibrated.pt`` into the run folder ``out`` (atomically). The images
+    come from the train and validation parts of ``out``'s split (made as ``sampot run`` makes it, with ``seed``, or from
+    ``split_file``), leaving out any the base regressor saw. Every input is checked before anything is written.
+
+    Args:
+        data: The data set's folder.
+        regressor: The foreign regressor's file.
+        out: The run folder.
+        n_labelled: The labelled images to use, a whole number of at least 3 (two to fine-tune on, one to check on).
+        seed: The split's seed, and the choice of images and of masks.
+        epochs: The fine-tuning's epochs.
+        tune_lr: The fine-tuning's learning rate.
+        structure: The structure; None: the regressor's (a different one asked for is refused).
+        model: The model; None: the regressor's (a different one is refused).
+        checkpoint: A local checkpoint for the model; None: its packaged or downloaded weights.
+        mask_output: The model's mask output; None: the regressor's (a different one is refused).
+        prompt: The prompt kind; None: the regressor's (a different one is refused).
+        sharpness: The sigmoid's slope; None: the regressor's (a different one is refused).
+        box_jitter: The jitter of the users' boxes.
+        steps: Evolution's model calls.
+        patience: Evolution's early stopping.
+        min_gain: The least rise that counts as progress for ``patience``.
+        lr: Evolution's step size in pixels.
+        optimizer: ``"adam"``, ``"cmaes"`` or ``"random"``.
+        safeguards: Evolution's safeguards; None: the defaults, on.
+        n_synthetic: Level-set masks per image.
+        n_outside: Clicks outside the structure per image.
+        split_file: A split JSON to use instead of making one.
+        device: Where the model and the regressor run.
+        check_fraction: The share of the labelled images held out to check on (at least one).
+        progress: Show progress bars.
+
+    Returns:
+        The report ``calibration.json`` holds (the inputs and settings, the fine-tune and check images, the
+        measurements before, and on the check images before and after (:func:`measure_transfer`), the training
+        history and a recommendation).
+
+    Raises:
+        SampotError: An input out of range or that does not fit the regressor, more labelled images than the data
+            set has, or too few images the regressor never saw.
     """
 
     if isinstance(n_labelled, bool) or not isinstance(n_labelled, int) or n_labelled < MIN_LABELLED:

@@ -369,18 +369,34 @@ def preset_values(name: str) -> dict[str, Any]:
 
 
 def apply_preset(name: str, **overrides: Any) -> ExperimentConfig:
-    """An :class:`ExperimentConfig` with the preset's settings, then ``overrides`` (``data`` and ``out`` at least).
+    """An :class:`ExperimentConfig` with a preset's settings, then the overrides.
 
     An override wins over the preset; :func:`differs_from_paper` then lists it.
+
+    Args:
+        name: The preset's name (a key of :data:`PRESETS`).
+        **overrides: :class:`ExperimentConfig`'s fields (``data`` and ``out`` at least).
+
+    Returns:
+        The config, its ``preset`` set to ``name``.
+
+    Raises:
+        SampotError: An unknown preset, or a value :class:`ExperimentConfig` refuses.
     """
     values = preset_values(name) | overrides | {"preset": name}
     return ExperimentConfig(**values)
 
 
 def differs_from_paper(config: ExperimentConfig) -> list[str]:
-    """The settings of ``config`` that differ from the paper's, one readable line each ("epochs: 5 (paper: 200)").
+    """The settings of a config that differ from the paper's.
 
     The book prints this beside its comparison table, so a run that is not the paper's setting says so.
+
+    Args:
+        config: The config.
+
+    Returns:
+        One readable line each, e.g. ``"epochs: 5 (paper: 200)"``.
     """
     paper = preset_values("paper") | PAPER_CONTEXT
     lines = []

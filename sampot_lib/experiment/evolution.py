@@ -48,16 +48,35 @@ def evolve_stage(
     force: bool = False,
     workers: Workers | None = None,
 ) -> dict[str, Any]:
-    """Evolve the user's prompt of every test image with each of ``config.scorers`` (the regressor with the safeguards
-    on, and off for clicks; the others with them on; the regressor on each extra box jitter): ``evolution.csv`` (one
-    row per image and group), ``trajectories.json``, and ``summary.json`` (per group: counts improved / unchanged /
-    worse / drops / catastrophes and mean Dice; the share of the oracle's gain; the regressor's evaluation when that
-    stage finished here from the same regressor; the data sets involved).
+    """Evolve the user's prompt of every test image with each of ``config.scorers``.
 
-    ``workers``: where the per-image work runs (default: ``config.workers`` / ``scheduler``). Each finished image is
-    kept in ``out/evolve_parts/<key>/<id>.json`` (key: a hash of the stage's settings, split and inputs) until the
-    stage finishes, when the folder is deleted; with ``resume``, an interrupted stage redoes only the images it has
-    no part of. Without ``resume`` every image is redone."""
+    The regressor runs with the safeguards on, and off for clicks; the others with them on; the regressor also on each
+    extra box jitter. Writes ``evolution.csv`` (one row per image and group), ``trajectories.json`` and
+    ``summary.json``.
+
+    Each finished image is kept in ``out/evolve_parts/<key>/<id>.json`` (key: a hash of the stage's settings, split and
+    inputs) until the stage finishes, when the folder is deleted; with ``resume``, an interrupted stage redoes only the
+    images it has no part of. Without ``resume`` every image is redone.
+
+    Args:
+        config: The run's settings.
+        model: The loaded model; None: loaded from ``config`` when needed.
+        dataset: The opened data set; None: opened (and validated) from ``config.data``.
+        progress: Show progress bars.
+        resume: Reuse the stage if it already finished from the same settings, split and inputs, and the finished
+            images of an interrupted one.
+        force: Delete results made on another split instead of refusing.
+        workers: Where the per-image work runs; None: ``config.workers`` / ``scheduler``.
+
+    Returns:
+        The summary, as ``summary.json`` holds it. Per group, counts improved / unchanged / worse / drops /
+        catastrophes and mean Dice; the share of the oracle's gain; the regressor's evaluation when that stage
+        finished here from the same regressor; the data sets involved.
+
+    Raises:
+        SampotError: Another run holds the folder, the regressor is missing or does not fit this use (or records no
+            blend weight for ``blend``), or the data, split or settings do not allow the stage.
+    """
     started = time.perf_counter()
     folder, dataset = open_run(config, dataset)
     lazy = lazy_model(config, model)

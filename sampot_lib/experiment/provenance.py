@@ -59,8 +59,23 @@ def regressor_record(
     history: list[dict[str, float]],
     seen_images: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """What a regressor file records about what it learned from (checked by :func:`check_regressor`): ``seen``
-    and ``seen_images`` hold {id: mask sha256} and {id: image sha256} of its ``train`` and ``val`` images."""
+    """What a regressor file records about what it learned from (checked by :func:`check_regressor`).
+
+    Args:
+        config: The run's settings.
+        model: The model whose masks it learned from.
+        seen: ``{"train": {id: mask sha256}, "val": {...}}`` of its train and val images.
+        split: The split's hash.
+        train: Its training set (only its length is recorded).
+        val: Its validation set (only its length is recorded).
+        history: Its training history, one row per epoch (the best ``val_mse`` is recorded).
+        seen_images: ``{"train": {id: image sha256}, "val": {...}}``; None: no image hashes.
+
+    Returns:
+        The record of the data and its identity, the split's hash, the seed, the structure, the model and checkpoint,
+        the mask output, prompt kind, input size and sharpness, the images seen, the set sizes, epochs, rank weight,
+        the best validation MSE and sampot's version.
+    """
     images = seen_images or {}
 
     ckpt = Path(config.checkpoint).name if config.checkpoint else f"{config.model} (registry)"
@@ -84,12 +99,25 @@ def load_run_regressor(
     test_ids: list[str] | None = None,
     dataset: FolderDataset | None = None,
 ) -> tuple[SegmentationRegressor, dict[str, Any], list[str]]:
-    """The regressor a stage (or a notebook chapter) of this run uses, checked: (regressor, its record, warnings).
+    """The regressor a stage (or a notebook chapter) of this run uses, checked.
 
     Its own (``out/regressor.pt``) must come from a finished, unchanged training stage of this folder and fit the
     model, structure, prompt kind, sharpness and input size, and have seen none of ``test_ids``; a foreign one
     (``config.regressor``) is checked the same way, and a mismatch is returned as a warning instead only with
     ``config.allow_foreign_regressor``.
+
+    Args:
+        config: The run's settings.
+        model: The model it will score masks of.
+        test_ids: The images it will be tested on; None: not checked.
+        dataset: The data set of ``test_ids``; None: the images are not checked.
+
+    Returns:
+        The triple (regressor, its record, warnings).
+
+    Raises:
+        SampotError: The regressor is missing, damaged or does not fit this use (:func:`check_regressor`), or the
+            training stage did not finish unchanged here.
     """
     path, foreign = regressor_source(config)
     if not foreign:
@@ -103,8 +131,18 @@ def load_run_regressor(
 
 
 def mask_hashes(dataset: FolderDataset, ids: list[str], structure: str) -> dict[str, str]:
-    """{image id: sha256 of its ``structure`` mask file's bytes}: which labelled images a regressor saw (the same
-    file under another name or in another folder has the same hash)."""
+    """Which labelled images a regressor saw: the hash of each image's mask file.
+
+    The same file under another name or in another folder has the same hash.
+
+    Args:
+        dataset: The data set.
+        ids: The images.
+        structure: The structure whose mask files are hashed.
+
+    Returns:
+        The sha256 of each image's ``structure`` mask file's bytes, by image id.
+    """
     return {image_id: sha256_file(dataset.mask_path(image_id, structure)) for image_id in ids}
 
 
@@ -114,7 +152,14 @@ def image_hashes(dataset: FolderDataset, ids: list[str]) -> dict[str, str]:
 
 
 def data_identity(hashes: dict[str, str]) -> str:
-    """One sha256 over sorted (id, mask hash) pairs: the identity of the labelled images a stage used."""
+    """The identity of the labelled images a stage used.
+
+    Args:
+        hashes: {image id: mask sha256} (:func:`mask_hashes`).
+
+    Returns:
+        One sha256 (hex) over the sorted (id, mask hash) pairs.
+    """
     return hashlib.sha256("".join(f"{i}\0{hashes[i]}\n" for i in sorted(hashes)).encode()).hexdigest()
 
 

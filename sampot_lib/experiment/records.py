@@ -17,7 +17,12 @@ from sampot_lib.files import write_text
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows (dicts with the same keys) as CSV, atomically."""
+    """Write rows as CSV, atomically.
+
+    Args:
+        path: The file.
+        rows: Dicts with the same keys (the first row's give the columns); none: an empty file.
+    """
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -27,7 +32,17 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV written by :func:`write_csv`, numbers parsed back to float."""
+    """The rows of a CSV written by :func:`write_csv`.
+
+    Args:
+        path: The file.
+
+    Returns:
+        One dict per row, numbers parsed back to float.
+
+    Raises:
+        SampotError: The file is missing or not a readable CSV file, naming it.
+    """
 
     def parse(v: str) -> Any:
         try:
@@ -92,15 +107,38 @@ def _strict_json(obj: Any, indent: int | None, nonfinite: str, where: str) -> tu
 
 
 def write_json(path: str | Path, obj: Any, *, indent: int | None = 1, nonfinite: str = "refuse") -> list[str]:
-    """Write ``obj`` as strict JSON (see :func:`json_text`), atomically; returns the paths of values written as
-    null."""
+    """Write an object as strict JSON (see :func:`json_text`), atomically.
+
+    Args:
+        path: The file.
+        obj: The object.
+        indent: JSON's indent; None: one line.
+        nonfinite: ``"refuse"``: raise on a NaN or infinite value; ``"null"``: write null in its place and warn.
+
+    Returns:
+        The paths of the values written as null ("a.b[3]").
+
+    Raises:
+        SampotError: A NaN or infinite value with ``nonfinite="refuse"``, naming where.
+    """
     text, found = _strict_json(obj, indent, nonfinite, str(path))
     write_text(path, text)
     return found
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:
-    """Read a JSON file; a missing, unreadable or damaged file raises SampotError naming it."""
+    """Read a JSON file.
+
+    Args:
+        path: The file.
+        what: What the file is, for the error.
+
+    Returns:
+        The parsed JSON.
+
+    Raises:
+        SampotError: A missing, unreadable or damaged file, naming it.
+    """
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))

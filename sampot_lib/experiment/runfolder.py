@@ -73,13 +73,21 @@ def _now() -> str:
 
 
 class RunFolder:
-    """An output folder with its lock and manifest (see the module's docstring)."""
+    """An output folder with its lock and manifest (see the module's docstring).
+
+    Args:
+        path: The folder (made when first locked).
+
+    Attributes:
+        path: The folder, as a path.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
     @property
     def manifest_path(self) -> Path:
+        """The manifest's file in the folder."""
         return self.path / MANIFEST
 
     def _check_dir(self) -> None:
@@ -91,7 +99,11 @@ class RunFolder:
         return str((self.path / LOCK).resolve())
 
     def assert_unlocked(self) -> None:
-        """Refuse now, before any work, if another process holds this folder's lock."""
+        """Refuse now, before any work, if another process holds this folder's lock.
+
+        Raises:
+            SampotError: Another process holds the lock, or the folder is a file.
+        """
         self._check_dir()
         if self.path.is_dir() and self._key() not in _HELD:
             with self.locked():
@@ -99,7 +111,14 @@ class RunFolder:
 
     @contextmanager
     def locked(self) -> Iterator[RunFolder]:
-        """Hold the folder's lock (re-entrant within this process); SampotError if another process holds it."""
+        """Hold the folder's lock (re-entrant within this process), for a ``with`` block.
+
+        Yields:
+            The folder itself, locked until the block ends.
+
+        Raises:
+            SampotError: Another process holds the lock, or the folder cannot be made or locked.
+        """
 
         self._check_dir()
         key = self._key()
@@ -142,7 +161,14 @@ class RunFolder:
 
     # -- manifest --
     def manifest(self) -> dict[str, Any]:
-        """The manifest ({"format", "stages": {name: entry}}); an empty one if the folder has none."""
+        """The folder's manifest.
+
+        Returns:
+            ``{"format", "stages": {name: entry}}``; an empty one if the folder has none.
+
+        Raises:
+            SampotError: The manifest file is not a sampot run manifest.
+        """
         if not self.manifest_path.is_file():
             return {"format": MANIFEST_FORMAT, "stages": {}}
         doc = read_json(self.manifest_path, "run manifest")
@@ -155,11 +181,25 @@ class RunFolder:
         write_json(self.manifest_path, doc)
 
     def entry(self, stage: str) -> dict[str, Any] | None:
+        """A stage's record in the manifest.
+
+        Args:
+            stage: The stage's name.
+
+        Returns:
+            The record, or None if the stage has none.
+        """
         return self.manifest()["stages"].get(stage)
 
     def begin(self, stage: str, settings: dict[str, Any], split: str | None, inputs: dict[str, str]) -> None:
-        """Record that ``stage`` starts (status ``running``) from these settings, split hash and input hashes; the
-        results of stages made from it become stale."""
+        """Record that a stage starts (status ``running``); the results of stages made from it become stale.
+
+        Args:
+            stage: The stage's name (``split``, ``train``, ``evaluate``, ``evolve``, ...).
+            settings: The settings it is made from.
+            split: The hash of the split it is made on, or None.
+            inputs: The hashes of its inputs, {name: sha256}.
+        """
         doc = self.manifest()
         old = doc["stages"].get(stage)
         # Writing the same split again (its file rewritten) leaves what was made on it valid.
@@ -176,7 +216,15 @@ class RunFolder:
         self._save(doc)
 
     def finish(self, stage: str, outputs: list[str]) -> None:
-        """Record that ``stage`` finished, with the hash of each file it wrote (names relative to the folder)."""
+        """Record that a stage finished, with the hash of each file it wrote.
+
+        Args:
+            stage: The stage's name.
+            outputs: The files it wrote, relative to the folder.
+
+        Raises:
+            SampotError: The stage was not recorded as running (another process changed the manifest).
+        """
         doc = self.manifest()
         entry = doc["stages"].get(stage)
         if entry is None or entry["status"] != "running":
@@ -189,7 +237,15 @@ class RunFolder:
 
     def record(self, stage: str, settings: dict[str, Any], split: str | None, inputs: dict[str, str],
                outputs: list[str]) -> None:  # fmt: skip
-        """begin + finish for a stage whose work is writing its outputs (the split)."""
+        """:meth:`begin` and :meth:`finish` at once, for a stage whose work is writing its outputs (the split).
+
+        Args:
+            stage: The stage's name (``split``, ``train``, ``evaluate``, ``evolve``, ...).
+            settings: The settings it is made from.
+            split: The hash of the split it is made on, or None.
+            inputs: The hashes of its inputs, {name: sha256}.
+            outputs: The files it wrote, relative to the folder.
+        """
         self.begin(stage, settings, split, inputs)
         self.finish(stage, outputs)
 
@@ -219,7 +275,11 @@ class RunFolder:
         return None
 
     def problems(self) -> list[str]:
-        """Every reason the folder's results cannot all be trusted: interrupted, stale, changed or missing files."""
+        """Every reason the folder's results cannot all be trusted.
+
+        Returns:
+            One line per problem (interrupted, stale, changed or missing files); empty when there is none.
+        """
         doc = self.manifest()
         out = []
         for stage, entry in doc["stages"].items():
@@ -234,8 +294,20 @@ class RunFolder:
         return out
 
     def require(self, stage: str, settings: dict[str, Any] | None = None, split: str | None = None) -> dict[str, Any]:
-        """The finished, unchanged record of ``stage``; SampotError naming the problem (missing, interrupted,
-        stale, changed since, or made with other settings or another split) and what to do."""
+        """The finished, unchanged record of a stage.
+
+        Args:
+            stage: The stage's name.
+            settings: The settings it must have been made with; None: any.
+            split: The hash of the split it must have been made on; None: any.
+
+        Returns:
+            The stage's record.
+
+        Raises:
+            SampotError: The record is missing, interrupted, stale, changed since, or made with other settings or
+                another split, naming the problem and what to do.
+        """
         entry = self.entry(stage)
         fix = "run that stage again (sampot run, or the chapter that writes it), or --force to start over"
         if entry is None:
@@ -256,8 +328,17 @@ class RunFolder:
         return entry
 
     def reusable(self, stage: str, settings: dict[str, Any], split: str | None, inputs: dict[str, str]) -> str | None:
-        """None if ``stage`` finished here from exactly these settings, split and inputs and its files are
-        unchanged (``--resume`` may skip it); else why not."""
+        """Whether a stage finished here from exactly these settings, split and inputs, its files unchanged.
+
+        Args:
+            stage: The stage's name (``split``, ``train``, ``evaluate``, ``evolve``, ...).
+            settings: The settings it is made from.
+            split: The hash of the split it is made on, or None.
+            inputs: The hashes of its inputs, {name: sha256}.
+
+        Returns:
+            None if ``--resume`` may skip the stage; else why not.
+        """
         entry = self.entry(stage)
         if entry is None:
             return f"stage '{stage}' has not run here"
@@ -279,16 +360,33 @@ class RunFolder:
     def reuse(
         self, stage: str, settings: dict[str, Any], split: str | None, inputs: dict[str, str], *, say: bool = True
     ) -> bool:
-        """Whether ``--resume`` may keep ``stage``'s results (:meth:`reusable`); when it may not, and the stage had
-        run here, ``say`` prints which stage is redone and why (on stderr)."""
+        """Whether ``--resume`` may keep a stage's results (:meth:`reusable`).
+
+        Args:
+            stage: The stage's name (``split``, ``train``, ``evaluate``, ``evolve``, ...).
+            settings: The settings it is made from.
+            split: The hash of the split it is made on, or None.
+            inputs: The hashes of its inputs, {name: sha256}.
+            say: When it may not, and the stage had run here, print which stage is redone and why (on stderr).
+
+        Returns:
+            True if the results may be kept.
+        """
         why = self.reusable(stage, settings, split, inputs)
         if why is not None and say and self.entry(stage) is not None:
             print(f"note: {why}; redoing it.", file=sys.stderr)
         return why is None
 
     def results_on_other_split(self, split: str) -> list[str]:
-        """Files here that depend on a split other than ``split`` (from the manifest, or an older sampot's files
-        when the folder's splits.json is another split)."""
+        """The files here that depend on another split.
+
+        Args:
+            split: The split's hash.
+
+        Returns:
+            The files' names, sorted (from the manifest, or an older sampot's files when the folder's splits.json is
+            another split).
+        """
         doc = self.manifest()
         files: list[str] = []
         for stage, entry in doc["stages"].items():
@@ -301,8 +399,14 @@ class RunFolder:
         return sorted(set(files))
 
     def reset(self) -> list[str]:
-        """Start the folder over: delete every file sampot recorded (or an older sampot's result files), the
-        split, config and manifest; other files are left alone. Returns the names removed."""
+        """Start the folder over, deleting what sampot wrote there.
+
+        Every file sampot recorded (or an older sampot's result files), the split, config and manifest are deleted;
+        other files are left alone.
+
+        Returns:
+            The names removed.
+        """
         removed = []
         try:
             stages = self.manifest()["stages"]

@@ -117,11 +117,24 @@ def results_made_otherwise(
 def seed_runs(
     config: ExperimentConfig, seeds: list[int], progress: bool = True, *, resume: bool = True
 ) -> dict[str, Any]:
-    """The spread over seeds of a finished run: ``config``'s own results (its seed; ``out/summary.json`` must exist)
-    and, for every other seed of ``seeds``, the whole experiment again in ``out/seed_<k>/`` on the same split (the
-    regressor's initialisation and its synthetic masks change with the seed, and a box's jitter; the data and the
-    split do not).
-    Returns :func:`summarise_seeds` of them; with ``resume``, seeds that finished before are read back."""
+    """The spread over seeds of a finished run.
+
+    ``config``'s own results are its seed's; for every other seed of ``seeds`` the whole experiment runs again in
+    ``out/seed_<k>/`` on the same split (the regressor's initialisation and its synthetic masks change with the seed,
+    and a box's jitter; the data and the split do not).
+
+    Args:
+        config: The finished run's config (``out/summary.json`` must exist).
+        seeds: The seeds.
+        progress: Show progress bars.
+        resume: Read back the seeds that finished before.
+
+    Returns:
+        :func:`summarise_seeds` of the seeds' summaries.
+
+    Raises:
+        SampotError: ``out/summary.json`` is missing (evolve the run of ``config.seed`` first), or a seed's run fails.
+    """
     own = config.out_dir / "summary.json"
     if not own.is_file():
         raise SampotError(f"{own} is missing: evolve the run of seed {config.seed} first (notebook 05, or `sampot "

@@ -38,9 +38,19 @@ def resolve_split(
     """The full split every stage of this run uses and its hash (call with the folder locked).
 
     ``split_file`` if given; else ``out/splits.json`` if it was made with this config's seed, data and fractions;
-    else a new seeded subject split with ``split_fractions``, written to ``out/splits.json``. A split different from
-    the one that results in ``out`` were made on is refused (SampotError saying what to do); ``force`` deletes those
-    results instead (:meth:`RunFolder.reset`).
+    else a new seeded subject split with ``split_fractions``, written to ``out/splits.json``.
+
+    Args:
+        config: The run's settings.
+        dataset: The data set.
+        force: Delete the results made on another split (:meth:`RunFolder.reset`) instead of refusing.
+
+    Returns:
+        The pair (split, hash), the split as ``{part: image ids}``.
+
+    Raises:
+        SampotError: A split different from the one that results in ``out`` were made on (saying what to do), unless
+            ``force``; a split file that does not fit the data set.
     """
     folder = RunFolder(config.out_dir)
     made = folder.path / "splits.json"
@@ -112,8 +122,21 @@ def limit(splits: dict[str, list[str]], max_images: int | None) -> dict[str, lis
 
 
 def prepare_splits(config: ExperimentConfig, dataset: FolderDataset, *, force: bool = False) -> dict[str, list[str]]:
-    """The split every stage uses (see :func:`resolve_split`), each part cut to ``max_images``. Takes the folder's
-    lock while it reads or writes ``splits.json``."""
+    """The split every stage uses (see :func:`resolve_split`), each part cut to ``max_images``.
+
+    Takes the folder's lock while it reads or writes ``splits.json``.
+
+    Args:
+        config: The run's settings.
+        dataset: The data set.
+        force: Delete the results made on another split instead of refusing.
+
+    Returns:
+        The split, ``{part: image ids}``.
+
+    Raises:
+        SampotError: As :func:`resolve_split`.
+    """
     with RunFolder(config.out_dir).locked():
         splits, _ = resolve_split(config, dataset, force=force)
     return limit(splits, config.max_images)
@@ -126,8 +149,15 @@ def write_config(config: ExperimentConfig) -> None:
 
 @dataclass
 class Run:
-    """What a notebook chapter works on: the checked config, the data set, the split, and labels that name the
-    model and the data beside every number."""
+    """What a notebook chapter works on: the checked config, the data set, the split.
+
+    Its labels name the model and the data beside every number.
+
+    Attributes:
+        config: The checked config.
+        dataset: The data set.
+        splits: {part: image ids}, each part cut to ``max_images``.
+    """
 
     config: ExperimentConfig
     dataset: FolderDataset
@@ -135,20 +165,29 @@ class Run:
 
     @property
     def folder(self) -> RunFolder:
+        """The run folder, ``config.out``."""
         return RunFolder(self.config.out_dir)
 
     @property
     def data_label(self) -> str:
+        """The data's folder name, its image count and the structure."""
         return f"{Path(self.config.data).name} ({len(self.dataset.ids)} images, {self.config.structure})"
 
     @property
     def model_label(self) -> str:
+        """The model's name, and its checkpoint file's when one is given."""
         ckpt = self.config.checkpoint
         return self.config.model + ("" if ckpt is None else f" ({Path(ckpt).name})")
 
     def describe(self) -> str:
-        """Model, data and split in three lines. The data's path is shown relative to the repository root (found as
-        :func:`start_run` finds it): the book must not print the folders of the machine that built it."""
+        """Model, data and split in three lines.
+
+        The data's path is shown relative to the repository root (found as :func:`start_run` finds it): the book must
+        not print the folders of the machine that built it.
+
+        Returns:
+            Three lines, ``model: ...``, ``data: ...`` and ``split: ...``.
+        """
         sizes = ", ".join(f"{k} {len(v)} images" for k, v in self.splits.items())
         root = repository_root()
         data = Path(self.config.data)
@@ -204,11 +243,25 @@ def start_run(
     """Turn a notebook's parameters into a :class:`Run`.
 
     Relative paths (``data``, ``out``, ``checkpoint``, ``split_file``, ``regressor``) are taken from the repository
-    root (``root``, default: the nearest folder above the working directory with a pyproject.toml), wherever the
-    kernel started. ``data=None`` uses the phantom set at ``_build/data/phantom``, written (``phantom_n`` images of
-    ``phantom_size`` px, seeded) if missing. Every parameter is checked by :class:`ExperimentConfig`; a ``preset``
-    parameter starts from that preset's values. ``$SAMPOT_THREADS`` sets torch's thread count (the book's build runs
-    on few cores).
+    root, wherever the kernel started. ``$SAMPOT_THREADS`` sets torch's thread count (the book's build runs on few
+    cores).
+
+    Args:
+        data: The data set's folder; None: the phantom set at ``_build/data/phantom``, written (seeded) if missing.
+        out: The run folder.
+        phantom_n: The phantom set's images, when it is written.
+        phantom_size: Their size in px.
+        root: The repository root; None: the nearest folder above the working directory with a pyproject.toml.
+        force: Delete the results made on another split instead of refusing.
+        **params: Every other :class:`ExperimentConfig` field, each checked by it; a ``preset`` parameter starts from
+            that preset's values.
+
+    Returns:
+        The run, with the checked config, the opened data set and its split.
+
+    Raises:
+        SampotError: A parameter :class:`ExperimentConfig` refuses, a data set that is not usable, or a split that
+            clashes with the results in ``out``.
     """
 
     apply_thread_setting()

@@ -178,9 +178,27 @@ def train_regressor_stage(
     force: bool = False,
     workers: Workers | None = None,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
-    """Build the train and val sets, fit the regressor, write ``regressor.pt`` (with its full provenance) and
-    ``regressor_history.csv``. With ``resume``, reuse them if this stage already finished from the same settings,
-    split and masks. ``workers``: where the per-image work runs (default: ``config.workers`` / ``scheduler``)."""
+    """Train the regressor: build the train and val sets, fit it, write it with its history.
+
+    Writes ``regressor.pt`` (with its full provenance) and ``regressor_history.csv``. With ``resume``, reuse them
+    if this stage already finished from the same settings, split and masks.
+
+    Args:
+        config: The run's settings.
+        model: The loaded model; None: loaded from ``config`` when needed.
+        dataset: The opened data set; None: opened (and validated) from ``config.data``.
+        progress: Show progress bars.
+        resume: Reuse the stage's results if it already finished from the same settings, split and inputs.
+        force: Delete results made on another split instead of refusing.
+        workers: Where the per-image work runs; None: ``config.workers`` / ``scheduler``.
+
+    Returns:
+        The pair (regressor, history), the fitted regressor and one row per epoch of ``regressor_history.csv``.
+
+    Raises:
+        SampotError: ``config.regressor`` names a regressor trained elsewhere (there is nothing to train), another run
+            holds the folder, or the data, split or settings do not allow the stage.
+    """
     if config.regressor is not None:
         raise SampotError("this run uses a regressor trained elsewhere (regressor=...): there is nothing to train.")
     folder, dataset = open_run(config, dataset)
@@ -244,10 +262,28 @@ def evaluate_stage(
     force: bool = False,
     workers: Workers | None = None,
 ) -> dict[str, Any]:
-    """Score held-out test masks with the regressor: ``regressor_eval.csv`` (one row per mask) and Pearson r with
-    Dice on unseen synthetic masks, on all the model's masks and on the user's prompts (the centroid click or the
-    jittered box), of the regressor, of the model's IoU head and of their blend. ``workers``: where the per-image
-    work runs (default: ``config.workers`` / ``scheduler``)."""
+    """Score held-out test masks with the regressor.
+
+    Writes ``regressor_eval.csv`` (one row per mask) and Pearson r with Dice on unseen synthetic masks, on all the
+    model's masks and on the user's prompts (the centroid click or the jittered box), of the regressor, of the model's
+    IoU head and of their blend.
+
+    Args:
+        config: The run's settings.
+        model: The loaded model; None: loaded from ``config`` when needed.
+        dataset: The opened data set; None: opened (and validated) from ``config.data``.
+        progress: Show progress bars.
+        resume: Reuse the stage's results if it already finished from the same settings, split and inputs.
+        force: Delete results made on another split instead of refusing.
+        workers: Where the per-image work runs; None: ``config.workers`` / ``scheduler``.
+
+    Returns:
+        The evaluation's summary (mask counts, the correlations, the blend weight), as ``regressor_eval.json`` holds it.
+
+    Raises:
+        SampotError: Another run holds the folder, the regressor is missing or does not fit this use, or the data,
+            split or settings do not allow the stage.
+    """
     folder, dataset = open_run(config, dataset)
     lazy = lazy_model(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed

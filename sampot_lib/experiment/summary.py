@@ -28,8 +28,19 @@ def column_r(rows: list[dict[str, Any]], column: str) -> float | None:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of improved / unchanged / worse images, of images harmed (worse by more than the do-no-harm rule's
-    tolerance), of drops and catastrophes; mean and median gain; mean Dice before and after."""
+    """The headline numbers of one group of evolutions.
+
+    Args:
+        rows: One row per image, with ``gain``, ``dice0`` (the user's prompt's Dice) and ``dice`` (the winner's).
+
+    Returns:
+        Counts (``n``; ``improved`` / ``unchanged`` / ``worse`` images; ``harmed``, worse by more than the do-no-harm
+        rule's tolerance; ``drops`` and ``catastrophes``), ``mean_gain`` and ``median_gain``, and
+        ``mean_dice_initial`` and ``mean_dice_evolved``.
+
+    Raises:
+        SampotError: ``rows`` is empty (the test split is empty).
+    """
     gains = np.array([float(r["gain"]) for r in rows])
     if len(gains) == 0:
         raise SampotError("no evolution results to summarise: the test split is empty.")
@@ -49,11 +60,18 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarise_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof 1) over seeds of every headline number of per-seed summaries
-    ({seed: summary as :func:`evolve_stage` returns it}).
+    """Mean and sample standard deviation (ddof 1) over seeds of every headline number of per-seed summaries.
 
-    Returns {"seeds", "mean": {"on": {...}, "off": {...}, "regressor": {...}}, "sd": (the same layout), "n": (how
-    many seeds had the number: an undefined r is left out), "per_seed"}. sd is None with fewer than two values.
+    Args:
+        per_seed: {seed: summary as :func:`evolve_stage` returns it}.
+
+    Returns:
+        ``{"seeds", "sd_ddof", "mean": {"on": {...}, "off": {...}, "regressor": {...}}, "sd"`` (the same layout),
+        ``"n"`` (how many seeds had the number: an undefined r is left out), ``"per_seed"}``. sd is None with fewer
+        than two values.
+
+    Raises:
+        SampotError: ``per_seed`` is empty.
     """
     if not per_seed:
         raise SampotError("no per-seed results to summarise.")

@@ -380,13 +380,30 @@ def fine_tune(
     device: str = "cpu",
     progress: bool = False,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
-    """Fine-tune a copy of ``regressor`` (left unchanged) on ``samples_train`` with Adam + MSE, starting from its
-    weights; return the weights of the epoch with the lowest MSE on ``samples_val`` (the starting weights count as
-    epoch 0, so ``epochs=0`` returns them unchanged) and the history (epoch, train_mse, val_mse).
+    """Fine-tune a copy of a regressor (left unchanged), starting from its weights, with Adam + MSE.
 
     The samples must be at the regressor's input size (:func:`sampot_lib.experiment.calibration.transfer_samples` with
-    ``size=regressor.input_size``).
-    Batch norm's running statistics adapt to the new images too (the network trains in train mode).
+    ``size=regressor.input_size``). Batch norm's running statistics adapt to the new images too (the network trains in
+    train mode).
+
+    Args:
+        regressor: The regressor.
+        samples_train: The masks it is tuned on.
+        samples_val: The masks that choose the epoch.
+        epochs: The epochs, a whole number >= 0.
+        lr: Adam's learning rate, a finite number > 0.
+        seed: The seed of the batches' order.
+        batch_size: The batch size.
+        device: Where to train.
+        progress: Show a progress bar.
+
+    Returns:
+        The pair (regressor, history), the weights of the epoch with the lowest MSE on ``samples_val`` (the starting
+        weights count as epoch 0, so ``epochs=0`` returns them unchanged), and one row (epoch, train_mse, val_mse) per
+        epoch.
+
+    Raises:
+        SampotError: ``epochs`` or ``lr`` out of range.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise SampotError(f"fine-tuning epochs must be a whole number >= 0, got {epochs!r}.")

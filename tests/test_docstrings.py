@@ -197,14 +197,8 @@ def page_members(text: str) -> list[tuple[str, str]]:
 
 
 PAGE = page_members(API_PAGE.read_text(encoding="utf-8"))
-#: modules of the page whose docstrings are not yet converted to this style: not checked until they are
-NOT_YET = {
-    "sampot_lib.models.registry", "sampot_lib.models.base", "sampot_lib.data.folder", "sampot_lib.data.phantom",
-    "sampot_lib.report.figures", "sampot_lib.report.results", "sampot_lib.report.gallery", "sampot_lib.ui.widget",
-}  # fmt: skip
 #: callables of the page, "module.name"; a constant on the page (documented by a ``#:`` comment) is not one
-PAGE_CALLABLES = [f"{m}.{n}" for m, n in PAGE
-                  if m not in NOT_YET and callable(getattr(importlib.import_module(m), n))]  # fmt: skip
+PAGE_CALLABLES = [f"{m}.{n}" for m, n in PAGE if callable(getattr(importlib.import_module(m), n))]
 
 
 def _page_object(qualified: str) -> Any:
@@ -226,7 +220,6 @@ def test_a_page_class_documents_its_methods_parameters(qualified):
 
 def test_the_page_is_read_whole():
     modules = {m for m, _ in PAGE}
-    assert NOT_YET <= modules
     assert len(modules) == API_PAGE.read_text(encoding="utf-8").count(".. automodule::")
     assert ("sampot_lib.method.evolve", "evolve_prompt") in PAGE
     # a bare :members: lists what the module defines, not what it imports

@@ -212,11 +212,18 @@ def validate_folder(
     check_contents: bool = True,
     progress: bool = False,
 ) -> Report:
-    """Check a folder-format data set and collect every problem (missing masks, size mismatches, non-binary or empty
-    masks, unreadable files, manifest errors) instead of stopping at the first.
+    """Check a folder-format data set and collect every problem instead of stopping at the first.
 
-    ``structures``: the mask sub-folders required (default: all found; one name may be given as a string).
-    ``check_contents=False`` checks only names.
+    Problems are missing masks, size mismatches, non-binary or empty masks, unreadable files and manifest errors.
+
+    Args:
+        root: The data set's folder.
+        structures: The mask sub-folders required (one name may be given as a string); None: all found.
+        check_contents: Read and check every file; False: check only names.
+        progress: Show a progress bar.
+
+    Returns:
+        What it found; its ``problems`` are empty when the folder is usable.
     """
     root = Path(root)
     report = Report(root=root)

@@ -281,13 +281,29 @@ def write_phantom_set(
     compress_level: int = 1,
     mask_dilation: int = 0,
 ) -> Path:
-    """Write ``n`` phantoms in the folder format (images/, masks/left_lung/, masks/right_lung/, manifest.csv).
+    """Write phantoms in the folder format (images/, masks/left_lung/, masks/right_lung/, manifest.csv).
 
-    Phantom ``i`` is drawn from ``np.random.default_rng([seed, i])``, so a set is reproducible and its first
-    ``k`` images do not depend on ``n``. Each file is written atomically; the manifest comes last.
-    ``mask_dilation``: grow every mask by this many pixels, as another collection's label convention would (one
-    set's lung fields leave out the lung behind the heart, another's take it in): a set a regressor trained on the
-    plain masks was not trained for.
+    Phantom ``i`` is drawn from ``np.random.default_rng([seed, i])``, so a set is reproducible and its first ``k``
+    images do not depend on ``n``. Each file is written atomically; the manifest comes last.
+
+    Args:
+        out: The folder to write (its ``images/`` must be empty or absent).
+        n: The number of phantoms, at least 1.
+        seed: The set's seed.
+        size: The images' side in pixels (64 to 8000).
+        confounders: A preset of :data:`CONFOUNDER_PRESETS` by name, or {confounder: rate in [0, 1]}; None: the
+            ``"default"`` preset.
+        progress: Show a progress bar.
+        compress_level: The PNG compression level.
+        mask_dilation: Grow every mask by this many pixels, as another collection's label convention would (one set's
+            lung fields leave out the lung behind the heart, another's take it in): a set a regressor trained on the
+            plain masks was not trained for.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        SampotError: A value out of range, an unknown confounder or preset, or a folder that already holds images.
     """
     if n < 1:
         raise SampotError(f"phantom count {n} must be at least 1.")

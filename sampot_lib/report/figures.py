@@ -43,9 +43,17 @@ _SUBPLOT_TITLE_PX = 22  # one line of subplot title (16 px font) above the top r
 
 
 def clear_modebar(fig: go.Figure) -> go.Figure:
-    """Keep ``fig``'s titles out from under plotly's mode bar, which otherwise covers the end of a long title: the
-    title goes just below the mode bar's band, and the top margin grows (never shrinks) to hold the mode bar, the
-    title and the subplot titles of the top row. Changes ``fig`` in place and returns it."""
+    """Keep a figure's titles out from under plotly's mode bar, which otherwise covers the end of a long title.
+
+    The title goes just below the mode bar's band, and the top margin grows (never shrinks) to hold the mode bar, the
+    title and the subplot titles of the top row.
+
+    Args:
+        fig: The figure, changed in place.
+
+    Returns:
+        ``fig``.
+    """
     title = bool(fig.layout.title.text)
     top_row = any(a.yref == "paper" and a.yanchor == "bottom" and a.y is not None and a.y >= 0.99
                   for a in fig.layout.annotations)  # fmt: skip
@@ -60,11 +68,15 @@ def clear_modebar(fig: go.Figure) -> go.Figure:
 
 
 def show(fig: go.Figure) -> Any:
-    """What a notebook cell should display for ``fig`` (its titles moved clear of the mode bar first).
+    """What a notebook cell should display for a figure (its titles moved clear of the mode bar first).
 
-    In the book build (``SAMPOT_BOOK_HTML=1``) an ``IPython.display.HTML`` holding the figure's div and a script that
-    draws it with the plotly.js the site serves from ``_static/`` (myst-nb drops plotly's own mime type, and the
-    site must work offline); in a live kernel the figure itself.
+    Args:
+        fig: The figure.
+
+    Returns:
+        In the book build (``SAMPOT_BOOK_HTML=1``) an ``IPython.display.HTML`` holding the figure's div and a script
+        that draws it with the plotly.js the site serves from ``_static/`` (myst-nb drops plotly's own mime type, and
+        the site must work offline); in a live kernel the figure itself.
     """
     clear_modebar(fig)
     if os.environ.get(BOOK_ENV) == "1":
@@ -75,8 +87,19 @@ def show(fig: go.Figure) -> Any:
 
 
 def image_uri(image: np.ndarray, max_size: int = DISPLAY_SIZE) -> tuple[str, float]:
-    """A PNG data URI of an H x W (or H x W x 3/4) uint8 image shrunk to at most ``max_size`` px, and the scale
-    (original px per shown px) that places it back in original coordinates."""
+    """A PNG data URI of an image, shrunk for display.
+
+    Args:
+        image: An H x W (or H x W x 3/4) uint8 image.
+        max_size: The longest side shown, in px.
+
+    Returns:
+        The pair (uri, scale), the scale being original px per shown px (what places the image back in original
+        coordinates).
+
+    Raises:
+        SampotError: ``image`` is not an H x W (x 3) uint8 image.
+    """
     if image.ndim not in (2, 3) or image.dtype != np.uint8:
         raise SampotError(f"expected an H x W (x 3) uint8 image, got {image.dtype} of shape {image.shape}.")
     pil = Image.fromarray(image)
@@ -92,7 +115,16 @@ def image_uri(image: np.ndarray, max_size: int = DISPLAY_SIZE) -> tuple[str, flo
 
 
 def image_trace(image: np.ndarray, max_size: int = DISPLAY_SIZE, name: str = "image") -> go.Image:
-    """The image as a trace whose pixel (i, j) sits at x = j, y = i of the original image (y axis downwards)."""
+    """An image as a trace whose pixel (i, j) sits at x = j, y = i of the original image (y axis downwards).
+
+    Args:
+        image: An H x W (or H x W x 3/4) uint8 image.
+        max_size: The longest side shown, in px.
+        name: The trace's name.
+
+    Returns:
+        The trace, its image a small PNG data URI.
+    """
     uri, scale = image_uri(image, max_size)
     # A shown pixel covers ``scale`` original pixels; centre it on the block it stands for.
     offset = (scale - 1) / 2
@@ -100,7 +132,14 @@ def image_trace(image: np.ndarray, max_size: int = DISPLAY_SIZE, name: str = "im
 
 
 def contour_xy(mask: np.ndarray) -> tuple[list[float | None], list[float | None]]:
-    """Boundary of an H x W bool mask as x, y lists for a line trace (separate contours split by None)."""
+    """The boundary of a mask as x, y lists for a line trace.
+
+    Args:
+        mask: The mask, H x W bool.
+
+    Returns:
+        The pair (xs, ys), separate contours split by None.
+    """
     xs: list[float | None] = []
     ys: list[float | None] = []
     padded = np.pad(np.asarray(mask, dtype=float), 1)  # closes contours that touch the image border
@@ -112,6 +151,18 @@ def contour_xy(mask: np.ndarray) -> tuple[list[float | None], list[float | None]
 
 
 def contour_trace(mask: np.ndarray, name: str, color: str, dash: str = "solid", width: float = 2) -> go.Scatter:
+    """The boundary of a mask as a line trace.
+
+    Args:
+        mask: The mask, H x W bool.
+        name: The trace's name.
+        color: The line's colour.
+        dash: The line's dash style.
+        width: The line's width in px.
+
+    Returns:
+        The trace (no hover).
+    """
     xs, ys = contour_xy(mask)
     return go.Scatter(
         x=xs, y=ys, mode="lines", name=name, line={"color": color, "dash": dash, "width": width}, hoverinfo="skip"
@@ -119,7 +170,14 @@ def contour_trace(mask: np.ndarray, name: str, color: str, dash: str = "solid", 
 
 
 def image_axes(fig: go.Figure, shape: tuple[int, int], row: int | None = None, col: int | None = None) -> None:
-    """Fix an image panel to the image's extent, y downwards, square pixels, no ticks."""
+    """Fix an image panel to the image's extent, y downwards, square pixels, no ticks.
+
+    Args:
+        fig: The figure, changed in place.
+        shape: The image's (H, W).
+        row: The panel's row in a figure of subplots; None: a figure of one panel.
+        col: The panel's column.
+    """
     h, w = shape
     kw = {"row": row, "col": col} if row is not None else {}
     x_name = fig.get_subplot(row, col).xaxis.plotly_name.replace("axis", "") if row is not None else "x"
@@ -140,7 +198,20 @@ def heatmap_figure(
 ) -> go.Figure:
     """Paper fig. 1: the Dice of each grid click's mask painted over the image (hover shows it per click).
 
-    image: H x W uint8; points: N x 2 (x, y) grid clicks of spacing ``step``; dice: N; confidence: N or None.
+    Args:
+        image: The image, H x W uint8.
+        points: N x 2 (x, y) grid clicks of spacing ``step``.
+        dice: N, the Dice of each click's mask.
+        truth: The true mask, drawn as a contour; None: not drawn.
+        step: The grid's spacing in px.
+        confidence: N, the model's confidence per click (shown on hover), or None.
+        title: The title; None: the number of clicks and the Dice spread.
+
+    Returns:
+        The figure.
+
+    Raises:
+        SampotError: ``points`` is not N x 2 with one Dice each.
     """
     points = np.asarray(points, dtype=float)
     dice = np.asarray(dice, dtype=float)
@@ -180,7 +251,22 @@ def level_set_figure(
     offsets: Sequence[float] | None = None,
     cols: int = 4,
 ) -> go.Figure:
-    """Paper fig. 3: synthetic masks (orange) against the truth (green), one panel each, titled with their Dice."""
+    """Paper fig. 3: synthetic masks (orange) against the truth (green), one panel each, titled with their Dice.
+
+    Args:
+        image: The image, H x W uint8.
+        truth: The true mask.
+        masks: The synthetic masks (at least one).
+        dices: Their Dice, one per mask.
+        offsets: Their level offsets in px, added to the titles; None: not shown.
+        cols: The panels per row.
+
+    Returns:
+        The figure.
+
+    Raises:
+        SampotError: No mask, or not one Dice per mask.
+    """
     if len(masks) == 0 or len(masks) != len(dices):
         raise SampotError(f"need one Dice per mask and at least one mask; got {len(masks)} masks, {len(dices)} Dice.")
     n = len(masks)
@@ -210,7 +296,17 @@ def level_set_figure(
 
 
 def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
-    """Regressor training: train and validation MSE per epoch (log scale), the kept epoch marked."""
+    """Regressor training: train and validation MSE per epoch (log scale), the kept epoch marked.
+
+    Args:
+        history: One row per epoch, with ``epoch``, ``train_mse`` and ``val_mse``.
+
+    Returns:
+        The figure.
+
+    Raises:
+        SampotError: ``history`` is empty.
+    """
     if not history:
         raise SampotError("training history is empty.")
     epochs = [float(h["epoch"]) for h in history]
@@ -240,7 +336,23 @@ def score_scatter(
     labels: Sequence[str] | None = None,
     title: str | None = None,
 ) -> go.Figure:
-    """A score against the true Dice, one point per mask, with Pearson ``r`` in the title and the unit line."""
+    """A score against the true Dice, one point per mask, with Pearson ``r`` in the title and the unit line.
+
+    Args:
+        dice: The masks' true Dice.
+        score: Their scores, as many.
+        r: Pearson r, or None (shown as undefined).
+        score_name: What the score is, for the axis and the hover.
+        kinds: Each mask's kind (a trace per kind); None: one kind.
+        labels: Each mask's hover label; None: none.
+        title: The title; None: the score's name, r and n.
+
+    Returns:
+        The figure.
+
+    Raises:
+        SampotError: ``dice`` and ``score`` differ in length.
+    """
     dice, score = np.asarray(dice, dtype=float), np.asarray(score, dtype=float)
     if dice.shape != score.shape:
         raise SampotError(f"dice and score differ in length: {dice.shape} vs {score.shape}.")
@@ -279,13 +391,26 @@ def trajectory_figure(
     title: str = "Prompt evolution",
     prompt_kind: str = "click",
 ) -> go.Figure:
-    """Paper fig. 5: the prompt's path over the image, with a step slider that moves the prompt and shows that
-    step's mask; beside it the score (and the true Dice, when known) per step.
+    """Paper fig. 5: the prompt's path over the image, with a step slider that moves the prompt.
 
-    steps: the trajectory, dicts with step, x, y, score and optionally dice and coords (as
-    ``EvolutionResult.to_dict()``); for a box prompt (``prompt_kind`` "box" or "box+clicks") the path is the box's
-    centre and the slider draws that step's box (coords[:4]) beside the user's box (dashed).
-    masks: {step: H x W bool mask} for the steps whose mask the slider shows (others show none).
+    The slider shows each step's mask; beside the image, the score (and the true Dice, when known) per step.
+
+    Args:
+        image: The image, H x W uint8.
+        steps: The trajectory: dicts with step, x, y, score and optionally dice and coords (as
+            ``EvolutionResult.to_dict()``).
+        masks: {step: H x W bool mask} for the steps whose mask the slider shows (others show none); None: none.
+        truth: The true mask, drawn as a contour; None: not drawn.
+        best_step: The winning step, marked on the per-step plot; None: not marked.
+        title: The title.
+        prompt_kind: ``"click"``; for a box prompt (``"box"`` or ``"box+clicks"``) the path is the box's centre and
+            the slider draws that step's box (coords[:4]) beside the user's box (dashed).
+
+    Returns:
+        The figure.
+
+    Raises:
+        SampotError: ``steps`` is empty.
     """
     if not steps:
         raise SampotError("the trajectory is empty.")
@@ -367,9 +492,22 @@ def _box_xy(box: Sequence[float]) -> tuple[list[float], list[float]]:
 def evolution_scatter(
     rows: Sequence[Mapping[str, Any]], title: str | None = None, by: str = "safeguards", initial: str = "centroid click"
 ) -> go.Figure:
-    """Paper fig. 6: evolved vs initial Dice, one point per test image and setting (a trace per value of the
-    column ``by``: the safeguard setting, the scorer, the structure...), with the unit line (above it: improved).
-    ``initial`` names the user's prompt on the x axis."""
+    """Paper fig. 6: evolved vs initial Dice, one point per test image and setting.
+
+    The unit line is drawn too (above it: improved).
+
+    Args:
+        rows: One row per image and setting, with ``image_id``, ``dice0``, ``dice`` and the column ``by``.
+        title: The title; None: a default.
+        by: The column with a trace per value: the safeguard setting, the scorer, the structure...
+        initial: What the user's prompt was, named on the x axis.
+
+    Returns:
+        The figure.
+
+    Raises:
+        SampotError: ``rows`` is empty.
+    """
     if not rows:
         raise SampotError("no evolution results to plot.")
     values = [float(r[k]) for r in rows for k in ("dice0", "dice")]
@@ -402,8 +540,22 @@ def evolution_scatter(
 
 
 def margin_curve_figure(curve: Sequence[Mapping[str, Any]], chosen: float, title: str | None = None) -> go.Figure:
-    """The do-no-harm rule's trade-off on the validation split: the mean true Dice gain against the number of images
-    harmed (worse by more than the tolerance), one point per margin, the chosen margin marked."""
+    """The do-no-harm rule's trade-off on the validation split, the chosen margin marked.
+
+    The mean true Dice gain against the number of images harmed (worse by more than the tolerance), one point per
+    margin.
+
+    Args:
+        curve: The rows of :func:`~sampot_lib.method.selection.margin_curve`.
+        chosen: The margin chosen.
+        title: The title; None: a default.
+
+    Returns:
+        The figure.
+
+    Raises:
+        SampotError: ``curve`` is empty.
+    """
     if not curve:
         raise SampotError("the margin curve is empty.")
     fig = go.Figure()

@@ -22,8 +22,21 @@ USER_COLOR = "#1f77b4"
 
 
 def spread_figure(index: list[dict[str, Any]], scorers: Sequence[str], title: str | None = None) -> go.Figure:
-    """Mean Dice after evolution for each run (x) and score or rule (a trace each, ``scorers`` in order) with the sd
-    over seeds as error bars, and the user's prompt's mean Dice as a line marker."""
+    """Mean Dice after evolution for each run and score or rule, with the sd over seeds as error bars.
+
+    The user's prompt's mean Dice is drawn as a line marker.
+
+    Args:
+        index: The index rows.
+        scorers: The scores or rules, a trace each, in this order (one with no result is left out).
+        title: The title; None: a default.
+
+    Returns:
+        The figure, one x per run.
+
+    Raises:
+        SampotError: The index is empty.
+    """
     groups = seed_groups(index)
     runs = list(dict.fromkeys(key[0] for key in groups))
     if not runs:
@@ -50,8 +63,17 @@ def spread_figure(index: list[dict[str, Any]], scorers: Sequence[str], title: st
 
 @dataclass(frozen=True)
 class GalleryPanel:
-    """One test image of the gallery: the image, its true mask, the user's and the winner's mask and prompt
-    coordinates (a click: x, y; a box: x0, y0, x1, y1), and a caption."""
+    """One test image of the gallery.
+
+    Attributes:
+        image: The image.
+        truth: Its true mask.
+        initial_mask: The user's prompt's mask.
+        final_mask: The winner's mask.
+        initial_coords: The user's prompt's coordinates (a click: x, y; a box: x0, y0, x1, y1).
+        final_coords: The winner's prompt's coordinates.
+        caption: The panel's caption.
+    """
 
     image: np.ndarray
     truth: np.ndarray
@@ -72,8 +94,22 @@ def _prompt_trace(coords: Sequence[float], name: str, color: str, dash: str) -> 
 
 
 def gallery_figure(panels: Sequence[GalleryPanel], title: str, columns: int = 4) -> go.Figure:
-    """The panels side by side: each image with the true outline (green), the user's prompt and mask (blue,
-    dashed) and the winner's (orange)."""
+    """Gallery panels side by side.
+
+    Each image is drawn with the true outline (green), the user's prompt and mask (blue, dashed) and the winner's
+    (orange).
+
+    Args:
+        panels: The panels (at least one).
+        title: The title.
+        columns: The panels per row.
+
+    Returns:
+        The figure.
+
+    Raises:
+        SampotError: ``panels`` is empty.
+    """
     if not panels:
         raise SampotError("the gallery has no images.")
     rows = -(-len(panels) // columns)

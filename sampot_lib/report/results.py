@@ -30,8 +30,18 @@ def _scorer_of(group: str) -> str:
 
 
 def index_rows(run: str, summary: dict[str, Any], *, commit: str | None) -> list[dict[str, Any]]:
-    """The index rows of one seed's ``summary.json`` (as :func:`~sampot_lib.experiment.evolution.evolve_stage`
-    wrote it): one per evolution group."""
+    """The index rows of one seed's ``summary.json``, one per evolution group.
+
+    Args:
+        run: The run's name.
+        summary: The summary as :func:`~sampot_lib.experiment.evolution.evolve_stage` wrote it.
+        commit: The commit the run was made at, or None.
+
+    Returns:
+        One row per evolution group (the regressor's first, then the do-no-harm rule's, then the others), with the
+        run's settings, the mean Dice before and after and the oracle's, the counts and the run's commit, threads and
+        seconds.
+    """
     config = summary["config"]
     oracle = summary.get("oracle", {}).get("mean_dice_evolved")
     rows = []
@@ -83,11 +93,22 @@ def first_difference(
     tolerance: float = 1e-9,
     absolute: dict[str, float] | None = None,
 ) -> str | None:
-    """None when every fresh per-image row equals its committed row (same image and group) in
-    :data:`CHECKED_COLUMNS`; else one line naming the first row and column that differ and both values. Numbers are
-    compared with a relative ``tolerance`` (the CSV's decimal text of the same float reads back equal). With
-    ``absolute`` ({column: tolerance}, e.g. :data:`CROSS_CPU_TOLERANCE`) only those columns and the text columns are
-    compared, each within its absolute tolerance."""
+    """The first difference between fresh per-image rows and their committed rows (same image and group).
+
+    Rows are compared in :data:`CHECKED_COLUMNS`.
+
+    Args:
+        fresh: The re-run's rows.
+        committed: The committed rows.
+        tolerance: The relative tolerance numbers are compared with (the CSV's decimal text of the same float reads
+            back equal).
+        absolute: {column: tolerance} (e.g. :data:`CROSS_CPU_TOLERANCE`): only those columns and the text columns are
+            compared, each within its absolute tolerance; None: every column, with ``tolerance``.
+
+    Returns:
+        None when every fresh row equals its committed row; else one line naming the first row and column that differ
+        and both values.
+    """
     index = {(str(r["image_id"]), str(r["group"])): r for r in committed}
     for row in fresh:
         key = (str(row["image_id"]), str(row["group"]))
@@ -154,8 +175,16 @@ def _cell(rows: list[dict[str, Any]], column: str, digits: int) -> str:
 
 
 def spread_markdown(index: list[dict[str, Any]], runs: list[str] | None = None) -> str:
-    """Markdown: one line per (run, jitter, score or rule) with the number of seeds, the mean ± sd over seeds of
-    :data:`SPREAD_COLUMNS` and the worst drop of any seed."""
+    """The spread over seeds as a Markdown table.
+
+    Args:
+        index: The index rows (:func:`index_rows` of every seed).
+        runs: The runs shown; None: all.
+
+    Returns:
+        A Markdown table, one line per (run, jitter, score or rule) with the number of seeds, the mean ± sd over seeds
+        of :data:`SPREAD_COLUMNS` and the worst drop of any seed.
+    """
     head = ("| run | J | score | seeds | Dice, user's prompt | Dice, final | share of oracle gain | improved | "
             "unchanged | worse | worst drop (any seed) | within-image Spearman | top-1 regret | gamed |")  # fmt: skip
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
@@ -180,11 +209,19 @@ def main_jitter(groups: dict[tuple[str, str, str], list[dict[str, Any]]], run: s
 
 
 def buys_markdown(index: list[dict[str, Any]], tolerance: float) -> str:
-    """Markdown: what SAMPOT buys on each run at its main jitter (mean over seeds): the user's Dice, the regressor's
-    and the do-no-harm rule's, the IoU head's and the oracle's, and images made worse by more than ``tolerance``
-    (the rule's bound; the rows' ``harmed`` counts, which the runs made with this tolerance), with a one-word
-    verdict: "helps" when the rule gains on average and harms no image beyond the tolerance at any seed, "mixed"
-    when it gains but harms some, "no gain" otherwise."""
+    """What SAMPOT buys on each run at its main jitter (mean over seeds), as a Markdown table.
+
+    Args:
+        index: The index rows (:func:`index_rows` of every seed).
+        tolerance: The rule's bound: images made worse by more than it count (the rows' ``harmed`` counts, which the
+            runs made with this tolerance).
+
+    Returns:
+        A Markdown table with, per run, the user's Dice, the regressor's and the do-no-harm rule's, the IoU head's
+        and the oracle's, and images made worse by more than ``tolerance``, with a one-word verdict: "helps" when the
+        rule gains on average and harms no image beyond the tolerance at any seed, "mixed" when it gains but harms
+        some, "no gain" otherwise.
+    """
     head = (
         "| run | seeds | user's prompt | SAMPOT (regressor) | do-no-harm rule | IoU head | oracle | share of "
         f"oracle gain (regressor / rule) | images worse by > {tolerance:g} (regressor / rule, worst seed) | verdict |"

@@ -46,10 +46,30 @@ def default_prompt_mode(model: PromptableModel) -> str:
 class PromptWidget:
     """An ipywidgets app around one image.
 
-    model: a promptable model; regressor: a trained segmentation regressor; image: H x W uint8; gt_mask: H x W bool
-    or None. ``click(x, y)`` and ``evolve()`` do what the mouse and the button do, so the app can be driven (and
-    tested) from code. ``self.app`` is the widget to display; ``self.mask`` the mask it shows; callbacks given to
-    ``on_change`` run whenever that mask changes (the no-code app refreshes its download link with them).
+    ``click(x, y)`` and ``evolve()`` do what the mouse and the button do, so the app can be driven (and tested) from
+    code; :attr:`mask` is the mask it shows. A regressor loaded with its provenance is checked against the model and
+    the sharpness; a shipped one brings its score interval and its do-no-harm rule.
+
+    Args:
+        model: A promptable model.
+        regressor: A trained segmentation regressor (scored through a frozen copy: the caller's network is untouched).
+        image: The image, H x W (or H x W x 3) uint8.
+        gt_mask: The true mask, H x W bool, or None.
+        steps: The steps slider's first value (1 to 100).
+        lr: The step-size slider's first value, in px.
+        sharpness: The sigmoid's slope on the logits the regressor scores.
+        safeguards: The safeguards used while the safeguards box is ticked; None: the defaults.
+        frame_delay: Seconds between the frames of an animated evolution.
+
+    Raises:
+        SampotError: An image that is not H x W or H x W x 3, a true mask of another size, or a regressor trained for
+            another model, mask output or sharpness.
+
+    Attributes:
+        app: The widget to display.
+        prompt: The prompt placed, or None.
+        result: The last evolution of that prompt, or None.
+        last: The scores of the prompt shown (:meth:`measure`).
     """
 
     #: The kinds of prompt the mouse can place (the app shows a "prompt mode" toggle when there are several): in
@@ -190,7 +210,13 @@ class PromptWidget:
         return self.last.get("mask")
 
     def on_change(self, callback: Callable[[PromptWidget], None]) -> None:
-        """Call ``callback(self)`` whenever the mask shown changes (a click, the end of an evolution)."""
+        """Call a function whenever the mask shown changes (a click, the end of an evolution).
+
+        The no-code app refreshes its download link with it.
+
+        Args:
+            callback: Called as ``callback(self)``.
+        """
         self._listeners.append(callback)
 
     def _changed(self) -> None:
@@ -205,15 +231,37 @@ class PromptWidget:
 
     @torch.no_grad()
     def measure(self, prompt: Prompt | tuple[float, float]) -> dict[str, Any]:
-        """Mask (H x W bool), regressor score, model confidence and true Dice (or None) for a prompt (or an (x, y)
-        click), scored as evolution scores it (its step 0)."""
+        """A prompt's mask and scores, scored as evolution scores it (its step 0).
+
+        Args:
+            prompt: A prompt, or an (x, y) click.
+
+        Returns:
+            The mask (H x W bool), the regressor's score, the model's confidence and the true Dice (or None), as
+            :func:`~sampot_lib.method.evolve.measure_prompt` gives them.
+
+        Raises:
+            SampotError: The prompt does not lie inside the image.
+        """
         prompt = as_prompt(prompt)
         prompt.check(self.image.shape[:2])
         return measure_prompt(self.model, self._emb, prompt, self._scorer, self.gt_mask)
 
     def click(self, x: float, y: float) -> dict[str, Any]:
-        """What a mouse click at (x, y) (original pixels) does: place a click prompt, or in "box" mode set a corner
-        of the box (the second corner completes it). Returns the scores of the prompt shown."""
+        """What a mouse click does: place a click prompt, or in "box" mode set a corner of the box.
+
+        The second corner completes the box.
+
+        Args:
+            x: The click's x in original pixels.
+            y: The click's y in original pixels.
+
+        Returns:
+            The scores of the prompt shown (:meth:`measure`).
+
+        Raises:
+            SampotError: A click outside the image, or a box's corners less than 2 pixels apart in x or y.
+        """
         if self.prompt_mode != "box":
             return self.set_prompt(Prompt.click(float(x), float(y)))
         Prompt.click(float(x), float(y)).check(self.image.shape[:2])
@@ -229,7 +277,17 @@ class PromptWidget:
         return self.set_prompt(Prompt.from_box((min(ax, x), min(ay, y), max(ax, x), max(ay, y))))
 
     def set_prompt(self, prompt: Prompt) -> dict[str, Any]:
-        """Place ``prompt`` (a click, a box, ...): draw it and its mask, and report its scores."""
+        """Place a prompt (a click, a box, ...): draw it and its mask, and report its scores.
+
+        Args:
+            prompt: The prompt.
+
+        Returns:
+            Its scores (:meth:`measure`).
+
+        Raises:
+            SampotError: The prompt does not lie inside the image.
+        """
         self.last = self.measure(prompt)
         self.prompt, self.result = prompt, None
         mx, my = contour_xy(self.last["mask"])
@@ -259,7 +317,17 @@ class PromptWidget:
         self.status.value = f"Evolving: step {step.step} of {steps}, score {step.score:.3f}"
 
     def evolve(self, animate: bool = True) -> EvolutionResult:
-        """Evolve the current prompt (Adam on its coordinates, maximising the regressor's score); show its path."""
+        """Evolve the current prompt (Adam on its coordinates, maximising the regressor's score); show its path.
+
+        Args:
+            animate: Draw the path step by step, ``frame_delay`` seconds apart; False: at once.
+
+        Returns:
+            The evolution.
+
+        Raises:
+            SampotError: No prompt was placed.
+        """
         if self.prompt is None:
             raise SampotError("place a prompt first (click on the image, or call .click(x, y) or .set_prompt(...)).")
         self.button.disabled = True

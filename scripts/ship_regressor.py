@@ -58,6 +58,31 @@ TERMS = ("Trained on JSRT (Japanese Society of Radiological Technology) chest X-
          "2006) masks, both released for research and education only: use this regressor for research; it is not "
          "a medical device. sampot's code is MIT-licensed.")  # fmt: skip
 
+_LUNG = (
+    "SCR's lung fields leave out the lung behind the heart (the region the heart's shadow covers). The "
+    "regressor learned that convention: on masks that include the lung behind the heart, its score disagrees "
+    "with your Dice."
+)
+_CLAVICLE = (
+    "SCR's clavicle masks cover the part of the bone that lies over the lung field, not its outer end towards "
+    "the shoulder. The regressor learned that outline: on a mask of the whole bone, its score disagrees with "
+    "your Dice."
+)
+#: What each structure's SCR outline includes, for the card's "Label convention": the regressor learned it.
+LABEL_CONVENTIONS = {
+    "left_lung": _LUNG,
+    "right_lung": _LUNG,
+    "heart": "SCR's heart is the heart's whole projection, its low-contrast lower border included; SCR's lung fields "
+    "stop where it begins. The regressor learned that outline: on a heart mask drawn to another convention, its "
+    "score disagrees with your Dice.",
+    "left_clavicle": _CLAVICLE,
+    "right_clavicle": _CLAVICLE,
+}
+OTHER_CONVENTION = (
+    "The regressor learned the outlines of its training masks: on masks drawn to another convention, "
+    "its score disagrees with your Dice."
+)
+
 
 def run_settings(run: Path) -> dict[str, Any]:
     """The run's settings: ``config.json``, else ``summary.json``'s ``config``."""
@@ -186,8 +211,7 @@ def card_text(rec: ShippedRegressor) -> str:
         "",
         "## Label convention",
         "",
-        "SCR's lung fields leave out the lung behind the heart (the region the heart's shadow covers). The regressor "
-        "learned that convention: on masks that include the lung behind the heart, its score disagrees with your Dice.",
+        LABEL_CONVENTIONS.get(rec.structure, OTHER_CONVENTION),
         "",
         "## Measured on JSRT's test split",
         "",

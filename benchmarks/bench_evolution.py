@@ -72,9 +72,11 @@ def multiply_adds(
     The call is one model call + score, forward and backward, with the image's decoder side already cached (as in
     every evolution step after the first): a count that does not depend on the machine or its load."""
     scorer = RegressorScorer(regressor, image)
-    model._cache.clear()
+    # torch counts only its own operations: an encoder in onnxruntime is counted on its torch twin
+    counted = model if model.encoder_backend == "torch" else load_model(model.name, encoder="torch")
+    counted._cache.clear()
     with FlopCounterMode(display=False) as counter:
-        emb = model.embed(image)
+        emb = counted.embed(image)
     encoder = counter.get_total_flops() / 2
     with torch.no_grad():
         predict(model, emb, prompt, output_size=(scorer.size, scorer.size))  # cache the image side
@@ -103,12 +105,13 @@ def bench(name: str, image: np.ndarray, mask: np.ndarray, repeats: int, steps: i
     per_step, whole = [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        evolve_prompt(model, regressor, image, prompt, steps=steps, safeguards=Safeguards.off())
+        # every step runs (no early stopping), so the time divides by the steps taken
+        evolve_prompt(model, regressor, image, prompt, steps=steps, safeguards=Safeguards.off(), patience=None)
         # steps + 1 forward passes and steps backward passes, plus two full-size masks at the end
         per_step.append((time.perf_counter() - t) / steps)
         model._cache.clear()  # whole SAMPOT on a new image: embed, then 30 steps
         t = time.perf_counter()
-        evolve_prompt(model, regressor, image, prompt, steps=30)
+        evolve_prompt(model, regressor, image, prompt, steps=30, patience=None)
         whole.append(time.perf_counter() - t)
     enc_s, step_ms = statistics.median(enc), 1000 * statistics.median(per_step)
     return {

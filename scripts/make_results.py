@@ -3,6 +3,7 @@
     python scripts/make_results.py                    # every run, every seed (hours on 2 CPU cores)
     python scripts/make_results.py --only sam_nano_left_lung_click_paper --seeds 0
     python scripts/make_results.py --check 3          # re-run 3 test images of one committed run and compare
+    python scripts/make_results.py --only litemedsam_heart_box --seeds 1 --device cuda   # on a GPU
 
 Each run is an ordinary run folder under ``--work`` (default ``_build/results``: regressors, trajectories, the
 embedding store; never committed). When a seed finishes, its per-image ``evolution.csv``, its ``summary.json`` and
@@ -108,9 +109,18 @@ def rebuild_index(results: Path) -> int:
     return len(rows)
 
 
-def make(names: list[str], seeds: list[int], data: Path, work: Path, results: Path) -> None:
+def make(
+    names: list[str],
+    seeds: list[int],
+    data: Path,
+    work: Path,
+    results: Path,
+    *,
+    device: str = "cpu",
+    stamp: str | None = None,
+) -> None:
     check_data(data, names)
-    stamp = commit()
+    stamp = stamp or commit()
     for name in names:
         base = work / name
         split_config = config_of(name, data, base, seed=0)
@@ -123,7 +133,8 @@ def make(names: list[str], seeds: list[int], data: Path, work: Path, results: Pa
             raise SampotError(f"the split made for {name} ({split_file}) differs from the committed one ({committed}): "
                               "the data set is not the one the results were made on.")  # fmt: skip
         for seed in seeds:
-            config = config_of(name, data, base / f"seed_{seed}", seed=seed, split_file=str(split_file))
+            config = config_of(name, data, base / f"seed_{seed}", seed=seed, split_file=str(split_file),
+                               device=device)  # fmt: skip
             print(f"== {name}, seed {seed}", flush=True)
             summary = run_experiment(config, progress=True, resume=True)
             kept = results / name / f"seed_{seed}"
@@ -178,13 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=list(RUNS), help="these runs (default: every run, cheapest first)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="default: 0 1 2")
     p.add_argument("--check", type=int, metavar="N", help="re-run N test images of a committed run and compare")
+    p.add_argument("--device", default="cpu", help="where the models run: cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--commit", help="the code's commit, for a copy of the checkout without git (default: git's HEAD)")
     args = p.parse_args(argv)
     os.environ.setdefault("SAMPOT_EMBEDDINGS", str(Path(args.work) / "embeddings"))
     apply_thread_setting()
     try:
         if args.check is not None:
             return check(args.check, Path(args.data), Path(args.results))
-        make(args.only or list(RUNS), args.seeds, Path(args.data), Path(args.work), Path(args.results))
+        make(args.only or list(RUNS), args.seeds, Path(args.data), Path(args.work), Path(args.results),
+             device=args.device, stamp=args.commit)  # fmt: skip
     except SampotError as exc:
         print(f"make_results: error: {exc}", file=sys.stderr)
         return 2

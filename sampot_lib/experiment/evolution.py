@@ -146,6 +146,8 @@ def evolve_stage(
         summary["config"] = config.to_dict()
         summary["torch_threads"] = torch.get_num_threads()  # another thread count moves the numbers a little
         summary["cpu"] = cpu_model()  # so does another kind of CPU
+        if str(config.device).startswith("cuda"):  # and a GPU: its float sums run in another order
+            summary["gpu"] = torch.cuda.get_device_name(torch.device(config.device))
         summary["versions"] = versions()
         summary["test_data_identity"] = {k: v for k, v in inputs.items() if k.startswith("data:")}
         summary["seconds"] = round(time.perf_counter() - started, 1)

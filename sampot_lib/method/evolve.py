@@ -203,6 +203,8 @@ def evolve_prompt(
         )
     started = time.perf_counter()
     emb = model.embed(image)  # after the checks: a wrong optimizer fails before the image encoder runs
+    if torch.device(device).type == "cuda":  # a GPU returns before it finishes: time the encoder, not its launch
+        torch.cuda.synchronize(device)
     embedded = time.perf_counter()
     size = (scorer.size, scorer.size)
 

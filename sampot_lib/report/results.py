@@ -15,7 +15,7 @@ INDEX_COLUMNS = (
     "mean_dice_final", "mean_dice_oracle", "share_of_oracle_gain", "improved", "unchanged", "worse", "harmed",
     "worst_drop",
     "p5_change", "median_within_image_spearman", "median_top1_regret", "p90_top1_regret", "gamed", "commit",
-    "threads", "seconds",
+    "threads", "device", "seconds",
 )  # fmt: skip
 #: The columns of a per-image row that a re-run must reproduce (the rest, such as timings, may differ).
 CHECKED_COLUMNS = ("image_id", "group", "scorer", "safeguards", "box_jitter", "x0", "y0", "x", "y", "best_step",
@@ -39,8 +39,8 @@ def index_rows(run: str, summary: dict[str, Any], *, commit: str | None) -> list
 
     Returns:
         One row per evolution group (the regressor's first, then the do-no-harm rule's, then the others), with the
-        run's settings, the mean Dice before and after and the oracle's, the counts and the run's commit, threads and
-        seconds.
+        run's settings, the mean Dice before and after and the oracle's, the counts and the run's commit, threads,
+        device (``cpu`` or the GPU's name) and seconds.
     """
     config = summary["config"]
     oracle = summary.get("oracle", {}).get("mean_dice_evolved")
@@ -62,7 +62,7 @@ def index_rows(run: str, summary: dict[str, Any], *, commit: str | None) -> list
             "p5_change": s.get("p5_change"), "median_within_image_spearman": s.get("median_within_image_spearman"),
             "median_top1_regret": s.get("median_top1_regret"), "p90_top1_regret": s.get("p90_top1_regret"),
             "gamed": s.get("gamed"), "commit": commit, "threads": summary.get("torch_threads"),
-            "seconds": summary.get("seconds"),
+            "device": summary.get("gpu") or "cpu", "seconds": summary.get("seconds"),
         })  # fmt: skip
     order = {"regressor": 0, RULE: 1}
     return sorted(rows, key=lambda r: (order.get(r["scorer"], 2), str(r["jitter"])))

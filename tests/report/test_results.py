@@ -50,6 +50,9 @@ def test_index_rows_name_the_score_and_the_run():
     assert rows["regressor0.1"]["mean_dice_oracle"] == 0.8 and rows["regressor0.1"]["share_of_oracle_gain"] == 0.5
     assert rows["regressor0.2"]["mean_dice_oracle"] is None and rows["oracle0.1"]["seed"] == 2
     assert rows["regressor0.1"]["commit"] == "abc" and rows["regressor0.1"]["threads"] == 1
+    assert rows["regressor0.1"]["device"] == "cpu"  # a summary without a GPU was made on the CPU
+    on_gpu = {r["scorer"]: r for r in index_rows("run", summary | {"gpu": "NVIDIA H200"}, commit="abc")}
+    assert on_gpu["regressor"]["device"] == "NVIDIA H200"
 
 
 def _index_row(scorer: str, seed: int, initial: float, final: float, worse: int, harmed, worst: float) -> dict:

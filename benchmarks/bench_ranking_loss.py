@@ -34,7 +34,7 @@ from sampot_lib.experiment.stages import load_training_sets
 from sampot_lib.method.evolve import evolve_prompt, truth_gain
 from sampot_lib.method.metrics import pearson_or_none, spearman_or_none
 from sampot_lib.method.prompts import Safeguards
-from sampot_lib.method.regressor import RegressorData, fit_regressor, predict_dice
+from sampot_lib.method.regressor_training import RegressorData, fit_regressor, predict_dice
 from sampot_lib.method.scoring import OracleScorer, RegressorScorer, choose_blend_weight
 from sampot_lib.method.selection import DoNoHarm, choose_margin, rule_gains
 from sampot_lib.method.synth import user_prompt_for

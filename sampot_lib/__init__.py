@@ -25,7 +25,7 @@ _EXPORTS = {
     "RegressorScorer": "sampot_lib.method.scoring",
     "dice_heatmap": "sampot_lib.method.heatmap",
     "load_regressor": "sampot_lib.method.regressor",
-    "fit_regressor": "sampot_lib.method.regressor",
+    "fit_regressor": "sampot_lib.method.regressor_training",
     "score_mask": "sampot_lib.method.regressor",
     "load_shipped_regressor": "sampot_lib.method.shipped",
     "find_shipped": "sampot_lib.method.shipped",
@@ -60,7 +60,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from sampot_lib.method.evolve import evolve_prompt
     from sampot_lib.method.heatmap import dice_heatmap
     from sampot_lib.method.prompts import Prompt, Safeguards
-    from sampot_lib.method.regressor import fit_regressor, load_regressor, score_mask
+    from sampot_lib.method.regressor import load_regressor, score_mask
+    from sampot_lib.method.regressor_training import fit_regressor
     from sampot_lib.method.scoring import RegressorScorer
     from sampot_lib.method.shipped import find_shipped, load_shipped_regressor
     from sampot_lib.models.registry import load_model

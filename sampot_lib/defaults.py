@@ -1,6 +1,8 @@
 """Every default number of the method and the experiment, defined once; functions, configs and the command line
 import them from here (the paper's values where it gives one, section 3)."""
 
+from typing import Any
+
 #: Slope of the sigmoid that turns the model's logits into the mask the regressor reads (``sigmoid(k * logits)``):
 #: steeper than 1 so that the regressor sees a nearly binary mask (paper 3.3).
 SHARPNESS = 5.0
@@ -29,10 +31,11 @@ REGRESSOR_LR = 1e-3
 #: by epoch 33 of 200 and rose after it while the training loss kept falling.
 REGRESSOR_PATIENCE = 20
 #: Weight of the within-image loss beside the MSE in regressor training
-#: (:func:`sampot_lib.method.regressor.fit_regressor`); 0 trains on the MSE alone. The within-image loss is the MSE of
-#: the score's differences between two masks of one image against their Dice differences: what evolution and the
-#: do-no-harm rule read (a step's predicted gain). On JSRT's validation split (LiteMedSAM, heart) weights 1 and 3 raised
-#: the gain but lowered the ranking along evolution's paths (benchmarks/results/ranking_loss_heart.md): no clear win.
+#: (:func:`sampot_lib.method.regressor_training.fit_regressor`); 0 trains on the MSE alone. The within-image loss is
+#: the MSE of the score's differences between two masks of one image against their Dice differences: what evolution
+#: and the do-no-harm rule read (a step's predicted gain). On JSRT's validation split (LiteMedSAM, heart) weights 1
+#: and 3 raised the gain but lowered the ranking along evolution's paths (benchmarks/results/ranking_loss_heart.md): no
+#: clear win.
 RANK_WEIGHT = 0.0
 #: Masks of one image that sit side by side in a training batch when ``RANK_WEIGHT`` > 0 (the batch holds
 #: ``BATCH_SIZE // RANK_GROUP`` images), so that each batch has pairs to compare.
@@ -126,3 +129,26 @@ MOST_IDLE_MINUTES = 24 * 60.0
 APP_PORT = 8866
 #: The most local Dask worker processes per usable core (``--workers``): more only wait on each other.
 WORKERS_PER_CORE = 4
+
+
+#: Named sets of settings. "paper": the paper's settings (Sathish et al., sections 3.2-3.3) where it gives them, and
+#: our reading where it is silent (steps, sharpness and the number of synthetic masks; see the README).
+#: Each preset's safeguards are a word ("off": only the image border limits the prompt), made a dict when applied.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "safeguards": "off",  # the paper moves the click freely
+        "epochs": 200,  # paper: 200 epochs, batch 32, Adam, lr 1e-3, best validation loss
+        "batch_size": 32,
+        "regressor_lr": 1e-3,
+        "max_images": None,  # all images
+        "split_fractions": [float(f) for f in PAPER_FRACTIONS],  # 41 / 28 / 53 subjects
+        "n_outside": 3,  # 3 band clicks + 3 outside clicks = the paper's 6 model masks per image
+        "n_synthetic": 16,  # our reading: the paper's 901 train masks over 41 subjects leave ~16 level sets a subject
+        "steps": 30,  # our reading: the paper does not give the number of Adam steps
+        "lr": LR,  # paper: step size 10
+        "sharpness": SHARPNESS,  # our reading: the paper says only "a steeper slope"
+        "prompt": "click",  # paper: one positive click at the centroid
+        "optimizer": "adam",
+        "scorers": ["regressor"],
+    },
+}

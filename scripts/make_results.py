@@ -33,8 +33,9 @@ import torch
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import HARM_TOLERANCE, RULE
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig, apply_preset
+from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.evolution import evolve_stage
+from sampot_lib.experiment.presets import apply_preset
 from sampot_lib.experiment.provenance import cpu_model
 from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_json
 from sampot_lib.experiment.runfolder import split_hash

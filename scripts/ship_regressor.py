@@ -36,7 +36,8 @@ from sampot_lib.experiment.setup import apply_thread_setting
 from sampot_lib.files import sha256_file, write_text
 from sampot_lib.method.evolve import evolve_prompt, measure_prompt, truth_gain
 from sampot_lib.method.prompts import Safeguards
-from sampot_lib.method.regressor import load_regressor, predict_dice, save_regressor, score_mask
+from sampot_lib.method.regressor import load_regressor, save_regressor, score_mask
+from sampot_lib.method.regressor_training import predict_dice
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.selection import DoNoHarm, choose_margin, rule_gains
 from sampot_lib.method.shipped import (

@@ -8,7 +8,8 @@ import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
-from sampot_lib.method.regressor import RegressorData, fit_regressor, save_regressor, to_input
+from sampot_lib.method.regressor import save_regressor, to_input
+from sampot_lib.method.regressor_training import RegressorData, fit_regressor
 from sampot_lib.method.synth import candidate_masks
 
 STRUCTURE = "left_lung"

@@ -12,9 +12,10 @@ import warnings
 from pathlib import Path
 
 from sampot_lib.data import public
-from sampot_lib.data.folder import FolderDataset, validate_folder
+from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import CONFOUNDER_PRESETS, write_phantom_set
 from sampot_lib.data.splits import empty_parts, make_splits, save_splits
+from sampot_lib.data.validate import validate_folder
 from sampot_lib.defaults import PAPER_FRACTIONS
 from sampot_lib.errors import SampotError, SampotWarning
 

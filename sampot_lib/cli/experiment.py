@@ -13,7 +13,8 @@ from sampot_lib.cli.evolve import safeguards_of
 from sampot_lib.cli.options import plain, typed
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import run_calibration
-from sampot_lib.experiment.config import ExperimentConfig, differs_from_paper, preset_values
+from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.presets import differs_from_paper, preset_values
 from sampot_lib.experiment.records import read_csv
 from sampot_lib.experiment.runner import results_made_otherwise, run_experiment
 from sampot_lib.experiment.stages import train_regressor_stage

@@ -19,6 +19,7 @@ from sampot_lib.defaults import (
     LR,
     MAX_AREA_RATIO,
     MIN_OVERLAP,
+    PRESETS,
     RANK_WEIGHT,
     REGRESSOR_PATIENCE,
     REGRESSOR_SIZE,
@@ -26,7 +27,6 @@ from sampot_lib.defaults import (
     STEPS,
     TRUST_RADIUS,
 )
-from sampot_lib.experiment.config import PRESETS
 
 #: The number options a preset may set: their defaults are marked so that a preset replaces only those not typed.
 PRESET_NUMBERS = ("seed", "max_images", "regressor_size", "epochs", "steps", "patience", "lr", "sharpness",

@@ -1,10 +1,11 @@
 """Images and masks: reading, validation, folder-format data sets, splits, public sets and the phantom."""
 
-from sampot_lib.data.folder import Dataset, FolderDataset, Report, validate_folder
+from sampot_lib.data.folder import Dataset, FolderDataset
 from sampot_lib.data.io import read_image, read_mask
 from sampot_lib.data.phantom import make_phantom, write_phantom_set
 from sampot_lib.data.pixels import preprocess, to_uint8
 from sampot_lib.data.splits import load_splits, make_splits, save_splits
+from sampot_lib.data.validate import Report, validate_folder
 
 __all__ = [
     "Dataset",

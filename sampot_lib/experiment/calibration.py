@@ -58,15 +58,9 @@ from sampot_lib.files import sha256_file
 from sampot_lib.method.evolve import evolve_prompt, truth_gain
 from sampot_lib.method.metrics import pearson_or_none
 from sampot_lib.method.prompts import Safeguards
-from sampot_lib.method.regressor import (
-    RegressorData,
-    SegmentationRegressor,
-    fine_tune,
-    load_regressor,
-    predict_dice,
-    save_regressor,
-)
+from sampot_lib.method.regressor import SegmentationRegressor, load_regressor, save_regressor
 from sampot_lib.method.regressor_origin import check_regressor, describe_origin, same_labelled
+from sampot_lib.method.regressor_training import RegressorData, fine_tune, predict_dice
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.method.training_set import model_prompts_for, regressor_samples

@@ -1,4 +1,4 @@
-"""The settings of an experiment, their checks, and the paper's preset.
+"""The settings of an experiment and their checks.
 
 :class:`ExperimentConfig` holds everything that decides a run's numbers (written to ``out/config.json``). Every
 value is checked when the config is made, by type and by range, so a notebook parameter or a command-line value that
@@ -30,12 +30,12 @@ from sampot_lib.defaults import (
     N_SYNTHETIC,
     OPTIMIZERS,
     PAPER_FRACTIONS,
+    PRESETS,
     RANK_WEIGHT,
     REGRESSOR_LR,
     REGRESSOR_PATIENCE,
     REGRESSOR_SIZE,
     RULE,
-    SAFEGUARDS_OFF,
     SAFEGUARDS_ON,
     SCORERS,
     SHARPNESS,
@@ -105,8 +105,8 @@ class ExperimentConfig:
             regressor for other settings, or one that saw the test images, is refused unless
             ``allow_foreign_regressor``, and the results then record every difference. None: train one.
         allow_foreign_regressor: Use a ``regressor`` made for other settings or data, on purpose.
-        preset: The name of the preset the values came from (a label; :func:`differs_from_paper` says what
-            differs), or None.
+        preset: The name of the preset the values came from (a label;
+            :func:`~sampot_lib.experiment.presets.differs_from_paper` says what differs), or None.
         seeds: Run the regressor training and the evolution once per seed (sub-folders ``seed_<k>/`` of ``out``,
             all on the split made with ``seed``) and report mean and spread; None runs ``seed`` alone.
         workers: None or 1: the per-image work runs in this process; N > 1: a local Dask cluster of N processes
@@ -324,115 +324,6 @@ def _is_number(v: Any) -> bool:
 def _positive(name: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         raise SampotError(f"parameter {name!r} must be a finite number > 0, got {value!r}.")
-
-
-# -- presets -------------------------------------------------------------------------------------------------------
-
-#: Named sets of settings. "paper": the paper's settings (Sathish et al., sections 3.2-3.3) where it gives them, and
-#: our reading where it is silent (steps, sharpness and the number of synthetic masks; see the README).
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "safeguards": "off",  # resolved by apply_preset: only the image border limits the click
-        "epochs": 200,  # paper: 200 epochs, batch 32, Adam, lr 1e-3, best validation loss
-        "batch_size": 32,
-        "regressor_lr": 1e-3,
-        "max_images": None,  # all images
-        "split_fractions": [float(f) for f in PAPER_FRACTIONS],  # 41 / 28 / 53 subjects
-        "n_outside": 3,  # 3 band clicks + 3 outside clicks = the paper's 6 model masks per image
-        "n_synthetic": 16,  # our reading: the paper's 901 train masks over 41 subjects leave ~16 level sets a subject
-        "steps": 30,  # our reading: the paper does not give the number of Adam steps
-        "lr": 10.0,  # paper: step size 10
-        "sharpness": 5.0,  # our reading: the paper says only "a steeper slope"
-        "prompt": "click",  # paper: one positive click at the centroid
-        "optimizer": "adam",
-        "scorers": ["regressor"],
-    },
-}
-#: Preset values that are our reading where the paper is silent.
-_READINGS = {"n_synthetic", "steps", "sharpness"}
-#: What the paper used that a preset cannot set for you (the user picks the model and the data).
-PAPER_CONTEXT = {"model": "vit_b"}
-
-
-def _resolve(name: str, values: dict[str, Any]) -> dict[str, Any]:
-    out = dict(values)
-    if out.get("safeguards") == "off":
-        out["safeguards"] = dict(SAFEGUARDS_OFF)
-    return out
-
-
-def preset_values(name: str) -> dict[str, Any]:
-    """The settings of preset ``name`` (safeguards resolved to a dict)."""
-    if name not in PRESETS:
-        raise SampotError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}.")
-    return _resolve(name, PRESETS[name])
-
-
-def apply_preset(name: str, **overrides: Any) -> ExperimentConfig:
-    """An :class:`ExperimentConfig` with a preset's settings, then the overrides.
-
-    An override wins over the preset; :func:`differs_from_paper` then lists it.
-
-    Args:
-        name: The preset's name (a key of :data:`PRESETS`).
-        **overrides: :class:`ExperimentConfig`'s fields (``data`` and ``out`` at least).
-
-    Returns:
-        The config, its ``preset`` set to ``name``.
-
-    Raises:
-        SampotError: An unknown preset, or a value :class:`ExperimentConfig` refuses.
-    """
-    values = preset_values(name) | overrides | {"preset": name}
-    return ExperimentConfig(**values)
-
-
-def differs_from_paper(config: ExperimentConfig) -> list[str]:
-    """The settings of a config that differ from the paper's.
-
-    The book prints this beside its comparison table, so a run that is not the paper's setting says so.
-
-    Args:
-        config: The config.
-
-    Returns:
-        One readable line each, e.g. ``"epochs: 5 (paper: 200)"``.
-    """
-    paper = preset_values("paper") | PAPER_CONTEXT
-    lines = []
-    for key, want in paper.items():
-        have = getattr(config, key)
-        if key == "safeguards":
-            off = {k: v for k, v in have.items() if v is not None and k in ("trust_radius", "min_overlap",
-                                                                           "max_area_ratio")}  # fmt: skip
-            if off:
-                shown = ", ".join(f"{k} {v:g}" for k, v in off.items())
-                lines.append(f"safeguards: on ({shown}) (paper: off)")
-            continue
-        if key == "max_images" and have is not None:
-            lines.append(f"max_images: {have} per split (paper: all images)")
-        elif have != want and key in _READINGS:
-            lines.append(f"{key}: {_fmt(have)} (paper preset: {_fmt(want)}; the paper gives no value)")
-        elif have != want:
-            lines.append(f"{key}: {_fmt(have)} (paper: {_fmt(want)})")
-    if config.regressor_patience:
-        lines.append(f"regressor_patience: {config.regressor_patience} epochs without a lower validation loss end "
-                     "training (paper: all epochs)")  # fmt: skip
-    if config.patience and config.patience < config.steps:
-        lines.append(f"patience: {config.patience} steps without a rise end evolution (paper: every step)")
-    if config.split_file is not None:
-        lines.append(f"split: from {Path(config.split_file).name} (paper: its own 41 / 28 / 53 subjects)")
-    if config.regressor is not None:
-        lines.append(f"regressor: trained elsewhere ({Path(config.regressor).name}) (paper: trained on this split)")
-    return lines
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, list):
-        return " / ".join(_fmt(x) for x in v)
-    return str(v)
 
 
 # -- which settings each stage's results depend on ------------------------------------------------------------------

@@ -15,8 +15,9 @@ from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import load_splits, make_splits, save_splits
 from sampot_lib.errors import SampotError, SampotWarning
-from sampot_lib.experiment.config import ExperimentConfig, apply_preset
+from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.parallel import usable_cores
+from sampot_lib.experiment.presets import apply_preset
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.runfolder import RunFolder, split_hash, split_hash_of
 from sampot_lib.files import sha256_file

@@ -42,15 +42,9 @@ from sampot_lib.experiment.summary import column_r
 from sampot_lib.files import sha256_file, write_bytes
 from sampot_lib.method.evolve import measure_prompt
 from sampot_lib.method.prompts import Prompt
-from sampot_lib.method.regressor import (
-    RegressorData,
-    SegmentationRegressor,
-    fit_regressor,
-    load_regressor,
-    predict_dice,
-    save_regressor,
-)
+from sampot_lib.method.regressor import SegmentationRegressor, load_regressor, save_regressor
 from sampot_lib.method.regressor_origin import check_regressor, describe_origin
+from sampot_lib.method.regressor_training import RegressorData, fit_regressor, predict_dice
 from sampot_lib.method.scoring import RegressorScorer, choose_blend_weight
 from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.method.training_set import model_prompts_for, regressor_samples

@@ -23,7 +23,8 @@ from sampot_lib.defaults import N_OUTSIDE, N_SYNTHETIC, REGRESSOR_SIZE, SHARPNES
 from sampot_lib.errors import SampotError, is_place_error
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, as_prompt, predict
-from sampot_lib.method.regressor import RegressorData, to_input
+from sampot_lib.method.regressor import to_input
+from sampot_lib.method.regressor_training import RegressorData
 from sampot_lib.method.scoring import soft_mask
 from sampot_lib.method.synth import band_prompts, candidate_masks, model_prompts, outside_prompts
 from sampot_lib.models.base import PromptableModel

@@ -29,7 +29,8 @@ from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, Safeguards, predict_mask
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.method.scoring import OracleScorer, RegressorScorer
-from sampot_lib.report.figures import evolution_scatter, margin_curve_figure, trajectory_figure
+from sampot_lib.report.figures import trajectory_figure
+from sampot_lib.report.metric_figures import evolution_scatter, margin_curve_figure
 from sampot_lib.report.tables import SCORER_LABELS
 
 #: Keys of a summary that count images (shown as whole numbers for one seed).

@@ -16,7 +16,8 @@ from sampot_lib.experiment.calibration import (
     measure_transfer,
     transfer_samples,
 )
-from sampot_lib.method.regressor import SegmentationRegressor, fine_tune
+from sampot_lib.method.regressor import SegmentationRegressor
+from sampot_lib.method.regressor_training import fine_tune
 from sampot_lib.models.base import PromptableModel
 
 

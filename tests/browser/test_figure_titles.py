@@ -14,6 +14,7 @@ import plotly
 
 from sampot_lib.method.synth import candidate_masks
 from sampot_lib.report import figures as viz
+from sampot_lib.report import metric_figures
 
 LONG = "a title as long as the book's longest, naming the model, the data set and every number beside it"
 
@@ -39,11 +40,11 @@ def _figures():
     return {
         "heatmap": viz.heatmap_figure(image, points, rng.random(len(points)), truth=mask, step=16, title=LONG),
         "level_sets": viz.level_set_figure(image, mask, [c.mask for c in cands], [c.dice for c in cands]),
-        "training": viz.training_curves(history),
-        "scatter": viz.score_scatter([0.1, 0.5, 0.9], [0.2, 0.4, 0.8], r=0.9, title=LONG),
+        "training": metric_figures.training_curves(history),
+        "scatter": metric_figures.score_scatter([0.1, 0.5, 0.9], [0.2, 0.4, 0.8], r=0.9, title=LONG),
         "trajectory": viz.trajectory_figure(image, steps, masks={0: mask}, truth=mask, best_step=2, title=LONG),
-        "evolution": viz.evolution_scatter(rows, title=LONG),
-        "margins": viz.margin_curve_figure(
+        "evolution": metric_figures.evolution_scatter(rows, title=LONG),
+        "margins": metric_figures.margin_curve_figure(
             [
                 {"margin": 0.0, "mean_gain": 0.02, "harmed": 2, "moved": 5},
                 {"margin": 0.1, "mean_gain": 0.01, "harmed": 0, "moved": 2},

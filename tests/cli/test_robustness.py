@@ -24,11 +24,12 @@ from PIL import Image
 from sampot_lib import errors as checks
 from sampot_lib.cli.checks import check_args
 from sampot_lib.cli.main import build_parser, main
-from sampot_lib.data.folder import FolderDataset, validate_folder
+from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import check_mask, read_image, read_mask, write_png
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.pixels import preprocess
 from sampot_lib.data.splits import load_splits, split_info
+from sampot_lib.data.validate import validate_folder
 from sampot_lib.defaults import MAX_REGRESSOR_SIZE
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.files import atomic_write, write_text

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from sampot_lib.cli.data import add_data_commands
-from sampot_lib.data.folder import FolderDataset, validate_folder
+from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import has_outside_ring, read_image
 from sampot_lib.data.splits import split_counts
+from sampot_lib.data.validate import validate_folder
 from sampot_lib.defaults import MIN_IMAGE_SIDE, OUTSIDE_OFFSET
 from sampot_lib.errors import SampotError
 from sampot_lib.method.regressor_origin import check_regressor

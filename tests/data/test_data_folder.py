@@ -11,7 +11,8 @@ from data_fixtures import lung_pair, make_folder
 from PIL import Image
 
 from sampot_lib.cli.data import add_data_commands
-from sampot_lib.data.folder import FolderDataset, validate_folder
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.data.validate import validate_folder
 from sampot_lib.errors import SampotError
 
 JSRT = Path(__file__).parents[2].parent / "shared/data/jsrt_scr"

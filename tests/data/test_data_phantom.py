@@ -9,9 +9,10 @@ import pytest
 from scipy import ndimage
 
 from sampot_lib.cli.data import add_data_commands
-from sampot_lib.data.folder import FolderDataset, validate_folder
+from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import make_phantom, write_phantom_set
 from sampot_lib.data.phantom_shapes import geometry
+from sampot_lib.data.validate import validate_folder
 from sampot_lib.errors import SampotError
 
 S = 256

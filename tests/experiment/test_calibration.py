@@ -33,15 +33,9 @@ from sampot_lib.experiment.calibration import (
 )
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.provenance import mask_hashes
-from sampot_lib.method.regressor import (
-    RegressorData,
-    fine_tune,
-    fit_regressor,
-    load_regressor,
-    predict_dice,
-    save_regressor,
-)
+from sampot_lib.method.regressor import load_regressor, save_regressor
 from sampot_lib.method.regressor_origin import check_regressor
+from sampot_lib.method.regressor_training import RegressorData, fine_tune, fit_regressor, predict_dice
 from sampot_lib.models import load_model
 from sampot_lib.report.transfer import compare_on_test, markdown_table
 

@@ -22,12 +22,9 @@ from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.defaults import OPTIMIZERS
 from sampot_lib.experiment import stages as pipeline_module
-from sampot_lib.experiment.config import (
-    ExperimentConfig,
-    apply_preset,
-    differs_from_paper,
-)
+from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.evolution import evolve_stage
+from sampot_lib.experiment.presets import apply_preset, differs_from_paper
 from sampot_lib.experiment.provenance import mask_hashes
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.runfolder import LOCK, OWNER, RunFolder

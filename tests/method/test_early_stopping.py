@@ -12,11 +12,12 @@ import torch
 from conftest import disk_image
 
 from sampot_lib.errors import SampotError
-from sampot_lib.method import regressor as regressor_module
+from sampot_lib.method import regressor_training as regressor_module
 from sampot_lib.method.evolve import Safeguards, evolve_prompt, stop_step
 from sampot_lib.method.optimizers import OPTIMIZERS
 from sampot_lib.method.prompts import Prompt
-from sampot_lib.method.regressor import RegressorData, fit_regressor, to_input
+from sampot_lib.method.regressor import to_input
+from sampot_lib.method.regressor_training import RegressorData, fit_regressor
 
 # Scores by model call. With min_gain 1e-3 the best score rises at calls 0, 1 and 3 (call 2 rises by 0.0005, call 5
 # by 0.0005 over call 3's 0.61), so a patience of 3 stops at call 6; with min_gain 0 call 5 is a rise too: call 8;

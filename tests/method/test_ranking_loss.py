@@ -8,7 +8,7 @@ from test_regressor_evolve import _disk_set
 import sampot_lib.method.regressor as regressor_module
 from sampot_lib import SampotError
 from sampot_lib.experiment.config import STAGE_SETTINGS, ExperimentConfig
-from sampot_lib.method.regressor import (
+from sampot_lib.method.regressor_training import (
     fit_regressor,
     image_grouped_order,
     pair_mse,

@@ -12,16 +12,8 @@ from sampot_lib.method.evolve import Safeguards, check_point, evolve_prompt, tra
 from sampot_lib.method.heatmap import dice_heatmap, grid_points
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, predict, predict_mask
-from sampot_lib.method.regressor import (
-    RegressorData,
-    SegmentationRegressor,
-    fit_regressor,
-    load_regressor,
-    predict_dice,
-    save_regressor,
-    score_mask,
-    to_input,
-)
+from sampot_lib.method.regressor import SegmentationRegressor, load_regressor, save_regressor, score_mask, to_input
+from sampot_lib.method.regressor_training import RegressorData, fit_regressor, predict_dice
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.synth import candidate_masks
 

@@ -14,6 +14,7 @@ from sampot_lib.method.metrics import dice
 from sampot_lib.method.regressor import SegmentationRegressor
 from sampot_lib.method.synth import candidate_masks
 from sampot_lib.report import figures as viz
+from sampot_lib.report import metric_figures
 
 
 def test_image_trace_places_pixels_in_original_coordinates():
@@ -59,17 +60,17 @@ def test_level_set_figure_has_one_panel_per_mask(disk):
 
 def test_training_curves_mark_the_best_epoch():
     history = [{"epoch": e, "train_mse": 1 / e, "val_mse": abs(e - 3) + 0.1} for e in range(1, 6)]
-    fig = viz.training_curves(history)
+    fig = metric_figures.training_curves(history)
     assert list(fig.data[2].x) == [3]
     with pytest.raises(SampotError):
-        viz.training_curves([])
+        metric_figures.training_curves([])
 
 
 def test_score_scatter_reports_r_and_splits_kinds():
-    fig = viz.score_scatter([0.1, 0.5, 0.9], [0.2, 0.4, 0.8], r=0.987, kinds=["a", "b", "a"])
+    fig = metric_figures.score_scatter([0.1, 0.5, 0.9], [0.2, 0.4, 0.8], r=0.987, kinds=["a", "b", "a"])
     assert "0.99" in fig.layout.title.text
     assert [t.name for t in fig.data[1:]] == ["a", "b"]
-    assert "undefined" in viz.score_scatter([0.1], [0.2], r=None).layout.title.text
+    assert "undefined" in metric_figures.score_scatter([0.1], [0.2], r=None).layout.title.text
 
 
 def test_trajectory_slider_moves_click_and_mask(tiny_model, disk):
@@ -91,21 +92,21 @@ def test_evolution_scatter_one_trace_per_setting():
         {"image_id": "a", "safeguards": "on", "dice0": 0.5, "dice": 0.6},
         {"image_id": "a", "safeguards": "off", "dice0": 0.5, "dice": 0.1},
     ]
-    fig = viz.evolution_scatter(rows)
+    fig = metric_figures.evolution_scatter(rows)
     assert [t.name for t in fig.data] == ["unchanged", "safeguards on", "safeguards off"]
     # the axes fit the data (not the whole 0-1 square), alike on both, so the unit line stays the diagonal
     lo, hi = fig.layout.xaxis.range
     assert tuple(fig.layout.yaxis.range) == (lo, hi) and 0.05 <= lo < 0.1 and 0.6 < hi <= 0.65
     assert list(fig.data[0].x) == [lo, hi] == list(fig.data[0].y)
     with pytest.raises(SampotError):
-        viz.evolution_scatter([])
+        metric_figures.evolution_scatter([])
 
 
 def test_margin_curve_marks_the_chosen_margin():
     curve = [{"margin": 0.0, "mean_gain": 0.02, "harmed": 2, "moved": 5},
              {"margin": 0.05, "mean_gain": 0.015, "harmed": 0, "moved": 3},
              {"margin": 1.0, "mean_gain": 0.0, "harmed": 0, "moved": 0}]  # fmt: skip
-    fig = viz.margin_curve_figure(curve, 0.05)
+    fig = metric_figures.margin_curve_figure(curve, 0.05)
     assert list(fig.data[0].x) == [2, 0, 0] and list(fig.data[0].y) == [0.02, 0.015, 0.0]
     assert (fig.data[1].x[0], fig.data[1].y[0]) == (0, 0.015) and fig.data[1].name == "chosen: 0.05"
 

@@ -19,7 +19,7 @@ from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_
 from sampot_lib.experiment.parallel import Workers
 from sampot_lib.experiment.provenance import cpu_model, versions
 from sampot_lib.experiment.records import read_json, write_csv, write_json
-from sampot_lib.experiment.runfolder import StageParts, as_stored
+from sampot_lib.experiment.stage_parts import StageParts, as_stored
 from sampot_lib.experiment.stages import (
     begin_test_stage,
     lazy_model,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -54,9 +53,6 @@ RESULT_FILES = ("regressor.pt", "regressor_history.csv", "regressor_eval.csv", "
 
 # Locks this process holds, by lock path: a stage called inside run_experiment takes the lock its caller holds.
 _HELD: dict[str, list[Any]] = {}
-
-
-# -- CSV and JSON -------------------------------------------------------------------------------------------------
 
 
 def split_hash(splits: dict[str, list[str]]) -> str:
@@ -443,53 +439,6 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def _version() -> str:
     return __version__
-
-
-# -- the data set and the split --------------------------------------------------------------------------------------
-
-
-def part_text(result: dict[str, Any]) -> str:
-    # NaN stays NaN (Python's JSON reads it back); numpy scalars become Python numbers
-    return json.dumps(result, allow_nan=True, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-
-
-def as_stored(result: dict[str, Any]) -> dict[str, Any]:
-    """``result`` as its part file holds it (tuples as lists, numpy scalars as numbers): a fresh and a resumed
-    run then write the same bytes."""
-    return json.loads(part_text(result))
-
-
-class StageParts:
-    """Per-image results of an unfinished stage, one JSON file each, under ``root/<key>/`` (``key``: the hash of
-    what the results depend on, so a part from other settings is never used). ``keep=False`` starts afresh."""
-
-    def __init__(self, root: Path, key: str, keep: bool):
-        self.root, self.dir = root, root / key[:16]
-        if root.is_dir():  # parts of other settings, or every part when not resuming, are of no use
-            for old in root.iterdir():
-                if keep and old == self.dir:
-                    continue
-                if old.is_dir():
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    old.unlink(missing_ok=True)
-
-    def load(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """{id: stored result} of every readable part of ``ids`` (a damaged one is redone)."""
-        out = {}
-        for image_id in ids:
-            try:
-                out[image_id] = json.loads((self.dir / f"{image_id}.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-        return out
-
-    def save(self, image_id: str, result: dict[str, Any]) -> None:
-        """Write one image's part atomically (a temporary name renamed into place)."""
-        write_text(self.dir / f"{image_id}.json", part_text(result))
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def split_hash_of(path: Path) -> str | None:

@@ -311,9 +311,9 @@ def fine_tune(
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
     """Fine-tune a copy of a regressor (left unchanged), starting from its weights, with Adam + MSE.
 
-    The samples must be at the regressor's input size (:func:`sampot_lib.experiment.calibration.transfer_samples` with
-    ``size=regressor.input_size``). Batch norm's running statistics adapt to the new images too (the network trains in
-    train mode).
+    The samples must be at the regressor's input size
+    (:func:`sampot_lib.experiment.regressor_transfer.transfer_samples` with ``size=regressor.input_size``). Batch
+    norm's running statistics adapt to the new images too (the network trains in train mode).
 
     Args:
         regressor: The regressor.

@@ -10,12 +10,8 @@ import numpy as np
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import LR, N_OUTSIDE, N_SYNTHETIC, SHARPNESS, STEPS, TUNE_EPOCHS, TUNE_LR
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.calibration import (
-    choose_labelled,
-    format_or_na,
-    measure_transfer,
-    transfer_samples,
-)
+from sampot_lib.experiment.calibration import choose_labelled, format_or_na
+from sampot_lib.experiment.regressor_transfer import measure_transfer, transfer_samples
 from sampot_lib.method.regressor import SegmentationRegressor
 from sampot_lib.method.regressor_training import fine_tune
 from sampot_lib.models.base import PromptableModel

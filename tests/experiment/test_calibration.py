@@ -24,15 +24,10 @@ from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import save_splits
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.calibration import (
-    CALIBRATION_FILES,
-    choose_labelled,
-    measure_transfer,
-    score_summary,
-    transfer_samples,
-)
+from sampot_lib.experiment.calibration import CALIBRATION_FILES, choose_labelled
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.provenance import mask_hashes
+from sampot_lib.experiment.regressor_transfer import measure_transfer, score_summary, transfer_samples
 from sampot_lib.method.regressor import load_regressor, save_regressor
 from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.regressor_training import RegressorData, fine_tune, fit_regressor, predict_dice

@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_regressor_evolve import _disk_set
 
-import sampot_lib.method.regressor as regressor_module
+import sampot_lib.method.regressor_training as regressor_module
 from sampot_lib import SampotError
 from sampot_lib.experiment.config import STAGE_SETTINGS, ExperimentConfig
 from sampot_lib.method.regressor_training import (

@@ -32,7 +32,7 @@ import torch
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import HARM_TOLERANCE, RULE
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, device
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.evolution import evolve_stage
 from sampot_lib.experiment.presets import apply_preset
@@ -198,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check is not None:
             return check(args.check, Path(args.data), Path(args.results))
+        where = device(args.device, "--device")  # a GPU this machine lacks is named before any work
         make(args.only or list(RUNS), args.seeds, Path(args.data), Path(args.work), Path(args.results),
-             device=args.device, stamp=args.commit)  # fmt: skip
+             device=where, stamp=args.commit)  # fmt: skip
     except SampotError as exc:
         print(f"make_results: error: {exc}", file=sys.stderr)
         return 2

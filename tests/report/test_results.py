@@ -4,7 +4,11 @@ re-run that differs from the committed one."""
 from __future__ import annotations
 
 import statistics
+import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 from sampot_lib.defaults import HARM_TOLERANCE, RULE
 from sampot_lib.experiment.records import read_csv
@@ -145,3 +149,27 @@ def test_harmed_images_come_from_the_runs_own_count_never_from_the_worst_drop():
 
     assert harmed_count({"harmed": "3", "worst_drop": "0.0"}) == 3
     assert harmed_count({"harmed": "", "worst_drop": "-0.001"}) is None  # no count recorded: unknown, not 0
+
+
+def test_make_results_names_a_missing_gpu_before_any_work(tmp_path, capsys, monkeypatch):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import make_results
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks" / "heart").mkdir(parents=True)
+    work = tmp_path / "work"
+    monkeypatch.setenv("SAMPOT_EMBEDDINGS", str(tmp_path / "embeddings"))  # the script's default would outlive the test
+    if not torch.cuda.is_available():
+        where = "cuda"
+    elif torch.cuda.device_count() < 8:
+        where = "cuda:7"
+    else:
+        pytest.skip("this machine has 8 or more CUDA GPUs")
+    rc = make_results.main(["--only", "litemedsam_heart_box", "--seeds", "1", "--data", str(data), "--work", str(work),
+                            "--results", str(tmp_path / "results"), "--device", where])  # fmt: skip
+    assert rc == 2
+    assert f"--device {where}" in capsys.readouterr().err
+    assert not work.exists()

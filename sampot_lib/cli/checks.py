@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from sampot_lib import errors as checks
-from sampot_lib.cli.options import typed
+from sampot_lib.cli.options import is_default, typed
 from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import (
     MAX_LR,
@@ -145,7 +145,7 @@ def check_args(args: argparse.Namespace) -> None:
         rules = {"seed": _VALUES["seed"], **_DATA_VALUES.get(data_cmd, {})}
     for dest, (flag, check) in rules.items():
         value = getattr(args, dest, None)
-        if value is not None:
+        if value is not None and not is_default(value):  # a default is valid, and its mark lets a preset replace it
             setattr(args, dest, check(value, flag))
     _check_patience(args)
     _check_model(args)

@@ -215,10 +215,15 @@ def mark_defaults(p: argparse.ArgumentParser) -> None:
             p.set_defaults(**{dest: _DefaultFloat(value)})
 
 
+def is_default(value: Any) -> bool:
+    """Whether ``value`` is an option's marked default (see :func:`mark_defaults`), not a value the user typed."""
+    return isinstance(value, (_DefaultInt, _DefaultFloat))
+
+
 def typed(args: argparse.Namespace, dest: str) -> bool:
     """Whether the user gave option ``dest`` (rather than leaving its default)."""
     value = getattr(args, dest, None)
-    return value is not None and value is not False and not isinstance(value, (_DefaultInt, _DefaultFloat))
+    return value is not None and value is not False and not is_default(value)
 
 
 def plain(value: Any) -> Any:

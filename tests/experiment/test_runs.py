@@ -12,10 +12,12 @@ import sys
 
 import numpy as np
 import pytest
+from data_fixtures import make_folder
 from filelock import FileLock
 from PIL import Image
 
 from sampot_lib import SampotError
+from sampot_lib.cli.checks import check_args
 from sampot_lib.cli.experiment import _config
 from sampot_lib.cli.main import build_parser, main
 from sampot_lib.data.folder import FolderDataset
@@ -394,6 +396,19 @@ def test_cli_preset_gives_way_to_typed_options():
     typed = config("--preset", "paper", "--epochs", "7", "--trust-radius", "0.2", "--max-images", "4")
     assert typed.epochs == 7 and typed.max_images == 4 and typed.safeguards["trust_radius"] == 0.2
     assert type(typed.epochs) is int and type(paper.lr) is float
+
+
+def test_cli_preset_survives_the_checks_of_the_command_line(tmp_path):
+    """`sampot run --preset paper` checks its values before the config is made: the checks must not turn a default
+    into a value the user seems to have typed, or the preset's safeguards (off) give way to the library's (on)."""
+    data = make_folder(tmp_path / "data")
+    args = build_parser().parse_args(["run", str(data), "--out", str(tmp_path / "out"), "--preset", "paper"])
+    check_args(args)
+    assert _config(args).safeguards == apply_preset("paper", data="D", out="O").safeguards
+    args = build_parser().parse_args(["run", str(data), "--out", str(tmp_path / "out"), "--preset", "paper",
+                                      "--trust-radius", "0.2"])  # fmt: skip
+    check_args(args)
+    assert _config(args).safeguards["trust_radius"] == 0.2
 
 
 # -- several seeds -------------------------------------------------------------------------------------------------

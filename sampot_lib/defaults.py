@@ -134,6 +134,7 @@ WORKERS_PER_CORE = 4
 #: Named sets of settings. "paper": the paper's settings (Sathish et al., sections 3.2-3.3) where it gives them, and
 #: our reading where it is silent (steps, sharpness and the number of synthetic masks; see the README).
 #: Each preset's safeguards are a word ("off": only the image border limits the prompt), made a dict when applied.
+#: The paper's values are written out, not taken from the defaults above: a changed default must not change them.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "safeguards": "off",  # the paper moves the click freely
@@ -145,8 +146,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_outside": 3,  # 3 band clicks + 3 outside clicks = the paper's 6 model masks per image
         "n_synthetic": 16,  # our reading: the paper's 901 train masks over 41 subjects leave ~16 level sets a subject
         "steps": 30,  # our reading: the paper does not give the number of Adam steps
-        "lr": LR,  # paper: step size 10
-        "sharpness": SHARPNESS,  # our reading: the paper says only "a steeper slope"
+        "lr": 10.0,  # paper: step size 10
+        "sharpness": 5.0,  # our reading: the paper says only "a steeper slope"
         "prompt": "click",  # paper: one positive click at the centroid
         "optimizer": "adam",
         "scorers": ["regressor"],

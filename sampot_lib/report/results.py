@@ -293,3 +293,24 @@ def results_table_of(text: str) -> str:
     if begin not in text or end not in text:
         raise SampotError(f"the README has no {begin} ... {end} markers for the results table.")
     return text.split(begin, 1)[1].split(end, 1)[0].strip()
+
+
+def margins_markdown(summaries: dict[tuple[str, int], dict[str, Any]]) -> str:
+    """The do-no-harm margin each seed chose on validation and what it did on the test split, as a Markdown table.
+
+    Args:
+        summaries: {(run, seed): the seed's summary}; seeds without the rule are left out.
+
+    Returns:
+        A Markdown table, one row per (run, seed) in order: the margin, the test images whose Dice the rule changed
+        (beyond the unchanged tolerance), improved, worse, and the worst change; "" when no seed has the rule.
+    """
+    lines = ["| run | seed | margin chosen on validation | test prompts changed | improved | worse | worst change |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (run, seed), summary in sorted(summaries.items()):
+        rule, choice = summary.get(RULE), summary.get("rule_validation")
+        if not rule or not choice:
+            continue
+        lines.append(f"| {run} | {seed} | {choice['margin']:g} | {rule['n'] - rule['unchanged']} | {rule['improved']} "
+                     f"| {rule['worse']} | {rule['worst_drop']:+.3f} |")  # fmt: skip
+    return "\n".join(lines) if len(lines) > 2 else ""

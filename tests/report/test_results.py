@@ -16,6 +16,7 @@ from sampot_lib.report.results import (
     buys_markdown,
     first_difference,
     index_rows,
+    margins_markdown,
     results_table_of,
     spread_markdown,
     with_results_table,
@@ -173,3 +174,18 @@ def test_make_results_names_a_missing_gpu_before_any_work(tmp_path, capsys, monk
     assert rc == 2
     assert f"--device {where}" in capsys.readouterr().err
     assert not work.exists()
+
+
+def test_margins_table_shows_each_seeds_margin_and_what_the_rule_did():
+    def summary(margin, n, unchanged, improved, worse, worst):
+        return {RULE: {"n": n, "unchanged": unchanged, "improved": improved, "worse": worse, "worst_drop": worst},
+                "rule_validation": {"margin": margin}}  # fmt: skip
+
+    table = margins_markdown({
+        ("heart", 1): summary(0.05, 107, 24, 77, 6, -0.08),
+        ("heart", 0): summary(0.11, 107, 43, 63, 1, -0.01),
+        ("sam_nano", 0): {"on": {"n": 107}},  # no rule: no row
+    })  # fmt: skip
+    rows = table.splitlines()[2:]
+    assert rows == ["| heart | 0 | 0.11 | 64 | 63 | 1 | -0.010 |", "| heart | 1 | 0.05 | 83 | 77 | 6 | -0.080 |"]
+    assert margins_markdown({("sam_nano", 0): {"on": {"n": 107}}}) == ""

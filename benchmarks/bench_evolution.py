@@ -47,6 +47,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sampot_lib.data.phantom import make_phantom
 from sampot_lib.defaults import EVOLVE_MIN_GAIN
+from sampot_lib.errors import SampotError
+from sampot_lib.errors import device as checked_device
 from sampot_lib.method.evolve import Safeguards, evolve_prompt
 from sampot_lib.method.prompts import Prompt, predict
 from sampot_lib.method.regressor import SegmentationRegressor
@@ -301,6 +303,10 @@ def main() -> None:
     parser.add_argument("--min-gain", type=float, default=EVOLVE_MIN_GAIN)
     parser.add_argument("--device", default="cpu", help="the speed table's device: cpu or cuda (the cost table: cpu)")
     args = parser.parse_args()
+    try:
+        args.device = checked_device(args.device, "--device")  # a GPU this machine lacks is named before any timing
+    except SampotError as exc:
+        parser.error(str(exc))
     image, masks = make_phantom(np.random.default_rng(0), args.image_size)
     if "speed" in args.tables:
         print_speed(args, image, masks)

@@ -78,6 +78,8 @@ SIMULATED_PROMPTS = ("click", "box")
 SCORERS = ("regressor", "confidence", "blend", "oracle")
 #: The do-no-harm rule's name where scores are listed (it picks among the regressor's evolution's steps).
 RULE = "do-no-harm"
+#: Where a run of several seeds records the rule with one margin, chosen on every seed's validation evolutions together.
+RULE_POOLED = "do-no-harm (pooled)"
 OPTIMIZERS = ("adam", "cmaes", "random")
 #: Models whose mask decoder scores a population of prompts (CMA-ES, random search) in one call faster than one by
 #: one on a CPU (8 boxes, 1 thread: SAM-Nano 0.39 x the time per prompt; LiteMedSAM 1.67 x, its 64 x 64 x

@@ -35,6 +35,7 @@ from sampot_lib.defaults import HARM_TOLERANCE, RULE
 from sampot_lib.errors import SampotError, device
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.evolution import evolve_stage
+from sampot_lib.experiment.pooled_rule import pooled_rule, records_rule_gains, seed_folders
 from sampot_lib.experiment.presets import apply_preset
 from sampot_lib.experiment.provenance import cpu_model
 from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_json
@@ -48,6 +49,7 @@ from sampot_lib.report.results import (
     buys_markdown,
     first_difference,
     index_rows,
+    pooled_index_rows,
     with_results_table,
 )
 
@@ -96,11 +98,17 @@ def check_data(data: Path, names: list[str]) -> None:
 
 
 def rebuild_index(results: Path) -> int:
-    """results/index.csv from every committed summary, and the README's table of what SAMPOT buys from it."""
+    """results/index.csv from every committed summary (and the pooled do-no-harm rule of each run whose seeds' rows
+    record the rule's predicted gains), and the README's table of what SAMPOT buys from it."""
     rows = []
     for summary_path in sorted(results.glob("*/seed_*/summary.json")):
         summary = read_json(summary_path, "summary")
         rows += index_rows(summary_path.parent.parent.name, summary, commit=summary.get("commit"))
+    for run in sorted(p for p in results.iterdir() if p.is_dir()):
+        seeds = seed_folders(run)  # the rule with one margin for every seed, where their rows hold what it needs
+        if len(seeds) >= 2 and all(records_rule_gains(f / "evolution.csv") for f in seeds):
+            summaries = {f.name.removeprefix("seed_"): read_json(f / "summary.json", "summary") for f in seeds}
+            rows += pooled_index_rows(run.name, pooled_rule(seeds), summaries)
     rows = [{k: ("" if r.get(k) is None else r[k]) for k in INDEX_COLUMNS} for r in rows]
     if rows:
         write_csv(results / "index.csv", rows)

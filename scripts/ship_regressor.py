@@ -102,32 +102,64 @@ def run_splits(run: Path) -> dict[str, list[str]]:
     raise SampotError(f"{run} has no splits.json (nor has its parent): give a run's seed folder.")
 
 
+#: Simulated users per image whose box prompts calibrate and test the users' intervals: one per image leaves 57
+#: validation residuals, whose conformal quantile moves the coverage by about 4 points from one split to another.
+#: Their seeds are the run's plus multiples of USER_SEED_STEP (the first is the run's own user). A click user is the
+#: centroid: one per image.
+USERS_PER_IMAGE = 5
+USER_SEED_STEP = 1000
+
+
 def model_masks(
     model: PromptableModel, regressor: Any, dataset: FolderDataset, ids: list[str], cfg: dict[str, Any],
     progress: bool = True,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """The regressor's scores and the true Dice of the model's own masks of ``ids``: the run's model prompts (as its
-    training set draws them) and each image's simulated user prompt (as its evaluation and evolution give it).
-    Returns {"predicted", "dice", "user" (bool: a user prompt's mask), "image_id", "binary" (the score of a user
-    prompt's binary mask, as ``sampot score`` reads it; NaN for the others)}."""
+    training set draws them) and each image's simulated users' prompts (:data:`USERS_PER_IMAGE` box users, the first
+    the one its evaluation and evolution give it). Returns {"predicted", "dice", "draw" (the user's number, -1 for a
+    model prompt), "user" (bool: the first user's mask), "users" (bool: any user's), "image_id", "binary" (the score of
+    a user's binary mask, as ``sampot score`` reads it; NaN for the model prompts)}."""
     data = regressor_samples(
         model, dataset, ids, cfg["structure"], regressor.input_size, cfg["sharpness"], 0, cfg["n_outside"],
         cfg["seed"], progress, model_prompts_for(cfg["prompt"], cfg["n_outside"]),
     )  # fmt: skip
     predicted, true = list(predict_dice(regressor, data)), list(data.dice)
-    user, image_ids, binary = [False] * len(data), list(data.image_id), [float("nan")] * len(data)
+    draw, image_ids, binary = [-1] * len(data), list(data.image_id), [float("nan")] * len(data)
+    users = USERS_PER_IMAGE if cfg["prompt"] == "box" else 1
     for image_id in ids:
         image, truth = dataset.image(image_id), dataset.mask(image_id, cfg["structure"])
-        prompt = user_prompt_for(cfg["seed"], cfg["prompt"], cfg["box_jitter"], image_id, truth)
-        scorer = RegressorScorer(regressor, image, cfg["sharpness"])
-        m = measure_prompt(model, model.embed(image), prompt, scorer, truth)
-        predicted.append(m["score"])
-        binary.append(score_mask(regressor, image, m["mask"]))  # as `sampot score` reads the binary mask
-        true.append(m["dice"])
-        user.append(True)
-        image_ids.append(image_id)
-    arrays = {"predicted": np.array(predicted, dtype=float), "dice": np.array(true, dtype=float)}
-    return arrays | {"user": np.array(user), "image_id": np.array(image_ids), "binary": np.array(binary, dtype=float)}
+        scorer, emb = RegressorScorer(regressor, image, cfg["sharpness"]), model.embed(image)
+        for j in range(users):
+            seed = cfg["seed"] + USER_SEED_STEP * j
+            m = measure_prompt(model, emb, user_prompt_for(seed, cfg["prompt"], cfg["box_jitter"], image_id, truth),
+                               scorer, truth)  # fmt: skip
+            predicted.append(m["score"])
+            binary.append(score_mask(regressor, image, m["mask"]))  # as `sampot score` reads the binary mask
+            true.append(m["dice"])
+            draw.append(j)
+            image_ids.append(image_id)
+    drawn = np.array(draw)
+    arrays = {"predicted": np.array(predicted, dtype=float), "dice": np.array(true, dtype=float), "draw": drawn}
+    return arrays | {"user": drawn == 0, "users": drawn >= 0, "image_id": np.array(image_ids),
+                     "binary": np.array(binary, dtype=float)}  # fmt: skip
+
+
+def half_widths(val: dict[str, np.ndarray], level: float) -> tuple[float, dict[str, Any]]:
+    """The split-conformal half-widths at ``level`` from :func:`model_masks` of the validation images: the model's soft
+    masks (the model prompts and each image's first user, as the training set mixes them), and, where the users are
+    enough for the level, the users' own prompts measured apart (soft as evolution's step 0 scores them, binary as
+    ``sampot score`` reads them: a user's prompt makes a better mask than the mix, whose interval over-covers it).
+    Returns (the soft masks' half-width, {"half_width_user", "half_width_binary", "n_user", "n_binary",
+    "users_per_image"} or {})."""
+    mixed, users = val["draw"] <= 0, val["users"]
+    half = conformal_half_width(val["predicted"][mixed] - val["dice"][mixed], level)
+    if math.ceil(((n_users := int(users.sum())) + 1) * level) > n_users:
+        return half, {}
+    return half, {
+        "half_width_user": conformal_half_width(val["predicted"][users] - val["dice"][users], level),
+        "half_width_binary": conformal_half_width(val["binary"][users] - val["dice"][users], level),
+        "n_user": n_users, "n_binary": n_users, "users_per_image": int(val["draw"].max()) + 1,
+    }  # fmt: skip
 
 
 def accuracy(predicted: np.ndarray, true: np.ndarray, half_width: float | None = None) -> dict[str, Any]:
@@ -246,6 +278,13 @@ def card_text(rec: ShippedRegressor) -> str:
         f"{c['level']:.0%} on {c['n']} validation masks (there r {v['r']:.3f}, MAE {v['mae']:.3f}), for the model's "
         "own masks as evolution scores them (the sigmoid of the logits). "
         + (
+            f"A user's own prompt makes a better mask than that mix: `sampot evolve` gives its predicted Dice "
+            f"± {c['half_width_user']:.3f}, split-conformal on {c['n_user']} simulated users' prompts of the "
+            f"validation images ({c['users_per_image']} per image). "
+            if "half_width_user" in c
+            else ""
+        )
+        + (
             f"`sampot score` reads a binary mask, whose score can differ by a few hundredths: its interval is "
             f"± {c['half_width_binary']:.3f}, split-conformal on the binary masks of the {c['n_binary']} validation "
             "users' prompts. "
@@ -329,16 +368,11 @@ def ship(
     model = load_model(meta["model"], mask_output=meta.get("mask_output"))
     print(f"validation: the model's masks of {len(splits['val'])} images", file=sys.stderr)
     val = model_masks(model, regressor, dataset, splits["val"], cfg, progress)
-    half = conformal_half_width(val["predicted"] - val["dice"], level)
-    # a binary mask scores a few hundredths off its soft mask: `sampot score` gets its own half-width, from the
-    # validation users' binary masks (one per image: a small split has too few, and the soft masks' serves)
-    apart: dict[str, Any] = {}  # the half-widths measured on a kind of mask of their own
-    if math.ceil(((n_binary := int(val["user"].sum())) + 1) * level) <= n_binary:
-        residuals = val["binary"][val["user"]] - val["dice"][val["user"]]
-        apart = {"half_width_binary": conformal_half_width(residuals, level), "n_binary": n_binary}
+    half, apart = half_widths(val, level)
     print(f"test: the model's masks of {len(splits['test'])} images", file=sys.stderr)
     test = model_masks(model, regressor, dataset, splits["test"], cfg, progress)
-    user = test["user"]
+    user, mixed_test = test["users"], test["draw"] <= 0
+    mixed = val["draw"] <= 0
     summary = read_json(run / "summary.json", "run summary") if (run / "summary.json").is_file() else {}
     rule = summary.get("rule_validation") or {}
     weight = meta.get("blend_weight")
@@ -358,10 +392,10 @@ def ship(
     evolved = evolve_split(model, regressor, dataset, splits["test"], cfg, weight, "test")
     test_evo = rule_on_test(evolved["predicted"], evolved["gain"], margin["margin"]) | {"settings": defaults}
     numbers = {
-        "conformal": {"half_width": half, "level": level, "n": int(len(val["dice"]))} | apart,
-        "val": accuracy(val["predicted"], val["dice"]),
-        "test": accuracy(test["predicted"], test["dice"], half),
-        "test_user": accuracy(test["predicted"][user], test["dice"][user], half),
+        "conformal": {"half_width": half, "level": level, "n": int(mixed.sum())} | apart,
+        "val": accuracy(val["predicted"][mixed], val["dice"][mixed]),
+        "test": accuracy(test["predicted"][mixed_test], test["dice"][mixed_test], half),
+        "test_user": accuracy(test["predicted"][user], test["dice"][user], apart.get("half_width_user", half)),
         "test_user_binary": accuracy(test["binary"][user], test["dice"][user], apart.get("half_width_binary", half)),
         "test_evolved": accuracy(evolved["score"], evolved["dice"], apart.get("half_width_evolved", half)),
         "evolution": evolution_numbers(run),

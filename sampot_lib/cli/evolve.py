@@ -189,7 +189,7 @@ def dice_record(result: EvolutionResult, shipped: ShippedRegressor | None = None
     out: dict = {"dice_predicted_initial": i.score, "dice_predicted_final": b.score}
     if shipped is not None:
         out |= {
-            "dice_predicted_initial_interval": list(shipped.interval(i.score)),
+            "dice_predicted_initial_interval": list(shipped.interval(i.score, of="user")),
             "dice_predicted_final_interval": list(shipped.interval(b.score, of="evolved")),
             "interval_level": shipped.level,
         }

@@ -164,7 +164,8 @@ def _evolve_image(
 ) -> dict[str, Any]:  # fmt: skip
     """One image's evolution for every (group, scorer, safeguards, box jitter) of ``plan``: {"rows": its rows of
     ``evolution.csv``, "trajectories": {"<id>/<group>": record}} (a task a worker may run). ``rule``: also the
-    regressor's evolution (group "on") with the do-no-harm rule's winner, as group ``do-no-harm``.
+    regressor's evolution (group "on") with the do-no-harm rule's winner, as group ``do-no-harm``; both rows carry
+    ``rule_predicted_gain``, the predicted gain of the winner the rule judged (empty in the other rows).
     ``truth_per_step``: every step records its true Dice (a full-size mask per step), for the selection metrics."""
     guarded = Safeguards(**config.safeguards)
     image, truth = dataset.image(image_id), dataset.mask(image_id, config.structure)
@@ -186,8 +187,10 @@ def _evolve_image(
             )  # fmt: skip
         res = done[key]
         runs = [(group, scorer_name, res)]
+        judged = None  # the rule's predicted gain of the winner it judged, so another margin can be applied later
         if rule is not None and group == "on":
             runs.append((RULE, scorer_name, rule.apply(res)))
+            judged = rule.predicted_gain(res)
         for name, scored_by, run in runs:
             rows.append({
                 "image_id": image_id, "group": name, "scorer": scored_by, "safeguards": guard_name,
@@ -195,7 +198,7 @@ def _evolve_image(
                 "x": run.best.x, "y": run.best.y, "best_step": run.best_step, "score0": run.initial.score,
                 "score": run.best.score, "coords0": _coords_text(run.initial.coords),
                 "coords": _coords_text(run.best.coords),
-            } | truth_gain(run, truth))  # fmt: skip
+            } | truth_gain(run, truth) | {"rule_predicted_gain": judged if name in ("on", RULE) else None})  # fmt: skip
             trajectories[f"{image_id}/{name}"] = run.to_dict()
     return {"rows": rows, "trajectories": trajectories}
 
@@ -235,4 +238,4 @@ def _do_no_harm(
         predicted.append(probe.predicted(best) - probe.predicted(first))
         true.append(row["gain"])
     choice = choose_margin(np.array(predicted), np.array(true))
-    return DoNoHarm(choice["margin"], weight), choice | {"chosen_on": f"{len(val)} validation images"}
+    return DoNoHarm(choice["margin"], weight), choice | {"chosen_on": f"{len(val)} validation images", "n": len(val)}

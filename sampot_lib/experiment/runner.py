@@ -8,10 +8,12 @@ from dataclasses import replace
 from typing import Any
 
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.defaults import RULE_POOLED
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.experiment.evolution import evolve_stage
 from sampot_lib.experiment.parallel import Workers
+from sampot_lib.experiment.pooled_rule import pooled_rule
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.runfolder import RunFolder, describe_changes
 from sampot_lib.experiment.setup import resolve_split, write_config
@@ -40,7 +42,9 @@ def run_experiment(
     All stages run with one model load and one validation of the data set; the regressor is trained unless
     ``config.regressor`` names one. With ``config.seeds``, the regressor training and the evolution run once per
     seed in ``out/seed_<k>/``, all on the split made with ``config.seed``, and ``out/summary.json`` holds the mean and
-    spread over seeds (:func:`summarise_seeds`). ``config.workers`` / ``scheduler``: one Dask cluster for every stage
+    spread over seeds (:func:`summarise_seeds`) and, where two or more seeds ran the do-no-harm rule, the rule with one
+    margin chosen on their validation evolutions together (:func:`~sampot_lib.experiment.pooled_rule.pooled_rule`,
+    under ``"do-no-harm (pooled)"``). ``config.workers`` / ``scheduler``: one Dask cluster for every stage
     (started when the first per-image work needs it).
 
     Args:
@@ -85,6 +89,9 @@ def _run_experiment(
                   for k in config.seeds}  # fmt: skip
         folder.begin("aggregate", {"seeds": config.seeds}, split, inputs)
         summary = summarise_seeds(per_seed) | {"config": config.to_dict()}
+        chose = [k for k in config.seeds if per_seed[k].get("rule_validation", {}).get("curve")]  # not a given margin
+        if len(ruled := [folder.path / f"seed_{k}" for k in chose]) >= 2:
+            summary[RULE_POOLED] = pooled_rule(ruled)  # one margin for every seed, chosen on their validation together
         write_json(folder.path / "summary.json", summary)
         folder.finish("aggregate", ["summary.json"])
     return summary

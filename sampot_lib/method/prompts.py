@@ -9,6 +9,7 @@ may win.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -381,3 +382,12 @@ def _ordered_box(box: torch.Tensor, min_size: float, hi: torch.Tensor | None) ->
         shift = torch.clamp_min(-lo_c, 0.0) - torch.clamp_min(hi_c - hi, 0.0)
         lo_c, hi_c = lo_c + shift, hi_c + shift
     return torch.cat([lo_c, hi_c])
+
+
+def prompt_of(coords: Sequence[float]) -> Prompt:
+    """The prompt a results row's coordinates stand for: (x, y) a click, (x0, y0, x1, y1) a box."""
+    if len(coords) == 2:
+        return Prompt.click(float(coords[0]), float(coords[1]))
+    if len(coords) == 4:
+        return Prompt(box=tuple(float(v) for v in coords))  # type: ignore[arg-type]
+    raise SampotError(f"a results row's prompt has 2 (click) or 4 (box) coordinates, got {len(coords)}.")

@@ -176,6 +176,56 @@ def choose_margin(predicted: np.ndarray, true: np.ndarray, margins: tuple[float,
         SampotError: ``predicted`` and ``true`` differ in length, or are empty.
     """
     curve = margin_curve(predicted, true, margins)
+    return {"margin": pick_margin(curve), "curve": curve}
+
+
+def pick_margin(curve: list[dict]) -> float:
+    """The margin :func:`choose_margin` picks from a trade-off curve: the largest mean true gain among the rows that
+    harm no image (the smallest margin on a tie).
+
+    Args:
+        curve: Rows of :func:`margin_curve` (or of :func:`pool_curves`).
+
+    Returns:
+        The margin.
+
+    Raises:
+        SampotError: no row harms no image (a curve without the margin 1, which never moves a prompt).
+    """
     safe = [row for row in curve if row["harmed"] == 0]
-    best = max(safe, key=lambda row: (round(row["mean_gain"], 12), -row["margin"]))
-    return {"margin": best["margin"], "curve": curve}
+    if not safe:
+        raise SampotError("every margin of the curve harms an image: give a curve with the margin 1 (never move).")
+    return max(safe, key=lambda row: (round(row["mean_gain"], 12), -row["margin"]))["margin"]
+
+
+def pool_curves(curves: list[list[dict]], sizes: list[int]) -> list[dict]:
+    """Several trade-off curves taken as one: the curve of all their evolutions together.
+
+    Each curve comes from the validation evolutions of one regressor of the same recipe (for example one per seed).
+    Zero harm among n validation evolutions bounds the expected share of harmed new images near 1 / (n + 1) (the
+    rule's loss is monotone in the margin: conformal risk control), so one seed's 57 images leave room for about one
+    harmed image in 60; the pooled evolutions of several seeds make the choice steadier.
+
+    Args:
+        curves: Rows of :func:`margin_curve`, one list per run, every list over the same margins.
+        sizes: The evolutions each curve was made from, as many as ``curves``.
+
+    Returns:
+        One row per margin: ``mean_gain`` weighted by size, ``worst`` the lowest, ``harmed`` and ``moved`` summed.
+
+    Raises:
+        SampotError: no curve, sizes that do not match, or curves over different margins.
+    """
+    if not curves or len(curves) != len(sizes) or any(n <= 0 for n in sizes):
+        raise SampotError(f"pooling margin curves needs one positive size per curve, got {len(curves)} curves and "
+                          f"sizes {list(sizes)}.")  # fmt: skip
+    margins = [[row["margin"] for row in curve] for curve in curves]
+    if any(m != margins[0] for m in margins):
+        raise SampotError("the margin curves to pool were made over different margins: make them with the same ones.")
+    total = sum(sizes)
+    pooled = []
+    for rows in zip(*curves, strict=True):
+        gain = sum(n * r["mean_gain"] for n, r in zip(sizes, rows, strict=True)) / total
+        pooled.append({"margin": rows[0]["margin"], "mean_gain": gain, "worst": min(r["worst"] for r in rows),
+                       "harmed": sum(r["harmed"] for r in rows), "moved": sum(r["moved"] for r in rows)})  # fmt: skip
+    return pooled

@@ -29,7 +29,7 @@ from sampot_lib.models.registry import model_meta
 REGRESSORS_DIR = Path(__file__).parent / "regressors"
 REGISTRY_FILE = REGRESSORS_DIR / "registry.json"
 #: What an interval can be of (:meth:`ShippedRegressor.half_width_of`).
-INTERVAL_KINDS = ("mask", "binary", "evolved")
+INTERVAL_KINDS = ("mask", "user", "binary", "evolved")
 #: How a user without a shipped regressor gets one.
 TRAIN_HINT = ("train one on labelled images with `sampot train-regressor DATA --model M --structure S --prompt P "
               "--out DIR` (or `sampot run`) and pass --regressor DIR/regressor.pt")  # fmt: skip
@@ -43,8 +43,9 @@ class ShippedRegressor:
     ``train_ids`` and ``val_ids`` (the images it was trained and validated on: a test on them is refused), ``terms``.
     numbers: ``test`` ({``n``, ``r``, ``mae``, ``coverage``} on the model's masks of the test split, and the same for
     the user prompts alone under ``test_user``), ``conformal`` ({``half_width``, ``level``, ``n``}: from the
-    validation split; ``half_width_binary`` and ``half_width_evolved`` where binary masks and evolution's winners were
-    measured apart), and ``evolution`` (the run's evolution summary on test, when it has one).
+    validation split; ``half_width_user``, ``half_width_binary`` and ``half_width_evolved`` where users' prompts,
+    binary masks and evolution's winners were measured apart), and ``evolution`` (the run's evolution summary on test,
+    when it has one).
     margin / blend_weight: the do-no-harm rule applied by default (:class:`~sampot_lib.method.selection.DoNoHarm`).
     """
 
@@ -86,9 +87,9 @@ class ShippedRegressor:
 
     def half_width_of(self, of: str = "mask") -> float:
         """The conformal half-width for the predicted Dice of ``of``: ``"mask"``, the model's soft masks (as evolution
-        scores them); ``"binary"``, a binary mask (as ``sampot score`` reads one); ``"evolved"``, the winner of an
-        evolution (the best of many scores overrates its mask). A record that did not measure ``of`` apart gives
-        the soft masks' half-width."""
+        scores them); ``"user"``, the soft mask of a user's own prompt (evolution's step 0); ``"binary"``, a binary
+        mask (as ``sampot score`` reads one); ``"evolved"``, the winner of an evolution (the best of many scores
+        overrates its mask). A record that did not measure ``of`` apart gives the soft masks' half-width."""
         if of not in INTERVAL_KINDS:
             raise SampotError(f"no interval of {of!r}: choose one of {', '.join(INTERVAL_KINDS)}.")
         return float(self.numbers["conformal"].get(f"half_width_{of}", self.half_width))

@@ -13,7 +13,6 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from sampot_lib.errors import SampotError
-from sampot_lib.method.prompts import Prompt
 from sampot_lib.report.figures import MASK_COLOR, TRUTH_COLOR, contour_trace, image_axes, image_trace
 from sampot_lib.report.results import main_jitter, mean_sd, seed_groups
 
@@ -142,12 +141,3 @@ def extremes(rows: Sequence[Mapping[str, Any]], group: str, n: int) -> list[Mapp
     top = mine[:n]
     rest = [r for r in mine if r not in top]
     return top + rest[::-1][:n]
-
-
-def prompt_of(coords: Sequence[float]) -> Prompt:
-    """The prompt a results row's coordinates stand for: (x, y) a click, (x0, y0, x1, y1) a box."""
-    if len(coords) == 2:
-        return Prompt.click(float(coords[0]), float(coords[1]))
-    if len(coords) == 4:
-        return Prompt(box=tuple(float(v) for v in coords))  # type: ignore[arg-type]
-    raise SampotError(f"a results row's prompt has 2 (click) or 4 (box) coordinates, got {len(coords)}.")

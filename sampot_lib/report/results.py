@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sampot_lib.defaults import RULE, SAFEGUARDS_OFF
+from sampot_lib.defaults import RULE, RULE_POOLED, SAFEGUARDS_OFF
 from sampot_lib.errors import SampotError
 
 #: The index's columns, in order.
@@ -66,6 +66,40 @@ def index_rows(run: str, summary: dict[str, Any], *, commit: str | None) -> list
         })  # fmt: skip
     order = {"regressor": 0, RULE: 1}
     return sorted(rows, key=lambda r: (order.get(r["scorer"], 2), str(r["jitter"])))
+
+
+def pooled_index_rows(run: str, pooled: dict[str, Any], summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The index rows of a run's pooled do-no-harm rule, one per seed.
+
+    Args:
+        run: The run's name.
+        pooled: :func:`~sampot_lib.experiment.pooled_rule.pooled_rule`'s record (its ``"seeds"``: {seed: outcome}).
+        summaries: {seed: that seed's ``summary.json``}.
+
+    Returns:
+        One row per seed under the scorer ``"do-no-harm (pooled)"``: the seed's settings, commit, threads and device,
+        the outcome's numbers, and the regressor's within-image Spearman (the rule picks among the same steps); no
+        top-1 regret (the rows hold no true Dice per step) and no seconds (nothing ran).
+    """
+    rows = []
+    for seed, outcome in pooled["seeds"].items():
+        summary = summaries[seed]
+        config = summary["config"]
+        rows.append({
+            "run": run, "model": config["model"], "structure": config["structure"], "prompt": config["prompt"],
+            "jitter": config["box_jitter"] if config["prompt"] == "box" else "", "scorer": RULE_POOLED,
+            "seed": config["seed"], "n_images": outcome["n"], "mean_dice_initial": outcome["mean_dice_initial"],
+            "mean_dice_final": outcome["mean_dice_evolved"],
+            "mean_dice_oracle": summary.get("oracle", {}).get("mean_dice_evolved"),
+            "share_of_oracle_gain": outcome["share_of_oracle_gain"], "improved": outcome["improved"],
+            "unchanged": outcome["unchanged"], "worse": outcome["worse"], "harmed": outcome["harmed"],
+            "worst_drop": outcome["worst_drop"], "p5_change": outcome["p5_change"],
+            "median_within_image_spearman": summary.get("on", {}).get("median_within_image_spearman"),
+            "median_top1_regret": None, "p90_top1_regret": None, "gamed": outcome["gamed"],
+            "commit": summary.get("commit"), "threads": summary.get("torch_threads"),
+            "device": summary.get("gpu") or "cpu", "seconds": None,
+        })  # fmt: skip
+    return rows
 
 
 def _same(a: Any, b: Any, tolerance: float) -> bool:
@@ -314,3 +348,30 @@ def margins_markdown(summaries: dict[tuple[str, int], dict[str, Any]]) -> str:
         lines.append(f"| {run} | {seed} | {choice['margin']:g} | {rule['n'] - rule['unchanged']} | {rule['improved']} "
                      f"| {rule['worse']} | {rule['worst_drop']:+.3f} |")  # fmt: skip
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def pooling_markdown(per_run: dict[str, dict[str, Any]]) -> str:
+    """What one margin per recipe buys on validation, as a Markdown table.
+
+    Args:
+        per_run: {run: {"margins": {seed: the margin its own validation chose}, "pooled": the pooled margin,
+            "held_out": the rows of :func:`~sampot_lib.experiment.pooled_rule.leave_one_seed_out`}}.
+
+    Returns:
+        One row per run: each seed's margin, the pooled one, and on each held-out seed's validation curve, the images
+        harmed and the mean gain (means over the held-out readings) at the margin of one other seed and at the
+        others' pooled margin; "" when ``per_run`` is empty.
+    """
+    if not per_run:
+        return ""
+    lines = ["| run | margin per seed | pooled margin | harmed per held-out seed (one seed's margin / pooled) | "
+             "mean gain on the held-out seed (one seed's margin / pooled) |", "|---|---|---|---|---|"]  # fmt: skip
+    for run, part in per_run.items():
+        one = [r for r in part["held_out"] if r["chosen_by"] != "pooled"]
+        pooled = [r for r in part["held_out"] if r["chosen_by"] == "pooled"]
+        harmed = [sum(r["harmed"] for r in rows) / len(rows) for rows in (one, pooled)]
+        gains = [sum(r["mean_gain"] for r in rows) / len(rows) for rows in (one, pooled)]
+        margins = ", ".join(f"{m:g}" for _, m in sorted(part["margins"].items()))
+        lines.append(f"| {run} | {margins} | {part['pooled']:g} | {harmed[0]:.2f} / {harmed[1]:.2f} | "
+                     f"{gains[0]:+.4f} / {gains[1]:+.4f} |")  # fmt: skip
+    return "\n".join(lines)

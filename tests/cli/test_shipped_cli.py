@@ -119,6 +119,9 @@ def test_evolve_uses_the_shipped_regressor_and_writes_what_a_person_looks_at(one
         NANO].margin  # fmt: skip
     low, high = record["dice_predicted_final_interval"]
     assert low <= record["dice_predicted_final"] <= high
+    shipped = shipped_regressors()[NANO]  # the user's prompt and the winner: each the interval measured on its kind
+    assert record["dice_predicted_initial_interval"] == list(shipped.interval(steps[0]["score"], of="user"))
+    assert (low, high) == shipped.interval(steps[best]["score"], of="evolved")
     overlay = np.asarray(Image.open(tmp_path / f"{stem}_overlay.png"))
     assert overlay.shape == (*truth.shape, 3)
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sampot_lib import SampotError
 from sampot_lib.experiment.summary import summarise
 from sampot_lib.method.metrics import dice, iou, pearson_r
-from sampot_lib.method.prompts import Prompt, Safeguards, prompt_tensors
+from sampot_lib.method.prompts import Prompt, Safeguards, prompt_of, prompt_tensors
 from sampot_lib.method.regressor import to_input
 from sampot_lib.method.scoring import (
     BlendScorer,
@@ -363,3 +363,9 @@ def test_summarise_counts_and_averages_constructed_gains():
     assert s["mean_dice_evolved"] == pytest.approx(0.5 - 0.0485 / 7)
     with pytest.raises(SampotError, match="empty"):
         summarise([])
+
+
+def test_prompts_from_a_rows_coordinates():
+    assert prompt_of((1.0, 2.0)).kind == "click" and prompt_of((1.0, 2.0, 30.0, 40.0)).box == (1.0, 2.0, 30.0, 40.0)
+    with pytest.raises(SampotError, match="2 \\(click\\) or 4 \\(box\\) coordinates, got 3"):
+        prompt_of((1.0, 2.0, 3.0))

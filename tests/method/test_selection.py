@@ -19,7 +19,7 @@ from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.experiment.summary import selection_metrics
 from sampot_lib.method.evolve import EvolutionResult, EvolutionStep
 from sampot_lib.method.prompts import Prompt
-from sampot_lib.method.selection import DoNoHarm, choose_margin, margin_curve
+from sampot_lib.method.selection import DoNoHarm, choose_margin, margin_curve, pick_margin, pool_curves
 
 
 def _result(scores, confidences=None, best=None) -> EvolutionResult:
@@ -75,6 +75,42 @@ def test_when_every_margin_harms_the_rule_never_moves():
     choice = choose_margin(np.array([0.2, 0.3]), np.array([-0.1, -0.2]), margins=(0.0, 0.1, 1.0))
     assert choice["margin"] == 1.0
     assert margin_curve(np.array([0.2]), np.array([-HARM_TOLERANCE / 2]), margins=(0.0,))[0]["harmed"] == 0
+
+
+def test_pooled_curves_are_the_curve_of_every_evolution_together():
+    margins = (0.0, 0.05, 0.1, 1.0)
+    a_pred, a_true = np.array([0.02, 0.08, 0.2]), np.array([0.01, 0.05, 0.1])  # safe everywhere: margin 0 on its own
+    b_pred, b_true = np.array([0.06, 0.3]), np.array([-0.04, 0.02])  # harms at margins below 0.06
+    a, b = margin_curve(a_pred, a_true, margins), margin_curve(b_pred, b_true, margins)
+    together = margin_curve(np.concatenate([a_pred, b_pred]), np.concatenate([a_true, b_true]), margins)
+    pooled = pool_curves([a, b], [3, 2])
+    for row, want in zip(pooled, together, strict=True):
+        assert row["mean_gain"] == pytest.approx(want["mean_gain"])
+        assert (row["margin"], row["worst"], row["harmed"], row["moved"]) == (
+            want["margin"], want["worst"], want["harmed"], want["moved"])
+    assert pick_margin(a) == 0.0 and pick_margin(pooled) == 0.1 == choose_margin(
+        np.concatenate([a_pred, b_pred]), np.concatenate([a_true, b_true]), margins)["margin"]
+
+
+def test_pooling_weights_each_curve_by_its_evolutions():
+    one = [{"margin": 0.0, "mean_gain": 0.1, "worst": 0.0, "harmed": 0, "moved": 1}]
+    two = [{"margin": 0.0, "mean_gain": 0.4, "worst": -0.01, "harmed": 0, "moved": 3}]
+    assert pool_curves([one, two], [1, 3])[0]["mean_gain"] == pytest.approx((0.1 + 3 * 0.4) / 4)
+
+
+@pytest.mark.parametrize(
+    ("curves", "sizes", "message"),
+    [([], [], "one positive size per curve"), ([[{"margin": 0.0}]], [0], "one positive size per curve"),
+     ([[{"margin": 0.0}], [{"margin": 0.1}]], [5, 5], "different margins")],
+)  # fmt: skip
+def test_curves_that_cannot_be_pooled_are_refused(curves, sizes, message):
+    with pytest.raises(SampotError, match=message):
+        pool_curves(curves, sizes)
+
+
+def test_a_curve_where_every_margin_harms_has_no_margin_to_pick():
+    with pytest.raises(SampotError, match="every margin of the curve harms"):
+        pick_margin([{"margin": 0.0, "mean_gain": 0.1, "worst": -0.5, "harmed": 1, "moved": 1}])
 
 
 def _traj(scores, dices, allowed=None):

@@ -158,3 +158,49 @@ def test_the_winners_half_width_comes_from_evolutions_of_the_validation_images(s
         f"± {conformal['half_width_evolved']:.3f}, split-conformal on the winners"
         in (tmp_path / record.card).read_text()
     )
+
+
+def test_box_users_are_several_per_image_the_first_the_runs_own(shipped_toy, phantoms):
+    script, run, _, _ = shipped_toy
+    regressor, _ = load_regressor(run / "regressor.pt")
+    cfg = {"n_outside": 3, "box_jitter": 0.1, "seed": 3, "sharpness": 5.0, "prompt": "box", "structure": "left_lung"}
+    from sampot_lib.data.folder import FolderDataset
+    from sampot_lib.method.evolve import measure_prompt
+    from sampot_lib.method.scoring import RegressorScorer
+
+    dataset, model = FolderDataset(phantoms), load_model("sam_nano")
+    ids = dataset.ids[:2]
+    out = script.model_masks(model, regressor, dataset, ids, cfg, progress=False)
+    users = out["users"]
+    assert (
+        users.sum() == 2 * script.USERS_PER_IMAGE and out["user"].sum() == 2 and (out["draw"][out["user"]] == 0).all()
+    )
+    assert np.isnan(out["binary"][~users]).all() and not np.isnan(out["binary"][users]).any()
+    for image_id in ids:
+        image, truth = dataset.image(image_id), dataset.mask(image_id, "left_lung")
+        scorer, emb = RegressorScorer(regressor, image, 5.0), model.embed(image)
+        rows = np.flatnonzero(users & (out["image_id"] == image_id))
+        assert list(out["draw"][rows]) == list(range(script.USERS_PER_IMAGE))
+        for j, row in enumerate(rows):  # user j is drawn with the run's seed + j steps
+            prompt = user_prompt_for(3 + script.USER_SEED_STEP * j, "box", 0.1, image_id, truth)
+            want = measure_prompt(model, emb, prompt, scorer, truth)
+            assert out["predicted"][row] == pytest.approx(want["score"]) and out["dice"][row] == pytest.approx(
+                want["dice"]
+            )
+        assert len({round(float(d), 9) for d in out["dice"][rows]}) > 1  # different boxes, different masks
+
+
+def test_the_users_half_widths_come_from_every_user_and_the_mix_from_the_first():
+    script = _script()
+    # 20 model prompts (residual 0.3), then 20 images x 2 users: the first with residual 0.1, the second 0.02
+    draw = np.array([-1] * 20 + [0, 1] * 20)
+    predicted = np.where(draw == -1, 0.6, np.where(draw == 0, 0.4, 0.32))
+    binary = np.where(draw == -1, np.nan, np.where(draw == 0, 0.35, 0.33))
+    val = {"predicted": predicted, "dice": np.full(60, 0.3), "binary": binary, "draw": draw, "users": draw >= 0}
+    half, apart = script.half_widths(val, 0.5)
+    # the mix: 20 residuals of 0.3 and 20 of 0.1 (second users left out); the 21st smallest is 0.3
+    assert half == pytest.approx(0.3)
+    # the users: 20 of 0.1 and 20 of 0.02, the 21st smallest is 0.1; binary: 0.05 and 0.03
+    assert apart["half_width_user"] == pytest.approx(0.1) and apart["half_width_binary"] == pytest.approx(0.05)
+    assert (apart["n_user"], apart["n_binary"], apart["users_per_image"]) == (40, 40, 2)
+    assert script.half_widths({k: v[:22] for k, v in val.items()}, 0.9)[1] == {}  # 2 users: too few for 90%

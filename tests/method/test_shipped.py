@@ -109,17 +109,20 @@ def test_coverage_counts_the_residuals_within_the_half_width():
     assert shipped.predicted_interval(0.05, 0.1) == (0.0, pytest.approx(0.15))
 
 
-def test_binary_masks_and_evolved_winners_get_the_intervals_measured_on_them(tmp_path):
+def test_users_prompts_binary_masks_and_evolved_winners_get_the_intervals_measured_on_them(tmp_path):
     path = save_regressor(regressor_with_statistics(seed=0), tmp_path / "toy.pt", {})
     record = _record("toy", path)
     soft = (pytest.approx(0.4), pytest.approx(0.6))
     assert record.interval(0.5, of="binary") == record.interval(0.5, of="evolved") == record.interval(0.5) == soft
-    record.numbers["conformal"] |= {"half_width_binary": 0.25, "half_width_evolved": 0.15}  # measured apart
+    assert record.interval(0.5, of="user") == soft
+    record.numbers["conformal"] |= {"half_width_binary": 0.25, "half_width_evolved": 0.15,
+                                    "half_width_user": 0.05}  # measured apart # fmt: skip
     assert record.interval(0.5, of="binary") == (pytest.approx(0.25), pytest.approx(0.75))
     assert record.interval(0.5, of="evolved") == (pytest.approx(0.35), pytest.approx(0.65))
+    assert record.interval(0.5, of="user") == (pytest.approx(0.45), pytest.approx(0.55))
     assert record.interval(0.5) == soft
-    with pytest.raises(SampotError, match="no interval of 'user'"):
-        record.interval(0.5, of="user")
+    with pytest.raises(SampotError, match="no interval of 'users'"):
+        record.interval(0.5, of="users")
 
 
 def test_score_mask_is_the_regressor_on_the_resized_pair():

@@ -6,8 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from sampot_lib.errors import SampotError
-from sampot_lib.report.gallery import GalleryPanel, extremes, gallery_figure, prompt_of, spread_figure
+from sampot_lib.report.gallery import GalleryPanel, extremes, gallery_figure, spread_figure
 
 
 def _panel(shift: int, coords: tuple[float, ...]) -> GalleryPanel:
@@ -32,12 +31,6 @@ def test_extremes_are_the_most_improved_then_the_most_damaged():
     rows = [{"image_id": str(i), "group": "on", "gain": g} for i, g in enumerate([0.1, -0.2, 0.05, 0.0, -0.01])]
     rows.append({"image_id": "x", "group": "oracle", "gain": 0.9})
     assert [r["image_id"] for r in extremes(rows, "on", 2)] == ["0", "2", "1", "4"]
-
-
-def test_prompts_from_a_rows_coordinates():
-    assert prompt_of((1.0, 2.0)).kind == "click" and prompt_of((1.0, 2.0, 30.0, 40.0)).box == (1.0, 2.0, 30.0, 40.0)
-    with pytest.raises(SampotError, match="2 \\(click\\) or 4 \\(box\\) coordinates, got 3"):
-        prompt_of((1.0, 2.0, 3.0))
 
 
 def test_the_spread_figure_draws_the_sd_over_seeds_at_the_main_jitter():

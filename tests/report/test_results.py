@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from sampot_lib.defaults import HARM_TOLERANCE, RULE
+from sampot_lib.defaults import HARM_TOLERANCE, RULE, RULE_POOLED
 from sampot_lib.experiment.records import read_csv
 from sampot_lib.report.results import (
+    INDEX_COLUMNS,
     buys_markdown,
     first_difference,
     index_rows,
     margins_markdown,
+    pooled_index_rows,
+    pooling_markdown,
     results_table_of,
     spread_markdown,
     with_results_table,
@@ -189,3 +192,36 @@ def test_margins_table_shows_each_seeds_margin_and_what_the_rule_did():
     rows = table.splitlines()[2:]
     assert rows == ["| heart | 0 | 0.11 | 64 | 63 | 1 | -0.010 |", "| heart | 1 | 0.05 | 83 | 77 | 6 | -0.080 |"]
     assert margins_markdown({("sam_nano", 0): {"on": {"n": 107}}}) == ""
+
+
+def test_pooling_table_averages_the_held_out_readings_of_each_choice():
+    held_out = [
+        {"held_out": "0", "chosen_by": "1", "margin": 0.0, "harmed": 2, "mean_gain": 0.04},
+        {"held_out": "0", "chosen_by": "2", "margin": 0.1, "harmed": 0, "mean_gain": 0.02},
+        {"held_out": "0", "chosen_by": "pooled", "margin": 0.1, "harmed": 0, "mean_gain": 0.02},
+        {"held_out": "1", "chosen_by": "0", "margin": 0.05, "harmed": 1, "mean_gain": 0.03},
+        {"held_out": "1", "chosen_by": "2", "margin": 0.1, "harmed": 0, "mean_gain": 0.01},
+        {"held_out": "1", "chosen_by": "pooled", "margin": 0.1, "harmed": 1, "mean_gain": 0.01},
+    ]
+    table = pooling_markdown({"heart": {"margins": {1: 0.05, 0: 0.0}, "pooled": 0.1, "held_out": held_out}})
+    # one seed's margin: 3 harmed over 4 readings, gains 0.10 / 4; pooled: 1 over 2, gains 0.03 / 2
+    assert table.splitlines()[2] == "| heart | 0, 0.05 | 0.1 | 0.75 / 0.50 | +0.0250 / +0.0150 |"
+    assert pooling_markdown({}) == ""
+
+
+def test_the_pooled_rules_index_rows_take_each_seeds_settings_and_outcome():
+    def summary(seed, spearman):
+        config = {"model": "litemedsam", "structure": "heart", "prompt": "box", "box_jitter": 0.1, "seed": seed}
+        return {"config": config, "oracle": {"mean_dice_evolved": 0.92}, "commit": f"c{seed}", "torch_threads": 1,
+                "on": {"median_within_image_spearman": spearman}}  # fmt: skip
+
+    outcome = {"n": 107, "mean_dice_initial": 0.77, "mean_dice_evolved": 0.80, "share_of_oracle_gain": 0.2,
+               "improved": 20, "unchanged": 87, "worse": 0, "harmed": 0, "worst_drop": 0.0, "p5_change": 0.0,
+               "gamed": 0.0}  # fmt: skip
+    pooled = {"margin": 0.2, "seeds": {"0": outcome, "2": outcome | {"worse": 1, "worst_drop": -0.01}}}
+    rows = pooled_index_rows("litemedsam_heart_box", pooled, {"0": summary(0, 0.6), "2": summary(2, 0.5)})
+    assert [r["seed"] for r in rows] == [0, 2] and {r["scorer"] for r in rows} == {RULE_POOLED}
+    assert rows[1]["worse"] == 1 and rows[1]["worst_drop"] == -0.01 and rows[1]["commit"] == "c2"
+    assert rows[0]["mean_dice_final"] == 0.80 and rows[0]["mean_dice_oracle"] == 0.92 and rows[0]["jitter"] == 0.1
+    assert rows[1]["median_within_image_spearman"] == 0.5 and rows[0]["median_top1_regret"] is None
+    assert set(rows[0]) == set(INDEX_COLUMNS)

@@ -6,11 +6,12 @@ RUN_SEED_DIR is a run's seed folder (``regressor.pt``, ``splits.json`` or its pa
 ``config.json``). With the run's model, the script scores the model's own masks (the simulated user prompts and the
 model prompts of the run's training set: band and outside clicks, or boxes jittered from 0.05 to 0.3) on the
 VALIDATION split and takes the split-conformal half-width of the residuals at the nominal level; then it measures
-r, MAE and the interval's coverage on the TEST split, which chooses nothing. The do-no-harm margin is the run's
-(``summary.json``'s ``rule_validation``) or, when the run chose none, chosen on evolutions of the validation images
-with ``sampot evolve``'s defaults. It writes ``sampot_lib/method/regressors/NAME.pt`` (the run's weights with a
-``shipped`` entry in their record), ``NAME.md`` (the model card, every number from this script's output) and the
-record in ``registry.json``; a record of the same name is replaced.
+r, MAE and the interval's coverage on the TEST split, which chooses nothing. The do-no-harm margin is chosen on the
+validation curves of every seed of the run pooled (``seed_<k>/summary.json``'s ``rule_validation``, when two or more
+seeds have one), else the run's own, else on evolutions of the validation images with ``sampot evolve``'s defaults.
+It writes ``sampot_lib/method/regressors/NAME.pt`` (the run's weights with a ``shipped`` entry in their record),
+``NAME.md`` (the model card, every number from this script's output) and the record in ``registry.json``; a record
+of the same name is replaced.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import BOX_JITTER, CONFORMAL_LEVEL, LR, N_OUTSIDE, STEPS, UNCHANGED_TOL
 from sampot_lib.errors import SampotError
+from sampot_lib.experiment.pooled_rule import pooled_margin, seed_folders
 from sampot_lib.experiment.provenance import data_identity, mask_hashes
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.setup import apply_thread_setting
@@ -383,7 +385,10 @@ def ship(
     if math.ceil((len(val_evo["score"]) + 1) * level) <= len(val_evo["score"]):
         apart |= {"half_width_evolved": conformal_half_width(val_evo["score"] - val_evo["dice"], level),
                   "n_evolved": len(val_evo["score"])}  # fmt: skip
-    if "margin" in rule:
+    if len(seeds := seed_folders(run.parent)) >= 2 and run.resolve() in {s.resolve() for s in seeds}:
+        pooled = pooled_margin(seeds)
+        margin = {"margin": pooled["margin"], "chosen_on": f"the run's {pooled['chosen_on']}, pooled"}
+    elif "margin" in rule:
         margin = {"margin": float(rule["margin"]), "chosen_on": f"the run's {rule.get('chosen_on', 'validation')}"}
     else:
         choice = choose_margin(val_evo["predicted"], val_evo["gain"])

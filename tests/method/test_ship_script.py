@@ -204,3 +204,29 @@ def test_the_users_half_widths_come_from_every_user_and_the_mix_from_the_first()
     assert apart["half_width_user"] == pytest.approx(0.1) and apart["half_width_binary"] == pytest.approx(0.05)
     assert (apart["n_user"], apart["n_binary"], apart["users_per_image"]) == (40, 40, 2)
     assert script.half_widths({k: v[:22] for k, v in val.items()}, 0.9)[1] == {}  # 2 users: too few for 90%
+
+
+def test_the_margin_is_chosen_on_every_seeds_validation_curve_pooled(shipped_toy, tmp_path):
+    import shutil
+
+    script, run, _, _ = shipped_toy
+    seeds = tmp_path / "run"
+    shutil.copytree(run, seeds / "seed_0")
+    curves = {0: [{"margin": 0.0, "mean_gain": 0.05, "worst": 0.0, "harmed": 0, "moved": 3},
+                  {"margin": 0.1, "mean_gain": 0.02, "worst": 0.0, "harmed": 0, "moved": 1},
+                  {"margin": 1.0, "mean_gain": 0.0, "worst": 0.0, "harmed": 0, "moved": 0}],
+              1: [{"margin": 0.0, "mean_gain": 0.06, "worst": -0.1, "harmed": 1, "moved": 3},
+                  {"margin": 0.1, "mean_gain": 0.03, "worst": 0.0, "harmed": 0, "moved": 1},
+                  {"margin": 1.0, "mean_gain": 0.0, "worst": 0.0, "harmed": 0, "moved": 0}]}  # fmt: skip
+    for k, curve in curves.items():  # seed 0 alone would choose 0; pooled with seed 1, 0 harms an image
+        folder = seeds / f"seed_{k}"
+        folder.mkdir(exist_ok=True)
+        summary = json.loads((run / "summary.json").read_text()) if k == 0 else {}
+        summary["rule_validation"] = {"margin": 0.0, "curve": curve, "n": 4}
+        (folder / "summary.json").write_text(json.dumps(summary))
+    record = script.ship(seeds / "seed_0", "toy_left_lung", None, 0.9, progress=False, into=tmp_path / "into")
+    assert (
+        record.margin == 0.1
+        and record.meta["margin_chosen_on"] == "the run's 8 validation evolutions (seeds 0, 1), pooled"
+    )
+    assert record.numbers["evolution_default"]["margin"] == 0.1

@@ -33,7 +33,8 @@ def seed_folders(run: Path) -> list[Path]:
         Its ``seed_<k>`` folders whose ``summary.json`` holds a ``rule_validation`` curve, in order of seed.
     """
     found = []
-    for folder in sorted(run.glob("seed_*"), key=lambda p: int(p.name.removeprefix("seed_") or -1)):
+    numbered = [p for p in run.glob("seed_*") if p.name.removeprefix("seed_").isdigit()]
+    for folder in sorted(numbered, key=lambda p: int(p.name.removeprefix("seed_"))):
         summary = folder / "summary.json"
         if summary.is_file() and read_json(summary, "summary").get("rule_validation", {}).get("curve"):
             found.append(folder)

@@ -13,7 +13,7 @@ from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
 from sampot_lib.experiment.evolution import evolve_stage
 from sampot_lib.experiment.parallel import Workers
-from sampot_lib.experiment.pooled_rule import pooled_rule
+from sampot_lib.experiment.pooled_rule import pooled_rule, records_rule_gains
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.runfolder import RunFolder, describe_changes
 from sampot_lib.experiment.setup import resolve_split, write_config
@@ -90,8 +90,11 @@ def _run_experiment(
         folder.begin("aggregate", {"seeds": config.seeds}, split, inputs)
         summary = summarise_seeds(per_seed) | {"config": config.to_dict()}
         chose = [k for k in config.seeds if per_seed[k].get("rule_validation", {}).get("curve")]  # not a given margin
-        if len(ruled := [folder.path / f"seed_{k}" for k in chose]) >= 2:
-            summary[RULE_POOLED] = pooled_rule(ruled)  # one margin for every seed, chosen on their validation together
+        ruled = [folder.path / f"seed_{k}" for k in chose]
+        # one margin for every seed, chosen on their validation together (seeds evolved by an older sampot, whose rows
+        # do not record the rule's predictions, are left without it)
+        if len(ruled) >= 2 and all(records_rule_gains(f / "evolution.csv") for f in ruled):
+            summary[RULE_POOLED] = pooled_rule(ruled)
         write_json(folder.path / "summary.json", summary)
         folder.finish("aggregate", ["summary.json"])
     return summary

@@ -57,6 +57,7 @@ def test_seed_folders_are_those_with_the_rule_in_seed_order(tmp_path):
     for seed in (10, 2):
         _seed(tmp_path, seed, SAFE)
     (tmp_path / "seed_3").mkdir()  # unfinished: no summary
+    (tmp_path / "seed_old").mkdir()  # not a seed
     _seed(tmp_path, 4, SAFE)
     (tmp_path / "seed_4" / "summary.json").write_text(json.dumps({"on": {}}))  # no rule
     assert [f.name for f in seed_folders(tmp_path)] == ["seed_2", "seed_10"]

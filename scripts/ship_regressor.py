@@ -150,7 +150,7 @@ def half_widths(val: dict[str, np.ndarray], level: float) -> tuple[float, dict[s
     """The split-conformal half-widths at ``level`` from :func:`model_masks` of the validation images: the model's soft
     masks (the model prompts and each image's first user, as the training set mixes them), and, where the users are
     enough for the level, the users' own prompts measured apart (soft as evolution's step 0 scores them, binary as
-    ``sampot score`` reads them: a user's prompt makes a better mask than the mix, whose interval over-covers it).
+    ``sampot score`` reads them: the mix's interval need not fit them; on JSRT it over-covered the lungs' and heart's).
     Returns (the soft masks' half-width, {"half_width_user", "half_width_binary", "n_user", "n_binary",
     "users_per_image"} or {})."""
     mixed, users = val["draw"] <= 0, val["users"]
@@ -280,7 +280,7 @@ def card_text(rec: ShippedRegressor) -> str:
         f"{c['level']:.0%} on {c['n']} validation masks (there r {v['r']:.3f}, MAE {v['mae']:.3f}), for the model's "
         "own masks as evolution scores them (the sigmoid of the logits). "
         + (
-            f"A user's own prompt makes a better mask than that mix: `sampot evolve` gives its predicted Dice "
+            f"A user's own prompt gets an interval of its own: `sampot evolve` gives its predicted Dice "
             f"± {c['half_width_user']:.3f}, split-conformal on {c['n_user']} simulated users' prompts of the "
             f"validation images ({c['users_per_image']} per image). "
             if "half_width_user" in c

@@ -90,8 +90,9 @@ def test_leaving_one_seed_out_reads_it_at_the_margins_chosen_without_it(tmp_path
 
 
 def _on(step, predicted, dice0, dice, regressor_gain=0.1):
-    return {"group": "on", "best_step": step, "rule_predicted_gain": predicted, "score0": 0.5,
-            "score": 0.5 + regressor_gain, "dice0": dice0, "dice": dice, "gain": dice - dice0}  # fmt: skip
+    return {"image_id": f"i{step}{dice}", "group": "on", "best_step": step, "rule_predicted_gain": predicted,
+            "score0": 0.5, "score": 0.5 + regressor_gain, "dice0": dice0, "dice": dice,
+            "gain": dice - dice0}  # fmt: skip
 
 
 def test_the_rule_outcome_keeps_every_winner_whose_predicted_gain_does_not_clear_the_margin():

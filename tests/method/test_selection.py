@@ -86,10 +86,10 @@ def test_pooled_curves_are_the_curve_of_every_evolution_together():
     pooled = pool_curves([a, b], [3, 2])
     for row, want in zip(pooled, together, strict=True):
         assert row["mean_gain"] == pytest.approx(want["mean_gain"])
-        assert (row["margin"], row["worst"], row["harmed"], row["moved"]) == (
-            want["margin"], want["worst"], want["harmed"], want["moved"])
-    assert pick_margin(a) == 0.0 and pick_margin(pooled) == 0.1 == choose_margin(
-        np.concatenate([a_pred, b_pred]), np.concatenate([a_true, b_true]), margins)["margin"]
+        keys = ("margin", "worst", "harmed", "moved")
+        assert [row[k] for k in keys] == [want[k] for k in keys]
+    concatenated = choose_margin(np.concatenate([a_pred, b_pred]), np.concatenate([a_true, b_true]), margins)
+    assert pick_margin(a) == 0.0 and pick_margin(pooled) == 0.1 == concatenated["margin"]
 
 
 def test_pooling_weights_each_curve_by_its_evolutions():

@@ -106,8 +106,8 @@ def run_splits(run: Path) -> dict[str, list[str]]:
 
 #: Simulated users per image whose box prompts calibrate and test the users' intervals: one per image leaves 57
 #: validation residuals, whose conformal quantile moves the coverage by about 4 points from one split to another.
-#: Their seeds are the run's plus multiples of USER_SEED_STEP (the first is the run's own user). A click user is the
-#: centroid: one per image.
+#: Their seeds are the run's plus multiples of USER_SEED_STEP (the first is the run's own user). The first click user
+#: clicks the centroid (the run's own user), the others anywhere in the structure's inner part (``inside_click``).
 USERS_PER_IMAGE = 5
 USER_SEED_STEP = 1000
 
@@ -117,8 +117,8 @@ def model_masks(
     progress: bool = True,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """The regressor's scores and the true Dice of the model's own masks of ``ids``: the run's model prompts (as its
-    training set draws them) and each image's simulated users' prompts (:data:`USERS_PER_IMAGE` box users, the first
-    the one its evaluation and evolution give it). Returns {"predicted", "dice", "draw" (the user's number, -1 for a
+    training set draws them) and each image's simulated users' prompts (:data:`USERS_PER_IMAGE` users, the first the
+    one its evaluation and evolution give it). Returns {"predicted", "dice", "draw" (the user's number, -1 for a
     model prompt), "user" (bool: the first user's mask), "users" (bool: any user's), "image_id", "binary" (the score of
     a user's binary mask, as ``sampot score`` reads it; NaN for the model prompts)}."""
     data = regressor_samples(
@@ -127,14 +127,13 @@ def model_masks(
     )  # fmt: skip
     predicted, true = list(predict_dice(regressor, data)), list(data.dice)
     draw, image_ids, binary = [-1] * len(data), list(data.image_id), [float("nan")] * len(data)
-    users = USERS_PER_IMAGE if cfg["prompt"] == "box" else 1
     for image_id in ids:
         image, truth = dataset.image(image_id), dataset.mask(image_id, cfg["structure"])
         scorer, emb = RegressorScorer(regressor, image, cfg["sharpness"]), model.embed(image)
-        for j in range(users):
+        for j in range(USERS_PER_IMAGE):
             seed = cfg["seed"] + USER_SEED_STEP * j
-            m = measure_prompt(model, emb, user_prompt_for(seed, cfg["prompt"], cfg["box_jitter"], image_id, truth),
-                               scorer, truth)  # fmt: skip
+            prompt = user_prompt_for(seed, cfg["prompt"], cfg["box_jitter"], image_id, truth, anywhere_inside=j > 0)
+            m = measure_prompt(model, emb, prompt, scorer, truth)
             predicted.append(m["score"])
             binary.append(score_mask(regressor, image, m["mask"]))  # as `sampot score` reads the binary mask
             true.append(m["dice"])
@@ -224,7 +223,7 @@ def card_text(rec: ShippedRegressor) -> str:
     t, u, c, v = (rec.numbers[k] for k in ("test", "test_user", "conformal", "val"))
     ev = rec.numbers.get("evolution", {})
     jitter = rec.meta.get("box_jitter", BOX_JITTER)
-    users = ("clicks at the structure's centroid" if rec.prompt_kind == "click" else
+    users = ("clicks at the structure's centroid and anywhere in its inner part" if rec.prompt_kind == "click" else
              f"boxes around the structure, each side moved by up to J = {jitter:g} of its size")  # fmt: skip
     lines = [
         f"# Model card: `{rec.name}`",

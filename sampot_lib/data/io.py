@@ -49,8 +49,9 @@ def _open(path: str | Path) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by our own limit
             img = Image.open(path)
         check_pixel_count(path, *img.size, getattr(img, "n_frames", 1))
+        orientation = exif_orientation(img)  # before load(): loading a multi-frame TIFF closes the file EXIF lies in
         img.load()
-        if exif_orientation(img) not in (None, 1):
+        if orientation not in (None, 1):
             img = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as exc:  # past twice PIL's own limit: PIL refuses to open it at all
         raise SampotError(f"{path}: {exc}; downsample it and try again.") from exc

@@ -148,6 +148,30 @@ def centroid_prompt(mask: np.ndarray) -> tuple[float, float]:
     return _nearest_inside(mask, xs.mean(), ys.mean())
 
 
+def inside_click(mask: np.ndarray, seed: int | np.random.Generator, depth: float = 0.25) -> tuple[float, float]:
+    """A click drawn uniformly from the structure's inner part: a user who clicks somewhere inside it, not on its edge.
+
+    Args:
+        mask: The mask, H x W.
+        seed: The draw's seed, or a generator to draw from.
+        depth: The inner part: the pixels at least ``depth`` times the mask's largest distance to its border away from
+            that border (0: any mask pixel).
+
+    Returns:
+        (x, y) of a mask pixel.
+
+    Raises:
+        SampotError: ``mask`` is not a 2-D mask of two values at most, or is empty; ``depth`` is outside [0, 1).
+    """
+    if not 0 <= depth < 1:
+        raise SampotError(f"depth must be in [0, 1) (a share of the deepest pixel's distance), got {depth}.")
+    mask = check_mask(mask)
+    inner = ndimage.distance_transform_edt(mask)
+    ys, xs = np.nonzero(inner >= max(depth * inner.max(), 1.0))
+    k = int(np.random.default_rng(seed).integers(len(xs)))
+    return float(xs[k]), float(ys[k])
+
+
 def band_prompts(mask: np.ndarray, n_bands: int = 3) -> list[tuple[float, float]]:
     """The paper's three in-structure prompts: centroids of horizontal bands of equal height over the mask's rows.
 
@@ -281,7 +305,9 @@ def initial_prompt(mask: np.ndarray, kind: str, box_jitter: float = BOX_JITTER, 
     raise SampotError(f"the pipeline simulates 'click' or 'box' first prompts, not {kind!r}.")
 
 
-def user_prompt_for(seed: int, kind: str, box_jitter: float, image_id: str, truth: np.ndarray):
+def user_prompt_for(
+    seed: int, kind: str, box_jitter: float, image_id: str, truth: np.ndarray, anywhere_inside: bool = False
+):  # fmt: skip
     """The simulated user's first prompt on an image.
 
     :func:`initial_prompt` drawn from a generator seeded by (``seed``, crc32 of the id), so every stage, run and
@@ -293,12 +319,16 @@ def user_prompt_for(seed: int, kind: str, box_jitter: float, image_id: str, trut
         box_jitter: The box's jitter.
         image_id: The image's id.
         truth: The structure's true mask, H x W bool.
+        anywhere_inside: For clicks: an :func:`inside_click` drawn from that generator instead of the centroid (a
+            user who clicks elsewhere in the structure); boxes ignore it.
 
     Returns:
         The :class:`~sampot_lib.method.prompts.Prompt`.
     """
 
     rng = np.random.default_rng([seed, zlib.crc32(image_id.encode())])
+    if anywhere_inside and kind == "click":
+        return Prompt.click(*inside_click(truth, rng))
     return initial_prompt(truth, kind, box_jitter, rng)
 
 

@@ -45,15 +45,16 @@ def site(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture(scope="session")
 def chromium_path(request: pytest.FixtureRequest) -> str:
+    # The session-scoped browser is set up before the fixtures that skip (`live`, `site`), so a plain `pytest` skips
+    # here, before Chromium starts: a browser left running for the whole session would keep its event loop marked as
+    # running in the main thread (playwright 1.40's sync API does), which breaks later tests' asyncio.run().
+    config = request.config
+    asked = (config.getoption("--live", default=False) or os.environ.get("SAMPOT_LIVE") == "1"
+             or config.getoption("--site", default=None) or os.environ.get("SAMPOT_SITE"))  # fmt: skip
+    if not asked:
+        pytest.skip("no browser tests asked for (--live, --site)")
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        # The session-scoped browser is set up before the module-scoped fixtures that skip (`live`, `site`): a
-        # plain `pytest` on a machine without Chromium skips these tests; one that asked for them fails.
-        config = request.config
-        asked = (config.getoption("--live", default=False) or os.environ.get("SAMPOT_LIVE") == "1"
-                 or config.getoption("--site", default=None) or os.environ.get("SAMPOT_SITE"))  # fmt: skip
-        if not asked:
-            pytest.skip("no browser tests asked for (--live, --site), and no Chromium here")
         pytest.fail("no Chromium found: `apt-get install -y chromium` (Debian), or set CHROMIUM=/path/to/chrome.")
     return path
 

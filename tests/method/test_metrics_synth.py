@@ -10,9 +10,11 @@ from sampot_lib.method.synth import (
     band_prompts,
     candidate_masks,
     centroid_prompt,
+    inside_click,
     level_set_mask,
     outside_prompts,
     signed_distance,
+    user_prompt_for,
 )
 
 
@@ -73,6 +75,31 @@ def test_prompts_inside_and_outside():
     assert bands[0][1] < bands[1][1] < bands[2][1]
     outside = outside_prompts(mask, 3, seed=0, offset=5)
     assert len(outside) == 3 and not any(mask[int(y), int(x)] for x, y in outside)
+
+
+def test_inside_clicks_cover_the_inner_part_of_a_disk_uniformly_and_never_its_rim():
+    _, mask = disk_image(size=128, center=(60, 64), radius=40)
+    clicks = np.array([inside_click(mask, seed) for seed in range(400)])
+    r = np.hypot(clicks[:, 0] - 60, clicks[:, 1] - 64)
+    assert r.max() <= 30.5  # depth 0.25 of the 40 px radius: no click within 10 px of the rim
+    # uniform over the inner disk of radius 30: a quarter of the clicks within radius 15, each side of the centre half
+    assert 0.18 < np.mean(r <= 15) < 0.32 and 0.42 < np.mean(clicks[:, 0] < 60) < 0.58
+    assert inside_click(mask, 7) == inside_click(mask, 7) and len({tuple(c) for c in clicks}) > 300
+    assert np.hypot(*(np.array(inside_click(mask, 0, depth=0.0)) - (60, 64))) <= 40
+    with pytest.raises(SampotError, match="depth"):
+        inside_click(mask, 0, depth=1.0)
+
+
+def test_a_user_who_clicks_anywhere_inside_is_seeded_by_the_image_and_a_box_user_is_unchanged():
+    _, mask = disk_image(size=128, center=(60, 64), radius=40)
+    centre = user_prompt_for(0, "click", 0.1, "a", mask)
+    draws = ((0, "a"), (0, "b"), (1, "a"))
+    inside = [user_prompt_for(s, "click", 0.1, i, mask, anywhere_inside=True) for s, i in draws]
+    assert centre.points[0] == centroid_prompt(mask)
+    assert len({p.points[0] for p in inside}) == 3  # seed and image both change the click
+    assert user_prompt_for(0, "click", 0.1, "a", mask, True) == inside[0]
+    box = user_prompt_for(4, "box", 0.1, "a", mask)
+    assert user_prompt_for(4, "box", 0.1, "a", mask, anywhere_inside=True) == box
 
 
 def test_centroid_of_a_crescent_is_moved_inside():

@@ -17,7 +17,7 @@ from sampot_lib.method.evolve import evolve_prompt
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.method.shipped import find_shipped, shipped_regressors
-from sampot_lib.method.synth import user_prompt_for
+from sampot_lib.method.synth import centroid_prompt, user_prompt_for
 from sampot_lib.models import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,14 +72,16 @@ def test_the_half_width_comes_from_validation_and_the_coverage_from_test(shipped
 
     dataset, model = FolderDataset(phantoms), load_model("sam_nano")
     val = script.model_masks(model, regressor, dataset, splits["val"], cfg, progress=False)
-    res = np.abs(val["predicted"] - val["dice"])
+    mixed = val["draw"] <= 0  # the model prompts and each image's first user, as the training set mixes them
+    res = np.abs(val["predicted"] - val["dice"])[mixed]
     k = math.ceil((len(res) + 1) * 0.9)
     assert record.half_width == pytest.approx(np.sort(res)[k - 1])
     assert record.numbers["conformal"]["n"] == len(res) == len(splits["val"]) * (1 + 3 + 3)  # bands, outside, user
     test = script.model_masks(model, regressor, dataset, splits["test"], cfg, progress=False)
-    covered = np.abs(test["predicted"] - test["dice"]) <= record.half_width
+    covered = (np.abs(test["predicted"] - test["dice"]) <= record.half_width)[test["draw"] <= 0]
     assert record.numbers["test"]["coverage"] == pytest.approx(covered.mean())
-    assert record.numbers["test_user"]["n"] == record.numbers["test_user_binary"]["n"] == len(splits["test"])
+    n_users = len(splits["test"]) * script.USERS_PER_IMAGE
+    assert record.numbers["test_user"]["n"] == record.numbers["test_user_binary"]["n"] == n_users
     assert 0 <= record.margin <= 1 and "validation images" in record.meta["margin_chosen_on"]
 
 
@@ -188,6 +190,28 @@ def test_box_users_are_several_per_image_the_first_the_runs_own(shipped_toy, pha
                 want["dice"]
             )
         assert len({round(float(d), 9) for d in out["dice"][rows]}) > 1  # different boxes, different masks
+
+
+def test_click_users_are_the_centroid_then_clicks_anywhere_inside(shipped_toy, phantoms):
+    script, run, _, _ = shipped_toy
+    regressor, _ = load_regressor(run / "regressor.pt")
+    cfg = {"n_outside": 3, "box_jitter": 0.1, "seed": 3, "sharpness": 5.0, "prompt": "click", "structure": "left_lung"}
+    from sampot_lib.data.folder import FolderDataset
+    from sampot_lib.method.evolve import measure_prompt
+    from sampot_lib.method.scoring import RegressorScorer
+
+    dataset, model = FolderDataset(phantoms), load_model("sam_nano")
+    image_id = dataset.ids[0]
+    out = script.model_masks(model, regressor, dataset, [image_id], cfg, progress=False)
+    image, truth = dataset.image(image_id), dataset.mask(image_id, "left_lung")
+    scorer, emb = RegressorScorer(regressor, image, 5.0), model.embed(image)
+    rows = np.flatnonzero(out["users"])
+    assert list(out["draw"][rows]) == list(range(script.USERS_PER_IMAGE))
+    for j, row in enumerate(rows):
+        seed = 3 + script.USER_SEED_STEP * j
+        prompt = user_prompt_for(seed, "click", 0.1, image_id, truth, anywhere_inside=j > 0)
+        assert (prompt.points[0] == centroid_prompt(truth)) == (j == 0)
+        assert out["dice"][row] == pytest.approx(measure_prompt(model, emb, prompt, scorer, truth)["dice"])
 
 
 def test_the_users_half_widths_come_from_every_user_and_the_mix_from_the_first():

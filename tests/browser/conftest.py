@@ -22,10 +22,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
+def _live_asked(config: pytest.Config) -> bool:
+    return bool(config.getoption("--live", default=False) or os.environ.get("SAMPOT_LIVE") == "1")
+
+
+def _site_given(config: pytest.Config) -> str | None:
+    return config.getoption("--site", default=None) or os.environ.get("SAMPOT_SITE")
+
+
 @pytest.fixture(scope="session")
 def live(request: pytest.FixtureRequest) -> bool:
     """Skips unless the live tests were asked for; then Voila must be installed."""
-    if not (request.config.getoption("--live", default=False) or os.environ.get("SAMPOT_LIVE") == "1"):
+    if not _live_asked(request.config):
         pytest.skip("live browser tests (the app, figure titles): `make app-test`, or pytest tests/browser --live")
     if shutil.which("voila") is None and importlib.util.find_spec("voila") is None:
         pytest.fail("Voila is not installed: pip install -e '.[app]' (the book extra includes it).")
@@ -34,7 +42,7 @@ def live(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(scope="session")
 def site(request: pytest.FixtureRequest) -> Path:
-    value = request.config.getoption("--site", default=None) or os.environ.get("SAMPOT_SITE")
+    value = _site_given(request.config)
     if not value:
         pytest.skip("no built site given: build it with `make book`, then `pytest tests/browser --site _build/html`")
     root = Path(value).resolve()
@@ -48,10 +56,7 @@ def chromium_path(request: pytest.FixtureRequest) -> str:
     # The session-scoped browser is set up before the fixtures that skip (`live`, `site`), so a plain `pytest` skips
     # here, before Chromium starts: a browser left running for the whole session would keep its event loop marked as
     # running in the main thread (playwright 1.40's sync API does), which breaks later tests' asyncio.run().
-    config = request.config
-    asked = (config.getoption("--live", default=False) or os.environ.get("SAMPOT_LIVE") == "1"
-             or config.getoption("--site", default=None) or os.environ.get("SAMPOT_SITE"))  # fmt: skip
-    if not asked:
+    if not (_live_asked(request.config) or _site_given(request.config)):
         pytest.skip("no browser tests asked for (--live, --site)")
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sampot_lib.cli.main import main
+from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
 from sampot_lib.files import sha256_file
-from sampot_lib.method.evolve import evolve_prompt
+from sampot_lib.method.evolve import evolve_prompt, measure_prompt
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.regressor import load_regressor
+from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.shipped import find_shipped, shipped_regressors
 from sampot_lib.method.synth import centroid_prompt, user_prompt_for
 from sampot_lib.models import load_model
@@ -68,7 +71,6 @@ def test_the_half_width_comes_from_validation_and_the_coverage_from_test(shipped
     regressor, meta = load_regressor(run / "regressor.pt")
     cfg = script.run_settings(run) | {"structure": "left_lung"}
     splits = json.loads((run / "splits.json").read_text())["splits"]
-    from sampot_lib.data.folder import FolderDataset
 
     dataset, model = FolderDataset(phantoms), load_model("sam_nano")
     val = script.model_masks(model, regressor, dataset, splits["val"], cfg, progress=False)
@@ -113,7 +115,6 @@ def test_the_interval_is_also_measured_on_the_winning_masks_of_evolution(shipped
     regressor, _ = load_regressor(run / "regressor.pt")
     cfg = {"n_outside": 3, "box_jitter": 0.1} | script.run_settings(run) | {"structure": "left_lung"}
     splits = json.loads((run / "splits.json").read_text())["splits"]
-    from sampot_lib.data.folder import FolderDataset
 
     evolved = script.evolve_split(load_model("sam_nano"), regressor, FolderDataset(phantoms), splits["test"], cfg,
                                   record.blend_weight, "test")  # fmt: skip
@@ -148,7 +149,6 @@ def test_the_winners_half_width_comes_from_evolutions_of_the_validation_images(s
     record = script.ship(run, "toy_left_lung", None, 0.5, progress=False, into=tmp_path)  # enough at 50%
     regressor, _ = load_regressor(run / "regressor.pt")
     cfg = {"n_outside": 3, "box_jitter": 0.1} | script.run_settings(run) | {"structure": "left_lung"}
-    from sampot_lib.data.folder import FolderDataset
 
     val = script.evolve_split(load_model("sam_nano"), regressor, FolderDataset(phantoms), splits["val"], cfg,
                               record.blend_weight, "validation")  # fmt: skip
@@ -166,9 +166,6 @@ def test_box_users_are_several_per_image_the_first_the_runs_own(shipped_toy, pha
     script, run, _, _ = shipped_toy
     regressor, _ = load_regressor(run / "regressor.pt")
     cfg = {"n_outside": 3, "box_jitter": 0.1, "seed": 3, "sharpness": 5.0, "prompt": "box", "structure": "left_lung"}
-    from sampot_lib.data.folder import FolderDataset
-    from sampot_lib.method.evolve import measure_prompt
-    from sampot_lib.method.scoring import RegressorScorer
 
     dataset, model = FolderDataset(phantoms), load_model("sam_nano")
     ids = dataset.ids[:2]
@@ -196,9 +193,6 @@ def test_click_users_are_the_centroid_then_clicks_anywhere_inside(shipped_toy, p
     script, run, _, _ = shipped_toy
     regressor, _ = load_regressor(run / "regressor.pt")
     cfg = {"n_outside": 3, "box_jitter": 0.1, "seed": 3, "sharpness": 5.0, "prompt": "click", "structure": "left_lung"}
-    from sampot_lib.data.folder import FolderDataset
-    from sampot_lib.method.evolve import measure_prompt
-    from sampot_lib.method.scoring import RegressorScorer
 
     dataset, model = FolderDataset(phantoms), load_model("sam_nano")
     image_id = dataset.ids[0]
@@ -231,7 +225,6 @@ def test_the_users_half_widths_come_from_every_user_and_the_mix_from_the_first()
 
 
 def test_the_margin_is_chosen_on_every_seeds_validation_curve_pooled(shipped_toy, tmp_path):
-    import shutil
 
     script, run, _, _ = shipped_toy
     seeds = tmp_path / "run"

@@ -30,6 +30,13 @@ REGRESSOR_LR = 1e-3
 #: 200: ``--epochs 200 --regressor-patience 0``). On JSRT (LiteMedSAM, left lung) the validation loss reached its low
 #: by epoch 33 of 200 and rose after it while the training loss kept falling.
 REGRESSOR_PATIENCE = 20
+#: Regressor training's learning-rate schedules (``--regressor-schedule``): ``constant`` (the paper's Adam at one rate)
+#: and ``plateau`` (the rate multiplied by ``LR_DECAY_FACTOR`` after ``LR_DECAY_PATIENCE`` epochs without a lower
+#: validation loss).
+LR_SCHEDULES = ("constant", "plateau")
+REGRESSOR_SCHEDULE = "constant"
+LR_DECAY_PATIENCE = 4
+LR_DECAY_FACTOR = 0.5
 #: Weight of the within-image loss beside the MSE in regressor training
 #: (:func:`sampot_lib.method.regressor_training.fit_regressor`); 0 trains on the MSE alone. The within-image loss is
 #: the MSE of the score's differences between two masks of one image against their Dice differences: what evolution

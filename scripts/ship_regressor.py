@@ -174,24 +174,36 @@ def accuracy(predicted: np.ndarray, true: np.ndarray, half_width: float | None =
 
 def evolve_split(
     model: PromptableModel, regressor: Any, dataset: FolderDataset, ids: list[str], cfg: dict[str, Any],
-    weight: float | None, what: str,
+    weight: float | None, what: str, users: int = USERS_PER_IMAGE,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Each image's simulated user prompt evolved with ``sampot evolve``'s defaults, per image: the do-no-harm rule's
-    predicted gain (``predicted``), the true Dice gain (``gain``), and the winner's score and true Dice (``score``,
-    ``dice``: the best of many scores overrates its mask, which the interval on evolved masks must cover)."""
-    probe, out = DoNoHarm(0.0, weight), {"predicted": [], "gain": [], "score": [], "dice": []}
+    """Each image's simulated users' prompts (``users`` per image, drawn as :func:`model_masks` draws them, the first
+    the run's own) evolved with ``sampot evolve``'s defaults, one entry per (image, user) in that order: the do-no-harm
+    rule's predicted gain (``predicted``), the true Dice gain (``gain``), the winner's score and true Dice (``score``,
+    ``dice``: the best of many scores overrates its mask, which the interval on evolved masks must cover), and the
+    user's number (``draw``)."""
+    probe = DoNoHarm(0.0, weight)
+    out: dict[str, list[float]] = {"predicted": [], "gain": [], "score": [], "dice": [], "draw": []}
     for i, image_id in enumerate(ids):
         image, truth = dataset.image(image_id), dataset.mask(image_id, cfg["structure"])
-        prompt = user_prompt_for(cfg["seed"], cfg["prompt"], cfg["box_jitter"], image_id, truth)
-        res = evolve_prompt(model, regressor, image, prompt, steps=STEPS, lr=LR, sharpness=cfg["sharpness"],
-                            safeguards=Safeguards())  # fmt: skip
-        judged = truth_gain(res, truth)
-        out["predicted"].append(probe.predicted_gain(res))
-        out["gain"].append(judged["gain"])
-        out["score"].append(res.best.score)
-        out["dice"].append(judged["dice"])
+        for j in range(users):
+            seed = cfg["seed"] + USER_SEED_STEP * j
+            prompt = user_prompt_for(seed, cfg["prompt"], cfg["box_jitter"], image_id, truth, anywhere_inside=j > 0)
+            res = evolve_prompt(model, regressor, image, prompt, steps=STEPS, lr=LR, sharpness=cfg["sharpness"],
+                                safeguards=Safeguards())  # fmt: skip
+            judged = truth_gain(res, truth)
+            out["predicted"].append(probe.predicted_gain(res))
+            out["gain"].append(judged["gain"])
+            out["score"].append(res.best.score)
+            out["dice"].append(judged["dice"])
+            out["draw"].append(j)
         print(f"  evolving {what} image {i + 1}/{len(ids)}", end="\r", file=sys.stderr)
-    return {k: np.array(v, dtype=float) for k, v in out.items()}
+    return {k: np.array(v, dtype=float if k != "draw" else int) for k, v in out.items()}
+
+
+def first_users(evolved: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The entries of :func:`evolve_split` of each image's first user: the prompt the run itself evolved."""
+    keep = evolved["draw"] == 0
+    return {k: v[keep] for k, v in evolved.items()}
 
 
 def rule_on_test(predicted: np.ndarray, gains: np.ndarray, margin: float) -> dict[str, Any]:
@@ -295,7 +307,8 @@ def card_text(rec: ShippedRegressor) -> str:
         + (
             f"The winner of an evolution scores above its true Dice more often (the best of many scores): `sampot "
             f"evolve` gives its predicted Dice ± {c['half_width_evolved']:.3f}, split-conformal on the winners of the "
-            f"{c['n_evolved']} validation users' prompts evolved with its defaults. "
+            f"{c['n_evolved']} validation users' prompts evolved with its defaults"
+            + (f" ({c['evolved_users_per_image']} per image). " if "evolved_users_per_image" in c else ". ")
             if "half_width_evolved" in c
             else ""
         )
@@ -383,18 +396,20 @@ def ship(
     val_evo = evolve_split(model, regressor, dataset, splits["val"], cfg, weight, "validation")
     if math.ceil((len(val_evo["score"]) + 1) * level) <= len(val_evo["score"]):
         apart |= {"half_width_evolved": conformal_half_width(val_evo["score"] - val_evo["dice"], level),
-                  "n_evolved": len(val_evo["score"])}  # fmt: skip
+                  "n_evolved": len(val_evo["score"]), "evolved_users_per_image": USERS_PER_IMAGE}  # fmt: skip
+    val_first = first_users(val_evo)  # the margin, like the run's rule, is chosen on each image's own user
     if len(seeds := seed_folders(run.parent)) >= 2 and run.resolve() in {s.resolve() for s in seeds}:
         pooled = pooled_margin(seeds)
         margin = {"margin": pooled["margin"], "chosen_on": f"the run's {pooled['chosen_on']}, pooled"}
     elif "margin" in rule:
         margin = {"margin": float(rule["margin"]), "chosen_on": f"the run's {rule.get('chosen_on', 'validation')}"}
     else:
-        choice = choose_margin(val_evo["predicted"], val_evo["gain"])
+        choice = choose_margin(val_first["predicted"], val_first["gain"])
         margin = {"margin": choice["margin"], "chosen_on": f"evolutions of {len(splits['val'])} validation images "
                   f"({defaults})"}  # fmt: skip
     evolved = evolve_split(model, regressor, dataset, splits["test"], cfg, weight, "test")
-    test_evo = rule_on_test(evolved["predicted"], evolved["gain"], margin["margin"]) | {"settings": defaults}
+    test_first = first_users(evolved)
+    test_evo = rule_on_test(test_first["predicted"], test_first["gain"], margin["margin"]) | {"settings": defaults}
     numbers = {
         "conformal": {"half_width": half, "level": level, "n": int(mixed.sum())} | apart,
         "val": accuracy(val["predicted"][mixed], val["dice"][mixed]),

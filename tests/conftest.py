@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,18 @@ from sampot_lib.models.nano import NanoConfig, build_sam_nano
 sys.path.insert(0, str(Path(__file__).parent))
 
 torch.set_num_threads(1)  # tests run beside other work on 2 cores; one thread stays stable
+# The suite's numbers are compared at one thread in process and in workers: a caller's $SAMPOT_THREADS would set
+# another count inside in-process commands. Tests of the setting set it themselves.
+os.environ.pop("SAMPOT_THREADS", None)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Each test starts at one torch thread: an in-process command reads $SAMPOT_THREADS and sets torch's count for
+    the whole process, and a test after it that compares numbers with a worker's (one thread) would differ in the
+    last bits of a float sum."""
+    torch.set_num_threads(1)
+    yield
 
 
 def build_tiny_sam(img_size: int = 64, dim: int = 32, seed: int = 0) -> Sam:

@@ -17,11 +17,14 @@ from sampot_lib.defaults import (
     EVOLVE_MIN_GAIN,
     EVOLVE_PATIENCE,
     LR,
+    LR_DECAY_PATIENCE,
+    LR_SCHEDULES,
     MAX_AREA_RATIO,
     MIN_OVERLAP,
     PRESETS,
     RANK_WEIGHT,
     REGRESSOR_PATIENCE,
+    REGRESSOR_SCHEDULE,
     REGRESSOR_SIZE,
     SHARPNESS,
     STEPS,
@@ -167,6 +170,12 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
         "--regressor-patience", type=positive_int, default=REGRESSOR_PATIENCE,
         help="stop regressor training after this many epochs without a lower validation loss; 0: every epoch "
         + ("(default: %(default)s)" if REGRESSOR_PATIENCE else "(default: every epoch)"),
+    )  # fmt: skip
+    p.add_argument(
+        "--regressor-schedule", choices=LR_SCHEDULES, default=None,
+        help="regressor training's learning rate: constant (the paper's) or plateau (halved after "
+        f"{LR_DECAY_PATIENCE + 1} epochs in a row without a lower validation loss) (default: the preset's, else "
+        f"{REGRESSOR_SCHEDULE})",
     )  # fmt: skip
     p.add_argument(
         "--rank-weight", type=non_negative_float, default=RANK_WEIGHT,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sampot_lib.defaults import PRESETS, SAFEGUARDS_OFF
+from sampot_lib.defaults import LR_DECAY_FACTOR, LR_DECAY_PATIENCE, PRESETS, SAFEGUARDS_OFF
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig
 
@@ -90,6 +90,9 @@ def differs_from_paper(config: ExperimentConfig) -> list[str]:
     if config.regressor_patience:
         lines.append(f"regressor_patience: {config.regressor_patience} epochs without a lower validation loss end "
                      "training (paper: all epochs)")  # fmt: skip
+    if config.regressor_schedule != "constant":
+        lines.append(f"regressor_schedule: {config.regressor_schedule} (learning rate times {LR_DECAY_FACTOR} after "
+                     f"{LR_DECAY_PATIENCE + 1} epochs without a lower validation loss) (paper: one rate)")  # fmt: skip
     if config.patience and config.patience < config.steps:
         lines.append(f"patience: {config.patience} steps without a rise end evolution (paper: every step)")
     if config.split_file is not None:

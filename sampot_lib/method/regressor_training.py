@@ -17,13 +17,16 @@ from tqdm.auto import tqdm
 from sampot_lib.defaults import (
     BATCH_SIZE,
     EPOCHS,
+    LR_DECAY_FACTOR,
+    LR_DECAY_PATIENCE,
+    LR_SCHEDULES,
     RANK_GROUP,
     RANK_WEIGHT,
     REGRESSOR_PATIENCE,
     TUNE_EPOCHS,
     TUNE_LR,
 )
-from sampot_lib.errors import SampotError, whole
+from sampot_lib.errors import SampotError, number, whole
 from sampot_lib.method.regressor import SegmentationRegressor
 
 
@@ -140,6 +143,9 @@ def fit_regressor(
     patience: int | None = REGRESSOR_PATIENCE,
     rank_weight: float = RANK_WEIGHT,
     rank_group: int = RANK_GROUP,
+    lr_schedule: str = "constant",
+    lr_decay_patience: int = LR_DECAY_PATIENCE,
+    lr_decay_factor: float = LR_DECAY_FACTOR,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
     """Train a segmentation regressor with Adam + MSE, keeping the weights of the best epoch.
 
@@ -169,15 +175,21 @@ def fit_regressor(
             validation loss that picks the epoch is ``val_mse + rank_weight * val_pair_mse``. 0: the MSE alone,
             batches drawn at random.
         rank_group: With ``rank_weight`` > 0, how many masks of one image come in a run (1: a plain shuffle).
+        lr_schedule: ``"constant"``: Adam at ``lr`` throughout (the paper). ``"plateau"``: the learning rate is
+            multiplied by ``lr_decay_factor`` after ``lr_decay_patience`` epochs in a row without a lower validation
+            loss (torch's ``ReduceLROnPlateau`` on the loss that picks the epoch).
+        lr_decay_patience: See ``lr_schedule``.
+        lr_decay_factor: See ``lr_schedule``.
 
     Returns:
         The pair (regressor, history), the regressor in eval mode with the best epoch's weights and the per-epoch
-        history, one row per epoch run: ``{"epoch", "train_mse", "val_mse"}`` (and ``"val_pair_mse"`` with
-        ``rank_weight`` > 0).
+        history, one row per epoch run: ``{"epoch", "train_mse", "val_mse", "lr"}`` (``lr``: the rate the epoch
+        trained at; and ``"val_pair_mse"`` with ``rank_weight`` > 0).
 
     Raises:
-        SampotError: An empty training or validation set, a ``patience``, ``rank_weight`` or ``rank_group`` out of
-            range, or an ``init`` that reads another input size than the training set's.
+        SampotError: An empty training or validation set, a ``patience``, ``rank_weight``, ``rank_group`` or
+            learning-rate schedule setting out of range, or an ``init`` that reads another input size than the
+            training set's.
     """
     if len(train) == 0 or len(val) == 0:
         raise SampotError(f"regressor training needs non-empty train and val sets (got {len(train)} and {len(val)}).")
@@ -186,6 +198,10 @@ def fit_regressor(
         raise SampotError(f"the within-image loss weight (--rank-weight) must be a finite number >= 0, got "
                           f"{rank_weight!r}.")  # fmt: skip
     rank_group = whole(rank_group, "rank_group", low=1)
+    if lr_schedule not in LR_SCHEDULES:
+        raise SampotError(f"unknown learning-rate schedule {lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}.")
+    lr_decay_patience = whole(lr_decay_patience, "lr_decay_patience", low=0)
+    lr_decay_factor = number(lr_decay_factor, "lr_decay_factor", low=0, high=1, low_open=True, high_open=True)
     size = train.images.shape[-1]
     torch.manual_seed(seed)
     if init is not None:
@@ -199,6 +215,11 @@ def fit_regressor(
     # 5.5 -> 3.9 s an epoch of 2304 samples at 128 px); the returned regressor is back in the usual layout
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    plateau = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=lr_decay_factor, patience=lr_decay_patience)
+        if lr_schedule == "plateau"
+        else None
+    )
     gen = torch.Generator().manual_seed(seed)
     img, msk, target = train.tensors(device, channels_last=True)
     val_img, val_msk, _ = val.tensors(device, channels_last=True)  # once, not every epoch
@@ -243,9 +264,11 @@ def fit_regressor(
             opt.step()
             total += F.mse_loss(pred.detach(), target[idx]).item() * len(idx)
         train_mse = total / len(train)
-        row = {"epoch": epoch, "train_mse": train_mse} | val_losses()
+        row = {"epoch": epoch, "train_mse": train_mse} | val_losses() | {"lr": opt.param_groups[0]["lr"]}
         history.append(row)
         epoch_val = val_loss(row)
+        if plateau is not None:
+            plateau.step(epoch_val)
         if epoch_val < best_val:
             best_val, best_state, stale = epoch_val, copy.deepcopy(model.state_dict()), 0
         else:

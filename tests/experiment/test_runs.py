@@ -170,6 +170,26 @@ def test_resume_reuses_finished_stages_and_redoes_what_changed(phantoms, tiny_ch
     assert RunFolder(out).problems() == []
 
 
+def test_the_training_stage_fits_with_the_configs_learning_rate_schedule(phantoms, tiny_checkpoint, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    schedules = []
+    real = pipeline_module.fit_regressor
+
+    def spy(*args, **kwargs):
+        schedules.append(kwargs["lr_schedule"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "fit_regressor", spy)
+    out = tmp_path / "run"
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=2), progress=False)
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=2), progress=False, resume=True)
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=2, regressor_schedule="plateau"),
+                          progress=False, resume=True)  # fmt: skip
+    assert schedules == ["constant", "plateau"]  # the same settings reused, another schedule trained again
+    with open(out / "regressor_history.csv") as f:
+        assert [float(row["lr"]) for row in csv.DictReader(f)] == [1e-3, 1e-3]
+
+
 def test_resume_retrains_on_the_kept_training_set_when_only_the_fitting_changed(
     phantoms, tiny_checkpoint, tmp_path, count_training, monkeypatch
 ):
@@ -382,6 +402,10 @@ def test_paper_preset_sets_the_papers_values_and_names_what_differs():
     assert differs_from_paper(quick) == ["epochs: 5 (paper: 200)", "max_images: 8 per split (paper: all images)",
                                          *stopping]  # fmt: skip
     assert any(line.startswith("safeguards: on") for line in differs_from_paper(ExperimentConfig(data="d", out="o")))
+    plateau = apply_preset("paper", data="d", out="o", model="vit_b", regressor_patience=0, patience=0,
+                           regressor_schedule="plateau")  # fmt: skip
+    decay = "regressor_schedule: plateau (learning rate times 0.5 after 5 epochs without a lower validation loss)"
+    assert differs_from_paper(plateau) == [f"{decay} (paper: one rate)"]
 
 
 def test_cli_preset_gives_way_to_typed_options():

@@ -247,6 +247,36 @@ def test_regressor_training_logs_why_it_stopped(scripted_validation):
     assert lines[-1].startswith("stopped after epoch 7") and len(lines) == 8
 
 
+@pytest.mark.parametrize(("decay_patience", "first_decayed"), [(1, 7), (2, 8), (3, None)])
+def test_the_plateau_schedule_halves_the_rate_after_that_many_epochs_without_a_lower_validation_loss(
+    scripted_validation, decay_patience, first_decayed
+):
+    # VAL_MSE's epochs 5, 6 and 7 are above epoch 4's low: a decay patience p lowers the rate after p + 1 of them
+    schedule = {"lr_schedule": "plateau", "lr_decay_patience": decay_patience, "lr_decay_factor": 0.5}
+    _, history = fit_regressor(TRAIN, VAL, epochs=10, batch_size=8, lr=1e-3, seed=0, progress=False, patience=0,
+                               **schedule)  # fmt: skip
+    decayed = first_decayed or 11
+    assert [h["lr"] for h in history] == pytest.approx([1e-3] * (decayed - 1) + [5e-4] * (11 - decayed))
+
+
+def test_the_constant_schedule_keeps_the_rate(scripted_validation):
+    _, history = fit_regressor(TRAIN, VAL, epochs=10, batch_size=8, lr=1e-3, seed=0, progress=False, patience=0)
+    assert [h["lr"] for h in history] == [1e-3] * 10
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"lr_schedule": "cosine"}, "unknown learning-rate schedule 'cosine'; known: constant, plateau"),
+        ({"lr_schedule": "plateau", "lr_decay_factor": 1.0}, "lr_decay_factor"),
+        ({"lr_schedule": "plateau", "lr_decay_patience": -1}, "lr_decay_patience must be a whole number"),
+    ],
+)
+def test_bad_schedule_settings_are_refused_before_training(settings, message):
+    with pytest.raises(SampotError, match=message):
+        fit_regressor(TRAIN, VAL, epochs=2, progress=False, **settings)
+
+
 @pytest.mark.parametrize("patience", [-1, 1.5, True])
 def test_bad_regressor_patience_is_refused(patience):
     with pytest.raises(SampotError, match="patience must be a whole number"):
@@ -265,6 +295,8 @@ def test_a_run_config_refuses_a_negative_min_gain_and_takes_a_patience_beyond_it
         ExperimentConfig(data="d", out="o", min_gain=-0.1)
     with pytest.raises(SampotError, match="'regressor_patience' must be >= 0"):
         ExperimentConfig(data="d", out="o", regressor_patience=-1)
+    with pytest.raises(SampotError, match="'regressor_schedule' must be one of constant, plateau, got 'linear'"):
+        ExperimentConfig(data="d", out="o", regressor_schedule="linear")
     assert ExperimentConfig(data="d", out="o", steps=2, patience=10).patience == 10  # a default's short run
 
 
@@ -273,7 +305,7 @@ def test_a_changed_patience_redoes_the_stage_it_changes():
     from sampot_lib.experiment.config import STAGE_SETTINGS
 
     assert {"patience", "min_gain"} <= set(STAGE_SETTINGS["evolve"])
-    assert "regressor_patience" in STAGE_SETTINGS["train"]
+    assert {"regressor_patience", "regressor_schedule"} <= set(STAGE_SETTINGS["train"])
     assert "patience" not in STAGE_SETTINGS["train"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import shutil
@@ -119,34 +120,39 @@ def test_the_interval_is_also_measured_on_the_winning_masks_of_evolution(shipped
     evolved = script.evolve_split(load_model("sam_nano"), regressor, FolderDataset(phantoms), splits["test"], cfg,
                                   record.blend_weight, "test")  # fmt: skip
     e, half = record.numbers["test_evolved"], record.half_width_of("evolved")
-    assert e["n"] == len(splits["test"])
+    users = script.USERS_PER_IMAGE
+    assert e["n"] == users * len(splits["test"]) and users > 1
     assert e["coverage"] == pytest.approx(np.mean(np.abs(evolved["score"] - evolved["dice"]) <= half))
     assert e["mae"] == pytest.approx(np.mean(np.abs(evolved["score"] - evolved["dice"])))
-    # the winner's score and true Dice, as an evolution with `sampot evolve`'s defaults gives them
+    # the winner's score and true Dice, as an evolution with `sampot evolve`'s defaults gives them, for each image's
+    # users in turn: the run's own (the centroid click) first, then clicks anywhere inside
     dataset, model = FolderDataset(phantoms), load_model("sam_nano")
-    for i, image_id in enumerate(splits["test"]):
+    assert list(evolved["draw"]) == list(range(users)) * len(splits["test"])
+    for i, (image_id, j) in enumerate(itertools.product(splits["test"], range(users))):
         truth = dataset.mask(image_id, "left_lung")
+        seed = cfg["seed"] + script.USER_SEED_STEP * j
         res = evolve_prompt(
             model,
             regressor,
             dataset.image(image_id),
-            user_prompt_for(cfg["seed"], "click", 0.1, image_id, truth),
+            user_prompt_for(seed, "click", 0.1, image_id, truth, anywhere_inside=j > 0),
             sharpness=cfg["sharpness"],
         )
         assert evolved["score"][i] == pytest.approx(res.best.score)
         assert res.best.score >= res.trajectory[0].score
         assert evolved["dice"][i] == pytest.approx(dice(res.best_mask, truth))
+    # the rule's test outcome is that of each image's own user, as the run evolved it
+    first = script.first_users(evolved)
+    assert record.numbers["evolution_default"]["n"] == len(splits["test"])
+    assert record.numbers["evolution_default"]["mean_gain_without_rule"] == pytest.approx(first["gain"].mean())
     assert "the winning masks" in (into / record.card).read_text()
 
 
 def test_the_winners_half_width_comes_from_evolutions_of_the_validation_images(shipped_toy, phantoms, tmp_path):
-    script, run, _, at_90 = shipped_toy
+    script, run, into, record = shipped_toy
     splits = json.loads((run / "splits.json").read_text())["splits"]
-    n_val = len(splits["val"])
-    assert math.ceil((n_val + 1) * 0.9) > n_val  # too few validation images at 90%: the soft masks' half-width
-    assert "half_width_evolved" not in at_90.numbers["conformal"]
-    assert at_90.half_width_of("evolved") == at_90.half_width
-    record = script.ship(run, "toy_left_lung", None, 0.5, progress=False, into=tmp_path)  # enough at 50%
+    n_evolved = len(splits["val"]) * script.USERS_PER_IMAGE
+    assert math.ceil((n_evolved + 1) * 0.9) <= n_evolved  # each image's users make enough winners at 90%
     regressor, _ = load_regressor(run / "regressor.pt")
     cfg = {"n_outside": 3, "box_jitter": 0.1} | script.run_settings(run) | {"structure": "left_lung"}
 
@@ -154,12 +160,16 @@ def test_the_winners_half_width_comes_from_evolutions_of_the_validation_images(s
                               record.blend_weight, "validation")  # fmt: skip
     res = np.sort(np.abs(val["score"] - val["dice"]))
     conformal = record.numbers["conformal"]
-    assert conformal["half_width_evolved"] == pytest.approx(res[math.ceil((n_val + 1) * 0.5) - 1])
-    assert conformal["n_evolved"] == n_val and record.half_width_of("evolved") == conformal["half_width_evolved"]
-    assert (
-        f"± {conformal['half_width_evolved']:.3f}, split-conformal on the winners"
-        in (tmp_path / record.card).read_text()
-    )
+    assert conformal["half_width_evolved"] == pytest.approx(res[math.ceil((n_evolved + 1) * 0.9) - 1])
+    assert conformal["n_evolved"] == n_evolved and record.half_width_of("evolved") == conformal["half_width_evolved"]
+    assert conformal["evolved_users_per_image"] == script.USERS_PER_IMAGE
+    card = (into / record.card).read_text()
+    assert f"± {conformal['half_width_evolved']:.3f}, split-conformal on the winners of the {n_evolved} " in card
+    # too few winners for the level: the soft masks' half-width stands in
+    assert math.ceil((n_evolved + 1) * 0.95) > n_evolved
+    at_95 = script.ship(run, "toy_left_lung", None, 0.95, progress=False, into=tmp_path)
+    assert "half_width_evolved" not in at_95.numbers["conformal"]
+    assert at_95.half_width_of("evolved") == at_95.half_width
 
 
 def test_box_users_are_several_per_image_the_first_the_runs_own(shipped_toy, phantoms):

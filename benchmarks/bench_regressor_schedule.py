@@ -23,13 +23,14 @@ from pathlib import Path
 
 import torch
 
+from sampot_lib.defaults import BATCH_SIZE, EPOCHS, REGRESSOR_LR, REGRESSOR_PATIENCE
 from sampot_lib.experiment.presets import apply_preset
 from sampot_lib.experiment.stages import load_training_sets, train_regressor_stage
 from sampot_lib.method.regressor_training import fit_regressor
 
 #: name: (fit_regressor's schedule settings, early-stopping patience). The first is the reference.
 RECIPES = {
-    "constant, patience 20": ({"lr_schedule": "constant"}, 20),
+    f"constant, patience {REGRESSOR_PATIENCE}": ({"lr_schedule": "constant"}, REGRESSOR_PATIENCE),
     "plateau 4 x0.5, patience 10": ({"lr_schedule": "plateau", "lr_decay_patience": 4, "lr_decay_factor": 0.5}, 10),
     "plateau 2 x0.5, patience 6": ({"lr_schedule": "plateau", "lr_decay_patience": 2, "lr_decay_factor": 0.5}, 6),
 }
@@ -67,8 +68,9 @@ def main() -> None:
                 continue
             schedule, patience = RECIPES[name]
             t0 = time.perf_counter()
-            _, history = fit_regressor(sets["train"], sets["val"], epochs=200, batch_size=32, lr=1e-3, seed=seed,
-                                       patience=patience, progress=False, **schedule)  # fmt: skip
+            _, history = fit_regressor(sets["train"], sets["val"], epochs=EPOCHS, batch_size=BATCH_SIZE,
+                                       lr=REGRESSOR_LR, seed=seed, patience=patience, progress=False,
+                                       **schedule)  # fmt: skip
             best = min(history, key=lambda r: r["val_mse"])
             rows[seed, name] = {"epochs": len(history), "best_epoch": int(best["epoch"]),
                                 "best_val_mse": best["val_mse"], "seconds": time.perf_counter() - t0}  # fmt: skip

@@ -37,7 +37,7 @@ from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.setup import apply_thread_setting
 from sampot_lib.files import sha256_file, write_text
 from sampot_lib.method.evolve import evolve_prompt, measure_prompt, truth_gain
-from sampot_lib.method.prompts import Safeguards
+from sampot_lib.method.prompts import Prompt, Safeguards
 from sampot_lib.method.regressor import load_regressor, save_regressor, score_mask
 from sampot_lib.method.regressor_training import predict_dice
 from sampot_lib.method.scoring import RegressorScorer
@@ -112,6 +112,12 @@ USERS_PER_IMAGE = 5
 USER_SEED_STEP = 1000
 
 
+def simulated_user(cfg: dict[str, Any], image_id: str, truth: np.ndarray, j: int) -> Prompt:
+    """The prompt of user ``j`` (0 .. USERS_PER_IMAGE - 1) of one image: user 0 is the run's own."""
+    seed = cfg["seed"] + USER_SEED_STEP * j
+    return user_prompt_for(seed, cfg["prompt"], cfg["box_jitter"], image_id, truth, anywhere_inside=j > 0)
+
+
 def model_masks(
     model: PromptableModel, regressor: Any, dataset: FolderDataset, ids: list[str], cfg: dict[str, Any],
     progress: bool = True,
@@ -131,8 +137,7 @@ def model_masks(
         image, truth = dataset.image(image_id), dataset.mask(image_id, cfg["structure"])
         scorer, emb = RegressorScorer(regressor, image, cfg["sharpness"]), model.embed(image)
         for j in range(USERS_PER_IMAGE):
-            seed = cfg["seed"] + USER_SEED_STEP * j
-            prompt = user_prompt_for(seed, cfg["prompt"], cfg["box_jitter"], image_id, truth, anywhere_inside=j > 0)
+            prompt = simulated_user(cfg, image_id, truth, j)
             m = measure_prompt(model, emb, prompt, scorer, truth)
             predicted.append(m["score"])
             binary.append(score_mask(regressor, image, m["mask"]))  # as `sampot score` reads the binary mask
@@ -186,8 +191,7 @@ def evolve_split(
     for i, image_id in enumerate(ids):
         image, truth = dataset.image(image_id), dataset.mask(image_id, cfg["structure"])
         for j in range(users):
-            seed = cfg["seed"] + USER_SEED_STEP * j
-            prompt = user_prompt_for(seed, cfg["prompt"], cfg["box_jitter"], image_id, truth, anywhere_inside=j > 0)
+            prompt = simulated_user(cfg, image_id, truth, j)
             res = evolve_prompt(model, regressor, image, prompt, steps=STEPS, lr=LR, sharpness=cfg["sharpness"],
                                 safeguards=Safeguards())  # fmt: skip
             judged = truth_gain(res, truth)

@@ -17,6 +17,7 @@ from sampot_lib.defaults import (
     EVOLVE_MIN_GAIN,
     EVOLVE_PATIENCE,
     LR,
+    LR_DECAY_FACTOR,
     LR_DECAY_PATIENCE,
     LR_SCHEDULES,
     MAX_AREA_RATIO,
@@ -173,7 +174,7 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--regressor-schedule", choices=LR_SCHEDULES, default=None,
-        help="regressor training's learning rate: constant (the paper's) or plateau (halved after "
+        help=f"regressor training's learning rate: constant (the paper's) or plateau (times {LR_DECAY_FACTOR} after "
         f"{LR_DECAY_PATIENCE + 1} epochs in a row without a lower validation loss) (default: the preset's, else "
         f"{REGRESSOR_SCHEDULE})",
     )  # fmt: skip

@@ -33,6 +33,10 @@ RECIPES = {
     f"constant, patience {REGRESSOR_PATIENCE}": ({"lr_schedule": "constant"}, REGRESSOR_PATIENCE),
     "plateau 4 x0.5, patience 10": ({"lr_schedule": "plateau", "lr_decay_patience": 4, "lr_decay_factor": 0.5}, 10),
     "plateau 2 x0.5, patience 6": ({"lr_schedule": "plateau", "lr_decay_patience": 2, "lr_decay_factor": 0.5}, 6),
+    f"constant, patience {REGRESSOR_PATIENCE}, bfloat16": (
+        {"lr_schedule": "constant", "precision": "bfloat16"},
+        REGRESSOR_PATIENCE,
+    ),
 }
 
 

@@ -40,8 +40,8 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     """The ExperimentConfig of ``train-regressor`` / ``run``: the options, over the preset's values if --preset is
     given (an option the user typed wins over the preset; ``differs_from_paper`` lists it)."""
     keys = ["structure", "model", "checkpoint", "mask_output", "device", "split_file", "seed", "max_images",
-            "regressor_size", "epochs", "regressor_patience", "regressor_schedule", "rank_weight", "box_jitter",
-            "workers", "scheduler", "dashboard"]  # fmt: skip
+            "regressor_size", "epochs", "regressor_patience", "regressor_schedule", "regressor_precision",
+            "rank_weight", "box_jitter", "workers", "scheduler", "dashboard"]  # fmt: skip
     if args.command == "run":
         keys += ["steps", "patience", "min_gain", "lr", "sharpness", "optimizer", "seeds", "regressor", "scorers",
                  "margin", "extra_jitters", "allow_foreign_regressor"]  # fmt: skip

@@ -25,6 +25,8 @@ from sampot_lib.defaults import (
     PRESETS,
     RANK_WEIGHT,
     REGRESSOR_PATIENCE,
+    REGRESSOR_PRECISION,
+    REGRESSOR_PRECISIONS,
     REGRESSOR_SCHEDULE,
     REGRESSOR_SIZE,
     SHARPNESS,
@@ -177,6 +179,13 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
         help=f"regressor training's learning rate: constant (the paper's) or plateau (times {LR_DECAY_FACTOR} after "
         f"{LR_DECAY_PATIENCE + 1} epochs in a row without a lower validation loss) (default: the preset's, else "
         f"{REGRESSOR_SCHEDULE})",
+    )  # fmt: skip
+    p.add_argument(
+        "--regressor-precision", choices=REGRESSOR_PRECISIONS, default=None,
+        help="regressor training's arithmetic: float32 (the paper's) or bfloat16 (the training batches' forward pass "
+        "under autocast; 1.7x faster an epoch on a 2-core CPU with Intel AMX, emulated on CPUs without native "
+        "bfloat16) "
+        f"(default: the preset's, else {REGRESSOR_PRECISION})",
     )  # fmt: skip
     p.add_argument(
         "--rank-weight", type=non_negative_float, default=RANK_WEIGHT,

@@ -35,6 +35,8 @@ from sampot_lib.defaults import (
     RANK_WEIGHT,
     REGRESSOR_LR,
     REGRESSOR_PATIENCE,
+    REGRESSOR_PRECISION,
+    REGRESSOR_PRECISIONS,
     REGRESSOR_SCHEDULE,
     REGRESSOR_SIZE,
     RULE,
@@ -87,6 +89,8 @@ class ExperimentConfig:
             epoch.
         regressor_schedule: Regressor training's learning-rate schedule, one of
             :data:`~sampot_lib.defaults.LR_SCHEDULES` (``"constant"``: the paper's one rate).
+        regressor_precision: Regressor training's arithmetic, one of :data:`~sampot_lib.defaults.REGRESSOR_PRECISIONS`
+            (``"float32"``: the paper's; ``"bfloat16"``: the training batches' forward pass under autocast).
         rank_weight: Weight of the within-image loss beside the MSE in regressor training; 0: the MSE alone.
         steps: Evolution's model calls after the user's prompt.
         patience: Stop an evolution once the best score has not risen by more than ``min_gain`` for this many calls
@@ -138,6 +142,7 @@ class ExperimentConfig:
     regressor_lr: float = REGRESSOR_LR
     regressor_patience: int = REGRESSOR_PATIENCE
     regressor_schedule: str = REGRESSOR_SCHEDULE
+    regressor_precision: str = REGRESSOR_PRECISION
     rank_weight: float = RANK_WEIGHT
     steps: int = STEPS
     patience: int | None = EVOLVE_PATIENCE
@@ -216,7 +221,8 @@ class ExperimentConfig:
         if not (math.isfinite(self.box_jitter) and 0 <= self.box_jitter <= 1):
             raise SampotError(f"parameter 'box_jitter' must be a fraction in [0, 1], got {self.box_jitter!r}.")
         for name, allowed in (("prompt", SIMULATED_PROMPTS), ("optimizer", OPTIMIZERS),
-                              ("regressor_schedule", LR_SCHEDULES)):  # fmt: skip
+                              ("regressor_schedule", LR_SCHEDULES),
+                              ("regressor_precision", REGRESSOR_PRECISIONS)):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise SampotError(
                     f"parameter {name!r} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."
@@ -299,8 +305,8 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
     "mask_output": (str, int, _NONE), "device": (str,), "split_file": (str, _NONE), "split_fractions": (list,),
     "seed": (int,), "max_images": (int, _NONE), "n_synthetic": (int,), "n_outside": (int,), "regressor_size": (int,),
     "epochs": (int,), "batch_size": (int,), "regressor_lr": (float,), "regressor_patience": (int,),
-    "regressor_schedule": (str,), "rank_weight": (float,), "steps": (int,), "patience": (int, _NONE),
-    "min_gain": (float,), "lr": (float,),
+    "regressor_schedule": (str,), "regressor_precision": (str,), "rank_weight": (float,), "steps": (int,),
+    "patience": (int, _NONE), "min_gain": (float,), "lr": (float,),
     "sharpness": (float,), "safeguards": (dict,), "prompt": (str,), "box_jitter": (float,), "optimizer": (str,),
     "scorers": (list,), "margin": (float, _NONE), "extra_jitters": (list,), "regressor": (str, _NONE),
     "allow_foreign_regressor": (bool,), "preset": (str, _NONE), "seeds": (list, _NONE), "workers": (int, _NONE),
@@ -343,7 +349,7 @@ _MODEL = ("model", "checkpoint", "mask_output")
 _SET = ("n_synthetic", "n_outside", "regressor_size", "sharpness", "prompt")
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "train": _DATA + _MODEL + _SET + ("epochs", "batch_size", "regressor_lr", "regressor_patience",
-                                        "regressor_schedule", "rank_weight", "regressor"),
+                                        "regressor_schedule", "regressor_precision", "rank_weight", "regressor"),
     "evaluate": _DATA + _MODEL + _SET + ("box_jitter", "regressor"),
     "evolve": _DATA + _MODEL + ("regressor_size", "sharpness", "prompt", "box_jitter", "extra_jitters", "steps",
                                 "patience", "min_gain", "lr", "safeguards", "optimizer", "scorers", "margin",

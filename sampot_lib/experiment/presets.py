@@ -93,6 +93,8 @@ def differs_from_paper(config: ExperimentConfig) -> list[str]:
     if config.regressor_schedule != "constant":
         lines.append(f"regressor_schedule: {config.regressor_schedule} (learning rate times {LR_DECAY_FACTOR} after "
                      f"{LR_DECAY_PATIENCE + 1} epochs without a lower validation loss) (paper: one rate)")  # fmt: skip
+    if config.regressor_precision != "float32":
+        lines.append(f"regressor_precision: {config.regressor_precision} forward passes in training (paper: float32)")
     if config.patience and config.patience < config.steps:
         lines.append(f"patience: {config.patience} steps without a rise end evolution (paper: every step)")
     if config.split_file is not None:

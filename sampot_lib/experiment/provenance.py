@@ -74,7 +74,7 @@ def regressor_record(
     Returns:
         The record of the data and its identity, the split's hash, the seed, the structure, the model and checkpoint,
         the mask output, prompt kind, input size and sharpness, the images seen, the set sizes, epochs, rank weight,
-        the best validation MSE and sampot's version.
+        training precision, the best validation MSE and sampot's version.
     """
     images = seen_images or {}
 
@@ -89,6 +89,7 @@ def regressor_record(
         "train_masks": seen["train"], "val_masks": seen["val"],
         "train_images": images.get("train", {}), "val_images": images.get("val", {}),
         "n_train": len(train), "n_val": len(val), "epochs": config.epochs, "rank_weight": config.rank_weight,
+        "training_precision": config.regressor_precision,
         "best_val_mse": min(h["val_mse"] for h in history),
     }  # fmt: skip
 

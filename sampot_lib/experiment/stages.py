@@ -237,6 +237,7 @@ def train_regressor_stage(
             train, val, epochs=config.epochs, batch_size=config.batch_size, lr=config.regressor_lr, seed=config.seed,
             device=config.device, progress=progress, patience=config.regressor_patience,
             rank_weight=config.rank_weight, lr_schedule=config.regressor_schedule,
+            precision=config.regressor_precision,
         )  # fmt: skip
         meta = regressor_record(config, net, seen, split, train, val, history, seen_images)
         meta["blend_weight"] = blend_weight(regressor, val)

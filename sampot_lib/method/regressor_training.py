@@ -23,6 +23,8 @@ from sampot_lib.defaults import (
     RANK_GROUP,
     RANK_WEIGHT,
     REGRESSOR_PATIENCE,
+    REGRESSOR_PRECISION,
+    REGRESSOR_PRECISIONS,
     TUNE_EPOCHS,
     TUNE_LR,
 )
@@ -146,6 +148,7 @@ def fit_regressor(
     lr_schedule: str = "constant",
     lr_decay_patience: int = LR_DECAY_PATIENCE,
     lr_decay_factor: float = LR_DECAY_FACTOR,
+    precision: str = REGRESSOR_PRECISION,
 ) -> tuple[SegmentationRegressor, list[dict[str, float]]]:
     """Train a segmentation regressor with Adam + MSE, keeping the weights of the best epoch.
 
@@ -180,6 +183,9 @@ def fit_regressor(
             loss (torch's ``ReduceLROnPlateau`` on the loss that picks the epoch).
         lr_decay_patience: See ``lr_schedule``.
         lr_decay_factor: See ``lr_schedule``.
+        precision: ``"float32"``, or ``"bfloat16"``: each training batch's forward pass under bfloat16 autocast on
+            ``device`` (weights, loss, optimiser and validation stay float32; see
+            :data:`~sampot_lib.defaults.REGRESSOR_PRECISION`).
 
     Returns:
         The pair (regressor, history), the regressor in eval mode with the best epoch's weights and the per-epoch
@@ -188,8 +194,8 @@ def fit_regressor(
 
     Raises:
         SampotError: An empty training or validation set, a ``patience``, ``rank_weight``, ``rank_group`` or
-            learning-rate schedule setting out of range, or an ``init`` that reads another input size than the
-            training set's.
+            learning-rate schedule setting out of range, an unknown ``precision``, or an ``init`` that reads another
+            input size than the training set's.
     """
     if len(train) == 0 or len(val) == 0:
         raise SampotError(f"regressor training needs non-empty train and val sets (got {len(train)} and {len(val)}).")
@@ -202,6 +208,9 @@ def fit_regressor(
         raise SampotError(f"unknown learning-rate schedule {lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}.")
     lr_decay_patience = whole(lr_decay_patience, "lr_decay_patience", low=0)
     lr_decay_factor = number(lr_decay_factor, "lr_decay_factor", low=0, high=1, low_open=True, high_open=True)
+    if precision not in REGRESSOR_PRECISIONS:
+        raise SampotError(f"unknown regressor training precision {precision!r}; known: "
+                          f"{', '.join(REGRESSOR_PRECISIONS)}.")  # fmt: skip
     size = train.images.shape[-1]
     torch.manual_seed(seed)
     if init is not None:
@@ -255,7 +264,9 @@ def fit_regressor(
             idx = order[i : i + batch_size]
             if len(idx) < 2:  # batch norm needs two samples
                 continue
-            pred = model(img[idx], msk[idx])
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=precision == "bfloat16"):
+                pred = model(img[idx], msk[idx])
+            pred = pred.float()
             loss = F.mse_loss(pred, target[idx])
             if rank_weight:
                 loss = loss + rank_weight * within_image_loss(pred, target[idx], train_codes[idx])

@@ -190,6 +190,24 @@ def test_the_training_stage_fits_with_the_configs_learning_rate_schedule(phantom
         assert [float(row["lr"]) for row in csv.DictReader(f)] == [1e-3, 1e-3]
 
 
+def test_the_training_stage_fits_and_records_the_configs_precision(phantoms, tiny_checkpoint, tmp_path, monkeypatch):
+    precisions = []
+    real = pipeline_module.fit_regressor
+
+    def spy(*args, **kwargs):
+        precisions.append(kwargs["precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "fit_regressor", spy)
+    out = tmp_path / "run"
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=1), progress=False)
+    assert load_regressor(out / "regressor.pt")[1]["training_precision"] == "float32"
+    train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=1, regressor_precision="bfloat16"),
+                          progress=False, resume=True)  # fmt: skip
+    assert precisions == ["float32", "bfloat16"]  # another precision is another training
+    assert load_regressor(out / "regressor.pt")[1]["training_precision"] == "bfloat16"
+
+
 def test_resume_retrains_on_the_kept_training_set_when_only_the_fitting_changed(
     phantoms, tiny_checkpoint, tmp_path, count_training, monkeypatch
 ):
@@ -406,6 +424,9 @@ def test_paper_preset_sets_the_papers_values_and_names_what_differs():
                            regressor_schedule="plateau")  # fmt: skip
     decay = "regressor_schedule: plateau (learning rate times 0.5 after 5 epochs without a lower validation loss)"
     assert differs_from_paper(plateau) == [f"{decay} (paper: one rate)"]
+    bf16 = apply_preset("paper", data="d", out="o", model="vit_b", regressor_patience=0, patience=0,
+                        regressor_precision="bfloat16")  # fmt: skip
+    assert differs_from_paper(bf16) == ["regressor_precision: bfloat16 forward passes in training (paper: float32)"]
 
 
 def test_cli_preset_gives_way_to_typed_options():
@@ -420,6 +441,8 @@ def test_cli_preset_gives_way_to_typed_options():
     typed = config("--preset", "paper", "--epochs", "7", "--trust-radius", "0.2", "--max-images", "4")
     assert typed.epochs == 7 and typed.max_images == 4 and typed.safeguards["trust_radius"] == 0.2
     assert type(typed.epochs) is int and type(paper.lr) is float
+    assert paper.regressor_precision == "float32"
+    assert config("--preset", "paper", "--regressor-precision", "bfloat16").regressor_precision == "bfloat16"
 
 
 def test_cli_preset_survives_the_checks_of_the_command_line(tmp_path):

@@ -62,6 +62,50 @@ def test_regressor_training_is_deterministic():
     np.testing.assert_array_equal(predict_dice(a, val), predict_dice(b, val))
 
 
+def _conv_dtypes(monkeypatch) -> list[tuple[bool, torch.dtype]]:
+    """(training mode, output dtype) of every convolution the regressor runs from now on."""
+    seen: list[tuple[bool, torch.dtype]] = []
+    real = torch.nn.Conv2d.forward
+
+    def spy(self, x):
+        out = real(self, x)
+        seen.append((self.training, out.dtype))
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
+    return seen
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("float32", torch.float32), ("bfloat16", torch.bfloat16)])
+def test_training_precision_is_the_batches_forward_pass_and_validation_stays_float32(monkeypatch, precision, dtype):
+    train, val = _disk_set(4, seed=1), _disk_set(2, seed=2)
+    seen = _conv_dtypes(monkeypatch)
+    model, _ = fit_regressor(train, val, epochs=2, seed=5, progress=False, precision=precision)
+    assert {d for training, d in seen if training} == {dtype}
+    assert {d for training, d in seen if not training} == {torch.float32}  # the loss that picks the epoch
+    assert all(p.dtype == torch.float32 for p in model.state_dict().values() if p.is_floating_point())
+    assert predict_dice(model, val).dtype == np.float32
+
+
+def test_bfloat16_training_learns_dice_as_well_as_float32(trained):
+    _, history, _ = trained
+    train, val = _disk_set(24, seed=1), _disk_set(8, seed=2)
+    model, bf16_history = fit_regressor(train, val, epochs=25, batch_size=32, seed=0, progress=False,
+                                        precision="bfloat16")  # fmt: skip
+    mse = np.mean((predict_dice(model, val) - val.dice) ** 2)
+    assert mse < 0.5 * np.var(val.dice)
+    float32_best = min(h["val_mse"] for h in history)
+    assert min(h["val_mse"] for h in bf16_history) == pytest.approx(mse, rel=1e-4)
+    assert mse < 1.5 * float32_best, (mse, float32_best)
+    assert [h["train_mse"] for h in bf16_history] != [h["train_mse"] for h in history]  # other arithmetic
+
+
+def test_an_unknown_training_precision_is_refused_before_training():
+    train, val = _disk_set(2, seed=1), _disk_set(1, seed=2)
+    with pytest.raises(SampotError, match="unknown regressor training precision 'float16'; known: float32, bfloat16"):
+        fit_regressor(train, val, epochs=1, progress=False, precision="float16")
+
+
 def test_save_load_round_trip_and_size_check(tmp_path, trained):
     model, _, val = trained
     path = save_regressor(model, tmp_path / "reg.pt", meta={"note": "test"})

@@ -170,16 +170,22 @@ def test_resume_reuses_finished_stages_and_redoes_what_changed(phantoms, tiny_ch
     assert RunFolder(out).problems() == []
 
 
-def test_the_training_stage_fits_with_the_configs_learning_rate_schedule(phantoms, tiny_checkpoint, tmp_path,
-                                                                          monkeypatch):  # fmt: skip
-    schedules = []
+def _fit_regressor_calls(monkeypatch, argument: str) -> list:
+    """The value of ``argument`` in every fit_regressor call the training stage makes from now on."""
+    seen = []
     real = pipeline_module.fit_regressor
 
     def spy(*args, **kwargs):
-        schedules.append(kwargs["lr_schedule"])
+        seen.append(kwargs[argument])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipeline_module, "fit_regressor", spy)
+    return seen
+
+
+def test_the_training_stage_fits_with_the_configs_learning_rate_schedule(phantoms, tiny_checkpoint, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    schedules = _fit_regressor_calls(monkeypatch, "lr_schedule")
     out = tmp_path / "run"
     train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=2), progress=False)
     train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=2), progress=False, resume=True)
@@ -191,14 +197,7 @@ def test_the_training_stage_fits_with_the_configs_learning_rate_schedule(phantom
 
 
 def test_the_training_stage_fits_and_records_the_configs_precision(phantoms, tiny_checkpoint, tmp_path, monkeypatch):
-    precisions = []
-    real = pipeline_module.fit_regressor
-
-    def spy(*args, **kwargs):
-        precisions.append(kwargs["precision"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline_module, "fit_regressor", spy)
+    precisions = _fit_regressor_calls(monkeypatch, "precision")
     out = tmp_path / "run"
     train_regressor_stage(_config_for(phantoms, out, tiny_checkpoint, epochs=1), progress=False)
     assert load_regressor(out / "regressor.pt")[1]["training_precision"] == "float32"

@@ -35,14 +35,14 @@ REGRESSOR_PATIENCE = 20
 #: validation loss).
 LR_SCHEDULES = ("constant", "plateau")
 REGRESSOR_SCHEDULE = "constant"
+LR_DECAY_PATIENCE = 4
+LR_DECAY_FACTOR = 0.5
 #: Regressor training's arithmetic (``--regressor-precision``): ``float32`` (the paper's), or ``bfloat16``: the
 #: training batches' forward pass under torch's bfloat16 autocast, with the weights, the loss, the optimiser and the
 #: validation that picks the epoch in float32. bfloat16 pays on a CPU with native bfloat16 arithmetic (Intel AMX or
 #: AVX512-BF16); elsewhere it is emulated (benchmarks/results/regressor_precision_sam_nano.md).
 REGRESSOR_PRECISIONS = ("float32", "bfloat16")
 REGRESSOR_PRECISION = "float32"
-LR_DECAY_PATIENCE = 4
-LR_DECAY_FACTOR = 0.5
 #: Weight of the within-image loss beside the MSE in regressor training
 #: (:func:`sampot_lib.method.regressor_training.fit_regressor`); 0 trains on the MSE alone. The within-image loss is
 #: the MSE of the score's differences between two masks of one image against their Dice differences: what evolution

@@ -184,8 +184,7 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
         "--regressor-precision", choices=REGRESSOR_PRECISIONS, default=None,
         help="regressor training's arithmetic: float32 (the paper's) or bfloat16 (the training batches' forward pass "
         "under autocast; 1.7x faster an epoch on a 2-core CPU with Intel AMX, emulated on CPUs without native "
-        "bfloat16) "
-        f"(default: the preset's, else {REGRESSOR_PRECISION})",
+        f"bfloat16) (default: the preset's, else {REGRESSOR_PRECISION})",
     )  # fmt: skip
     p.add_argument(
         "--rank-weight", type=non_negative_float, default=RANK_WEIGHT,

@@ -265,8 +265,7 @@ def fit_regressor(
             if len(idx) < 2:  # batch norm needs two samples
                 continue
             with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=precision == "bfloat16"):
-                pred = model(img[idx], msk[idx])
-            pred = pred.float()
+                pred = model(img[idx], msk[idx])  # float32 scores either way (the sigmoid is float32)
             loss = F.mse_loss(pred, target[idx])
             if rank_weight:
                 loss = loss + rank_weight * within_image_loss(pred, target[idx], train_codes[idx])

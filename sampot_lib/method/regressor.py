@@ -104,8 +104,9 @@ class SegmentationRegressor(nn.Module):
                 f"regressor expects {s}x{s} inputs, got image {tuple(image.shape[-2:])} and mask "
                 f"{tuple(mask.shape[-2:])}; resize with sampot_lib.method.regressor.to_input."
             )
-        # the sigmoid in float32 even under bfloat16 autocast: a score near 1 keeps its third decimal
-        return torch.sigmoid(self.net(torch.cat([image, mask], dim=1)).float()).flatten()
+        logits = self.net(torch.cat([image, mask], dim=1))
+        # the sigmoid in at least float32 even under bfloat16 autocast: a score near 1 keeps its third decimal
+        return torch.sigmoid(logits.to(torch.promote_types(logits.dtype, torch.float32))).flatten()
 
     def config(self) -> dict[str, Any]:
         """The architecture's settings, as saved with the weights.

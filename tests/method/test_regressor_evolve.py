@@ -41,8 +41,13 @@ def _disk_set(n_images: int, seed: int) -> RegressorData:
 
 
 @pytest.fixture(scope="module")
-def trained():
-    train, val = _disk_set(24, seed=1), _disk_set(8, seed=2)
+def disk_sets():
+    return _disk_set(24, seed=1), _disk_set(8, seed=2)
+
+
+@pytest.fixture(scope="module")
+def trained(disk_sets):
+    train, val = disk_sets
     model, history = fit_regressor(train, val, epochs=25, batch_size=32, seed=0, progress=False)
     return model, history, val
 
@@ -87,9 +92,9 @@ def test_training_precision_is_the_batches_forward_pass_and_validation_stays_flo
     assert predict_dice(model, val).dtype == np.float32
 
 
-def test_bfloat16_training_learns_dice_as_well_as_float32(trained):
+def test_bfloat16_training_learns_dice_as_well_as_float32(trained, disk_sets):
     _, history, _ = trained
-    train, val = _disk_set(24, seed=1), _disk_set(8, seed=2)
+    train, val = disk_sets
     model, bf16_history = fit_regressor(train, val, epochs=25, batch_size=32, seed=0, progress=False,
                                         precision="bfloat16")  # fmt: skip
     mse = np.mean((predict_dice(model, val) - val.dice) ** 2)

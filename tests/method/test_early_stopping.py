@@ -13,7 +13,7 @@ from conftest import disk_image
 
 from sampot_lib.errors import SampotError
 from sampot_lib.method import regressor_training as regressor_module
-from sampot_lib.method.evolve import Safeguards, evolve_prompt, stop_step
+from sampot_lib.method.evolve import Patience, Safeguards, evolve_prompt, stop_step
 from sampot_lib.method.optimizers import OPTIMIZERS
 from sampot_lib.method.prompts import Prompt
 from sampot_lib.method.regressor import to_input
@@ -117,6 +117,17 @@ def test_a_full_run_tells_where_every_patience_would_stop(tiny_model, disk):
             assert stop_step(full.trajectory, patience, min_gain) == run.stop_step, (patience, min_gain)
             assert stop_step(records, patience, min_gain) == run.stop_step
     assert stop_step(full.trajectory, 3, 1e-3) == 6 and stop_step(full.trajectory, None, 1e-3) == 19
+
+
+def test_a_score_that_only_equals_the_best_is_no_rise():
+    rule = Patience(2, min_gain=0.0)
+    assert not rule.spent(0.5, True)  # the first score sets the reference
+    assert not rule.spent(0.5, True) and rule.stale == 1  # a plateau is no progress
+    assert rule.spent(0.5, True)
+    rule = Patience(2, min_gain=0.125)
+    rule.spent(0.5, True)
+    assert not rule.spent(0.625, True) and rule.stale == 1  # a rise of exactly min_gain is not more than it
+    assert not rule.spent(0.75, True) and rule.stale == 0 and rule.reference == 0.75
 
 
 class ScriptedGuards(Safeguards):

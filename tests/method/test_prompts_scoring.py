@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sampot_lib import SampotError
-from sampot_lib.experiment.summary import summarise
+from sampot_lib.experiment.summary import share_of_oracle_gain, summarise
 from sampot_lib.method.metrics import dice, iou, pearson_r
 from sampot_lib.method.prompts import Prompt, Safeguards, prompt_of, prompt_tensors
 from sampot_lib.method.regressor import to_input
@@ -350,19 +350,29 @@ def test_dice_iou_and_pearson_on_hand_checked_cases():
 
 
 def test_summarise_counts_and_averages_constructed_gains():
-    gains = [0.1, 0.0005, -0.05, -0.3, 0.002, -0.001, 0.2]
+    gains = [0.1, 0.0005, -0.05, -0.3, 0.002, -0.001, 0.2, -0.01]
     rows = [{"dice0": 0.5, "dice": 0.5 + g, "gain": g} for g in gains]
     s = summarise(rows)
-    # improved: > 0.005 (0.1, 0.2); unchanged: |gain| <= 0.005 (0.0005, 0.002, -0.001); worse: < -0.005 (-0.05,
-    # -0.3); drops: more than 0.05 (-0.3; -0.05 itself is not); catastrophes: a drop of more than 0.2 (-0.3).
-    assert (s["n"], s["improved"], s["unchanged"], s["worse"], s["catastrophes"]) == (7, 2, 3, 2, 1)
-    assert s["drops"] == 1
-    assert s["mean_gain"] == pytest.approx(-0.0485 / 7)
-    assert s["median_gain"] == pytest.approx(0.0005)  # sorted: -0.3, -0.05, -0.001, 0.0005, 0.002, 0.1, 0.2
+    # improved: > 0.005 (0.1, 0.2); unchanged: |gain| <= 0.005 (0.0005, 0.002, -0.001); worse: < -0.005 (-0.01,
+    # -0.05, -0.3); harmed: worse than the rule's tolerance 0.02 (-0.05, -0.3); drops: more than 0.05 (-0.3; -0.05
+    # itself is not); catastrophes: a drop of more than 0.2 (-0.3).
+    assert (s["n"], s["improved"], s["unchanged"], s["worse"], s["catastrophes"]) == (8, 2, 3, 3, 1)
+    assert (s["harmed"], s["drops"]) == (2, 1)
+    assert s["mean_gain"] == pytest.approx(-0.0585 / 8)
+    assert s["median_gain"] == pytest.approx(-0.00025)  # sorted: -0.3, -0.05, -0.01, -0.001, 0.0005, 0.002, ...
     assert s["mean_dice_initial"] == pytest.approx(0.5)
-    assert s["mean_dice_evolved"] == pytest.approx(0.5 - 0.0485 / 7)
+    assert s["mean_dice_evolved"] == pytest.approx(0.5 - 0.0585 / 8)
     with pytest.raises(SampotError, match="empty"):
         summarise([])
+
+
+def test_the_share_of_the_oracles_gain_is_the_ratio_of_mean_gains_even_above_one():
+    assert share_of_oracle_gain({"mean_gain": 0.03}, {"mean_gain": 0.04}) == pytest.approx(0.75)
+    # a score's path can visit a prompt better than the oracle's path found: the share then exceeds 1
+    assert share_of_oracle_gain({"mean_gain": 0.05}, {"mean_gain": 0.04}) == pytest.approx(1.25)
+    assert share_of_oracle_gain({"mean_gain": -0.02}, {"mean_gain": 0.04}) == pytest.approx(-0.5)
+    assert share_of_oracle_gain({"mean_gain": 0.03}, {"mean_gain": 0.0}) is None
+    assert share_of_oracle_gain({"mean_gain": 0.03}, None) is None
 
 
 def test_prompts_from_a_rows_coordinates():

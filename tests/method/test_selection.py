@@ -71,6 +71,21 @@ def test_the_margin_is_the_best_one_that_harms_no_image():
     assert curve[1.0]["moved"] == 0 and curve[1.0]["mean_gain"] == 0.0
 
 
+def test_the_curve_keeps_an_image_whose_predicted_gain_equals_the_margin_as_the_rule_does():
+    # the rule moves only a gain that clears the margin: the curve must count the same images moved
+    predicted, true = np.array([0.125, 0.25]), np.array([-0.5, 0.25])
+    row = margin_curve(predicted, true, margins=(0.125,))[0]
+    assert row["moved"] == 1 and row["worst"] == 0.0 and row["mean_gain"] == pytest.approx(0.125)
+    res = _result([0.5, 0.625])  # a predicted gain of 0.125, exact in binary
+    assert DoNoHarm(0.125).keeps_user_prompt(res)
+
+
+def test_on_a_tie_of_mean_gain_the_smaller_margin_is_picked():
+    # margins 0.05 and 0.1 move the same image (predicted 0.2): the same gain, so the smaller margin
+    choice = choose_margin(np.array([0.2, 0.01]), np.array([0.1, 0.0]), margins=(0.05, 0.1, 1.0))
+    assert choice["margin"] == 0.05
+
+
 def test_when_every_margin_harms_the_rule_never_moves():
     choice = choose_margin(np.array([0.2, 0.3]), np.array([-0.1, -0.2]), margins=(0.0, 0.1, 1.0))
     assert choice["margin"] == 1.0

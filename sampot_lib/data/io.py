@@ -198,9 +198,22 @@ def write_png(path: str | Path, arr: np.ndarray, *, compress_level: int = 6) -> 
 
 def outside_ring(mask: np.ndarray, offset: float) -> np.ndarray:
     """``H x W`` bool: the pixels ``offset`` pixels (within half a pixel) outside an ``H x W`` bool mask, where the
-    regressor's training set puts its clicks outside the structure."""
-    dist = ndimage.distance_transform_edt(~np.asarray(mask, dtype=bool))
-    return np.abs(dist - offset) <= 0.5
+    regressor's training set puts its clicks outside the structure.
+
+    The distances are computed on the mask's bounding box widened by ``offset`` + 1 px: every mask pixel lies in that
+    window, so each of its pixels gets the same distance as on the whole image, and no pixel outside it is within
+    ``offset`` + 1/2 of the mask.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    ring = np.zeros(mask.shape, dtype=bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return ring
+    pad = int(np.ceil(offset)) + 1
+    window = (slice(max(rows[0] - pad, 0), rows[-1] + pad + 1), slice(max(cols[0] - pad, 0), cols[-1] + pad + 1))
+    dist = ndimage.distance_transform_edt(~mask[window])
+    ring[window] = np.abs(dist - offset) <= 0.5
+    return ring
 
 
 def has_outside_ring(mask: np.ndarray, offset: float) -> bool:

@@ -11,7 +11,7 @@ Also the data-set identity the regressor's file records: a hash of each mask fil
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,7 +27,7 @@ from sampot_lib.method.regressor import to_input
 from sampot_lib.method.regressor_training import RegressorData
 from sampot_lib.method.scoring import soft_mask
 from sampot_lib.method.synth import band_prompts, candidate_masks, model_prompts, outside_prompts
-from sampot_lib.models.base import PromptableModel
+from sampot_lib.models.base import ImageEmbedding, PromptableModel
 
 
 class ImageMap(Protocol):
@@ -114,25 +114,32 @@ def band_and_outside_clicks(n_outside: int) -> PromptsForImage:
 
 @torch.no_grad()
 def model_mask(
-    model: PromptableModel, image: np.ndarray, prompt: Prompt | tuple[float, float], sizes: Iterable[tuple[int, int]]
+    model: PromptableModel,
+    embedding: ImageEmbedding,
+    prompt: Prompt | tuple[float, float],
+    sizes: Sequence[tuple[int, int]],
 ) -> list[tuple[np.ndarray, float]]:
-    """The model's logits for one prompt at several sizes.
+    """The model's logits for one prompt at several sizes, from one decoder call where the model can resize its
+    output (:attr:`~sampot_lib.models.base.MaskPrediction.resize`).
 
     Args:
         model: The promptable model.
-        image: The image.
+        embedding: The image's embedding.
         prompt: A :class:`~sampot_lib.method.prompts.Prompt`, or an (x, y) click.
         sizes: The sizes (H, W) of the logits wanted.
 
     Returns:
         One (H x W logits, confidence) pair per size.
     """
-    emb = model.embed(image)
     prompt = as_prompt(prompt)
-    out = []
-    for size in sizes:
-        pred = predict(model, emb, prompt, output_size=size)
-        out.append((pred.logits[0, 0].cpu().numpy(), float(pred.confidence.reshape(-1)[0])))
+    pred = predict(model, embedding, prompt, output_size=sizes[0])
+    confidence = float(pred.confidence.reshape(-1)[0])
+    out = [(pred.logits[0, 0].cpu().numpy(), confidence)]
+    for size in sizes[1:]:
+        logits = (
+            pred.resize(size) if pred.resize is not None else predict(model, embedding, prompt, output_size=size).logits
+        )
+        out.append((logits[0, 0].cpu().numpy(), confidence))
     return out
 
 
@@ -234,6 +241,7 @@ def image_samples(
     rng = image_rng(seed, image_id)
     image, truth = dataset.image(image_id), dataset.mask(image_id, structure)
     small_img = _u8(to_input(image, size))
+    embedding = model.embed(image)
     masks, dices, kinds, confs = [], [], [], []
     for cand in candidate_masks(truth, n_synthetic, seed=rng):
         masks.append(_u8(to_input(cand.mask, size)))
@@ -241,7 +249,7 @@ def image_samples(
         kinds.append("synthetic")
         confs.append(np.nan)
     for prompt, kind in prompts_for_image(truth, rng):
-        (full, conf), (small, _) = model_mask(model, image, prompt, [image.shape[:2], (size, size)])
+        (full, conf), (small, _) = model_mask(model, embedding, prompt, [image.shape[:2], (size, size)])
         masks.append(_u8(soft_mask(torch.as_tensor(small), sharpness)))  # as evolution shows it to the regressor
         dices.append(dice(full > 0, truth))
         kinds.append(kind)

@@ -1,14 +1,18 @@
-"""Reading images for SAM: 8/16-bit grayscale, RGB, percentile windows, DICOM (rescale, VOI, MONOCHROME1)."""
+"""Reading images for SAM: 8/16-bit grayscale, RGB, percentile windows, DICOM (rescale, VOI, MONOCHROME1); the ring
+outside a mask."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from data_fixtures import dicom_dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
+from scipy import ndimage
 
 from sampot_lib.data.dicom import read_dicom
-from sampot_lib.data.io import is_dicom, read_image, read_mask, write_png
+from sampot_lib.data.io import is_dicom, outside_ring, read_image, read_mask, write_png
 from sampot_lib.data.pixels import preprocess, to_uint8
 from sampot_lib.errors import SampotError
 
@@ -131,3 +135,16 @@ def test_a_stack_of_frames_is_refused_as_a_multi_frame_dicom_is(tmp_path):
     assert read_image(tmp_path / "one.tif").shape == (32, 32)
     with pytest.raises(SampotError, match="an image path must be a str or a Path, got 5"):
         read_image(5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cells=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 29)), min_size=1, max_size=12),
+    offset=st.floats(0, 12),
+)
+def test_the_outside_ring_is_the_ring_of_the_whole_image_distances(cells, offset):
+    mask = np.zeros((40, 30), bool)
+    for y, x in cells:
+        mask[y, x] = True
+    whole = np.abs(ndimage.distance_transform_edt(~mask) - offset) <= 0.5
+    assert np.array_equal(outside_ring(mask, offset), whole)

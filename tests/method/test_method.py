@@ -245,12 +245,17 @@ def test_the_regressor_trains_on_the_masks_evolution_shows_it(nano, tmp_path):
     image, truth = dataset.image(image_id), dataset.mask(image_id, "left_lung")
     data = regressor_samples(nano, dataset, [image_id], "left_lung", size=64, sharpness=5.0, n_synthetic=2,
                              n_outside=1, progress=False)  # fmt: skip
-    bands = data.masks[data.kind == "model_band"]
-    assert len(bands) == 3
+    band = data.kind == "model_band"
+    assert band.sum() == 3
     emb = nano.embed(image)
-    for stored, click in zip(bands, band_prompts(truth), strict=True):
+    for stored, true_dice, conf, click in zip(
+        data.masks[band], data.dice[band], data.confidence[band], band_prompts(truth), strict=True
+    ):
         with torch.no_grad():
             logits = predict(nano, emb, Prompt.click(*click), output_size=(64, 64)).logits
+            full = predict(nano, emb, Prompt.click(*click))  # the Dice is of the full-size mask
         shown = torch.sigmoid(5.0 * logits)[0, 0].numpy()  # what RegressorScorer feeds the regressor
         np.testing.assert_allclose(stored / 255.0, shown, atol=0.5 / 255 + 1e-6)
+        assert true_dice == pytest.approx(dice(full.logits[0, 0].numpy() > 0, truth), abs=1e-6)
+        assert conf == pytest.approx(float(full.confidence[0]), abs=1e-6)
     np.testing.assert_allclose(data.images[0] / 255.0, to_input(image, 64)[0, 0].numpy(), atol=0.5 / 255 + 1e-6)

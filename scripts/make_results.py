@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -97,9 +98,9 @@ def check_data(data: Path, names: list[str]) -> None:
             raise SampotError(f"{data} has no masks/{structure}/, which run {name} needs.")
 
 
-def rebuild_index(results: Path) -> int:
-    """results/index.csv from every committed summary (and the pooled do-no-harm rule of each run whose seeds' rows
-    record the rule's predicted gains), and the README's table of what SAMPOT buys from it."""
+def index_of(results: Path) -> list[dict[str, Any]]:
+    """The rows of results/index.csv that the committed summaries give (and the pooled do-no-harm rule of each run
+    whose seeds' rows record the rule's predicted gains), every column of :data:`INDEX_COLUMNS` ("" for None)."""
     rows = []
     for summary_path in sorted(results.glob("*/seed_*/summary.json")):
         summary = read_json(summary_path, "summary")
@@ -109,7 +110,13 @@ def rebuild_index(results: Path) -> int:
         if len(seeds) >= 2 and all(records_rule_gains(f / "evolution.csv") for f in seeds):
             summaries = {f.name.removeprefix("seed_"): read_json(f / "summary.json", "summary") for f in seeds}
             rows += pooled_index_rows(run.name, pooled_rule(seeds), summaries)
-    rows = [{k: ("" if r.get(k) is None else r[k]) for k in INDEX_COLUMNS} for r in rows]
+    return [{k: ("" if r.get(k) is None else r[k]) for k in INDEX_COLUMNS} for r in rows]
+
+
+def rebuild_index(results: Path) -> int:
+    """results/index.csv from every committed summary (:func:`index_of`), and the README's table of what SAMPOT buys
+    from it."""
+    rows = index_of(results)
     if rows:
         write_csv(results / "index.csv", rows)
         readme = ROOT / "README.md"

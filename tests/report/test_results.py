@@ -155,12 +155,43 @@ def test_harmed_images_come_from_the_runs_own_count_never_from_the_worst_drop():
     assert harmed_count({"harmed": "", "worst_drop": "-0.001"}) is None  # no count recorded: unknown, not 0
 
 
-def test_make_results_names_a_missing_gpu_before_any_work(tmp_path, capsys, monkeypatch):
+def _make_results():
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import make_results
     finally:
         sys.path.remove(str(ROOT / "scripts"))
+    return make_results
+
+
+def test_the_committed_index_is_the_one_the_committed_summaries_give():
+    """Every number of results/index.csv, made again from the committed summaries and evolution rows: a column read
+    from the wrong summary key, or an index not rebuilt after a run, fails here."""
+    committed = read_csv(ROOT / "results" / "index.csv")
+    made = _make_results().index_of(ROOT / "results")
+    assert len(made) == len(committed) > 0
+
+    def value(v):  # read_csv gives numbers as floats, the summaries ints or floats
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return str(v)
+
+    def key(r):
+        return tuple(value(r[k]) for k in ("run", "scorer", "jitter", "seed"))
+
+    made_by = {key(r): r for r in made}
+    assert len(made_by) == len(made)
+    for row in committed:
+        fresh = made_by[key(row)]
+        for column in INDEX_COLUMNS:
+            want, got = value(row[column]), value(fresh[column])
+            where = (row["run"], row["scorer"], row["jitter"], row["seed"], column)
+            assert want == (pytest.approx(got, rel=1e-12, abs=1e-15) if isinstance(got, float) else got), where
+
+
+def test_make_results_names_a_missing_gpu_before_any_work(tmp_path, capsys, monkeypatch):
+    make_results = _make_results()
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
     (data / "masks" / "heart").mkdir(parents=True)
@@ -225,3 +256,12 @@ def test_the_pooled_rules_index_rows_take_each_seeds_settings_and_outcome():
     assert rows[0]["mean_dice_final"] == 0.80 and rows[0]["mean_dice_oracle"] == 0.92 and rows[0]["jitter"] == 0.1
     assert rows[1]["median_within_image_spearman"] == 0.5 and rows[0]["median_top1_regret"] is None
     assert set(rows[0]) == set(INDEX_COLUMNS)
+    # each column from its own number of the outcome (every number distinct, so a column read from another fails)
+    distinct = {"n": 107, "mean_dice_initial": 0.71, "mean_dice_evolved": 0.79, "share_of_oracle_gain": 0.37,
+                "improved": 21, "unchanged": 83, "worse": 3, "harmed": 2, "worst_drop": -0.04, "p5_change": -0.006,
+                "gamed": 0.028}  # fmt: skip
+    row = pooled_index_rows("r", {"margin": 0.2, "seeds": {"0": distinct}}, {"0": summary(0, 0.6)})[0]
+    column_of = {"n": "n_images", "mean_dice_evolved": "mean_dice_final"}
+    assert {column_of.get(k, k): row[column_of.get(k, k)] for k in distinct} == {
+        column_of.get(k, k): v for k, v in distinct.items()
+    }

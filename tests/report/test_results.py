@@ -39,6 +39,7 @@ def test_a_rerun_equal_to_the_committed_rows_passes_and_the_first_difference_is_
     diff = first_difference([_row("a"), _row("b", dice=0.8000001)], committed)
     assert diff is not None and diff.startswith("image b, group on, dice: re-run 0.8000001, committed 0.8")
     assert "no committed row" in first_difference([_row("c")], committed)
+    assert first_difference([_row("a", dice=0.8 + 4e-9)], committed) is not None  # same CPU: equal to 1e-9 only
 
 
 def test_index_rows_name_the_score_and_the_run():
@@ -126,6 +127,8 @@ def test_a_rerun_on_another_cpu_is_compared_within_the_stated_tolerances():
     assert first_difference(near, committed) is not None  # on the same CPU it would be a difference
     far = [_row("a", dice=0.81)]
     assert first_difference(far, committed, absolute=CROSS_CPU_TOLERANCE).startswith("image a, group on, dice:")
+    just_past = [_row("a", dice=0.8 + 1.5 * CROSS_CPU_TOLERANCE["dice"])]  # the tolerance is the bound itself
+    assert first_difference(just_past, committed, absolute=CROSS_CPU_TOLERANCE).startswith("image a, group on, dice:")
     moved = [_row("a") | {"y": 6.5}]
     assert "y: re-run 6.5, committed 4.0" in first_difference(moved, committed, absolute=CROSS_CPU_TOLERANCE)
     renamed = [_row("a") | {"safeguards": "off"}]

@@ -34,9 +34,10 @@ def test_a_batched_run_is_the_run_one_prompt_at_a_time(tiny_model, disk, optimiz
     prompt = Prompt.click(40.0, 50.0) if kind == "click" else Prompt.from_box((20.0, 28.0, 62.0, 74.0))
     population = 6 if kind == "click" else 8  # cma's default for 2 and 4 coordinates
     kwargs = dict(steps=20, lr=4.0, optimizer=optimizer, seed=4, patience=None)  # every call: the budget is tested
-    single = evolve_prompt(tiny_model, OracleScorer(mask, size=32), image, prompt, batch=False, **kwargs)
+    # with the truth: each prompt's true Dice is read from its own row of the batch's full-size masks
+    single = evolve_prompt(tiny_model, OracleScorer(mask, size=32), image, prompt, batch=False, gt_mask=mask, **kwargs)
     sizes = _counting(tiny_model, monkeypatch)
-    batched = evolve_prompt(tiny_model, OracleScorer(mask, size=32), image, prompt, batch=True, **kwargs)
+    batched = evolve_prompt(tiny_model, OracleScorer(mask, size=32), image, prompt, batch=True, gt_mask=mask, **kwargs)
     full, rest = divmod(20, population)
     assert sizes == [1] + [population] * full + ([rest] if rest else [])  # the budget: 21 prompts, no more
     assert len(batched.trajectory) == 21 and batched.best_step == single.best_step
@@ -44,6 +45,8 @@ def test_a_batched_run_is_the_run_one_prompt_at_a_time(tiny_model, disk, optimiz
         assert a.coords == pytest.approx(b.coords, abs=1e-4)
         assert a.score == pytest.approx(b.score, abs=1e-5) and a.allowed == b.allowed
         assert a.area == pytest.approx(b.area, abs=1e-3)
+        assert a.dice == pytest.approx(b.dice, abs=1e-3)
+    assert len({round(s.dice, 3) for s in batched.trajectory}) > 5  # the prompts' masks differ
     assert (batched.best_mask == single.best_mask).mean() > 0.999
 
 

@@ -252,6 +252,27 @@ def test_regressor_training_stops_after_patience_epochs_and_keeps_the_best(
     assert all(torch.equal(state[k], best[k]) for k in best)
 
 
+def test_a_validation_loss_that_only_equals_the_best_is_no_new_best(monkeypatch):
+    """Epochs 3 to 5 repeat epoch 2's validation loss exactly: patience 3 stops after epoch 5 and epoch 2's weights,
+    the first to reach that loss, are the ones returned."""
+    flat = [0.5, 0.4, 0.4, 0.4, 0.4, 0.3, 0.2]
+    states: list[dict[str, torch.Tensor]] = []
+    real = regressor_module._scores
+
+    def scores(model, img, msk, batch_size=64):  # noqa: ANN001, ANN202
+        if len(img) != len(VAL):
+            return real(model, img, msk, batch_size)
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return VAL.dice + np.float32(np.sqrt(flat[len(states) - 1]))
+
+    monkeypatch.setattr(regressor_module, "_scores", scores)
+    model, history = fit_regressor(TRAIN, VAL, epochs=7, batch_size=8, seed=0, progress=False, patience=3)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    state = model.state_dict()
+    assert all(torch.equal(state[k], states[1][k]) for k in state)
+    assert not all(torch.equal(state[k], states[4][k]) for k in state)  # the weights did move after epoch 2
+
+
 def test_regressor_training_logs_why_it_stopped(scripted_validation):
     lines: list[str] = []
     fit_regressor(TRAIN, VAL, epochs=10, batch_size=8, seed=0, progress=False, patience=3, log=lines.append)

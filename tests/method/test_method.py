@@ -29,8 +29,8 @@ from sampot_lib.method.metrics import dice
 from sampot_lib.method.prompts import Prompt, Safeguards, predict, predict_mask
 from sampot_lib.method.regressor import to_input
 from sampot_lib.method.scoring import OracleScorer, RegressorScorer
-from sampot_lib.method.synth import band_prompts, box_from_mask, centroid_prompt, initial_prompt
-from sampot_lib.method.training_set import regressor_samples
+from sampot_lib.method.synth import band_prompts, box_from_mask, candidate_masks, centroid_prompt, initial_prompt
+from sampot_lib.method.training_set import image_rng, regressor_samples
 from sampot_lib.models import SamModel, load_model, to_model_frame
 
 
@@ -259,3 +259,10 @@ def test_the_regressor_trains_on_the_masks_evolution_shows_it(nano, tmp_path):
         assert true_dice == pytest.approx(dice(full.logits[0, 0].numpy() > 0, truth), abs=1e-6)
         assert conf == pytest.approx(float(full.confidence[0]), abs=1e-6)
     np.testing.assert_allclose(data.images[0] / 255.0, to_input(image, 64)[0, 0].numpy(), atol=0.5 / 255 + 1e-6)
+    # the level-set masks: the image's own generator draws them first; each is stored with its own Dice
+    synthetic = data.kind == "synthetic"
+    cands = candidate_masks(truth, 2, seed=image_rng(0, image_id))
+    assert synthetic.sum() == len(cands) == 2
+    assert data.dice[synthetic] == pytest.approx([dice(c.mask, truth) for c in cands], abs=1e-6)
+    for stored, cand in zip(data.masks[synthetic], cands, strict=True):
+        np.testing.assert_allclose(stored / 255.0, to_input(cand.mask, 64)[0, 0].numpy(), atol=0.5 / 255 + 1e-6)

@@ -60,6 +60,24 @@ def test_regressor_learns_dice(trained):
     assert min(h["val_mse"] for h in history) == pytest.approx(mse, rel=1e-4)  # the best epoch was kept
 
 
+def test_training_minimises_the_squared_error():
+    """Two (image, mask) pairs, each shown ten times with clashing labels: nine 0.1 and one 0.9 for the first, the
+    reverse for the second. The network gives a pair one score, and the squared error is least at the labels' mean
+    (0.18, 0.82); an absolute error would pull the scores to the medians (0.1, 0.9). The validation labels are the
+    medians, so the epoch kept is the last one either way."""
+    pairs = _disk_set(2, seed=5)
+    first, second = 0, int(np.flatnonzero(pairs.image_id == "d1")[0])
+    take = np.array([first] * 10 + [second] * 10)
+    labels = np.array([0.1] * 9 + [0.9] + [0.9] * 9 + [0.1], dtype=np.float32)
+    train = RegressorData(images=pairs.images[take], masks=pairs.masks[take], dice=labels,
+                          kind=np.array(["synthetic"] * 20), image_id=pairs.image_id[take])  # fmt: skip
+    medians = RegressorData(images=pairs.images[[first, second]], masks=pairs.masks[[first, second]],
+                            dice=np.array([0.1, 0.9], dtype=np.float32), kind=np.array(["synthetic"] * 2),
+                            image_id=pairs.image_id[[first, second]])  # fmt: skip
+    model, _ = fit_regressor(train, medians, epochs=150, batch_size=20, lr=3e-3, seed=0, progress=False, patience=0)
+    assert predict_dice(model, medians) == pytest.approx([0.18, 0.82], abs=0.02)
+
+
 def test_regressor_training_is_deterministic():
     train, val = _disk_set(4, seed=1), _disk_set(2, seed=2)
     a, _ = fit_regressor(train, val, epochs=2, seed=5, progress=False)

@@ -153,6 +153,9 @@ def test_selection_metrics_on_hand_checked_numbers():
     assert m["median_top1_regret"] == pytest.approx(np.median([0.0, 0.04, 0.05]))
     assert m["p90_top1_regret"] == pytest.approx(np.percentile([0.0, 0.04, 0.05], 90))
     assert m["gamed"] == pytest.approx(1 / 3)  # b: predicted +0.1, true -0.04
+    # a winner that scored the same as the user's prompt predicted no gain: its loss is no gaming of the score
+    tie = {"image_id": "d", "group": "on", "gain": -0.03, "score0": 0.5, "score": 0.5, "best_step": 1}
+    assert selection_metrics([rows[0], tie], {})["gamed"] == 0.0
     assert m["worst_drop"] == pytest.approx(-0.04)
     no_truth = {k: {"trajectory": [s | {"dice": None} for s in v["trajectory"]]} for k, v in trajectories.items()}
     assert selection_metrics(rows, no_truth)["median_top1_regret"] is None

@@ -10,6 +10,9 @@ SHARPNESS = 5.0
 LR = 10.0
 #: Model calls per evolution (the budget every optimiser shares).
 STEPS = 30
+#: The largest budget of one evolution: 100 times the most any chapter spends (100 calls), minutes of decoder calls
+#: on a CPU; a larger one is a typing slip that would run for days.
+MAX_STEPS = 10_000
 #: Early stopping of evolution: stop once the best allowed score has not risen by more than ``EVOLVE_MIN_GAIN`` for
 #: ``EVOLVE_PATIENCE`` model calls in a row (0 or None: every run spends its budget, as the paper's). Chosen on JSRT's
 #: validation split, 30 images, the regressor's score (benchmarks/results/early_stopping_*.md): the fewest calls whose
@@ -22,6 +25,8 @@ REGRESSOR_SIZE = 128
 #: The largest regressor input side: the training set holds every synthetic mask at this size (1024: about 4 MB a
 #: mask), and a larger input only upsamples the model's 256-px mask. Far larger sides exhaust memory on the first image.
 MAX_REGRESSOR_SIZE = 1024
+#: The least ``--max-images`` (images per split): a correlation needs 3 test images.
+MIN_MAX_IMAGES = 3
 #: Regressor training: epochs, batch size, learning rate (paper 3.2: 200, 32, 0.001).
 EPOCHS = 200
 BATCH_SIZE = 32
@@ -67,6 +72,9 @@ MAX_PHANTOM_SIZE = 8_000
 #: The regressor's training set clicks this many pixels outside the structure (paper 3.2: "an offset of 5 pixels"); a
 #: mask that leaves no pixel at that distance cannot be a training image.
 OUTSIDE_OFFSET = 5.0
+#: The most torch threads ``$SAMPOT_THREADS`` may ask for: above any machine's cores (more threads than cores warn),
+#: and far below the C integer torch stores them in.
+MAX_THREADS = 1024
 #: Level-set (synthetic) masks per training image, and model prompts outside the structure (paper 3.2: 3).
 N_SYNTHETIC = 16
 N_OUTSIDE = 3

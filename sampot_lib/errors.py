@@ -66,7 +66,7 @@ def number(
     too_low = low is not None and (x <= low if low_open else x < low)
     too_high = high is not None and (x >= high if high_open else x > high)
     if too_low or too_high:
-        raise SampotError(f"{name} must be {_range_text(low, high, low_open, high_open)}, got {_shown(value)}.")
+        raise SampotError(f"{name} must be {range_text(low, high, low_open, high_open)}, got {_shown(value)}.")
     return x
 
 
@@ -76,7 +76,7 @@ def whole(value: Any, name: str, *, low: int | None = None, high: int | None = N
         raise SampotError(f"{name} must be a whole number, got {_shown(value)} ({type(value).__name__}).")
     n = int(value)
     if (low is not None and n < low) or (high is not None and n > high):
-        raise SampotError(f"{name} must be a whole number {_range_text(low, high, False, False)}, got {n}.")
+        raise SampotError(f"{name} must be a whole number {range_text(low, high, False, False)}, got {n}.")
     return n
 
 
@@ -85,7 +85,9 @@ def fraction(value: Any, name: str) -> float:
     return number(value, name, low=0.0, high=1.0)
 
 
-def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+def range_text(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:
+    """A range in words, as the messages state it: ``>= 1``, ``> 0``, ``in [0, 1]``, ``<= 5``."""
+
     def show(v: float) -> str:
         return str(v) if isinstance(v, int) else f"{v:g}"
 
@@ -147,11 +149,20 @@ def device(value: Any, name: str = "device") -> str:
     return text
 
 
+def _given(path: str | Path, name: str) -> Path:
+    """``path`` as a Path; an empty string is refused (``Path("")`` would quietly mean the current folder)."""
+    if isinstance(path, str) and not path.strip():
+        raise SampotError(f"{name} is empty; give a path.")
+    return Path(path)
+
+
 def input_file(path: str | Path, name: str, *, hint: str = "check the path") -> Path:
-    """An existing file (not a folder) -> Path."""
-    path = Path(path)
+    """An existing regular file (not a folder, a device or a pipe) -> Path."""
+    path = _given(path, name)
     if path.is_dir():
         raise SampotError(f"{name} {path} is a folder, not a file; {hint}.")
+    if path.exists() and not path.is_file():
+        raise SampotError(f"{name} {path} is not a regular file (a device, a pipe or a socket); {hint}.")
     if not path.is_file():
         raise SampotError(f"{name} {path}: no such file; {hint}.")
     return path
@@ -159,7 +170,7 @@ def input_file(path: str | Path, name: str, *, hint: str = "check the path") -> 
 
 def input_dir(path: str | Path, name: str, *, hint: str = "check the path") -> Path:
     """An existing folder -> Path."""
-    path = Path(path)
+    path = _given(path, name)
     if path.is_file():
         raise SampotError(f"{name} {path} is a file, not a folder; {hint}.")
     if not path.is_dir():
@@ -170,7 +181,7 @@ def input_dir(path: str | Path, name: str, *, hint: str = "check the path") -> P
 def output_dir(path: str | Path, name: str = "--out", *, files: Iterable[str] = ()) -> Path:
     """A folder sampot may create (if missing) and write into; ``files``: names it will write there, none of which
     may be a folder. Nothing is created: the nearest existing folder above gets a probe file that is removed."""
-    path = Path(path)
+    path = _given(path, name)
     if path.exists() and not path.is_dir():
         raise SampotError(f"{name} {path} is a file, not a folder; give a folder (it is created if missing).")
     for f in files:
@@ -185,7 +196,7 @@ def output_dir(path: str | Path, name: str = "--out", *, files: Iterable[str] = 
 
 def output_file(path: str | Path, name: str = "--out", *, example: str | None = None) -> Path:
     """A file sampot may (over)write: not a folder, in a folder that exists or can be created, writable."""
-    path = Path(path)
+    path = _given(path, name)
     if path.is_dir():
         suggestion = f" (e.g. {path / example})" if example else ""
         raise SampotError(f"{name} {path} is a folder; give a file name{suggestion}.")
@@ -290,23 +301,36 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}: {_cause(exc)}; {_hint(exc)}."
 
 
+#: Each safeguard's range, (low, high, low_open, high_open): :func:`check_safeguards` and the command line's options
+#: read the same bounds.
+SAFEGUARD_RANGES: dict[str, tuple[float, float | None, bool, bool]] = {
+    "trust_radius": (0.0, None, True, False),
+    "min_overlap": (0.0, 1.0, False, False),
+    "max_area_ratio": (1.0, None, False, False),
+    "min_box_size": (0.0, 1.0, False, True),
+}
+SAFEGUARD_MEANINGS = {"trust_radius": " (a fraction of the image's longer side)", "min_overlap": " (an IoU)",
+                      "max_area_ratio": " (an area factor)"}  # fmt: skip
+
+
 def check_safeguards(guards: dict[str, Any]) -> None:
     """The safeguards dict: known keys, and limits that can work (None switches a limit off)."""
-    rules = {
-        "trust_radius": (lambda v: v > 0, "> 0 (a fraction of the image's longer side)"),
-        "min_overlap": (lambda v: 0 <= v <= 1, "in [0, 1] (an IoU)"),
-        "max_area_ratio": (lambda v: v >= 1, ">= 1 (an area factor)"),
-        "min_box_size": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    }
     for key, value in guards.items():
         if key == "keep_in_image":
             if not isinstance(value, bool):
                 raise SampotError(f"safeguard 'keep_in_image' must be true or false, got {value!r}.")
             continue
-        if key not in rules:
-            raise SampotError(f"unknown safeguard {key!r}; known: keep_in_image, {', '.join(rules)}.")
-        ok, rule = rules[key]
+        if key not in SAFEGUARD_RANGES:
+            raise SampotError(f"unknown safeguard {key!r}; known: keep_in_image, {', '.join(SAFEGUARD_RANGES)}.")
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        low, high, low_open, high_open = SAFEGUARD_RANGES[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or (value <= low if low_open else value < low)
+            or (high is not None and (value >= high if high_open else value > high))
+        ):
+            rule = range_text(low, high, low_open, high_open) + SAFEGUARD_MEANINGS.get(key, "")
             raise SampotError(f"safeguard {key!r} must be None or a finite number {rule}, got {value!r}.")

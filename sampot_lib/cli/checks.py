@@ -23,6 +23,9 @@ from sampot_lib.defaults import (
     MAX_PHANTOM_SIZE,
     MAX_REGRESSOR_SIZE,
     MAX_SHARPNESS,
+    MAX_STEPS,
+    MIN_LABELLED,
+    MIN_MAX_IMAGES,
     MIN_PHANTOM_SIZE,
     MOST_IDLE_MINUTES,
     MOST_SESSIONS,
@@ -42,13 +45,13 @@ CALIBRATE_FILES = ("calibration.json", "regressor_calibrated.pt", "splits.json",
 
 # dest -> (flag, check of the value; it returns the value to keep). None values (flag not given) are not checked.
 _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
-    "steps": ("--steps", lambda v, n: checks.whole(v, n, low=0)),
+    "steps": ("--steps", lambda v, n: checks.whole(v, n, low=0, high=MAX_STEPS)),
     "lr": ("--lr", lambda v, n: checks.number(v, n, low=0, high=MAX_LR, low_open=True)),
     "sharpness": ("--sharpness", lambda v, n: checks.number(v, n, low=0, high=MAX_SHARPNESS, low_open=True)),
-    "trust_radius": ("--trust-radius", lambda v, n: checks.number(v, n, low=0, low_open=True)),
-    "min_overlap": ("--min-overlap", lambda v, n: checks.fraction(v, n)),
+    "trust_radius": ("--trust-radius", lambda v, n: _safeguard(v, n, "trust_radius")),
+    "min_overlap": ("--min-overlap", lambda v, n: _safeguard(v, n, "min_overlap")),
     "margin": ("--margin", lambda v, n: checks.fraction(v, n)),
-    "max_area_ratio": ("--max-area-ratio", lambda v, n: checks.number(v, n, low=1)),
+    "max_area_ratio": ("--max-area-ratio", lambda v, n: _safeguard(v, n, "max_area_ratio")),
     "epochs": ("--epochs", lambda v, n: checks.whole(v, n, low=1)),
     "max_images": ("--max-images", lambda v, n: _max_images(v, n)),
     "regressor_size": ("--regressor-size", lambda v, n: checks.regressor_size(v, n, high=MAX_REGRESSOR_SIZE)),
@@ -79,17 +82,24 @@ _DATA_VALUES: dict[str, dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
 }
 
 
+def _safeguard(value: Any, name: str, key: str) -> float:
+    low, high, low_open, high_open = checks.SAFEGUARD_RANGES[key]  # the bounds the safeguards themselves check
+    return checks.number(value, name, low=low, high=high, low_open=low_open, high_open=high_open)
+
+
 def _max_images(value: Any, name: str) -> int:
     n = checks.whole(value, name)
-    if n < 3:
-        raise SampotError(f"{name} must be at least 3 (a correlation needs 3 test images) or left out; got {n}.")
+    if n < MIN_MAX_IMAGES:
+        raise SampotError(f"{name} must be at least {MIN_MAX_IMAGES} (a correlation needs {MIN_MAX_IMAGES} test "
+                          f"images) or left out; got {n}.")  # fmt: skip
     return n
 
 
 def _labelled(value: Any, name: str) -> int:
     n = checks.whole(value, name)
-    if n < 3:
-        raise SampotError(f"{name} must be at least 3 (two labelled images to fine-tune on, one to check on); got {n}.")
+    if n < MIN_LABELLED:
+        raise SampotError(f"{name} must be at least {MIN_LABELLED} (two labelled images to fine-tune on, one to check "
+                          f"on); got {n}.")  # fmt: skip
     return n
 
 
@@ -197,6 +207,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
     get = lambda name: getattr(args, name, None)  # noqa: E731
     if get("checkpoint") is not None:
         checks.input_file(args.checkpoint, "--checkpoint", hint="give the model's weights file (.pth/.pt)")
+    if get("regressor") is not None and not args.regressor.strip():
+        raise SampotError("--regressor is empty; give a regressor file or a shipped regressor's name.")
     if get("regressor") is not None and not Path(args.regressor).exists():
         _shipped_path(args)
     if get("regressor") is not None and Path(args.regressor).is_dir():
@@ -267,6 +279,6 @@ def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
     elif args.command == "download":
         _check_cache(args.cache_dir)
     elif args.command == "data" and data_cmd == "split":
-        checks.output_file(args.out or Path(args.dir) / "splits.json", example="splits.json")
+        checks.output_file(args.out if args.out is not None else Path(args.dir) / "splits.json", example="splits.json")
     elif args.command == "data" and data_cmd in ("phantom", "prepare"):
         checks.output_dir(args.out)

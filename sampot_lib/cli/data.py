@@ -38,7 +38,7 @@ def _split(args: argparse.Namespace) -> int:
             "train and val images, evolution needs test images: add images (or subjects).",
             SampotWarning, stacklevel=1,
         )  # fmt: skip
-    out = Path(args.out) if args.out else Path(args.dir) / "splits.json"
+    out = Path(args.out) if args.out is not None else Path(args.dir) / "splits.json"
     subjects = {i: ds.subject_of(i) for i in ds.ids}
     save_splits(out, splits, seed=args.seed, fractions=args.fractions, subjects=subjects, source=str(args.dir))
     counts = ", ".join(f"{k} {len({subjects[i] for i in v})} subjects / {len(v)} images" for k, v in splits.items())

@@ -31,6 +31,7 @@ from sampot_lib.cli.options import (
     positive_float,
     positive_int,
     structure_option,
+    whole_number,
 )
 from sampot_lib.defaults import (
     APP_PORT,
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("heatmap", help="Dice of the model's mask for a grid of clicks inside a mask (paper fig. 1)")
     p.add_argument("image", help="PNG/JPEG/DICOM image")
     p.add_argument("--mask", required=True, help="ground-truth mask PNG of the structure")
-    p.add_argument("--step", type=positive_int, default=32, help="grid spacing in pixels (default: %(default)s)")
+    p.add_argument("--step", type=whole_number, default=32, help="grid spacing in pixels (default: %(default)s)")
     p.add_argument("--regressor", help="also score every mask with this regressor (default: none, the regressor "
                    "column is blank)")  # fmt: skip
     structure_option(p)
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("data", help="folder-format data set (images/, masks/<structure>/) the regressor is new to")
     p.add_argument("--regressor", required=True, help="regressor.pt trained elsewhere (e.g. by `sampot run`)")
-    p.add_argument("--labelled", type=positive_int, required=True, metavar="N",
+    p.add_argument("--labelled", type=whole_number, required=True, metavar="N",
                    help="how many labelled images to calibrate on (at least 3; 10 is a good start)")  # fmt: skip
     p.add_argument("--out", required=True, help="run folder: its split gives the labelled images; the results go "
                    "there")  # fmt: skip
@@ -235,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regressor", help=REGRESSOR_HELP.replace("--model, the prompt kind", "--model's prompt kind"))
     p.add_argument("--structure", help="mask folder shown as ground truth (default: the regressor's structure; for "
                    f"the shipped regressor, {STRUCTURE})")  # fmt: skip
-    p.add_argument("--steps", type=positive_int, default=STEPS, help="evolution steps (default: %(default)s)")
+    p.add_argument("--steps", type=whole_number, default=STEPS,
+                   help="evolution steps (default: %(default)s)")  # fmt: skip
     p.add_argument("--lr", type=positive_float, default=LR, help="step size in pixels (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=positive_int, default=APP_PORT, help="port (default: %(default)s)")

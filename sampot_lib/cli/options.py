@@ -81,6 +81,26 @@ def non_negative_float(value: str) -> float:
     return x
 
 
+def whole_number(value: str) -> int:
+    """A whole number of any sign: the type of the options whose range :mod:`sampot_lib.cli.checks` states, in the
+    library's words, with the other values (a bound here would state another range first)."""
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+
+
+def finite_number(value: str) -> float:
+    """A finite number of any sign: the type of the number options whose range :mod:`sampot_lib.cli.checks` states."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(x):  # float() reads "nan" and "inf"
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number")
+    return x
+
+
 def structure_option(p: argparse.ArgumentParser) -> None:
     """``--structure`` of a one-image command: what its regressor must have been trained for."""
     p.add_argument("--structure", help="the structure segmented; a --regressor trained for another is refused "
@@ -120,7 +140,10 @@ def evolution_options(p: argparse.ArgumentParser, sharpness: float | None = SHAR
     """The evolution's budget, step, optimiser, sharpness and safeguards. ``sharpness=None``: the regressor's."""
     g = p.add_argument_group("evolution (paper 3.3)")
     g.add_argument(
-        "--steps", type=positive_int, default=STEPS, help="model calls after the user's prompt (default: %(default)s)"
+        "--steps",
+        type=whole_number,
+        default=STEPS,
+        help="model calls after the user's prompt (default: %(default)s)",
     )
     g.add_argument(
         "--patience", type=positive_int, default=EVOLVE_PATIENCE,
@@ -151,9 +174,9 @@ def evolution_options(p: argparse.ArgumentParser, sharpness: float | None = SHAR
                    "the prompt (default: the three safeguards below)")  # fmt: skip
     g.add_argument("--trust-radius", type=positive_float, default=TRUST_RADIUS,
                    help="largest move, as a fraction of the image's longer side (default: %(default)s)")  # fmt: skip
-    g.add_argument("--min-overlap", type=positive_float, default=MIN_OVERLAP,
+    g.add_argument("--min-overlap", type=finite_number, default=MIN_OVERLAP,
                    help="least IoU of a winner with the first mask (default: %(default)s)")  # fmt: skip
-    g.add_argument("--max-area-ratio", type=positive_float, default=MAX_AREA_RATIO,
+    g.add_argument("--max-area-ratio", type=finite_number, default=MAX_AREA_RATIO,
                    help="largest area change of a winner, x or / (default: %(default)s)")  # fmt: skip
 
 
@@ -164,11 +187,11 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--structure", default="left_lung", help="mask folder to segment (default: %(default)s)")
     p.add_argument("--split-file", help="a split JSON from `sampot data split` (default: make one, seeded)")
     p.add_argument("--seed", type=positive_int, default=0, help="seed of every random choice (default: %(default)s)")
-    p.add_argument("--max-images", type=positive_int, default=None, help="use at most N images per split (default: "
-                   "all)")  # fmt: skip
-    p.add_argument("--regressor-size", type=positive_int, default=REGRESSOR_SIZE,
+    p.add_argument("--max-images", type=whole_number, default=None,
+                   help="use at most N images per split (default: all)")  # fmt: skip
+    p.add_argument("--regressor-size", type=whole_number, default=REGRESSOR_SIZE,
                    help="regressor input size in pixels (default: %(default)s)")  # fmt: skip
-    p.add_argument("--epochs", type=positive_int, default=EPOCHS, help="regressor epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=whole_number, default=EPOCHS, help="regressor epochs (default: %(default)s)")
     p.add_argument(
         "--regressor-patience", type=positive_int, default=REGRESSOR_PATIENCE,
         help="stop regressor training after this many epochs without a lower validation loss; 0: every epoch "

@@ -112,7 +112,8 @@ def save_splits(
 
 def _read_doc(path: Path) -> dict[str, Any]:
     """The split file's JSON object, or SampotError naming the file and what to do."""
-    remake = f"make a new one with `sampot data split DIR --out {path}` (or delete it: a run then makes its own)"
+    remake = (f"make a new one with `sampot data split DIR --out {path}`, or run without it (with no --split-file a "
+              "run makes its own split)")  # fmt: skip
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

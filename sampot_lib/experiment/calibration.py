@@ -134,7 +134,13 @@ def _labelled_pool(
         raise SampotError(
             f"--labelled {n} is more than the {len(pool)} labelled images available: the train and validation "
             f"parts of the split in {out} hold {len(candidates)}{why} (its {len(splits.get('test', []))} test images "
-            "are kept for `sampot run`); give a smaller --labelled."
+            "are kept for `sampot run`); "
+            + (
+                f"give a smaller --labelled (at least {MIN_LABELLED})."
+                if len(pool) >= MIN_LABELLED
+                else f"calibration needs at least {MIN_LABELLED} images the regressor has not seen: use a larger data "
+                "set, or a regressor trained on other images."
+            )
         )
     return pool, hashes
 

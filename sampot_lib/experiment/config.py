@@ -27,6 +27,8 @@ from sampot_lib.defaults import (
     MAX_LR,
     MAX_REGRESSOR_SIZE,
     MAX_SHARPNESS,
+    MAX_STEPS,
+    MIN_MAX_IMAGES,
     N_OUTSIDE,
     N_SYNTHETIC,
     OPTIMIZERS,
@@ -202,11 +204,14 @@ class ExperimentConfig:
         if not 0 <= self.rank_weight < float("inf"):
             raise SampotError(f"parameter 'rank_weight' must be a finite number >= 0 (0: the MSE alone), got "
                               f"{self.rank_weight}.")  # fmt: skip
-        if self.max_images is not None and self.max_images < 3:
+        if self.max_images is not None and self.max_images < MIN_MAX_IMAGES:
             raise SampotError(
-                f"parameter 'max_images' must be at least 3 (a correlation needs 3 test images) or None for all, "
+                f"parameter 'max_images' must be at least {MIN_MAX_IMAGES} (a correlation needs {MIN_MAX_IMAGES} test "
+                "images) or None for all, "
                 f"got {self.max_images}."
             )
+        if self.steps > MAX_STEPS:
+            raise SampotError(f"parameter 'steps' must be at most {MAX_STEPS}, got {self.steps}.")
         regressor_size(self.regressor_size, "parameter 'regressor_size'", high=MAX_REGRESSOR_SIZE)
         for name in ("regressor_lr", "lr", "sharpness"):
             _positive(name, getattr(self, name))

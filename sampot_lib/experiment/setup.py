@@ -14,6 +14,7 @@ import torch
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import load_splits, make_splits, save_splits
+from sampot_lib.defaults import MAX_THREADS
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.parallel import usable_cores
@@ -218,17 +219,20 @@ def apply_thread_setting() -> int | None:
     value = os.environ.get("SAMPOT_THREADS", "").strip()
     if not value:
         return None
-    if not value.isdigit() or int(value) < 1:
-        raise SampotError(f"SAMPOT_THREADS={value!r} must be a whole number >= 1 (torch's threads), or unset.")
+    # ASCII digits only: str.isdigit() also accepts superscripts such as "²", which int() refuses
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_THREADS:
+        raise SampotError(f"SAMPOT_THREADS={value!r} must be a whole number from 1 to {MAX_THREADS} (torch's "
+                          "threads), or unset.")  # fmt: skip
+    threads = int(value)
     cores = usable_cores()
-    if int(value) > cores:
+    if threads > cores:
         warnings.warn(
-            f"SAMPOT_THREADS={int(value)} is more than the {cores} core(s) this process may use: the threads wait on "
+            f"SAMPOT_THREADS={threads} is more than the {cores} core(s) this process may use: the threads wait on "
             f"each other and a run can be many times slower; set SAMPOT_THREADS={cores} or less.",
             SampotWarning, stacklevel=2,
         )  # fmt: skip
-    torch.set_num_threads(int(value))
-    return int(value)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def start_run(

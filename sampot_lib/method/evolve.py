@@ -26,6 +26,7 @@ from sampot_lib.defaults import (
     LR,
     MAX_LR,
     MAX_SHARPNESS,
+    MAX_STEPS,
     SHARPNESS,
     STEPS,
     STRUCTURE,
@@ -129,7 +130,7 @@ def evolve_prompt(
         image: The image, an H x W (or H x W x 3) uint8 NumPy array.
         prompt: The user's prompt: a :class:`Prompt`, or an (x, y) click, in pixels of the image; it must lie
             inside the image.
-        steps: Model calls after the user's prompt (a whole number >= 0).
+        steps: Model calls after the user's prompt (a whole number from 0 to :data:`~sampot_lib.defaults.MAX_STEPS`).
         lr: Step size in pixels of the original image (Adam's step size; random search's and CMA-ES's scale).
         optimizer: How the prompt moves: ``"adam"`` (needs a model that gives gradients), ``"cmaes"`` or
             ``"random"`` (:mod:`sampot_lib.method.optimizers`), at the same budget of model calls.
@@ -172,8 +173,8 @@ def evolve_prompt(
     prompt.check((h, w))
     if gt_mask is not None:  # a non-binary or empty truth gives a true Dice that means nothing
         gt_mask = check_mask(gt_mask, name="gt_mask", expected_shape=(h, w))
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise SampotError(f"steps must be a whole number >= 0, got {steps!r}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
+        raise SampotError(f"steps must be a whole number from 0 to {MAX_STEPS}, got {steps!r}.")
     lr = number(lr, "lr", low=0, high=MAX_LR, low_open=True)
     sharpness = number(sharpness, "sharpness", low=0, high=MAX_SHARPNESS, low_open=True)
     seed = check_seed(seed, "seed")

@@ -61,7 +61,7 @@ def grid_points(mask: np.ndarray, step: int) -> np.ndarray:
 
     Args:
         mask: The mask, H x W.
-        step: The grid's spacing in pixels (a whole number >= 1).
+        step: The grid's spacing in pixels (a whole number >= 1; beyond the mask's longer side, one click).
 
     Returns:
         The clicks, N x 2 (x, y), float32.
@@ -70,7 +70,9 @@ def grid_points(mask: np.ndarray, step: int) -> np.ndarray:
         SampotError: ``mask`` is not a usable mask, or ``step`` is not a whole number >= 1.
     """
     mask = check_mask(mask)
-    step = whole(step, "grid step", low=1)  # a float step would index the mask with floats
+    # a float step would index the mask with floats; one beyond the mask's side gives the same single click (and an
+    # astronomical one would overflow numpy's integers)
+    step = min(whole(step, "grid step", low=1), max(mask.shape))
     ys, xs = np.nonzero(mask)
     x0 = xs.min() + ((xs.max() - xs.min()) % step) // 2
     y0 = ys.min() + ((ys.max() - ys.min()) % step) // 2

@@ -190,7 +190,17 @@ def load_regressor(
             f"regressor file {path} is damaged: its weights do not match its settings (input {size}, widths "
             f"{list(widths)}); {retrain}."
         ) from exc
+    state = model.state_dict()
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # it would score every mask NaN, and evolution would fail far from the cause
+        raise SampotError(f"regressor file {path} is damaged: its weights hold NaN or infinite values ({bad[0]}"
+                          f"{' and more' if len(bad) > 1 else ''}); {retrain}.")  # fmt: skip
     meta = payload.get("meta", {})
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise SampotError(f"regressor file {path} is damaged: its record of what it learned from is a "
+                          f"{type(meta).__name__}, not a record; {retrain}.")  # fmt: skip
     # The module carries what it learned from, so a consumer handed only the module (the widget) can check it.
     model.provenance = meta
     return model.to(device).eval(), meta

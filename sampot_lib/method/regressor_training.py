@@ -194,8 +194,8 @@ def fit_regressor(
 
     Raises:
         SampotError: An empty training or validation set, a ``patience``, ``rank_weight``, ``rank_group`` or
-            learning-rate schedule setting out of range, an unknown ``precision``, or an ``init`` that reads another
-            input size than the training set's.
+            learning-rate schedule setting out of range, an unknown ``precision``, an ``init`` that reads another
+            input size than the training set's, or a loss that is no longer finite (training diverged).
     """
     if len(train) == 0 or len(val) == 0:
         raise SampotError(f"regressor training needs non-empty train and val sets (got {len(train)} and {len(val)}).")
@@ -277,6 +277,12 @@ def fit_regressor(
         row = {"epoch": epoch, "train_mse": train_mse} | val_losses() | {"lr": opt.param_groups[0]["lr"]}
         history.append(row)
         epoch_val = val_loss(row)
+        if not (np.isfinite(train_mse) and np.isfinite(epoch_val)):
+            raise SampotError(
+                f"regressor training diverged in epoch {epoch}: its loss is no longer a finite number (train "
+                f"{train_mse:g}, validation {epoch_val:g}); lower the learning rate"
+                + (" or the within-image loss weight (--rank-weight)." if rank_weight else ".")
+            )
         if plateau is not None:
             plateau.step(epoch_val)
         if epoch_val < best_val:

@@ -777,6 +777,36 @@ def test_an_output_file_that_is_a_pipe_or_device_is_refused_not_replaced(tmp_pat
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
+def test_an_input_that_is_a_pipe_or_a_device_is_not_called_missing(tmp_path, files, capsys):
+    fifo = tmp_path / "image.png"
+    os.mkfifo(fifo)
+    out = tmp_path / "o"
+    for image in (fifo, "/dev/null"):
+        rc, err = run_cli(["evolve", image, "--click", 60, 60, "--regressor", files["reg"], "--out", out], capsys)
+        assert rc == 2 and f"image {image} is not a regular file" in one_line_error(err), err
+    rc, err = run_cli(["evolve", files["img"], "--click", 60, 60, "--regressor", fifo, "--out", out], capsys)
+    assert rc == 2 and f"--regressor {fifo} is not a regular file" in one_line_error(err), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evolve", "{img}", "--click", "60", "60", "--regressor", "{reg}", "--out", ""], "--out is empty"),
+        (["evolve", "{img}", "--click", "60", "60", "--regressor", "", "--out", "{o}"], "--regressor is empty"),
+        (["heatmap", "{img}", "--mask", "{mask}", "--out", ""], "--out is empty"),
+        (["score", "{data}", "--regressor", "{reg}", "--out", ""], "--out is empty"),
+        (["data", "split", "{data}", "--out", ""], "--out is empty"),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_this_folder(files, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)  # where an empty path would have written
+    paths = {k: str(v) for k, v in files.items()} | {"o": str(tmp_path / "o")}
+    rc, err = run_cli([a.format(**paths) for a in argv], capsys)
+    assert rc == 2 and message in one_line_error(err), err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_config_states_the_bounds_of_the_command_line():
     """ExperimentConfig (the notebooks' way in) refuses what the command line refuses, with the same bound."""
     from sampot_lib.experiment.config import ExperimentConfig

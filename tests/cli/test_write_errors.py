@@ -18,6 +18,7 @@ import torch
 
 import sampot_lib.files as files
 from sampot_lib.cli.main import main
+from sampot_lib.defaults import MAX_THREADS
 from sampot_lib.errors import PlaceError, SampotError, describe_os_error
 from sampot_lib.experiment.parallel import Workers, usable_cores
 from sampot_lib.method.regressor import SegmentationRegressor, save_regressor
@@ -110,6 +111,16 @@ def test_more_threads_than_cores_warn_in_one_line(tmp_path, monkeypatch, capsys)
     assert main(["data", "check", str(root)]) == 0
     assert "SAMPOT_THREADS" not in capsys.readouterr().err
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2.5", "abc", "\u00b2", "1" + "0" * 20, str(MAX_THREADS + 1)])
+def test_an_unusable_thread_count_is_one_line_naming_its_range(tmp_path, monkeypatch, capsys, value):
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    monkeypatch.setenv("SAMPOT_THREADS", value)
+    assert main(["data", "phantom", "--n", "1", "--size", "64", "--out", str(tmp_path / "set")]) == 2
+    err = capsys.readouterr().err
+    assert f"must be a whole number from 1 to {MAX_THREADS}" in err and "internal error" not in err
+    assert not (tmp_path / "set").exists()
 
 
 def _build_book():

@@ -309,6 +309,11 @@ def test_bad_schedule_settings_are_refused_before_training(settings, message):
         fit_regressor(TRAIN, VAL, epochs=2, progress=False, **settings)
 
 
+def test_training_that_diverges_stops_with_what_to_lower():
+    with pytest.raises(SampotError, match=r"diverged in epoch 1: .* lower the learning rate or the within-image loss"):
+        fit_regressor(TRAIN, VAL, epochs=3, batch_size=8, seed=0, progress=False, rank_weight=1e308)
+
+
 @pytest.mark.parametrize("patience", [-1, 1.5, True])
 def test_bad_regressor_patience_is_refused(patience):
     with pytest.raises(SampotError, match="patience must be a whole number"):

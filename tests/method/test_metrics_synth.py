@@ -77,6 +77,12 @@ def test_prompts_inside_and_outside():
     assert len(outside) == 3 and not any(mask[int(y), int(x)] for x, y in outside)
 
 
+def test_the_bands_split_the_structures_rows_in_thirds():
+    rect = np.zeros((60, 50), bool)
+    rect[10:40, 20:30] = True  # rows 10..39: bands of rows 10..19, 20..29 and 30..39
+    assert band_prompts(rect) == [pytest.approx((24.5, y)) for y in (14.5, 24.5, 34.5)]
+
+
 def test_inside_clicks_cover_the_inner_part_of_a_disk_uniformly_and_never_its_rim():
     _, mask = disk_image(size=128, center=(60, 64), radius=40)
     clicks = np.array([inside_click(mask, seed) for seed in range(400)])

@@ -78,6 +78,17 @@ def test_cmaes_adapts_where_random_search_cannot():
     assert best["cmaes"] < 0.3 * best["random"], best
 
 
+def test_random_search_moves_each_coordinate_by_three_lr():
+    """lr is one scale for every optimiser: random search's moves are Gaussian with 3 * lr pixels per coordinate, as
+    CMA-ES's sigma0 (the user's prompt itself is the first call)."""
+    start = torch.tensor([100.0, 100.0, 200.0, 200.0])
+    opt = RandomSearch(start, lambda c: c.clone(), lr=10.0, seed=0)
+    assert torch.equal(opt.ask(), start)
+    moves = torch.stack([opt.ask() - start for _ in range(500)]).double()
+    assert float(moves.mean()) == pytest.approx(0.0, abs=1.5)
+    assert float(moves.std()) == pytest.approx(30.0, rel=0.06)
+
+
 def test_cmaes_learns_from_projected_candidates():
     """When the optimum lies outside the allowed region, CMA-ES (told the projected candidates) converges onto the
     nearest allowed point, and every candidate it hands out is allowed."""

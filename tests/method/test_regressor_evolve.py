@@ -8,6 +8,7 @@ import torch
 from conftest import disk_image
 
 from sampot_lib import SampotError
+from sampot_lib.defaults import MAX_STEPS
 from sampot_lib.method.evolve import Safeguards, check_point, evolve_prompt, trajectory_masks
 from sampot_lib.method.heatmap import dice_heatmap, grid_points
 from sampot_lib.method.metrics import dice
@@ -149,6 +150,15 @@ def test_bad_regressor_files_and_inputs(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(SampotError, match="not a sampot regressor"):
         load_regressor(tmp_path / "other.pt")
+    broken = SegmentationRegressor(32)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))  # a file written by a training run that diverged
+    save_regressor(broken, tmp_path / "nan.pt")
+    with pytest.raises(SampotError, match="its weights hold NaN or infinite values"):
+        load_regressor(tmp_path / "nan.pt")
+    save_regressor(SegmentationRegressor(32), tmp_path / "meta.pt", meta="hello")
+    with pytest.raises(SampotError, match="its record of what it learned from is a str, not a record"):
+        load_regressor(tmp_path / "meta.pt")
     with pytest.raises(SampotError, match="expects 32x32"):
         SegmentationRegressor(32)(torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64))
     with pytest.raises(SampotError, match="multiple of 16"):
@@ -269,6 +279,7 @@ def test_true_dice_of_every_step_comes_from_that_steps_decoder_call(tiny_model, 
         ({"lr": "1"}, "lr must be a number"),
         ({"sharpness": 1e9}, "sharpness must be in (0, 1000]"),
         ({"seed": -1}, "seed must be a whole number in [0, 4294967295]"),
+        ({"steps": MAX_STEPS + 1}, f"steps must be a whole number from 0 to {MAX_STEPS}"),
         ({"gt_mask": np.arange(96 * 96).reshape(96, 96)}, "gt_mask: mask is not binary"),
         ({"gt_mask": np.zeros((96, 96), bool)}, "gt_mask: mask is empty"),
         ({"gt_mask": np.ones((50, 96), bool)}, "gt_mask: mask is 96x50 (W x H) but the image is 96x96"),
@@ -278,9 +289,9 @@ def test_evolve_prompt_names_an_argument_of_the_wrong_kind(tiny_model, trained, 
     """A notebook's wrong argument fails in one line naming it, not as an AttributeError inside torch, and a truth
     that is no mask never yields a true Dice."""
     image, _ = disk_image()
-    args = {"model": tiny_model, "scorer": trained[0], "image": image} | bad
+    args = {"model": tiny_model, "scorer": trained[0], "image": image, "steps": 1} | bad
     with pytest.raises(SampotError, match=re.escape(message)):
-        evolve_prompt(args.pop("model"), args.pop("scorer"), args.pop("image"), (40.0, 50.0), steps=1, **args)
+        evolve_prompt(args.pop("model"), args.pop("scorer"), args.pop("image"), (40.0, 50.0), **args)
 
 
 def test_score_mask_refuses_a_mask_of_another_size_and_heatmap_a_fractional_step(tiny_model, trained):
@@ -289,3 +300,5 @@ def test_score_mask_refuses_a_mask_of_another_size_and_heatmap_a_fractional_step
         score_mask(trained[0], image, mask[:48, :48])  # resized alone, it was scored as if it fitted
     with pytest.raises(SampotError, match="grid step must be a whole number"):
         grid_points(mask, 2.5)
+    one = grid_points(mask, max(mask.shape))
+    assert len(one) == 1 and grid_points(mask, 10**20).tolist() == one.tolist()  # no integer overflow

@@ -325,12 +325,8 @@ def check_safeguards(guards: dict[str, Any]) -> None:
         if value is None:
             continue
         low, high, low_open, high_open = SAFEGUARD_RANGES[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or (value <= low if low_open else value < low)
-            or (high is not None and (value >= high if high_open else value > high))
-        ):
+        try:
+            number(value, key, low=low, high=high, low_open=low_open, high_open=high_open)
+        except SampotError:
             rule = range_text(low, high, low_open, high_open) + SAFEGUARD_MEANINGS.get(key, "")
-            raise SampotError(f"safeguard {key!r} must be None or a finite number {rule}, got {value!r}.")
+            raise SampotError(f"safeguard {key!r} must be None or a finite number {rule}, got {value!r}.") from None

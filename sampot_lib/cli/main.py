@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evolution steps (default: %(default)s)")  # fmt: skip
     p.add_argument("--lr", type=positive_float, default=LR, help="step size in pixels (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s, this machine only)")
-    p.add_argument("--port", type=positive_int, default=APP_PORT, help="port (default: %(default)s)")
+    p.add_argument("--port", type=whole_number, default=APP_PORT, help="port (default: %(default)s)")
     p.add_argument("--max-sessions", type=int, default=MAX_SESSIONS, metavar="N",
                    help=f"the most pages open at a time, 1..{MOST_SESSIONS}; each is a kernel with its own copy of the "
                    "model, and one more gets a 'busy, try again in a minute' page (default: %(default)s)")  # fmt: skip

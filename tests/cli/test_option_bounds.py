@@ -48,6 +48,7 @@ def _verdict(argv: list[str], flag: str) -> str | None:
         (RUN, "--regressor-size", ["32", str(MAX_REGRESSOR_SIZE)], ["16", "-5", str(MAX_REGRESSOR_SIZE + 16)],
          f"a multiple of 16 from 32 to {MAX_REGRESSOR_SIZE}"),
         (RUN, "--steps", [str(MAX_STEPS)], [str(MAX_STEPS + 1)], f"in [0, {MAX_STEPS}]"),
+        (["app", "missing.png"], "--port", ["1", "65535"], ["0", "-1", "65536"], "in [1, 65535]"),
         (["calibrate", "missing", "--regressor", "r.pt", "--out", "o"], "--labelled", [str(MIN_LABELLED)],
          [str(MIN_LABELLED - 1), "-1"], f"at least {MIN_LABELLED}"),
     ],

@@ -82,6 +82,23 @@ _DATA_VALUES: dict[str, dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
 }
 
 
+def _check_split_parts(args: argparse.Namespace, splits: dict[str, list[str]]) -> None:
+    """A --split-file whose parts this command needs are empty fails before the run folder is written."""
+    needs = {"train-regressor": ("train", "val"), "calibrate": ()}.get(args.command)
+    if args.command == "run":
+        needs = ("test",) if getattr(args, "regressor", None) else ("train", "val", "test")
+    if args.command == "calibrate" and len(splits["train"]) + len(splits["val"]) < MIN_LABELLED:
+        raise SampotError(f"--split-file {args.split_file} holds {len(splits['train']) + len(splits['val'])} train and "
+                          f"validation images; calibration labels at least {MIN_LABELLED} of them: give a split with "
+                          "more there.")  # fmt: skip
+    empty = [part for part in needs or () if not splits[part]]
+    if empty:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        raise SampotError(f"the {' and '.join(empty)} part of --split-file {args.split_file} is empty ({sizes} "
+                          f"images); `sampot {args.command}` needs images there: give a split with other parts, or "
+                          "leave out --split-file (a run makes its own split).")  # fmt: skip
+
+
 def _safeguard(value: Any, name: str, key: str) -> float:
     low, high, low_open, high_open = checks.SAFEGUARD_RANGES[key]  # the bounds the safeguards themselves check
     return checks.number(value, name, low=low, high=high, low_open=low_open, high_open=high_open)
@@ -225,7 +242,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
         checks.input_file(args.mask, "--mask", hint="give a 0/255 PNG mask of the image's size")
     if get("split_file") is not None:
         checks.input_file(args.split_file, "--split-file", hint="make one with `sampot data split DIR`")
-        load_splits(args.split_file)  # a damaged or foreign file fails now, not after the data set is read
+        splits = load_splits(args.split_file)  # a damaged or foreign file fails now, not after the data set is read
+        _check_split_parts(args, splits)
     if args.command in ("run", "train-regressor", "calibrate"):
         checks.input_dir(args.data, "data set", hint="give a folder with images/ and masks/<structure>/")
     if args.command == "app":

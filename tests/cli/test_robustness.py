@@ -807,6 +807,37 @@ def test_an_empty_path_is_refused_not_read_as_this_folder(files, tmp_path, capsy
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_split_file_without_the_parts_a_command_needs_fails_before_the_run_folder(files, tmp_path, capsys):
+    split = tmp_path / "train_only.json"
+    assert run_cli(["data", "split", files["data"], "--out", split, "--fractions", "1", "0", "0"], capsys)[0] == 0
+    out = tmp_path / "o"
+    for argv, message in [
+        (["run", files["data"], "--split-file", split, "--out", out], "the val and test part of --split-file"),
+        (["train-regressor", files["data"], "--split-file", split, "--out", out], "the val part of --split-file"),
+        (["run", files["data"], "--split-file", split, "--regressor", files["reg"], "--out", out], "the test part"),
+    ]:
+        rc, err = run_cli(argv, capsys)
+        assert rc == 2 and message in one_line_error(err) and "leave out --split-file" in err, err
+        assert not out.exists()
+    few = tmp_path / "two_labelled.json"  # 1 train, 1 validation and 2 test images of the 4
+    assert run_cli(["data", "split", files["data"], "--out", few, "--fractions", "1", "1", "2"], capsys)[0] == 0
+    argv = [
+        "calibrate",
+        files["data"],
+        "--regressor",
+        files["reg"],
+        "--labelled",
+        "3",
+        "--split-file",
+        few,
+        "--out",
+        out,
+    ]
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2 and "holds 2 train and validation images; calibration labels at least 3" in one_line_error(err)
+    assert not out.exists()
+
+
 def test_config_states_the_bounds_of_the_command_line():
     """ExperimentConfig (the notebooks' way in) refuses what the command line refuses, with the same bound."""
     from sampot_lib.experiment.config import ExperimentConfig

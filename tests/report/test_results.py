@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sampot_lib.defaults import HARM_TOLERANCE, RULE, RULE_POOLED
+from sampot_lib.experiment.provenance import cpu_model
 from sampot_lib.experiment.records import read_csv
 from sampot_lib.report.results import (
     INDEX_COLUMNS,
@@ -133,6 +134,23 @@ def test_a_rerun_on_another_cpu_is_compared_within_the_stated_tolerances():
     assert "y: re-run 6.5, committed 4.0" in first_difference(moved, committed, absolute=CROSS_CPU_TOLERANCE)
     renamed = [_row("a") | {"safeguards": "off"}]
     assert "safeguards" in first_difference(renamed, committed, absolute=CROSS_CPU_TOLERANCE)
+
+
+def _cpuinfo(family: int, model: int, flags: str) -> str:
+    block = f"processor\t: {{}}\nmodel name\t: AMD EPYC\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+    block += f"flags\t\t: {flags}\n"
+    return block.format(0) + "\n" + block.format(1).replace(flags, "sse2")  # only the first processor is read
+
+
+def test_two_generations_of_one_cpu_name_are_two_kinds_of_cpu():
+    """A virtual machine names Zen 3 and Zen 4 EPYCs alike; their kernels round differently (AVX2 against AVX-512), so
+    the strict same-CPU comparison of results-check must not treat them as one kind."""
+    zen3 = cpu_model(_cpuinfo(25, 1, "fpu sse2 avx avx2 fma"))
+    zen4 = cpu_model(_cpuinfo(25, 17, "fpu sse2 avx avx2 fma avx512f avx512_bf16"))
+    assert zen3 == "AMD EPYC (family 25, model 1; avx2)"
+    assert zen4 == "AMD EPYC (family 25, model 17; avx2, avx512f, avx512_bf16)"
+    assert cpu_model(_cpuinfo(25, 1, "fpu sse2 avx avx2 fma")) == zen3
+    assert cpu_model("") != zen3  # no /proc/cpuinfo: the platform's answer
 
 
 def test_the_table_reads_a_run_at_its_main_jitter_and_extra_jitters_have_no_oracle_share():

@@ -84,14 +84,16 @@ _DATA_VALUES: dict[str, dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
 
 def _check_split_parts(args: argparse.Namespace, splits: dict[str, list[str]]) -> None:
     """A --split-file whose parts this command needs are empty fails before the run folder is written."""
-    needs = {"train-regressor": ("train", "val"), "calibrate": ()}.get(args.command)
-    if args.command == "run":
+    labelled = len(splits["train"]) + len(splits["val"])
+    if args.command == "calibrate" and labelled < MIN_LABELLED:
+        raise SampotError(f"--split-file {args.split_file} holds {labelled} train and validation images; calibration "
+                          f"labels at least {MIN_LABELLED} of them: give a split with more there.")  # fmt: skip
+    needs: tuple[str, ...] = ()
+    if args.command == "train-regressor":
+        needs = ("train", "val")
+    elif args.command == "run":
         needs = ("test",) if getattr(args, "regressor", None) else ("train", "val", "test")
-    if args.command == "calibrate" and len(splits["train"]) + len(splits["val"]) < MIN_LABELLED:
-        raise SampotError(f"--split-file {args.split_file} holds {len(splits['train']) + len(splits['val'])} train and "
-                          f"validation images; calibration labels at least {MIN_LABELLED} of them: give a split with "
-                          "more there.")  # fmt: skip
-    empty = [part for part in needs or () if not splits[part]]
+    empty = [part for part in needs if not splits[part]]
     if empty:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
         raise SampotError(f"the {' and '.join(empty)} part of --split-file {args.split_file} is empty ({sizes} "

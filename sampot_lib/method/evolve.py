@@ -173,8 +173,7 @@ def evolve_prompt(
     prompt.check((h, w))
     if gt_mask is not None:  # a non-binary or empty truth gives a true Dice that means nothing
         gt_mask = check_mask(gt_mask, name="gt_mask", expected_shape=(h, w))
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
-        raise SampotError(f"steps must be a whole number from 0 to {MAX_STEPS}, got {steps!r}.")
+    steps = whole(steps, "steps", low=0, high=MAX_STEPS)
     lr = number(lr, "lr", low=0, high=MAX_LR, low_open=True)
     sharpness = number(sharpness, "sharpness", low=0, high=MAX_SHARPNESS, low_open=True)
     seed = check_seed(seed, "seed")

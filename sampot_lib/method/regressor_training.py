@@ -280,8 +280,12 @@ def fit_regressor(
         if not (np.isfinite(train_mse) and np.isfinite(epoch_val)):
             raise SampotError(
                 f"regressor training diverged in epoch {epoch}: its loss is no longer a finite number (train "
-                f"{train_mse:g}, validation {epoch_val:g}); lower the learning rate"
-                + (" or the within-image loss weight (--rank-weight)." if rank_weight else ".")
+                f"{train_mse:g}, validation {epoch_val:g}); lower the learning rate (lr={lr:g})"
+                + (
+                    f" or the within-image loss weight (rank_weight={rank_weight:g}, --rank-weight)."
+                    if rank_weight
+                    else "."
+                )
             )
         if plateau is not None:
             plateau.step(epoch_val)

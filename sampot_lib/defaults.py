@@ -93,6 +93,8 @@ SAFEGUARDS_ON = {"keep_in_image": True, "trust_radius": TRUST_RADIUS, "min_overl
 SAFEGUARDS_OFF = SAFEGUARDS_ON | {"trust_radius": None, "min_overlap": None, "max_area_ratio": None}
 #: The paper's subject split, train / val / test (41 / 28 / 53 subjects).
 PAPER_FRACTIONS = (41, 28, 53)
+#: Every kind of prompt (:attr:`sampot_lib.method.prompts.Prompt.kind`): one click, several, a box, a box with clicks.
+PROMPT_KINDS = ("click", "box", "clicks", "box+clicks")
 #: The user prompts an experiment simulates: the structure's centroid as a click, or a jittered box.
 SIMULATED_PROMPTS = ("click", "box")
 #: What can drive evolution, and how the prompt moves.

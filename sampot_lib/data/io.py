@@ -127,14 +127,24 @@ def read_image(path: str | Path, *, low_pct: float | None = None, high_pct: floa
     8-bit grayscale is kept as it is; 16-bit and float images are windowed from min to max (or between the given
     percentiles); RGB is converted to luminance (chest X-rays are grayscale; SAM's three channels get the same
     values). DICOM goes through :func:`sampot_lib.data.dicom.read_dicom` (rescale, VOI window, MONOCHROME1).
+
+    Raises:
+        SampotError: An unreadable file, or an image of at least the models' smallest side whose pixels all have one
+            value (nothing to segment).
     """
     if is_dicom(path):
-        return read_dicom(path, low_pct=low_pct, high_pct=high_pct)
-    arr = read_array(path)
-    try:
-        return preprocess(arr, low_pct=low_pct, high_pct=high_pct)
-    except SampotError as exc:
-        raise SampotError(f"{path}: {exc}") from exc
+        image = read_dicom(path, low_pct=low_pct, high_pct=high_pct)
+    else:
+        try:
+            image = preprocess(read_array(path), low_pct=low_pct, high_pct=high_pct)
+        except SampotError as exc:
+            raise SampotError(f"{path}: {exc}") from exc
+    # a model still draws a mask on a flat image, and the regressor scores it; one too small is named for its size
+    if min(image.shape[:2]) >= MIN_IMAGE_SIDE and image.min() == image.max():
+        why = " (a DICOM's rescale slope or window can flatten it)" if is_dicom(path) else ""
+        raise SampotError(f"{path}: every pixel has the value {image.flat[0]}{why}: there is nothing to segment; "
+                          "check the file, or re-export it.")  # fmt: skip
+    return image
 
 
 def check_image_side(image: np.ndarray, name: str | Path) -> None:
@@ -161,9 +171,14 @@ def read_mask(path: str | Path, *, expected_shape: tuple[int, int] | None = None
     return check_mask(arr, name=str(path), expected_shape=expected_shape)
 
 
-def check_mask(arr: np.ndarray, *, name: str = "mask", expected_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Validate an in-memory mask (2-D, two values at most, not empty) and return it as bool."""
+def check_mask(
+    arr: np.ndarray, *, name: str = "mask", expected_shape: tuple[int, int] | None = None, allow_empty: bool = False
+) -> np.ndarray:
+    """Validate an in-memory mask (2-D numbers or bools, two finite values at most, not empty unless
+    ``allow_empty``) and return it as bool."""
     arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise SampotError(f"{name}: mask has dtype {arr.dtype}; expected bool or numbers (e.g. 0 and 255).")
     if arr.ndim != 2:
         raise SampotError(f"{name}: mask has shape {arr.shape}; expected a 2-D array.")
     if expected_shape is not None and arr.shape != tuple(expected_shape):
@@ -176,11 +191,13 @@ def check_mask(arr: np.ndarray, *, name: str = "mask", expected_shape: tuple[int
         values = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
     else:
         values = np.unique(arr)
+    if not np.isfinite(values).all():  # a NaN would count as foreground, silently
+        raise SampotError(f"{name}: mask holds NaN or infinite values; expected 0 and one other value.")
     if arr.dtype != bool and (len(values) > 2 or (len(values) == 2 and values[0] != 0)):
         shown = ", ".join(str(v) for v in values[:6]) + (" ..." if len(values) > 6 else "")
         raise SampotError(f"{name}: mask is not binary (values {shown}); expected 0 and one other value.")
     out = arr.astype(bool)
-    if not out.any():
+    if not out.any() and not allow_empty:
         raise SampotError(f"{name}: mask is empty (no foreground pixel).")
     return out
 

@@ -104,7 +104,11 @@ class Report:
 def _image_files(images_dir: Path, problems: list[str]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(images_dir.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():  # skipped without a word, the images a user sorted into it would drop out of every run
+            problems.append(f"images/{path.name}/: a folder; only the files directly in images/ are read: move its "
+                            "images up into images/, or the folder out of the data set.")  # fmt: skip
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             problems.append(
@@ -283,7 +287,11 @@ def validate_folder(
     # Masks without an image usually mean a renamed or deleted image.
     for s in report.structures:
         for mpath in sorted((masks_dir / s).iterdir()):
-            if mpath.name.startswith(".") or mpath.is_dir():
+            if mpath.name.startswith("."):
+                continue
+            if mpath.is_dir():
+                problems.append(f"masks/{s}/{mpath.name}/: a folder; only the files directly in masks/{s}/ are read: "
+                                f"move its masks up into masks/{s}/, or the folder out of the data set.")  # fmt: skip
                 continue
             if mpath.suffix.lower() != ".png":
                 problems.append(f"masks/{s}/{mpath.name}: masks must be PNG files.")
@@ -302,7 +310,7 @@ def validate_folder(
                 shape = _image_size(image)
                 report.sizes[(shape[1], shape[0])] += 1
             except SampotError as exc:
-                problems.append(f"images/{image.name}: unreadable ({_short(exc, image)}).")
+                problems.append(f"images/{image.name}: not usable ({_short(exc, image)}).")
             if shape is not None and min(shape) < MIN_IMAGE_SIDE:
                 problems.append(
                     f"images/{image.name}: {shape[1]}x{shape[0]} pixels; the models need at least "

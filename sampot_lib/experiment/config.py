@@ -254,6 +254,15 @@ class ExperimentConfig:
                     f"parameter 'extra_jitters' must hold fractions in [0, 1], got {self.extra_jitters!r}."
                 )
         self.extra_jitters = [float(j) for j in self.extra_jitters]
+        # settings that do nothing in this run would be recorded in config.json as if they had been used
+        if self.margin is not None and RULE not in self.scorers:
+            raise SampotError(f"parameter 'margin' (--margin) is the do-no-harm rule's margin, but the scorers "
+                              f"({', '.join(self.scorers)}) do not include {RULE}: add {RULE} to them, or leave the "
+                              "margin out.")  # fmt: skip
+        if self.extra_jitters and self.prompt != "box":
+            raise SampotError(f"parameter 'extra_jitters' (--extra-jitters) jitters users' boxes, but the prompt is "
+                              f"{self.prompt!r}: give prompt 'box' (--prompt box), or leave the extra jitters "
+                              "out.")  # fmt: skip
         if self.preset is not None and self.preset not in PRESETS:
             raise SampotError(f"parameter 'preset' must be one of {', '.join(PRESETS)} or None, got {self.preset!r}.")
         fr = self.split_fractions

@@ -59,9 +59,12 @@ def run_experiment(
         the mean and spread over seeds, :func:`summarise_seeds`, with the config).
 
     Raises:
-        SampotError: Another run holds the folder, the data set is not usable, or a stage refuses its inputs
-            (e.g. results made on another split without ``force``).
+        SampotError: ``config`` is not an :class:`ExperimentConfig`, another run holds the folder, the data set is not
+            usable, or a stage refuses its inputs (e.g. results made on another split without ``force``).
     """
+    if not isinstance(config, ExperimentConfig):
+        raise SampotError(f"run_experiment needs an ExperimentConfig, got {type(config).__name__}; make one with "
+                          "ExperimentConfig(**settings).")  # fmt: skip
     with Workers(config.workers, config.scheduler, dashboard=config.dashboard) as workers:
         return _run_experiment(config, progress, resume, force, workers)
 

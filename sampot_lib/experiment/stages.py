@@ -49,7 +49,7 @@ from sampot_lib.method.scoring import RegressorScorer, choose_blend_weight
 from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.method.training_set import model_prompts_for, regressor_samples
 from sampot_lib.models.base import PromptableModel
-from sampot_lib.models.registry import load_model
+from sampot_lib.models.registry import load_model, model_names
 
 
 def build_model(config: ExperimentConfig) -> PromptableModel:
@@ -57,9 +57,14 @@ def build_model(config: ExperimentConfig) -> PromptableModel:
 
 
 class LazyModel:
-    """The model, loaded the first time a stage needs it (with ``resume``, maybe never)."""
+    """The model, loaded the first time a stage needs it (with ``resume``, maybe never); a name no loader knows is
+    refused when it is made, before a stage writes anything."""
 
     def __init__(self, config: ExperimentConfig, model: PromptableModel | None = None):
+        # the config takes any name (a test or a plugin may register a loader), so the name is checked here
+        if model is None and config.model not in model_names():
+            raise SampotError(f"parameter 'model' is {config.model!r}, which no loader knows; known: "
+                              f"{', '.join(model_names())}.")  # fmt: skip
         self.config, self.model = config, model
 
     def get(self) -> PromptableModel:

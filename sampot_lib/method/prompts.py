@@ -44,18 +44,23 @@ class Prompt:
     box: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "points", tuple((float(x), float(y)) for x, y in self.points))
+        if self.box is not None and (not hasattr(self.box, "__len__") or len(self.box) != 4):
+            raise SampotError(f"a box has four numbers (x0, y0, x1, y1), got {self.box!r}.")
+        if any(v not in (0, 1) for v in self.labels):  # before int(): a label 0.5 is not 0
+            raise SampotError(f"point labels must be 1 (foreground) or 0 (background), got {tuple(self.labels)}.")
+        try:
+            points = tuple((float(x), float(y)) for x, y in self.points)
+            box = tuple(float(v) for v in self.box) if self.box is not None else None
+        except (TypeError, ValueError) as exc:
+            raise SampotError(f"a prompt's clicks are (x, y) pairs of numbers and its box four numbers (x0, y0, x1, "
+                              f"y1); got points {self.points!r} and box {self.box!r} ({exc}).") from exc  # fmt: skip
+        object.__setattr__(self, "points", points)
         object.__setattr__(self, "labels", tuple(int(v) for v in self.labels))
-        if self.box is not None:
-            if len(self.box) != 4:
-                raise SampotError(f"a box has four numbers (x0, y0, x1, y1), got {len(self.box)}.")
-            object.__setattr__(self, "box", tuple(float(v) for v in self.box))
+        object.__setattr__(self, "box", box)
         if len(self.labels) != len(self.points):
             raise SampotError(
                 f"a prompt needs one label per point: {len(self.points)} points, {len(self.labels)} labels."
             )
-        if any(v not in (0, 1) for v in self.labels):
-            raise SampotError(f"point labels must be 1 (foreground) or 0 (background), got {self.labels}.")
         if not self.points and self.box is None:
             raise SampotError("a prompt needs at least one click or a box.")
         if not all(math.isfinite(v) for v in self.coords()):

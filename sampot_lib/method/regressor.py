@@ -14,11 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sampot_lib.data.io import check_mask
 from sampot_lib.defaults import (
     MAX_REGRESSOR_SIZE,
 )
 from sampot_lib.errors import SampotError, regressor_size
 from sampot_lib.files import atomic_write
+from sampot_lib.models.sam import check_image
 
 _FORMAT = "sampot-regressor/1"
 
@@ -151,8 +153,10 @@ def load_regressor(
         SampotError: A missing, foreign or damaged file, or a folder, named with what to do; or a regressor for
             another input size than ``input_size``.
     """
-    path = Path(path)
     retrain = "train one with `sampot train-regressor` (or `sampot run`)"
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise SampotError(f"the regressor must be given as a file path, got {path!r}; {retrain}.")
+    path = Path(path)
     if path.is_dir():
         inside = path / "regressor.pt"
         hint = f"give the file, e.g. --regressor {inside}" if inside.is_file() else f"give a file, or {retrain}"
@@ -222,14 +226,16 @@ def score_mask(regressor: SegmentationRegressor, image: np.ndarray, mask: np.nda
         The predicted Dice, in (0, 1).
 
     Raises:
-        SampotError: ``mask`` is not of the image's size.
+        SampotError: ``regressor`` is not a regressor; ``image`` is not an H x W (x 3) uint8 image of at least the
+            models' smallest side; ``mask`` is not of the image's size, or not binary (an empty or a full mask is
+            scored).
     """
-    mask = np.asarray(mask)
-    if mask.shape != np.shape(image)[:2]:  # resized to the input alone, a mask of another image scores silently
-        raise SampotError(
-            f"mask is {mask.shape[-1]}x{mask.shape[0]} (W x H) but the image is "
-            f"{np.shape(image)[1]}x{np.shape(image)[0]}; masks must have the image's size."
-        )
+    if not isinstance(regressor, SegmentationRegressor):
+        raise SampotError(f"score_mask needs a SegmentationRegressor (load_regressor or load_shipped_regressor), got "
+                          f"{type(regressor).__name__}.")  # fmt: skip
+    image = check_image(image)  # a uint16 or float image would be scaled as if it were 0..255
+    # resized to the input alone, a mask of another image would score silently; 0/7 is 0/1, not 0/0.03
+    mask = check_mask(mask, expected_shape=image.shape[:2], allow_empty=True)
     size = regressor.input_size
     device = next(regressor.parameters()).device
     img, msk = to_input(image, size).to(device), to_input(mask.astype(np.float32), size).to(device)

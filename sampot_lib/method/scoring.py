@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sampot_lib.defaults import REGRESSOR_SIZE, SHARPNESS
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, number
 from sampot_lib.method.metrics import pearson_r
 from sampot_lib.method.regressor import SegmentationRegressor, to_input
 
@@ -80,7 +80,7 @@ class RegressorScorer:
         device: Where the copy scores; None: the regressor's own device.
 
     Raises:
-        SampotError: ``sharpness`` is not a finite number > 0.
+        SampotError: ``sharpness`` is not a finite number > 0, or the image holds NaN or infinite values.
 
     Attributes:
         name: ``"regressor"``.
@@ -99,8 +99,10 @@ class RegressorScorer:
         sharpness: float = SHARPNESS,
         device: torch.device | str | None = None,
     ) -> None:
-        if not (np.isfinite(sharpness) and sharpness > 0):
-            raise SampotError(f"sharpness must be a finite number > 0, got {sharpness!r}.")
+        sharpness = number(sharpness, "sharpness", low=0, low_open=True)
+        image = np.asarray(image)
+        if image.dtype.kind == "f" and not np.isfinite(image).all():  # every score would be NaN
+            raise SampotError("the image holds NaN or infinite values; give a uint8 image (0..255).")
         device = torch.device(device) if device is not None else next(regressor.parameters()).device
         self.regressor = copy.deepcopy(regressor).to(device).eval().requires_grad_(False)
         self.size = self.regressor.input_size

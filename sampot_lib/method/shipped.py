@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sampot_lib.defaults import CONFORMAL_LEVEL
+from sampot_lib.defaults import CONFORMAL_LEVEL, PROMPT_KINDS
 from sampot_lib.errors import SampotError
 from sampot_lib.files import sha256_file
 from sampot_lib.method.regressor import SegmentationRegressor, load_regressor
@@ -163,11 +163,19 @@ def find_shipped(model: str, prompt_kind: str, structure: str, registry: Path | 
         SampotError: In one line, listing the shipped ones and how to train one, when none fits; or a damaged
             registry.
     """
+    if prompt_kind not in PROMPT_KINDS:
+        raise SampotError(f"unknown prompt kind {prompt_kind!r}; known: {', '.join(PROMPT_KINDS)}.")
     kind = "box" if "box" in prompt_kind else "click"
     records = shipped_regressors(registry)
     for record in records.values():
         if (record.model, record.prompt_kind, record.structure) == (model, kind, structure):
             return record
+    other = [r for r in records.values() if (r.model, r.structure) == (model, structure)]
+    if other:  # a regressor of the other prompt kind would be refused too: advise the prompt, not --regressor
+        how = "give a box (--box X0 Y0 X1 Y1)" if other[0].prompt_kind == "box" else "give a click (--click X Y)"
+        raise SampotError(f"no shipped regressor for model {model!r} with {kind} prompts: its {structure} regressor "
+                          f"({other[0].name}) scores masks from {other[0].prompt_kind} prompts; {how}, or "
+                          f"{TRAIN_HINT}.")  # fmt: skip
     raise SampotError(f"no shipped regressor for model {model!r}, {kind} prompts and structure {structure!r}; "
                       f"shipped: {_listing(records)}. Pick one with --regressor NAME, or {TRAIN_HINT}.")  # fmt: skip
 

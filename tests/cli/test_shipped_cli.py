@@ -152,3 +152,32 @@ def test_score_refuses_a_regressor_of_another_structure_unless_asked(one, capsys
     assert rc == 2 and "structure 'left_lung'" in err and "structure 'heart'" in err
     rc, out, err = run([*argv, "--allow-foreign"], capsys)
     assert rc == 0 and "foreign regressor" in err and "predicted Dice" in out
+
+
+def test_score_warns_for_a_mask_the_regressor_trained_on_and_for_an_inverted_one(one, tmp_path, capsys):
+    from sampot_lib.data.io import write_png
+    from sampot_lib.files import sha256_file
+    from sampot_lib.method.regressor import save_regressor
+
+    image, mask = one
+    regressor, meta, _ = load_shipped_regressor(NANO)
+    seen = {k: v for k, v in meta.items() if k != "shipped"} | {
+        "train_masks": {image.stem: sha256_file(mask)}, "train_images": {image.stem: sha256_file(image)},
+        "val_masks": {}, "val_images": {},
+    }  # fmt: skip
+    path = save_regressor(regressor, tmp_path / "seen.pt", seen)
+    common = ["--structure", "left_lung", "--model", "sam_nano"]
+    rc, out, err = run(["score", image, mask, "--regressor", path, *common], capsys)
+    assert rc == 0 and "predicted Dice" in out
+    assert f"the mask scored was among the regressor's training or validation images ({image.stem})" in err
+    # the same mask file under another image is not the same labelled image
+    other = tmp_path / "other.png"
+    write_png(other, np.flipud(read_image(image)))
+    rc, _, err = run(["score", other, mask, "--regressor", path, *common], capsys)
+    assert rc == 0 and "training or validation" not in err
+    inverted = tmp_path / "inverted.png"
+    write_png(inverted, ~read_mask(mask))
+    rc, _, err = run(["score", image, inverted, *common], capsys)
+    assert rc == 0 and "the mask covers most of the image and nearly all its border" in err and "inverted" in err
+    rc, _, err = run(["score", image, mask, *common], capsys)
+    assert rc == 0 and "warning" not in err

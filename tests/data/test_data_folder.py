@@ -61,10 +61,16 @@ def _break_everything(root: Path) -> None:
     (root / "masks" / "right_lung" / "im2.png").write_bytes(b"garbage")  # unreadable mask
     Image.fromarray(np.zeros((h, w), np.uint8)).save(root / "masks" / "right_lung" / "ghost.png")  # orphan mask
     (root / "images" / "notes.txt").write_text("x")  # unsupported file
-    Image.fromarray(np.zeros((h, w), np.uint8)).save(root / "images" / "im0.jpg")  # id used twice
+    ramp = np.tile(np.arange(w, dtype=np.uint8) * 5, (h, 1))
+    Image.fromarray(ramp).save(root / "images" / "im0.jpg")  # id used twice
     colour = np.zeros((h, w, 3), np.uint8)
     colour[..., 0] = 255
     Image.fromarray(colour).save(root / "masks" / "right_lung" / "im0.png")  # colour mask
+    (root / "images" / "sorted").mkdir()  # a folder of images the run would skip
+    (root / "masks" / "left_lung" / "sorted").mkdir()
+    Image.fromarray(np.full((h, w), 128, np.uint8)).save(root / "images" / "im9.png")  # one value: nothing to segment
+    for structure, mask in zip(("left_lung", "right_lung"), lung_pair(), strict=True):
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / structure / "im9.png")
 
 
 EXPECTED = [
@@ -72,12 +78,15 @@ EXPECTED = [
     "masks/right_lung/im1.png: mask is 40x33",
     "masks/left_lung/im1.png: mask is not binary (values 0, 100, 200)",
     "masks/left_lung/im2.png: mask is empty",
-    "images/im3.png: unreadable",
+    "images/im3.png: not usable (",
     "masks/right_lung/im2.png: not a readable image",
     "masks/right_lung/ghost.png: no image with id 'ghost'",
     "images/notes.txt: unsupported file type",
     "images/im0.png: id 'im0' also used by images/im0.jpg",
     "masks/right_lung/im0.png: mask has colour",
+    "images/sorted/: a folder; only the files directly in images/ are read",
+    "masks/left_lung/sorted/: a folder; only the files directly in masks/left_lung/ are read",
+    "images/im9.png: not usable (every pixel has the value 128: there is nothing to segment",
 ]
 
 

@@ -33,6 +33,7 @@ def test_8bit_kept_16bit_stretched(tmp_path):
 def test_rgb_becomes_luminance(tmp_path):
     rgb = np.zeros((4, 4, 3), np.uint8)
     rgb[..., 1] = 200  # pure green: luminance 0.587 * 200
+    rgb[3, 3] = 0  # an image of one value is refused
     Image.fromarray(rgb).save(tmp_path / "c.png")
     out = read_image(tmp_path / "c.png")
     assert out.shape == (4, 4) and abs(int(out[0, 0]) - round(0.587 * 200)) <= 1
@@ -127,7 +128,7 @@ def test_dicom_unreadable(tmp_path):
 
 def test_a_stack_of_frames_is_refused_as_a_multi_frame_dicom_is(tmp_path):
     # Read as its first frame alone, a volume would be segmented on whichever slice comes first, without a word.
-    frames = [Image.fromarray(np.full((32, 32), v, np.uint8)) for v in (10, 120, 240)]
+    frames = [Image.fromarray(np.pad(np.full((30, 30), v, np.uint8), 1)) for v in (10, 120, 240)]
     frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
     with pytest.raises(SampotError, match="stack.tif: holds 3 frames"):
         read_image(tmp_path / "stack.tif")
@@ -148,3 +149,36 @@ def test_the_outside_ring_is_the_ring_of_the_whole_image_distances(cells, offset
         mask[y, x] = True
     whole = np.abs(ndimage.distance_transform_edt(~mask) - offset) <= 0.5
     assert np.array_equal(outside_ring(mask, offset), whole)
+
+
+def test_an_image_of_one_value_is_refused_by_name_and_a_dicom_says_why(tmp_path):
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "black.png")
+    with pytest.raises(SampotError, match=r"black\.png: every pixel has the value 0: there is nothing to segment"):
+        read_image(tmp_path / "black.png")
+    one_off = np.zeros((40, 40), np.uint8)
+    one_off[3, 7] = 1  # two values are an image, however faint
+    Image.fromarray(one_off).save(tmp_path / "faint.png")
+    assert read_image(tmp_path / "faint.png")[3, 7] == 1
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "small.png")
+    assert read_image(tmp_path / "small.png").shape == (8, 8)  # named for its size where it is used, not its value
+    stored = np.tile(np.arange(0, 100, dtype=np.uint16), (20, 1))
+    flat = _write_dicom(tmp_path / "flat.dcm", stored, slope=0, intercept=50)  # the rescale flattens every pixel
+    with pytest.raises(SampotError, match=r"flat\.dcm: every pixel has the value \d+ \(a DICOM's rescale slope or "):
+        read_image(flat)
+
+
+def test_a_mask_with_nan_or_of_no_numbers_is_refused_and_an_empty_one_only_when_asked():
+    from sampot_lib.data.io import check_mask
+
+    nan = np.zeros((8, 8), np.float32)
+    nan[2:5, 2:5] = np.nan  # NaN is truthy: it would have counted as foreground
+    with pytest.raises(SampotError, match="NaN or infinite"):
+        check_mask(nan)
+    with pytest.raises(SampotError, match="dtype <U1; expected bool or numbers"):
+        check_mask(np.full((8, 8), "a"))
+    with pytest.raises(SampotError, match="mask is empty"):
+        check_mask(np.zeros((8, 8), np.uint8))
+    assert not check_mask(np.zeros((8, 8), np.uint8), allow_empty=True).any()
+    seven = np.zeros((8, 8), np.uint8)
+    seven[1:3, 1:3] = 7
+    assert check_mask(seven).sum() == 4

@@ -548,11 +548,30 @@ def test_json_never_holds_nan_or_infinity(tmp_path):
         ({"safeguards": {"min_overlap": 5.0}}, "safeguard 'min_overlap' must be None or a finite number in"),
         ({"safeguards": {"radius": 1.0}}, "unknown safeguard 'radius'"),
         ({"out": " "}, "'out' must not be empty"),
+        # settings that would do nothing, yet be recorded in config.json as used
+        ({"margin": 0.1}, r"'margin' \(--margin\) is the do-no-harm rule's margin, but the scorers \(regressor\)"),
+        ({"margin": 0.1, "scorers": ["regressor", "blend"]}, "do not include do-no-harm: add do-no-harm"),
+        ({"extra_jitters": [0.2]}, r"'extra_jitters' \(--extra-jitters\) jitters users' boxes, but the prompt is"),
     ],
 )
 def test_values_that_cannot_work_are_refused_by_name(bad, message):
     with pytest.raises(SampotError, match=message):
         ExperimentConfig(**({"data": "d", "out": "o"} | bad))
+
+
+def test_the_settings_a_rule_or_boxes_use_are_taken_with_them():
+    ruled = ExperimentConfig(data="d", out="o", margin=0.1, scorers=["do-no-harm"])
+    assert ruled.margin == 0.1 and ruled.scorers == ["regressor", "do-no-harm"]
+    assert ExperimentConfig(data="d", out="o", prompt="box", extra_jitters=[0.2]).extra_jitters == [0.2]
+
+
+def test_a_run_of_no_config_or_of_a_model_no_loader_knows_stops_before_writing(phantoms, tmp_path):
+    with pytest.raises(SampotError, match="run_experiment needs an ExperimentConfig, got dict"):
+        run_experiment({"data": str(phantoms), "out": str(tmp_path / "a")})
+    config = ExperimentConfig(data=str(phantoms), out=str(tmp_path / "b"), model="nope", max_images=3, epochs=1)
+    with pytest.raises(SampotError, match="parameter 'model' is 'nope', which no loader knows; known: .*sam_nano"):
+        run_experiment(config, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # no config.json, splits or manifest
 
 
 def test_every_optimizer_a_config_names_is_registered():

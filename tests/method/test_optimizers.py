@@ -10,7 +10,7 @@ from sampot_lib.data.phantom import make_phantom
 from sampot_lib.errors import SampotError
 from sampot_lib.method.evolve import Safeguards, evolve_prompt
 from sampot_lib.method.metrics import dice
-from sampot_lib.method.optimizers import OPTIMIZERS, CmaesOptimizer, RandomSearch, make_optimizer
+from sampot_lib.method.optimizers import OPTIMIZERS, AdamOptimizer, CmaesOptimizer, RandomSearch, make_optimizer
 from sampot_lib.method.prompts import Prompt
 from sampot_lib.method.scoring import OracleScorer
 from sampot_lib.method.synth import centroid_prompt, jittered_box
@@ -87,6 +87,23 @@ def test_random_search_moves_each_coordinate_by_three_lr():
     moves = torch.stack([opt.ask() - start for _ in range(500)]).double()
     assert float(moves.mean()) == pytest.approx(0.0, abs=1.5)
     assert float(moves.std()) == pytest.approx(30.0, rel=0.06)
+
+
+def test_adam_takes_the_papers_adam_steps_up_the_score_and_projects_after_each():
+    """Paper 3.3: Adam (betas 0.9 and 0.999, eps 1e-8, no weight decay) at a step of lr pixels on the score's gradient,
+    written out here step by step; the projection is applied to the coordinates after each step."""
+    start, target = np.array([10.0, 20.0, 30.0, 40.0]), np.array([13.0, 15.0, 31.0, 70.0])
+    cap = 60.0  # the projection: a box edge may not pass x = 60
+    opt = AdamOptimizer(torch.tensor(start), lambda c: c.clamp(max=cap), lr=2.0, seed=0)
+    p, m, v = start.copy(), np.zeros(4), np.zeros(4)
+    for t in range(1, 13):
+        coords = opt.ask()
+        assert np.allclose(coords.detach().numpy(), p, rtol=0, atol=1e-9)
+        opt.tell(coords, -(((coords - torch.tensor(target)) ** 2) * torch.tensor([1.0, 0.2, 5.0, 1.0])).sum())
+        g = 2 * (p - target) * np.array([1.0, 0.2, 5.0, 1.0])  # the gradient of minus the score
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g**2
+        p = np.minimum(p - 2.0 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8), cap)
+    assert np.allclose(opt.p.detach().numpy(), p, rtol=0, atol=1e-9) and p[3] == cap
 
 
 def test_cmaes_learns_from_projected_candidates():

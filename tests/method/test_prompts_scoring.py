@@ -71,6 +71,11 @@ def test_prompt_tensors_keep_x_then_y():
         (lambda: Prompt(points=((math.nan, 2),), labels=(1,)), "not a finite number"),
         (lambda: Prompt.click(5, 5).with_coords([5.0, math.nan]), "not a finite number"),
         (lambda: Prompt.from_dict({"box": [30, 10, 10, 20]}), "out of order"),
+        (lambda: Prompt.click("a", 1), r"clicks are \(x, y\) pairs of numbers .*could not convert"),
+        (lambda: Prompt(points=((1, 2, 3),), labels=(1,)), r"clicks are \(x, y\) pairs of numbers"),
+        (lambda: Prompt(box="abcd"), "box four numbers"),
+        (lambda: Prompt(box=5), "a box has four numbers"),
+        (lambda: Prompt(points=((1, 2),), labels=(0.5,)), r"labels must be 1 \(foreground\) or 0"),  # not int(0.5)
     ],
 )
 def test_a_prompt_that_is_no_prompt_is_refused_when_made(make, message):
@@ -266,6 +271,10 @@ def test_regressor_scorer_is_the_regressor_on_the_sharpened_mask():
     assert (a - b).abs().max() > 1e-3  # sharpness changes the score
     with pytest.raises(SampotError, match="sharpness"):
         RegressorScorer(reg, image, 0.0)
+    with pytest.raises(SampotError, match=r"sharpness must be a number, got '5' \(str\)"):
+        RegressorScorer(reg, image, "5")
+    with pytest.raises(SampotError, match="the image holds NaN or infinite values"):
+        RegressorScorer(reg, np.where(image > 0, np.nan, 0.0).astype(np.float32))  # every score would be NaN
 
 
 def test_regressor_scorer_leaves_the_callers_network_alone_and_scores_in_eval_mode():

@@ -144,6 +144,9 @@ def test_save_load_round_trip_and_size_check(tmp_path, trained):
 def test_bad_regressor_files_and_inputs(tmp_path):
     with pytest.raises(SampotError, match="does not exist"):
         load_regressor(tmp_path / "missing.pt")
+    for not_a_path in (None, 3, " "):
+        with pytest.raises(SampotError, match="the regressor must be given as a file path"):
+            load_regressor(not_a_path)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SampotError, match="damaged .* or not a PyTorch file"):
         load_regressor(tmp_path / "junk.pt")

@@ -178,10 +178,17 @@ def test_a_run_reports_the_rule_and_every_summary_figure_comes_from_its_files(
     chosen_from = []
     real_choose = evolution.choose_margin
     monkeypatch.setattr(evolution, "choose_margin", lambda p, t: chosen_from.append((p, t)) or real_choose(p, t))
-    evolved = []
+    evolved, validation_parts = [], []
     real_evolve = evolution._evolve_image
-    monkeypatch.setattr(evolution, "_evolve_image", lambda i, **kw: evolved.append((i, kw.get("rule") is None))
-                        or real_evolve(i, **kw))  # fmt: skip
+
+    def evolve_one(image_id, **kw):
+        evolved.append((image_id, kw.get("rule") is None))
+        part = real_evolve(image_id, **kw)
+        if kw.get("rule") is None:
+            validation_parts.append(part)
+        return part
+
+    monkeypatch.setattr(evolution, "_evolve_image", evolve_one)
     summary = run_experiment(config, progress=False)
     out = tmp_path / "run"
     rows = _read_rows(out / "evolution.csv")
@@ -196,6 +203,17 @@ def test_a_run_reports_the_rule_and_every_summary_figure_comes_from_its_files(
     assert [i for i, no_rule in evolved if not no_rule] == test_ids
     assert len(chosen_from) == 1 and len(chosen_from[0][1]) == len(val_ids)
     margin = summary["rule_validation"]["margin"]
+    # each validation image's predicted gain, recomputed from its evolution: the blend of the winner's score and
+    # confidence minus the user's prompt's, with the weight the test images' rule records
+    weight = trajectories[f"{test_ids[0]}/do-no-harm"]["settings"]["rule"]["weight"]
+    blend = lambda s: weight * s["score"] + (1 - weight) * s["confidence"]  # noqa: E731
+    predicted, true = [], []
+    for part in validation_parts:
+        steps = next(iter(part["trajectories"].values()))
+        predicted.append(blend(steps["best"]) - blend(steps["initial"]))
+        true.append(float(part["rows"][0]["gain"]))
+    np.testing.assert_allclose(chosen_from[0][0], predicted, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(chosen_from[0][1], true, rtol=1e-6, atol=1e-9)
     on = {r["image_id"]: r for r in rows if r["group"] == "on"}
     for r in (r for r in rows if r["group"] == "do-no-harm"):
         record = trajectories[f"{r['image_id']}/do-no-harm"]["settings"]["rule"]

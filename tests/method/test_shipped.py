@@ -54,14 +54,24 @@ def test_the_default_lookup_picks_the_record_of_each_structure(fake_registry):
     assert shipped.find_shipped("litemedsam", "box+clicks", "heart").name == "toy_heart"  # a box counts as a box
 
 
-@pytest.mark.parametrize("key", [("litemedsam", "box", "spleen"), ("sam_nano", "box", "heart"),
-                                 ("litemedsam", "click", "heart")])  # fmt: skip
+@pytest.mark.parametrize("key", [("litemedsam", "box", "spleen"), ("sam_nano", "box", "heart")])
 def test_no_shipped_regressor_is_one_line_naming_those_there_are_and_how_to_train(fake_registry, key):
     with pytest.raises(SampotError) as err:
         shipped.find_shipped(*key)
     text = str(err.value)
     assert "\n" not in text and all(f"toy_{s}" in text for s in STRUCTURES)
     assert "sampot train-regressor" in text and repr(key[2]) in text
+
+
+def test_a_click_for_a_model_shipped_for_boxes_is_told_to_give_a_box_and_an_unknown_kind_is_refused(fake_registry):
+    with pytest.raises(SampotError) as err:
+        shipped.find_shipped("litemedsam", "click", "heart")
+    text = str(err.value)
+    assert "\n" not in text and "toy_heart" in text and "give a box (--box X0 Y0 X1 Y1)" in text
+    assert "--regressor NAME" not in text  # each of the model's records is for boxes, and would be refused too
+    assert "sampot train-regressor" in text
+    with pytest.raises(SampotError, match=r"unknown prompt kind 'lasso'; known: click, box, clicks, box\+clicks"):
+        shipped.find_shipped("litemedsam", "lasso", "heart")  # was taken for a click
 
 
 def test_an_unknown_name_is_refused_naming_the_shipped_ones(fake_registry):
@@ -133,6 +143,28 @@ def test_score_mask_is_the_regressor_on_the_resized_pair():
     with torch.no_grad():
         want = float(reg(area(image) / 255, area(mask.astype(np.float32)))[0])
     assert got == pytest.approx(want, abs=1e-6) and 0 < got < 1
+
+
+def test_score_mask_reads_any_two_value_mask_as_binary_and_refuses_what_it_would_score_wrongly():
+    image, mask = disk_image(64)
+    reg = regressor_with_statistics().eval()
+    want = score_mask(reg, image, mask)
+    assert score_mask(reg, image, mask.astype(np.uint8) * 7) == pytest.approx(want, abs=1e-7)  # not 7/255 of a mask
+    assert score_mask(reg, np.stack([image] * 3, axis=-1), mask) == pytest.approx(want, abs=1e-6)  # gray as RGB
+    assert 0 < score_mask(reg, image, np.zeros_like(mask)) < 1  # an empty mask is a mask a model can give
+    refused = {
+        "dtype uint16; expected uint8": (image.astype(np.uint16) * 257, mask),  # it scored as if 0..255: 1.0
+        "dtype float32; expected uint8": (np.full(image.shape, np.nan, np.float32), mask),
+        "it must be at least 16x16": (image[:2, :2], mask[:2, :2]),
+        "expected H x W": (image.ravel(), mask),
+        "NaN or infinite": (image, np.where(mask, np.nan, 0.0)),
+        "mask is not binary": (image, mask * 0.5 + 0.25),  # a probability map
+    }
+    for why, (img, msk) in refused.items():
+        with pytest.raises(SampotError, match=why):
+            score_mask(reg, img, msk)
+    with pytest.raises(SampotError, match="needs a SegmentationRegressor .* got str"):
+        score_mask("sam_nano_click_left_lung", image, mask)
 
 
 def test_evolve_prompt_without_a_scorer_uses_the_shipped_default_and_its_rule(fake_registry, monkeypatch):

@@ -136,6 +136,11 @@ def test_checkpoint_of_the_wrong_model_type(tmp_path, monkeypatch):
 def test_unknown_names_and_devices(tmp_path):
     with pytest.raises(SampotError, match="unknown model"):
         load_model("vit_x")
+    with pytest.raises(SampotError, match="unknown model 'vit_z'; known: litemedsam, sam_nano, vit_b, vit_h, vit_l.$"):
+        fetch_checkpoint("vit_z", cache_dir=tmp_path)  # what `sampot download` takes; no checkpoint path there
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SampotError, match="cache_dir .*file is a file, not a folder"):
+        load_model("vit_b", cache_dir=tmp_path / "file")  # was a raw FileExistsError
     with pytest.raises(SampotError, match="does not exist"):
         load_model("vit_b", checkpoint=tmp_path / "none.pth")
     if not torch.cuda.is_available():

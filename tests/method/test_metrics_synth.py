@@ -77,6 +77,17 @@ def test_prompts_inside_and_outside():
     assert len(outside) == 3 and not any(mask[int(y), int(x)] for x, y in outside)
 
 
+def test_the_users_click_is_the_masks_centre_of_mass():
+    """The paper's initial prompt: the mean of the mask's pixel coordinates. A right triangle's lies at a third of its
+    legs (its median column and row lie nearer the right angle, about 3 px off here)."""
+    rows, cols = np.mgrid[0:120, 0:150]
+    mask = (cols >= 20) & (rows >= 10) & ((cols - 20) / 90 + (rows - 10) / 90 <= 1)
+    x, y = centroid_prompt(mask)
+    ys, xs = np.nonzero(mask)
+    assert (x, y) == pytest.approx((xs.mean(), ys.mean()), abs=1e-9)
+    assert x == pytest.approx(20 + 90 / 3, abs=0.5) and y == pytest.approx(10 + 90 / 3, abs=0.5)
+
+
 def test_the_bands_split_the_structures_rows_in_thirds():
     rect = np.zeros((60, 50), bool)
     rect[10:40, 20:30] = True  # rows 10..39: bands of rows 10..19, 20..29 and 30..39

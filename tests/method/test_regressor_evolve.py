@@ -218,6 +218,33 @@ def test_click_outside_the_mask_is_refused():
         check_point((2.0, 2.0), mask.shape, mask)
 
 
+def test_the_regressors_input_is_the_mean_of_each_block_of_pixels():
+    """Area averaging, as the training set's masks were made: a pixel of the S x S input is the mean of the k x k
+    block it covers (k = 3 here, where a bilinear resize reads only the pixels near each block's centre)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (96, 96), dtype=np.uint8)
+    mask = rng.random((96, 96)) < 0.3
+    for x, scale in ((image, 255.0), (mask, 1.0)):
+        blocks = x.astype(np.float64).reshape(32, 3, 32, 3).mean(axis=(1, 3)) / scale
+        np.testing.assert_allclose(to_input(x.astype(np.float32) if x.dtype == bool else x, 32)[0, 0].numpy(),
+                                   blocks, atol=1e-6)  # fmt: skip
+    rgb = np.stack([image, image // 2, image // 4], axis=-1)  # H x W x 3: the channels' mean
+    want = rgb.astype(np.float64).mean(-1).reshape(32, 3, 32, 3).mean(axis=(1, 3)) / 255
+    np.testing.assert_allclose(to_input(rgb, 32)[0, 0].numpy(), want, atol=1e-6)
+
+
+def test_the_grid_is_centred_on_the_mask_every_step_apart():
+    mask = np.zeros((70, 90), bool)
+    mask[12:62, 10:50] = True  # rows 12..61 (50), columns 10..49 (40)
+    pts = grid_points(mask, 16)
+    xs, ys = np.unique(pts[:, 0]), np.unique(pts[:, 1])
+    assert np.all(np.diff(xs) == 16) and np.all(np.diff(ys) == 16) and len(pts) == len(xs) * len(ys)
+    # what the grid leaves of the mask's span is split evenly: 3 px left and 4 right of 13, 29, 45; 0 and 1 of the rows
+    assert xs.tolist() == [13, 29, 45] and ys.tolist() == [12, 28, 44, 60]
+    for first, last, lo, hi in ((xs[0], xs[-1], 10, 49), (ys[0], ys[-1], 12, 61)):
+        assert abs((first - lo) - (hi - last)) <= 1
+
+
 def test_heatmap_covers_the_mask(tiny_model, trained):
     image, mask = disk_image()
     pts = grid_points(mask, 8)

@@ -29,6 +29,7 @@ from sampot_lib.defaults import (
     MIN_PHANTOM_SIZE,
     MOST_IDLE_MINUTES,
     MOST_SESSIONS,
+    SAFEGUARDS_ON,
 )
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import check_scheduler
@@ -177,9 +178,11 @@ def check_args(args: argparse.Namespace) -> None:
         if value is not None and not is_default(value):  # a default is valid, and its mark lets a preset replace it
             setattr(args, dest, check(value, flag))
     _check_patience(args)
+    _check_combinations(args)
     _check_model(args)
     _check_inputs(args)
     _check_outputs(args, data_cmd)
+    _check_outside_data_set(args, data_cmd)
 
 
 def _check_patience(args: argparse.Namespace) -> None:
@@ -189,6 +192,51 @@ def _check_patience(args: argparse.Namespace) -> None:
     if patience is not None and steps is not None and typed(args, "patience") and patience > steps:
         raise SampotError(f"--patience {patience} is larger than --steps {steps}: the run would never stop early; "
                           f"give a patience of at most {steps}, or 0 for none.")  # fmt: skip
+
+
+#: Options that train the regressor: with --regressor (used as it is) they would do nothing.
+_TRAINING_OPTIONS = ("epochs", "regressor_patience", "regressor_schedule", "regressor_precision", "rank_weight")
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    """Options the user typed that another option makes do nothing: refused, not dropped (config.json would record
+    them as used)."""
+    if getattr(args, "no_safeguards", False):
+        # not typed(): evolve's and calibrate's defaults are not marked; a value other than the default was typed
+        guards = ("trust_radius", "min_overlap", "max_area_ratio")
+        given = [f"--{k.replace('_', '-')}" for k in guards if getattr(args, k, None) != SAFEGUARDS_ON[k]]
+        if given:
+            raise SampotError(f"--no-safeguards turns every safeguard off, so {' and '.join(given)} would be dropped: "
+                              "give one or the other.")  # fmt: skip
+    if args.command == "run" and getattr(args, "regressor", None) is not None:
+        given = [f"--{k.replace('_', '-')}" for k in _TRAINING_OPTIONS if typed(args, k)]
+        if given:
+            one = len(given) == 1
+            raise SampotError(f"{' and '.join(given)} {'sets' if one else 'set'} how a regressor is trained, but "
+                              f"--regressor {args.regressor} is used as it is: drop {'it' if one else 'them'}, or drop "
+                              "--regressor to train one.")  # fmt: skip
+
+
+def _inside(path: str | Path, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(folder.resolve())
+
+
+def _check_outside_data_set(args: argparse.Namespace, data_cmd: str | None) -> None:
+    """Nothing is written into a data set's images/ or masks/: a file or a folder there breaks the set for every later
+    command (as an unsupported file, or an unread folder)."""
+    if args.command in ("run", "train-regressor", "calibrate"):
+        data = Path(args.data)
+        places = [("--out", args.out), ("$SAMPOT_EMBEDDINGS", os.environ.get("SAMPOT_EMBEDDINGS"))]
+    elif args.command == "data" and data_cmd == "split":
+        data, places = Path(args.dir), [("--out", args.out)]
+    else:
+        return
+    for name, place in places:
+        for part in ("images", "masks"):
+            if place and _inside(place, data / part):
+                raise SampotError(f"{name} {place} lies inside the data set's {part}/ folder, where anything written "
+                                  "breaks the set for every later command: choose a place outside "
+                                  f"{data / part}.")  # fmt: skip
 
 
 def _registry() -> ModuleType:
@@ -235,7 +283,13 @@ def _check_inputs(args: argparse.Namespace) -> None:
         hint = f"give the file, e.g. --regressor {inside}" if inside.is_file() else "give the regressor.pt file"
         raise SampotError(f"--regressor {args.regressor} is a folder, not a file; {hint}.")
     if get("regressor") is not None:
-        checks.input_file(args.regressor, "--regressor", hint="train one with `sampot run` or `sampot train-regressor`")
+        hint = ("give a regressor file, or the name of a shipped one (`sampot regressors` lists them); or train one "
+                "with `sampot run` or `sampot train-regressor`")  # fmt: skip
+        if Path(args.regressor).name == "regressor_calibrated.pt":  # made by calibrate, not by training
+            hint = "`sampot calibrate DATA --regressor R --out DIR` makes it (again)"
+        checks.input_file(args.regressor, "--regressor", hint=hint)
+    if args.command == "run" and get("regressor") is not None:
+        _check_run_regressor(args)
     if args.command in ("evolve", "heatmap"):
         checks.input_file(args.image, "image", hint="give a PNG, JPEG or DICOM file")
     if args.command == "score":
@@ -255,6 +309,19 @@ def _check_inputs(args: argparse.Namespace) -> None:
         checks.input_dir(args.dir, "data set", hint="give a folder with images/ and masks/<structure>/")
     if args.command == "data" and get("src") is not None and not get("download"):
         checks.input_dir(args.src, "--src", hint="give the unpacked data set's folder")
+
+
+def _check_run_regressor(args: argparse.Namespace) -> None:
+    """`sampot run --regressor FILE`: a file that cannot be read, or a regressor for another model or structure, fails
+    before the run folder is written (the test stage checks the rest: the prompt, the settings, the test images)."""
+    # Imported here: they import torch (seconds); only a run with --regressor needs them.
+    from sampot_lib.method.regressor import load_regressor
+    from sampot_lib.method.regressor_origin import check_regressor
+
+    _, meta = load_regressor(args.regressor)
+    check_regressor(
+        meta, {"model": args.model, "structure": args.structure}, allow_foreign=args.allow_foreign_regressor
+    )
 
 
 def _shipped_path(args: argparse.Namespace) -> None:
@@ -284,6 +351,9 @@ def _check_score(args: argparse.Namespace) -> None:
 
 
 def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
+    embeddings = os.environ.get("SAMPOT_EMBEDDINGS")
+    if embeddings and args.command in ("evolve", "heatmap", "run", "train-regressor", "calibrate", "app"):
+        checks.writable_folder(embeddings, "$SAMPOT_EMBEDDINGS")  # before the run folder is written, not after
     if args.command == "evolve":
         stem = Path(args.image).stem
         names = ("mask.png", "initial_mask.png", "overlay.png", "evolution.html", "evolution.json")

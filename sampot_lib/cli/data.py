@@ -47,6 +47,10 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    if args.masks is not None and args.name != "covid":
+        raise SampotError(
+            f"--masks is the covid set's masks zip; {args.name} takes its masks from --src: drop --masks."
+        )
     src = args.src
     if args.download:
         into = Path(args.src) if args.src else Path(args.out).parent / f"{args.name}_download"

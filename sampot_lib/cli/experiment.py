@@ -61,6 +61,9 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
             elif not typed(args, key):
                 values[key] = value
         values["preset"] = args.preset
+    if typed(args, "box_jitter") and values["prompt"] != "box":  # the config cannot tell a typed value from its default
+        raise SampotError(f"--box-jitter jitters the user's box, but the prompt is a {values['prompt']}: give "
+                          "--prompt box, or leave --box-jitter out.")  # fmt: skip
     return ExperimentConfig(**values)
 
 
@@ -70,7 +73,15 @@ def cmd_train_regressor(args: argparse.Namespace) -> int:
     _, history = train_regressor_stage(config, resume=args.resume, force=args.force)
     best = min(history, key=lambda h: h["val_mse"])
     print(f"best epoch {int(best['epoch'])}: val MSE {best['val_mse']:.5f}; wrote {Path(args.out) / 'regressor.pt'}")
+    _print_paper_differences(config, ("train",))
     return 0
+
+
+def _print_paper_differences(config: ExperimentConfig, stages: tuple[str, ...] | None = None) -> None:
+    """With --preset, the settings of ``stages`` (None: all) that differ from the paper's (what --preset promises)."""
+    if config.preset:
+        diff = differs_from_paper(config, stages)
+        print("settings that differ from the paper: " + ("; ".join(diff) if diff else "none"))
 
 
 def _pm(mean: dict, sd: dict, key: str, fmt: str) -> str:
@@ -140,9 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  calibrated on {cal.get('data')} ({cal.get('n_labelled')} labelled images, none tested on)")
         for note in foreign:
             print(f"  note: {note}")
-    if config.preset:
-        diff = differs_from_paper(config)
-        print("settings that differ from the paper: " + ("; ".join(diff) if diff else "none"))
+    _print_paper_differences(config)
     page = write_run_page(Path(args.out), config.structure)
     if page is not None:
         print(f"summary page: {page}")

@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", help="a split JSON from `sampot data split` (default: the run folder's, seeded)")
     p.add_argument("--seed", type=positive_int, default=0, help="seed of the split, the choice of images and the "
                    "fine-tuning (default: %(default)s; give `sampot run` the same)")  # fmt: skip
-    p.add_argument("--epochs", type=positive_int, default=None, help=f"fine-tuning epochs (default: {TUNE_EPOCHS})")
+    p.add_argument("--epochs", type=whole_number, default=None, help=f"fine-tuning epochs (default: {TUNE_EPOCHS})")
     p.add_argument("--tune-lr", type=positive_float, default=None,
                    help=f"fine-tuning learning rate (default: {TUNE_LR:g})")  # fmt: skip
     model_options(p, model=None)  # None: the regressor's own model and sharpness

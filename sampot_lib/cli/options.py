@@ -36,7 +36,8 @@ from sampot_lib.defaults import (
 
 #: The number options a preset may set: their defaults are marked so that a preset replaces only those not typed.
 PRESET_NUMBERS = ("seed", "max_images", "regressor_size", "epochs", "steps", "patience", "lr", "sharpness",
-                  "trust_radius", "min_overlap", "max_area_ratio")  # fmt: skip
+                  "trust_radius", "min_overlap", "max_area_ratio", "box_jitter", "regressor_patience",
+                  "rank_weight")  # fmt: skip
 
 
 def mask_output(value: str) -> str | int:

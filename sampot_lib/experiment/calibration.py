@@ -332,4 +332,9 @@ def recommendation(report: dict[str, Any]) -> str:
               if worse else "Mixed result: label more images before trusting either")  # fmt: skip
     if b.get("evolution") and b["evolution"]["mean_gain"] < 0 and not better:
         advice += "; evolution hurts here with the base regressor: do not evolve with it"
+    history = report.get("history") or []
+    if history and min(history, key=lambda row: row["val_mse"])["epoch"] == 0:  # the starting weights were kept
+        advice += ("; the calibrated regressor is the base one unchanged: no fine-tuning epoch lowered its error on "
+                   "the labelled images it is tuned against (label more images, or try other --epochs or "
+                   "--tune-lr)")  # fmt: skip
     return f"{text}. {advice} ({n_check} held-out image(s): a rough check)."

@@ -8,7 +8,7 @@ from typing import Any
 
 from sampot_lib.defaults import LR_DECAY_FACTOR, LR_DECAY_PATIENCE, PRESETS, SAFEGUARDS_OFF
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.config import STAGE_SETTINGS, ExperimentConfig
 
 #: Preset values that are our reading where the paper is silent.
 _READINGS = {"n_synthetic", "steps", "sharpness"}
@@ -59,13 +59,15 @@ def apply_preset(name: str, **overrides: Any) -> ExperimentConfig:
     return ExperimentConfig(**values)
 
 
-def differs_from_paper(config: ExperimentConfig) -> list[str]:
+def differs_from_paper(config: ExperimentConfig, stages: tuple[str, ...] | None = None) -> list[str]:
     """The settings of a config that differ from the paper's.
 
     The book prints this beside its comparison table, so a run that is not the paper's setting says so.
 
     Args:
         config: The config.
+        stages: Only the settings these stages' results depend on (:data:`STAGE_SETTINGS`; ``("train",)`` for
+            ``sampot train-regressor``, whose safeguards and evolution settings are never used); None: all.
 
     Returns:
         One readable line each, e.g. ``"epochs: 5 (paper: 200)"``.
@@ -101,7 +103,10 @@ def differs_from_paper(config: ExperimentConfig) -> list[str]:
         lines.append(f"split: from {Path(config.split_file).name} (paper: its own 41 / 28 / 53 subjects)")
     if config.regressor is not None:
         lines.append(f"regressor: trained elsewhere ({Path(config.regressor).name}) (paper: trained on this split)")
-    return lines
+    if stages is None:
+        return lines
+    used = {key for stage in stages for key in STAGE_SETTINGS[stage]}
+    return [line for line in lines if {"split": "split_file"}.get(line.split(":")[0], line.split(":")[0]) in used]
 
 
 def _fmt(v: Any) -> str:

@@ -94,8 +94,8 @@ def resolve_split(
             why = reason or "this run's split differs from the one they were made on"
             raise SampotError(
                 f"{folder.path} holds results made on another split ({', '.join(clash)}); {why}. A split is never "
-                f"remade under results that depend on it: give this run a new --out, or add --force to delete "
-                f"those results and start over."
+                f"remade under results that depend on it: give this run a new --out (or, with `sampot run` or "
+                f"`train-regressor`, add --force to delete those results and start over)."
             )
         folder.reset()
     if new and not (made.is_file() and split_hash_of(made) == digest):

@@ -604,6 +604,32 @@ def test_describe_os_error_names_path_cause_and_fix():
         ("run {data} --out {o} --workers 100000", "--workers 100000 is more than 4 per core"),
         ("data phantom --n 2 --out {reg}", "--out {reg} is a file"),
         ("data prepare jsrt --src {root} --out {o} --max-size 5", "--max-size must be 0 (keep the size) or at least"),
+        # an option that another makes do nothing: refused, not recorded in config.json as used
+        ("run {data} --out {o} --box-jitter 0.3", "--box-jitter jitters the user's box, but the prompt is a click"),
+        ("run {data} --out {o} --no-safeguards --trust-radius 0.1", "so --trust-radius would be dropped: give one"),
+        (
+            "evolve {img} --click 60 60 --regressor {reg} --out {o} --no-safeguards --min-overlap 0.2",
+            "--no-safeguards turns every safeguard off, so --min-overlap would be dropped",
+        ),
+        (
+            "run {data} --out {o} --regressor {reg} --epochs 5 --rank-weight 1",
+            "--epochs and --rank-weight set how a regressor is trained, but --regressor {reg} is used as it is",
+        ),
+        ("data prepare montgomery --src {root} --out {o} --masks x.zip", "--masks is the covid set's masks zip"),
+        ("run {data} --out {o} --regressor {rnd}", "{rnd} cannot be read"),  # before the run folder is written
+        ("run {data} --out {o} --regressor {root}/c/regressor_calibrated.pt", "`sampot calibrate DATA --regressor R"),
+        # nothing is written into a data set's images/ or masks/, which it would break for every later command
+        ("run {data} --out {data}/images/run", "--out {data}/images/run lies inside the data set's images/ folder"),
+        ("data split {data} --out {data}/masks/s.json", "lies inside the data set's masks/ folder"),
+        (
+            "calibrate {data} --regressor {reg} --labelled 3 --out {o} --epochs 0",
+            "--epochs must be a whole number >= 1",
+        ),
+        (
+            "calibrate {data} --regressor {reg} --labelled 3 --out {o} --epochs -1",
+            "--epochs must be a whole number >= 1",
+        ),
+        ("calibrate {data} --regressor no_such_one --labelled 3 --out {o}", "shipped one (`sampot regressors` lists"),
     ],
 )
 def test_cli_bad_input_is_one_line_before_any_work(files, tmp_path, capsys, argv, message):
@@ -615,6 +641,24 @@ def test_cli_bad_input_is_one_line_before_any_work(files, tmp_path, capsys, argv
     line = one_line_error(err)
     assert rc == 2 and message.format(**paths) in line, err
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_embeddings_inside_the_data_set_are_refused_before_any_work(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SAMPOT_EMBEDDINGS", str(files["data"] / "images" / "emb"))
+    rc, err = run_cli(["run", files["data"], "--out", tmp_path / "o"], capsys)
+    assert rc == 2 and "$SAMPOT_EMBEDDINGS" in one_line_error(err) and "inside the data set's images/ folder" in err
+    assert not (tmp_path / "o").exists() and not (files["data"] / "images" / "emb").exists()
+
+
+def test_an_unusable_embeddings_folder_is_refused_before_the_run_folder_is_written(
+    files, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("SAMPOT_EMBEDDINGS", str(files["reg"]))
+    evolve = ["evolve", files["img"], "--click", 60, 60, "--regressor", files["reg"], "--out", tmp_path / "o"]
+    for argv in (["run", files["data"], "--out", tmp_path / "o"], evolve):
+        rc, err = run_cli(argv, capsys)
+        assert rc == 2 and f"$SAMPOT_EMBEDDINGS {files['reg']} is a file, not a folder" in one_line_error(err), err
+        assert not (tmp_path / "o").exists()
 
 
 def test_cache_that_is_a_file(files, tmp_path, capsys, monkeypatch):

@@ -24,7 +24,7 @@ from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import save_splits
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.calibration import CALIBRATION_FILES, choose_labelled
+from sampot_lib.experiment.calibration import CALIBRATION_FILES, choose_labelled, recommendation
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.provenance import mask_hashes
 from sampot_lib.experiment.regressor_transfer import measure_transfer, score_summary, transfer_samples
@@ -155,6 +155,16 @@ def test_measure_transfer_scores_the_run_s_masks_and_evolves_the_run_s_prompt(sh
         start = pipeline.user_prompt(config, row["image_id"], data.mask(row["image_id"], "left_lung"))
         first = predict_mask(nano, nano.embed(data.image(row["image_id"])), start)
         assert row["dice0"] == pytest.approx(dice(first, data.mask(row["image_id"], "left_lung")))
+
+
+def test_the_recommendation_says_when_fine_tuning_kept_the_base_weights():
+    check = {"n_images": 2, "r_all": 0.5, "mae": 0.1, "mse": 0.02}
+    history = [{"epoch": 0, "val_mse": 0.02}, {"epoch": 1, "val_mse": 0.03}]
+    report = {"before": {"n_images": 8, "r_all": 0.5, "r_model": 0.4, "mae": 0.1}, "check_before": check,
+              "check_after": check, "history": history}  # fmt: skip
+    assert "the calibrated regressor is the base one unchanged" in recommendation(report)
+    report["history"][1]["val_mse"] = 0.01  # epoch 1 lowered it: its weights are the calibrated ones
+    assert "unchanged" not in recommendation(report)
 
 
 def test_choose_labelled_is_seeded_and_keeps_a_held_out_part():

@@ -419,6 +419,14 @@ def test_paper_preset_sets_the_papers_values_and_names_what_differs():
     assert differs_from_paper(quick) == ["epochs: 5 (paper: 200)", "max_images: 8 per split (paper: all images)",
                                          *stopping]  # fmt: skip
     assert any(line.startswith("safeguards: on") for line in differs_from_paper(ExperimentConfig(data="d", out="o")))
+    # what `train-regressor` lists: the settings its regressor depends on, not the safeguards or evolution's patience
+    own = ExperimentConfig(data="d", out="o", split_file="s.json", epochs=5)
+    training = differs_from_paper(own, ("train",))
+    assert training == [line for line in differs_from_paper(own) if not line.startswith(("safeguards", "patience"))]
+    assert (
+        "epochs: 5 (paper: 200)" in training and "split: from s.json (paper: its own 41 / 28 / 53 subjects)" in training
+    )
+    assert any(line.startswith("patience") for line in differs_from_paper(own, ("evolve",)))
     plateau = apply_preset("paper", data="d", out="o", model="vit_b", regressor_patience=0, patience=0,
                            regressor_schedule="plateau")  # fmt: skip
     decay = "regressor_schedule: plateau (learning rate times 0.5 after 5 epochs without a lower validation loss)"

@@ -10,10 +10,10 @@ from typing import Any
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import looks_inverted, read_image, read_mask
-from sampot_lib.experiment.records import write_csv
+from sampot_lib.experiment.records import listed, write_csv
 from sampot_lib.files import sha256_file
 from sampot_lib.method.regressor import score_mask
-from sampot_lib.method.regressor_origin import check_regressor, same_labelled
+from sampot_lib.method.regressor_origin import check_regressor, trained_on
 from sampot_lib.method.shipped import ShippedRegressor, default_prompt_kind, resolve_regressor, shipped_regressors
 
 
@@ -25,20 +25,14 @@ def _row(predicted: float, shipped: ShippedRegressor | None) -> dict[str, Any]:
     return row
 
 
-def _listed(ids: list[str]) -> str:
-    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-
-
 def seen_in_training(meta: dict[str, Any], items: list[tuple[str, Path, Path]]) -> list[str]:
-    """The ids of ``items`` (id, image file, mask file) whose mask, and image where both sides record it, were among
-    the regressor's training or validation images (its record's ``train_masks`` / ``val_masks``)."""
-    seen = {**meta.get("train_masks", {}), **meta.get("val_masks", {})}
-    if not seen:
+    """The ids of ``items`` (id, image file, mask file) the regressor was trained or validated on
+    (:func:`~sampot_lib.method.regressor_origin.trained_on`); the files are hashed only when its record lists some."""
+    if not meta.get("train_masks") and not meta.get("val_masks"):
         return []
     masks = {image_id: sha256_file(mask) for image_id, _, mask in items}
     images = {image_id: sha256_file(image) for image_id, image, _ in items}
-    seen_images = {**meta.get("train_images", {}), **meta.get("val_images", {})}
-    return [image_id for image_id, _ in same_labelled(masks, images, seen, seen_images)]
+    return [image_id for image_id, _ in trained_on(meta, masks, images)]
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -57,7 +51,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     seen = seen_in_training(meta, items)
     if seen:  # a score, not a test: warned, not refused
         which = f"{len(seen)} of the {len(items)} masks scored were" if len(items) > 1 else "the mask scored was"
-        print(f"sampot: warning: {which} among the regressor's training or validation images ({_listed(seen)}): it "
+        print(f"sampot: warning: {which} among the regressor's training or validation images ({listed(seen)}): it "
               f"learned their Dice, so its score{' and interval are' if shipped is not None else ' is'} optimistic "
               "there.", file=sys.stderr)  # fmt: skip
     name = shipped.name if shipped is not None else str(args.regressor)
@@ -71,7 +65,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if inverted:
         several = len(items) > 1
         which = f"{len(inverted)} of the {len(items)} masks cover" if several else "the mask covers"
-        print(f"sampot: warning: {which} most of the image and nearly all its border ({_listed(inverted)}): "
+        print(f"sampot: warning: {which} most of the image and nearly all its border ({listed(inverted)}): "
               f"{'are they' if several else 'is it'} inverted (structure black, background white)? The score is then "
               "of the background.", file=sys.stderr)  # fmt: skip
     if args.out is not None:

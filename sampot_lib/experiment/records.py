@@ -83,13 +83,14 @@ def finite_json(obj: Any, nonfinite: str = "refuse", where: str = "JSON") -> tup
 
     clean = walk(obj, "")
     if found and nonfinite == "refuse":
-        raise SampotError(f"{where}: refusing to write NaN or Infinity (at {_listed(found)}); a setting made the "
+        raise SampotError(f"{where}: refusing to write NaN or Infinity (at {listed(found)}); a setting made the "
                           "numbers diverge (a step size too large?).")  # fmt: skip
     return clean, found
 
 
-def _listed(paths: list[str]) -> str:
-    return ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+def listed(items: list[str]) -> str:
+    """The first five of ``items``, comma-separated, and how many more: a list a one-line message can hold."""
+    return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
 
 
 def json_text(obj: Any, *, indent: int | None = 1, nonfinite: str = "refuse", where: str = "JSON") -> str:
@@ -102,7 +103,7 @@ def _strict_json(obj: Any, indent: int | None, nonfinite: str, where: str) -> tu
     clean, found = finite_json(obj, nonfinite, where=where)
     if found:
         warnings.warn(f"{where}: {len(found)} value(s) were NaN or infinite and are written as null "
-                      f"({_listed(found)}).", stacklevel=4)  # fmt: skip
+                      f"({listed(found)}).", stacklevel=4)  # fmt: skip
     return json.dumps(clean, indent=indent, allow_nan=False) + "\n", found
 
 

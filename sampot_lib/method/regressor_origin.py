@@ -66,12 +66,10 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
             problems.append(f"it was trained with {key} {have!r} but is used with {key} {want!r} ({what})")
     test = expected.get("test_masks")
     if test:
-        seen = {**meta.get("train_masks", {}), **meta.get("val_masks", {})}
-        if not seen and "train_masks" not in meta:
+        if "train_masks" not in meta and not meta.get("val_masks"):
             warnings.append("the regressor records no training images (a file from an older sampot?): whether the "
                             "test images were among them is not checked")  # fmt: skip
-        seen_images = {**meta.get("train_images", {}), **meta.get("val_images", {})}
-        leaked = same_labelled(test, expected.get("test_images"), seen, seen_images)
+        leaked = trained_on(meta, test, expected.get("test_images"))
         if leaked:
             shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in leaked[:5])
             more = f" and {len(leaked) - 5} more" if len(leaked) > 5 else ""
@@ -106,6 +104,15 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
             "--allow-foreign-regressor, and the results record these differences."
         )
     return warnings + [f"foreign regressor: {p}" for p in problems]
+
+
+def trained_on(meta: dict[str, Any], masks: dict[str, str], images: dict[str, str] | None) -> list[tuple[str, str]]:
+    """The labelled images (``masks`` {id: mask sha256}, ``images`` {id: image sha256} or None) that were among a
+    regressor's training or validation images (its record's ``train_masks`` / ``val_masks`` and their images), as
+    :func:`same_labelled` gives them."""
+    seen = {**meta.get("train_masks", {}), **meta.get("val_masks", {})}
+    seen_images = {**meta.get("train_images", {}), **meta.get("val_images", {})}
+    return same_labelled(masks, images, seen, seen_images)
 
 
 def same_labelled(

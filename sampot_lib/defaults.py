@@ -154,6 +154,8 @@ MOST_IDLE_MINUTES = 24 * 60.0
 APP_PORT = 8866
 #: The most local Dask worker processes per usable core (``--workers``): more only wait on each other.
 WORKERS_PER_CORE = 4
+#: Seconds a Dask scheduler's address (``--scheduler``) gets to accept a connection before a run starts.
+SCHEDULER_TIMEOUT = 5.0
 
 
 #: Named sets of settings. "paper": the paper's settings (Sathish et al., sections 3.2-3.3) where it gives them, and

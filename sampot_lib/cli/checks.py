@@ -32,7 +32,7 @@ from sampot_lib.defaults import (
     SAFEGUARDS_ON,
 )
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import check_scheduler
+from sampot_lib.experiment.config import check_scheduler, check_scheduler_answers
 
 #: The files `sampot run` / `train-regressor` write into --out (none may be a folder).
 RUN_FILES = (
@@ -272,6 +272,8 @@ def _check_model(args: argparse.Namespace) -> None:
 
 def _check_inputs(args: argparse.Namespace) -> None:
     get = lambda name: getattr(args, name, None)  # noqa: E731
+    if get("scheduler") is not None:
+        check_scheduler_answers(args.scheduler)
     if get("checkpoint") is not None:
         checks.input_file(args.checkpoint, "--checkpoint", hint="give the model's weights file (.pth/.pt)")
     if get("regressor") is not None and not args.regressor.strip():

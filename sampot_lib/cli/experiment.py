@@ -168,7 +168,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         model=args.model, checkpoint=args.checkpoint, mask_output=args.mask_output, prompt=args.prompt,
         sharpness=args.sharpness, box_jitter=args.box_jitter, steps=args.steps, patience=plain(args.patience),
         min_gain=args.min_gain, lr=args.lr, optimizer=args.optimizer, safeguards=safeguards_of(args),
-        split_file=args.split_file, device=args.device, **tuning,
+        split_file=args.split_file, device=args.device, force=args.force, **tuning,
     )  # fmt: skip
     for note in report["regressor_notes"]:
         print(f"sampot: warning: {note}", file=sys.stderr)

@@ -211,8 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "there")  # fmt: skip
     p.add_argument("--structure", help="mask folder (default: the regressor's structure)")
     p.add_argument("--prompt", choices=["click", "box"], help="the user's first prompt (default: the regressor's)")
-    p.add_argument("--box-jitter", type=float, default=BOX_JITTER, help="J of the user's box (default: %(default)s)")
+    p.add_argument("--box-jitter", type=float, default=None,
+                   help=f"J of the user's box, box prompts only (default: {BOX_JITTER})")  # fmt: skip
     p.add_argument("--split-file", help="a split JSON from `sampot data split` (default: the run folder's, seeded)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a calibration in --out made with other settings or another regressor "
+                   "(default: refuse to replace it)")  # fmt: skip
     p.add_argument("--seed", type=positive_int, default=0, help="seed of the split, the choice of images and the "
                    "fine-tuning (default: %(default)s; give `sampot run` the same)")  # fmt: skip
     p.add_argument("--epochs", type=whole_number, default=None, help=f"fine-tuning epochs (default: {TUNE_EPOCHS})")

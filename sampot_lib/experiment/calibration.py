@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.data.splits import make_splits
+from sampot_lib.data.splits import load_splits, make_splits
 from sampot_lib.defaults import (
     BOX_JITTER,
     CHECK_FRACTION,
@@ -48,7 +48,7 @@ from sampot_lib.defaults import (
     TUNE_LR,
 )
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.config import ExperimentConfig, describe_changes, made_with, same_path
 from sampot_lib.experiment.provenance import calibrated_record, data_identity, image_hashes, mask_hashes
 from sampot_lib.experiment.records import write_json
 from sampot_lib.experiment.regressor_transfer import measure_transfer, transfer_samples
@@ -131,18 +131,56 @@ def _labelled_pool(
     if n > len(pool):
         left = len(candidates) - len(pool)
         why = f", less {left} the regressor has already seen" if left else ""
+        other = ", or a regressor trained on other images" if left else ""
         raise SampotError(
             f"--labelled {n} is more than the {len(pool)} labelled images available: the train and validation "
             f"parts of the split in {out} hold {len(candidates)}{why} (its {len(splits.get('test', []))} test images "
             "are kept for `sampot run`); "
             + (
-                f"give a smaller --labelled (at least {MIN_LABELLED})."
+                f"give a --labelled from {MIN_LABELLED} to {len(pool)}."
                 if len(pool) >= MIN_LABELLED
                 else f"calibration needs at least {MIN_LABELLED} images the regressor has not seen: use a larger data "
-                "set, or a regressor trained on other images."
+                f"set{other}."
             )
         )
     return pool, hashes
+
+
+def _split_preview(folder: RunFolder, config: ExperimentConfig, dataset: FolderDataset) -> dict[str, list[str]]:
+    """The split :func:`resolve_split` will give ``config``, read or made without writing it: the split file, the run
+    folder's own split if it is readable, else a new one."""
+    made = folder.path / "splits.json"
+    for path in (config.split_file, made if made.is_file() else None):
+        if path:
+            try:
+                return load_splits(path, dataset)
+            except SampotError:
+                if path == config.split_file:
+                    raise
+    return make_splits(dataset, config.split_fractions, seed=config.seed)
+
+
+def _refuse_mixing(folder: RunFolder, data: str | Path, settings: dict[str, Any], inputs: dict[str, str],
+                   force: bool) -> None:  # fmt: skip
+    """SampotError when ``folder`` holds a run on another data set, or (unless ``force``) a calibration made with other
+    settings or another regressor: calibrating there would mix or silently replace results."""
+    for stage in ("train", "evaluate", "evolve", "calibrate"):
+        entry = folder.entry(stage) or {}
+        made_on = entry.get("settings", {}).get("data")
+        if entry.get("status") == "done" and made_on is not None and not same_path(made_on, data):
+            raise SampotError(f"{folder.path} holds a run on another data set ({made_on}; stage '{stage}'): give "
+                              f"calibrate a run folder of {data}, or a new --out.")  # fmt: skip
+    entry = folder.entry("calibrate") or {}
+    if force or entry.get("status") != "done":
+        return
+    if not made_with(entry, settings):
+        why = f"other settings: {describe_changes(entry.get('settings', {}), settings)}"
+    elif sorted(v for k, v in entry.get("inputs", {}).items() if k.startswith("file:")) != sorted(inputs.values()):
+        why = "another regressor"
+    else:
+        return
+    raise SampotError(f"{folder.path} holds a calibration made with {why}. Give calibrate another --out, or add "
+                      "--force to replace it.")  # fmt: skip
 
 
 def run_calibration(
@@ -160,7 +198,7 @@ def run_calibration(
     mask_output: str | int | None = None,
     prompt: str | None = None,
     sharpness: float | None = None,
-    box_jitter: float = BOX_JITTER,
+    box_jitter: float | None = None,
     steps: int = STEPS,
     patience: int | None = EVOLVE_PATIENCE,
     min_gain: float = EVOLVE_MIN_GAIN,
@@ -173,6 +211,7 @@ def run_calibration(
     device: str = "cpu",
     check_fraction: float = CHECK_FRACTION,
     progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """``sampot calibrate``: fine-tune a foreign regressor on labelled images, measured before and after.
 
@@ -197,7 +236,7 @@ def run_calibration(
         mask_output: The model's mask output; None: the regressor's (a different one is refused).
         prompt: The prompt kind; None: the regressor's (a different one is refused).
         sharpness: The sigmoid's slope; None: the regressor's (a different one is refused).
-        box_jitter: The jitter of the users' boxes.
+        box_jitter: The jitter of the users' boxes (box prompts only); None: the default.
         steps: Evolution's model calls.
         patience: Evolution's early stopping.
         min_gain: The least rise that counts as progress for ``patience``.
@@ -210,6 +249,7 @@ def run_calibration(
         device: Where the model and the regressor run.
         check_fraction: The share of the labelled images held out to check on (at least one).
         progress: Show progress bars.
+        force: Replace an earlier calibration in ``out`` made with other settings or another regressor.
 
     Returns:
         The report ``calibration.json`` holds (the inputs and settings, the fine-tune and check images, the
@@ -219,7 +259,8 @@ def run_calibration(
 
     Raises:
         SampotError: An input out of range or that does not fit the regressor, more labelled images than the data
-            set has, or too few images the regressor never saw.
+            set has, too few images the regressor never saw, or an ``out`` holding a run on another data set or
+            (unless ``force``) another calibration.
     """
 
     if isinstance(n_labelled, bool) or not isinstance(n_labelled, int) or n_labelled < MIN_LABELLED:
@@ -230,6 +271,10 @@ def run_calibration(
     req = _requested(meta, path, structure=structure, model=model, prompt=prompt, sharpness=sharpness,
                      mask_output=mask_output)  # fmt: skip
     guards = safeguards if safeguards is not None else Safeguards()
+    if box_jitter is not None and (req["prompt"] or "click") != "box":
+        raise SampotError("--box-jitter sets the jitter of the users' boxes, and this calibration's prompts are "
+                          "clicks: leave it out, or calibrate a box regressor.")  # fmt: skip
+    box_jitter = BOX_JITTER if box_jitter is None else box_jitter
     config = ExperimentConfig(
         data=str(data), out=str(out), structure=req["structure"] or "left_lung", model=req["model"] or "sam_nano",
         checkpoint=checkpoint, mask_output=req["mask_output"], device=device, split_file=split_file, seed=seed,
@@ -241,30 +286,26 @@ def run_calibration(
     folder = RunFolder(config.out_dir)
     folder.assert_unlocked()
     dataset = open_dataset(config)
-    if n_labelled > len(dataset.ids):
-        raise SampotError(f"--labelled {n_labelled} is more than the {len(dataset.ids)} images of {data}; label "
-                          "fewer (10 is a good start).")  # fmt: skip
     net = load_model(config.model, config.checkpoint, device, mask_output=config.mask_output)
     expected = {"model": config.model, "mask_output": getattr(net, "mask_output", config.mask_output),
                 "structure": config.structure, "prompt": config.prompt, "sharpness": config.sharpness}  # fmt: skip
     notes = check_regressor(meta, expected)
+    settings = {"n_labelled": n_labelled, "seed": seed, "epochs": epochs, "tune_lr": tune_lr,
+                "check_fraction": check_fraction, "structure": config.structure, "model": config.model,
+                "mask_output": expected["mask_output"], "prompt": config.prompt, "sharpness": config.sharpness,
+                "box_jitter": box_jitter, "steps": steps, "patience": patience,
+                "min_gain": min_gain, "lr": lr, "optimizer": optimizer,
+                "safeguards": asdict(guards), "n_synthetic": n_synthetic, "n_outside": n_outside}  # fmt: skip
+    regressor_input = {"file:" + str(path.resolve()): sha256_file(path)}
+    _refuse_mixing(folder, data, settings, regressor_input, force)
     # The split this folder will use, looked at before anything is written (resolve_split writes a new one).
-    made = folder.path / "splits.json"
-    preview = None if split_file or made.is_file() else make_splits(dataset, config.split_fractions, seed=seed)
-    if preview is not None:
-        _labelled_pool(preview, dataset, meta, config.structure, n_labelled, out)
+    _labelled_pool(_split_preview(folder, config, dataset), dataset, meta, config.structure, n_labelled, out)
     with folder.locked():
         full, split = resolve_split(config, dataset)
         pool, hashes = _labelled_pool(full, dataset, meta, config.structure, n_labelled, out)
         fine_ids, check_ids = choose_labelled(pool, n_labelled, seed, check_fraction)
         labelled = {i: hashes[i] for i in fine_ids + check_ids}
-        settings = {"n_labelled": n_labelled, "seed": seed, "epochs": epochs, "tune_lr": tune_lr,
-                    "check_fraction": check_fraction, "structure": config.structure, "model": config.model,
-                    "mask_output": expected["mask_output"], "prompt": config.prompt, "sharpness": config.sharpness,
-                    "box_jitter": box_jitter, "steps": steps, "patience": patience,
-                    "min_gain": min_gain, "lr": lr, "optimizer": optimizer,
-                    "safeguards": asdict(guards), "n_synthetic": n_synthetic, "n_outside": n_outside}  # fmt: skip
-        inputs = {"file:" + str(path.resolve()): sha256_file(path), "data:labelled masks": data_identity(labelled)}
+        inputs = regressor_input | {"data:labelled masks": data_identity(labelled)}
         folder.begin("calibrate", settings, split, inputs)
         common = dict(size=base.input_size, prompt=config.prompt, sharpness=config.sharpness,
                       n_synthetic=n_synthetic, n_outside=n_outside, progress=progress)  # fmt: skip

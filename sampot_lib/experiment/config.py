@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+import socket
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from sampot_lib.defaults import (
     REGRESSOR_SIZE,
     RULE,
     SAFEGUARDS_ON,
+    SCHEDULER_TIMEOUT,
     SCORERS,
     SHARPNESS,
     SIMULATED_PROMPTS,
@@ -344,6 +346,23 @@ def check_scheduler(address: str, name: str = "--scheduler") -> str:
     return text
 
 
+def check_scheduler_answers(address: str, name: str = "--scheduler", timeout: float = SCHEDULER_TIMEOUT) -> None:
+    """SampotError unless something accepts a connection at a Dask scheduler's ``host:port`` within ``timeout`` s:
+    looked at before a run folder is written, since joining the cluster comes later (UCX addresses are not tried)."""
+    match = _ADDRESS.match(check_scheduler(address, name))
+    if match is None or match.group(1) == "ucx":
+        return
+    host, port = match.group(2).strip("[]"), int(match.group(4))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        why = "no such host" if isinstance(exc, socket.gaierror) else exc.strerror or type(exc).__name__
+        raise SampotError(
+            f"{name} {address}: nothing answers at {host}:{port} ({why}); start `dask scheduler` "
+            "there (it prints its address) or correct the address, or use --workers N."
+        ) from None
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -379,3 +398,48 @@ def stage_settings(config: ExperimentConfig, stage: str) -> dict[str, Any]:
 def settings_hash(settings: dict[str, Any]) -> str:
     """sha256 of a settings dict in canonical JSON (sorted keys)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+#: Settings that name a file or a folder. What they hold is hashed into a stage's inputs, so they are compared by
+#: where they point: ``phantom``, ``phantom/`` and its absolute path are one data set.
+_PATH_SETTINGS = ("data", "checkpoint", "regressor")
+
+
+def same_path(a: Any, b: Any) -> bool:
+    """Whether two paths (as given, relative to the working folder) point to the same place."""
+    try:
+        return a == b or Path(str(a)).resolve() == Path(str(b)).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A stage's settings as they decide its results: path settings resolved against the working folder, and no
+    ``split_file``, since a stage records the hash of the split it was made on and a copied or moved run folder's
+    own ``splits.json`` is the same split under another name."""
+    out = {k: v for k, v in settings.items() if k != "split_file"}
+    for key in _PATH_SETTINGS:
+        if isinstance(out.get(key), str):
+            try:
+                out[key] = str(Path(out[key]).resolve())
+            except (OSError, RuntimeError):
+                pass
+    return out
+
+
+def same_settings(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether results made with settings ``old`` are results of ``new`` (:func:`comparable_settings`)."""
+    return old == new or comparable_settings(old) == comparable_settings(new)
+
+
+def made_with(entry: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a stage's manifest record was made with ``settings`` (paths compared by where they point)."""
+    return entry.get("settings_hash") == settings_hash(settings) or same_settings(entry.get("settings", {}), settings)
+
+
+def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """ "epochs 3 -> 5, steps 2 -> 4": the settings that differ (a path's spelling is no difference)."""
+    old_c, new_c = comparable_settings(old), comparable_settings(new)
+    keys = [k for k in sorted(set(old_c) | set(new_c)) if old_c.get(k) != new_c.get(k)]
+    shown = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:6]]
+    return ", ".join(shown) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "") or "none"

@@ -15,7 +15,7 @@ import torch
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import RULE
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
+from sampot_lib.experiment.config import ExperimentConfig, comparable_settings, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import Workers
 from sampot_lib.experiment.provenance import cpu_model, versions
 from sampot_lib.experiment.records import read_json, write_csv, write_json
@@ -111,8 +111,8 @@ def evolve_stage(
         rule, rule_choice = None, None
         if RULE in config.scorers:
             rule, rule_choice = _do_no_harm(config, splits, pool, task, weight, path, progress)
-        parts = StageParts(folder.path / "evolve_parts", settings_hash({"settings": settings, "split": split,
-                                                                     "inputs": inputs}), keep=resume)  # fmt: skip
+        key = settings_hash({"settings": comparable_settings(settings), "split": split, "inputs": inputs})
+        parts = StageParts(folder.path / "evolve_parts", key, keep=resume)
         done = parts.load(splits["test"])
         todo = [i for i in splits["test"] if i not in done]
         fresh = pool.map(_evolve_image, todo, desc="evolution", progress=progress, on_result=parts.save,

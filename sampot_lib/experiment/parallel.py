@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import WORKERS_PER_CORE
 from sampot_lib.errors import SampotError, is_place_error
+from sampot_lib.experiment.config import check_scheduler_answers
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.models.registry import load_model
 
@@ -222,6 +223,8 @@ class Workers:
         if workers is not None and workers > 1:
             check_workers(workers)
         self.workers, self.scheduler, self.dashboard = workers, scheduler, dashboard
+        if scheduler is not None:  # before any file of a run is written; joining comes at the first map
+            check_scheduler_answers(scheduler, "scheduler")
         if dashboard and scheduler is None and (workers or 1) <= 1:
             raise SampotError("--dashboard shows a Dask cluster at work: add --workers N (N > 1) or --scheduler "
                               "ADDRESS.")  # fmt: skip
@@ -272,6 +275,13 @@ class Workers:
                 self._client = Client(self._cluster)
             if self.dashboard:
                 print(f"Dask dashboard: {self._client.dashboard_link}", file=sys.stderr, flush=True)
+        except MemoryError:  # Dask read another protocol's reply (a web page) as the length of a message
+            self.close()
+            if self.scheduler is None:
+                raise
+            raise SampotError(f"the server at {self.scheduler} is not a Dask scheduler (its reply is not Dask's); "
+                              "give the address `dask scheduler` prints (port 8786 by default; 8787 is its "
+                              "dashboard).") from None  # fmt: skip
         except (OSError, TimeoutError) as exc:
             self.close()
             where = f"the Dask scheduler at {self.scheduler}" if self.scheduler else "a local Dask cluster"
@@ -367,6 +377,8 @@ class Workers:
             cluster.close()
 
     def __enter__(self) -> Workers:
+        if self.scheduler is not None:  # joined now, so a wrong address fails before a run writes anything
+            self.client()
         return self
 
     def __exit__(self, *exc: object) -> None:

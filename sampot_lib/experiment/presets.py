@@ -91,14 +91,15 @@ def differs_from_paper(config: ExperimentConfig, stages: tuple[str, ...] | None 
             lines.append(f"{key}: {_fmt(have)} (paper: {_fmt(want)})")
     if config.regressor_patience:
         lines.append(f"regressor_patience: {config.regressor_patience} epochs without a lower validation loss end "
-                     "training (paper: all epochs)")  # fmt: skip
+                     "training (paper: all epochs; --regressor-patience 0 trains them all)")  # fmt: skip
     if config.regressor_schedule != "constant":
         lines.append(f"regressor_schedule: {config.regressor_schedule} (learning rate times {LR_DECAY_FACTOR} after "
                      f"{LR_DECAY_PATIENCE + 1} epochs without a lower validation loss) (paper: one rate)")  # fmt: skip
     if config.regressor_precision != "float32":
         lines.append(f"regressor_precision: {config.regressor_precision} forward passes in training (paper: float32)")
     if config.patience and config.patience < config.steps:
-        lines.append(f"patience: {config.patience} steps without a rise end evolution (paper: every step)")
+        lines.append(f"patience: {config.patience} steps without a rise end evolution (paper: every step; "
+                     "--patience 0 takes them all)")  # fmt: skip
     if config.split_file is not None:
         lines.append(f"split: from {Path(config.split_file).name} (paper: its own 41 / 28 / 53 subjects)")
     if config.regressor is not None:

@@ -32,7 +32,7 @@ from filelock import FileLock, Timeout
 from sampot_lib import __version__
 from sampot_lib.data.splits import load_splits
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import settings_hash
+from sampot_lib.experiment.config import describe_changes, made_with, settings_hash
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.files import sha256_file, write_text
 
@@ -167,7 +167,11 @@ class RunFolder:
         """
         if not self.manifest_path.is_file():
             return {"format": MANIFEST_FORMAT, "stages": {}}
-        doc = read_json(self.manifest_path, "run manifest")
+        try:
+            doc = read_json(self.manifest_path, "run manifest")
+        except SampotError as exc:  # nothing recorded here can be trusted: say how to go on
+            raise SampotError(f"{str(exc).rstrip('.')}; use another --out, or --force to start this folder "
+                              "over.") from None  # fmt: skip
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or not isinstance(doc.get("stages"), dict):
             raise SampotError(f"{self.manifest_path} is not a sampot run manifest; use another --out, or --force to "
                               "start this folder over.")  # fmt: skip
@@ -318,7 +322,7 @@ class RunFolder:
             raise SampotError(f"{self.path}: {why}; {fix}.")
         if split is not None and entry.get("split_hash") != split:
             raise SampotError(f"{self.path}: stage '{stage}' was made on another split than this run's; {fix}.")
-        if settings is not None and entry.get("settings_hash") != settings_hash(settings):
+        if settings is not None and not made_with(entry, settings):
             diff = describe_changes(entry.get("settings", {}), settings)
             raise SampotError(f"{self.path}: stage '{stage}' was made with other settings ({diff}); {fix}.")
         return entry
@@ -343,7 +347,7 @@ class RunFolder:
         why = self._entry_problem(stage, entry)
         if why:
             return why
-        if entry.get("settings_hash") != settings_hash(settings):
+        if not made_with(entry, settings):
             return f"stage '{stage}' was made with other settings ({describe_changes(entry['settings'], settings)})"
         if entry.get("split_hash") != split:
             return f"stage '{stage}' was made on another split"
@@ -428,13 +432,6 @@ RESULTS_OF: dict[str, tuple[str, ...]] = {
     "aggregate": ("summary.json",),
     "calibrate": ("calibration.json", "regressor_calibrated.pt"),
 }
-
-
-def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """ "epochs 3 -> 5, steps 2 -> 4": the settings that differ."""
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    shown = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:6]]
-    return ", ".join(shown) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "") or "none"
 
 
 def _version() -> str:

@@ -10,12 +10,12 @@ from typing import Any
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import RULE_POOLED
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
+from sampot_lib.experiment.config import ExperimentConfig, describe_changes, made_with, stage_settings
 from sampot_lib.experiment.evolution import evolve_stage
 from sampot_lib.experiment.parallel import Workers
 from sampot_lib.experiment.pooled_rule import pooled_rule, records_rule_gains
 from sampot_lib.experiment.records import read_json, write_json
-from sampot_lib.experiment.runfolder import RunFolder, describe_changes
+from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.experiment.setup import resolve_split, write_config
 from sampot_lib.experiment.stages import LazyModel, evaluate_stage, open_run, train_regressor_stage
 from sampot_lib.experiment.summary import (
@@ -107,13 +107,24 @@ def results_made_otherwise(
     config: ExperimentConfig, stages: tuple[str, ...] = ("train", "evaluate", "evolve")
 ) -> list[str]:
     """Lines "<folder>: stage 'evolve' (steps 2 -> 4)", one for every finished stage in ``config``'s run folder (and its
-    ``seed_<k>/`` folders) made with other settings than ``config``'s: what a run of ``stages`` would replace."""
+    ``seed_<k>/`` folders) made with other settings than ``config``'s: what a run of ``stages`` would replace. A
+    summary over seeds where this run has one seed, or one seed's results where this run has several, is one too:
+    each run writes the folder's ``summary.json``."""
+    top = RunFolder(config.out_dir)
+    found = []
+    if "evolve" in stages:
+        made = {s for s in ("evolve", "aggregate") if (top.entry(s) or {}).get("status") == "done"}
+        if config.seeds is None and "aggregate" in made:
+            seeds = top.entry("aggregate").get("settings", {}).get("seeds")
+            found.append(f"{top.path}: the summary over seeds {seeds} (this run: seed {config.seed} alone)")
+        if config.seeds is not None and "evolve" in made:
+            seed = top.entry("evolve").get("settings", {}).get("seed")
+            found.append(f"{top.path}: the results of seed {seed} alone (this run: seeds {config.seeds})")
     subs = [config]
     if config.seeds is not None:
         split_file = config.split_file or str(config.out_dir / "splits.json")
         subs = [replace(config, out=str(config.out_dir / f"seed_{k}"), seed=k, seeds=None, split_file=split_file)
                 for k in config.seeds]  # fmt: skip
-    found = []
     for sub in subs:
         folder = RunFolder(sub.out_dir)
         for stage in stages:
@@ -121,7 +132,7 @@ def results_made_otherwise(
             if stage == "train" and sub.regressor is not None or entry is None or entry.get("status") != "done":
                 continue
             settings = stage_settings(sub, stage)
-            if entry.get("settings_hash") != settings_hash(settings):
+            if not made_with(entry, settings):
                 changes = describe_changes(entry.get("settings", {}), settings)
                 found.append(f"{folder.path}: stage '{stage}' ({changes})")
     return found

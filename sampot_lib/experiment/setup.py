@@ -16,7 +16,7 @@ from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import load_splits, make_splits, save_splits
 from sampot_lib.defaults import MAX_THREADS
 from sampot_lib.errors import SampotError, SampotWarning
-from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.config import ExperimentConfig, same_path
 from sampot_lib.experiment.parallel import usable_cores
 from sampot_lib.experiment.presets import apply_preset
 from sampot_lib.experiment.records import read_json, write_json
@@ -70,7 +70,7 @@ def resolve_split(
             want = {"seed": config.seed, "source": str(config.data), "fractions": config.split_fractions}
             have = {"seed": info.get("seed"), "source": info.get("source"),
                     "fractions": [float(v) for v in info.get("fractions") or []]}  # fmt: skip
-            if _same_path(have["source"], want["source"]):  # "data/x" and "./data/x" are one data set
+            if same_path(have["source"], want["source"]):  # "data/x" and "./data/x" are one data set
                 have["source"] = want["source"]
             if have == want:
                 splits = load_splits(made, dataset)
@@ -98,7 +98,7 @@ def resolve_split(
                 f"`train-regressor`, add --force to delete those results and start over)."
             )
         folder.reset()
-    if new and not (made.is_file() and split_hash_of(made) == digest):
+    if not config.split_file and not (made.is_file() and split_hash_of(made) == digest):  # also after a reset
         subjects = {i: dataset.subject_of(i) for i in dataset.ids}
         save_splits(made, splits, seed=config.seed, fractions=config.split_fractions, subjects=subjects,
                     source=str(config.data))  # fmt: skip
@@ -109,13 +109,6 @@ def resolve_split(
         inputs = {"file:" + str(config.split_file): sha256_file(config.split_file)} if config.split_file else {}
         folder.record("split", settings, digest, inputs, outputs)
     return splits, digest
-
-
-def _same_path(a: Any, b: Any) -> bool:
-    try:
-        return a == b or Path(str(a)).resolve() == Path(str(b)).resolve()
-    except (OSError, RuntimeError):
-        return False
 
 
 def limit(splits: dict[str, list[str]], max_images: int | None) -> dict[str, list[str]]:

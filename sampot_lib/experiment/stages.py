@@ -24,7 +24,7 @@ import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.config import ExperimentConfig, settings_hash, stage_settings
+from sampot_lib.experiment.config import ExperimentConfig, comparable_settings, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, Workers
 from sampot_lib.experiment.provenance import (
     data_identity,
@@ -228,8 +228,8 @@ def train_regressor_stage(
         # Each image draws from (seed, its id): the val set's draws differ from the train set's by their images.
         # The sets are kept on disk: another number of epochs or patience retrains without remaking them.
         store = folder.path / "regressor_set.npz"
-        key = settings_hash({"settings": {k: settings[k] for k in TRAINING_SET_SETTINGS}, "split": split,
-                             "inputs": inputs})  # fmt: skip
+        set_settings = comparable_settings({k: settings[k] for k in TRAINING_SET_SETTINGS})
+        key = settings_hash({"settings": set_settings, "split": split, "inputs": inputs})
         sets = load_training_sets(store, key) if resume else None
         if sets is None:
             sets = {part: regressor_samples(source, data, splits[part], seed=config.seed, **common)

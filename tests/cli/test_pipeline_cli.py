@@ -1,6 +1,7 @@
 """The experiment pipeline and the command line, end to end on small phantoms with a toy SAM."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -193,6 +194,47 @@ def test_a_run_into_a_folder_with_results_of_other_settings_needs_force(phantoms
     assert main([*argv, "--steps", "2", "--resume"]) == 0  # the same settings: no --force needed
     assert main([*argv, "--steps", "3", "--force"]) == 0
     assert json.loads((out / "summary.json").read_text())["config"]["steps"] == 3
+
+
+def test_a_run_folder_is_resumed_by_what_its_paths_point_to_not_how_they_are_written(
+    phantoms, tiny_checkpoint, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    common = ["--max-images", "3", "--epochs", "1", "--steps", "2", "--regressor-size", "32", "--model", "tiny",
+              "--checkpoint", str(tiny_checkpoint), "--seeds", "0", "1"]  # fmt: skip
+    assert main(["run", str(phantoms), "--out", "run", *common]) == 0
+    made = {p: p.read_bytes() for p in sorted((tmp_path / "run").glob("seed_*/*.csv"))}
+    assert len(made) >= 6
+    capsys.readouterr()
+    # The data with a trailing slash, the folder by its absolute path, then a copy of the folder: nothing is redone.
+    copy = tmp_path / "copy"
+    for data, out in ((f"{phantoms}/", str(tmp_path / "run")), (str(phantoms), "copy")):
+        if out == "copy":
+            shutil.copytree(tmp_path / "run", copy)
+        assert main(["run", data, "--out", out, *common, "--resume"]) == 0
+        err = capsys.readouterr().err
+        assert "redoing" not in err and "other settings" not in err, err
+    assert {p: p.read_bytes() for p in sorted((tmp_path / "run").glob("seed_*/*.csv"))} == made
+    assert (copy / "seed_1" / "evolution.csv").read_bytes() == made[tmp_path / "run" / "seed_1" / "evolution.csv"]
+
+
+def test_one_seed_and_several_seeds_never_replace_each_others_summary_without_force(
+    phantoms, tiny_checkpoint, tmp_path, capsys
+):
+    common = ["--max-images", "3", "--epochs", "1", "--steps", "2", "--regressor-size", "32", "--model", "tiny",
+              "--checkpoint", str(tiny_checkpoint)]  # fmt: skip
+    several, one = tmp_path / "several", tmp_path / "one"
+    assert main(["run", str(phantoms), "--out", str(several), *common, "--seeds", "0", "1"]) == 0
+    assert main(["run", str(phantoms), "--out", str(one), *common]) == 0
+    summaries = {several: (several / "summary.json").read_bytes(), one: (one / "summary.json").read_bytes()}
+    capsys.readouterr()
+    assert main(["run", str(phantoms), "--out", str(several), *common, "--resume"]) == 2
+    assert f"{several}: the summary over seeds [0, 1] (this run: seed 0 alone)" in capsys.readouterr().err
+    assert main(["run", str(phantoms), "--out", str(one), *common, "--seeds", "0", "1", "--resume"]) == 2
+    assert f"{one}: the results of seed 0 alone (this run: seeds [0, 1])" in capsys.readouterr().err
+    assert {k: (k / "summary.json").read_bytes() for k in summaries} == summaries
+    assert main(["run", str(phantoms), "--out", str(one), *common, "--seeds", "0", "1", "--force"]) == 0
+    assert json.loads((one / "summary.json").read_text())["seeds"] == [0, 1]
 
 
 def test_training_a_regressor_over_one_trained_with_other_settings_needs_force(phantoms, tiny_checkpoint, tmp_path,

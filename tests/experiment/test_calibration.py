@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import io
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -247,7 +249,8 @@ def test_a_run_that_would_test_on_a_labelled_image_is_refused(calibrated, shifte
     "extra, message",
     [
         (["--labelled", "2"], "--labelled must be at least 3"),
-        (["--labelled", "13"], "--labelled 13 is more than the 12 images"),
+        (["--labelled", "13"], r"--labelled 13 is more than the (\d+) labelled images available.*from 3 to \1\."),
+        (["--labelled", "4", "--box-jitter", "0.2"], "--box-jitter sets the jitter of the users' boxes.*clicks"),
         (["--labelled", "11"], "--labelled 11 is more than the .* labelled images available: the train and valid"),
         (
             ["--labelled", "4", "--structure", "right_lung"],
@@ -263,10 +266,56 @@ def test_cli_refuses_bad_input_in_one_line_before_any_work(shifted, base, tmp_pa
     rc = main(["calibrate", str(shifted), "--regressor", str(base[0]), "--out", str(out), *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("sampot: error: ") and len(err.splitlines()) == 1
-    import re
-
     assert re.search(message, err), err
     assert not out.exists()  # nothing written: not even the split
+
+
+def test_the_largest_labelled_count_a_message_states_is_accepted(shifted, base, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["calibrate", str(shifted), "--regressor", str(base[0]), "--out", str(out), "--labelled", "99"]) == 2
+    most = int(re.search(r"from 3 to (\d+)\.", capsys.readouterr().err).group(1))
+    argv = ["calibrate", str(shifted), "--regressor", str(base[0]), "--out", str(out), "--steps", "1", "--epochs", "1"]
+    assert main([*argv, "--labelled", str(most)]) == 0
+    assert len(json.loads((out / "calibration.json").read_text())["fine_tune_ids"]) < most
+
+
+def test_a_calibration_is_not_replaced_by_one_of_other_settings_or_regressor_without_force(
+    calibrated, shifted, base, tmp_path, capsys
+):
+    out = shutil.copytree(calibrated[0], tmp_path / "run")
+    before = {n: (out / n).read_bytes() for n in CALIBRATION_FILES}
+    other = save_regressor(base[1], tmp_path / "other.pt", base[2] | {"note": "another file"})
+    argv = ["calibrate", str(shifted), "--out", str(out), "--steps", "2", "--epochs", "15"]
+    for extra, why in ((["--regressor", str(base[0]), "--labelled", "5"], "other settings: n_labelled 6 -> 5"),
+                       (["--regressor", str(other), "--labelled", "6"], "another regressor")):  # fmt: skip
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"holds a calibration made with {why}" in err and "--force" in err, err
+    assert {n: (out / n).read_bytes() for n in CALIBRATION_FILES} == before
+    assert main([*argv, "--regressor", str(base[0]), "--labelled", "5", "--epochs", "1", "--force"]) == 0
+    assert json.loads((out / "calibration.json").read_text())["settings"]["n_labelled"] == 5
+
+
+def test_calibrating_into_a_run_folder_of_another_data_set_is_refused(phantoms, shifted, base, tmp_path, capsys):
+    from sampot_lib.experiment.runfolder import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    folder.begin("train", {"data": str(phantoms), "epochs": 1}, "split", {})
+    folder.finish("train", [])
+    rc = main(["calibrate", str(shifted), "--regressor", str(base[0]), "--labelled", "4", "--out", str(folder.path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"holds a run on another data set ({phantoms}; stage 'train')" in err, err
+    assert sorted(p.name for p in folder.path.iterdir() if not p.name.startswith(".")) == ["manifest.json"]
+
+
+def test_too_few_unseen_images_suggests_another_regressor_only_when_it_saw_some(phantoms, base, tmp_path, capsys):
+    small = write_phantom_set(tmp_path / "small", 3, seed=7, size=128)
+    for data, saw in ((small, False), (phantoms, True)):  # the base regressor trained on set A (phantoms)
+        rc = main(["calibrate", str(data), "--regressor", str(base[0]), "--labelled", "3", "--out",
+                   str(tmp_path / f"out_{saw}")])  # fmt: skip
+        err = capsys.readouterr().err
+        assert rc == 2 and "calibration needs at least 3 images the regressor has not seen" in err, err
+        assert ("a regressor trained on other images" in err) == saw, err
 
 
 def test_cli_refuses_a_missing_regressor(shifted, tmp_path, capsys):

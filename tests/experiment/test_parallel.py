@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import socketserver
+import threading
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -223,6 +226,40 @@ def test_cli_refuses_bad_workers_and_scheduler(phantoms, tmp_path, capsys, extra
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+class _WebServer(socketserver.BaseRequestHandler):
+    """Answers anything with an HTTP error, as a web server at a mistyped port would."""
+
+    def handle(self) -> None:
+        self.request.settimeout(2)
+        try:
+            self.request.recv(1024)
+            self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+        except OSError:
+            pass
+
+
+def test_a_scheduler_address_where_no_dask_scheduler_answers_fails_before_anything_is_written(
+    phantoms, tmp_path, capsys
+):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _WebServer) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        port = web.server_address[1]
+        cases = [
+            (f"tcp://127.0.0.1:{closed}", f"nothing answers at 127.0.0.1:{closed}"),
+            (f"tcp://127.0.0.1:{port}", f"the server at tcp://127.0.0.1:{port} is not a Dask scheduler"),
+        ]
+        for address, message in cases:
+            out = tmp_path / "o"
+            rc = main(["run", str(phantoms), "--out", str(out), "--max-images", "3", "--scheduler", address])
+            err = capsys.readouterr().err
+            assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+            assert not out.exists()
+        web.shutdown()
 
 
 @pytest.mark.parametrize(

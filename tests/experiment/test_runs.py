@@ -129,13 +129,14 @@ def test_interrupted_and_mixed_folders_are_detected_and_named(phantoms, tiny_che
 
 def test_a_damaged_manifest_is_named_and_force_starts_over(phantoms, tiny_checkpoint, tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "manifest.json").write_text('{"format": "sampot-manif')
     config = _config_for(phantoms, out, tiny_checkpoint)
-    with pytest.raises(SampotError, match=r"manifest.json: the run manifest is damaged"):
-        train_regressor_stage(config, progress=False)
-    train_regressor_stage(config, progress=False, force=True)
-    assert RunFolder(out).entry("train")["status"] == "done"
+    train_regressor_stage(config, progress=False)  # a finished stage, so splits.json and the results exist
+    (out / "manifest.json").write_text('{"format": "sampot-manif')
+    with pytest.raises(SampotError, match=r"manifest.json: the run manifest is damaged .*--force to start this folder"):
+        train_regressor_stage(config, progress=False, resume=True)
+    train_regressor_stage(config, progress=False, force=True)  # once is enough
+    assert RunFolder(out).entry("train")["status"] == "done" and RunFolder(out).entry("split")["status"] == "done"
+    assert (out / "splits.json").is_file() and not RunFolder(out).problems()
 
 
 def test_redoing_the_training_marks_later_results_stale(phantoms, tiny_checkpoint, tmp_path):
@@ -410,8 +411,10 @@ def test_paper_preset_sets_the_papers_values_and_names_what_differs():
     assert (config.epochs, config.max_images, config.steps, config.lr, config.sharpness) == (200, None, 30, 10.0, 5.0)
     assert config.split_fractions == [41.0, 28.0, 53.0] and config.batch_size == 32 and config.regressor_lr == 1e-3
     assert config.preset == "paper"
-    stopping = ["regressor_patience: 20 epochs without a lower validation loss end training (paper: all epochs)",
-                "patience: 5 steps without a rise end evolution (paper: every step)"]  # fmt: skip
+    stopping = ["regressor_patience: 20 epochs without a lower validation loss end training (paper: all epochs; "
+                "--regressor-patience 0 trains them all)",
+                "patience: 5 steps without a rise end evolution (paper: every step; --patience 0 takes them "
+                "all)"]  # fmt: skip
     assert differs_from_paper(config) == ["model: sam_nano (paper: vit_b)", *stopping]
     faithful = apply_preset("paper", data="d", out="o", model="vit_b", regressor_patience=0, patience=0)
     assert differs_from_paper(faithful) == []

@@ -46,7 +46,6 @@ from tqdm.auto import tqdm
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import WORKERS_PER_CORE
 from sampot_lib.errors import SampotError, is_place_error
-from sampot_lib.experiment.config import check_scheduler_answers
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.models.registry import load_model
 
@@ -223,8 +222,6 @@ class Workers:
         if workers is not None and workers > 1:
             check_workers(workers)
         self.workers, self.scheduler, self.dashboard = workers, scheduler, dashboard
-        if scheduler is not None:  # before any file of a run is written; joining comes at the first map
-            check_scheduler_answers(scheduler, "scheduler")
         if dashboard and scheduler is None and (workers or 1) <= 1:
             raise SampotError("--dashboard shows a Dask cluster at work: add --workers N (N > 1) or --scheduler "
                               "ADDRESS.")  # fmt: skip

@@ -34,6 +34,10 @@ from sampot_lib.defaults import (
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import check_scheduler, check_scheduler_answers
 
+#: What `sampot evolve` writes into --out, each name after the image's stem and "_".
+EVOLVE_OUTPUTS = ("mask.png", "initial_mask.png", "overlay.png", "evolution.html", "evolution.json")
+#: The commands that read and write $SAMPOT_EMBEDDINGS.
+EMBEDDING_COMMANDS = ("evolve", "heatmap", "run", "train-regressor", "calibrate", "app")
 #: The files `sampot run` / `train-regressor` write into --out (none may be a folder).
 RUN_FILES = (
     "config.json", "splits.json", "manifest.json", "regressor.pt", "regressor_history.csv", "regressor_eval.csv",
@@ -221,22 +225,57 @@ def _inside(path: str | Path, folder: Path) -> bool:
     return Path(path).resolve().is_relative_to(folder.resolve())
 
 
+def _data_set_part(place: str | Path) -> Path | None:
+    """The ``images/`` or ``masks/`` folder of a data set (a folder holding both) that ``place`` lies in, if any."""
+    path = Path(place).resolve()
+    for folder in (path, *path.parents):
+        if folder.name in ("images", "masks") and all((folder.parent / p).is_dir() for p in ("images", "masks")):
+            return folder
+    return None
+
+
 def _check_outside_data_set(args: argparse.Namespace, data_cmd: str | None) -> None:
     """Nothing is written into a data set's images/ or masks/: a file or a folder there breaks the set for every later
     command (as an unsupported file, or an unread folder)."""
-    if args.command in ("run", "train-regressor", "calibrate"):
-        data = Path(args.data)
-        places = [("--out", args.out), ("$SAMPOT_EMBEDDINGS", os.environ.get("SAMPOT_EMBEDDINGS"))]
-    elif args.command == "data" and data_cmd == "split":
-        data, places = Path(args.dir), [("--out", args.out)]
-    else:
-        return
+    places = [("--out", getattr(args, "out", None))]
+    if args.command in EMBEDDING_COMMANDS:
+        places.append(("$SAMPOT_EMBEDDINGS", os.environ.get("SAMPOT_EMBEDDINGS")))
+    if args.command == "data" and data_cmd == "split":
+        places = [("--out", args.out)]
+    data = Path(args.data) if args.command in ("run", "train-regressor", "calibrate") else None
+    if args.command == "data" and data_cmd == "split":
+        data = Path(args.dir)
     for name, place in places:
-        for part in ("images", "masks"):
-            if place and _inside(place, data / part):
-                raise SampotError(f"{name} {place} lies inside the data set's {part}/ folder, where anything written "
-                                  "breaks the set for every later command: choose a place outside "
-                                  f"{data / part}.")  # fmt: skip
+        if not place:
+            continue
+        inside = _data_set_part(place)
+        for part in ("images", "masks") if data is not None else ():
+            if _inside(place, data / part):
+                inside = data / part
+        if inside is not None:
+            raise SampotError(f"{name} {place} lies inside the data set's {inside.name}/ folder, where anything "
+                              "written breaks the set for every later command: choose a place outside "
+                              f"{inside}.")  # fmt: skip
+
+
+def _check_not_an_input(args: argparse.Namespace) -> None:
+    """An output file that is one of the command's own input files would destroy it: refused, naming both."""
+    named = (("the image", "image"), ("the image", "source"), ("the --mask file", "mask"), ("the mask", "mask_file"))
+    inputs = [(flag, Path(getattr(args, dest))) for flag, dest in named if getattr(args, dest, None)]
+    inputs = [(flag, p.resolve()) for flag, p in inputs if p.is_file()]
+    out = getattr(args, "out", None)
+    if not inputs or out is None:
+        return
+    if args.command == "evolve":
+        outputs = [Path(out) / f"{Path(args.image).stem}_{name}" for name in EVOLVE_OUTPUTS]
+    else:
+        outputs = [Path(out)]
+    for output in outputs:
+        for flag, source in inputs:
+            if output.resolve() == source:
+                other = "another folder" if args.command == "evolve" else "another file"
+                raise SampotError(f"{output} is {flag} ({source.name}), and the output would replace it: give "
+                                  f"--out {other}.")  # fmt: skip
 
 
 def _registry() -> ModuleType:
@@ -353,13 +392,12 @@ def _check_score(args: argparse.Namespace) -> None:
 
 
 def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
+    _check_not_an_input(args)
     embeddings = os.environ.get("SAMPOT_EMBEDDINGS")
-    if embeddings and args.command in ("evolve", "heatmap", "run", "train-regressor", "calibrate", "app"):
+    if embeddings and args.command in EMBEDDING_COMMANDS:
         checks.writable_folder(embeddings, "$SAMPOT_EMBEDDINGS")  # before the run folder is written, not after
     if args.command == "evolve":
-        stem = Path(args.image).stem
-        names = ("mask.png", "initial_mask.png", "overlay.png", "evolution.html", "evolution.json")
-        checks.output_dir(args.out, files=tuple(f"{stem}_{name}" for name in names))
+        checks.output_dir(args.out, files=tuple(f"{Path(args.image).stem}_{name}" for name in EVOLVE_OUTPUTS))
     elif args.command == "score" and args.out is not None:
         checks.output_file(args.out, example="scores.csv")
     elif args.command == "heatmap":

@@ -137,8 +137,9 @@ def read_image(path: str | Path, *, low_pct: float | None = None, high_pct: floa
     else:
         try:
             image = preprocess(read_array(path), low_pct=low_pct, high_pct=high_pct)
-        except SampotError as exc:
-            raise SampotError(f"{path}: {exc}") from exc
+        except SampotError as exc:  # named once: the reader's own errors already start with the path
+            named = str(exc).startswith(f"{path}:")
+            raise SampotError(str(exc) if named else f"{path}: {exc}") from exc
     # a model still draws a mask on a flat image, and the regressor scores it; one too small is named for its size
     if min(image.shape[:2]) >= MIN_IMAGE_SIDE and image.min() == image.max():
         why = " (a DICOM's rescale slope or window can flatten it)" if is_dicom(path) else ""

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 import warnings
 from pathlib import Path
@@ -622,6 +623,12 @@ def test_describe_os_error_names_path_cause_and_fix():
         ("run {data} --out {data}/images/run", "--out {data}/images/run lies inside the data set's images/ folder"),
         ("data split {data} --out {data}/masks/s.json", "lies inside the data set's masks/ folder"),
         (
+            "evolve {img} --click 60 60 --regressor {reg} --out {data}/masks/left_lung",
+            "--out {data}/masks/left_lung lies inside the data set's masks/ folder",
+        ),
+        ("score {data} --regressor {reg} --out {data}/images/s.csv", "lies inside the data set's images/ folder"),
+        ("heatmap {img} --mask {mask} --regressor {reg} --out {data}/masks/h.csv", "inside the data set's masks/"),
+        (
             "calibrate {data} --regressor {reg} --labelled 3 --out {o} --epochs 0",
             "--epochs must be a whole number >= 1",
         ),
@@ -641,6 +648,24 @@ def test_cli_bad_input_is_one_line_before_any_work(files, tmp_path, capsys, argv
     line = one_line_error(err)
     assert rc == 2 and message.format(**paths) in line, err
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_an_output_that_is_one_of_the_commands_inputs_is_refused_and_the_input_kept(files, tmp_path, capsys):
+    img, mask = tmp_path / "a.png", tmp_path / "a_mask.png"
+    shutil.copy(files["img"], img)
+    shutil.copy(files["mask"], mask)
+    before = {p: p.read_bytes() for p in (img, mask)}
+    reg = ["--regressor", files["reg"]]
+    cases = [
+        (["score", img, mask, "--out", mask, *reg], f"{mask} is the mask (a_mask.png)"),
+        (["heatmap", img, "--mask", mask, "--out", img, *reg], f"{img} is the image (a.png)"),
+        (["evolve", img, "--click", "60", "60", "--mask", mask, "--out", tmp_path, *reg], "is the --mask file"),
+    ]
+    for argv, message in cases:
+        rc, err = run_cli(argv, capsys)
+        assert rc == 2 and message in one_line_error(err), err
+    assert {p: p.read_bytes() for p in (img, mask)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_mask.png"]
 
 
 def test_embeddings_inside_the_data_set_are_refused_before_any_work(files, tmp_path, capsys, monkeypatch):

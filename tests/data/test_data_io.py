@@ -55,8 +55,9 @@ def test_percentile_window_ignores_outliers():
 
 def test_unreadable_and_bad_shapes(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not a png")
-    with pytest.raises(SampotError, match="not a readable image"):
+    with pytest.raises(SampotError, match="not a readable image") as err:
         read_image(tmp_path / "x.png")
+    assert str(err.value).startswith(f"{tmp_path / 'x.png'}: not a readable image")  # named once, first
     with pytest.raises(SampotError, match="no such file"):
         read_image(tmp_path / "missing.png")
     with pytest.raises(SampotError, match="2-D"):

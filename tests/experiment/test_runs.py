@@ -23,6 +23,7 @@ from sampot_lib.cli.main import build_parser, main
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.defaults import OPTIMIZERS
+from sampot_lib.experiment import evolution as evolution_module
 from sampot_lib.experiment import stages as pipeline_module
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.evolution import evolve_stage
@@ -33,6 +34,7 @@ from sampot_lib.experiment.runfolder import LOCK, OWNER, RunFolder
 from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.experiment.stages import evaluate_stage, train_regressor_stage
 from sampot_lib.experiment.summary import summarise_seeds
+from sampot_lib.method.prompts import Safeguards
 from sampot_lib.method.regressor import load_regressor, save_regressor
 from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.training_set import regressor_samples
@@ -169,6 +171,32 @@ def test_resume_reuses_finished_stages_and_redoes_what_changed(phantoms, tiny_ch
     run_experiment(_config_for(phantoms, out, tiny_checkpoint, epochs=3), progress=False)
     assert count_training == [2, 3, 3]
     assert RunFolder(out).problems() == []
+
+
+def test_resume_redoes_the_evolution_when_any_setting_it_uses_changes(phantoms, tiny_checkpoint, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    evolved = []
+    real = evolution_module._evolve_image
+
+    def counted(image_id, **kwargs):
+        evolved.append(image_id)
+        return real(image_id, **kwargs)
+
+    monkeypatch.setattr(evolution_module, "_evolve_image", counted)
+    out = tmp_path / "run"
+    run_experiment(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    changes = {"steps": 3, "patience": 1, "min_gain": 0.01, "lr": 4.0, "optimizer": "random",
+               "safeguards": {**Safeguards().__dict__, "trust_radius": 0.2},
+               "scorers": ["regressor", "oracle"]}  # fmt: skip
+    settings = {}
+    for key, value in changes.items():  # one more setting changed at each step
+        settings[key] = value
+        evolved.clear()
+        run_experiment(_config_for(phantoms, out, tiny_checkpoint, **settings), progress=False, resume=True)
+        assert len(evolved) == 3, f"{key} changed, yet the evolution was reused"
+        evolved.clear()
+        run_experiment(_config_for(phantoms, out, tiny_checkpoint, **settings), progress=False, resume=True)
+        assert evolved == [], f"nothing changed after {key}, yet the evolution was redone"
 
 
 def _fit_regressor_calls(monkeypatch, argument: str) -> list:

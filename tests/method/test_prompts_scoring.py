@@ -170,6 +170,16 @@ def test_projection_keeps_a_box_ordered_sized_inside_and_each_edge_in_its_radius
         assert c.tolist() == pytest.approx(list(proposal), abs=1e-9)
 
 
+def test_the_trust_radius_is_a_share_of_the_images_longer_side():
+    guards = Safeguards(trust_radius=0.1, min_overlap=None, max_area_ratio=None)
+    click = Prompt.click(150, 50)
+    far = guards.project(torch.tensor([250.0, 50.0]), torch.tensor(click.coords()), click, (100, 300))
+    assert far.tolist() == pytest.approx([180.0, 50.0])  # 0.1 x 300 px along the way to the proposal
+    box = Prompt.from_box((100, 20, 200, 80))
+    moved = guards.project(torch.tensor([100.0, 20, 260, 80]), torch.tensor(box.coords()), box, (100, 300))
+    assert moved.tolist() == pytest.approx([100.0, 20, 230, 80])  # an edge moves at most 0.1 x 300 px
+
+
 def test_projection_orders_an_inside_out_box_around_its_middle():
     prompt = Prompt.from_box((40, 40, 60, 60))
     guards = Safeguards(trust_radius=None, min_box_size=0.1)  # 10 px on a 100 px image

@@ -128,6 +128,43 @@ def parameters_from_env(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, 
     return common, own
 
 
+def check_parameters(common: dict[str, Any]) -> None:
+    """A value no chapter can use stops the build before anything is deleted or started, with one line naming its
+    variable: the checks the notebooks make (the experiment's config among them) run here first, on the same values."""
+    from sampot_lib import errors
+    from sampot_lib.defaults import MAX_PHANTOM_SIZE, MIN_PHANTOM_SIZE
+    from sampot_lib.experiment.config import ExperimentConfig
+    from sampot_lib.models.registry import model_names
+
+    var = {name: v for v, (name, _) in COMMON.items()}
+
+    def refuse(name: str, message: str) -> None:
+        raise SystemExit(f"{var[name]}={os.environ.get(var[name], common[name])!r}: {message}")
+
+    for name, low, high in (("phantom_n", 1, None), ("phantom_size", MIN_PHANTOM_SIZE, MAX_PHANTOM_SIZE)):
+        try:
+            if name in common:
+                errors.whole(common[name], "it", low=low, high=high)
+        except errors.SampotError as exc:
+            refuse(name, str(exc))
+    if "model" in common and common["model"] not in model_names():
+        refuse("model", f"no such model; known: {', '.join(model_names())}.")
+    for name, what in (("data", "a folder-format data set (images/ and masks/<structure>/)"),
+                       ("checkpoint", "a checkpoint file"), ("split_file", "a split file")):  # fmt: skip
+        if name in common and not Path(common[name]).exists():
+            refuse(name, f"no such file or folder; give {what}.")
+    if "data" in common and not (Path(common["data"]) / "images").is_dir():
+        refuse("data", "no images/ folder there; give a folder-format data set (images/ and masks/<structure>/).")
+    config = {k: v for k, v in common.items() if k not in ("phantom_n", "phantom_size")}
+    try:
+        ExperimentConfig(**({"data": ".", "out": "_build/run"} | config))
+    except errors.SampotError as exc:
+        named = [k for k in config if f"'{k}'" in str(exc)]
+        if not named:
+            raise SystemExit(str(exc)) from None
+        refuse(named[0], str(exc))
+
+
 def ensure_phantoms(n: int, size: int, seed: int) -> Path:
     """The default data set: ``n`` phantoms of ``size`` px at _build/data/phantom, rewritten if it differs."""
     from PIL import Image
@@ -297,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"BOOK_LANES={n_lanes!r}: use 1 (every chapter in turn) or 2 (the LiteMedSAM chapter beside "
                          "the others).")  # fmt: skip
     common, own = parameters_from_env(env)
+    check_parameters(common)
     if "data" not in common:
         for name, params in OFFLINE_DEFAULTS.items():
             own[name] = {**params, **own.get(name, {})}

@@ -124,3 +124,29 @@ def test_a_bad_lane_count_stops_the_build_before_any_work(monkeypatch, capsys):
     monkeypatch.setattr(build_book, "ensure_phantoms", lambda *a: pytest.fail("work started"))
     with pytest.raises(SystemExit, match="BOOK_LANES='3': use 1"):
         build_book.main(["--skip-notebooks"])
+
+
+@pytest.mark.parametrize(
+    "var, value, message",
+    [
+        ("PHANTOM_SIZE", "10", "PHANTOM_SIZE='10': it must be a whole number in [64, 8000], got 10."),
+        ("PHANTOM_N", "0", "PHANTOM_N='0': it must be a whole number >= 1, got 0."),
+        ("DATA", "/no/such/set", "DATA='/no/such/set': no such file or folder; give a folder-format data set"),
+        ("DATA", "{tmp}", "no images/ folder there"),
+        ("MODEL", "vit_x", "MODEL='vit_x': no such model; known: vit_b"),
+        ("LR", "1e999", "LR='1e999': parameter 'lr' must be a finite number > 0, got inf."),
+        ("MAX_IMAGES", "2", "MAX_IMAGES='2': parameter 'max_images' must be at least 3"),
+        ("CHECKPOINT", "{tmp}/none.pth", "no such file or folder; give a checkpoint file"),
+    ],
+)
+def test_a_value_no_chapter_can_use_stops_the_build_before_any_work(monkeypatch, tmp_path, var, value, message):
+    notebook = ROOT / "notebooks" / "02_prompt_sensitivity.ipynb"
+    kept = notebook.read_bytes() if notebook.is_file() else None
+    monkeypatch.setenv("BOOK_LANES", "1")
+    monkeypatch.setenv(var, value.format(tmp=tmp_path))
+    monkeypatch.setattr(build_book, "ensure_phantoms", lambda *a: pytest.fail("work started"))
+    monkeypatch.setattr(build_book, "run_notebook", lambda *a: pytest.fail("a notebook started"))
+    with pytest.raises(SystemExit) as stop:
+        build_book.main(["--notebooks-only"])
+    assert message.format(tmp=tmp_path) in str(stop.value)
+    assert (notebook.read_bytes() if notebook.is_file() else None) == kept  # no chapter deleted

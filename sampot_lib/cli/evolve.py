@@ -133,11 +133,13 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     if shipped is not None:
         print(f"regressor: {shipped.name} (shipped; trained on {shipped.training_data.get('name', '?')}; its model "
               f"card: {shipped.card_path})")  # fmt: skip
-    result = evolve_prompt(
-        model, regressor, image, prompt, steps=args.steps, patience=plain(args.patience), min_gain=args.min_gain,
-        lr=args.lr, sharpness=args.sharpness, optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt,
-        seed=args.seed, progress=True, do_no_harm=rule if rule is not None else False,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # the notes above said it, once
+        warnings.filterwarnings("ignore", message="foreign regressor", category=SampotWarning)
+        result = evolve_prompt(
+            model, regressor, image, prompt, steps=args.steps, patience=plain(args.patience), min_gain=args.min_gain,
+            lr=args.lr, sharpness=args.sharpness, optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt,
+            seed=args.seed, progress=True, do_no_harm=rule if rule is not None else False,
+        )  # fmt: skip
     out, stem = Path(args.out), Path(args.image).stem
     record = {"image": str(args.image)} | dice_record(result, shipped) | result.to_dict(seconds=True)
     if shipped is not None:

@@ -11,6 +11,7 @@ score stops rising.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -31,7 +32,7 @@ from sampot_lib.defaults import (
     STEPS,
     STRUCTURE,
 )
-from sampot_lib.errors import SampotError, number, whole
+from sampot_lib.errors import SampotError, SampotWarning, number, whole
 from sampot_lib.errors import seed as check_seed
 from sampot_lib.method.metrics import dice
 from sampot_lib.method.optimizers import make_optimizer
@@ -191,6 +192,7 @@ def evolve_prompt(
         if do_no_harm is True:
             harm_rule = DoNoHarm(record.margin, record.blend_weight)
     if isinstance(scorer, SegmentationRegressor):
+        _warn_if_foreign(scorer, model, prompt, sharpness)
         scorer = RegressorScorer(scorer, image, sharpness, device=device)
     start = torch.tensor(prompt.coords(), dtype=torch.float32, device=device)
     opt = make_optimizer(
@@ -283,6 +285,8 @@ def _check_call(model: Any, scorer: Any, image: Any, safeguards: Any, do_no_harm
     if not callable(getattr(model, "embed", None)):
         raise SampotError(f"model must be a promptable model (from load_model), got {type(model).__name__}.")
     check_image(image)  # a NumPy uint8 array, H x W or H x W x 3, of at least the models' smallest side
+    if image.min() == image.max():  # as read_image refuses a file of one value: a model still draws a mask on it
+        raise SampotError(f"image: every pixel has the value {image.flat[0]}: there is nothing to segment.")
     is_scorer = hasattr(scorer, "size") and callable(scorer)  # the Scorer protocol
     if not (scorer is None or isinstance(scorer, SegmentationRegressor) or is_scorer):
         raise SampotError(
@@ -293,6 +297,20 @@ def _check_call(model: Any, scorer: Any, image: Any, safeguards: Any, do_no_harm
         raise SampotError(f"safeguards must be a Safeguards or None, got {type(safeguards).__name__}.")
     if not isinstance(do_no_harm, (bool, DoNoHarm)):
         raise SampotError(f"do_no_harm must be True, False or a DoNoHarm, got {do_no_harm!r}.")
+
+
+def _warn_if_foreign(regressor: SegmentationRegressor, model: Any, prompt: Prompt, sharpness: float) -> None:
+    """A SampotWarning for each setting a loaded regressor's record says it was not made for (another model, prompt
+    kind, mask output or sharpness): its scores then mean little, and the command line refuses it."""
+    record = getattr(regressor, "provenance", None)
+    if not record:  # made in this session, or a file without a record: nothing to compare
+        return
+    expected = {"model": getattr(model, "name", None), "mask_output": getattr(model, "mask_output", None),
+                "prompt": prompt.kind, "sharpness": sharpness}  # fmt: skip
+    for note in check_regressor(record, expected, allow_foreign=True):
+        if note.startswith("foreign regressor"):
+            warnings.warn(f"{note}; its scores may mean little here (`sampot regressors` lists the shipped ones, "
+                          "with what each was made for).", SampotWarning, stacklevel=3)  # fmt: skip
 
 
 def _check_patience(patience: int | None, steps: int) -> int | None:

@@ -16,6 +16,7 @@ from sampot_lib.method.prompts import Prompt, predict
 from sampot_lib.method.regressor import SegmentationRegressor
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.models.base import PromptableModel
+from sampot_lib.models.sam import check_image
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,14 @@ def dice_heatmap(
         (N) and the regressor's score (N, NaN without a regressor).
 
     Raises:
-        SampotError: ``mask`` is empty, not binary or not of the image's size, ``step`` is not a whole number
-            >= 1, or no grid point falls inside the mask.
+        SampotError: ``image`` is not an H x W (x 3) uint8 array, ``mask`` is empty, not binary or not of the image's
+            size, ``regressor`` is not a regressor, ``step`` is not a whole number >= 1, or no grid point falls inside
+            the mask.
     """
+    check_image(image)
+    if regressor is not None and not isinstance(regressor, SegmentationRegressor):
+        raise SampotError(f"regressor must be a SegmentationRegressor (load_regressor or load_shipped_regressor) or "
+                          f"None, got {type(regressor).__name__}.")  # fmt: skip
     mask = check_mask(mask, expected_shape=image.shape[:2])
     points = grid_points(mask, step)
     if len(points) == 0:

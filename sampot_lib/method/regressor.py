@@ -6,6 +6,7 @@ one mask. Training is in :mod:`sampot_lib.method.regressor_training`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from sampot_lib.data.io import check_mask
 from sampot_lib.defaults import (
     MAX_REGRESSOR_SIZE,
 )
-from sampot_lib.errors import SampotError, regressor_size
+from sampot_lib.errors import SampotError, SampotWarning, regressor_size
 from sampot_lib.files import atomic_write
 from sampot_lib.models.sam import check_image
 
@@ -37,7 +38,7 @@ def to_input(x: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     Returns:
         A 1 x 1 x size x size float tensor in 0..1.
     """
-    t = torch.tensor(x) if isinstance(x, np.ndarray) else x
+    t = torch.tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x  # a flipped view has negative strides
     t = t.float()
     if t.ndim == 3 and t.shape[-1] == 3:
         t = t.mean(-1)
@@ -236,6 +237,9 @@ def score_mask(regressor: SegmentationRegressor, image: np.ndarray, mask: np.nda
     image = check_image(image)  # a uint16 or float image would be scaled as if it were 0..255
     # resized to the input alone, a mask of another image would score silently; 0/7 is 0/1, not 0/0.03
     mask = check_mask(mask, expected_shape=image.shape[:2], allow_empty=True)
+    if not mask.any():
+        warnings.warn("the mask is empty: its true Dice is 0 whatever the regressor predicts.", SampotWarning,
+                      stacklevel=2)  # fmt: skip
     size = regressor.input_size
     device = next(regressor.parameters()).device
     img, msk = to_input(image, size).to(device), to_input(mask.astype(np.float32), size).to(device)

@@ -80,7 +80,8 @@ class RegressorScorer:
         device: Where the copy scores; None: the regressor's own device.
 
     Raises:
-        SampotError: ``sharpness`` is not a finite number > 0, or the image holds NaN or infinite values.
+        SampotError: ``regressor`` is not a regressor, ``sharpness`` is not a finite number > 0, or the image holds
+            NaN or infinite values.
 
     Attributes:
         name: ``"regressor"``.
@@ -99,6 +100,9 @@ class RegressorScorer:
         sharpness: float = SHARPNESS,
         device: torch.device | str | None = None,
     ) -> None:
+        if not isinstance(regressor, SegmentationRegressor):
+            raise SampotError(f"RegressorScorer needs a SegmentationRegressor (load_regressor or load_shipped_"
+                              f"regressor), got {type(regressor).__name__}.")  # fmt: skip
         sharpness = number(sharpness, "sharpness", low=0, low_open=True)
         image = np.asarray(image)
         if image.dtype.kind == "f" and not np.isfinite(image).all():  # every score would be NaN

@@ -1,6 +1,7 @@
 """The regressor learns Dice; evolution raises its score; safeguards hold; bad input is refused."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from conftest import disk_image
 
 from sampot_lib import SampotError
 from sampot_lib.defaults import MAX_STEPS
+from sampot_lib.errors import SampotWarning
 from sampot_lib.method.evolve import Safeguards, check_point, evolve_prompt, trajectory_masks
 from sampot_lib.method.heatmap import dice_heatmap, grid_points
 from sampot_lib.method.metrics import dice
@@ -313,6 +315,7 @@ def test_true_dice_of_every_step_comes_from_that_steps_decoder_call(tiny_model, 
         ({"gt_mask": np.arange(96 * 96).reshape(96, 96)}, "gt_mask: mask is not binary"),
         ({"gt_mask": np.zeros((96, 96), bool)}, "gt_mask: mask is empty"),
         ({"gt_mask": np.ones((50, 96), bool)}, "gt_mask: mask is 96x50 (W x H) but the image is 96x96"),
+        ({"image": np.full((96, 96), 7, np.uint8)}, "image: every pixel has the value 7: there is nothing to segment"),
     ],
 )
 def test_evolve_prompt_names_an_argument_of_the_wrong_kind(tiny_model, trained, bad, message):
@@ -322,6 +325,42 @@ def test_evolve_prompt_names_an_argument_of_the_wrong_kind(tiny_model, trained, 
     args = {"model": tiny_model, "scorer": trained[0], "image": image, "steps": 1} | bad
     with pytest.raises(SampotError, match=re.escape(message)):
         evolve_prompt(args.pop("model"), args.pop("scorer"), args.pop("image"), (40.0, 50.0), **args)
+
+
+def test_a_flipped_view_of_an_image_is_evolved_and_scored_as_its_copy(tiny_model, trained):
+    image, mask = disk_image()
+    view, copy = image[:, ::-1], np.ascontiguousarray(image[:, ::-1])
+    a = evolve_prompt(tiny_model, trained[0], view, (50.0, 50.0), steps=2, seed=0)
+    b = evolve_prompt(tiny_model, trained[0], copy, (50.0, 50.0), steps=2, seed=0)
+    assert [s.score for s in a.trajectory] == [s.score for s in b.trajectory]
+    assert score_mask(trained[0], view, mask[:, ::-1]) == score_mask(trained[0], copy, mask[:, ::-1].copy())
+
+
+def test_heatmap_and_regressor_scorer_name_an_argument_of_the_wrong_kind(tiny_model, trained):
+    image, mask = disk_image()
+    with pytest.raises(SampotError, match="image must be a NumPy array, got list"):
+        dice_heatmap(tiny_model, image.tolist(), mask, progress=False)
+    with pytest.raises(SampotError, match="regressor must be a SegmentationRegressor .* got str"):
+        dice_heatmap(tiny_model, image, mask, regressor="sam_nano_click_left_lung", progress=False)
+    with pytest.raises(SampotError, match="RegressorScorer needs a SegmentationRegressor .* got NoneType"):
+        RegressorScorer(None, image, 5.0)
+
+
+def test_a_regressor_made_for_another_model_or_prompt_is_warned_of_and_an_empty_mask_too(tiny_model, trained, tmp_path):
+    image, mask = disk_image()
+    path = save_regressor(trained[0], tmp_path / "r.pt", {"model": "litemedsam", "prompt": "box", "sharpness": 5.0})
+    foreign, _ = load_regressor(path)
+    with pytest.warns(SampotWarning) as seen:
+        evolve_prompt(tiny_model, foreign, image, (50.0, 50.0), steps=1)
+    said = " ".join(str(w.message) for w in seen)
+    assert "model 'litemedsam' but is used with model 'tiny'" in said and "prompt 'box' but is used with prompt" in said
+    own = save_regressor(trained[0], tmp_path / "own.pt", {"model": "tiny", "prompt": "click", "sharpness": 5.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SampotWarning)
+        evolve_prompt(tiny_model, load_regressor(own)[0], image, (50.0, 50.0), steps=1)  # made for this: no word
+        score_mask(trained[0], image, mask)
+    with pytest.warns(SampotWarning, match="the mask is empty: its true Dice is 0"):
+        score_mask(trained[0], image, np.zeros_like(mask))
 
 
 def test_score_mask_refuses_a_mask_of_another_size_and_heatmap_a_fractional_step(tiny_model, trained):

@@ -112,8 +112,8 @@ def foreign_option(p: argparse.ArgumentParser) -> None:
     """``--allow-foreign-regressor`` (also ``--allow-foreign``): a regressor made for other data, on purpose."""
     p.add_argument("--allow-foreign-regressor", "--allow-foreign", dest="allow_foreign_regressor", action="store_true",
                    help="use a --regressor made for another model, structure, prompt kind or sharpness, or one "
-                   "that saw these images, on purpose; the results record every difference (default: refuse "
-                   "it)")  # fmt: skip
+                   "that saw these images (never a shipped one measured on its training images), on purpose; the "
+                   "results record every difference (default: refuse it)")  # fmt: skip
 
 
 def model_options(p: argparse.ArgumentParser, model: str | None = "sam_nano") -> None:

@@ -118,6 +118,8 @@ def read_dicom(
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
         check_pixel_count(path, int(ds.Columns), int(ds.Rows), frames)
         stored = ds.pixel_array
+    except SampotError:  # its own size limit, already named
+        raise
     except (InvalidDicomError, AttributeError, KeyError, ValueError, OSError, NotImplementedError) as exc:
         raise SampotError(
             f"{path}: not a readable DICOM image ({type(exc).__name__}: {exc}). Compressed transfer syntaxes may "

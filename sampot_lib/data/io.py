@@ -7,6 +7,7 @@ Inputs may be 8-bit or 16-bit grayscale, RGB(A), float, or DICOM (see :mod:`samp
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from sampot_lib.data.dicom import read_dicom
-from sampot_lib.data.pixels import check_pixel_count, preprocess
+from sampot_lib.data.pixels import check_pixel_count, preprocess, too_many_pixels
 from sampot_lib.defaults import MIN_IMAGE_SIDE
 from sampot_lib.errors import SampotError
 from sampot_lib.files import atomic_write
@@ -54,7 +55,8 @@ def _open(path: str | Path) -> Image.Image:
         if orientation not in (None, 1):
             img = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as exc:  # past twice PIL's own limit: PIL refuses to open it at all
-        raise SampotError(f"{path}: {exc}; downsample it and try again.") from exc
+        stated = re.search(r"\((\d+) pixels\)", str(exc))
+        raise too_many_pixels(path, f"{int(stated.group(1)):,} pixels" if stated else "its size") from exc
     except SampotError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:

@@ -75,7 +75,12 @@ def check_pixel_count(path: str | Path, width: int, height: int, frames: int = 1
     n = int(width) * int(height) * max(1, int(frames))
     if n > MAX_IMAGE_PIXELS:
         what = f"{width}x{height}" + (f" x {frames} frames" if frames > 1 else "")
-        raise SampotError(
-            f"{path}: {what} pixels ({n / 1e6:.0f} million) is more than the {MAX_IMAGE_PIXELS / 1e6:g} million "
-            "sampot decodes; downsample it (a chest X-ray needs no more than about 4096 x 4096) and try again."
-        )
+        raise too_many_pixels(path, f"{what} pixels ({n:,})")
+
+
+def too_many_pixels(path: str | Path, what: str) -> SampotError:
+    """The error for an image of more than :data:`~sampot_lib.defaults.MAX_IMAGE_PIXELS` pixels (``what``: its size)."""
+    return SampotError(
+        f"{path}: {what} is more than the {MAX_IMAGE_PIXELS:,} pixels sampot decodes; downsample it (a chest X-ray "
+        "needs no more than about 4096 x 4096) and try again."
+    )

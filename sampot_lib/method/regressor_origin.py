@@ -77,7 +77,8 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
             if meta.get("shipped"):  # a shipped regressor's training images are never a test, foreign or not
                 raise SampotError(
                     f"the shipped regressor {meta['shipped'].get('name', '')!r} cannot be evaluated "
-                    f"here: {text}. Test it on images it never saw (JSRT's test split, or your own)."
+                    f"here: {text}. Test it on images it never saw (JSRT's test split, or your own); `sampot evolve` "
+                    "without --mask evolves such an image without measuring it."
                 )
             problems.append(text)
         labelled = same_labelled(

@@ -265,6 +265,12 @@ def build_sam(model_type: str, checkpoint: Path | None = None) -> Sam:
             sam.load_state_dict(state)
         except RuntimeError as exc:
             guess = infer_model_type(state)
+            if guess == "unknown":  # not a SAM checkpoint: LiteMedSAM's weights come from its package, not a file
+                raise SampotError(
+                    f"checkpoint {checkpoint} is not a SAM checkpoint sampot can read (models: "
+                    f"{', '.join(model_names())}); for LiteMedSAM give --model litemedsam without --checkpoint "
+                    "(its weights come with its package)."
+                ) from exc
             raise SampotError(
                 f"checkpoint {checkpoint} does not fit model type {model_type!r} (it looks like {guess!r}). "
                 f"Pass the matching --model, e.g. --model {guess}."

@@ -270,6 +270,25 @@ def test_cli_refuses_bad_input_in_one_line_before_any_work(shifted, base, tmp_pa
     assert not out.exists()  # nothing written: not even the split
 
 
+def test_fine_tuning_learns_and_picks_its_epoch_on_the_fine_tune_images_alone(shifted, base, tmp_path, monkeypatch):
+    from sampot_lib.experiment import calibration as calibration_module
+
+    seen = {}
+    real = calibration_module.fine_tune
+
+    def spy(regressor, train, val, **kwargs):
+        seen["train"], seen["val"] = set(train.image_id), set(val.image_id)
+        return real(regressor, train, val, **kwargs)
+
+    monkeypatch.setattr(calibration_module, "fine_tune", spy)
+    out = tmp_path / "run"
+    assert main(["calibrate", str(shifted), "--regressor", str(base[0]), "--labelled", "6", "--out", str(out),
+                 "--steps", "1", "--epochs", "1"]) == 0  # fmt: skip
+    report = json.loads((out / "calibration.json").read_text())
+    assert seen["train"] == set(report["fine_tune_ids"]) and seen["val"] <= set(report["fine_tune_ids"])
+    assert not seen["val"] & set(report["check_ids"])  # the check images stay unseen until they are measured
+
+
 def test_the_largest_labelled_count_a_message_states_is_accepted(shifted, base, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["calibrate", str(shifted), "--regressor", str(base[0]), "--out", str(out), "--labelled", "99"]) == 2

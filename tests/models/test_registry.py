@@ -126,6 +126,10 @@ def test_checkpoint_of_the_wrong_model_type(tmp_path, monkeypatch):
     assert isinstance(build_sam("tiny", path), torch.nn.Module)
     with pytest.raises(SampotError, match="does not fit model type 'vit_b'"):
         build_sam("vit_b", path)
+    torch.save({"image_encoder.blocks.0.weight": torch.zeros(2)}, tmp_path / "other.pth")  # no SAM's patch embedding
+    with pytest.raises(SampotError, match="is not a SAM checkpoint sampot can read .* --model litemedsam") as err:
+        build_sam("tiny", tmp_path / "other.pth")
+    assert "--model unknown" not in str(err.value)
     (tmp_path / "bad.pth").write_bytes(b"\x00" * 100)
     with pytest.raises(SampotError, match="damaged .* or not a PyTorch file"):
         build_sam("tiny", tmp_path / "bad.pth")

@@ -34,8 +34,9 @@ from typing import Any
 import torch
 
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import HARM_TOLERANCE, RULE
-from sampot_lib.errors import SampotError, device
+from sampot_lib.errors import SampotError, device, whole
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.evolution import evolve_stage
 from sampot_lib.experiment.pooled_rule import pooled_rule, records_rule_gains, seed_folders
@@ -171,9 +172,16 @@ def check(n: int, data: Path, results: Path) -> int:
     runs = [name for name in RUNS if (results / name / "seed_0" / "regressor.pt").is_file()]
     if not runs:
         raise SampotError(f"no committed run with a regressor under {results}: make one with `make results` first.")
+    whole(n, "--check N (CHECK_IMAGES of `make results-check`)", low=3)  # a run's correlations need 3 test images
     name = runs[0]
     kept = results / name / "seed_0"
     check_data(data, [name])
+    wanted = {i for ids in load_splits(kept / "splits.json").values() for i in ids}
+    missing = sorted(wanted - set(FolderDataset(data).ids))
+    if missing:
+        raise SampotError(f"results-check re-runs images of the data set the results were made on, and {data} lacks "
+                          f"{len(missing)} of them ({', '.join(missing[:3])} ...); give DATA= (or --data) the JSRT/SCR "
+                          "folder.")  # fmt: skip
     summary = read_json(kept / "summary.json", "summary")
     threads = int(summary["torch_threads"])
     torch.set_num_threads(threads)

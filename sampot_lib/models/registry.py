@@ -119,19 +119,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SAMPOT_CACHE") or Path.home() / ".cache" / "sampot")
 
 
-def verify_file(path: Path, ckpt: Checkpoint) -> None:
-    """Raise SampotError unless ``path`` has the checkpoint's size and sha256."""
+def verify_file(path: Path, ckpt: Checkpoint, again: str | None = None) -> None:
+    """Raise SampotError unless ``path`` has the checkpoint's size and sha256 (``again``: the command that fetches it
+    anew, said in the error; default ``sampot download NAME``)."""
+    again = again or f"sampot download {ckpt.name}"
     size = path.stat().st_size
     if size != ckpt.size:
         raise SampotError(
             f"{path} has {size:,} bytes but checkpoint {ckpt.name!r} has {ckpt.size:,}: the file is incomplete or "
-            f"another file. Delete it and run `sampot download {ckpt.name}` again."
+            f"another file. Delete it and run `{again}` again."
         )
     digest = sha256_file(path)
     if digest != ckpt.sha256:
         raise SampotError(
             f"{path} is corrupt: sha256 {digest} but checkpoint {ckpt.name!r} has {ckpt.sha256}. "
-            f"Delete it and run `sampot download {ckpt.name}` again."
+            f"Delete it and run `{again}` again."
         )
 
 
@@ -176,10 +178,11 @@ def fetch_checkpoint(
         assert ckpt.path is not None
         verify_file(ckpt.path, ckpt)
         return ckpt.path
+    again = f"sampot download {ckpt.name}" + (f" --cache-dir {cache_dir}" if cache_dir is not None else "")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = cache_dir / ckpt.filename
     if dest.is_file():
-        verify_file(dest, ckpt)
+        verify_file(dest, ckpt, again)
         return dest
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -188,19 +191,20 @@ def fetch_checkpoint(
         if exc.what == "size":
             raise SampotError(
                 f"the download of {ckpt.name!r} from {ckpt.url} has {exc.got:,} bytes but the checkpoint has "
-                f"{ckpt.size:,}: the server sent another file. Nothing was kept; run `sampot download {ckpt.name}` "
-                "again later, or pass --checkpoint PATH."
+                f"{ckpt.size:,}: the server sent another file. Nothing was kept; run `{again}` again later, or "
+                "give evolve, run and the other commands a copy from elsewhere with --checkpoint PATH."
             ) from exc
         raise SampotError(
             f"the download of {ckpt.name!r} from {ckpt.url} is corrupt: sha256 {exc.got} but checkpoint "
-            f"{ckpt.name!r} has {ckpt.sha256}. Nothing was kept; run `sampot download {ckpt.name}` again."
+            f"{ckpt.name!r} has {ckpt.sha256}. Nothing was kept; run `{again}` again."
         ) from exc
     except DownloadError as exc:
         kept = (f"The {exc.kept:,} bytes fetched so far are kept in {exc.part} and the next try resumes from there."
                 if exc.kept else "No partial file was kept.")  # fmt: skip
         raise SampotError(
             f"could not download {ckpt.name!r} from {ckpt.url} ({exc.cause}). If this machine is offline, download "
-            f"the file elsewhere and put it at {dest} (sha256 {ckpt.sha256}), or pass --checkpoint PATH. {kept}"
+            f"the file elsewhere and put it at {dest} (sha256 {ckpt.sha256}), or give it to evolve, run and the other "
+            f"commands with --checkpoint PATH. {kept}"
         ) from exc
     except OSError as exc:  # the network was fine; the cache folder is not
         part = Path(exc.filename) if exc.filename else dest.with_name(dest.name + ".part")

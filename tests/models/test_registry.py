@@ -101,15 +101,18 @@ def test_corrupt_cached_file_is_detected(server, tmp_path):
     with pytest.raises(SampotError, match="corrupt"):
         fetch_checkpoint(_ckpt(f"{server}/weights.bin"), cache_dir=cache, progress=False)
     (cache / "weights.bin").write_bytes(PAYLOAD[:1000])
-    with pytest.raises(SampotError, match="incomplete"):
+    with pytest.raises(SampotError, match="incomplete") as err:
         fetch_checkpoint(_ckpt(f"{server}/weights.bin"), cache_dir=cache, progress=False)
+    name = _ckpt(f"{server}/weights.bin").name
+    assert f"run `sampot download {name} --cache-dir {cache}` again" in str(err.value)  # the advice keeps the cache
 
 
 def test_offline_error_says_where_to_put_the_file(tmp_path):
     ckpt = _ckpt("http://127.0.0.1:9/weights.bin")  # port 9 (discard): connection refused
     with pytest.raises(SampotError, match=r"put it at .*weights\.bin") as err:
         fetch_checkpoint(ckpt, cache_dir=tmp_path, progress=False, timeout=5)
-    assert ckpt.sha256 in str(err.value)
+    assert ckpt.sha256 in str(err.value) and "pass --checkpoint" not in str(err.value)  # download has no such option
+    assert "give it to evolve, run and the other commands with --checkpoint PATH" in str(err.value)
 
 
 def test_real_registry_records_are_complete():

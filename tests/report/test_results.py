@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.defaults import HARM_TOLERANCE, RULE, RULE_POOLED
 from sampot_lib.experiment.provenance import cpu_model
 from sampot_lib.experiment.records import read_csv
@@ -286,3 +287,15 @@ def test_the_pooled_rules_index_rows_take_each_seeds_settings_and_outcome():
     assert {column_of.get(k, k): row[column_of.get(k, k)] for k in distinct} == {
         column_of.get(k, k): v for k, v in distinct.items()
     }
+
+
+def test_results_check_names_a_bad_image_count_and_a_data_set_without_the_results_images(tmp_path, capsys, monkeypatch):
+    make_results = _make_results()
+    monkeypatch.setenv("SAMPOT_EMBEDDINGS", str(tmp_path / "embeddings"))
+    other = write_phantom_set(tmp_path / "ph", 3, seed=0, size=64)  # with the left lung the checked run segments
+    assert make_results.main(["--check", "2", "--data", str(other)]) == 2
+    assert "--check N (CHECK_IMAGES of `make results-check`) must be a whole number >= 3" in capsys.readouterr().err
+    assert make_results.main(["--check", "3", "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"results-check re-runs images of the data set the results were made on, and {other} lacks" in err, err
+    assert "sampot data split" not in err  # a new split cannot help

@@ -72,6 +72,7 @@ _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "tune_lr": ("--tune-lr", lambda v, n: checks.number(v, n, low=0, high=1, low_open=True)),
     "workers": ("--workers", lambda v, n: _workers(v, n)),
     "box_jitter": ("--box-jitter", checks.fraction),
+    "min_gain": ("--min-gain", lambda v, n: checks.number(v, n, low=0, high=1, high_open=True)),  # scores lie in [0, 1]
     "extra_jitters": ("--extra-jitters", lambda v, n: [checks.fraction(j, n) for j in v]),
     "seeds": ("--seeds", lambda v, n: _seeds(v, n)),
     "scheduler": ("--scheduler", check_scheduler),
@@ -315,6 +316,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
         check_scheduler_answers(args.scheduler)
     if get("checkpoint") is not None:
         checks.input_file(args.checkpoint, "--checkpoint", hint="give the model's weights file (.pth/.pt)")
+    if get("structure") is not None and not args.structure.strip():
+        raise SampotError("--structure is empty; give a structure's name, a folder of masks/ (e.g. left_lung).")
     if get("regressor") is not None and not args.regressor.strip():
         raise SampotError("--regressor is empty; give a regressor file or a shipped regressor's name.")
     if get("regressor") is not None and not Path(args.regressor).exists():

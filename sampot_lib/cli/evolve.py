@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sampot_lib.cli.options import plain
-from sampot_lib.data.io import check_image_side, looks_inverted, read_image, read_mask, write_png
+from sampot_lib.data.io import check_image_side, looks_inverted, read_mask, read_user_image, write_png
 from sampot_lib.defaults import SHARPNESS, STRUCTURE
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.records import json_text
@@ -106,10 +106,18 @@ def _warn_odd_input(prompt: Prompt | None, mask: np.ndarray | None, mask_path: s
             )  # fmt: skip
 
 
+def _warn_prompt_kind(model: object, name: str, kind: str, fix: str) -> None:
+    """A warning when the model's record says it answers other prompt kinds well (LiteMedSAM: boxes)."""
+    kinds = getattr(model, "prompt_kinds", ())
+    if kinds and kind not in kinds:
+        warnings.warn(f"model {name!r} answers {', '.join(kinds)} prompts well, not a {kind}; its masks may be poor "
+                      f"(LiteMedSAM is a box model: {fix}).", SampotWarning, stacklevel=2)  # fmt: skip
+
+
 def cmd_evolve(args: argparse.Namespace) -> int:
     if args.backend == "onnx" and args.optimizer == "adam":  # before any work: ONNX gives no gradients
         raise SampotError("--backend onnx gives no gradients, which adam needs: add --optimizer cmaes or random.")
-    image = read_image(args.image)
+    image = read_user_image(args.image)
     check_image_side(image, args.image)  # before the click and the mask are measured against it
     gt = read_mask(args.mask, expected_shape=image.shape) if args.mask else None
     prompt = _user_prompt(args)
@@ -121,12 +129,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
         args.regressor, args.model, kind, structure or STRUCTURE, device=args.device
     )
     model = model_of(args)
-    kinds = getattr(model, "prompt_kinds", ())  # from the model's record
-    if kinds and prompt.kind not in kinds:
-        warnings.warn(
-            f"model {args.model!r} answers {', '.join(kinds)} prompts well, not a {prompt.kind}; its masks may be "
-            "poor (LiteMedSAM is a box model: give --box X0 Y0 X1 Y1).", stacklevel=1,
-        )  # fmt: skip
+    _warn_prompt_kind(model, args.model, prompt.kind, "give --box X0 Y0 X1 Y1")
     expected = regressor_expected(args, model, kind, args.sharpness)
     notes = _foreign_notes(reg_meta, expected, args.allow_foreign_regressor)
     rule = _rule(args, reg_meta, shipped)
@@ -201,13 +204,16 @@ def dice_record(result: EvolutionResult, shipped: ShippedRegressor | None = None
 
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
-    image = read_image(args.image)
+    image = read_user_image(args.image)
     check_image_side(image, args.image)  # before the mask is measured against it
     mask = read_mask(args.mask, expected_shape=image.shape)
     _warn_odd_input(None, mask, args.mask)  # no clicks: the heat-map makes its own
     if len(grid_points(mask, args.step)) == 0:  # before the model is loaded
         raise SampotError(f"no grid point of --step {args.step} falls inside the mask {args.mask}; use a smaller step.")
     model = model_of(args)
+    _warn_prompt_kind(
+        model, args.model, "click", "its heat-map of clicks shows little; evolve a box with `sampot evolve`"
+    )
     regressor = None
     if args.regressor:
         regressor, reg_meta = load_regressor(args.regressor, device=args.device)

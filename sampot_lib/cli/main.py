@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -310,13 +311,13 @@ def main(argv: list[str] | None = None) -> int:
             print("sampot: interrupted", file=sys.stderr)
             return 130
         except SampotError as exc:
-            if debug:
-                raise
+            if debug:  # the traceback as asked, and the exit status bad input always has
+                traceback.print_exc()
             print(f"sampot: error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:  # what the checks could not foresee: a disk filling up, a folder made read-only
             if debug:
-                raise
+                traceback.print_exc()
             print(f"sampot: error: {describe_os_error(exc)}", file=sys.stderr)
             return 2 if exc.errno in USER_ERRNOS else 1
         except Exception as exc:  # a bug: say so in one line; --debug shows where

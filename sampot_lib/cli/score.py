@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.data.io import looks_inverted, read_image, read_mask
+from sampot_lib.data.io import looks_inverted, read_image, read_mask, read_user_image
 from sampot_lib.experiment.records import listed, write_csv
 from sampot_lib.files import sha256_file
 from sampot_lib.method.regressor import score_mask
@@ -42,7 +42,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         dataset = FolderDataset(source, structures=[args.structure])
         items = [(i, dataset.image_path(i), dataset.mask_path(i, args.structure)) for i in dataset.ids]
     else:
-        read_mask(args.mask_file, expected_shape=read_image(source).shape[:2])
+        read_mask(args.mask_file, expected_shape=read_user_image(source).shape[:2])
         items = [(source.stem, source, Path(args.mask_file))]
     regressor, meta, shipped = resolve_regressor(args.regressor, args.model, kind, args.structure, device=args.device)
     for note in check_regressor(meta, {"model": args.model, "structure": args.structure, "prompt": kind},
@@ -60,7 +60,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         image = read_image(image_path)
         mask = read_mask(mask_path, expected_shape=image.shape[:2])
         if looks_inverted(mask):
-            inverted.append(image_id)
+            inverted.append(image_id if source.is_dir() else str(mask_path))  # one file: named by its path
         rows.append({"image_id": image_id, "mask": str(mask_path)} | _row(score_mask(regressor, image, mask), shipped))
     if inverted:
         several = len(items) > 1

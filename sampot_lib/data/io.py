@@ -18,7 +18,7 @@ from scipy import ndimage
 from sampot_lib.data.dicom import read_dicom
 from sampot_lib.data.pixels import check_pixel_count, preprocess, too_many_pixels
 from sampot_lib.defaults import MIN_IMAGE_SIDE
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.files import atomic_write
 
 #: File name endings the folder format accepts for images.
@@ -147,6 +147,19 @@ def read_image(path: str | Path, *, low_pct: float | None = None, high_pct: floa
         why = " (a DICOM's rescale slope or window can flatten it)" if is_dicom(path) else ""
         raise SampotError(f"{path}: every pixel has the value {image.flat[0]}{why}: there is nothing to segment; "
                           "check the file, or re-export it.")  # fmt: skip
+    return image
+
+
+def read_user_image(path: str | Path) -> np.ndarray:
+    """:func:`read_image` for a command given one image: a SampotWarning says when the file's EXIF orientation turned
+    or mirrored it, since a mask drawn on the stored pixels then no longer fits."""
+    image = read_image(path)
+    if not is_dicom(path):
+        _, _, orientation = stored_size(path)
+        if orientation not in (None, 1):
+            h, w = image.shape[:2]
+            warnings.warn(f"{path}: its EXIF orientation {orientation} is applied, as image viewers do: it is read as "
+                          f"{w}x{h} (W x H), the size its mask must have.", SampotWarning, stacklevel=2)  # fmt: skip
     return image
 
 

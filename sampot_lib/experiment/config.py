@@ -223,8 +223,8 @@ class ExperimentConfig:
         if self.patience is not None and self.patience < 0:
             raise SampotError(f"parameter 'patience' must be a whole number >= 0 or None (0, None or one of at least "
                               f"'steps': no early stopping), got {self.patience}.")  # fmt: skip
-        if not (math.isfinite(self.min_gain) and self.min_gain >= 0):
-            raise SampotError(f"parameter 'min_gain' must be a finite score gain >= 0, got {self.min_gain!r}.")
+        if not (math.isfinite(self.min_gain) and 0 <= self.min_gain < 1):  # a score lies in [0, 1]
+            raise SampotError(f"parameter 'min_gain' must be a score gain in [0, 1), got {self.min_gain!r}.")
         if not (math.isfinite(self.box_jitter) and 0 <= self.box_jitter <= 1):
             raise SampotError(f"parameter 'box_jitter' must be a fraction in [0, 1], got {self.box_jitter!r}.")
         for name, allowed in (("prompt", SIMULATED_PROMPTS), ("optimizer", OPTIMIZERS),

@@ -179,7 +179,7 @@ def evolve_prompt(
     sharpness = number(sharpness, "sharpness", low=0, high=MAX_SHARPNESS, low_open=True)
     seed = check_seed(seed, "seed")
     patience = _check_patience(patience, steps)
-    min_gain = number(min_gain, "min_gain", low=0.0)
+    min_gain = number(min_gain, "min_gain", low=0.0, high=1.0, high_open=True)  # a score lies in [0, 1]
     device = model.device
     harm_rule = do_no_harm if isinstance(do_no_harm, DoNoHarm) else None
     shipped_name = None

@@ -740,8 +740,10 @@ def test_cli_internal_error_is_one_line_and_debug_shows_the_traceback(tmp_path, 
     for argv in (["--debug", "data", "phantom"], ["data", "phantom", "--debug"]):
         with pytest.raises(KeyError):
             main([*argv, "--out", str(tmp_path / "ph")])
-    with pytest.raises(SampotError):  # --debug shows the traceback of a user error too
-        main(["data", "phantom", "--n", "0", "--out", str(tmp_path / "ph"), "--debug"])
+    capsys.readouterr()
+    rc = main(["data", "phantom", "--n", "0", "--out", str(tmp_path / "ph"), "--debug"])
+    err = capsys.readouterr().err  # --debug shows the traceback of a user error too, which keeps its exit status
+    assert rc == 2 and "Traceback" in err and err.rstrip().endswith("--n must be a whole number >= 1, got 0."), err
 
 
 def test_cli_argparse_errors_are_one_line(capsys):
@@ -951,9 +953,33 @@ def test_an_image_too_small_is_named_before_the_click_or_the_mask(files, tmp_pat
 def test_sampot_debug_0_is_off(files, tmp_path, capsys, monkeypatch, value, traceback):
     monkeypatch.setenv("SAMPOT_DEBUG", value)
     argv = ["evolve", files["img"], "--click", 500, 60, "--regressor", files["reg"], "--out", tmp_path / "o"]
-    if traceback:
-        with pytest.raises(SampotError, match="lies outside"):
-            main([str(a) for a in argv])
-        return
     rc, err = run_cli(argv, capsys)
-    assert rc == 2 and "lies outside" in one_line_error(err)
+    assert rc == 2 and ("Traceback" in err) == traceback and "lies outside" in err.strip().splitlines()[-1], err
+
+
+def test_a_box_model_given_clicks_is_warned_of_by_evolve_and_heatmap(files, tiny_checkpoint, tmp_path, capsys,
+                                                                     monkeypatch):  # fmt: skip
+    from sampot_lib.cli import evolve as evolve_cli
+
+    real = evolve_cli.model_of
+
+    def box_model(args):
+        model = real(args)
+        model.prompt_kinds = ("box",)  # as LiteMedSAM's record says
+        return model
+
+    monkeypatch.setattr(evolve_cli, "model_of", box_model)
+    common = ["--model", "tiny", "--checkpoint", tiny_checkpoint, "--regressor", files["reg"], "--allow-foreign"]
+    evolve = ["evolve", files["img"], "--click", "60", "60", "--steps", "1", "--out", tmp_path / "e"]
+    heatmap = ["heatmap", files["img"], "--mask", files["mask"], "--step", "16", "--out", tmp_path / "h.csv"]
+    for argv in (evolve, heatmap):
+        rc, err = run_cli([*argv, *common], capsys)
+        assert rc == 0 and "model 'tiny' answers box prompts well, not a click" in err, err
+
+
+def test_an_empty_structure_is_named_as_empty(files, tmp_path, capsys):
+    rc, err = run_cli(
+        ["evolve", files["img"], "--click", "60", "60", "--out", tmp_path / "o", "--structure", ""], capsys
+    )
+    assert rc == 2 and "--structure is empty; give a structure's name" in one_line_error(err)
+    assert not (tmp_path / "o").exists()

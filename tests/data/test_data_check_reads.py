@@ -4,6 +4,7 @@ smallest image, masks that leave no room for the regressor's outside clicks, ide
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,23 @@ def test_exif_orientation_is_applied_and_said_and_explains_a_size_mismatch(tmp_p
     ds = FolderDataset(root)
     assert ds.image("im0").shape == (40, 32) == ds.image_size("im0")
     assert np.array_equal(ds.image("im0"), np.rot90(stored, -1))  # turned as a viewer shows it
+
+
+def test_a_command_given_one_turned_image_says_the_exif_orientation_was_applied(tmp_path):
+    from sampot_lib.data.io import read_user_image
+    from sampot_lib.errors import SampotWarning
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = np.tile(np.arange(40, dtype=np.uint8) * 6, (32, 1))
+    Image.fromarray(stored).save(tmp_path / "turned.png", exif=exif)
+    with pytest.warns(SampotWarning, match=r"turned.png: its EXIF orientation 6 is applied.* read as 32x40 \(W x H\)"):
+        image = read_user_image(tmp_path / "turned.png")
+    assert image.shape == (40, 32)
+    Image.fromarray(stored).save(tmp_path / "plain.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SampotWarning)
+        assert read_user_image(tmp_path / "plain.png").shape == (32, 40)  # nothing to say
 
 
 def test_images_too_small_for_the_models_are_refused_with_the_models_bound(tmp_path):

@@ -4,6 +4,7 @@ validation loss does; the evolution record says why it stopped and how long the 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -158,7 +159,8 @@ def test_a_refused_mask_is_no_rise(tiny_model, disk):
     ("patience", "min_gain", "message"),
     [(-1, 1e-3, "patience must be a whole number >= 0, got -1"), (2.5, 1e-3, "patience must be a whole number"),
      (True, 1e-3, "patience must be a whole number"),
-     (2, -0.1, "min_gain must be"), (2, float("nan"), "min_gain must be a finite number")],
+     (2, -0.1, "min_gain must be"), (2, float("nan"), "min_gain must be a finite number"),
+     (2, 1.0, r"min_gain must be in \[0, 1\), got 1.0")],
 )  # fmt: skip
 def test_bad_patience_and_min_gain_fail_before_any_work(tiny_model, disk, monkeypatch, patience, min_gain, message):
     image, _ = disk
@@ -329,8 +331,10 @@ def test_a_run_config_refuses_a_negative_min_gain_and_takes_a_patience_beyond_it
 
     with pytest.raises(SampotError, match="'patience' must be a whole number >= 0 or None"):
         ExperimentConfig(data="d", out="o", patience=-1)
-    with pytest.raises(SampotError, match="'min_gain' must be a finite score gain >= 0"):
-        ExperimentConfig(data="d", out="o", min_gain=-0.1)
+    for gain in (-0.1, 1.0):  # a score lies in [0, 1]: no step could rise by 1
+        with pytest.raises(SampotError, match=re.escape("'min_gain' must be a score gain in [0, 1)")):
+            ExperimentConfig(data="d", out="o", min_gain=gain)
+    assert ExperimentConfig(data="d", out="o", min_gain=0.999).min_gain == 0.999
     with pytest.raises(SampotError, match="'regressor_patience' must be >= 0"):
         ExperimentConfig(data="d", out="o", regressor_patience=-1)
     with pytest.raises(SampotError, match="'regressor_schedule' must be one of constant, plateau, got 'linear'"):
@@ -381,6 +385,7 @@ def test_a_runs_evolution_uses_the_configs_patience(monkeypatch):
         (["--patience", "-1"], "-1 must be >= 0"),
         (["--patience", "31", "--steps", "30"], "--patience 31 is larger than --steps 30"),
         (["--min-gain", "-0.5"], "-0.5 must be a finite number >= 0"),
+        (["--min-gain", "5"], "--min-gain must be in [0, 1), got 5"),
         (["--regressor-patience", "x"], "'x' is not a whole number"),
     ],
 )

@@ -237,9 +237,9 @@ def score_mask(regressor: SegmentationRegressor, image: np.ndarray, mask: np.nda
     image = check_image(image)  # a uint16 or float image would be scaled as if it were 0..255
     # resized to the input alone, a mask of another image would score silently; 0/7 is 0/1, not 0/0.03
     mask = check_mask(mask, expected_shape=image.shape[:2], allow_empty=True)
-    if not mask.any():
+    if not mask.any():  # stacklevel 3: past torch's no_grad wrapper, to the caller
         warnings.warn("the mask is empty: its true Dice is 0 whatever the regressor predicts.", SampotWarning,
-                      stacklevel=2)  # fmt: skip
+                      stacklevel=3)  # fmt: skip
     size = regressor.input_size
     device = next(regressor.parameters()).device
     img, msk = to_input(image, size).to(device), to_input(mask.astype(np.float32), size).to(device)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import disk_image, regressor_with_statistics
 
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.files import sha256_file
 from sampot_lib.method import shipped
 from sampot_lib.method.evolve import evolve_prompt
@@ -151,7 +151,8 @@ def test_score_mask_reads_any_two_value_mask_as_binary_and_refuses_what_it_would
     want = score_mask(reg, image, mask)
     assert score_mask(reg, image, mask.astype(np.uint8) * 7) == pytest.approx(want, abs=1e-7)  # not 7/255 of a mask
     assert score_mask(reg, np.stack([image] * 3, axis=-1), mask) == pytest.approx(want, abs=1e-6)  # gray as RGB
-    assert 0 < score_mask(reg, image, np.zeros_like(mask)) < 1  # an empty mask is a mask a model can give
+    with pytest.warns(SampotWarning, match="the mask is empty"):  # a mask a model can give: scored, with a word
+        assert 0 < score_mask(reg, image, np.zeros_like(mask)) < 1
     refused = {
         "dtype uint16; expected uint8": (image.astype(np.uint16) * 257, mask),  # it scored as if 0..255: 1.0
         "dtype float32; expected uint8": (np.full(image.shape, np.nan, np.float32), mask),

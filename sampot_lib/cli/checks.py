@@ -222,15 +222,14 @@ def _check_combinations(args: argparse.Namespace) -> None:
                               "--regressor to train one.")  # fmt: skip
 
 
-def _inside(path: str | Path, folder: Path) -> bool:
-    return Path(path).resolve().is_relative_to(folder.resolve())
-
-
-def _data_set_part(place: str | Path) -> Path | None:
-    """The ``images/`` or ``masks/`` folder of a data set (a folder holding both) that ``place`` lies in, if any."""
-    path = Path(place).resolve()
+def _data_set_part(place: str | Path, data: str | Path | None) -> Path | None:
+    """The ``images/`` or ``masks/`` folder that ``place`` lies in, of the command's data set ``data`` or of any folder
+    holding both, if any."""
+    path, given = Path(place).resolve(), Path(data).resolve() if data else None
     for folder in (path, *path.parents):
-        if folder.name in ("images", "masks") and all((folder.parent / p).is_dir() for p in ("images", "masks")):
+        if folder.name in ("images", "masks") and (
+            folder.parent == given or all((folder.parent / p).is_dir() for p in ("images", "masks"))
+        ):
             return folder
     return None
 
@@ -241,18 +240,11 @@ def _check_outside_data_set(args: argparse.Namespace, data_cmd: str | None) -> N
     places = [("--out", getattr(args, "out", None))]
     if args.command in EMBEDDING_COMMANDS:
         places.append(("$SAMPOT_EMBEDDINGS", os.environ.get("SAMPOT_EMBEDDINGS")))
+    data = getattr(args, "data", None) if args.command in ("run", "train-regressor", "calibrate") else None
     if args.command == "data" and data_cmd == "split":
-        places = [("--out", args.out)]
-    data = Path(args.data) if args.command in ("run", "train-regressor", "calibrate") else None
-    if args.command == "data" and data_cmd == "split":
-        data = Path(args.dir)
+        data = args.dir
     for name, place in places:
-        if not place:
-            continue
-        inside = _data_set_part(place)
-        for part in ("images", "masks") if data is not None else ():
-            if _inside(place, data / part):
-                inside = data / part
+        inside = _data_set_part(place, data) if place else None
         if inside is not None:
             raise SampotError(f"{name} {place} lies inside the data set's {inside.name}/ folder, where anything "
                               "written breaks the set for every later command: choose a place outside "

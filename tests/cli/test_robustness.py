@@ -983,3 +983,13 @@ def test_an_empty_structure_is_named_as_empty(files, tmp_path, capsys):
     )
     assert rc == 2 and "--structure is empty; give a structure's name" in one_line_error(err)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_commands_own_data_set_counts_even_without_a_masks_folder(files, tmp_path, capsys):
+    images_only = tmp_path / "set"
+    shutil.copytree(files["data"] / "images", images_only / "images")  # `data split` needs no masks
+    rc, err = run_cli(["data", "split", images_only, "--out", images_only / "images" / "s.json"], capsys)
+    assert rc == 2 and "lies inside the data set's images/ folder" in one_line_error(err)
+    assert sorted(p.name for p in (images_only / "images").iterdir()) == sorted(
+        p.name for p in (files["data"] / "images").iterdir()
+    )

@@ -45,7 +45,7 @@ from sampot_lib.experiment.provenance import cpu_model
 from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_json
 from sampot_lib.experiment.runfolder import split_hash
 from sampot_lib.experiment.runner import run_experiment
-from sampot_lib.experiment.setup import apply_thread_setting, prepare_splits
+from sampot_lib.experiment.setup import apply_process_settings, prepare_splits
 from sampot_lib.files import write_text
 from sampot_lib.report.results import (
     CROSS_CPU_TOLERANCE,
@@ -101,6 +101,13 @@ def check_data(data: Path, names: list[str]) -> None:
             raise SampotError(f"{data} has no masks/{structure}/, which run {name} needs.")
 
 
+def split_of(name: str, data: Path) -> dict[str, list[str]]:
+    """The split run ``name`` gets on ``data`` (seed 0), made in a scratch folder: {part: image ids}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_splits(config_of(name, data, Path(tmp), seed=0), FolderDataset(data))
+        return read_json(Path(tmp) / "splits.json")["splits"]
+
+
 def index_of(results: Path) -> list[dict[str, Any]]:
     """The rows of results/index.csv that the committed summaries give (and the pooled do-no-harm rule of each run
     whose seeds' rows record the rule's predicted gains), every column of :data:`INDEX_COLUMNS` ("" for None)."""
@@ -139,18 +146,16 @@ def make(
     stamp: str | None = None,
 ) -> None:
     check_data(data, names)
+    for name in names:  # every run's split is compared before anything is written
+        committed = results / name / "seed_0" / "splits.json"
+        if committed.is_file() and split_hash(read_json(committed)["splits"]) != split_hash(split_of(name, data)):
+            raise SampotError(f"the split {data} gives run {name} differs from the committed one ({committed}): "
+                              "the data set is not the one the results were made on.")  # fmt: skip
     stamp = stamp or commit()
     for name in names:
         base = work / name
-        split_config = config_of(name, data, base, seed=0)
-        prepare_splits(split_config, FolderDataset(data))  # the run's split, made once with seed 0
+        prepare_splits(config_of(name, data, base, seed=0), FolderDataset(data))  # the run's split, made once
         split_file = base / "splits.json"
-        committed = results / name / "seed_0" / "splits.json"
-        if committed.is_file() and split_hash(read_json(committed)["splits"]) != split_hash(
-            read_json(split_file)["splits"]
-        ):
-            raise SampotError(f"the split made for {name} ({split_file}) differs from the committed one ({committed}): "
-                              "the data set is not the one the results were made on.")  # fmt: skip
         for seed in seeds:
             config = config_of(name, data, base / f"seed_{seed}", seed=seed, split_file=str(split_file),
                                device=device)  # fmt: skip
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit", help="the code's commit, for a copy of the checkout without git (default: git's HEAD)")
     args = p.parse_args(argv)
     os.environ.setdefault("SAMPOT_EMBEDDINGS", str(Path(args.work) / "embeddings"))
-    apply_thread_setting()
+    apply_process_settings()
     try:
         if args.check is not None:
             return check(args.check, Path(args.data), Path(args.results))

@@ -34,7 +34,7 @@ from sampot_lib.errors import SampotError
 from sampot_lib.experiment.pooled_rule import pooled_margin, seed_folders
 from sampot_lib.experiment.provenance import data_identity, mask_hashes
 from sampot_lib.experiment.records import read_json, write_json
-from sampot_lib.experiment.setup import apply_thread_setting
+from sampot_lib.experiment.setup import apply_process_settings
 from sampot_lib.files import sha256_file, write_text
 from sampot_lib.method.evolve import evolve_prompt, measure_prompt, truth_gain
 from sampot_lib.method.prompts import Prompt, Safeguards
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--card-only", action="store_true", help="only write NAME's record and card again, with its "
                    "run's evolution results if they are there now (nothing is measured)")  # fmt: skip
     args = p.parse_args(argv)
-    apply_thread_setting()  # $SAMPOT_THREADS, as the CLI and the book set it
+    apply_process_settings()  # $SAMPOT_THREADS and the allocator, as the CLI and the book set them
     try:
         if args.card_only:
             print(f"wrote {args.into / rewrite_card(args.name, args.into).card}")

@@ -90,7 +90,7 @@ REGRESSOR_HELP = ("a shipped regressor's NAME (`sampot regressors` lists them) o
                   "train-regressor` or `sampot run` (default: the one shipped for --model, the prompt kind and "
                   "--structure)")  # fmt: skip
 
-_APPLY_THREADS = Lazy("sampot_lib.experiment.setup:apply_thread_setting")  # it sets torch's threads
+_APPLY_PROCESS_SETTINGS = Lazy("sampot_lib.experiment.setup:apply_process_settings")  # torch's threads, the allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             check_args(args)
-            _APPLY_THREADS()  # as the book's kernels do: the same thread count gives the same numbers
+            _APPLY_PROCESS_SETTINGS()  # as the book's kernels do: the same thread count gives the same numbers
             return int(args.func(args) or 0)
         except KeyboardInterrupt:
             print("sampot: interrupted", file=sys.stderr)

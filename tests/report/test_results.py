@@ -232,6 +232,24 @@ def test_make_results_names_a_missing_gpu_before_any_work(tmp_path, capsys, monk
     assert not work.exists()
 
 
+def test_make_results_refuses_another_data_set_before_writing_anything(tmp_path, capsys, monkeypatch):
+    make_results = _make_results()
+    monkeypatch.setenv("SAMPOT_EMBEDDINGS", str(tmp_path / "embeddings"))
+    name = "sam_nano_left_lung_click_paper"
+    results = tmp_path / "results"
+    (results / name / "seed_0").mkdir(parents=True)
+    committed = ROOT / "results" / name / "seed_0" / "splits.json"
+    (results / name / "seed_0" / "splits.json").write_bytes(committed.read_bytes())
+    other = write_phantom_set(tmp_path / "ph", 6, seed=0, size=64)
+    work = tmp_path / "work"
+    rc = make_results.main(["--only", name, "--seeds", "0", "--data", str(other), "--work", str(work),
+                            "--results", str(results)])  # fmt: skip
+    assert rc == 2
+    assert "the data set is not the one the results were made on" in capsys.readouterr().err
+    assert not work.exists()
+    assert sorted(p.name for p in results.rglob("*")) == sorted([name, "seed_0", "splits.json"])
+
+
 def test_margins_table_shows_each_seeds_margin_and_what_the_rule_did():
     def summary(margin, n, unchanged, improved, worse, worst):
         return {RULE: {"n": n, "unchanged": unchanged, "improved": improved, "worse": worse, "worst_drop": worst},

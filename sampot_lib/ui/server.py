@@ -152,9 +152,10 @@ def run_app(source: str | Path, regressor: str | Path | None, *, host: str = "12
         cmd = voila_command(notebook, host, port, max_sessions=max_sessions, idle_minutes=idle_minutes,
                             token=token is not None)  # fmt: skip
         proc = subprocess.Popen(cmd, env=voila_env(token=token))
-        # SIGTERM to this process reaches Voilà too (it then shuts its kernels down) instead of orphaning it.
-        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        previous = signal.getsignal(signal.SIGTERM)
         try:
+            # SIGTERM to this process reaches Voilà too (it then shuts its kernels down) instead of orphaning it.
+            signal.signal(signal.SIGTERM, _raise_stop)
             return proc.wait()
         except KeyboardInterrupt:  # Ctrl-C: the terminal sent Voilà the same interrupt
             return _wait(proc)
@@ -170,6 +171,9 @@ class _Stop(Exception):
 
 
 def _raise_stop(signum: int, frame: Any) -> None:
+    # the first SIGTERM stops the app; more of them (timeout and docker stop signal the whole process group, then
+    # again) must not interrupt the wait for Voilà's kernels to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Stop
 
 

@@ -11,7 +11,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +122,37 @@ def test_good_input_serves_the_page_on_loopback(setup, monkeypatch, capsys):
     assert "--Voila.auto_token=True" not in seen["cmd"] and "token=" not in out
     assert f"--SessionLimitedKernelManager.max_sessions={MAX_SESSIONS}" in seen["cmd"]
     assert f"--MappingKernelManager.cull_idle_timeout={round(IDLE_MINUTES * 60)}" in seen["cmd"]
+
+
+def test_sigterm_stops_voila_and_more_of_them_while_it_stops_change_nothing(setup, monkeypatch, capsys):
+    data, regressor, _ = setup
+    calls = []
+
+    class FakeVoila:  # SIGTERM reaches the app while it serves, and twice more while Voila stops its kernels
+        def __init__(self, cmd, env, **kwargs):
+            pass
+
+        def wait(self, timeout=None):
+            calls.append(("wait", timeout))
+            os.kill(os.getpid(), signal.SIGTERM)
+            if timeout is not None:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return -15
+            time.sleep(5)  # the signal interrupts this
+            raise AssertionError("SIGTERM did not stop the wait")
+
+        def terminate(self):
+            calls.append(("terminate", None))
+
+    monkeypatch.setattr(server.subprocess, "Popen", FakeVoila)
+    before = signal.getsignal(signal.SIGTERM)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["app", str(data), "--regressor", str(regressor), "--port", str(port)]) == -15
+    assert calls == [("wait", None), ("terminate", None), ("wait", 20.0)]
+    assert "internal error" not in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_remote_address_gets_a_fresh_token_printed_once_and_kept_off_the_command_line(setup, monkeypatch, capsys):

@@ -28,5 +28,7 @@ def test_after_keep_freed_memory_a_freed_block_is_reused_without_faulting_its_pa
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True).stdout
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["made"]
-    assert seen["default"][1] > 100, seen  # by default the second block faults its pages in again
-    assert seen["kept"][1] * 10 < seen["default"][1], seen  # kept: the freed block is reused as it is
+    # By default the second block faults its pages in again (one a 2 MB huge page where the kernel gives those);
+    # kept, the freed block is reused as it is.
+    assert seen["default"][1] >= 96 // 2 * 0.9, seen
+    assert seen["kept"][1] * 10 < seen["default"][1], seen

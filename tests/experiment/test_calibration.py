@@ -270,23 +270,34 @@ def test_cli_refuses_bad_input_in_one_line_before_any_work(shifted, base, tmp_pa
     assert not out.exists()  # nothing written: not even the split
 
 
-def test_fine_tuning_learns_and_picks_its_epoch_on_the_fine_tune_images_alone(shifted, base, tmp_path, monkeypatch):
+def test_fine_tuning_picks_its_epoch_and_blend_weight_on_the_fine_tune_images_alone(
+    shifted, base, tmp_path, monkeypatch
+):
     from sampot_lib.experiment import calibration as calibration_module
 
     seen = {}
-    real = calibration_module.fine_tune
+    real_tune, real_weight = calibration_module.fine_tune, calibration_module.blend_weight
 
-    def spy(regressor, train, val, **kwargs):
+    def tune_spy(regressor, train, val, **kwargs):
         seen["train"], seen["val"] = set(train.image_id), set(val.image_id)
-        return real(regressor, train, val, **kwargs)
+        return real_tune(regressor, train, val, **kwargs)
 
-    monkeypatch.setattr(calibration_module, "fine_tune", spy)
+    def weight_spy(regressor, samples):
+        seen["blend"] = set(samples.image_id)
+        seen["weight"] = real_weight(regressor, samples)
+        return seen["weight"]
+
+    monkeypatch.setattr(calibration_module, "fine_tune", tune_spy)
+    monkeypatch.setattr(calibration_module, "blend_weight", weight_spy)
     out = tmp_path / "run"
     assert main(["calibrate", str(shifted), "--regressor", str(base[0]), "--labelled", "6", "--out", str(out),
                  "--steps", "1", "--epochs", "1"]) == 0  # fmt: skip
     report = json.loads((out / "calibration.json").read_text())
-    assert seen["train"] == set(report["fine_tune_ids"]) and seen["val"] <= set(report["fine_tune_ids"])
-    assert not seen["val"] & set(report["check_ids"])  # the check images stay unseen until they are measured
+    fine, check = set(report["fine_tune_ids"]), set(report["check_ids"])
+    assert seen["train"] == fine and seen["val"] <= fine
+    # the check images stay unseen until they are measured: neither the epoch nor the blend weight is chosen on them
+    assert not seen["val"] & check and seen["blend"] == seen["val"]
+    assert load_regressor(out / "regressor_calibrated.pt")[1]["blend_weight"] == seen["weight"]
 
 
 def test_the_largest_labelled_count_a_message_states_is_accepted(shifted, base, tmp_path, capsys):

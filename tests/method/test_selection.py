@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 from sampot_lib import SampotError
 from sampot_lib.defaults import HARM_TOLERANCE, UNCHANGED_TOL
-from sampot_lib.experiment import evolution
+from sampot_lib.experiment import evolution, stages
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.experiment.summary import selection_metrics
@@ -189,6 +189,9 @@ def test_a_run_reports_the_rule_and_every_summary_figure_comes_from_its_files(
         return part
 
     monkeypatch.setattr(evolution, "_evolve_image", evolve_one)
+    # a blend weight strictly inside (0, 1): the tiny model's IoU head is so poor that the weight chosen on its
+    # validation masks is 1, and a rule that forgot the IoU head would then predict the same gains
+    monkeypatch.setattr(stages, "blend_weight", lambda regressor, val: 0.6)
     summary = run_experiment(config, progress=False)
     out = tmp_path / "run"
     rows = _read_rows(out / "evolution.csv")
@@ -206,6 +209,7 @@ def test_a_run_reports_the_rule_and_every_summary_figure_comes_from_its_files(
     # each validation image's predicted gain, recomputed from its evolution: the blend of the winner's score and
     # confidence minus the user's prompt's, with the weight the test images' rule records
     weight = trajectories[f"{test_ids[0]}/do-no-harm"]["settings"]["rule"]["weight"]
+    assert weight == 0.6
     blend = lambda s: weight * s["score"] + (1 - weight) * s["confidence"]  # noqa: E731
     predicted, true = [], []
     for part in validation_parts:

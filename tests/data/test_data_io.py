@@ -37,6 +37,11 @@ def test_rgb_becomes_luminance(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "c.png")
     out = read_image(tmp_path / "c.png")
     assert out.shape == (4, 4) and abs(int(out[0, 0]) - round(0.587 * 200)) <= 1
+    # red, green and blue weigh as in PIL's own "L" conversion (ITU-R 601), which users compare against
+    colours = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(colours).save(tmp_path / "d.png")
+    pil_gray = np.asarray(Image.fromarray(colours).convert("L"), dtype=int)
+    assert np.abs(read_image(tmp_path / "d.png").astype(int) - pil_gray).max() <= 1
     gray3 = np.repeat(np.arange(16, dtype=np.uint8).reshape(4, 4, 1) * 10, 3, axis=2)
     assert np.array_equal(preprocess(gray3), gray3[..., 0])
 

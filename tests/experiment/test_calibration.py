@@ -368,6 +368,8 @@ def test_compare_on_test_gives_a_table_of_the_foreign_and_the_calibrated_regress
                                  steps=1, n_synthetic=8, n_outside=2, max_test=4)  # fmt: skip
     foreign, tuned = comparison["foreign"], comparison["calibrated"]
     assert foreign["ids"] == tuned["ids"] == ids[7:11]
+    labelled = comparison["labelled"]["fine_tune_ids"] + comparison["labelled"]["unused_check_ids"]
+    assert len(labelled) == 6 and set(labelled) <= set(ids[:7])  # labels come from train and val, never from test
     assert tuned["mae"] < foreign["mae"]  # B's label convention learnt from its labelled images
     table = markdown_table(comparison).splitlines()
     assert len(table) == 4 and table[2].startswith("| trained on the other data set")

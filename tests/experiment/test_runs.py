@@ -22,6 +22,7 @@ from sampot_lib.cli.experiment import _config
 from sampot_lib.cli.main import build_parser, main
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
+from sampot_lib.data.splits import save_splits
 from sampot_lib.defaults import OPTIMIZERS
 from sampot_lib.experiment import evolution as evolution_module
 from sampot_lib.experiment import stages as pipeline_module
@@ -171,6 +172,26 @@ def test_resume_reuses_finished_stages_and_redoes_what_changed(phantoms, tiny_ch
     run_experiment(_config_for(phantoms, out, tiny_checkpoint, epochs=3), progress=False)
     assert count_training == [2, 3, 3]
     assert RunFolder(out).problems() == []
+
+
+def test_a_split_file_whose_ids_change_order_is_another_split(phantoms, tiny_checkpoint, tmp_path):
+    """The order of a split's ids decides which images --max-images keeps: a resumed run on the same ids in another
+    order evolves the images the new order puts first, not the old ones read back."""
+    out = tmp_path / "run"
+    first = run_experiment(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    assert len(splits["test"]) > 3
+    mine = tmp_path / "mine.json"
+    reordered = splits | {"test": splits["test"][::-1]}
+    save_splits(mine, reordered, seed=0, fractions=[0.6, 0.2, 0.2])
+    with pytest.raises(SampotError, match="results made on another split"):
+        run_experiment(_config_for(phantoms, out, tiny_checkpoint, split_file=str(mine)), progress=False, resume=True)
+    again = run_experiment(_config_for(phantoms, out, tiny_checkpoint, split_file=str(mine)), progress=False,
+                           resume=True, force=True)  # fmt: skip
+    with open(out / "evolution.csv", newline="") as f:
+        evolved = list(dict.fromkeys(row["image_id"] for row in csv.DictReader(f)))
+    assert evolved == reordered["test"][:3] != splits["test"][:3]
+    assert again["on"]["n"] == first["on"]["n"] == 3
 
 
 def test_resume_redoes_the_evolution_when_any_setting_it_uses_changes(phantoms, tiny_checkpoint, tmp_path,

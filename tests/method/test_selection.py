@@ -157,6 +157,11 @@ def test_selection_metrics_on_hand_checked_numbers():
     tie = {"image_id": "d", "group": "on", "gain": -0.03, "score0": 0.5, "score": 0.5, "best_step": 1}
     assert selection_metrics([rows[0], tie], {})["gamed"] == 0.0
     assert m["worst_drop"] == pytest.approx(-0.04)
+    # an image whose prompts all scored the same has no Spearman: it is left out, not counted as 0
+    flat = {"image_id": "e", "group": "on", "gain": 0.0, "score0": 0.5, "score": 0.5, "best_step": 0}
+    m_flat = selection_metrics(rows + [flat], trajectories | {"e/on": _traj([0.5, 0.5, 0.5], [0.70, 0.75, 0.72])})
+    assert m_flat["n_spearman"] == m["n_spearman"] == 3
+    assert m_flat["median_within_image_spearman"] == pytest.approx(m["median_within_image_spearman"])
     no_truth = {k: {"trajectory": [s | {"dice": None} for s in v["trajectory"]]} for k, v in trajectories.items()}
     assert selection_metrics(rows, no_truth)["median_top1_regret"] is None
 

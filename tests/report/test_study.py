@@ -111,6 +111,8 @@ def test_a_studys_extra_jitters_run_on_its_first_structure_only(phantoms, tiny_c
     )  # fmt: skip
     first, second = (study.per_seed(s)[0] for s in ("left_lung", "right_lung"))
     assert "jitter_0.05" in first and "jitter_0.05" not in second
+    # the oracle evolved the main jitter's boxes: the main group has its share, another jitter's users have none
+    assert first["on"]["share_of_oracle_gain"] is not None and first["jitter_0.05"]["share_of_oracle_gain"] is None
     assert "oracle" in second and "on" in second and "do-no-harm" in second
     table = study.jitter_table()
     assert "| left_lung | 0.05 |" in table and "| right_lung | 0.05 |" not in table

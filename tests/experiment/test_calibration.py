@@ -189,6 +189,12 @@ def test_calibration_improves_the_regressor_on_held_out_images_of_shifted_data(c
     report = json.loads((out / "calibration.json").read_text())
     before, after = report["check_before"], report["check_after"]
     assert before["ids"] == after["ids"] == report["check_ids"] and len(report["check_ids"]) == 2
+    # the evolution before and after fine-tuning, on the check images alone: before, the base's rows for them
+    for part in (before, after):
+        assert [r["image_id"] for r in part["evolution"]["per_image"]] == report["check_ids"]
+        assert part["evolution"]["n"] == 2
+    base_rows = {r["image_id"]: r for r in report["before"]["evolution"]["per_image"]}
+    assert before["evolution"]["per_image"] == [base_rows[i] for i in report["check_ids"]]
     assert after["mse"] < 0.6 * before["mse"] and after["r_all"] > before["r_all"]
     assert report["before"]["n_images"] == 6 and report["before"]["evolution"]["n"] == 6
     # Every labelled image comes from the train and validation parts: the test part stays for `sampot run`.

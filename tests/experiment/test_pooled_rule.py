@@ -13,12 +13,13 @@ from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.pooled_rule import (
     leave_one_seed_out,
     pooled_margin,
+    pooled_rule,
     records_rule_gains,
     rule_outcome,
     seed_curves,
     seed_folders,
 )
-from sampot_lib.experiment.records import read_csv, read_json
+from sampot_lib.experiment.records import read_csv, read_json, write_csv
 from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.method.selection import pick_margin, pool_curves
 
@@ -107,6 +108,22 @@ def test_the_rule_outcome_keeps_every_winner_whose_predicted_gain_does_not_clear
     assert strict["mean_dice_evolved"] == pytest.approx((0.90 + 0.80 + 0.60 + 0.5) / 4) and strict["margin"] == 0.1
     with pytest.raises(SampotError, match="record no rule_predicted_gain"):
         rule_outcome([_on(1, "", 0.5, 0.6)], 0.0, None)
+
+
+def test_the_pooled_margin_is_applied_to_each_seeds_own_evolution_not_to_its_ruled_rows(tmp_path):
+    # seed 0's own rule (margin 1) kept every winner; the pooled margin (0.1) moves the one predicted at 0.2
+    on = [_on(3, 0.20, 0.70, 0.90), _on(2, 0.08, 0.80, 0.70), _on(0, 0.30, 0.60, 0.60)]
+    ruled = [r | {"group": RULE, "dice": r["dice0"], "gain": 0.0, "best_step": 0} for r in on]
+    folders = [_seed(tmp_path, 0, HARM_LOW), _seed(tmp_path, 1, SAFE)]
+    for folder in folders:
+        write_csv(folder / "evolution.csv", on + ruled)
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps(summary | {"oracle": {"mean_gain": 0.2}}))
+    pooled = pooled_rule(folders)
+    assert pooled["margin"] == 0.1
+    for seed in ("0", "1"):
+        assert pooled["seeds"][seed] == rule_outcome(read_csv(folders[0] / "evolution.csv")[:3], 0.1, 0.2)
+        assert pooled["seeds"][seed]["moved"] == 1 and pooled["seeds"][seed]["improved"] == 1
 
 
 def test_a_run_of_several_seeds_applies_one_margin_to_each(phantoms, tiny_checkpoint, tmp_path):

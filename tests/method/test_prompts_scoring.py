@@ -349,6 +349,9 @@ def test_blend_weight_follows_the_score_that_tracks_dice():
     noise = rng.uniform(0.3, 1.0, 40)
     assert choose_blend_weight(truth, noise, truth) == 1.0
     assert choose_blend_weight(noise, truth, truth) == 0.0
+    # Dice that is exactly a blend of the two scores: its weight is found on the documented grid of 0.05 steps
+    for w in (0.35, 0.5, 0.85):
+        assert choose_blend_weight(truth, noise, w * truth + (1 - w) * noise) == pytest.approx(w, abs=1e-12)
 
 
 # -- metrics and the summary ------------------------------------------------------------------------------------------
@@ -391,6 +394,8 @@ def test_the_share_of_the_oracles_gain_is_the_ratio_of_mean_gains_even_above_one
     assert share_of_oracle_gain({"mean_gain": 0.05}, {"mean_gain": 0.04}) == pytest.approx(1.25)
     assert share_of_oracle_gain({"mean_gain": -0.02}, {"mean_gain": 0.04}) == pytest.approx(-0.5)
     assert share_of_oracle_gain({"mean_gain": 0.03}, {"mean_gain": 0.0}) is None
+    # an oracle that lost Dice gives no yardstick: a ratio to it would flip the sign of every score's share
+    assert share_of_oracle_gain({"mean_gain": -0.01}, {"mean_gain": -0.02}) is None
     assert share_of_oracle_gain({"mean_gain": 0.03}, None) is None
 
 

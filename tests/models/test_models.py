@@ -60,6 +60,11 @@ def test_embedding_is_cached_and_has_no_grad(tiny_model, disk):
     a = tiny_model.embed(image)
     assert tiny_model.embed(image.copy()) is a
     assert not a.features.requires_grad
+    # the same bytes in another shape are another image: its own embedding, in its own frame
+    h, w = image.shape[:2]
+    other = tiny_model.embed(image.reshape(h // 2, w * 2, *image.shape[2:]))
+    assert other.original_size == (h // 2, w * 2) != a.original_size
+    assert other.input_size != a.input_size
 
 
 @pytest.mark.parametrize("mask_output", ["best", "single", 0, 1, 2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ from sampot_lib.data.folder import FolderDataset
 from sampot_lib.experiment.config import ExperimentConfig
 from sampot_lib.experiment.runner import run_experiment, seed_runs
 from sampot_lib.method.regressor import load_regressor
+from sampot_lib.method.synth import user_prompt_for
 from sampot_lib.report.study import optimizer_rows, run_study
 from sampot_lib.report.tables import optimizer_markdown, optimizer_verdict, seeds_markdown
 
@@ -113,6 +115,14 @@ def test_a_studys_extra_jitters_run_on_its_first_structure_only(phantoms, tiny_c
     assert "jitter_0.05" in first and "jitter_0.05" not in second
     # the oracle evolved the main jitter's boxes: the main group has its share, another jitter's users have none
     assert first["on"]["share_of_oracle_gain"] is not None and first["jitter_0.05"]["share_of_oracle_gain"] is None
+    # each jitter's users start from their own box: the box the simulated user draws with that jitter
+    with open(tmp_path / "study" / "left_lung" / "seed_0" / "evolution.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    data, seed = FolderDataset(phantoms), first["config"]["seed"]
+    for row in (r for r in rows if r["group"] in ("on", "jitter_0.05")):
+        jitter = 0.05 if row["group"] == "jitter_0.05" else first["config"]["box_jitter"]
+        box = user_prompt_for(seed, "box", jitter, row["image_id"], data.mask(row["image_id"], "left_lung"))
+        assert [float(v) for v in row["coords0"].split()] == pytest.approx(box.coords())
     assert "oracle" in second and "on" in second and "do-no-harm" in second
     table = study.jitter_table()
     assert "| left_lung | 0.05 |" in table and "| right_lung | 0.05 |" not in table

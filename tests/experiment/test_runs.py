@@ -151,6 +151,19 @@ def test_redoing_the_training_marks_later_results_stale(phantoms, tiny_checkpoin
     assert "stage 'evaluate' is stale" in problems and "stage 'evolve' is stale" in problems
 
 
+def test_a_split_recorded_again_keeps_what_was_made_on_it_and_another_split_makes_it_stale(tmp_path):
+    folder = RunFolder(tmp_path)
+    with folder.locked():
+        (tmp_path / "splits.json").write_text("{}")
+        folder.record("split", {"seed": 0}, "A", {}, ["splits.json"])
+        folder.record("train", {"epochs": 2}, "A", {}, [])
+        folder.record("split", {"seed": 0}, "A", {}, ["splits.json"])  # the same split's file written again
+        assert folder.entry("train")["status"] == "done" and folder.problems() == []
+        folder.record("split", {"seed": 1}, "B", {}, ["splits.json"])
+        assert folder.entry("train")["status"] == "stale"
+        assert any("stage 'train' is stale" in p for p in folder.problems())
+
+
 # -- resume --------------------------------------------------------------------------------------------------------
 
 

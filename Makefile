@@ -37,9 +37,10 @@ app-test:
 results:
 	$(PYTHON) scripts/make_results.py $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS))
 
-# Re-run the first CHECK_IMAGES test images of a committed run and fail unless every per-image row is the same.
+# Re-run the first CHECK_IMAGES test images of a committed run (of each run ONLY names) and fail unless every
+# per-image row is the same.
 results-check:
-	$(PYTHON) scripts/make_results.py --check $${CHECK_IMAGES:-3}
+	$(PYTHON) scripts/make_results.py --check $${CHECK_IMAGES:-3} $(if $(ONLY),--only $(ONLY))
 
 # The lower bounds in pyproject.toml, tried: a fresh venv where every direct dependency is the lowest release its
 # bound allows (uv's --resolution lowest-direct; what they depend on is resolved as usual), then the fast tests.

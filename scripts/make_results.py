@@ -3,6 +3,7 @@
     python scripts/make_results.py                    # every run, every seed (hours on 2 CPU cores)
     python scripts/make_results.py --only sam_nano_left_lung_click_paper --seeds 0
     python scripts/make_results.py --check 3          # re-run 3 test images of one committed run and compare
+    python scripts/make_results.py --check 3 --only litemedsam_heart_box litemedsam_right_lung_box   # these runs
     python scripts/make_results.py --only litemedsam_heart_box --seeds 1 --device cuda   # on a GPU
 
 Each run is an ordinary run folder under ``--work`` (default ``_build/results``: regressors, trajectories, the
@@ -12,12 +13,13 @@ what ``--check`` re-runs from), and ``results/index.csv`` is rebuilt with one ro
 Interrupted, it resumes where it stopped (``--resume`` of every stage). Every run uses the paper's subject split
 (41/28/53 subjects as proportions, seed 0) made once per run; seeds change the regressor and the users' boxes.
 
-``--check N`` re-evolves the first N test images of the first committed run that has a regressor, with that
-regressor, its split, its do-no-harm margin and its thread count, and fails unless every per-image row equals the
-committed one (:func:`sampot_lib.report.results.first_difference`, relative tolerance 1e-9: the same code, inputs and
-thread count give the same floats on the same CPU kind; the CSV holds them in full). On another kind of CPU
-(:func:`~sampot_lib.experiment.provenance.cpu_model`: its name, family, model and vector instructions) the prompts,
-scores and Dice are compared within :data:`~sampot_lib.report.results.CROSS_CPU_TOLERANCE`.
+``--check N`` re-evolves the first N test images of the first committed run that has a regressor (or of each run
+``--only`` names, in turn), with that regressor, its split, its do-no-harm margin and its thread count, and fails
+unless every per-image row equals the committed one (:func:`sampot_lib.report.results.first_difference`, relative
+tolerance 1e-9: the same code, inputs and thread count give the same floats on the same CPU kind; the CSV holds them
+in full). On another kind of CPU (:func:`~sampot_lib.experiment.provenance.cpu_model`: its name, family, model and
+vector instructions) the prompts, scores and Dice are compared within
+:data:`~sampot_lib.report.results.CROSS_CPU_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -172,15 +174,32 @@ def make(
             print(f"   {rebuild_index(results)} index rows in {results / 'index.csv'}", flush=True)
 
 
-def check(n: int, data: Path, results: Path) -> int:
-    """Re-run the first ``n`` test images of the first committed run with a regressor; 0 when every row matches."""
+def check(n: int, data: Path, results: Path, only: list[str] | None = None) -> int:
+    """Re-run the first ``n`` test images of committed runs; 0 when every row of every run matches.
+
+    ``only`` names the runs (each must have a committed seed-0 regressor); by default the first committed run with a
+    regressor. The runs are checked in turn and the first that differs ends the check.
+    """
     runs = [name for name in RUNS if (results / name / "seed_0" / "regressor.pt").is_file()]
     if not runs:
         raise SampotError(f"no committed run with a regressor under {results}: make one with `make results` first.")
     whole(n, "--check N (CHECK_IMAGES of `make results-check`)", low=3)  # a run's correlations need 3 test images
-    name = runs[0]
+    if only:
+        lacking = [name for name in only if name not in runs]
+        if lacking:
+            raise SampotError(f"--only {lacking[0]} has no committed seed-0 regressor under {results} to re-run; "
+                              f"runs that can be checked: {', '.join(runs)}.")  # fmt: skip
+    check_data(data, only or runs[:1])
+    for name in only or runs[:1]:
+        status = check_run(name, n, data, results)
+        if status:
+            return status
+    return 0
+
+
+def check_run(name: str, n: int, data: Path, results: Path) -> int:
+    """Re-run the first ``n`` test images of one committed run's seed 0; 0 when every row matches."""
     kept = results / name / "seed_0"
-    check_data(data, [name])
     wanted = {i for ids in load_splits(kept / "splits.json").values() for i in ids}
     missing = sorted(wanted - set(FolderDataset(data).ids))
     if missing:
@@ -227,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_process_settings()
     try:
         if args.check is not None:
-            return check(args.check, Path(args.data), Path(args.results))
+            return check(args.check, Path(args.data), Path(args.results), args.only)
         where = device(args.device, "--device")  # a GPU this machine lacks is named before any work
         make(args.only or list(RUNS), args.seeds, Path(args.data), Path(args.work), Path(args.results),
              device=where, stamp=args.commit)  # fmt: skip

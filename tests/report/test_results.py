@@ -317,3 +317,38 @@ def test_results_check_names_a_bad_image_count_and_a_data_set_without_the_result
     err = capsys.readouterr().err
     assert f"results-check re-runs images of the data set the results were made on, and {other} lacks" in err, err
     assert "sampot data split" not in err  # a new split cannot help
+
+
+def test_results_check_re_runs_each_run_only_names_in_turn_and_stops_at_the_first_that_differs(
+    tmp_path, capsys, monkeypatch
+):
+    make_results = _make_results()
+    results = tmp_path / "results"
+    with_regressor = ["litemedsam_heart_box", "litemedsam_right_lung_box", "litemedsam_left_clavicle_box"]
+    for name in with_regressor:
+        (results / name / "seed_0").mkdir(parents=True)
+        (results / name / "seed_0" / "regressor.pt").write_bytes(b"")
+    checked = []
+    monkeypatch.setattr(make_results, "check_data", lambda data, names: checked.append(("data", tuple(names))))
+    outcome = {"litemedsam_right_lung_box": 1}
+    monkeypatch.setattr(make_results, "check_run",
+                        lambda name, n, data, where: checked.append(name) or outcome.get(name, 0))  # fmt: skip
+    args = ["--check", "3", "--data", str(tmp_path), "--results", str(results)]
+
+    assert make_results.main(args) == 0  # no --only: the first committed run with a regressor, in RUNS' order
+    assert checked == [("data", ("litemedsam_heart_box",)), "litemedsam_heart_box"]
+    checked.clear()
+    assert make_results.main([*args, "--only", "litemedsam_left_clavicle_box", "litemedsam_heart_box"]) == 0
+    assert checked == [("data", ("litemedsam_left_clavicle_box", "litemedsam_heart_box")),
+                       "litemedsam_left_clavicle_box", "litemedsam_heart_box"]  # fmt: skip
+    checked.clear()
+    only = ["litemedsam_heart_box", "litemedsam_right_lung_box", "litemedsam_left_clavicle_box"]
+    assert make_results.main([*args, "--only", *only]) == 1
+    assert checked[1:] == ["litemedsam_heart_box", "litemedsam_right_lung_box"]  # stopped at the one that differs
+
+    checked.clear()
+    assert make_results.main([*args, "--only", "litemedsam_heart_box", "litemedsam_right_clavicle_box"]) == 2
+    err = capsys.readouterr().err
+    assert "--only litemedsam_right_clavicle_box has no committed seed-0 regressor" in err, err
+    assert "litemedsam_heart_box, litemedsam_right_lung_box, litemedsam_left_clavicle_box" in err
+    assert checked == []  # refused before any run is re-evolved

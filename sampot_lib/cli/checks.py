@@ -30,6 +30,7 @@ from sampot_lib.defaults import (
     MOST_IDLE_MINUTES,
     MOST_SESSIONS,
     SAFEGUARDS_ON,
+    STRUCTURE,
 )
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import check_scheduler, check_scheduler_answers
@@ -197,6 +198,12 @@ def _check_patience(args: argparse.Namespace) -> None:
     if patience is not None and steps is not None and typed(args, "patience") and patience > steps:
         raise SampotError(f"--patience {patience} is larger than --steps {steps}: the run would never stop early; "
                           f"give a patience of at most {steps}, or 0 for none.")  # fmt: skip
+    patience, epochs = getattr(args, "regressor_patience", None), getattr(args, "epochs", None)
+    # a preset replaces an epochs default later, so only epochs the user typed (or no preset) are compared
+    known = epochs is not None and (typed(args, "epochs") or getattr(args, "preset", None) is None)
+    if patience is not None and known and typed(args, "regressor_patience") and patience > epochs:
+        raise SampotError(f"--regressor-patience {patience} is larger than --epochs {epochs}: training would never "
+                          f"stop early; give a patience of at most {epochs}, or 0 for none.")  # fmt: skip
 
 
 #: Options that train the regressor: with --regressor (used as it is) they would do nothing.
@@ -213,6 +220,12 @@ def _check_combinations(args: argparse.Namespace) -> None:
         if given:
             raise SampotError(f"--no-safeguards turns every safeguard off, so {' and '.join(given)} would be dropped: "
                               "give one or the other.")  # fmt: skip
+    if args.command == "evolve" and args.margin is not None and args.no_do_no_harm:
+        raise SampotError(f"--margin {args.margin:g} is the do-no-harm rule's margin, but --no-do-no-harm turns the "
+                          "rule off: give one or the other.")  # fmt: skip
+    if args.command == "evolve" and args.seed is not None and args.optimizer == "adam":
+        raise SampotError(f"--seed {args.seed} seeds the cmaes and random optimizers, but --optimizer adam makes no "
+                          "random choice: drop --seed, or give --optimizer cmaes or random.")  # fmt: skip
     if args.command == "run" and getattr(args, "regressor", None) is not None:
         given = [f"--{k.replace('_', '-')}" for k in _TRAINING_OPTIONS if typed(args, k)]
         if given:
@@ -223,20 +236,24 @@ def _check_combinations(args: argparse.Namespace) -> None:
 
 
 def _data_set_part(place: str | Path, data: str | Path | None) -> Path | None:
-    """The ``images/`` or ``masks/`` folder that ``place`` lies in, of the command's data set ``data`` or of any folder
-    holding both, if any."""
+    """The ``images/`` or ``masks/`` folder that ``place`` lies in, or the ``manifest.csv`` that it is, of the command's
+    data set ``data`` or of any folder holding both folders, if any."""
     path, given = Path(place).resolve(), Path(data).resolve() if data else None
+
+    def is_data_set(folder: Path) -> bool:
+        return folder == given or all((folder / p).is_dir() for p in ("images", "masks"))
+
+    if path.name == "manifest.csv" and is_data_set(path.parent):
+        return path
     for folder in (path, *path.parents):
-        if folder.name in ("images", "masks") and (
-            folder.parent == given or all((folder.parent / p).is_dir() for p in ("images", "masks"))
-        ):
+        if folder.name in ("images", "masks") and is_data_set(folder.parent):
             return folder
     return None
 
 
 def _check_outside_data_set(args: argparse.Namespace, data_cmd: str | None) -> None:
-    """Nothing is written into a data set's images/ or masks/: a file or a folder there breaks the set for every later
-    command (as an unsupported file, or an unread folder)."""
+    """Nothing is written into a data set's images/ or masks/, or over its manifest.csv: a file or a folder there
+    breaks the set for every later command (as an unsupported file, an unread folder, or a manifest without ids)."""
     places = [("--out", getattr(args, "out", None))]
     if args.command in EMBEDDING_COMMANDS:
         places.append(("$SAMPOT_EMBEDDINGS", os.environ.get("SAMPOT_EMBEDDINGS")))
@@ -245,6 +262,9 @@ def _check_outside_data_set(args: argparse.Namespace, data_cmd: str | None) -> N
         data = args.dir
     for name, place in places:
         inside = _data_set_part(place, data) if place else None
+        if inside is not None and inside.name == "manifest.csv":
+            raise SampotError(f"{name} {place} is the data set's manifest (its images' ids and subjects): writing "
+                              f"there breaks the set for every later command; give {name} another file.")  # fmt: skip
         if inside is not None:
             raise SampotError(f"{name} {place} lies inside the data set's {inside.name}/ folder, where anything "
                               "written breaks the set for every later command: choose a place outside "
@@ -370,8 +390,12 @@ def _shipped_path(args: argparse.Namespace) -> None:
 
 
 def _check_score(args: argparse.Namespace) -> None:
-    """``sampot score``: one image and its mask, or a data set folder (and then a CSV to write)."""
+    """``sampot score``: one image and its mask, or a data set folder (and then a CSV to write). Without
+    --structure, a MASK in ``masks/<structure>/`` names the structure (as for evolve and heatmap)."""
     source = Path(args.source)
+    if args.structure is None:
+        mask = Path(args.mask_file).resolve() if args.mask_file is not None and not source.is_dir() else None
+        args.structure = mask.parent.name if mask is not None and mask.parent.parent.name == "masks" else STRUCTURE
     if source.is_dir():
         checks.input_dir(source, "data set", hint="give a folder with images/ and masks/<structure>/")
         if args.mask_file is not None:

@@ -21,7 +21,7 @@ from sampot_lib.method.evolve import EvolutionResult, evolve_prompt
 from sampot_lib.method.heatmap import dice_heatmap, grid_points
 from sampot_lib.method.prompts import Prompt, Safeguards
 from sampot_lib.method.regressor import load_regressor
-from sampot_lib.method.regressor_origin import check_regressor
+from sampot_lib.method.regressor_origin import check_regressor, images_seen, seen_note
 from sampot_lib.method.selection import DoNoHarm
 from sampot_lib.method.shipped import ShippedRegressor, resolve_regressor
 from sampot_lib.models import load_model
@@ -132,6 +132,10 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     _warn_prompt_kind(model, args.model, prompt.kind, "give --box X0 Y0 X1 Y1")
     expected = regressor_expected(args, model, kind, args.sharpness)
     notes = _foreign_notes(reg_meta, expected, args.allow_foreign_regressor)
+    if gt is None:  # nothing is measured, so not refused; but its scores there are not those of a new image
+        seen = images_seen(reg_meta, {Path(args.image).stem: sha256_file(args.image)})
+        if seen:
+            print(f"sampot: warning: {seen_note(seen, 1)}", file=sys.stderr)
     rule = _rule(args, reg_meta, shipped)
     if shipped is not None:
         print(f"regressor: {shipped.name} (shipped; trained on {shipped.training_data.get('name', '?')}; its model "
@@ -141,7 +145,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
         result = evolve_prompt(
             model, regressor, image, prompt, steps=args.steps, patience=plain(args.patience), min_gain=args.min_gain,
             lr=args.lr, sharpness=args.sharpness, optimizer=args.optimizer, safeguards=safeguards_of(args), gt_mask=gt,
-            seed=args.seed, progress=True, do_no_harm=rule if rule is not None else False,
+            seed=args.seed or 0, progress=True, do_no_harm=rule if rule is not None else False,
         )  # fmt: skip
     out, stem = Path(args.out), Path(args.image).stem
     record = {"image": str(args.image)} | dice_record(result, shipped) | result.to_dict(seconds=True)

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx: the model's prompt->mask step exported once and run by onnxruntime, without gradients (evolve it "
         "with --optimizer cmaes or random) (default: %(default)s)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed of the random and cmaes optimizers (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random and cmaes optimizers (default: 0)")
     p.add_argument("--regressor", help=REGRESSOR_HELP)
     p.add_argument("--structure", help="what the prompt segments: picks the shipped regressor, and a --regressor "
                    "trained for another is refused (default: the folder name of a --mask in masks/<structure>/, else "
@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "interval, by a shipped regressor")  # fmt: skip
     p.add_argument("source", metavar="IMAGE_OR_DATA", help="one image (then give MASK), or a folder-format data set")
     p.add_argument("mask_file", metavar="MASK", nargs="?", help="the binary mask of IMAGE (0/255 PNG)")
-    p.add_argument("--structure", default=STRUCTURE, help="what the mask segments (default: %(default)s)")
+    p.add_argument("--structure", help="what the mask segments, which picks the shipped regressor (default: the "
+                   f"folder name of a MASK in masks/<structure>/, else {STRUCTURE})")  # fmt: skip
     p.add_argument("--prompt", choices=["click", "box"], default=None, help="the prompt kind the regressor was made "
                    "for (default: the model's own: box for litemedsam, click otherwise)")  # fmt: skip
     p.add_argument("--regressor", help=REGRESSOR_HELP)

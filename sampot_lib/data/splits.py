@@ -183,6 +183,8 @@ def _check_disjoint(splits: Mapping[str, Sequence[str]], where: Path) -> None:
     seen: dict[str, str] = {}
     for name, ids in splits.items():
         for i in ids:
+            if i in seen and seen[i] == name:
+                raise SampotError(f"{where}: image '{i}' is listed twice in '{name}'; list each image once.")
             if i in seen:
                 raise SampotError(f"{where}: image '{i}' is in both '{seen[i]}' and '{name}'.")
             seen[i] = name

@@ -116,6 +116,26 @@ def trained_on(meta: dict[str, Any], masks: dict[str, str], images: dict[str, st
     return same_labelled(masks, images, seen, seen_images)
 
 
+def images_seen(meta: dict[str, Any], images: dict[str, str]) -> list[tuple[str, str]]:
+    """The images (``images`` {id: image sha256}) whose file is among a regressor's training or validation images
+    (its record's ``train_images`` / ``val_images``), with no mask to compare: [(id, id it was seen as)], by id."""
+    seen: dict[str, str] = {}
+    for seen_id, digest in {**meta.get("train_images", {}), **meta.get("val_images", {})}.items():
+        seen.setdefault(digest, seen_id)
+    return [(image_id, seen[digest]) for image_id, digest in sorted(images.items()) if digest in seen]
+
+
+def seen_note(seen: list[tuple[str, str]], of: int) -> str:
+    """The warning for images a regressor learned from, used without a truth: its score is optimistic there."""
+    shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in seen[:5])
+    more = f" and {len(seen) - 5} more" if len(seen) > 5 else ""
+    which = f"{len(seen)} of the {of} images {'is' if len(seen) == 1 else 'are'}" if of > 1 else "the image is"
+    return (
+        f"{which} among the regressor's training or validation images ({shown}{more}): it learned the Dice of "
+        "their masks, so its predicted Dice, and the do-no-harm rule that reads it, are optimistic there."
+    )
+
+
 def same_labelled(
     masks: dict[str, str],
     images: dict[str, str] | None,

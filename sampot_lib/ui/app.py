@@ -27,6 +27,7 @@ import io
 import json
 import sys
 import traceback
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,11 @@ from sampot_lib.defaults import (
     STEPS,
     STRUCTURE,
 )
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.setup import apply_process_settings
+from sampot_lib.files import sha256_file
 from sampot_lib.method.regressor import load_regressor
-from sampot_lib.method.regressor_origin import check_regressor
+from sampot_lib.method.regressor_origin import check_regressor, images_seen, seen_note
 from sampot_lib.method.shipped import (
     default_prompt_kind,
     find_shipped,
@@ -148,6 +150,10 @@ def check_app(
             )
     else:
         read_image(src)  # a file that is not a readable image fails here, by name
+    paths = {i: dataset.image_path(i) for i in dataset.ids} if src.is_dir() else {src.stem: src}
+    seen = images_seen(meta, {i: sha256_file(p) for i, p in paths.items()}) if meta.get("train_images") else []
+    if seen:  # the page shows their predicted Dice (and true Dice, with masks) as if they were new
+        warnings.warn(seen_note(seen, len(paths)), SampotWarning, stacklevel=2)
     loaded = load_model(model, checkpoint, device, mask_output=mask_output)
     # The rest of the regressor's record (mask output, sharpness), as the widget will check it for every image.
     check_regressor(meta, {"model": loaded.name, "mask_output": getattr(loaded, "mask_output", None),

@@ -88,6 +88,13 @@ def test_cli_run_evolve_heatmap(phantoms, tiny_checkpoint, tmp_path, capsys):
                      "--allow-foreign-regressor"]) == 0  # fmt: skip
     assert "among its training" in json.loads((tmp_path / "seen" / f"{train_id}_evolution.json").read_text())[
         "regressor_foreign"][0]  # fmt: skip
+    # Without --mask nothing is measured: evolved, with a warning naming the image it learned from; a new image, none.
+    evolve = ["evolve", "--click", x, y, "--steps", "1", "--regressor", str(out / "regressor.pt"), *common]
+    assert main([*evolve, str(seen), "--out", str(tmp_path / "seen_nomask")]) == 0
+    err = capsys.readouterr().err
+    assert f"the image is among the regressor's training or validation images ({train_id})" in err, err
+    assert main([*evolve, str(image), "--out", str(tmp_path / "new_nomask")]) == 0
+    assert "training or validation images" not in capsys.readouterr().err
     # A regressor for another structure: refused (the structure read from masks/<structure>/, or --structure).
     other = phantoms / "masks" / "right_lung" / f"{test_id}.png"
     for argv in (["--mask", str(other)], ["--mask", str(mask), "--structure", "right_lung"]):

@@ -609,6 +609,15 @@ def test_describe_os_error_names_path_cause_and_fix():
         ("run {data} --out {o} --box-jitter 0.3", "--box-jitter jitters the user's box, but the prompt is a click"),
         ("run {data} --out {o} --no-safeguards --trust-radius 0.1", "so --trust-radius would be dropped: give one"),
         (
+            "evolve {img} --click 60 60 --regressor {reg} --out {o} --margin 0.5 --no-do-no-harm",
+            "--margin 0.5 is the do-no-harm rule's margin, but --no-do-no-harm turns the rule off",
+        ),
+        (
+            "evolve {img} --click 60 60 --regressor {reg} --out {o} --seed 7",
+            "--seed 7 seeds the cmaes and random optimizers, but --optimizer adam makes no random choice",
+        ),
+        ("run {data} --out {o} --epochs 2 --regressor-patience 3", "--regressor-patience 3 is larger than --epochs 2"),
+        (
             "evolve {img} --click 60 60 --regressor {reg} --out {o} --no-safeguards --min-overlap 0.2",
             "--no-safeguards turns every safeguard off, so --min-overlap would be dropped",
         ),
@@ -628,6 +637,12 @@ def test_describe_os_error_names_path_cause_and_fix():
         ),
         ("score {data} --regressor {reg} --out {data}/images/s.csv", "lies inside the data set's images/ folder"),
         ("heatmap {img} --mask {mask} --regressor {reg} --out {data}/masks/h.csv", "inside the data set's masks/"),
+        # nor over its manifest.csv (its images' ids and subjects), with or without one there
+        (
+            "score {data} --regressor {reg} --out {data}/manifest.csv",
+            "--out {data}/manifest.csv is the data set's manifest",
+        ),
+        ("data split {data} --out {data}/manifest.csv", "is the data set's manifest (its images' ids and subjects)"),
         (
             "calibrate {data} --regressor {reg} --labelled 3 --out {o} --epochs 0",
             "--epochs must be a whole number >= 1",
@@ -648,6 +663,41 @@ def test_cli_bad_input_is_one_line_before_any_work(files, tmp_path, capsys, argv
     line = one_line_error(err)
     assert rc == 2 and message.format(**paths) in line, err
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "run {data} --out {o} --epochs 3 --regressor-patience 3",  # patience up to the epochs is allowed
+        "run {data} --out {o} --preset paper --regressor-patience 150",  # the preset's 200 epochs, not the default's
+        "evolve {img} --click 60 60 --out {o} --seed 7 --optimizer random",
+        "evolve {img} --click 60 60 --out {o} --seed 7 --optimizer cmaes",
+        "evolve {img} --click 60 60 --out {o} --margin 0.05",
+    ],
+)
+def test_option_combinations_that_do_something_are_accepted(files, tmp_path, argv):
+    from sampot_lib.cli.checks import check_args
+    from sampot_lib.cli.main import build_parser
+
+    paths = {k: str(v) for k, v in files.items()} | {"o": str(tmp_path / "o")}
+    check_args(build_parser().parse_args(argv.format(**paths).split()))
+
+
+def test_a_data_sets_manifest_is_never_an_output(files, tmp_path, capsys):
+    data = tmp_path / "set"
+    shutil.copytree(files["data"], data)
+    manifest = data / "manifest.csv"
+    ids = sorted(p.stem for p in (data / "images").iterdir())
+    manifest.write_text("id,subject\n" + "".join(f"{i},s{k // 2}\n" for k, i in enumerate(ids)))
+    before = manifest.read_bytes()
+    score = ["score", data, "--regressor", files["reg"], "--out"]
+    for argv in ([*score, manifest], ["data", "split", data, "--out", manifest]):
+        rc, err = run_cli([str(a) for a in argv], capsys)
+        assert rc == 2 and f"--out {manifest} is the data set's manifest" in one_line_error(err), err
+        assert manifest.read_bytes() == before
+    # a file of that name elsewhere is an ordinary output
+    rc, err = run_cli([*score, tmp_path / "manifest.csv"], capsys)
+    assert rc == 0, err
 
 
 def test_an_output_that_is_one_of_the_commands_inputs_is_refused_and_the_input_kept(files, tmp_path, capsys):

@@ -154,6 +154,22 @@ def test_score_refuses_a_regressor_of_another_structure_unless_asked(one, capsys
     assert rc == 0 and "foreign regressor" in err and "predicted Dice" in out
 
 
+def test_score_takes_the_structure_from_the_masks_folder_without_structure(one, capsys):
+    image, mask = one
+    right = mask.parent.parent / "right_lung" / mask.name
+    assert right.is_file()
+    # SAM-Nano ships a left-lung regressor only: a right-lung mask is not scored by it
+    rc, out, err = run(["score", image, right], capsys)
+    assert rc == 2 and "no shipped regressor for model 'sam_nano', click prompts and structure 'right_lung'" in err
+    assert "predicted" not in out
+    rc, out, err = run(["score", image, right, "--regressor", NANO], capsys)
+    assert rc == 2 and "structure 'right_lung'" in err and "structure 'left_lung'" in err
+    rc, out, err = run(["score", image, mask], capsys)  # masks/left_lung/: the left-lung regressor
+    assert rc == 0 and NANO in out, err
+    rc, out, err = run(["score", image, right, "--structure", "left_lung"], capsys)  # said outright: taken as said
+    assert rc == 0 and NANO in out, err
+
+
 def test_score_warns_for_a_mask_the_regressor_trained_on_and_for_an_inverted_one(one, tmp_path, capsys):
     from sampot_lib.data.io import write_png
     from sampot_lib.files import sha256_file

@@ -75,8 +75,12 @@ def test_load_errors(tmp_path):
         load_splits(tmp_path / "keys.json")
     doc = {"splits": {"train": ["a"], "val": ["a"], "test": []}}
     (tmp_path / "dup.json").write_text(json.dumps(doc))
-    with pytest.raises(SampotError, match="in both"):
+    with pytest.raises(SampotError, match="image 'a' is in both 'train' and 'val'"):
         load_splits(tmp_path / "dup.json")
+    doc = {"splits": {"train": ["a", "b", "a"], "val": [], "test": ["c"]}}
+    (tmp_path / "twice.json").write_text(json.dumps(doc))
+    with pytest.raises(SampotError, match="image 'a' is listed twice in 'train'; list each image once"):
+        load_splits(tmp_path / "twice.json")
     doc = {"splits": {"train": ["a"], "val": ["b"], "test": []}, "subjects": {"a": "p", "b": "p"}}
     (tmp_path / "straddle.json").write_text(json.dumps(doc))
     with pytest.raises(SampotError, match="subject 'p'"):

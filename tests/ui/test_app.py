@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from PIL import Image
 from sampot_lib.cli.main import main
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.defaults import IDLE_MINUTES, MAX_SESSIONS
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.method.synth import centroid_prompt
 from sampot_lib.ui import app as app_mod
 from sampot_lib.ui import server
@@ -330,3 +331,25 @@ def test_check_app_takes_the_structure_from_the_regressor_and_rejects_one_the_da
     (other / "masks" / STRUCTURE).rename(other / "masks" / "heart")
     with pytest.raises(SampotError, match="has masks of heart, right_lung, but the regressor is for 'left_lung'"):
         app_mod.check_app(other, regressor)
+
+
+def test_the_app_warns_of_the_images_its_regressor_learned_from(setup, tmp_path):
+    from sampot_lib.files import sha256_file
+    from sampot_lib.method.regressor import load_regressor, save_regressor
+
+    data, regressor, _ = setup
+    ids = FolderDataset(data).ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SampotWarning)  # a regressor that records no training images: no warning
+        app_mod.check_app(data, regressor)
+    net, meta = load_regressor(regressor)
+    seen = save_regressor(net, tmp_path / "seen.pt", meta | {
+        "train_images": {"other_name": sha256_file(data / "images" / f"{ids[1]}.png")}, "val_images": {}})  # fmt: skip
+    with pytest.warns(SampotWarning, match=rf"1 of the {len(ids)} images is among the regressor's training or "
+                      rf"validation images \({ids[1]} \(= its other_name\)\)"):  # fmt: skip
+        app_mod.check_app(data, seen)
+    with pytest.warns(SampotWarning, match="the image is among the regressor's training"):
+        app_mod.check_app(data / "images" / f"{ids[1]}.png", seen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SampotWarning)
+        app_mod.check_app(data / "images" / f"{ids[0]}.png", seen)

@@ -71,9 +71,7 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
                             "test images were among them is not checked")  # fmt: skip
         leaked = trained_on(meta, test, expected.get("test_images"))
         if leaked:
-            shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in leaked[:5])
-            more = f" and {len(leaked) - 5} more" if len(leaked) > 5 else ""
-            text = f"{len(leaked)} test image(s) were among its training or validation images: {shown}{more}"
+            text = f"{len(leaked)} test image(s) were among its training or validation images: {_named(leaked)}"
             if meta.get("shipped"):  # a shipped regressor's training images are never a test, foreign or not
                 raise SampotError(
                     f"the shipped regressor {meta['shipped'].get('name', '')!r} cannot be evaluated "
@@ -85,11 +83,9 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
             test, expected.get("test_images"), meta.get("calibration_masks", {}), meta.get("calibration_images", {})
         )
         if labelled:
-            shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in labelled[:5])
-            more = f" and {len(labelled) - 5} more" if len(labelled) > 5 else ""
             where = meta.get("calibrated_on", {}).get("data", "an unrecorded data set")
             refused.append(f"{len(labelled)} test image(s) were among the labelled images it was calibrated on "
-                           f"({where}): {shown}{more}")  # fmt: skip
+                           f"({where}): {_named(labelled)}")  # fmt: skip
     if refused:
         raise SampotError(
             f"the regressor cannot be evaluated here: {'; '.join(refused)}. Test it on images it never saw: run with "
@@ -127,13 +123,17 @@ def images_seen(meta: dict[str, Any], images: dict[str, str]) -> list[tuple[str,
 
 def seen_note(seen: list[tuple[str, str]], of: int) -> str:
     """The warning for images a regressor learned from, used without a truth: its score is optimistic there."""
-    shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in seen[:5])
-    more = f" and {len(seen) - 5} more" if len(seen) > 5 else ""
     which = f"{len(seen)} of the {of} images {'is' if len(seen) == 1 else 'are'}" if of > 1 else "the image is"
     return (
-        f"{which} among the regressor's training or validation images ({shown}{more}): it learned the Dice of "
+        f"{which} among the regressor's training or validation images ({_named(seen)}): it learned the Dice of "
         "their masks, so its predicted Dice, and the do-no-harm rule that reads it, are optimistic there."
     )
+
+
+def _named(pairs: list[tuple[str, str]]) -> str:
+    """[(id, id it was seen as)] as text: the first five ("a, b (= its c)") and how many more."""
+    shown = ", ".join(t if t == s else f"{t} (= its {s})" for t, s in pairs[:5])
+    return shown + (f" and {len(pairs) - 5} more" if len(pairs) > 5 else "")
 
 
 def same_labelled(

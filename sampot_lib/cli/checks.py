@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from sampot_lib import errors as checks
-from sampot_lib.cli.options import is_default, typed
+from sampot_lib.cli.options import is_default, mask_folder_structure, typed
 from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import (
     MAX_LR,
@@ -394,8 +394,7 @@ def _check_score(args: argparse.Namespace) -> None:
     --structure, a MASK in ``masks/<structure>/`` names the structure (as for evolve and heatmap)."""
     source = Path(args.source)
     if args.structure is None:
-        mask = Path(args.mask_file).resolve() if args.mask_file is not None and not source.is_dir() else None
-        args.structure = mask.parent.name if mask is not None and mask.parent.parent.name == "masks" else STRUCTURE
+        args.structure = (None if source.is_dir() else mask_folder_structure(args.mask_file)) or STRUCTURE
     if source.is_dir():
         checks.input_dir(source, "data set", hint="give a folder with images/ and masks/<structure>/")
         if args.mask_file is not None:

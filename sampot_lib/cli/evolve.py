@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sampot_lib.cli.options import plain
+from sampot_lib.cli.options import mask_folder_structure, plain
 from sampot_lib.data.io import check_image_side, looks_inverted, read_mask, read_user_image, write_png
 from sampot_lib.defaults import SHARPNESS, STRUCTURE
 from sampot_lib.errors import SampotError, SampotWarning
@@ -61,10 +61,7 @@ def regressor_expected(
 def _structure(args: argparse.Namespace) -> str | None:
     """The structure a one-image command segments: ``--structure``, else the folder of a --mask in
     ``masks/<structure>/``, else None (not known)."""
-    structure = getattr(args, "structure", None)
-    if structure is None and args.mask and Path(args.mask).resolve().parent.parent.name == "masks":
-        structure = Path(args.mask).resolve().parent.name
-    return structure
+    return getattr(args, "structure", None) or mask_folder_structure(args.mask)
 
 
 def _foreign_notes(reg_meta: dict, expected: dict[str, object], allow: bool) -> list[str]:

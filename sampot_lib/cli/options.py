@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any
 
 from sampot_lib.defaults import (
@@ -271,3 +272,11 @@ def typed(args: argparse.Namespace, dest: str) -> bool:
 def plain(value: Any) -> Any:
     """``value`` without the default's mark (a plain int or float)."""
     return int(value) if isinstance(value, _DefaultInt) else float(value) if isinstance(value, _DefaultFloat) else value
+
+
+def mask_folder_structure(mask: str | Path | None) -> str | None:
+    """The structure a mask file's folder names: ``S`` for a file in ``masks/S/``, else None."""
+    if not mask:
+        return None
+    folder = Path(mask).resolve().parent
+    return folder.name if folder.parent.name == "masks" else None

@@ -196,10 +196,14 @@ def output_dir(path: str | Path, name: str = "--out", *, files: Iterable[str] = 
 
 def output_file(path: str | Path, name: str = "--out", *, example: str | None = None) -> Path:
     """A file sampot may (over)write: not a folder, in a folder that exists or can be created, writable."""
+    given = path
     path = _given(path, name)
+    suggestion = f" (e.g. {path / example})" if example else ""
     if path.is_dir():
-        suggestion = f" (e.g. {path / example})" if example else ""
         raise SampotError(f"{name} {path} is a folder; give a file name{suggestion}.")
+    if isinstance(given, str) and given.endswith(("/", os.sep)):  # Path() drops the slash that says "a folder"
+        raise SampotError(f"{name} {given} names a folder (it ends in '/'), where sampot writes one file; give a file "
+                          f"name{suggestion}.")  # fmt: skip
     if path.exists() and not path.is_file():
         # A device (/dev/full, /dev/null), a named pipe or a socket: the atomic write would replace it with a regular
         # file (as root, even a device node) and report success.

@@ -1,5 +1,6 @@
-"""Files: the sha256 of a file, the atomic writes of bytes and text that everything which writes uses, and the one
-download (resumable, checked) that fetches model checkpoints and public data sets.
+"""Files: the sha256 of a file, the atomic writes of bytes and text that everything which writes uses, a staged
+folder for a set of files written as a whole, and the one download (resumable, checked) that fetches model
+checkpoints and public data sets.
 
 An atomic write goes to a temporary name in the target's folder, takes the umask's mode, and is renamed into place:
 a reader never sees a partial file, and a failure leaves neither a partial file nor the temporary one. An
@@ -9,14 +10,16 @@ names the file the user asked for.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -86,6 +89,28 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Write a UTF-8 text file atomically."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    """A folder beside ``out`` to write a whole set of files into (a data set: images, masks, then its manifest).
+
+    When the block ends normally, every file is moved to the same place under ``out`` (the top-level files, such as
+    the manifest, last); when it raises or is interrupted, the staged files are removed and ``out`` is left as it
+    was, so it never holds part of a set that a later command would take for a whole one.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    try:
+        yield stage
+        staged = [path for path in stage.rglob("*") if path.is_file()]
+        for path in sorted(staged, key=lambda path: (path.parent == stage, str(path))):
+            target = out / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            move_into_place(path, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 class DownloadError(OSError):

@@ -165,6 +165,45 @@ def check_parameters(common: dict[str, Any]) -> None:
         refuse(named[0], str(exc))
 
 
+def check_chapter_parameters(common: dict[str, Any], own: dict[str, dict[str, Any]]) -> None:
+    """The chapters' own values (ONLY) checked as :func:`check_parameters` checks the common ones, before any chapter
+    starts: a value one chapter cannot use would otherwise fail that chapter while the others run to their end."""
+    from sampot_lib import errors
+    from sampot_lib.data.phantom_shapes import STRUCTURES
+    from sampot_lib.experiment.config import ExperimentConfig
+
+    var = {(nb, name): v for v, (nb, name, _) in ONLY.items()}
+
+    def refuse(nb: str, name: str, message: str) -> None:
+        raise SystemExit(f"{var[nb, name]}={os.environ.get(var[nb, name], own[nb][name])!r}: {message}")
+
+    for nb, name, low in (("02_prompt_sensitivity", "heatmap_images", 1), ("05_results", "compare_images", 0),
+                          ("07_litemedsam", "compare_images", 0)):  # fmt: skip
+        if name in own.get(nb, {}):
+            try:
+                errors.whole(own[nb][name], "it", low=low)
+            except errors.SampotError as exc:
+                refuse(nb, name, str(exc))
+    settings = {"05_results": {}, "07_litemedsam": {"prompt": "box", "model": "litemedsam"}}
+    for nb, fixed in settings.items():
+        given = {k: v for k, v in own.get(nb, {}).items() if k in ("seeds", "max_images", "epochs", "extra_jitters")}
+        for name, value in given.items():  # each alone, so that the message names its variable
+            try:
+                ExperimentConfig(**{"data": ".", "out": "_build/run", **fixed, name: value})
+            except errors.SampotError as exc:
+                refuse(nb, name, str(exc))
+            if name == "seeds" and not value:
+                refuse(nb, name, "give at least one seed.")
+    structures = own.get("07_litemedsam", {}).get("structures")
+    if structures is not None:
+        data = common.get("data")
+        masks = Path(data) / "masks" if data else None
+        have = sorted(p.name for p in masks.iterdir() if p.is_dir()) if masks and masks.is_dir() else list(STRUCTURES)
+        if not structures or structures[0] not in have:
+            refuse("07_litemedsam", "structures", f"its first structure must be one the data set has: "
+                                                   f"{', '.join(have)}.")  # fmt: skip
+
+
 def ensure_phantoms(n: int, size: int, seed: int) -> Path:
     """The default data set: ``n`` phantoms of ``size`` px at _build/data/phantom, rewritten if it differs."""
     from PIL import Image
@@ -335,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                          "the others).")  # fmt: skip
     common, own = parameters_from_env(env)
     check_parameters(common)
+    check_chapter_parameters(common, own)
     if "data" not in common:
         for name, params in OFFLINE_DEFAULTS.items():
             own[name] = {**params, **own.get(name, {})}

@@ -27,10 +27,10 @@ def _u8(t) -> np.ndarray:
 
 
 def tiny_regressor(data: Path, path: Path, *, model: str = "sam_nano", structure: str = STRUCTURE,
-                   epochs: int = 15) -> Path:  # fmt: skip
+                   epochs: int = 15, prompt: str | None = None) -> Path:  # fmt: skip
     """A small regressor trained for ``epochs`` on level-set masks of ``data``'s ``structure``, saved at ``path``
-    with the record the app checks (the model and structure it is for). Weak, but trained: its score follows the
-    mask."""
+    with the record the app checks (the model and structure it is for, and ``prompt``, the prompt kind, if given).
+    Weak, but trained: its score follows the mask."""
     dataset = FolderDataset(data)
     rng = np.random.default_rng(0)
     images, masks, dice, ids = [], [], [], []
@@ -45,4 +45,5 @@ def tiny_regressor(data: Path, path: Path, *, model: str = "sam_nano", structure
     train = RegressorData(np.stack(images), np.stack(masks), np.asarray(dice, np.float32),
                           np.array(["synthetic"] * n), np.asarray(ids))  # fmt: skip
     regressor, _ = fit_regressor(train, train, epochs=epochs, widths=(8, 16, 32, 64), progress=False)
-    return save_regressor(regressor, path, {"model": model, "structure": structure})
+    record = {"model": model, "structure": structure} | ({"prompt": prompt} if prompt else {})
+    return save_regressor(regressor, path, record)

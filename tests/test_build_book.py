@@ -137,6 +137,24 @@ def test_a_bad_lane_count_stops_the_build_before_any_work(monkeypatch, capsys):
         ("LR", "1e999", "LR='1e999': parameter 'lr' must be a finite number > 0, got inf."),
         ("MAX_IMAGES", "2", "MAX_IMAGES='2': parameter 'max_images' must be at least 3"),
         ("CHECKPOINT", "{tmp}/none.pth", "no such file or folder; give a checkpoint file"),
+        # a chapter's own value, checked before any chapter starts as the common ones are
+        (
+            "BOX_STRUCTURES",
+            "bogus",
+            "BOX_STRUCTURES='bogus': its first structure must be one the data set has: left_lung",
+        ),
+        ("BOX_STRUCTURES", "heart left_lung", "its first structure must be one the data set has"),  # phantoms: lungs
+        ("BOX_IMAGES", "2", "BOX_IMAGES='2': parameter 'max_images' must be at least 3"),
+        ("BOX_EPOCHS", "0", "BOX_EPOCHS='0': parameter 'epochs' must be"),
+        (
+            "BOX_EXTRA_JITTERS",
+            "0.1 2",
+            "BOX_EXTRA_JITTERS='0.1 2': parameter 'extra_jitters' must hold fractions in [0, 1]",
+        ),
+        ("SEEDS", "1 1", "SEEDS='1 1': parameter 'seeds' lists a seed twice"),
+        ("BOX_SEEDS", "-1", "BOX_SEEDS='-1': parameter 'seeds': each seed must be a whole number in [0,"),
+        ("HEATMAP_IMAGES", "0", "HEATMAP_IMAGES='0': it must be a whole number >= 1, got 0."),
+        ("COMPARE_IMAGES", "-1", "COMPARE_IMAGES='-1': it must be a whole number >= 0, got -1."),
     ],
 )
 def test_a_value_no_chapter_can_use_stops_the_build_before_any_work(monkeypatch, tmp_path, var, value, message):

@@ -34,6 +34,7 @@ from sampot_lib.defaults import (
 )
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import check_scheduler, check_scheduler_answers
+from sampot_lib.experiment.records import listed
 
 #: What `sampot evolve` writes into --out, each name after the image's stem and "_".
 EVOLVE_OUTPUTS = ("mask.png", "initial_mask.png", "overlay.png", "evolution.html", "evolution.json")
@@ -291,6 +292,19 @@ def _check_not_an_input(args: argparse.Namespace) -> None:
                                   f"--out {other}.")  # fmt: skip
 
 
+def _check_evolve_replaces_its_own(out: Path, stem: str) -> None:
+    """``sampot evolve`` replaces its files in --out only when an earlier evolve of the same image wrote them (its
+    ``<stem>_evolution.json`` is there): a hand-drawn ``xray_mask.png`` beside ``xray.png`` is refused, not lost."""
+    if (out / f"{stem}_evolution.json").is_file():
+        return
+    there = [f"{stem}_{name}" for name in EVOLVE_OUTPUTS if (out / f"{stem}_{name}").exists()]
+    if there:
+        them = "it" if len(there) == 1 else "them"
+        raise SampotError(f"--out {out} already holds {listed(there)}, which sampot evolve would replace, and no "
+                          f"{stem}_evolution.json says an earlier evolve wrote {them}: choose another --out, or move "
+                          f"{them} away.")  # fmt: skip
+
+
 def _registry() -> ModuleType:
     """The model registry. It imports torch (seconds), so it is imported here, only for a command that names a model
     or the checkpoint cache and after the cheap checks: a mistyped value and the data commands answer at once."""
@@ -415,7 +429,9 @@ def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
     if embeddings and args.command in EMBEDDING_COMMANDS:
         checks.writable_folder(embeddings, "$SAMPOT_EMBEDDINGS")  # before the run folder is written, not after
     if args.command == "evolve":
-        checks.output_dir(args.out, files=tuple(f"{Path(args.image).stem}_{name}" for name in EVOLVE_OUTPUTS))
+        stem = Path(args.image).stem
+        checks.output_dir(args.out, files=tuple(f"{stem}_{name}" for name in EVOLVE_OUTPUTS))
+        _check_evolve_replaces_its_own(Path(args.out), stem)
     elif args.command == "score" and args.out is not None:
         checks.output_file(args.out, example="scores.csv")
     elif args.command == "heatmap":

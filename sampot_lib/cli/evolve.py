@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sampot_lib.cli.checks import EVOLVE_OUTPUTS
 from sampot_lib.cli.options import mask_folder_structure, plain
 from sampot_lib.data.io import check_image_side, looks_inverted, read_mask, read_user_image, write_png
 from sampot_lib.defaults import SHARPNESS, STRUCTURE
@@ -172,8 +173,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
         print(f"do-no-harm: {result.settings['rule']['reason']}")
     if gt is not None:
         print(f"Dice: {i.dice:.3f} -> {b.dice:.3f}")
-    print(f"wrote {out / (stem + '_mask.png')}, {out / (stem + '_overlay.png')}, {out / (stem + '_evolution.html')} "
-          f"and {out / (stem + '_evolution.json')}")  # fmt: skip
+    written = [str(out / f"{stem}_{name}") for name in EVOLVE_OUTPUTS]
+    print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 import traceback
 import warnings
@@ -291,6 +292,17 @@ def _switched_on(value: str) -> bool:
     return value.strip().lower() not in ("", "0", "false", "no", "off")
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it: writing there fails with EPIPE, and a poll
+    reports an error on it. False where that cannot be told (no poll on this system, stdout replaced)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit status: 0 done; 2 the input or the machine's setup needs fixing (one line says what);
     1 a fault that is not the user's (an internal error: run again with --debug for the traceback); 130 Ctrl-C.
@@ -317,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sampot: error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:  # what the checks could not foresee: a disk filling up, a folder made read-only
+            if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+                # `sampot ... | head`: the reader has what it wanted. Say nothing more there, end as a process that
+                # SIGPIPE stopped does (128 + 13), and let the interpreter's last flush of stdout go nowhere.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 141
             if debug:
                 traceback.print_exc()
             print(f"sampot: error: {describe_os_error(exc)}", file=sys.stderr)

@@ -227,8 +227,9 @@ def experiment_options(p: argparse.ArgumentParser) -> None:
                    "the options' own defaults)")  # fmt: skip
     g.add_argument("--resume", action="store_true", help="reuse the stages in --out that finished from the same "
                    "settings, split and inputs; redo the rest (default: redo every stage)")  # fmt: skip
-    g.add_argument("--force", action="store_true", help="start --out over: replace results made on another split "
-                   "or with other settings (default: refuse to replace them)")  # fmt: skip
+    g.add_argument("--force", action="store_true", help="start --out over: remove the results an earlier run wrote "
+                   "there (never a split you made, nor your other files) and make them again (default: refuse to "
+                   "replace results made on another split or with other settings)")  # fmt: skip
     g = p.add_argument_group("where the per-image work runs (never changes a number)")
     g.add_argument("--workers", type=int, default=None, metavar="N", help="N > 1: a local Dask cluster of N worker "
                    "processes, the cores split evenly (default: 1, in this process)")  # fmt: skip

@@ -16,6 +16,9 @@ from sampot_lib.method.regressor import score_mask
 from sampot_lib.method.regressor_origin import check_regressor, trained_on
 from sampot_lib.method.shipped import ShippedRegressor, default_prompt_kind, resolve_regressor, shipped_regressors
 
+#: How ``sampot score`` is told which prompt kind made the masks it scores.
+SCORE_PROMPT_OPTIONS = {"box": "--prompt box", "click": "--prompt click"}
+
 
 def _row(predicted: float, shipped: ShippedRegressor | None) -> dict[str, Any]:
     row: dict[str, Any] = {"dice_predicted": round(predicted, 5)}
@@ -44,7 +47,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     else:
         read_mask(args.mask_file, expected_shape=read_user_image(source).shape[:2])
         items = [(source.stem, source, Path(args.mask_file))]
-    regressor, meta, shipped = resolve_regressor(args.regressor, args.model, kind, args.structure, device=args.device)
+    regressor, meta, shipped = resolve_regressor(args.regressor, args.model, kind, args.structure, device=args.device,
+                                                 prompt_options=SCORE_PROMPT_OPTIONS)  # fmt: skip
     for note in check_regressor(meta, {"model": args.model, "structure": args.structure, "prompt": kind},
                                 allow_foreign=args.allow_foreign_regressor):  # fmt: skip
         print(f"sampot: warning: {note}", file=sys.stderr)

@@ -29,7 +29,7 @@ from sampot_lib.data.io import write_png
 from sampot_lib.data.phantom_shapes import STRUCTURES, band, bone, draw_polyline, geometry, smooth_noise, vessel_tree
 from sampot_lib.defaults import MAX_PHANTOM_SIZE, MIN_PHANTOM_SIZE
 from sampot_lib.errors import SampotError, whole
-from sampot_lib.files import write_text
+from sampot_lib.files import staged_folder, write_text
 
 #: How often each confounder appears, per preset. ``opacity``: consolidation blobs or a basal haze;
 #: ``picc``: a radio-opaque catheter from the arm to the superior vena cava; ``nodule``: a round lesion in a lung;
@@ -319,20 +319,21 @@ def write_phantom_set(
     iterator = range(n)
     if progress:
         iterator = tqdm(iterator, desc="phantoms", unit="image")
-    for i in iterator:
-        image, masks, info = make_phantom(
-            np.random.default_rng([seed, i]), size, confounders=confounders, return_info=True
-        )
-        write_png(out / "images" / f"{ids[i]}.png", image, compress_level=compress_level)
-        for name in STRUCTURES:
-            mask = masks[name]
-            if mask_dilation:
-                mask = ndimage.binary_dilation(mask, iterations=mask_dilation)
-            write_png(out / "masks" / name / f"{ids[i]}.png", mask, compress_level=compress_level)
-        rows.append((ids[i], ids[i], seed, i, size, ";".join(info.confounders)))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "subject", "seed", "index", "size", "confounders"])
-    w.writerows(rows)
-    write_text(out / "manifest.csv", buf.getvalue())
+    with staged_folder(out) as stage:
+        for i in iterator:
+            image, masks, info = make_phantom(
+                np.random.default_rng([seed, i]), size, confounders=confounders, return_info=True
+            )
+            write_png(stage / "images" / f"{ids[i]}.png", image, compress_level=compress_level)
+            for name in STRUCTURES:
+                mask = masks[name]
+                if mask_dilation:
+                    mask = ndimage.binary_dilation(mask, iterations=mask_dilation)
+                write_png(stage / "masks" / name / f"{ids[i]}.png", mask, compress_level=compress_level)
+            rows.append((ids[i], ids[i], seed, i, size, ";".join(info.confounders)))
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["id", "subject", "seed", "index", "size", "confounders"])
+        w.writerows(rows)
+        write_text(stage / "manifest.csv", buf.getvalue())
     return out

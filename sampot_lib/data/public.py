@@ -34,7 +34,7 @@ from tqdm import tqdm
 from sampot_lib.data.io import read_array, read_image, write_png
 from sampot_lib.data.pixels import preprocess
 from sampot_lib.errors import SampotError
-from sampot_lib.files import ChecksumError, DownloadError, write_text
+from sampot_lib.files import ChecksumError, DownloadError, staged_folder, write_text
 from sampot_lib.files import download as fetch
 
 
@@ -185,6 +185,10 @@ def _binary(arr: np.ndarray) -> np.ndarray:
 
 
 class _Writer:
+    """Writes a converted set into a folder staged beside ``out``: used as ``with _Writer(out, size) as w``, the set
+    reaches ``out`` when the block ends after :meth:`finish`, and a failure or interrupt in it leaves ``out`` as it
+    was."""
+
     def __init__(self, out: Path, max_size: int | None):
         self.out = Path(out)
         if (self.out / "images").is_dir() and any((self.out / "images").iterdir()):
@@ -192,6 +196,14 @@ class _Writer:
         self.max_size = max_size
         self.rows: list[tuple[str, str, str]] = []
         self.skipped: list[str] = []
+        self._staging = staged_folder(self.out)
+
+    def __enter__(self) -> _Writer:
+        self.stage: Path = self._staging.__enter__()  # where add() and finish() write
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._staging.__exit__(*exc_info)
 
     def add(self, image_id: str, image: np.ndarray, masks: dict[str, np.ndarray], subject: str, source: str):
         if any(m.shape != image.shape for m in masks.values()):
@@ -202,9 +214,9 @@ class _Writer:
             self.skipped.append(f"{image_id}: an empty lung mask")
             return
         image, masks = _resize(image, masks, self.max_size)
-        write_png(self.out / "images" / f"{image_id}.png", image)
+        write_png(self.stage / "images" / f"{image_id}.png", image)
         for k, m in masks.items():
-            write_png(self.out / "masks" / k / f"{image_id}.png", m)
+            write_png(self.stage / "masks" / k / f"{image_id}.png", m)
         self.rows.append((image_id, subject, source))
 
     def finish(self) -> PrepareResult:
@@ -218,7 +230,7 @@ class _Writer:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["id", "subject", "source"])
         w.writerows(self.rows)
-        write_text(self.out / "manifest.csv", buf.getvalue())
+        write_text(self.stage / "manifest.csv", buf.getvalue())
         return PrepareResult(self.out, len(self.rows), self.skipped)
 
 
@@ -249,16 +261,16 @@ def prepare_montgomery(src: Path, out: Path, *, max_size: int | None = 1024, pro
     left_dir, right_dir = _find_dir(src, ["leftMask"]), _find_dir(src, ["rightMask"])
     if img_dir is None or left_dir is None or right_dir is None:
         raise SampotError(f"{src}: expected CXR_png/, ManualMask/leftMask/ and ManualMask/rightMask/ (Montgomery).")
-    w = _Writer(out, max_size)
-    for path in _progress(sorted(img_dir.glob("*.png")), "montgomery", progress):
-        lp, rp = left_dir / path.name, right_dir / path.name
-        if not (lp.is_file() and rp.is_file()):
-            w.skipped.append(f"{path.name}: no mask in leftMask/ or rightMask/")
-            continue
-        image = read_image(path)
-        masks = _sides_from_pair(_binary(read_array(lp)), _binary(read_array(rp)))
-        w.add(path.stem, image, masks, path.stem, "montgomery")
-    return w.finish()
+    with _Writer(out, max_size) as w:
+        for path in _progress(sorted(img_dir.glob("*.png")), "montgomery", progress):
+            lp, rp = left_dir / path.name, right_dir / path.name
+            if not (lp.is_file() and rp.is_file()):
+                w.skipped.append(f"{path.name}: no mask in leftMask/ or rightMask/")
+                continue
+            image = read_image(path)
+            masks = _sides_from_pair(_binary(read_array(lp)), _binary(read_array(rp)))
+            w.add(path.stem, image, masks, path.stem, "montgomery")
+        return w.finish()
 
 
 def prepare_shenzhen(src: Path, out: Path, *, max_size: int | None = 1024, progress: bool = False) -> PrepareResult:
@@ -267,19 +279,19 @@ def prepare_shenzhen(src: Path, out: Path, *, max_size: int | None = 1024, progr
     mask_dir = _find_dir(src, ["mask", "masks"])
     if img_dir is None or mask_dir is None:
         raise SampotError(f"{src}: expected CXR_png/ and mask/ (Shenzhen images with the published lung masks).")
-    w = _Writer(out, max_size)
-    for path in _progress(sorted(img_dir.glob("*.png")), "shenzhen", progress):
-        mp = next((p for p in (mask_dir / f"{path.stem}_mask.png", mask_dir / path.name) if p.is_file()), None)
-        if mp is None:
-            w.skipped.append(f"{path.name}: no lung mask (only part of Shenzhen is annotated)")
-            continue
-        try:
-            masks = split_lungs(_binary(read_array(mp)), name=mp.name)
-        except SampotError as exc:
-            w.skipped.append(str(exc))
-            continue
-        w.add(path.stem, read_image(path), masks, path.stem, "shenzhen")
-    return w.finish()
+    with _Writer(out, max_size) as w:
+        for path in _progress(sorted(img_dir.glob("*.png")), "shenzhen", progress):
+            mp = next((p for p in (mask_dir / f"{path.stem}_mask.png", mask_dir / path.name) if p.is_file()), None)
+            if mp is None:
+                w.skipped.append(f"{path.name}: no lung mask (only part of Shenzhen is annotated)")
+                continue
+            try:
+                masks = split_lungs(_binary(read_array(mp)), name=mp.name)
+            except SampotError as exc:
+                w.skipped.append(str(exc))
+                continue
+            w.add(path.stem, read_image(path), masks, path.stem, "shenzhen")
+        return w.finish()
 
 
 JSRT_SIZE = 2048
@@ -301,25 +313,25 @@ def prepare_jsrt(src: Path, out: Path, *, max_size: int | None = 1024, progress:
     imgs = sorted(p for p in src.rglob("*") if p.suffix.upper() == ".IMG")
     if not imgs or left_dir is None or right_dir is None:
         raise SampotError(f"{src}: expected JSRT *.IMG files and SCR 'left lung/' and 'right lung/' mask folders.")
-    w = _Writer(out, max_size)
-    for path in _progress(imgs, "jsrt", progress):
-        found = []
-        for d in (left_dir, right_dir):
-            found.append(next((p for p in d.glob(f"{path.stem}.*") if p.suffix.lower() in (".gif", ".png")), None))
-        if None in found:
-            w.skipped.append(f"{path.name}: no SCR mask")
-            continue
-        left, right = (_binary(read_array(p)) for p in found)
-        image = read_jsrt_img(path)
-        if image.shape != left.shape:
-            fh, fw = image.shape[0] // left.shape[0], image.shape[1] // left.shape[1]
-            if fh < 1 or image.shape != (left.shape[0] * fh, left.shape[1] * fw):
-                w.skipped.append(f"{path.name}: image {image.shape} vs mask {left.shape}")
+    with _Writer(out, max_size) as w:
+        for path in _progress(imgs, "jsrt", progress):
+            found = []
+            for d in (left_dir, right_dir):
+                found.append(next((p for p in d.glob(f"{path.stem}.*") if p.suffix.lower() in (".gif", ".png")), None))
+            if None in found:
+                w.skipped.append(f"{path.name}: no SCR mask")
                 continue
-            image = image.reshape(left.shape[0], fh, left.shape[1], fw).mean((1, 3)).round().astype(np.uint8)
-        # SCR names are the patient's sides already; keep them (no centroid guess needed).
-        w.add(path.stem, image, {"left_lung": left, "right_lung": right}, path.stem, "jsrt")
-    return w.finish()
+            left, right = (_binary(read_array(p)) for p in found)
+            image = read_jsrt_img(path)
+            if image.shape != left.shape:
+                fh, fw = image.shape[0] // left.shape[0], image.shape[1] // left.shape[1]
+                if fh < 1 or image.shape != (left.shape[0] * fh, left.shape[1] * fw):
+                    w.skipped.append(f"{path.name}: image {image.shape} vs mask {left.shape}")
+                    continue
+                image = image.reshape(left.shape[0], fh, left.shape[1], fw).mean((1, 3)).round().astype(np.uint8)
+            # SCR names are the patient's sides already; keep them (no centroid guess needed).
+            w.add(path.stem, image, {"left_lung": left, "right_lung": right}, path.stem, "jsrt")
+        return w.finish()
 
 
 def v7_masks_zip() -> Path:
@@ -358,30 +370,30 @@ def prepare_covid(
     names = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
     with open(meta, newline="", encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh) if (r.get("view") or "").strip() in views]
-    w = _Writer(out, max_size)
-    used: set[str] = set()
-    for row in _progress(rows, "covid", progress):
-        fname = (row.get("filename") or "").strip()
-        if fname not in names:
-            continue  # only part of the set has masks
-        path = img_dir / fname
-        if not path.is_file():
-            w.skipped.append(f"{fname}: listed in metadata.csv but not in images/")
-            continue
-        try:
-            combined = _binary(np.asarray(Image.open(io.BytesIO(zf.read(names[fname])))))
-            lungs = split_lungs(combined, name=fname)
-            image = read_image(path)
-        except (SampotError, OSError) as exc:
-            w.skipped.append(str(exc))
-            continue
-        image_id = Path(fname).stem.replace(" ", "_")
-        if image_id in used:
-            w.skipped.append(f"{fname}: id '{image_id}' already used")
-            continue
-        used.add(image_id)
-        w.add(image_id, image, lungs, f"patient_{(row.get('patientid') or image_id).strip()}", "covid")
-    return w.finish()
+    with _Writer(out, max_size) as w:
+        used: set[str] = set()
+        for row in _progress(rows, "covid", progress):
+            fname = (row.get("filename") or "").strip()
+            if fname not in names:
+                continue  # only part of the set has masks
+            path = img_dir / fname
+            if not path.is_file():
+                w.skipped.append(f"{fname}: listed in metadata.csv but not in images/")
+                continue
+            try:
+                combined = _binary(np.asarray(Image.open(io.BytesIO(zf.read(names[fname])))))
+                lungs = split_lungs(combined, name=fname)
+                image = read_image(path)
+            except (SampotError, OSError) as exc:
+                w.skipped.append(str(exc))
+                continue
+            image_id = Path(fname).stem.replace(" ", "_")
+            if image_id in used:
+                w.skipped.append(f"{fname}: id '{image_id}' already used")
+                continue
+            used.add(image_id)
+            w.add(image_id, image, lungs, f"patient_{(row.get('patientid') or image_id).strip()}", "covid")
+        return w.finish()
 
 
 CONVERTERS: dict[str, Callable[..., PrepareResult]] = {

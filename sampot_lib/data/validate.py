@@ -285,6 +285,7 @@ def validate_folder(
     report.subjects = {i: (manifest or {}).get(i, i) for i in ids}
 
     # Masks without an image usually mean a renamed or deleted image.
+    miscased: set[tuple[str, str]] = set()  # (structure, id) of a mask named <id>.PNG: reported once, as such
     for s in report.structures:
         for mpath in sorted((masks_dir / s).iterdir()):
             if mpath.name.startswith("."):
@@ -295,6 +296,11 @@ def validate_folder(
                 continue
             if mpath.suffix.lower() != ".png":
                 problems.append(f"masks/{s}/{mpath.name}: masks must be PNG files.")
+            elif mpath.suffix != ".png" and not (mpath.parent / f"{mpath.stem}.png").is_file():
+                # read as <id>.png, which a case-sensitive file system does not find
+                miscased.add((s, mpath.stem))
+                problems.append(f"masks/{s}/{mpath.name}: mask files are read as <id>.png, in lower case: rename it "
+                                f"to {mpath.stem}.png.")  # fmt: skip
             elif mpath.stem not in files:
                 problems.append(f"masks/{s}/{mpath.name}: no image with id '{mpath.stem}'.")
 
@@ -325,7 +331,8 @@ def validate_folder(
         for s in report.structures:
             mpath = masks_dir / s / f"{image_id}.png"
             if not mpath.is_file():
-                problems.append(f"masks/{s}/{image_id}.png: missing (image images/{files[image_id].name}).")
+                if (s, image_id) not in miscased:
+                    problems.append(f"masks/{s}/{image_id}.png: missing (image images/{files[image_id].name}).")
                 continue
             if check_contents:
                 report.masks_checked += 1

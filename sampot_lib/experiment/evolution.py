@@ -78,7 +78,7 @@ def evolve_stage(
             blend weight for ``blend``), or the data, split or settings do not allow the stage.
     """
     started = time.perf_counter()
-    folder, dataset = open_run(config, dataset)
+    folder, dataset = open_run(config, dataset, ("test",), force)
     lazy = lazy_model(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         splits, split, path, foreign, test, inputs = test_stage_inputs(config, folder, dataset, force)

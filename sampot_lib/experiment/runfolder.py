@@ -9,7 +9,10 @@
   ``running``), a file changed since (another run, a hand edit) or results made from an older regressor are
   detected and named (:meth:`RunFolder.problems`, :meth:`RunFolder.require`), and ``--resume`` reuses exactly the
   stages whose inputs are unchanged.
-- **Split.** A split is never remade while results that depend on it exist: the run is refused, saying what to do.
+- **Split.** A split is never remade while results that depend on it exist, and a ``splits.json`` no run there made
+  (``sampot data split``, a copy, an edit) is never replaced: the run is refused, saying what to do.
+- **Starting over.** ``--force`` deletes what earlier runs wrote for the stages it redoes
+  (:mod:`sampot_lib.experiment.cleanup`), so that no old result is left beside a new one; other files stay.
 - **Files.** CSV and JSON written atomically; JSON never holds NaN or Infinity (refused, or written as null and
   named).
 """
@@ -21,7 +24,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -206,7 +209,7 @@ class RunFolder:
         same_split = stage == "split" and old is not None and old.get("split_hash") == split
         doc["stages"][stage] = {
             "status": "running", "settings": settings, "settings_hash": settings_hash(settings), "split_hash": split,
-            "inputs": inputs, "outputs": {}, "started": _now(), "pid": os.getpid(), "sampot_version": _version(),
+            "inputs": inputs, "outputs": {}, "started": _now(), "pid": os.getpid(), "sampot_version": __version__,
         }  # fmt: skip
         for dep in () if same_split else DEPENDENTS.get(stage, ()):
             entry = doc["stages"].get(dep)
@@ -398,29 +401,17 @@ class RunFolder:
                 files += [n for n in RESULT_FILES if (self.path / n).is_file()]
         return sorted(set(files))
 
-    def reset(self) -> list[str]:
-        """Start the folder over, deleting what sampot wrote there.
+    def forget(self, stages: Iterable[str]) -> None:
+        """Drop the records of stages from the manifest (their files are the caller's to delete).
 
-        Every file sampot recorded (or an older sampot's result files), the split, config and manifest are deleted;
-        other files are left alone.
-
-        Returns:
-            The names removed.
+        Args:
+            stages: The stages whose records go (those not recorded are passed over).
         """
-        removed = []
-        try:
-            stages = self.manifest()["stages"]
-        except SampotError:
-            stages = {}
-        names = {n for e in stages.values() for n in (e.get("outputs") or {})}
-        names |= {n for s in stages for n in RESULTS_OF.get(s, ())}
-        names |= set(RESULT_FILES) | {"splits.json", "config.json", MANIFEST}
-        for name in sorted(names):
-            p = self.path / name
-            if p.is_file():
-                p.unlink()
-                removed.append(name)
-        return removed
+        doc, stages = self.manifest(), set(stages)
+        if stages & set(doc["stages"]):
+            for s in stages:
+                doc["stages"].pop(s, None)
+            self._save(doc)
 
 
 #: The files each stage writes.
@@ -432,10 +423,6 @@ RESULTS_OF: dict[str, tuple[str, ...]] = {
     "aggregate": ("summary.json",),
     "calibrate": ("calibration.json", "regressor_calibrated.pt"),
 }
-
-
-def _version() -> str:
-    return __version__
 
 
 def split_hash_of(path: Path) -> str | None:

@@ -17,7 +17,7 @@ from sampot_lib.experiment.pooled_rule import pooled_rule, records_rule_gains
 from sampot_lib.experiment.records import read_json, write_json
 from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.experiment.setup import resolve_split, write_config
-from sampot_lib.experiment.stages import LazyModel, evaluate_stage, open_run, train_regressor_stage
+from sampot_lib.experiment.stages import LazyModel, evaluate_stage, open_run, start_over, train_regressor_stage
 from sampot_lib.experiment.summary import (
     summarise_seeds,
 )
@@ -32,6 +32,15 @@ def _run_one(
         train_regressor_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
     evaluate_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
     return evolve_stage(config, model, dataset, progress, resume=resume, force=force, workers=workers)
+
+
+def _replaced(config: ExperimentConfig, resume: bool) -> tuple[str, ...]:
+    """The stages of the run folder itself that a forced run deletes first: all of them (not the split, which is kept
+    when it is the same, nor a calibration); with ``resume``, only those this run would leave beside its own (a
+    summary over seeds where it runs one seed, one seed's results where it runs several)."""
+    if not resume:
+        return ("train", "evaluate", "evolve", "aggregate")
+    return ("aggregate",) if config.seeds is None else ("train", "evaluate", "evolve")
 
 
 def run_experiment(
@@ -52,7 +61,11 @@ def run_experiment(
         progress: Show progress bars, and say what an existing run folder holds before its stages are reused or
             redone.
         resume: Reuse every stage that finished from the same settings, split and inputs.
-        force: Delete results made on another split instead of refusing.
+        force: Start the folder over: delete the results of earlier runs there (made on another split, with other
+            settings, or over other seeds, with their ``seed_<k>/`` folders, as
+            :func:`~sampot_lib.experiment.cleanup.remove_stages` finds them) instead of refusing or
+            leaving them beside the new ones; with ``resume``, the stages this run reuses are kept. A ``splits.json``
+            no run there made, a calibration and the files this run reads stay.
 
     Returns:
         The run's summary, as written to ``out/summary.json`` (the evolution's summary, or with ``config.seeds``
@@ -72,15 +85,18 @@ def run_experiment(
 def _run_experiment(
     config: ExperimentConfig, progress: bool, resume: bool, force: bool, workers: Workers
 ) -> dict[str, Any]:
-    folder, dataset = open_run(config, None)  # validated once: every file of the set is read
+    parts = ("test",) if config.regressor is not None else ("train", "val", "test")
+    folder, dataset = open_run(config, None, parts, force)  # validated once: every file of the set is read
     model = LazyModel(config)
     if progress and folder.path.is_dir() and not force:  # say what was found before reusing or redoing it
         for problem in folder.problems():
             print(f"note: {problem}; {'redoing what it affects' if resume else 'every stage is redone'}.",
                   file=sys.stderr)  # fmt: skip
-    if config.seeds is None:
-        return _run_one(config, dataset, model, progress, resume, force, workers)
     with folder.locked():
+        if force:
+            start_over(folder, config, _replaced(config, resume), progress)
+        if config.seeds is None:
+            return _run_one(config, dataset, model, progress, resume, force, workers)
         _, split = resolve_split(config, dataset, force=force)
         write_config(config)
         split_file = config.split_file or str(folder.path / "splits.json")

@@ -19,6 +19,7 @@ from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import load_splits, make_splits, save_splits
 from sampot_lib.defaults import MAX_THREADS
 from sampot_lib.errors import SampotError, SampotWarning
+from sampot_lib.experiment.cleanup import foreign_split, reset
 from sampot_lib.experiment.config import ExperimentConfig, same_path
 from sampot_lib.experiment.parallel import usable_cores
 from sampot_lib.experiment.presets import apply_preset
@@ -37,13 +38,76 @@ def open_dataset(config: ExperimentConfig) -> FolderDataset:
     return dataset
 
 
+def _chosen_split(
+    config: ExperimentConfig, dataset: FolderDataset, folder: RunFolder, force: bool
+) -> tuple[dict[str, list[str]] | None, str, str]:
+    """What :func:`resolve_split` starts from, read without writing anything: (the split file's or the folder's own
+    split, None when a new one is to be made; why the folder's split is not used; where the split comes from).
+
+    Raises:
+        SampotError: ``out/splits.json`` is a split no run there made (unless ``split_file`` names it); a damaged
+            manifest, unless ``force``; a split file that does not fit the data set.
+    """
+    made = folder.path / "splits.json"
+    if config.split_file:
+        return load_splits(config.split_file, dataset), "", f"split file {config.split_file}"
+    source = f"seed {config.seed} of {config.data}"
+    if not made.is_file():
+        return None, "", source
+    try:
+        foreign = foreign_split(folder)
+    except SampotError:  # a damaged manifest: nothing here can be trusted
+        if not force:
+            raise
+        foreign = False  # the folder is started over (RunFolder.reset)
+    if foreign:  # a run would replace it with its own
+        raise SampotError(f"{made} is a split no sampot run in {folder.path} made: pass it with --split-file {made} "
+                          "to use it, or choose another --out (--force never replaces a split you made).")  # fmt: skip
+    try:
+        info = {k: v for k, v in read_json(made, "split file").items() if k not in ("splits", "subjects")}
+    except (SampotError, AttributeError):
+        return None, f"{made} is damaged", source
+    want = {"seed": config.seed, "source": str(config.data), "fractions": config.split_fractions}
+    have = {"seed": info.get("seed"), "source": info.get("source"),
+            "fractions": [float(v) for v in info.get("fractions") or []]}  # fmt: skip
+    if same_path(have["source"], want["source"]):  # "data/x" and "./data/x" are one data set
+        have["source"] = want["source"]
+    if have == want:
+        return load_splits(made, dataset), "", source
+    return None, (f"{made} was made with seed {have['seed']} of {have['source']} (fractions {have['fractions']}); "
+                  f"this run asks for seed {config.seed} of {config.data} (fractions "
+                  f"{config.split_fractions})"), source  # fmt: skip
+
+
+def preview_split(config: ExperimentConfig, dataset: FolderDataset, *, force: bool = False) -> dict[str, list[str]]:
+    """The full split :func:`resolve_split` gives ``config``, read or made without writing anything (and without the
+    run folder's lock): what a run checks before it makes or writes its folder.
+
+    Args:
+        config: The run's settings.
+        dataset: The data set.
+        force: As :func:`resolve_split`'s.
+
+    Returns:
+        The split, ``{part: image ids}``.
+
+    Raises:
+        SampotError: ``out/splits.json`` is a split no run there made, a damaged manifest (unless ``force``), or a
+            split file that does not fit the data set.
+    """
+    splits, _, _ = _chosen_split(config, dataset, RunFolder(config.out_dir), force)
+    return make_splits(dataset, config.split_fractions, seed=config.seed) if splits is None else splits
+
+
 def resolve_split(
     config: ExperimentConfig, dataset: FolderDataset, *, force: bool = False
 ) -> tuple[dict[str, list[str]], str]:
     """The full split every stage of this run uses and its hash (call with the folder locked).
 
-    ``split_file`` if given; else ``out/splits.json`` if it was made with this config's seed, data and fractions;
-    else a new seeded subject split with ``split_fractions``, written to ``out/splits.json``.
+    ``split_file`` if given; else ``out/splits.json`` if a run there made it with this config's seed, data and
+    fractions; else a new seeded subject split with ``split_fractions``, written to ``out/splits.json``. A
+    ``splits.json`` no run there made (``sampot data split``, a copy, an edit) is never replaced: the run is refused
+    unless ``split_file`` names it.
 
     Args:
         config: The run's settings.
@@ -55,32 +119,11 @@ def resolve_split(
 
     Raises:
         SampotError: A split different from the one that results in ``out`` were made on (saying what to do), unless
-            ``force``; a split file that does not fit the data set.
+            ``force``; an ``out/splits.json`` no run there made; a split file that does not fit the data set.
     """
     folder = RunFolder(config.out_dir)
     made = folder.path / "splits.json"
-    splits, reason = None, ""
-    source = f"seed {config.seed} of {config.data}"
-    if config.split_file:
-        splits = load_splits(config.split_file, dataset)
-        source = f"split file {config.split_file}"
-    elif made.is_file():
-        try:
-            info = {k: v for k, v in read_json(made, "split file").items() if k not in ("splits", "subjects")}
-        except (SampotError, AttributeError):
-            info, reason = None, f"{made} is damaged"
-        if info is not None:
-            want = {"seed": config.seed, "source": str(config.data), "fractions": config.split_fractions}
-            have = {"seed": info.get("seed"), "source": info.get("source"),
-                    "fractions": [float(v) for v in info.get("fractions") or []]}  # fmt: skip
-            if same_path(have["source"], want["source"]):  # "data/x" and "./data/x" are one data set
-                have["source"] = want["source"]
-            if have == want:
-                splits = load_splits(made, dataset)
-            else:
-                reason = (f"{made} was made with seed {have['seed']} of {have['source']} (fractions "
-                          f"{have['fractions']}); this run asks for seed {config.seed} of {config.data} (fractions "
-                          f"{config.split_fractions})")  # fmt: skip
+    splits, reason, source = _chosen_split(config, dataset, folder, force)
     new = splits is None
     if new:
         splits = make_splits(dataset, config.split_fractions, seed=config.seed)
@@ -90,7 +133,7 @@ def resolve_split(
     except SampotError:  # a damaged manifest: nothing here can be trusted
         if not force:
             raise
-        folder.reset()
+        reset(folder, keep=(config.split_file, config.regressor))
         clash = []
     if clash:
         if not force:
@@ -100,7 +143,7 @@ def resolve_split(
                 f"remade under results that depend on it: give this run a new --out (or, with `sampot run` or "
                 f"`train-regressor`, add --force to delete those results and start over)."
             )
-        folder.reset()
+        reset(folder, keep=(config.split_file, config.regressor))
     if not config.split_file and not (made.is_file() and split_hash_of(made) == digest):  # also after a reset
         subjects = {i: dataset.subject_of(i) for i in dataset.ids}
         save_splits(made, splits, seed=config.seed, fractions=config.split_fractions, subjects=subjects,

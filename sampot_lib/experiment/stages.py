@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,6 +25,7 @@ import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.errors import SampotError
+from sampot_lib.experiment.cleanup import remove_stages, with_dependents
 from sampot_lib.experiment.config import ExperimentConfig, comparable_settings, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, Workers
 from sampot_lib.experiment.provenance import (
@@ -37,7 +39,7 @@ from sampot_lib.experiment.provenance import (
 )
 from sampot_lib.experiment.records import read_csv, read_json, write_csv, write_json
 from sampot_lib.experiment.runfolder import RunFolder
-from sampot_lib.experiment.setup import limit, open_dataset, resolve_split, write_config
+from sampot_lib.experiment.setup import limit, open_dataset, preview_split, resolve_split, write_config
 from sampot_lib.experiment.summary import column_r
 from sampot_lib.files import sha256_file, write_bytes
 from sampot_lib.method.evolve import measure_prompt
@@ -94,11 +96,29 @@ def stage_workers(config: ExperimentConfig, workers: Workers | None) -> Iterator
         yield own
 
 
-def open_run(config: ExperimentConfig, dataset: FolderDataset | None) -> tuple[RunFolder, FolderDataset]:
-    """Refuse early if another run holds the folder; validate the data set (before anything is written)."""
+def open_run(
+    config: ExperimentConfig, dataset: FolderDataset | None, parts: tuple[str, ...] = (), force: bool = False
+) -> tuple[RunFolder, FolderDataset]:
+    """Refuse early, before the run folder is made or written: another run holding it, a data set that is not usable,
+    an ``out/splits.json`` no run there made, and a split whose ``parts`` (cut to ``max_images``) are empty."""
     folder = RunFolder(config.out_dir)
     folder.assert_unlocked()
-    return folder, dataset or open_dataset(config)
+    dataset = dataset or open_dataset(config)
+    splits = preview_split(config, dataset, force=force)
+    if parts:
+        _require_parts(limit(splits, config.max_images), parts, config, dataset)
+    return folder, dataset
+
+
+def start_over(folder: RunFolder, config: ExperimentConfig, stages: tuple[str, ...], progress: bool) -> list[str]:
+    """Delete what earlier runs wrote in ``folder`` for ``stages``
+    (:func:`~sampot_lib.experiment.cleanup.remove_stages`), keeping the files this run reads, and say what
+    went (on stderr, with ``progress``): a new run's results are then never left beside an old run's."""
+    removed = remove_stages(folder, stages, keep=(config.split_file, config.regressor, config.checkpoint))
+    if removed and progress:
+        print(f"note: --force: removed the earlier run's results in {folder.path}: {', '.join(removed)}.",
+              file=sys.stderr)  # fmt: skip
+    return removed
 
 
 def user_prompt(config: ExperimentConfig, image_id: str, truth: np.ndarray) -> Prompt:
@@ -188,7 +208,9 @@ def train_regressor_stage(
         dataset: The opened data set; None: opened (and validated) from ``config.data``.
         progress: Show progress bars.
         resume: Reuse the stage's results if it already finished from the same settings, split and inputs.
-        force: Delete results made on another split instead of refusing.
+        force: Start the folder's training over: delete the results made on another split instead of refusing, and,
+            without ``resume``, what earlier runs wrote for this stage and every stage made from it (the
+            evaluation, the evolution, a summary over seeds and their ``seed_<k>/`` folders).
         workers: Where the per-image work runs; None: ``config.workers`` / ``scheduler``.
 
     Returns:
@@ -200,9 +222,11 @@ def train_regressor_stage(
     """
     if config.regressor is not None:
         raise SampotError("this run uses a regressor trained elsewhere (regressor=...): there is nothing to train.")
-    folder, dataset = open_run(config, dataset)
+    folder, dataset = open_run(config, dataset, ("train", "val"), force)
     lazy = lazy_model(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
+        if force and not resume:
+            start_over(folder, config, tuple(sorted(with_dependents(["train"]))), progress)
         full, split = resolve_split(config, dataset, force=force)
         write_config(config)
         splits = limit(full, config.max_images)
@@ -284,7 +308,7 @@ def evaluate_stage(
         SampotError: Another run holds the folder, the regressor is missing or does not fit this use, or the data,
             split or settings do not allow the stage.
     """
-    folder, dataset = open_run(config, dataset)
+    folder, dataset = open_run(config, dataset, ("test",), force)
     lazy = lazy_model(config, model)
     with folder.locked(), ExitStack() as stack:  # stack: the workers, started only when needed
         splits, split, path, foreign, test, inputs = test_stage_inputs(config, folder, dataset, force)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,17 @@ def shipped_by_name(name: str, registry: Path | None = None) -> ShippedRegressor
     return records[name]
 
 
-def find_shipped(model: str, prompt_kind: str, structure: str, registry: Path | None = None) -> ShippedRegressor:
+#: How ``sampot evolve`` gives each prompt kind: what a message advises when the shipped regressor wants the other.
+PROMPT_OPTIONS = {"box": "--box X0 Y0 X1 Y1", "click": "--click X Y"}
+
+
+def find_shipped(
+    model: str,
+    prompt_kind: str,
+    structure: str,
+    registry: Path | None = None,
+    prompt_options: Mapping[str, str] = PROMPT_OPTIONS,
+) -> ShippedRegressor:
     """The shipped regressor for a model, a prompt kind and a structure: the default of evolution and scoring.
 
     Args:
@@ -155,6 +166,8 @@ def find_shipped(model: str, prompt_kind: str, structure: str, registry: Path | 
         prompt_kind: ``click`` or ``box`` (a prompt with a box counts as ``box``, clicks alone as ``click``).
         structure: The structure segmented (e.g. ``"left_lung"``).
         registry: The registry file to read; None: the package's ``regressors/registry.json``.
+        prompt_options: How the caller's command gives each prompt kind, for the advice when only the other kind's
+            regressor is shipped.
 
     Returns:
         The shipped regressor's record.
@@ -172,7 +185,7 @@ def find_shipped(model: str, prompt_kind: str, structure: str, registry: Path | 
             return record
     other = [r for r in records.values() if (r.model, r.structure) == (model, structure)]
     if other:  # a regressor of the other prompt kind would be refused too: advise the prompt, not --regressor
-        how = "give a box (--box X0 Y0 X1 Y1)" if other[0].prompt_kind == "box" else "give a click (--click X Y)"
+        how = f"give a {other[0].prompt_kind} ({prompt_options[other[0].prompt_kind]})"
         raise SampotError(f"no shipped regressor for model {model!r} with {kind} prompts: its {structure} regressor "
                           f"({other[0].name}) scores masks from {other[0].prompt_kind} prompts; {how}, or "
                           f"{TRAIN_HINT}.")  # fmt: skip
@@ -229,13 +242,21 @@ def shipped_for_file(path: str | Path, registry: Path | None = None) -> ShippedR
 
 
 def resolve_regressor(
-    given: str | Path | None, model: str, prompt_kind: str, structure: str, device: str = "cpu"
+    given: str | Path | None,
+    model: str,
+    prompt_kind: str,
+    structure: str,
+    device: str = "cpu",
+    prompt_options: Mapping[str, str] = PROMPT_OPTIONS,
 ) -> tuple[SegmentationRegressor, dict[str, Any], ShippedRegressor | None]:
     """The regressor a command or the app uses: ``given`` a file path (as before), the name of a shipped one, or
-    None for the shipped default of (``model``, ``prompt_kind``, ``structure``). Returns (regressor, the file's
-    record, the shipped record or None for a file of the user's)."""
+    None for the shipped default of (``model``, ``prompt_kind``, ``structure``; ``prompt_options`` as for
+    :func:`find_shipped`). Returns (regressor, the file's record, the shipped record or None for a file of the
+    user's)."""
     if given is None:
-        return load_shipped_regressor(find_shipped(model, prompt_kind, structure), device)
+        return load_shipped_regressor(
+            find_shipped(model, prompt_kind, structure, prompt_options=prompt_options), device
+        )
     path = Path(given)
     if not path.exists() and str(given) in shipped_regressors():
         return load_shipped_regressor(str(given), device)

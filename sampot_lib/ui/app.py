@@ -57,7 +57,7 @@ from sampot_lib.method.shipped import (
     verify_shipped,
 )
 from sampot_lib.models import load_model
-from sampot_lib.ui.widget import PromptWidget, default_prompt_mode
+from sampot_lib.ui.widget import PromptWidget, regressor_prompt_modes, starting_prompt_mode
 
 # The widget's sliders span these; a setting outside would be clamped without a word.
 STEPS_RANGE = (1, 100)
@@ -212,10 +212,12 @@ class SampotApp:
         self.picker = widgets.Dropdown(options=self.images.ids, description="image")
         self.picker.add_class("sampot-picker")
         self.picker.layout.display = None if len(self.images.ids) > 1 else "none"
-        # The prompt kinds the widget can place with the mouse; a toggle only once there is a choice.
-        modes = PromptWidget.prompt_modes
+        # The prompt kinds the widget can place with the mouse (those the regressor scores); a toggle only once
+        # there is a choice.
+        provenance = getattr(self.regressor, "provenance", None)
+        modes = regressor_prompt_modes(provenance)
         self.mode = widgets.ToggleButtons(
-            options=list(modes), value=default_prompt_mode(self.model), description="prompt"
+            options=list(modes), value=starting_prompt_mode(self.model, provenance), description="prompt"
         )
         self.mode.layout.display = None if len(modes) > 1 else "none"
         self.mode.observe(self._on_mode, names="value")

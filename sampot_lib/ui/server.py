@@ -151,29 +151,44 @@ def run_app(source: str | Path, regressor: str | Path | None, *, host: str = "12
               f"open {app_url(host, port, token)} (Ctrl-C stops it)", flush=True)  # fmt: skip
         cmd = voila_command(notebook, host, port, max_sessions=max_sessions, idle_minutes=idle_minutes,
                             token=token is not None)  # fmt: skip
-        proc = subprocess.Popen(cmd, env=voila_env(token=token))
-        previous = signal.getsignal(signal.SIGTERM)
+        proc = _start_voila(cmd, env=voila_env(token=token))
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
         try:
-            # SIGTERM to this process reaches Voilà too (it then shuts its kernels down) instead of orphaning it.
-            signal.signal(signal.SIGTERM, _raise_stop)
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, _raise_stop)
             return proc.wait()
-        except KeyboardInterrupt:  # Ctrl-C: the terminal sent Voilà the same interrupt
-            return _wait(proc)
         except _Stop:
             proc.terminate()
             return _wait(proc)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+#: Ctrl-C and SIGTERM both stop the app: sampot passes one SIGTERM on to Voilà, which then shuts its kernels down.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _start_voila(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Voilà started with Ctrl-C ignored (a disposition that survives ``exec``). A terminal sends Ctrl-C to the whole
+    process group: Voilà would stop on it, and a second Ctrl-C while it shuts its kernels down ends it in a
+    traceback. Only sampot takes it, and stops Voilà once."""
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.Popen(cmd, env=env)
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
 
 
 class _Stop(Exception):
-    """SIGTERM arrived."""
+    """Ctrl-C or SIGTERM arrived."""
 
 
 def _raise_stop(signum: int, frame: Any) -> None:
-    # the first SIGTERM stops the app; more of them (timeout and docker stop signal the whole process group, then
-    # again) must not interrupt the wait for Voilà's kernels to stop
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # the first signal stops the app; more of them (a second Ctrl-C; timeout and docker stop signal the whole process
+    # group, then again) must not interrupt the wait for Voilà's kernels to stop
+    for each in STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
     raise _Stop
 
 

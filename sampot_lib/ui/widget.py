@@ -43,6 +43,21 @@ def default_prompt_mode(model: PromptableModel) -> str:
     return "box" if "box" in kinds and "click" not in kinds else "click"
 
 
+def regressor_prompt_modes(provenance: dict[str, Any] | None) -> tuple[str, ...]:
+    """The prompt kinds the mouse may place with a regressor: the one its record says it learned to score (masks
+    from clicks, or from boxes), or both for a regressor that records none."""
+    kind = (provenance or {}).get("prompt")
+    if not isinstance(kind, str):
+        return PromptWidget.prompt_modes
+    return ("box",) if "box" in kind else ("click",)
+
+
+def starting_prompt_mode(model: PromptableModel, provenance: dict[str, Any] | None) -> str:
+    """The prompt kind the mouse places first: the regressor's, else the one ``model`` answers best."""
+    modes = regressor_prompt_modes(provenance)
+    return modes[0] if len(modes) == 1 else default_prompt_mode(model)
+
+
 class PromptWidget:
     """An ipywidgets app around one image.
 
@@ -108,7 +123,9 @@ class PromptWidget:
         self.prompt: Prompt | None = None
         self.result: EvolutionResult | None = None
         self.last: dict[str, Any] = {}
-        self._mode = default_prompt_mode(model)
+        # a regressor scores masks from the prompt kind it learned from: the mouse places that kind only
+        self.prompt_modes = regressor_prompt_modes(provenance)
+        self._mode = starting_prompt_mode(model, provenance)
         self._corner: tuple[float, float] | None = None  # the first corner of a box being drawn
         self._listeners: list[Callable[[PromptWidget], None]] = []
         self._emb = model.embed(image)
@@ -176,6 +193,10 @@ class PromptWidget:
 
     @prompt_mode.setter
     def prompt_mode(self, mode: str) -> None:
+        if mode in PromptWidget.prompt_modes and mode not in self.prompt_modes:
+            raise SampotError(f"the regressor scores masks from {self.prompt_modes[0]} prompts, not from {mode} "
+                              f"prompts: place a {self.prompt_modes[0]}, or use a regressor trained for {mode} "
+                              "prompts.")  # fmt: skip
         if mode not in self.prompt_modes:
             raise SampotError(f"prompt mode must be one of {', '.join(self.prompt_modes)}, got {mode!r}.")
         self._mode, self._corner = mode, None

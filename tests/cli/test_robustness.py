@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -581,6 +583,10 @@ def test_describe_os_error_names_path_cause_and_fix():
         ("evolve {img} --click 60 60 --regressor {reg} --checkpoint {reg} --out {o}", "pass it as --regressor"),
         ("evolve {img} --click 60 60 --regressor {rnd} --out {o}", "{rnd} cannot be read"),
         ("heatmap {img} --mask {mask} --out {root}", "--out {root} is a folder; give a file name"),
+        # a new name ending in '/' means a folder, where these commands write one file
+        ("heatmap {img} --mask {mask} --out {o}/heat/", "--out {o}/heat/ names a folder (it ends in '/')"),
+        ("score {data} --regressor {reg} --out {o}/scores/", "--out {o}/scores/ names a folder (it ends in '/')"),
+        ("data split {data} --out {o}/new/", "--out {o}/new/ names a folder (it ends in '/'), where sampot writes"),
         ("heatmap {img} --mask {mask} --out {o}/h.csv --step 0", "--step must be a whole number >= 1"),
         ("heatmap {img} --mask {mask} --out {o}/h.csv --step 100000", None),  # one click: works
         ("run {data} --out {o} --epochs 0", "--epochs must be a whole number >= 1"),
@@ -1043,3 +1049,41 @@ def test_the_commands_own_data_set_counts_even_without_a_masks_folder(files, tmp
     assert sorted(p.name for p in (images_only / "images").iterdir()) == sorted(
         p.name for p in (files["data"] / "images").iterdir()
     )
+
+
+def test_a_reader_that_closes_stdout_ends_the_command_quietly_with_sigpipes_status(files, tmp_path):
+    """`sampot data split ... | head -0`: the split file is written whole, nothing is blamed on the path or the disk,
+    and the status is a SIGPIPE'd process's (141), not an error's."""
+    out = tmp_path / "split.json"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the command prints its line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sampot_lib", "data", "split", str(files["data"]), "--out", str(out)],
+            stdout=write_end, stderr=subprocess.PIPE, env=os.environ | {"SAMPOT_THREADS": "1"}, timeout=300,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr.decode()
+    assert proc.stderr.decode() == ""
+    assert sorted(sum(load_splits(out).values(), [])) == FolderDataset(files["data"]).ids
+
+
+def test_evolve_replaces_only_the_files_an_earlier_evolve_wrote(files, tmp_path, capsys):
+    """A hand-drawn ``xray_mask.png`` beside ``xray.png`` is not what evolve wrote: refused before any work, kept
+    byte for byte. Files an earlier evolve of the image wrote (its ``_evolution.json`` beside them) are replaced."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(files["img"], folder / "xray.png")
+    shutil.copy(files["mask"], folder / "xray_mask.png")
+    drawn = (folder / "xray_mask.png").read_bytes()
+    argv = ["evolve", folder / "xray.png", "--click", 40, 60, "--regressor", files["reg"], "--steps", 2]
+    rc, err = run_cli([*argv, "--out", folder], capsys)
+    assert rc == 2 and "already holds xray_mask.png, which sampot evolve would replace" in one_line_error(err)
+    assert (folder / "xray_mask.png").read_bytes() == drawn
+    assert sorted(p.name for p in folder.iterdir()) == ["xray.png", "xray_mask.png"]
+    out = tmp_path / "out"
+    assert run_cli([*argv, "--out", out], capsys)[0] == 0
+    first = (out / "xray_evolution.json").read_bytes()
+    assert run_cli([*argv, "--out", out, "--lr", 3], capsys)[0] == 0  # its own files: replaced
+    assert (out / "xray_evolution.json").read_bytes() != first

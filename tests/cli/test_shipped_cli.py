@@ -99,6 +99,15 @@ def test_no_shipped_regressor_for_the_structure_is_one_line_with_those_there_are
     assert "no shipped regressor" in err and NANO in err and "sampot train-regressor" in err
 
 
+def test_a_prompt_kind_with_no_shipped_regressor_is_advised_in_the_commands_own_options(one, tmp_path, capsys):
+    image, mask = one
+    rc, _, err = run(["score", image, mask, "--prompt", "box"], capsys)  # SAM-Nano ships a click regressor only
+    assert rc == 2 and err.count("\n") == 1
+    assert "give a click (--prompt click)" in err and "--click" not in err  # score has no --click
+    rc, _, err = run(["evolve", image, "--box", 20, 30, 60, 90, "--out", tmp_path / "e"], capsys)
+    assert rc == 2 and "give a click (--click X Y)" in err and not (tmp_path / "e").exists()
+
+
 def test_evolve_uses_the_shipped_regressor_and_writes_what_a_person_looks_at(one, tmp_path, capsys):
     image, mask = one
     truth = read_mask(mask)

@@ -212,3 +212,17 @@ def test_images_over_the_pixel_limit_are_refused_from_their_header(tmp_path, mon
     with pytest.raises(SampotError, match=rf"big.dcm: {side}x{side} pixels .* more than the") as err:
         read_image(tmp_path / "big.dcm")
     assert "pixel-data plugin" not in str(err.value)  # its own bound, not wrapped as an unreadable file
+
+
+def test_a_mask_named_with_an_upper_case_png_is_named_with_the_fix_not_called_missing(tmp_path):
+    root = make_folder(tmp_path / "ds", n=3, h=64, w=64)
+    mask = root / "masks" / "left_lung" / "im1.png"
+    mask.rename(mask.with_suffix(".PNG"))
+    if mask.is_file():
+        pytest.skip("a case-insensitive file system finds im1.PNG as im1.png, and reads it")
+    problems = validate_folder(root, check_contents=False).problems
+    assert problems == [
+        "masks/left_lung/im1.PNG: mask files are read as <id>.png, in lower case: rename it to im1.png."
+    ]
+    (root / "masks" / "left_lung" / "im1.PNG").rename(mask)
+    assert validate_folder(root).ok

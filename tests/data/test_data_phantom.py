@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from sampot_lib.cli.data import add_data_commands
+from sampot_lib.data import phantom
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import make_phantom, write_phantom_set
 from sampot_lib.data.phantom_shapes import geometry
@@ -115,6 +116,25 @@ def test_write_phantom_set_is_a_valid_folder(tmp_path, capsys):
     assert run_cli("data", "phantom", "--n", "2", "--seed", "1", "--size", "96", "--out", str(tmp_path / "c")) == 0
     assert "wrote 2 phantoms" in capsys.readouterr().out
     assert validate_folder(tmp_path / "c").ok
+
+
+def test_an_interrupted_phantom_set_leaves_no_part_of_itself_and_the_same_command_then_writes_it(tmp_path, monkeypatch):
+    made = []
+
+    def interrupted(*args, **kwargs):
+        if len(made) == 2:
+            raise KeyboardInterrupt  # Ctrl-C on the third image
+        made.append(1)
+        return make_phantom(*args, **kwargs)
+
+    monkeypatch.setattr(phantom, "make_phantom", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_phantom_set(tmp_path / "ph", 4, seed=7, size=96)
+    assert list(tmp_path.iterdir()) == []  # neither a part of the set in --out nor its staging folder
+    monkeypatch.undo()
+    out = write_phantom_set(tmp_path / "ph", 4, seed=7, size=96)
+    assert validate_folder(out).ok and FolderDataset(out).ids == [f"phantom_{i:04d}" for i in range(4)]
+    assert list(tmp_path.iterdir()) == [out]
 
 
 # Phantom speed is measured in benchmarks/bench_phantoms.py (a printed table), not in timed unit tests.

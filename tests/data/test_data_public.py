@@ -35,6 +35,15 @@ def _save(path, arr):
     Image.fromarray(arr).save(path)
 
 
+def _montgomery_image(src, i: int) -> None:
+    """Image ``i`` of a Montgomery set at ``src``, with its left and right lung masks (0/255)."""
+    left, right = lung_pair(H, W)
+    name = f"MCUCXR_000{i}_0.png"
+    _save(src / "CXR_png" / name, _img(i))
+    _save(src / "ManualMask" / "leftMask" / name, left.astype(np.uint8) * 255)
+    _save(src / "ManualMask" / "rightMask" / name, right.astype(np.uint8) * 255)
+
+
 def _check_sides(ds: FolderDataset, image_id: str) -> None:
     left, right = lung_pair(H, W)
     assert np.array_equal(ds.mask(image_id, "left_lung"), left)
@@ -149,10 +158,7 @@ def test_prepare_errors(tmp_path):
 def test_download_checks_sha256(tmp_path, monkeypatch, capsys):
     # A local "server": file:// goes through the same urllib code path as https.
     src = tmp_path / "MontgomerySet"
-    left, right = lung_pair(H, W)
-    _save(src / "CXR_png" / "MCUCXR_0001_0.png", _img(1))
-    _save(src / "ManualMask" / "leftMask" / "MCUCXR_0001_0.png", left.astype(np.uint8) * 255)
-    _save(src / "ManualMask" / "rightMask" / "MCUCXR_0001_0.png", right.astype(np.uint8) * 255)
+    _montgomery_image(src, 1)
     archive = tmp_path / "mc.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for p in src.rglob("*.png"):
@@ -169,3 +175,22 @@ def test_download_checks_sha256(tmp_path, monkeypatch, capsys):
                    "--out", str(tmp_path / "out")) == 0  # fmt: skip
     assert f"sha256 {digest} (matches)" in capsys.readouterr().out
     assert FolderDataset(tmp_path / "out").ids == ["MCUCXR_0001_0"]
+
+
+def test_a_conversion_that_fails_part_way_leaves_out_as_it_was_and_can_be_run_again(tmp_path):
+    src = tmp_path / "MontgomerySet"
+    for i in range(3):
+        _montgomery_image(src, i)
+    broken = src / "CXR_png" / "MCUCXR_0002_0.png"
+    good = broken.read_bytes()
+    broken.write_bytes(b"not a png")  # the last image: two are converted before the error
+    out = tmp_path / "sets" / "montgomery"
+    with pytest.raises(SampotError, match="MCUCXR_0002_0"):
+        public.prepare("montgomery", src, out, max_size=None)
+    assert not out.exists() and list(out.parent.iterdir()) == []  # nothing written, nothing staged left behind
+    broken.write_bytes(good)
+    res = public.prepare("montgomery", src, out, max_size=None)
+    assert res.out == out and res.written == 3
+    assert sorted(p.name for p in out.iterdir()) == ["images", "manifest.csv", "masks"]
+    assert FolderDataset(out).ids == ["MCUCXR_0000_0", "MCUCXR_0001_0", "MCUCXR_0002_0"]
+    assert list(out.parent.iterdir()) == [out]

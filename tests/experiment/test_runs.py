@@ -722,3 +722,89 @@ def test_with_the_safeguards_off_the_on_and_off_groups_are_one_evolution(
     if guards == "off":  # one evolution reported twice: the same winner in both groups
         by = {(r["image_id"], r["group"]): (r["x"], r["y"], r["dice"]) for r in rows}
         assert all(by[(i, "on")] == by[(i, "off")] for i, _ in by)
+
+
+# -- what a run replaces in its folder -----------------------------------------------------------------------------
+
+
+def _cli_run(command, data, out, ckpt, *extra) -> list[str]:
+    return [command, str(data), "--out", str(out), "--model", "tiny", "--checkpoint", str(ckpt), "--max-images", "3",
+            "--epochs", "1", "--regressor-size", "32", *(["--steps", "2"] if command == "run" else []),
+            *map(str, extra)]  # fmt: skip
+
+
+def test_a_split_no_run_made_in_out_is_refused_not_replaced(phantoms, tiny_checkpoint, tmp_path, capsys):
+    from sampot_lib.experiment.setup import prepare_splits
+
+    out = tmp_path / "r"
+    mine = out / "splits.json"
+    assert main(["data", "split", str(phantoms), "--fractions", "1", "1", "1", "--out", str(mine)]) == 0
+    before = mine.read_bytes()
+    capsys.readouterr()
+    for extra in ([], ["--force"], ["--resume"]):
+        assert main(_cli_run("run", phantoms, out, tiny_checkpoint, *extra)) == 2
+        err = capsys.readouterr().err
+        assert f"{mine} is a split no sampot run in {out} made: pass it with --split-file {mine}" in err, err
+        assert len([ln for ln in err.splitlines() if "error:" in ln]) == 1 and "Traceback" not in err
+        assert mine.read_bytes() == before and sorted(p.name for p in out.iterdir()) == [".sampot.lock", "splits.json"]
+    # Named by --split-file it is the run's split, read and never rewritten, also when resumed.
+    config = ExperimentConfig(data=str(phantoms), out=str(out), split_file=str(mine), max_images=None)
+    dataset = FolderDataset(phantoms)
+    assert prepare_splits(config, dataset) == prepare_splits(config, dataset) == json.loads(before)["splits"]
+    assert mine.read_bytes() == before
+    # A folder's own split is reused; written over by `sampot data split`, it is the user's and refused.
+    own = tmp_path / "own"
+    seeded = ExperimentConfig(data=str(phantoms), out=str(own), max_images=None)
+    assert prepare_splits(seeded, dataset) == prepare_splits(seeded, dataset)
+    assert main(["data", "split", str(phantoms), "--fractions", "1", "1", "1", "--out", str(own / "splits.json")]) == 0
+    with pytest.raises(SampotError, match=r"splits.json is a split no sampot run in .*\(--force never replaces"):
+        prepare_splits(seeded, dataset, force=True)
+    # The data set's own split (`sampot data split DIR`) with --out DIR alike.
+    data = tmp_path / "ph"
+    write_phantom_set(data, 6, seed=0, size=96)
+    assert main(["data", "split", str(data)]) == 0
+    before = (data / "splits.json").read_bytes()
+    with pytest.raises(SampotError, match="is a split no sampot run in"):
+        prepare_splits(ExperimentConfig(data=str(data), out=str(data)), FolderDataset(data))
+    assert (data / "splits.json").read_bytes() == before and not (data / "manifest.json").exists()
+
+
+def test_force_removes_what_the_earlier_run_wrote_and_keeps_the_users_files(phantoms, tiny_checkpoint, tmp_path,
+                                                                            capsys):  # fmt: skip
+    out = tmp_path / "r1"
+    assert main(_cli_run("run", phantoms, out, tiny_checkpoint)) == 0
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(_cli_run("train-regressor", phantoms, out, tiny_checkpoint, "--epochs", "2", "--force")) == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "config.json", "manifest.json", "notes.txt", "regressor.pt", "regressor_history.csv", "regressor_set.npz",
+        "splits.json",
+    ]  # fmt: skip
+    assert f"note: --force: removed the earlier run's results in {out}: evolution.csv" in capsys.readouterr().err
+    assert set(RunFolder(out).manifest()["stages"]) == {"split", "train"} and not RunFolder(out).problems()
+    # A run over two seeds, then one seed with --force: the seeds' folders and their summary go.
+    seeds = tmp_path / "sd"
+    assert main(_cli_run("run", phantoms, seeds, tiny_checkpoint, "--seeds", "0", "1")) == 0
+    (seeds / "seed_1" / "notes.txt").write_text("mine")
+    assert main(_cli_run("run", phantoms, seeds, tiny_checkpoint, "--force")) == 0
+    assert not (seeds / "seed_0").exists() and sorted(p.name for p in (seeds / "seed_1").iterdir()) == ["notes.txt"]
+    summary = json.loads((seeds / "summary.json").read_text())
+    assert "per_seed" not in summary and not RunFolder(seeds).problems()
+    assert "aggregate" not in RunFolder(seeds).manifest()["stages"]
+
+
+def test_a_split_with_an_empty_part_is_refused_before_the_run_folder_is_made(tmp_path, tiny_checkpoint, capsys):
+    data = tmp_path / "ph1"
+    write_phantom_set(data, 6, seed=0, size=96)
+    rows = (data / "manifest.csv").read_text().splitlines()
+    head, body = rows[0].split(","), [r.split(",") for r in rows[1:]]
+    at = head.index("subject")
+    (data / "manifest.csv").write_text("\n".join([rows[0], *(",".join(r[:at] + ["S1"] + r[at + 1 :]) for r in body)])
+                                       + "\n")  # fmt: skip
+    out = tmp_path / "rp"
+    for argv in (_cli_run("run", data, out, tiny_checkpoint), _cli_run("train-regressor", data, out, tiny_checkpoint),
+                 _cli_run("run", data, out, tiny_checkpoint, "--seeds", "0", "1")):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "part of the split of" in err and "is empty" in err, err
+        assert not out.exists()

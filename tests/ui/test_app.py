@@ -125,35 +125,50 @@ def test_good_input_serves_the_page_on_loopback(setup, monkeypatch, capsys):
     assert f"--MappingKernelManager.cull_idle_timeout={round(IDLE_MINUTES * 60)}" in seen["cmd"]
 
 
-def test_sigterm_stops_voila_and_more_of_them_while_it_stops_change_nothing(setup, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "first, then",
+    [
+        (signal.SIGTERM, (signal.SIGTERM, signal.SIGTERM)),  # timeout and docker stop: the group, then again
+        (signal.SIGINT, (signal.SIGINT,)),  # Ctrl-C, and Ctrl-C again while Voila stops
+        (signal.SIGINT, (signal.SIGTERM,)),
+        (signal.SIGTERM, (signal.SIGINT,)),
+    ],
+    ids=["term-term-term", "int-int", "int-term", "term-int"],
+)
+def test_one_stop_signal_stops_voila_once_and_more_of_them_while_it_stops_change_nothing(
+    setup, monkeypatch, capsys, first, then
+):
     data, regressor, _ = setup
     calls = []
 
-    class FakeVoila:  # SIGTERM reaches the app while it serves, and twice more while Voila stops its kernels
+    class FakeVoila:  # a stop signal reaches the app while it serves, and more of them while Voila stops its kernels
         def __init__(self, cmd, env, **kwargs):
-            pass
+            # Voila does not take a terminal's Ctrl-C itself: only sampot does, and stops it once
+            calls.append(("start", signal.getsignal(signal.SIGINT) is signal.SIG_IGN))
 
         def wait(self, timeout=None):
             calls.append(("wait", timeout))
-            os.kill(os.getpid(), signal.SIGTERM)
             if timeout is not None:
-                os.kill(os.getpid(), signal.SIGTERM)
+                for signum in then:
+                    os.kill(os.getpid(), signum)
                 return -15
+            os.kill(os.getpid(), first)
             time.sleep(5)  # the signal interrupts this
-            raise AssertionError("SIGTERM did not stop the wait")
+            raise AssertionError("the signal did not stop the wait")
 
         def terminate(self):
             calls.append(("terminate", None))
 
     monkeypatch.setattr(server.subprocess, "Popen", FakeVoila)
-    before = signal.getsignal(signal.SIGTERM)
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert main(["app", str(data), "--regressor", str(regressor), "--port", str(port)]) == -15
-    assert calls == [("wait", None), ("terminate", None), ("wait", 20.0)]
-    assert "internal error" not in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert calls == [("start", True), ("wait", None), ("terminate", None), ("wait", 20.0)]
+    err = capsys.readouterr().err
+    assert "internal error" not in err and "interrupted" not in err
+    assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
 def test_a_remote_address_gets_a_fresh_token_printed_once_and_kept_off_the_command_line(setup, monkeypatch, capsys):
@@ -289,6 +304,23 @@ def test_app_click_download_and_a_bad_image(setup, tmp_path):
     assert f"image {ids[1]} cannot be shown" in app2.message.value and "not a readable image" in app2.message.value
     app2.picker.value = ids[2]
     assert app2.widget is not None and app2.message.value == "" and app2.holder.children == (app2.widget.app,)
+
+
+def test_the_page_places_only_the_prompt_kind_its_regressor_scores(setup, tmp_path):
+    data, regressor, _ = setup
+    both = app_mod.SampotApp(app_mod.check_app(data, regressor))  # a record without a prompt kind: either
+    assert list(both.mode.options) == ["click", "box"] and both.mode.layout.display is None
+    box = tiny_regressor(data, tmp_path / "box.pt", epochs=1, prompt="box")
+    app = app_mod.SampotApp(app_mod.check_app(data, box), model=both.model)
+    assert list(app.mode.options) == ["box"] and app.mode.layout.display == "none"
+    assert app.mode.value == "box" and app.widget.prompt_mode == "box"  # SAM-Nano alone would start with a click
+    with pytest.raises(SampotError, match="the regressor scores masks from box prompts, not from click prompts"):
+        app.widget.prompt_mode = "click"
+    app.widget.click(30, 30)
+    app.widget.click(90, 100)
+    assert app.widget.prompt.kind == "box"
+    clicks = tiny_regressor(data, tmp_path / "click.pt", epochs=1, prompt="click")
+    assert list(app_mod.SampotApp(app_mod.check_app(data, clicks), model=both.model).mode.options) == ["click"]
 
 
 def test_app_on_one_image_has_no_picker_and_no_truth(setup, tmp_path):

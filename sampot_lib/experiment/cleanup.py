@@ -46,6 +46,9 @@ def foreign_split(folder: RunFolder) -> bool:
     A run's own split is recorded by the manifest's ``split`` stage with the file's hash; in a folder without a
     manifest, an older sampot's split lies beside its ``config.json`` or result files.
 
+    Args:
+        folder: The run folder.
+
     Returns:
         True if ``splits.json`` exists and no run here wrote it as it is now.
 
@@ -70,6 +73,7 @@ def reset(folder: RunFolder, keep: Iterable[str | Path | None] = ()) -> list[str
     are left alone.
 
     Args:
+        folder: The run folder.
         keep: Files the coming run reads (its split file, its regressor): never deleted.
 
     Returns:
@@ -124,6 +128,7 @@ def remove_stages(folder: RunFolder, stages: Iterable[str], keep: Iterable[str |
     over (:func:`reset`). Other files are left alone.
 
     Args:
+        folder: The run folder.
         stages: The stages (``train``, ``evaluate``, ``evolve``, ``aggregate``, ...), as they are: not the stages
             made from them.
         keep: Files the coming run reads (its split file, its regressor): never deleted.

@@ -148,6 +148,12 @@ def shipped_by_name(name: str, registry: Path | None = None) -> ShippedRegressor
     return records[name]
 
 
+def prompt_family(prompt_kind: str) -> str:
+    """``box`` for a prompt kind with a box (``box``, ``box+clicks``), ``click`` for clicks alone: the kind a
+    regressor is shipped for, and the one the widget's mouse places."""
+    return "box" if "box" in prompt_kind else "click"
+
+
 #: How ``sampot evolve`` gives each prompt kind: what a message advises when the shipped regressor wants the other.
 PROMPT_OPTIONS = {"box": "--box X0 Y0 X1 Y1", "click": "--click X Y"}
 
@@ -178,7 +184,7 @@ def find_shipped(
     """
     if prompt_kind not in PROMPT_KINDS:
         raise SampotError(f"unknown prompt kind {prompt_kind!r}; known: {', '.join(PROMPT_KINDS)}.")
-    kind = "box" if "box" in prompt_kind else "click"
+    kind = prompt_family(prompt_kind)
     records = shipped_regressors(registry)
     for record in records.values():
         if (record.model, record.prompt_kind, record.structure) == (model, kind, structure):

@@ -28,7 +28,7 @@ from sampot_lib.method.regressor import SegmentationRegressor
 from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.method.scoring import RegressorScorer
 from sampot_lib.method.selection import DoNoHarm
-from sampot_lib.method.shipped import predicted_interval
+from sampot_lib.method.shipped import predicted_interval, prompt_family
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.report.figures import MASK_COLOR, PATH_COLOR, TRUTH_COLOR, clear_modebar, contour_xy, image_trace
 
@@ -49,7 +49,7 @@ def regressor_prompt_modes(provenance: dict[str, Any] | None) -> tuple[str, ...]
     kind = (provenance or {}).get("prompt")
     if not isinstance(kind, str):
         return PromptWidget.prompt_modes
-    return ("box",) if "box" in kind else ("click",)
+    return (prompt_family(kind),)
 
 
 def starting_prompt_mode(model: PromptableModel, provenance: dict[str, Any] | None) -> str:

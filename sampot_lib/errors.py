@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sampot_lib.files import SYSTEM_FOLDERS, system_place
+
 
 class SampotError(ValueError):
     """Bad input or a missing resource. The message names the problem and the fix.
@@ -195,15 +197,28 @@ def output_dir(path: str | Path, name: str = "--out", *, files: Iterable[str] = 
 
 
 def output_file(path: str | Path, name: str = "--out", *, example: str | None = None) -> Path:
-    """A file sampot may (over)write: not a folder, in a folder that exists or can be created, writable."""
+    """A file sampot may (over)write: not a folder, in a folder that exists or can be created, writable; not ``-``
+    (no stdout), nothing under /dev, /proc or /sys and no link that leads there or to anything but a regular file
+    (the atomic write would rename a file over it)."""
     given = path
     path = _given(path, name)
     suggestion = f" (e.g. {path / example})" if example else ""
+    instead = f" (e.g. {name} {example})" if example else ""
+    if str(given).strip() == "-":
+        raise SampotError(f"{name} -: sampot writes to a file, not to stdout; give a file name{instead}.")
+    place = system_place(path)
+    if place is not None:
+        what = "is" if place == os.path.abspath(path) else f"leads to {place},"
+        raise SampotError(f"{name} {path} {what} a device or a file of the system (under {', '.join(SYSTEM_FOLDERS)}), "
+                          f"where sampot writes no results; give a file path{instead}.")  # fmt: skip
     if path.is_dir():
         raise SampotError(f"{name} {path} is a folder; give a file name{suggestion}.")
     if isinstance(given, str) and given.endswith(("/", os.sep)):  # Path() drops the slash that says "a folder"
         raise SampotError(f"{name} {given} names a folder (it ends in '/'), where sampot writes one file; give a file "
                           f"name{suggestion}.")  # fmt: skip
+    if path.is_symlink() and not path.is_file():
+        raise SampotError(f"{name} {path} is a symbolic link to {os.readlink(path)}, which is not a regular file (a "
+                          f"device, a pipe, a socket or nothing); give a file path{instead}.")  # fmt: skip
     if path.exists() and not path.is_file():
         # A device (/dev/full, /dev/null), a named pipe or a socket: the atomic write would replace it with a regular
         # file (as root, even a device node) and report success.

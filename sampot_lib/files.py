@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import http.client
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -59,12 +64,41 @@ def move_into_place(tmp: str | Path, path: str | Path) -> Path:
     return Path(path)
 
 
+#: Folders of devices and of the kernel's own files (/dev/stdout, /proc/self/fd/1): no place for a file of results.
+SYSTEM_FOLDERS = ("/dev", "/proc", "/sys")
+
+
+def system_place(path: str | Path) -> str | None:
+    """The place under :data:`SYSTEM_FOLDERS` that ``path`` is or leads to (the path, a folder above it or a symbolic
+    link on the way), or None: no place for a file of results (``errors.output_file`` refuses it as ``--out``, and
+    :func:`atomic_write` never renames over a link that leads there). Each link is followed by hand:
+    ``/dev/stdout`` -> ``/proc/self/fd/1`` -> a log file ends at a regular file, yet a rename onto ``/dev/stdout``
+    replaces the link itself."""
+    here = os.path.abspath(path)
+    for _ in range(40):  # the OS gives up on a longer chain of links as well (ELOOP)
+        here = os.path.join(os.path.realpath(os.path.dirname(here)), os.path.basename(here))
+        if any(here == folder or here.startswith(folder + "/") for folder in SYSTEM_FOLDERS):
+            return here
+        if not os.path.islink(here):
+            return None
+        here = os.path.join(os.path.dirname(here), os.readlink(here))
+    return None
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write the file ``path`` through ``write(binary file)`` atomically; returns ``path``."""
+    """Write the file ``path`` through ``write(binary file)`` atomically; returns ``path``.
+
+    A symbolic link at ``path`` that leads to no regular file, or through /dev, /proc or /sys, is refused
+    (``FileExistsError``): the rename would replace the link itself, such as ``/dev/stdout``.
+    """
     path = Path(path)
     if path.is_dir():
         why = "a folder, where sampot writes a file; move it away or choose another name"
         raise IsADirectoryError(errno.EISDIR, why, str(path))
+    if path.is_symlink() and (not path.is_file() or system_place(path) is not None):
+        # the rename would replace the link itself: /dev/stdout (-> /proc/self/fd/1) would become a plain file
+        why = f"a symbolic link to {os.readlink(path)}, not to a file of yours; give a file path"
+        raise FileExistsError(errno.EEXIST, why, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)  # its error names the folder (e.g. a parent that is a file)
     tmp: str | None = None
     try:
@@ -91,20 +125,69 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+#: The file in a staging folder that names the process writing it: "<pid> <host>".
+STAGE_OWNER = ".sampot-owner"
+#: A staging folder whose owner is not recorded is named in a warning once it is this old (seconds).
+STALE_UNKNOWN_AGE = 24 * 3600
+
+
+def _owner_alive(stage: Path) -> bool | None:
+    """Whether the process that wrote ``stage`` still runs; None when unknown (no owner file, another host)."""
+    try:
+        pid_text, host = (stage / STAGE_OWNER).read_text().split(maxsplit=1)
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if host.strip() != socket.gethostname() or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (PermissionError): it lives
+        return True
+    return True
+
+
+def _clear_stale_stages(out: Path) -> None:
+    """Remove the staging folders of ``out`` (``.<name>.*.part`` beside it) that a killed process left, saying so on
+    stderr; one whose owner is unknown and older than ``STALE_UNKNOWN_AGE`` is named in a warning, never removed."""
+    for stage in sorted(out.parent.glob(f".{glob.escape(out.name)}.*.part")):
+        if not stage.is_dir() or stage.is_symlink():
+            continue
+        alive = _owner_alive(stage)
+        if alive is False:
+            shutil.rmtree(stage, ignore_errors=True)
+            print(f"note: removed {stage}, the unfinished copy a stopped sampot was writing for {out}.",
+                  file=sys.stderr)  # fmt: skip
+        elif alive is None:
+            try:
+                age = time.time() - stage.stat().st_mtime
+            except OSError:
+                continue
+            if age > STALE_UNKNOWN_AGE:
+                warnings.warn(f"{stage} looks like an unfinished copy for {out} ({age / 3600:.0f} h old, its writer "
+                              "unknown); remove it if no sampot is writing it.", UserWarning,
+                              stacklevel=3)  # fmt: skip
+
+
 @contextlib.contextmanager
 def staged_folder(out: str | Path) -> Iterator[Path]:
     """A folder beside ``out`` to write a whole set of files into (a data set: images, masks, then its manifest).
 
     When the block ends normally, every file is moved to the same place under ``out`` (the top-level files, such as
     the manifest, last); when it raises or is interrupted, the staged files are removed and ``out`` is left as it
-    was, so it never holds part of a set that a later command would take for a whole one.
+    was, so it never holds part of a set that a later command would take for a whole one. A staging folder of ``out``
+    left by a process that was killed (SIGKILL) is removed first, with a note on stderr.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_stages(out)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
+        (stage / STAGE_OWNER).write_text(f"{os.getpid()} {socket.gethostname()}\n")
         yield stage
-        staged = [path for path in stage.rglob("*") if path.is_file()]
+        staged = [path for path in stage.rglob("*") if path.is_file() and path != stage / STAGE_OWNER]
         for path in sorted(staged, key=lambda path: (path.parent == stage, str(path))):
             target = out / path.relative_to(stage)
             target.parent.mkdir(parents=True, exist_ok=True)

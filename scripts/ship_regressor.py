@@ -442,7 +442,8 @@ def ship(
               "sampot_version": __version__},
     )  # fmt: skip
     write_text(into / record.card, card_text(record))
-    records = shipped_regressors(into / REGISTRY_FILE.name) | {name: record}
+    registry = into / REGISTRY_FILE.name
+    records = (shipped_regressors(registry) if registry.is_file() else {}) | {name: record}
     write_json(into / REGISTRY_FILE.name, {"format": "sampot-shipped-regressors/1",
                                            "regressors": [records[k].to_dict() for k in sorted(records)]})  # fmt: skip
     return record

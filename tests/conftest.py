@@ -91,3 +91,15 @@ def tiny_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "tiny.pth"
     torch.save(build_tiny_sam().state_dict(), path)
     return path
+
+
+def run_command(argv: list, capsys) -> tuple[int, str, str]:
+    """``sampot ARGV`` in this process: (exit status, stdout, stderr); argparse's own errors exit from parse_args."""
+    from sampot_lib.cli.main import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err

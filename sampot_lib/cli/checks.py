@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from sampot_lib import errors as checks
-from sampot_lib.cli.options import is_default, mask_folder_structure, typed
+from sampot_lib.cli.options import check_not_a_run_file, is_default, mask_folder_structure, typed
 from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import (
     MAX_LR,
@@ -274,19 +274,18 @@ def _check_outside_data_set(args: argparse.Namespace, data_cmd: str | None) -> N
 
 def _check_not_an_input(args: argparse.Namespace) -> None:
     """An output file that is one of the command's own input files would destroy it: refused, naming both."""
-    named = (("the image", "image"), ("the image", "source"), ("the --mask file", "mask"), ("the mask", "mask_file"))
+    named = (("the image", "image"), ("the image", "source"), ("the --mask file", "mask"), ("the mask", "mask_file"),
+             ("the --regressor file", "regressor"))  # fmt: skip
     inputs = [(flag, Path(getattr(args, dest))) for flag, dest in named if getattr(args, dest, None)]
     inputs = [(flag, p.resolve()) for flag, p in inputs if p.is_file()]
     out = getattr(args, "out", None)
-    if not inputs or out is None:
-        return
     if args.command == "evolve":
         outputs = [Path(out) / f"{Path(args.image).stem}_{name}" for name in EVOLVE_OUTPUTS]
-    else:
-        outputs = [Path(out)]
+    else:  # a run folder's --out (run, calibrate) is checked as a folder
+        outputs = [Path(out)] if args.command in ("score", "heatmap") and out is not None else []
     for output in outputs:
         for flag, source in inputs:
-            if output.resolve() == source:
+            if output.resolve() == source or (output.is_file() and os.path.samefile(output, source)):  # a hard link
                 other = "another folder" if args.command == "evolve" else "another file"
                 raise SampotError(f"{output} is {flag} ({source.name}), and the output would replace it: give "
                                   f"--out {other}.")  # fmt: skip
@@ -432,10 +431,9 @@ def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
         stem = Path(args.image).stem
         checks.output_dir(args.out, files=tuple(f"{stem}_{name}" for name in EVOLVE_OUTPUTS))
         _check_evolve_replaces_its_own(Path(args.out), stem)
-    elif args.command == "score" and args.out is not None:
-        checks.output_file(args.out, example="scores.csv")
-    elif args.command == "heatmap":
-        checks.output_file(args.out, example="heatmap.csv")
+    elif args.command in ("score", "heatmap") and args.out is not None:
+        checks.output_file(args.out, example="scores.csv" if args.command == "score" else "heatmap.csv")
+        check_not_a_run_file(args.out)
     elif args.command in ("run", "train-regressor"):
         checks.output_dir(args.out, files=RUN_FILES)
     elif args.command == "calibrate":
@@ -443,6 +441,8 @@ def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
     elif args.command == "download":
         _check_cache(args.cache_dir)
     elif args.command == "data" and data_cmd == "split":
-        checks.output_file(args.out if args.out is not None else Path(args.dir) / "splits.json", example="splits.json")
+        out = args.out if args.out is not None else Path(args.dir) / "splits.json"
+        checks.output_file(out, example="splits.json")
+        check_not_a_run_file(out)
     elif args.command == "data" and data_cmd in ("phantom", "prepare"):
         checks.output_dir(args.out)

@@ -27,7 +27,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    ds = FolderDataset(args.dir, validate=not args.no_validate)
+    ds = FolderDataset(args.dir, validate=not args.no_validate, structures=[])  # a split reads no mask
     splits = make_splits(ds, fractions=args.fractions, seed=args.seed)
     wanted = {name for name, f in zip(("train", "val", "test"), args.fractions, strict=True) if f > 0}
     empty = [name for name in empty_parts(splits) if name in wanted]  # a fraction of 0 is empty on purpose
@@ -43,6 +43,8 @@ def _split(args: argparse.Namespace) -> int:
     save_splits(out, splits, seed=args.seed, fractions=args.fractions, subjects=subjects, source=str(args.dir))
     counts = ", ".join(f"{k} {len({subjects[i] for i in v})} subjects / {len(v)} images" for k, v in splits.items())
     print(f"wrote {out}: {counts}")
+    print(f"use it with: sampot run {args.dir} --split-file {out} (likewise train-regressor and calibrate; without "
+          "--split-file a run makes its own split)")  # fmt: skip
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sampot_lib.cli.checks import EVOLVE_OUTPUTS
-from sampot_lib.cli.options import mask_folder_structure, plain
+from sampot_lib.cli.options import mask_elsewhere, mask_folder_structure, plain, shipped_settings
 from sampot_lib.data.io import check_image_side, looks_inverted, read_mask, read_user_image, write_png
 from sampot_lib.defaults import SHARPNESS, STRUCTURE
 from sampot_lib.errors import SampotError, SampotWarning
@@ -22,11 +22,12 @@ from sampot_lib.method.evolve import EvolutionResult, evolve_prompt
 from sampot_lib.method.heatmap import dice_heatmap, grid_points
 from sampot_lib.method.prompts import Prompt, Safeguards
 from sampot_lib.method.regressor import load_regressor
-from sampot_lib.method.regressor_origin import check_regressor, images_seen, seen_note
+from sampot_lib.method.regressor_origin import check_regressor, unmeasured_notes
 from sampot_lib.method.selection import DoNoHarm
 from sampot_lib.method.shipped import ShippedRegressor, resolve_regressor
 from sampot_lib.models import load_model
 from sampot_lib.models.base import PromptableModel
+from sampot_lib.models.registry import checkpoint_identity
 from sampot_lib.report.evolution_view import overlay, trajectory_html
 
 
@@ -46,11 +47,12 @@ def model_of(args: argparse.Namespace) -> PromptableModel:
 def regressor_expected(
     args: argparse.Namespace, model: PromptableModel, prompt: str, sharpness: float
 ) -> dict[str, object]:
-    """What a one-image command's regressor must fit (:func:`check_regressor`'s ``expected``): the model, its mask
-    output, the prompt kind, the sharpness, the structure (``--structure``, else the folder of a --mask in
+    """What a one-image command's regressor must fit (:func:`check_regressor`'s ``expected``): the model, its weights,
+    its mask output, the prompt kind, the sharpness, the structure (``--structure``, else the folder of a --mask in
     ``masks/<structure>/``), and, with a --mask, this image and mask, which it must not have been trained on."""
-    expected: dict[str, object] = {"model": args.model, "mask_output": getattr(model, "mask_output", None),
-                                   "prompt": prompt, "sharpness": sharpness}  # fmt: skip
+    expected: dict[str, object] = {"model": args.model, "checkpoint": checkpoint_identity(args.model, args.checkpoint),
+                                   "mask_output": getattr(model, "mask_output", None), "prompt": prompt,
+                                   "sharpness": sharpness}  # fmt: skip
     expected["structure"] = _structure(args)
     if args.mask:
         image_id = Path(args.image).stem
@@ -65,9 +67,10 @@ def _structure(args: argparse.Namespace) -> str | None:
     return getattr(args, "structure", None) or mask_folder_structure(args.mask)
 
 
-def _foreign_notes(reg_meta: dict, expected: dict[str, object], allow: bool) -> list[str]:
-    """check_regressor's notes, printed one a line; ``allow``: a mismatch or a leak is a note, not a refusal."""
-    notes = check_regressor(reg_meta, expected, allow_foreign=allow)
+def _foreign_notes(reg_meta: dict, expected: dict[str, object], allow: bool, one_image: bool = False) -> list[str]:
+    """check_regressor's notes, printed one a line; ``allow``: a mismatch or a leak is a note, not a refusal;
+    ``one_image``: a refusal advises evolving the image without its mask."""
+    notes = check_regressor(reg_meta, expected, allow_foreign=allow, one_image=one_image)
     for note in notes:
         print(f"sampot: warning: {note}", file=sys.stderr)
     return notes
@@ -122,18 +125,20 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     prompt.check(image.shape[:2])
     _warn_odd_input(prompt, gt, args.mask)
     kind = "box" if prompt.box is not None else "click"
+    shipped_settings(args)
     structure = _structure(args)
+    for note in mask_elsewhere(args.image, args.mask, getattr(args, "structure", None)):
+        print(f"sampot: warning: {note}", file=sys.stderr)
     regressor, reg_meta, shipped = resolve_regressor(
         args.regressor, args.model, kind, structure or STRUCTURE, device=args.device
     )
     model = model_of(args)
     _warn_prompt_kind(model, args.model, prompt.kind, "give --box X0 Y0 X1 Y1")
     expected = regressor_expected(args, model, kind, args.sharpness)
-    notes = _foreign_notes(reg_meta, expected, args.allow_foreign_regressor)
+    notes = _foreign_notes(reg_meta, expected, args.allow_foreign_regressor, one_image=True)
     if gt is None:  # nothing is measured, so not refused; but its scores there are not those of a new image
-        seen = images_seen(reg_meta, {Path(args.image).stem: sha256_file(args.image)})
-        if seen:
-            print(f"sampot: warning: {seen_note(seen, 1)}", file=sys.stderr)
+        for note in unmeasured_notes(reg_meta, {Path(args.image).stem: sha256_file(args.image)}):
+            print(f"sampot: warning: {note}", file=sys.stderr)
     rule = _rule(args, reg_meta, shipped)
     if shipped is not None:
         print(f"regressor: {shipped.name} (shipped; trained on {shipped.training_data.get('name', '?')}; its model "
@@ -212,6 +217,9 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     _warn_odd_input(None, mask, args.mask)  # no clicks: the heat-map makes its own
     if len(grid_points(mask, args.step)) == 0:  # before the model is loaded
         raise SampotError(f"no grid point of --step {args.step} falls inside the mask {args.mask}; use a smaller step.")
+    for note in mask_elsewhere(args.image, args.mask, getattr(args, "structure", None)):
+        print(f"sampot: warning: {note}", file=sys.stderr)
+    shipped_settings(args)
     model = model_of(args)
     _warn_prompt_kind(
         model, args.model, "click", "its heat-map of clicks shows little; evolve a box with `sampot evolve`"

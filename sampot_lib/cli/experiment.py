@@ -4,6 +4,7 @@ elsewhere measured on, and fine-tuned to, a few labelled images), and the Experi
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from dataclasses import asdict
@@ -13,12 +14,14 @@ from sampot_lib.cli.evolve import safeguards_of
 from sampot_lib.cli.options import plain, typed
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import run_calibration
-from sampot_lib.experiment.config import ExperimentConfig
+from sampot_lib.experiment.config import ExperimentConfig, same_path
 from sampot_lib.experiment.presets import differs_from_paper, preset_values
 from sampot_lib.experiment.records import read_csv
+from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.experiment.runner import results_made_otherwise, run_experiment
 from sampot_lib.experiment.stages import train_regressor_stage
 from sampot_lib.files import write_text
+from sampot_lib.method.regressor import load_regressor
 from sampot_lib.models.registry import OTHER_MODELS, model_meta
 from sampot_lib.report.run_page import run_summary_html
 
@@ -67,9 +70,20 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     return ExperimentConfig(**values)
 
 
+def _warn_unused_split(data: str | Path, split_file: str | None, out: str | Path, seed: int, what: str) -> None:
+    """One warning when the data set holds a ``splits.json`` (where `sampot data split DIR` writes) that this command,
+    given no --split-file, does not use: it makes its own split, and a split made by hand would be lost unseen."""
+    lying = Path(data) / "splits.json"
+    if split_file or not lying.is_file() or same_path(lying, Path(out) / "splits.json"):  # --out DIR: its own file
+        return
+    print(f"sampot: warning: {lying} (a split file in the data set) is not used: this {what} makes its own split "
+          f"with seed {seed}; pass --split-file {lying} to use it.", file=sys.stderr)  # fmt: skip
+
+
 def cmd_train_regressor(args: argparse.Namespace) -> int:
     config = _config(args)
     _refuse_replacing(config, args, ("train",))
+    _warn_unused_split(config.data, config.split_file, config.out, config.seed, "run")
     _, history = train_regressor_stage(config, resume=args.resume, force=args.force)
     best = min(history, key=lambda h: h["val_mse"])
     print(f"best epoch {int(best['epoch'])}: val MSE {best['val_mse']:.5f}; wrote {Path(args.out) / 'regressor.pt'}")
@@ -116,6 +130,7 @@ def write_run_page(out: Path, structure: str) -> Path | None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     _refuse_replacing(config, args, ("train", "evaluate", "evolve"))
+    _warn_unused_split(config.data, config.split_file, config.out, config.seed, "run")
     summary = run_experiment(config, resume=args.resume, force=args.force)
     several = "mean" in summary  # several seeds: mean ± sample sd over seeds
     mean = summary["mean"] if several else {k: v for k, v in summary.items() if isinstance(v, dict)}
@@ -163,6 +178,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure a regressor trained elsewhere on N labelled images of a new data set, fine-tune it on most of them,
     check it on the rest (:func:`sampot_lib.experiment.calibration.run_calibration`)."""
     tuning = {k: v for k, v in (("epochs", args.epochs), ("tune_lr", args.tune_lr)) if v is not None}
+    _warn_unused_split(args.data, args.split_file, args.out, args.seed, "calibration")
     report = run_calibration(
         args.data, args.regressor, args.out, args.labelled, seed=args.seed, structure=args.structure,
         model=args.model, checkpoint=args.checkpoint, mask_output=args.mask_output, prompt=args.prompt,
@@ -190,6 +206,28 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"recommendation: {report['recommendation']}")
     out = Path(args.out)
     print(f"wrote {out / 'regressor_calibrated.pt'} and {out / 'calibration.json'}; evolve with it (its labelled "
-          f"images are never tested on): sampot run {args.data} --out {out} --seed {args.seed} --regressor "
-          f"{out / 'regressor_calibrated.pt'}")  # fmt: skip
+          f"images are never tested on): {_run_with_calibrated(args, out, report['settings'])}")  # fmt: skip
     return 0
+
+
+def _run_with_calibrated(args: argparse.Namespace, out: Path, settings: dict) -> str:
+    """The `sampot run` that evolves the test part of the calibration's split with the calibrated regressor, with the
+    calibration's settings. A folder that holds a run's results would refuse it (its results were made with the
+    folder's own regressor), so the run then goes to a folder of its own, on the same split file."""
+    calibrated = out / "regressor_calibrated.pt"
+    folder = RunFolder(out)
+    made = any((folder.entry(s) or {}).get("status") == "done" for s in ("train", "evaluate", "evolve", "aggregate"))
+    target = out.parent / f"{out.name}_calibrated" if made else out
+    split_file = args.split_file or (str(out / "splits.json") if made else None)
+    split = ["--split-file", split_file] if split_file else []
+    words = ["sampot", "run", str(args.data), "--out", str(target), *split, "--seed", str(args.seed),
+             "--regressor", str(calibrated), "--structure", settings["structure"], "--model", settings["model"],
+             "--prompt", settings["prompt"], "--sharpness", f"{settings['sharpness']:g}",
+             "--steps", str(settings["steps"])]  # fmt: skip
+    words += ["--regressor-size", str(load_regressor(calibrated)[0].input_size)]
+    for flag, value in (("--checkpoint", args.checkpoint), ("--mask-output", args.mask_output)):
+        if value is not None:
+            words += [flag, str(value)]
+    if settings["prompt"] == "box" and settings.get("box_jitter") is not None:
+        words += ["--box-jitter", str(settings["box_jitter"])]
+    return shlex.join(words)

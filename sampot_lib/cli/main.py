@@ -25,6 +25,7 @@ from sampot_lib import __version__
 from sampot_lib.cli.checks import check_args
 from sampot_lib.cli.data import add_data_commands
 from sampot_lib.cli.options import (
+    DEFAULT_MODEL,
     evolution_options,
     experiment_options,
     foreign_option,
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "for (default: the model's own: box for litemedsam, click otherwise)")  # fmt: skip
     p.add_argument("--regressor", help=REGRESSOR_HELP)
     p.add_argument("--out", help="CSV to write for a data set: one row per image (default: for one image, none)")
-    p.add_argument("--model", default="sam_nano", help="the model whose masks the regressor scores: sam_nano, "
+    p.add_argument("--model", default=DEFAULT_MODEL, help="the model whose masks the regressor scores: sam_nano, "
                    "litemedsam, vit_b, vit_l or vit_h (default: %(default)s)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     foreign_option(p)

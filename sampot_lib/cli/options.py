@@ -34,6 +34,7 @@ from sampot_lib.defaults import (
     STEPS,
     TRUST_RADIUS,
 )
+from sampot_lib.errors import SampotError
 
 #: The number options a preset may set: their defaults are marked so that a preset replaces only those not typed.
 PRESET_NUMBERS = ("seed", "max_images", "regressor_size", "epochs", "steps", "patience", "lr", "sharpness",
@@ -121,7 +122,7 @@ def model_options(p: argparse.ArgumentParser, model: str | None = "sam_nano") ->
     """--model, --checkpoint, --mask-output, --device. ``model=None``: the model comes from the regressor's record."""
     g = p.add_argument_group("model")
     g.add_argument(
-        "--model", default=model,
+        "--model", default=_DefaultStr(model) if model is not None else None,
         help="sam_nano, litemedsam, vit_b, vit_l or vit_h "
         + ("(default: %(default)s)" if model is not None else "(default: the regressor's model)"),
     )  # fmt: skip
@@ -249,6 +250,14 @@ class _DefaultFloat(float):
     """A float option's default (not typed by the user): a preset may replace it."""
 
 
+class _DefaultStr(str):
+    """A str option's default (not typed by the user): a shipped regressor's record may replace it."""
+
+
+#: The default of --model, marked: a shipped --regressor's own model replaces it.
+DEFAULT_MODEL = _DefaultStr("sam_nano")
+
+
 def mark_defaults(p: argparse.ArgumentParser) -> None:
     """Wrap the defaults of :data:`PRESET_NUMBERS` so that :func:`typed` can tell them from values the user typed."""
     for dest in PRESET_NUMBERS:
@@ -261,7 +270,7 @@ def mark_defaults(p: argparse.ArgumentParser) -> None:
 
 def is_default(value: Any) -> bool:
     """Whether ``value`` is an option's marked default (see :func:`mark_defaults`), not a value the user typed."""
-    return isinstance(value, (_DefaultInt, _DefaultFloat))
+    return isinstance(value, (_DefaultInt, _DefaultFloat, _DefaultStr))
 
 
 def typed(args: argparse.Namespace, dest: str) -> bool:
@@ -272,6 +281,8 @@ def typed(args: argparse.Namespace, dest: str) -> bool:
 
 def plain(value: Any) -> Any:
     """``value`` without the default's mark (a plain int or float)."""
+    if isinstance(value, _DefaultStr):
+        return str(value)
     return int(value) if isinstance(value, _DefaultInt) else float(value) if isinstance(value, _DefaultFloat) else value
 
 
@@ -281,3 +292,97 @@ def mask_folder_structure(mask: str | Path | None) -> str | None:
         return None
     folder = Path(mask).resolve().parent
     return folder.name if folder.parent.name == "masks" else None
+
+
+def mask_elsewhere(image: str | Path, mask: str | Path | None, structure: str | None) -> list[str]:
+    """Warnings for a mask that seems to belong elsewhere: in ``masks/<s>/`` while ``structure`` (the one given)
+    names another, or named as another image of the folder-format data set ``image`` is in (``DIR/images/``,
+    ``DIR/masks/<s>/``). A Dice or a score against it is then another mask's."""
+    folder = mask_folder_structure(mask)
+    if mask is None or folder is None:
+        return []
+    notes = []
+    if structure and folder != structure:
+        notes.append(f"the mask {mask} lies in masks/{folder}/ but --structure is {structure}: it is taken as a "
+                     f"{structure} mask; give the {structure} mask, or --structure {folder}.")  # fmt: skip
+    shown, found = Path(image).resolve(), Path(mask).resolve()
+    if shown.parent.name == "images" and shown.parent.parent == found.parent.parent.parent and shown.stem != found.stem:
+        notes.append(f"the mask {mask} is the mask of image {found.stem} of the data set, not of {shown.stem}; give "
+                     f"{found.parent / shown.name}.")  # fmt: skip
+    return notes
+
+
+def check_not_a_run_file(out: str | Path) -> None:
+    """Refuse an output file that the run folder it lies in lists in its manifest.json: a result, the manifest, or a
+    file results were made from (its split). Replacing one loses what that run made, and its --resume.
+
+    Args:
+        out: The file a command is about to write.
+
+    Raises:
+        SampotError: ``out`` is such a file, naming the run folder.
+    """
+    from sampot_lib.experiment.runfolder import MANIFEST, RESULTS_OF, RunFolder  # only for a command writing a file
+
+    folder = RunFolder(Path(out).parent)
+    try:
+        stages = folder.manifest()["stages"]
+    except SampotError:  # a manifest.json of something else: no run folder
+        return
+    names = {MANIFEST} if stages else set()
+    for stage, entry in stages.items():
+        if isinstance(entry, dict):
+            names |= {*(entry.get("outputs") or {}), *(entry.get("inputs") or {}), *RESULTS_OF.get(stage, ())}
+    if Path(out).name in names:
+        raise SampotError(f"--out {out} is a file of the run folder {folder.path} (its {MANIFEST} lists it): writing "
+                          "there loses what that run made and its --resume; choose another --out.")  # fmt: skip
+
+
+def shipped_settings(args: argparse.Namespace, prompt_option: str | None = None) -> Any:
+    """With a --regressor that is a shipped regressor (its name or its file): --model, and the prompt kind where the
+    command has an option for it (``prompt_option``, the ``args`` field), from its record where the user gave none.
+
+    Args:
+        args: The parsed options (changed in place).
+        prompt_option: The field of the command's prompt-kind option (``"prompt"`` for score); None: the prompt kind
+            is not an option of the command.
+
+    Returns:
+        The shipped record, or None for any other --regressor (or none).
+
+    Raises:
+        SampotError: An option the user gave contradicts the record, naming the option to change.
+    """
+    record = _shipped_record(getattr(args, "regressor", None))
+    if record is not None:
+        _take_settings(args, record, prompt_option)
+    if getattr(args, "model", None) is not None:
+        args.model = plain(args.model)  # the default's mark has done its work
+    return record
+
+
+def _shipped_record(given: str | None) -> Any:
+    """The shipped record a --regressor names (its name or file), else None."""
+    if not given:
+        return None
+    from sampot_lib.method.shipped import shipped_for_file, shipped_regressors  # torch: only with a --regressor
+
+    record = shipped_regressors().get(str(given))
+    return record if record is not None else shipped_for_file(given) if Path(given).is_file() else None
+
+
+def _take_settings(args: argparse.Namespace, record: Any, prompt_option: str | None) -> None:
+    """--model (and ``prompt_option``) from a shipped record where not typed; SampotError naming a contradicting
+    option."""
+    wanted = [("model", "--model", record.model)]
+    if prompt_option is not None:
+        wanted.append((prompt_option, f"--{prompt_option.replace('_', '-')}", record.prompt_kind))
+    for dest, option, value in wanted:
+        if not typed(args, dest):
+            setattr(args, dest, value)
+        elif str(getattr(args, dest)) != value:
+            raise SampotError(
+                f"the shipped regressor {record.name!r} scores masks of {option} {value}, not {getattr(args, dest)}: "
+                f"change {option} to {value} (or leave it out), or pick a regressor made for "
+                f"{option} {getattr(args, dest)} (`sampot regressors` lists them)."
+            )

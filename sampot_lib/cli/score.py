@@ -8,12 +8,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sampot_lib.cli.options import mask_elsewhere, shipped_settings
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import looks_inverted, read_image, read_mask, read_user_image
 from sampot_lib.experiment.records import listed, write_csv
 from sampot_lib.files import sha256_file
 from sampot_lib.method.regressor import score_mask
-from sampot_lib.method.regressor_origin import check_regressor, trained_on
+from sampot_lib.method.regressor_origin import (
+    CALIBRATION_IMAGES,
+    calibration_seen,
+    check_regressor,
+    same_ids_note,
+    trained_on,
+)
 from sampot_lib.method.shipped import ShippedRegressor, default_prompt_kind, resolve_regressor, shipped_regressors
 
 #: How ``sampot score`` is told which prompt kind made the masks it scores.
@@ -28,19 +35,25 @@ def _row(predicted: float, shipped: ShippedRegressor | None) -> dict[str, Any]:
     return row
 
 
-def seen_in_training(meta: dict[str, Any], items: list[tuple[str, Path, Path]]) -> list[str]:
+def seen_in_training(meta: dict[str, Any], items: list[tuple[str, Path, Path]], calibration: bool = False) -> list[str]:
     """The ids of ``items`` (id, image file, mask file) the regressor was trained or validated on
-    (:func:`~sampot_lib.method.regressor_origin.trained_on`); the files are hashed only when its record lists some."""
-    if not meta.get("train_masks") and not meta.get("val_masks"):
+    (:func:`~sampot_lib.method.regressor_origin.trained_on`), or with ``calibration`` those it was calibrated on; the
+    files are hashed only when its record lists some."""
+    keys = ("calibration_masks",) if calibration else ("train_masks", "val_masks")
+    if not any(meta.get(k) for k in keys):
         return []
     masks = {image_id: sha256_file(mask) for image_id, _, mask in items}
     images = {image_id: sha256_file(image) for image_id, image, _ in items}
-    return [image_id for image_id, _ in trained_on(meta, masks, images)]
+    found = calibration_seen(meta, images, masks) if calibration else trained_on(meta, masks, images)
+    return [image_id for image_id, _ in found]
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    shipped_settings(args, prompt_option="prompt")
     kind = args.prompt or default_prompt_kind(args.model)
     source = Path(args.source)
+    for note in mask_elsewhere(source, None if source.is_dir() else args.mask_file, args.structure):
+        print(f"sampot: warning: {note}", file=sys.stderr)
     if source.is_dir():  # every mask is checked (size, binary, not empty) before any is scored
         dataset = FolderDataset(source, structures=[args.structure])
         items = [(i, dataset.image_path(i), dataset.mask_path(i, args.structure)) for i in dataset.ids]
@@ -58,6 +71,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"sampot: warning: {which} among the regressor's training or validation images ({listed(seen)}): it "
               f"learned their Dice, so its score{' and interval are' if shipped is not None else ' is'} optimistic "
               "there.", file=sys.stderr)  # fmt: skip
+    calibrated = seen_in_training(meta, items, calibration=True)
+    if calibrated:
+        which = f"{len(calibrated)} of the {len(items)} masks scored were" if len(items) > 1 else "the mask scored was"
+        print(f"sampot: warning: {which} among {CALIBRATION_IMAGES} ({listed(calibrated)}): it learned their Dice, "
+              "so its score is optimistic there.", file=sys.stderr)  # fmt: skip
+    same_ids = same_ids_note(meta, [i for i, _, _ in items], matched=seen + calibrated)
+    if same_ids:
+        print(f"sampot: warning: {same_ids}", file=sys.stderr)
     name = shipped.name if shipped is not None else str(args.regressor)
     rows, inverted = [], []
     for image_id, image_path, mask_path in items:

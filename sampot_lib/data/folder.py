@@ -4,10 +4,13 @@ Layout::
 
     DIR/images/<id>.<png|jpg|jpeg|dcm>
     DIR/masks/<structure>/<id>.png        binary (0 and one other value), same size as the image
-    DIR/manifest.csv                      optional; columns ``id`` and, optionally, ``subject`` (or ``subject_id``)
+    DIR/manifest.csv                      optional; columns ``id`` and, optionally, the subject's (``subject``,
+                                          ``subject_id``, ``patient``, ``PatientID``: case, ``_``, ``-`` and spaces
+                                          are ignored)
 
-Every image needs a mask for every structure (a structure is a sub-folder of ``masks/``). Images of one subject
-share a subject id in the manifest; without one, each image is its own subject.
+Every image needs a mask for every structure a command uses (a structure is a sub-folder of ``masks/``; a command
+for one structure does not read the others). Images of one subject share a subject id in the manifest; without one,
+each image is its own subject.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class FolderDataset:
     Args:
         root: The data set's folder (``images/``, ``masks/<structure>/``, optionally ``manifest.csv``).
         validate: Read and check every file now; False: check only names.
-        structures: The mask sub-folders required (one name may be given as a string); None: all found.
+        structures: The mask sub-folders required and checked (one name may be given as a string); the others are
+            not read. None: all found; empty: none (the images and the manifest only).
 
     Raises:
         SampotError: The folder is not a usable data set (every problem listed).

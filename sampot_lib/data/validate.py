@@ -7,6 +7,7 @@ a run can use; see :mod:`sampot_lib.data.folder` for the layout.
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,7 +32,38 @@ from sampot_lib.files import sha256_file
 MANIFEST = "manifest.csv"
 
 
-_SUBJECT_COLUMNS = ("subject", "subject_id", "patient", "patient_id", "patientid")
+# The manifest's subject column, compared as :func:`_subject_column_key` gives it: ``subject``, ``Subject_ID``,
+# ``PatientID`` (DICOM's tag name), ``patient-id`` and ``Patient ID`` all name it.
+_SUBJECT_COLUMN_KEYS = ("subject", "subjectid", "patient", "patientid")
+
+
+def _subject_column_key(name: str) -> str:
+    """A manifest column's name as compared with ``_SUBJECT_COLUMN_KEYS``: lower case, without ``_``, ``-`` and
+    spaces."""
+    return re.sub(r"[\s_-]", "", name).lower()
+
+
+def _subject_column(columns: list[str], problems: list[str]) -> str | None:
+    """The manifest's subject column, or None when it has none; two that name the subject are a problem."""
+    found = [c for c in columns if _subject_column_key(c) in _SUBJECT_COLUMN_KEYS]
+    if len(found) > 1:
+        named = " and ".join(repr(c) for c in found)
+        problems.append(f"{MANIFEST}: columns {named} {'both' if len(found) == 2 else 'all'} name the subject; keep "
+                        "one (remove or rename the others).")  # fmt: skip
+    return found[0] if found else None
+
+
+def _case_twins(subjects: Iterable[str]) -> list[tuple[str, str]]:
+    """Pairs of distinct subject ids that differ only in letter case, e.g. ('P1', 'p1')."""
+    first: dict[str, str] = {}
+    twins = []
+    for subject in sorted(set(subjects)):
+        key = subject.casefold()
+        if key in first:
+            twins.append((first[key], subject))
+        else:
+            first[key] = subject
+    return twins
 
 
 @dataclass
@@ -152,7 +184,7 @@ def _read_manifest(path: Path, problems: list[str]) -> dict[str, str] | None:
     if "id" not in columns:
         problems.append(f"{MANIFEST}: no 'id' column (columns: {', '.join(columns)}).")
         return None
-    subject_col = next((c for c in _SUBJECT_COLUMNS if c in columns), None)
+    subject_col = _subject_column(columns, problems)
     out: dict[str, str] = {}
     for i, row in enumerate(rows, start=2):
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
@@ -221,6 +253,21 @@ def _identical_masks(masks_dir: Path, structure: str, ids: Iterable[str]) -> str
     )
 
 
+def structure_folders(root: str | Path) -> list[str]:
+    """The structures a data set has masks of, without reading any mask.
+
+    Args:
+        root: The data set's folder.
+
+    Returns:
+        The names of the sub-folders of ``root/masks/``, sorted (none when it has no such folder).
+    """
+    masks_dir = Path(root) / "masks"
+    if not masks_dir.is_dir():
+        return []
+    return sorted(p.name for p in masks_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def validate_folder(
     root: str | Path,
     *,
@@ -234,7 +281,8 @@ def validate_folder(
 
     Args:
         root: The data set's folder.
-        structures: The mask sub-folders required (one name may be given as a string); None: all found.
+        structures: The mask sub-folders required and checked (one name may be given as a string); the others are
+            not read. None: all found; empty: none (the images and the manifest only, ``masks/`` not looked at).
         check_contents: Read and check every file; False: check only names.
         progress: Show a progress bar.
 
@@ -259,16 +307,13 @@ def validate_folder(
     files = _image_files(images_dir, problems)
     if not files:
         problems.append("images/: no images found.")
-    found_structures = (
-        sorted(p.name for p in masks_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if masks_dir.is_dir()
-        else []
-    )
+    found_structures = structure_folders(root)
     wanted = sorted(structures) if structures is not None else found_structures
-    if not masks_dir.is_dir():
-        problems.append(f"{root}: no masks/ folder; expected masks/<structure>/<id>.png.")
-    elif not wanted:
-        problems.append("masks/: no structure sub-folders (e.g. masks/left_lung/).")
+    if structures is None or wanted:  # a command that reads no mask (a split) does not look at masks/
+        if not masks_dir.is_dir():
+            problems.append(f"{root}: no masks/ folder; expected masks/<structure>/<id>.png.")
+        elif not wanted:
+            problems.append("masks/: no structure sub-folders (e.g. masks/left_lung/).")
     for s in wanted:
         if s not in found_structures and masks_dir.is_dir():
             problems.append(f"masks/{s}/: missing; every image needs a mask for structure '{s}'.")
@@ -283,6 +328,14 @@ def validate_folder(
             problems.append(f"images/{files[image_id].name}: not listed in {MANIFEST}.")
     report.ids = ids
     report.subjects = {i: (manifest or {}).get(i, i) for i in ids}
+    twins = _case_twins(report.subjects.values()) if manifest is not None else []
+    if twins:  # kept apart: ids are compared as written, so these two subjects may land in different splits
+        more = f" (and {len(twins) - 1} more such pair(s))" if len(twins) > 1 else ""
+        report.warnings.append(
+            f"{MANIFEST}: subjects '{twins[0][0]}' and '{twins[0][1]}' differ only in letter case{more}; they count as "
+            "two subjects, so a split may put their images in different parts: if they are one subject, write its "
+            "id the same way on every row."
+        )
 
     # Masks without an image usually mean a renamed or deleted image.
     miscased: set[tuple[str, str]] = set()  # (structure, id) of a mask named <id>.PNG: reported once, as such

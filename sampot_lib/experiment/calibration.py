@@ -61,7 +61,7 @@ from sampot_lib.method.prompts import Safeguards
 from sampot_lib.method.regressor import load_regressor, save_regressor
 from sampot_lib.method.regressor_origin import check_regressor, describe_origin, same_labelled
 from sampot_lib.method.regressor_training import fine_tune
-from sampot_lib.models.registry import load_model
+from sampot_lib.models.registry import checkpoint_identity, load_model
 
 #: The files ``sampot calibrate`` writes into its --out (beside the split and manifest of the run folder).
 CALIBRATION_FILES = ("calibration.json", "regressor_calibrated.pt")
@@ -287,7 +287,8 @@ def run_calibration(
     folder.assert_unlocked()
     dataset = open_dataset(config)
     net = load_model(config.model, config.checkpoint, device, mask_output=config.mask_output)
-    expected = {"model": config.model, "mask_output": getattr(net, "mask_output", config.mask_output),
+    expected = {"model": config.model, "checkpoint": checkpoint_identity(config.model, config.checkpoint),
+                "mask_output": getattr(net, "mask_output", config.mask_output),
                 "structure": config.structure, "prompt": config.prompt, "sharpness": config.sharpness}  # fmt: skip
     notes = check_regressor(meta, expected)
     settings = {"n_labelled": n_labelled, "seed": seed, "epochs": epochs, "tune_lr": tune_lr,

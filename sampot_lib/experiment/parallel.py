@@ -121,12 +121,15 @@ class RegressorRef(Ref):
 
 @dataclass(frozen=True)
 class DatasetRef(Ref):
-    """A folder-format data set by its folder (the caller validated it; a worker only reads its files)."""
+    """A folder-format data set by its folder and the structures the caller opened it with (the caller validated it;
+    a worker only reads its files, and needs no masks of the other structures either)."""
 
     root: str
+    structures: tuple[str, ...] | None = None
 
     def load(self) -> Any:
-        return FolderDataset(self.root, validate=False)
+        wanted = None if self.structures is None else list(self.structures)
+        return FolderDataset(self.root, validate=False, structures=wanted)
 
 
 _LOADED: dict[Ref, Any] = {}

@@ -18,6 +18,7 @@ from sampot_lib.files import sha256_file
 from sampot_lib.method.regressor import SegmentationRegressor, load_regressor
 from sampot_lib.method.regressor_origin import check_regressor
 from sampot_lib.models.base import PromptableModel
+from sampot_lib.models.registry import checkpoint_identity
 
 
 def regressor_source(config: ExperimentConfig) -> tuple[Path, bool]:
@@ -33,10 +34,11 @@ def expected_record(
     test_masks: dict[str, str] | None,
     test_images: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """What :func:`check_regressor` compares a regressor's record with: this run's settings and its test images
-    ({id: mask sha256}, {id: image sha256})."""
+    """What :func:`check_regressor` compares a regressor's record with: this run's settings, the weights of its model
+    and its test images ({id: mask sha256}, {id: image sha256})."""
     return {
-        "model": config.model, "mask_output": getattr(model, "mask_output", config.mask_output),
+        "model": config.model, "checkpoint": checkpoint_identity(config.model, config.checkpoint),
+        "mask_output": getattr(model, "mask_output", config.mask_output),
         "structure": config.structure, "prompt": config.prompt, "sharpness": config.sharpness,
         "input_size": config.regressor_size, "test_masks": test_masks, "test_images": test_images,
     }  # fmt: skip
@@ -72,17 +74,18 @@ def regressor_record(
         seen_images: ``{"train": {id: image sha256}, "val": {...}}``; None: no image hashes.
 
     Returns:
-        The record of the data and its identity, the split's hash, the seed, the structure, the model and checkpoint,
-        the mask output, prompt kind, input size and sharpness, the images seen, the set sizes, epochs, rank weight,
-        training precision, the best validation MSE and sampot's version.
+        The record of the data and its identity, the split's hash, the seed, the structure, the model and checkpoint
+        (its name and sha256), the mask output, prompt kind, input size and sharpness, the images seen, the set
+        sizes, epochs, rank weight, training precision, the best validation MSE and sampot's version.
     """
     images = seen_images or {}
 
-    ckpt = Path(config.checkpoint).name if config.checkpoint else f"{config.model} (registry)"
+    weights = checkpoint_identity(config.model, config.checkpoint)
     return {
         "data": str(config.data), "data_name": Path(config.data).name,
         "data_identity": data_identity(seen["train"] | seen["val"]), "split_hash": split, "seed": config.seed,
-        "structure": config.structure, "model": config.model, "checkpoint": ckpt,
+        "structure": config.structure, "model": config.model, "checkpoint": weights["name"],
+        "checkpoint_sha256": weights["sha256"],
         "mask_output": getattr(model, "mask_output", config.mask_output), "prompt": config.prompt,
         "input_size": config.regressor_size, "sharpness": config.sharpness, "sampot_version": __version__,
         "n_train_ids": len(seen["train"]), "n_val_ids": len(seen["val"]),
@@ -189,8 +192,8 @@ def calibrated_record(
     """
 
     kept = ("data", "data_name", "data_identity", "split_hash", "seed", "structure", "model", "checkpoint",
-            "mask_output", "prompt", "input_size", "sharpness", "n_train_ids", "n_val_ids", "train_masks",
-            "val_masks", "train_images", "val_images")  # fmt: skip
+            "checkpoint_sha256", "mask_output", "prompt", "input_size", "sharpness", "n_train_ids", "n_val_ids",
+            "train_masks", "val_masks", "train_images", "val_images")  # fmt: skip
     labelled = fine_masks | check_masks
     earlier = dict(base_meta.get("calibration_masks", {}))
     earlier_images = dict(base_meta.get("calibration_images", {}))

@@ -17,6 +17,7 @@ import torch
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import load_splits, make_splits, save_splits
+from sampot_lib.data.validate import structure_folders
 from sampot_lib.defaults import MAX_THREADS
 from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.cleanup import foreign_split, reset
@@ -28,14 +29,14 @@ from sampot_lib.experiment.runfolder import RunFolder, split_hash, split_hash_of
 from sampot_lib.files import sha256_file
 
 
-def open_dataset(config: ExperimentConfig) -> FolderDataset:
-    """The config's data set, validated (every file read), with the config's structure in it."""
-    dataset = FolderDataset(config.data)
-    if config.structure not in dataset.structures:
-        raise SampotError(
-            f"structure {config.structure!r} is not in {config.data} (it has {', '.join(dataset.structures)})."
-        )
-    return dataset
+def open_dataset(config: ExperimentConfig, *, every_structure: bool = False) -> FolderDataset:
+    """The config's data set, validated, with the config's structure in it: every image and every mask of that
+    structure read; the masks of other structures are neither read nor required unless ``every_structure`` (a
+    notebook's :class:`Run` offers them all)."""
+    have = structure_folders(config.data)
+    if have and config.structure not in have:
+        raise SampotError(f"structure {config.structure!r} is not in {config.data} (it has {', '.join(have)}).")
+    return FolderDataset(config.data, structures=None if every_structure else [config.structure])
 
 
 def _chosen_split(
@@ -358,5 +359,5 @@ def start_run(
     preset = params.pop("preset", None)
     values = {"data": at_base(data), "out": at_base(out), **params}
     config = apply_preset(preset, **values) if preset else ExperimentConfig(**values)
-    dataset = open_dataset(config)
+    dataset = open_dataset(config, every_structure=True)
     return Run(config, dataset, prepare_splits(config, dataset, force=force))

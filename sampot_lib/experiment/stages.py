@@ -99,14 +99,20 @@ def stage_workers(config: ExperimentConfig, workers: Workers | None) -> Iterator
 def open_run(
     config: ExperimentConfig, dataset: FolderDataset | None, parts: tuple[str, ...] = (), force: bool = False
 ) -> tuple[RunFolder, FolderDataset]:
-    """Refuse early, before the run folder is made or written: another run holding it, a data set that is not usable,
-    an ``out/splits.json`` no run there made, and a split whose ``parts`` (cut to ``max_images``) are empty."""
+    """Refuse early, before the run folder is made, written or (``force``) cleared: another run holding it, a data set
+    that is not usable, an ``out/splits.json`` no run there made, a split whose ``parts`` (cut to ``max_images``)
+    are empty, and a given regressor that learned from test images this run would measure it on."""
     folder = RunFolder(config.out_dir)
     folder.assert_unlocked()
     dataset = dataset or open_dataset(config)
-    splits = preview_split(config, dataset, force=force)
+    splits = limit(preview_split(config, dataset, force=force), config.max_images)
     if parts:
-        _require_parts(limit(splits, config.max_images), parts, config, dataset)
+        _require_parts(splits, parts, config, dataset)
+    if config.regressor is not None and "test" in parts:  # the test stage checks it again, with the model's settings
+        _, meta = load_regressor(config.regressor)
+        test = {"test_masks": mask_hashes(dataset, splits["test"], config.structure),
+                "test_images": image_hashes(dataset, splits["test"])}  # fmt: skip
+        check_regressor(meta, test, allow_foreign=config.allow_foreign_regressor)
     return folder, dataset
 
 
@@ -245,7 +251,7 @@ def train_regressor_stage(
         net = lazy.get()
         pool = stack.enter_context(stage_workers(config, workers))
         source = pool.share(net, lambda: model_ref(config))
-        data = pool.share(dataset, lambda: DatasetRef(str(dataset.root)))
+        data = pool.share(dataset, lambda: DatasetRef(str(dataset.root), tuple(dataset.structures)))
         common = dict(structure=config.structure, size=config.regressor_size, sharpness=config.sharpness,
                       n_synthetic=config.n_synthetic, n_outside=config.n_outside, progress=progress,
                       prompts_for_image=model_prompts_for(config.prompt, config.n_outside), workers=pool)  # fmt: skip
@@ -377,7 +383,8 @@ def shared_objects(
     the regressor file's hash) that each worker process loads once when the work is spread."""
     if not pool.parallel:
         return net, dataset, regressor
-    return model_ref(config), DatasetRef(str(dataset.root)), RegressorRef(str(path), sha256_file(path), config.device)
+    data = DatasetRef(str(dataset.root), tuple(dataset.structures))
+    return model_ref(config), data, RegressorRef(str(path), sha256_file(path), config.device)
 
 
 def _user_prompt_row(

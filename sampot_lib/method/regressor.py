@@ -20,6 +20,7 @@ from sampot_lib.defaults import (
     MAX_REGRESSOR_SIZE,
 )
 from sampot_lib.errors import SampotError, SampotWarning, regressor_size
+from sampot_lib.errors import device as checked_device
 from sampot_lib.files import atomic_write
 from sampot_lib.models.sam import check_image
 
@@ -151,9 +152,10 @@ def load_regressor(
         set as the regressor's ``provenance`` attribute; empty when the file has none).
 
     Raises:
-        SampotError: A missing, foreign or damaged file, or a folder, named with what to do; or a regressor for
-            another input size than ``input_size``.
+        SampotError: A missing, foreign or damaged file, or a folder, named with what to do; a regressor for
+            another input size than ``input_size``; a device that does not exist here.
     """
+    device = checked_device(device)
     retrain = "train one with `sampot train-regressor` (or `sampot run`)"
     if not isinstance(path, (str, Path)) or not str(path).strip():
         raise SampotError(f"the regressor must be given as a file path, got {path!r}; {retrain}.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from sampot_lib.errors import SampotError
+from sampot_lib.models.registry import registry_identity
 
 #: What a consumer compares with the regressor's record, and how a mismatch is named.
 _CHECKED = {
@@ -19,7 +20,15 @@ _CHECKED = {
 }
 
 
-def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreign: bool = False) -> list[str]:
+#: What to do instead of a test on images the regressor learned from: in a run, and in ``sampot evolve --mask``.
+UNMEASURED_ADVICE = "`sampot evolve` without --mask evolves such an image without measuring it."
+_RUN_ADVICE = ("run with the --out (and --seed) it was calibrated in, whose test part holds none of its labelled "
+               "images, or calibrate it again (sampot calibrate) in this run's folder.")  # fmt: skip
+
+
+def check_regressor(
+    meta: dict[str, Any], expected: dict[str, Any], allow_foreign: bool = False, one_image: bool = False
+) -> list[str]:
     """Check that a regressor learned from what it is about to score; return warnings, raise on a mismatch.
 
     An image counts as seen when its mask file is, and its image file too where both records hold image hashes
@@ -30,16 +39,22 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
         meta: The regressor's record (:func:`~sampot_lib.method.regressor.load_regressor`'s second value; written by
             the pipeline's training stage).
         expected: Any of ``model``, ``mask_output``, ``structure``, ``prompt``, ``sharpness``, ``input_size`` (what
-            the caller will score), and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on;
+            the caller will score), ``checkpoint`` (the weights in use, as
+            :func:`~sampot_lib.models.registry.checkpoint_identity` gives them: compared by sha256 with the record's
+            ``checkpoint_sha256``, or with what its ``checkpoint`` name tells; a record without one is not checked),
+            and ``test_masks`` ({image id: mask sha256} of the images it will be evaluated on;
             see :func:`sampot_lib.experiment.provenance.mask_hashes`), with ``test_images`` ({image id: image sha256})
             when known: none of them may be among the images it was trained or validated on (``train_masks``,
             ``val_masks``) or calibrated on (``calibration_masks``, written by
             :mod:`sampot_lib.experiment.calibration`).
         allow_foreign: The user asked on purpose for a regressor trained elsewhere: every mismatch is returned as a
             warning for the results to record instead of raised.
+        one_image: The test is one image's (``sampot evolve --mask``): a refusal advises evolving it without its
+            mask, not another run.
 
     Returns:
-        The warnings (settings the record lacks, and with ``allow_foreign`` each mismatch, prefixed
+        The warnings (settings the record lacks; test images with the ids of its training or validation images but
+        other files, :func:`same_ids_note`; and with ``allow_foreign`` each mismatch, prefixed
         ``"foreign regressor: "``).
 
     Raises:
@@ -64,6 +79,8 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
             same = str(have) == str(want)
         if not same:
             problems.append(f"it was trained with {key} {have!r} but is used with {key} {want!r} ({what})")
+    if expected.get("checkpoint"):
+        problems += _checkpoint_problem(meta, expected["checkpoint"])
     test = expected.get("test_masks")
     if test:
         if "train_masks" not in meta and not meta.get("val_masks"):
@@ -75,8 +92,8 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
             if meta.get("shipped"):  # a shipped regressor's training images are never a test, foreign or not
                 raise SampotError(
                     f"the shipped regressor {meta['shipped'].get('name', '')!r} cannot be evaluated "
-                    f"here: {text}. Test it on images it never saw (JSRT's test split, or your own); `sampot evolve` "
-                    "without --mask evolves such an image without measuring it."
+                    f"here: {text}. Test it on images it never saw (JSRT's test split, or your own); "
+                    + UNMEASURED_ADVICE
                 )
             problems.append(text)
         labelled = same_labelled(
@@ -86,18 +103,20 @@ def check_regressor(meta: dict[str, Any], expected: dict[str, Any], allow_foreig
             where = meta.get("calibrated_on", {}).get("data", "an unrecorded data set")
             refused.append(f"{len(labelled)} test image(s) were among the labelled images it was calibrated on "
                            f"({where}): {_named(labelled)}")  # fmt: skip
+        note = same_ids_note(meta, test, matched=[i for i, _ in leaked])
+        if note:
+            warnings.append(note)
     if refused:
         raise SampotError(
-            f"the regressor cannot be evaluated here: {'; '.join(refused)}. Test it on images it never saw: run with "
-            "the --out (and --seed) it was calibrated in, whose test part holds none of its labelled images, or "
-            "calibrate it again (sampot calibrate) in this run's folder."
+            f"the regressor cannot be evaluated here: {'; '.join(refused)}. Test it on images it never saw: "
+            + (UNMEASURED_ADVICE if one_image else _RUN_ADVICE)
         )
     if problems and not allow_foreign:
         origin = meta.get("data", "an unrecorded data set")
         raise SampotError(
             f"the regressor (trained on {origin}) does not fit this use: {'; '.join(problems)}. Train one for these "
-            "settings (sampot train-regressor / sampot run with the same --model, --mask-output, --structure and "
-            "--sharpness, on a split whose test images it never saw), or use it on purpose with "
+            "settings (sampot train-regressor / sampot run with the same --model, --checkpoint, --mask-output, "
+            "--structure and --sharpness, on a split whose test images it never saw), or use it on purpose with "
             "--allow-foreign-regressor, and the results record these differences."
         )
     return warnings + [f"foreign regressor: {p}" for p in problems]
@@ -121,13 +140,92 @@ def images_seen(meta: dict[str, Any], images: dict[str, str]) -> list[tuple[str,
     return [(image_id, seen[digest]) for image_id, digest in sorted(images.items()) if digest in seen]
 
 
-def seen_note(seen: list[tuple[str, str]], of: int) -> str:
-    """The warning for images a regressor learned from, used without a truth: its score is optimistic there."""
+def calibration_seen(
+    meta: dict[str, Any], images: dict[str, str], masks: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """The images (``images`` {id: image sha256}, with ``masks`` {id: mask sha256} where known) among the labelled
+    images a regressor was calibrated on (its record's ``calibration_images`` / ``calibration_masks``): [(id, id it
+    was seen as)], by id. Without masks an image counts by its file alone."""
+    if masks is not None:
+        return same_labelled(masks, images, meta.get("calibration_masks", {}), meta.get("calibration_images", {}))
+    seen: dict[str, str] = {}
+    for seen_id, digest in meta.get("calibration_images", {}).items():
+        seen.setdefault(digest, seen_id)
+    return [(image_id, seen[digest]) for image_id, digest in sorted(images.items()) if digest in seen]
+
+
+def seen_note(seen: list[tuple[str, str]], of: int, what: str = "the regressor's training or validation images") -> str:
+    """The warning for images a regressor learned from (``what``: which of them), used without a truth: its score is
+    optimistic there."""
     which = f"{len(seen)} of the {of} images {'is' if len(seen) == 1 else 'are'}" if of > 1 else "the image is"
     return (
-        f"{which} among the regressor's training or validation images ({_named(seen)}): it learned the Dice of "
-        "their masks, so its predicted Dice, and the do-no-harm rule that reads it, are optimistic there."
+        f"{which} among {what} ({_named(seen)}): it learned the Dice of their masks, so its predicted Dice, and the "
+        "do-no-harm rule that reads it, are optimistic there."
     )
+
+
+#: How :func:`seen_note` names the images a regressor was calibrated on.
+CALIBRATION_IMAGES = "the labelled images the regressor was calibrated on"
+
+
+def same_ids_note(meta: dict[str, Any], ids: Any, matched: Any = ()) -> str | None:
+    """The warning for images that have the ids of a shipped regressor's training or validation images (its record's
+    ``train_masks``, ``val_masks``, ``train_images``, ``val_images``) but were not found to be the same files: a
+    resized or re-exported copy of the same public X-ray (JSRT's ``JPCLN001``, ...) is missed by the file check. None
+    when there is none, and for a regressor trained here: its ids are those of the user's own data set, which other
+    sets share by chance (every phantom set has a ``phantom_0000``).
+
+    Args:
+        meta: The regressor's record.
+        ids: The image ids in use.
+        matched: The ids already found to be the same files (warned about or refused elsewhere).
+    """
+    if not meta.get("shipped"):
+        return None
+    seen = {k for key in ("train_masks", "val_masks", "train_images", "val_images") for k in meta.get(key, {})}
+    same = sorted((set(ids) - set(matched)) & seen)
+    if not same:
+        return None
+    several = len(same) > 1
+    which = f"images {_named([(i, i) for i in same])} have the ids" if several else f"image {same[0]} has the id of one"
+    return (
+        f"{which} of the regressor's training images (other pixels: resized or re-exported?); if "
+        f"{'they are the same X-rays' if several else 'it is the same X-ray'}, its numbers on "
+        f"{'them' if several else 'it'} are optimistic."
+    )
+
+
+def unmeasured_notes(meta: dict[str, Any], images: dict[str, str]) -> list[str]:
+    """The warnings for images (``images`` {id: image sha256}) a regressor scores without a truth: those it learned
+    from (its training, validation or calibration images, by file), and those that only have the ids of its
+    training images (a resized copy is another file)."""
+    seen = images_seen(meta, images)
+    calibrated = calibration_seen(meta, images)
+    notes = [seen_note(seen, len(images))] if seen else []
+    if calibrated:
+        notes.append(seen_note(calibrated, len(images), CALIBRATION_IMAGES))
+    same_ids = same_ids_note(meta, images, matched=[i for i, _ in seen + calibrated])
+    return notes + ([same_ids] if same_ids else [])
+
+
+def _checkpoint_problem(meta: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """[the mismatch] when the weights in use (``want``, :func:`~sampot_lib.models.registry.checkpoint_identity`)
+    are not those the regressor was trained with, else []. A record of the registry's weights, or of a file named as
+    the registry's, stands for the registry's sha256; a record without a sha256 is otherwise compared by name."""
+    name = meta.get("checkpoint")
+    if name is None and "checkpoint_sha256" not in meta:
+        return []
+    have = meta.get("checkpoint_sha256") or registry_identity(meta.get("model"), name)
+    if have and want.get("sha256"):
+        if have == want["sha256"]:
+            return []
+        why = f"sha256 {have[:12]}... and {want['sha256'][:12]}..."
+    elif name is None or want.get("name") is None or str(name) == str(want["name"]):
+        return []
+    else:
+        why = "the record names the file only"
+    return [f"it was trained with checkpoint {name!r} but is used with checkpoint {want.get('name')!r} (the model's "
+            f"weights; {why})"]  # fmt: skip
 
 
 def _named(pairs: list[tuple[str, str]]) -> str:

@@ -11,6 +11,7 @@ validation split (:func:`choose_margin`), never on test.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -40,11 +41,14 @@ class DoNoHarm:
     weight: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin <= 1:
+        if not _unit_number(self.margin):
             raise SampotError(f"the do-no-harm margin must be a predicted Dice gain in [0, 1], got {self.margin!r}.")
+        object.__setattr__(self, "margin", float(self.margin))  # numpy scalars work as the plain float they hold
         w = self.weight
-        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1):
-            raise SampotError(f"the do-no-harm blend weight must be in [0, 1] or None, got {w!r}.")
+        if w is not None:
+            if not _unit_number(w):
+                raise SampotError(f"the do-no-harm blend weight must be in [0, 1] or None, got {w!r}.")
+            object.__setattr__(self, "weight", float(w))
 
     @property
     def name(self) -> str:
@@ -124,9 +128,32 @@ class DoNoHarm:
         return replace(result, best_step=0, best_mask=result.initial_mask, settings=settings)
 
 
+def _unit_number(value: object) -> bool:
+    """Whether ``value`` is a real number (numpy's included, booleans not) in [0, 1]."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    return real and 0 <= value <= 1
+
+
+def _gains(predicted: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``predicted`` and ``true`` as float arrays of one shape, at least one value each, every value finite."""
+    predicted, true = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
+    if predicted.shape != true.shape or predicted.size == 0:
+        raise SampotError(f"the do-no-harm rule needs as many predicted as true gains (at least one), got "
+                          f"{predicted.size} and {true.size}.")  # fmt: skip
+    if not (np.isfinite(predicted).all() and np.isfinite(true).all()):
+        raise SampotError("the do-no-harm rule's predicted and true gains must be finite numbers (a NaN gain is an "
+                          "evolution whose Dice could not be measured: leave it out).")  # fmt: skip
+    return predicted, true
+
+
 def rule_gains(predicted: np.ndarray, true: np.ndarray, margin: float) -> np.ndarray:
-    """True Dice gains of images under a margin: ``true`` where the predicted gain clears it, else 0 (kept)."""
-    return np.where(np.asarray(predicted) > margin, np.asarray(true, dtype=float), 0.0)
+    """True Dice gains of images under a margin: ``true`` where the predicted gain clears it, else 0 (kept).
+
+    Raises:
+        SampotError: ``predicted`` and ``true`` differ in length, are empty or hold a value that is not finite.
+    """
+    predicted, true = _gains(predicted, true)
+    return np.where(predicted > margin, true, 0.0)
 
 
 def margin_curve(predicted: np.ndarray, true: np.ndarray, margins: tuple[float, ...] = MARGINS) -> list[dict]:
@@ -143,12 +170,14 @@ def margin_curve(predicted: np.ndarray, true: np.ndarray, margins: tuple[float, 
         ``moved`` (the images moved at all).
 
     Raises:
-        SampotError: ``predicted`` and ``true`` differ in length, or are empty.
+        SampotError: ``predicted`` and ``true`` differ in length, are empty or hold a value that is not finite; a
+            margin is not a number in [0, 1].
     """
-    predicted, true = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
-    if predicted.shape != true.shape or predicted.size == 0:
-        raise SampotError(f"the margin curve needs as many predicted as true gains (at least one), got "
-                          f"{predicted.size} and {true.size}.")  # fmt: skip
+    predicted, true = _gains(predicted, true)
+    bad = [m for m in margins if not _unit_number(m)]
+    if bad or not margins:
+        raise SampotError(f"the margins to try must be predicted Dice gains in [0, 1] (at least one), got "
+                          f"{list(margins)!r}.")  # fmt: skip
     rows = []
     for m in margins:
         g = rule_gains(predicted, true, m)
@@ -173,7 +202,8 @@ def choose_margin(predicted: np.ndarray, true: np.ndarray, margins: tuple[float,
         ``{"margin": the margin chosen, "curve": the rows of margin_curve}``.
 
     Raises:
-        SampotError: ``predicted`` and ``true`` differ in length, or are empty.
+        SampotError: ``predicted`` and ``true`` differ in length, are empty or hold a value that is not finite; a
+            margin is not a number in [0, 1].
     """
     curve = margin_curve(predicted, true, margins)
     return {"margin": pick_margin(curve), "curve": curve}
@@ -214,11 +244,13 @@ def pool_curves(curves: list[list[dict]], sizes: list[int]) -> list[dict]:
         One row per margin: ``mean_gain`` weighted by size, ``worst`` the lowest, ``harmed`` and ``moved`` summed.
 
     Raises:
-        SampotError: no curve, sizes that do not match, or curves over different margins.
+        SampotError: no curve, sizes that are not one positive whole number per curve, or curves over different
+            margins.
     """
-    if not curves or len(curves) != len(sizes) or any(n <= 0 for n in sizes):
-        raise SampotError(f"pooling margin curves needs one positive size per curve, got {len(curves)} curves and "
-                          f"sizes {list(sizes)}.")  # fmt: skip
+    whole = all(isinstance(n, numbers.Integral) and not isinstance(n, (bool, np.bool_)) and n > 0 for n in sizes)
+    if not curves or len(curves) != len(sizes) or not whole:
+        raise SampotError(f"pooling margin curves needs one positive whole number of evolutions per curve, got "
+                          f"{len(curves)} curves and sizes {list(sizes)}.")  # fmt: skip
     margins = [[row["margin"] for row in curve] for curve in curves]
     if any(m != margins[0] for m in margins):
         raise SampotError("the margin curves to pool were made over different margins: make them with the same ones.")

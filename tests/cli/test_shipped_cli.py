@@ -8,24 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_command as run
 from PIL import Image
 
-from sampot_lib.cli.main import main
 from sampot_lib.data.io import read_image, read_mask
 from sampot_lib.method.regressor import score_mask
 from sampot_lib.method.shipped import load_shipped_regressor, shipped_regressors
 
 NANO = "sam_nano_click_left_lung"
 pytestmark = pytest.mark.skipif(NANO not in shipped_regressors(), reason="the SAM-Nano regressor is not shipped")
-
-
-def run(argv: list, capsys) -> tuple[int, str, str]:
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +76,12 @@ def test_score_of_a_data_set_writes_one_row_per_image(phantoms, tmp_path, capsys
     want = score_mask(regressor, image, read_mask(first["mask"]))
     assert float(first["dice_predicted"]) == pytest.approx(want, abs=1e-5)
     assert float(first["interval_low"]) == pytest.approx(max(0.0, want - record.half_width_of("binary")), abs=1e-5)
+    # the printed line's mean and lowest mask are those of the rows written
+    predicted = {r["image_id"]: float(r["dice_predicted"]) for r in rows}
+    lowest = min(predicted, key=predicted.get)
+    assert len(set(predicted.values())) > 1, "the phantoms' masks should not all score the same"
+    mean = sum(predicted.values()) / len(predicted)
+    assert f"mean predicted Dice {mean:.3f}, lowest {lowest} {predicted[lowest]:.3f}" in out
 
 
 def test_score_of_a_data_set_without_out_is_refused(phantoms, capsys):

@@ -8,11 +8,14 @@ another's), with the shipped SAM-Nano.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import json
 import re
+import shlex
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,6 +252,28 @@ def test_a_run_that_would_test_on_a_labelled_image_is_refused(calibrated, shifte
     with pytest.raises(SampotError, match="labelled images it was calibrated on"):
         evaluate_stage(other, progress=False)
     assert not (tmp_path / "other" / "regressor_eval.csv").exists()
+
+
+def test_the_run_calibrate_prints_next_works_also_in_a_folder_of_results(shifted, base, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(shifted), "--out", str(out), "--max-images", "3", "--epochs", "1", "--steps", "1",
+                 "--regressor-size", str(SIZE)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["calibrate", str(shifted), "--regressor", str(base[0]), "--labelled", "4", "--out", str(out),
+                 "--steps", "1", "--epochs", "2"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    command = shlex.split(printed.split("never tested on): ")[1].strip())
+    assert command[:2] == ["sampot", "run"] and "--force" not in command
+    own = json.loads((out / "summary.json").read_text())
+    assert main([*command[1:], "--max-images", "3"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text()) == own  # the folder's own results are left alone
+    target = Path(command[command.index("--out") + 1])
+    summary = json.loads((target / "summary.json").read_text())
+    assert summary["regressor_origin"]["calibrated_on"]["data"] == str(shifted)
+    report = json.loads((out / "calibration.json").read_text())
+    tested = {row["image_id"] for row in csv.DictReader((target / "evolution.csv").open())}
+    assert tested == {row["image_id"] for row in csv.DictReader((out / "evolution.csv").open())}  # the same split
+    assert tested and not tested & set(report["fine_tune_ids"] + report["check_ids"])
 
 
 @pytest.mark.parametrize(

@@ -408,6 +408,14 @@ def test_a_regressor_trained_on_the_test_images_is_refused_and_recorded_when_for
     with pytest.raises(SampotError, match="were among its training.*--allow-foreign-regressor"):
         run_experiment(_config_for(phantoms, tmp_path / "passed", tiny_checkpoint, regressor=str(out / "regressor.pt")),
                        progress=False)  # fmt: skip
+    # ... and with force into a folder of results, refused before anything there is removed
+    kept = tmp_path / "kept"
+    run_experiment(_config_for(phantoms, kept, tiny_checkpoint), progress=False)
+    before = {p.name: _sha(p) for p in kept.iterdir() if p.is_file()}
+    with pytest.raises(SampotError, match="were among its training"):
+        run_experiment(_config_for(phantoms, kept, tiny_checkpoint, regressor=str(out / "regressor.pt")),
+                       progress=False, force=True)  # fmt: skip
+    assert {p.name: _sha(p) for p in kept.iterdir() if p.is_file()} == before
     # Asked for on purpose (--allow-foreign-regressor): accepted, and the results say so.
     summary = run_experiment(_config_for(phantoms, tmp_path / "foreign", tiny_checkpoint, allow_foreign_regressor=True,
                                          regressor=str(out / "regressor.pt")), progress=False)  # fmt: skip
@@ -752,11 +760,15 @@ def test_a_split_no_run_made_in_out_is_refused_not_replaced(phantoms, tiny_check
     dataset = FolderDataset(phantoms)
     assert prepare_splits(config, dataset) == prepare_splits(config, dataset) == json.loads(before)["splits"]
     assert mine.read_bytes() == before
-    # A folder's own split is reused; written over by `sampot data split`, it is the user's and refused.
+    # A folder's own split is reused; `sampot data split` refuses to write over it, and written over all the same (a
+    # copy, an edit), it is the user's and refused.
     own = tmp_path / "own"
     seeded = ExperimentConfig(data=str(phantoms), out=str(own), max_images=None)
     assert prepare_splits(seeded, dataset) == prepare_splits(seeded, dataset)
-    assert main(["data", "split", str(phantoms), "--fractions", "1", "1", "1", "--out", str(own / "splits.json")]) == 0
+    capsys.readouterr()
+    assert main(["data", "split", str(phantoms), "--fractions", "1", "1", "1", "--out", str(own / "splits.json")]) == 2
+    assert "is a file of the run folder" in capsys.readouterr().err
+    (own / "splits.json").write_bytes(before)
     with pytest.raises(SampotError, match=r"splits.json is a split no sampot run in .*\(--force never replaces"):
         prepare_splits(seeded, dataset, force=True)
     # The data set's own split (`sampot data split DIR`) with --out DIR alike.

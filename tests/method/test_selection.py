@@ -19,7 +19,7 @@ from sampot_lib.experiment.runner import run_experiment
 from sampot_lib.experiment.summary import selection_metrics
 from sampot_lib.method.evolve import EvolutionResult, EvolutionStep
 from sampot_lib.method.prompts import Prompt
-from sampot_lib.method.selection import DoNoHarm, choose_margin, margin_curve, pick_margin, pool_curves
+from sampot_lib.method.selection import DoNoHarm, choose_margin, margin_curve, pick_margin, pool_curves, rule_gains
 
 
 def _result(scores, confidences=None, best=None) -> EvolutionResult:
@@ -56,6 +56,29 @@ def test_the_blend_predicts_with_both_scores():
 def test_a_margin_outside_its_range_is_refused(bad):
     with pytest.raises(SampotError, match="margin must be a predicted Dice gain in"):
         DoNoHarm(bad)
+
+
+@pytest.mark.parametrize("margin", [np.float32(0.25), np.float64(0.25), np.int64(0), 0.25])
+def test_a_numpy_margin_works_as_the_number_it_holds(margin):
+    rule = DoNoHarm(margin, weight=np.float32(1.0))  # the blend of weight 1 is the regressor's score alone
+    assert rule.margin == float(margin) and type(rule.margin) is float and rule.weight == 1.0
+    res = _result([0.5, 0.875])  # a predicted gain of 0.375 clears 0.25 and 0
+    assert not rule.keeps_user_prompt(res)
+
+
+@pytest.mark.parametrize(("predicted", "true"), [([0.3, 0.1], [np.nan, -0.5]), ([np.inf, 0.1], [0.1, -0.5]),
+                                                 ([0.3, 0.1], [0.1])])  # fmt: skip
+def test_gains_that_are_not_finite_or_do_not_pair_up_are_refused(predicted, true):
+    # a NaN true gain must not count as an image the margin harms not at all
+    for call in (lambda: choose_margin(predicted, true), lambda: rule_gains(predicted, true, 0.0)):
+        with pytest.raises(SampotError, match="do-no-harm rule"):
+            call()
+
+
+@pytest.mark.parametrize("margins", [(-1.0, 1.0), (0.0, 1.5), (0.0, float("nan")), ()])
+def test_margins_to_try_outside_the_rules_range_are_refused(margins):
+    with pytest.raises(SampotError, match=r"margins to try must be predicted Dice gains in \[0, 1\]"):
+        choose_margin([0.3, 0.1], [0.2, -0.5], margins=margins)
 
 
 def test_the_margin_is_the_best_one_that_harms_no_image():
@@ -115,7 +138,9 @@ def test_pooling_weights_each_curve_by_its_evolutions():
 
 @pytest.mark.parametrize(
     ("curves", "sizes", "message"),
-    [([], [], "one positive size per curve"), ([[{"margin": 0.0}]], [0], "one positive size per curve"),
+    [([], [], "one positive whole number"), ([[{"margin": 0.0}]], [0], "one positive whole number"),
+     ([[{"margin": 0.0}]], [float("nan")], "one positive whole number"),
+     ([[{"margin": 0.0}]], [2.5], "one positive whole number"),
      ([[{"margin": 0.0}], [{"margin": 0.1}]], [5, 5], "different margins")],
 )  # fmt: skip
 def test_curves_that_cannot_be_pooled_are_refused(curves, sizes, message):

@@ -79,6 +79,20 @@ def test_an_unknown_name_is_refused_naming_the_shipped_ones(fake_registry):
         shipped.load_shipped_regressor("nope")
 
 
+def test_a_registry_given_that_is_not_a_file_is_named_not_taken_for_none_shipped(fake_registry, tmp_path):
+    for missing in (tmp_path / "nope.json", tmp_path):
+        with pytest.raises(SampotError, match=f"registry {missing} is not a file"):
+            shipped.find_shipped("litemedsam", "box", "heart", registry=missing)
+    with pytest.raises(SampotError, match="prompt_options must map 'box' and 'click'"):
+        shipped.find_shipped("litemedsam", "click", "heart", prompt_options=None)
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:99"])
+def test_a_shipped_regressor_on_a_device_that_is_not_here_is_refused_naming_it(fake_registry, device):
+    with pytest.raises(SampotError, match=f"device '?{device}'?[ :]"):
+        shipped.load_shipped_regressor("toy_heart", device=device)
+
+
 def test_a_shipped_file_loads_after_its_check_and_a_tampered_one_is_refused(fake_registry):
     regressor, meta, record = shipped.load_shipped_regressor("toy_heart")
     assert meta["structure"] == "heart" and record.name == "toy_heart" and regressor.input_size == 32

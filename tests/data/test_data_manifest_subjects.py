@@ -1,0 +1,64 @@
+"""The manifest's subject column: found whatever its case and separators, so one patient's images stay in one part
+of a split; two subject columns are refused; subject ids that differ only in case are kept apart, with a warning."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+
+import pytest
+from data_fixtures import make_folder
+
+from sampot_lib.cli.data import add_data_commands
+from sampot_lib.data.folder import FolderDataset
+from sampot_lib.errors import SampotError, SampotWarning
+
+
+def run_cli(*argv: str) -> int:
+    ap = argparse.ArgumentParser(prog="sampot")
+    add_data_commands(ap.add_subparsers(dest="cmd", required=True))
+    args = ap.parse_args(list(argv))
+    return args.func(args)
+
+
+def _with_manifest(root, header: str, subjects: list[str]):
+    make_folder(root, n=len(subjects))
+    rows = [header] + [f"im{i},{s},PA" for i, s in enumerate(subjects)]
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("column", ["PatientID", "Patient_ID", "Subject", "SUBJECT_ID", "patient id", "Patient-Id"])
+def test_a_subject_column_in_any_case_or_spelling_keeps_each_patients_images_in_one_part(tmp_path, column):
+    patients = [f"P{i // 4}" for i in range(12)]  # 3 patients, 4 images each
+    root = _with_manifest(tmp_path / "d", f"id,{column},view", patients)
+    ds = FolderDataset(root)
+    assert ds.subjects == ["P0", "P1", "P2"] and [ds.subject_of(f"im{i}") for i in range(12)] == patients
+    out = tmp_path / "s.json"
+    assert run_cli("data", "split", str(root), "--fractions", "1", "1", "1", "--out", str(out)) == 0
+    parts = json.loads(out.read_text())["splits"]
+    patients_in = {part: {patients[int(i[2:])] for i in ids} for part, ids in parts.items()}
+    assert sorted(len(p) for p in patients_in.values()) == [1, 1, 1], patients_in
+    assert set.union(*patients_in.values()) == {"P0", "P1", "P2"}
+
+
+def test_two_subject_columns_are_refused_naming_both(tmp_path):
+    root = make_folder(tmp_path / "d", n=2)
+    (root / "manifest.csv").write_text("id,subject,PatientID\nim0,a,x\nim1,b,y\n")
+    with pytest.raises(SampotError, match=r"columns 'subject' and 'PatientID' both name the subject; keep one"):
+        FolderDataset(root)
+
+
+def test_subjects_that_differ_only_in_case_are_two_subjects_with_a_warning(tmp_path, capsys):
+    root = _with_manifest(tmp_path / "d", "id,subject,view", ["P1", "p1", "P2", "P2"])
+    assert run_cli("data", "check", str(root), "--quiet") == 0
+    out = capsys.readouterr().out
+    assert "subjects:   3" in out and "subjects 'P1' and 'p1' differ only in letter case" in out, out
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_cli("data", "split", str(root), "--out", str(tmp_path / "s.json")) == 0
+    said = [str(w.message) for w in caught if issubclass(w.category, SampotWarning)]
+    assert any("subjects 'P1' and 'p1' differ only in letter case" in m for m in said), said
+    with pytest.warns(SampotWarning, match="differ only in letter case"):
+        assert FolderDataset(root).subjects == ["P1", "P2", "p1"]

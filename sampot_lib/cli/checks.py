@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from sampot_lib import errors as checks
-from sampot_lib.cli.options import check_not_a_run_file, is_default, mask_folder_structure, typed
+from sampot_lib.cli.options import check_not_a_run_file, is_default, mask_folder_structure, shipped_settings, typed
 from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import (
     MAX_LR,
@@ -275,7 +275,7 @@ def _check_outside_data_set(args: argparse.Namespace, data_cmd: str | None) -> N
 def _check_not_an_input(args: argparse.Namespace) -> None:
     """An output file that is one of the command's own input files would destroy it: refused, naming both."""
     named = (("the image", "image"), ("the image", "source"), ("the --mask file", "mask"), ("the mask", "mask_file"),
-             ("the --regressor file", "regressor"))  # fmt: skip
+             ("the --regressor file", "regressor"), ("the --checkpoint file", "checkpoint"))  # fmt: skip
     inputs = [(flag, Path(getattr(args, dest))) for flag, dest in named if getattr(args, dest, None)]
     inputs = [(flag, p.resolve()) for flag, p in inputs if p.is_file()]
     out = getattr(args, "out", None)
@@ -381,12 +381,14 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 
 def _check_run_regressor(args: argparse.Namespace) -> None:
-    """`sampot run --regressor FILE`: a file that cannot be read, or a regressor for another model or structure, fails
-    before the run folder is written (the test stage checks the rest: the prompt, the settings, the test images)."""
+    """`sampot run --regressor FILE`: a shipped regressor brings its model (unless --model is given); a file that
+    cannot be read, or a regressor for another model or structure, fails before the run folder is written (the test
+    stage checks the rest: the prompt, the settings, the test images)."""
     # Imported here: they import torch (seconds); only a run with --regressor needs them.
     from sampot_lib.method.regressor import load_regressor
     from sampot_lib.method.regressor_origin import check_regressor
 
+    shipped_settings(args)
     _, meta = load_regressor(args.regressor)
     check_regressor(
         meta, {"model": args.model, "structure": args.structure}, allow_foreign=args.allow_foreign_regressor

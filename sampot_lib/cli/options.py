@@ -8,6 +8,7 @@ command runs, so ``sampot --help`` and a mistyped option never import torch.
 from __future__ import annotations
 
 import argparse
+import glob
 import math
 from pathlib import Path
 from typing import Any
@@ -306,7 +307,9 @@ def mask_elsewhere(image: str | Path, mask: str | Path | None, structure: str | 
         notes.append(f"the mask {mask} lies in masks/{folder}/ but --structure is {structure}: it is taken as a "
                      f"{structure} mask; give the {structure} mask, or --structure {folder}.")  # fmt: skip
     shown, found = Path(image).resolve(), Path(mask).resolve()
-    if shown.parent.name == "images" and shown.parent.parent == found.parent.parent.parent and shown.stem != found.stem:
+    same_set = shown.parent.name == "images" and shown.parent.parent == found.parent.parent.parent
+    # another image's mask only when the set has an image of that name (x_mask.png beside x.png is x's)
+    if same_set and shown.stem != found.stem and any(shown.parent.glob(f"{glob.escape(found.stem)}.*")):
         notes.append(f"the mask {mask} is the mask of image {found.stem} of the data set, not of {shown.stem}; give "
                      f"{found.parent / shown.name}.")  # fmt: skip
     return notes
@@ -322,17 +325,20 @@ def check_not_a_run_file(out: str | Path) -> None:
     Raises:
         SampotError: ``out`` is such a file, naming the run folder.
     """
-    from sampot_lib.experiment.runfolder import MANIFEST, RESULTS_OF, RunFolder  # only for a command writing a file
+    # only for a command writing a file
+    from sampot_lib.experiment.cleanup import WRITTEN_BESIDE
+    from sampot_lib.experiment.runfolder import MANIFEST, RESULTS_OF, RunFolder
 
     folder = RunFolder(Path(out).parent)
     try:
         stages = folder.manifest()["stages"]
     except SampotError:  # a manifest.json of something else: no run folder
         return
-    names = {MANIFEST} if stages else set()
+    names = {MANIFEST, "config.json"} if stages else set()
     for stage, entry in stages.items():
         if isinstance(entry, dict):
-            names |= {*(entry.get("outputs") or {}), *(entry.get("inputs") or {}), *RESULTS_OF.get(stage, ())}
+            names |= {*(entry.get("outputs") or {}), *(entry.get("inputs") or {}), *RESULTS_OF.get(stage, ()),
+                      *WRITTEN_BESIDE.get(stage, ())}  # fmt: skip
     if Path(out).name in names:
         raise SampotError(f"--out {out} is a file of the run folder {folder.path} (its {MANIFEST} lists it): writing "
                           "there loses what that run made and its --resume; choose another --out.")  # fmt: skip

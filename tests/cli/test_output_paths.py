@@ -165,6 +165,14 @@ def test_an_output_that_is_the_commands_regressor_is_refused_and_the_regressor_k
             assert rc == 2 and f"{out} is the --regressor file (R.pt), and the output would replace it" in line, err
             assert "give --out another file" in line
     assert reg.read_bytes() == before
+    # the model's weights are an input too
+    ckpt = tmp_path / "weights.pt"
+    shutil.copy(files["reg"], ckpt)
+    weights = ckpt.read_bytes()
+    argv = ["heatmap", files["img"], "--mask", files["mask"], "--checkpoint", ckpt, "--step", 64, "--out", ckpt]
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2 and f"{ckpt} is the --checkpoint file (weights.pt)" in one_line_error(err), err
+    assert ckpt.read_bytes() == weights
 
 
 # -- a run folder's files --------------------------------------------------------------------------------------
@@ -176,7 +184,8 @@ def _run_folder(root: Path, data: Path) -> Path:
     assert main(["data", "split", str(data), "--out", str(run / "splits.json")]) == 0
     folder = RunFolder(run)
     folder.record("split", {"seed": 0}, "h", {}, ["splits.json"])
-    for name in ("regressor.pt", "regressor_eval.csv", "regressor_eval.json", "evolution.csv"):
+    for name in ("config.json", "regressor.pt", "regressor_set.npz", "regressor_eval.csv", "regressor_eval.json",
+                 "evolution.csv"):  # fmt: skip
         write_text(run / name, "x\n")
     folder.record("train", {}, "h", {"data:train images": "0"}, ["regressor.pt"])
     folder.record("evaluate", {}, "h", {"regressor.pt": "0"}, ["regressor_eval.csv", "regressor_eval.json"])
@@ -192,6 +201,9 @@ def test_a_file_a_run_folders_manifest_lists_is_never_an_output(files, tmp_path,
         ["score", files["data"], "--regressor", files["reg"], "--out", run / "evolution.csv"],
         ["score", files["data"], "--regressor", files["reg"], "--out", run / "manifest.json"],
         ["heatmap", files["img"], "--mask", files["mask"], "--out", run / "regressor_eval.csv"],
+        # written by the run beside its recorded outputs: its settings and the regressor's training set
+        ["score", files["data"], "--regressor", files["reg"], "--out", run / "config.json"],
+        ["score", files["data"], "--regressor", files["reg"], "--out", run / "regressor_set.npz"],
     ]
     for argv in cases:
         rc, err = run_cli(argv, capsys)

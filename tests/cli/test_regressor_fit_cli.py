@@ -47,7 +47,7 @@ def test_score_warns_for_images_with_the_ids_of_the_shipped_regressors_training_
     assert rc == 0 and "warning" not in err
 
 
-def test_score_warns_for_a_mask_of_another_structure_or_another_image(phantoms, capsys):
+def test_score_warns_for_a_mask_of_another_structure_or_another_image(phantoms, tmp_path, capsys):
     images = sorted((Path(phantoms) / "images").glob("*.png"))
     right = Path(phantoms) / "masks" / "right_lung" / images[0].name
     rc, _, err = run(["score", images[0], right, "--structure", "left_lung"], capsys)
@@ -55,6 +55,13 @@ def test_score_warns_for_a_mask_of_another_structure_or_another_image(phantoms, 
     other = Path(phantoms) / "masks" / "left_lung" / images[1].name
     rc, _, err = run(["score", images[0], other], capsys)
     assert rc == 0 and f"is the mask of image {images[1].stem} of the data set, not of {images[0].stem}" in err
+    # a mask named after its image (x_mask.png for x.png) is no other image's: the set has no image x_mask
+    own = tmp_path / "set"
+    shutil.copytree(phantoms, own)
+    named = own / "masks" / "left_lung" / f"{images[0].stem}_mask.png"
+    shutil.copy(own / "masks" / "left_lung" / images[0].name, named)
+    rc, _, err = run(["score", own / "images" / images[0].name, named], capsys)
+    assert rc == 0 and "is the mask of image" not in err, err
 
 
 @pytest.mark.skipif("sam_nano" not in CHECKPOINTS, reason="the SAM-Nano weights are not packaged")
@@ -82,7 +89,7 @@ def test_evolve_refuses_the_shipped_regressor_with_other_weights_and_not_with_th
 
 
 @pytest.mark.skipif(BOXES not in shipped_regressors(), reason="the LiteMedSAM regressor is not shipped")
-def test_the_app_and_heatmap_take_the_model_of_a_shipped_regressor_given_by_name(phantoms):
+def test_the_app_heatmap_and_run_take_the_model_of_a_shipped_regressor_given_by_name(phantoms, tmp_path):
     from sampot_lib.cli.checks import check_args
     from sampot_lib.cli.main import build_parser
     from sampot_lib.cli.options import shipped_settings
@@ -97,6 +104,14 @@ def test_the_app_and_heatmap_take_the_model_of_a_shipped_regressor_given_by_name
     args = build_parser().parse_args(["app", str(phantoms), "--regressor", BOXES, "--model", "vit_b"])
     with pytest.raises(SampotError, match="change --model to litemedsam"):
         shipped_settings(args)
+    # `sampot run --regressor NAME`: its model before the regressor is checked against it
+    args = build_parser().parse_args(["run", str(phantoms), "--out", str(tmp_path / "r"), "--regressor", BOXES])
+    check_args(args)
+    assert args.model == "litemedsam" and type(args.model) is str
+    args = build_parser().parse_args(["run", str(phantoms), "--out", str(tmp_path / "r"), "--regressor", BOXES,
+                                      "--model", "sam_nano"])  # fmt: skip
+    with pytest.raises(SampotError, match="change --model to litemedsam"):
+        check_args(args)
 
 
 def test_score_names_the_images_a_regressor_was_calibrated_on(phantoms, tmp_path, capsys):

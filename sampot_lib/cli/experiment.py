@@ -21,7 +21,6 @@ from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.experiment.runner import results_made_otherwise, run_experiment
 from sampot_lib.experiment.stages import train_regressor_stage
 from sampot_lib.files import write_text
-from sampot_lib.method.regressor import load_regressor
 from sampot_lib.models.registry import OTHER_MODELS, model_meta
 from sampot_lib.report.run_page import run_summary_html
 
@@ -206,15 +205,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"recommendation: {report['recommendation']}")
     out = Path(args.out)
     print(f"wrote {out / 'regressor_calibrated.pt'} and {out / 'calibration.json'}; evolve with it (its labelled "
-          f"images are never tested on): {_run_with_calibrated(args, out, report['settings'])}")  # fmt: skip
+          f"images are never tested on): {_run_with_calibrated(args, out, report)}")  # fmt: skip
     return 0
 
 
-def _run_with_calibrated(args: argparse.Namespace, out: Path, settings: dict) -> str:
+def _run_with_calibrated(args: argparse.Namespace, out: Path, report: dict) -> str:
     """The `sampot run` that evolves the test part of the calibration's split with the calibrated regressor, with the
     calibration's settings. A folder that holds a run's results would refuse it (its results were made with the
     folder's own regressor), so the run then goes to a folder of its own, on the same split file."""
-    calibrated = out / "regressor_calibrated.pt"
+    calibrated, settings = out / "regressor_calibrated.pt", report["settings"]
     folder = RunFolder(out)
     made = any((folder.entry(s) or {}).get("status") == "done" for s in ("train", "evaluate", "evolve", "aggregate"))
     target = out.parent / f"{out.name}_calibrated" if made else out
@@ -224,7 +223,7 @@ def _run_with_calibrated(args: argparse.Namespace, out: Path, settings: dict) ->
              "--regressor", str(calibrated), "--structure", settings["structure"], "--model", settings["model"],
              "--prompt", settings["prompt"], "--sharpness", f"{settings['sharpness']:g}",
              "--steps", str(settings["steps"])]  # fmt: skip
-    words += ["--regressor-size", str(load_regressor(calibrated)[0].input_size)]
+    words += ["--regressor-size", str(report["regressor_size"])]
     for flag, value in (("--checkpoint", args.checkpoint), ("--mask-output", args.mask_output)):
         if value is not None:
             words += [flag, str(value)]

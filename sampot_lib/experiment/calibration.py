@@ -337,7 +337,8 @@ def run_calibration(
         report = {
             "data": str(data), "regressor": str(path), "regressor_sha256": inputs["file:" + str(path.resolve())],
             "regressor_origin": describe_origin(meta),
-            "regressor_notes": notes, "calibrated_regressor": "regressor_calibrated.pt", "settings": settings,
+            "regressor_notes": notes, "calibrated_regressor": "regressor_calibrated.pt",
+            "regressor_size": config.regressor_size, "settings": settings,
             "fine_tune_ids": fine_ids, "check_ids": check_ids, "split_hash": split,
             "before": before, "check_before": before_check, "check_after": after_check, "history": history,
         }  # fmt: skip

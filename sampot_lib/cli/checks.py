@@ -445,6 +445,6 @@ def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
     elif args.command == "data" and data_cmd == "split":
         out = args.out if args.out is not None else Path(args.dir) / "splits.json"
         checks.output_file(out, example="splits.json")
-        check_not_a_run_file(out)
+        check_not_a_run_file(out, "--out" if args.out is not None else "the default --out")
     elif args.command == "data" and data_cmd in ("phantom", "prepare"):
         checks.output_dir(args.out)

@@ -315,12 +315,13 @@ def mask_elsewhere(image: str | Path, mask: str | Path | None, structure: str | 
     return notes
 
 
-def check_not_a_run_file(out: str | Path) -> None:
+def check_not_a_run_file(out: str | Path, option: str = "--out") -> None:
     """Refuse an output file that the run folder it lies in lists in its manifest.json: a result, the manifest, or a
     file results were made from (its split). Replacing one loses what that run made, and its --resume.
 
     Args:
         out: The file a command is about to write.
+        option: How the message names it (``"the default --out"`` when the user gave none).
 
     Raises:
         SampotError: ``out`` is such a file, naming the run folder.
@@ -340,8 +341,8 @@ def check_not_a_run_file(out: str | Path) -> None:
             names |= {*(entry.get("outputs") or {}), *(entry.get("inputs") or {}), *RESULTS_OF.get(stage, ()),
                       *WRITTEN_BESIDE.get(stage, ())}  # fmt: skip
     if Path(out).name in names:
-        raise SampotError(f"--out {out} is a file of the run folder {folder.path} (its {MANIFEST} lists it): writing "
-                          "there loses what that run made and its --resume; choose another --out.")  # fmt: skip
+        raise SampotError(f"{option} {out} is a file of the run folder {folder.path} (its {MANIFEST} lists it): "
+                          "writing there loses what that run made and its --resume; choose another --out.")  # fmt: skip
 
 
 def shipped_settings(args: argparse.Namespace, prompt_option: str | None = None) -> Any:

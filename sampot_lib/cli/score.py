@@ -19,6 +19,7 @@ from sampot_lib.method.regressor_origin import (
     calibration_seen,
     check_regressor,
     same_ids_note,
+    split_calibration_seen,
     trained_on,
 )
 from sampot_lib.method.shipped import ShippedRegressor, default_prompt_kind, resolve_regressor, shipped_regressors
@@ -35,17 +36,18 @@ def _row(predicted: float, shipped: ShippedRegressor | None) -> dict[str, Any]:
     return row
 
 
-def seen_in_training(meta: dict[str, Any], items: list[tuple[str, Path, Path]], calibration: bool = False) -> list[str]:
-    """The ids of ``items`` (id, image file, mask file) the regressor was trained or validated on
-    (:func:`~sampot_lib.method.regressor_origin.trained_on`), or with ``calibration`` those it was calibrated on; the
-    files are hashed only when its record lists some."""
+def seen_in_training(
+    meta: dict[str, Any], items: list[tuple[str, Path, Path]], calibration: bool = False
+) -> list[tuple[str, str]]:
+    """The ``items`` (id, image file, mask file) the regressor was trained or validated on
+    (:func:`~sampot_lib.method.regressor_origin.trained_on`), or with ``calibration`` those it was calibrated on:
+    [(id, id it was seen as)]; the files are hashed only when its record lists some."""
     keys = ("calibration_masks",) if calibration else ("train_masks", "val_masks")
     if not any(meta.get(k) for k in keys):
         return []
     masks = {image_id: sha256_file(mask) for image_id, _, mask in items}
     images = {image_id: sha256_file(image) for image_id, image, _ in items}
-    found = calibration_seen(meta, images, masks) if calibration else trained_on(meta, masks, images)
-    return [image_id for image_id, _ in found]
+    return calibration_seen(meta, images, masks) if calibration else trained_on(meta, masks, images)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -65,18 +67,27 @@ def cmd_score(args: argparse.Namespace) -> int:
     for note in check_regressor(meta, {"model": args.model, "structure": args.structure, "prompt": kind},
                                 allow_foreign=args.allow_foreign_regressor):  # fmt: skip
         print(f"sampot: warning: {note}", file=sys.stderr)
+
+    def which(found: list[tuple[str, str]]) -> str:
+        several = len(items) > 1
+        return f"{len(found)} of the {len(items)} masks scored were" if several else "the mask scored was"
+
     seen = seen_in_training(meta, items)
     if seen:  # a score, not a test: warned, not refused
-        which = f"{len(seen)} of the {len(items)} masks scored were" if len(items) > 1 else "the mask scored was"
-        print(f"sampot: warning: {which} among the regressor's training or validation images ({listed(seen)}): it "
-              f"learned their Dice, so its score{' and interval are' if shipped is not None else ' is'} optimistic "
-              "there.", file=sys.stderr)  # fmt: skip
+        print(f"sampot: warning: {which(seen)} among the regressor's training or validation images "
+              f"({listed([i for i, _ in seen])}): it learned their Dice, so its "
+              f"score{' and interval are' if shipped is not None else ' is'} optimistic there.",
+              file=sys.stderr)  # fmt: skip
     calibrated = seen_in_training(meta, items, calibration=True)
-    if calibrated:
-        which = f"{len(calibrated)} of the {len(items)} masks scored were" if len(items) > 1 else "the mask scored was"
-        print(f"sampot: warning: {which} among {CALIBRATION_IMAGES} ({listed(calibrated)}): it learned their Dice, "
-              "so its score is optimistic there.", file=sys.stderr)  # fmt: skip
-    same_ids = same_ids_note(meta, [i for i, _, _ in items], matched=seen + calibrated)
+    learned, checked = split_calibration_seen(meta, calibrated)
+    if learned:
+        print(f"sampot: warning: {which(learned)} among {CALIBRATION_IMAGES} ({listed([i for i, _ in learned])}): "
+              "it learned their Dice, so its score is optimistic there.", file=sys.stderr)  # fmt: skip
+    if checked:
+        print(f"sampot: warning: {which(checked)} among the images held out to check the regressor's calibration "
+              f"({listed([i for i, _ in checked])}): it did not learn their Dice, but the calibration was judged on "
+              "them, so they are no fresh test of it.", file=sys.stderr)  # fmt: skip
+    same_ids = same_ids_note(meta, [i for i, _, _ in items], matched=[i for i, _ in seen + calibrated])
     if same_ids:
         print(f"sampot: warning: {same_ids}", file=sys.stderr)
     name = shipped.name if shipped is not None else str(args.regressor)

@@ -135,7 +135,8 @@ def _is_name(value: Any) -> bool:
 
 
 def load_splits(path: str | Path, dataset: Any = None) -> dict[str, list[str]]:
-    """Read a split file -> {split: image ids}; with ``dataset``, check every id exists there.
+    """Read a split file -> {split: image ids}; with ``dataset``, check every id exists there and, where the data set
+    names subjects (a manifest's subject column), that no subject has images in two splits.
 
     A missing, damaged or foreign file raises SampotError naming it (an OSError such as no permission is left to
     the caller's handler, which names the file too).
@@ -165,6 +166,9 @@ def load_splits(path: str | Path, dataset: Any = None) -> dict[str, list[str]]:
                 f"{path}: {len(missing)} id(s) are not in the data set ({shown}); the split was made for "
                 "another data set. Make a new one with `sampot data split`."
             )
+        if not (isinstance(dataset, Sequence) and not isinstance(dataset, str)):
+            # A hand-written split, or one made before the manifest had its subject column, records no subjects.
+            _check_subjects(splits, _subject_map(dataset), path, source="the data set's manifest")
     return splits
 
 
@@ -190,13 +194,25 @@ def _check_disjoint(splits: Mapping[str, Sequence[str]], where: Path) -> None:
             seen[i] = name
 
 
-def _check_subjects(splits: Mapping[str, Sequence[str]], subjects: Mapping[str, str], where: Path) -> None:
-    """A subject's images must all sit in one split (otherwise test images leak into training)."""
+def _check_subjects(
+    splits: Mapping[str, Sequence[str]], subjects: Mapping[str, str], where: Path, source: str = ""
+) -> None:
+    """A subject's images must all sit in one split (otherwise test images leak into training).
+
+    ``source`` names where the subjects come from when not from the split file itself.
+    """
     split_of: dict[str, str] = {}
     for name, ids in splits.items():
         for i in ids:
             subj = subjects.get(i, i)
             if split_of.setdefault(subj, name) != name:
+                if source:
+                    raise SampotError(
+                        f"{where}: subject '{subj}' ({source}) has images in both '{split_of[subj]}' and "
+                        f"'{name}': a patient's images must stay in one part, or what is measured on one part was "
+                        "learned from another. Make a split by subject with `sampot data split DIR --out FILE`, "
+                        "or move that subject's images into one part of the split file."
+                    )
                 raise SampotError(
                     f"{where}: subject '{subj}' has images in both '{split_of[subj]}' and '{name}'; "
                     "a subject must stay in one split."

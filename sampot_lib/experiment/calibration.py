@@ -290,7 +290,7 @@ def run_calibration(
     expected = {"model": config.model, "checkpoint": checkpoint_identity(config.model, config.checkpoint),
                 "mask_output": getattr(net, "mask_output", config.mask_output),
                 "structure": config.structure, "prompt": config.prompt, "sharpness": config.sharpness}  # fmt: skip
-    notes = check_regressor(meta, expected)
+    notes = check_regressor(meta, expected, can_allow=False)
     settings = {"n_labelled": n_labelled, "seed": seed, "epochs": epochs, "tune_lr": tune_lr,
                 "check_fraction": check_fraction, "structure": config.structure, "model": config.model,
                 "mask_output": expected["mask_output"], "prompt": config.prompt, "sharpness": config.sharpness,

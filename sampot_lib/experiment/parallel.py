@@ -374,7 +374,15 @@ class Workers:
         if client is not None:
             client.close()
         if cluster is not None:
-            cluster.close()
+            # A worker still freeing torch after the nanny's 4 s is killed, its work done: dask's warning about it
+            # would alarm a user after a successful run.
+            nanny = logging.getLogger("distributed.nanny")
+            level = nanny.level
+            nanny.setLevel(logging.ERROR)
+            try:
+                cluster.close()
+            finally:
+                nanny.setLevel(level)
 
     def __enter__(self) -> Workers:
         if self.scheduler is not None:  # joined now, so a wrong address fails before a run writes anything

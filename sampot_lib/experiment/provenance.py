@@ -16,7 +16,7 @@ from sampot_lib.experiment.config import ExperimentConfig, stage_settings
 from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.files import sha256_file
 from sampot_lib.method.regressor import SegmentationRegressor, load_regressor
-from sampot_lib.method.regressor_origin import check_regressor
+from sampot_lib.method.regressor_origin import calibration_checked, check_regressor
 from sampot_lib.models.base import PromptableModel
 from sampot_lib.models.registry import checkpoint_identity
 
@@ -188,7 +188,8 @@ def calibrated_record(
     calibration: ``calibrated_on`` (the new data set, its labelled ids, the identity of their masks, the split, seed and
     settings) and ``calibration_masks`` ({id: mask sha256} of every labelled image, fine-tune and check alike;
     earlier calibrations' are kept, so a chain of calibrations remembers all it saw), with ``calibration_images``
-    ({id: image sha256}, from ``labelled_images``).
+    ({id: image sha256}, from ``labelled_images``) and ``calibration_checks`` (the keys of ``calibration_masks`` only
+    ever held out to check a calibration: never fitted on, but the calibration was judged on them).
     """
 
     kept = ("data", "data_name", "data_identity", "split_hash", "seed", "structure", "model", "checkpoint",
@@ -197,9 +198,15 @@ def calibrated_record(
     labelled = fine_masks | check_masks
     earlier = dict(base_meta.get("calibration_masks", {}))
     earlier_images = dict(base_meta.get("calibration_images", {}))
+    checks = calibration_checked(base_meta)
+    learned = set(earlier) - checks
     for image_id, digest in labelled.items():  # ids of two data sets may clash: keep both hashes
         key = image_id if earlier.get(image_id, digest) == digest else f"{Path(str(data)).name}/{image_id}"
         earlier[key] = digest
+        if image_id in fine_masks:
+            checks.discard(key)
+        elif key not in learned:
+            checks.add(key)
         if labelled_images and image_id in labelled_images:
             earlier_images[key] = labelled_images[image_id]
     best = min(history, key=lambda h: h["val_mse"])
@@ -214,6 +221,7 @@ def calibrated_record(
         },
         "calibration_masks": earlier,
         "calibration_images": earlier_images,
+        "calibration_checks": sorted(checks),
     }  # fmt: skip
 
 

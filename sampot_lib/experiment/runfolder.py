@@ -277,15 +277,19 @@ class RunFolder:
                 return f"stage '{stage}' was made from an older {name} (it has changed since)"
         return None
 
-    def problems(self) -> list[str]:
+    def problems(self, *, stages: bool = True) -> list[str]:
         """Every reason the folder's results cannot all be trusted.
+
+        Args:
+            stages: Include each recorded stage's own problem; False when :meth:`reuse` will say it as the stage
+                is reached, so that it is said once.
 
         Returns:
             One line per problem (interrupted, stale, changed or missing files); empty when there is none.
         """
         doc = self.manifest()
         out = []
-        for stage, entry in doc["stages"].items():
+        for stage, entry in doc["stages"].items() if stages else ():
             why = self._entry_problem(stage, entry)
             if why:
                 out.append(f"{self.path}: {why}")

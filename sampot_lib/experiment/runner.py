@@ -89,7 +89,7 @@ def _run_experiment(
     folder, dataset = open_run(config, None, parts, force)  # validated once: every file of the set is read
     model = LazyModel(config)
     if progress and folder.path.is_dir() and not force:  # say what was found before reusing or redoing it
-        for problem in folder.problems():
+        for problem in folder.problems(stages=not resume):  # with --resume, each stage says its own
             print(f"note: {problem}; {'redoing what it affects' if resume else 'every stage is redone'}.",
                   file=sys.stderr)  # fmt: skip
     with folder.locked():

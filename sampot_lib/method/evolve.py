@@ -187,7 +187,7 @@ def evolve_prompt(
         record = find_shipped(model.name, prompt.kind, structure)
         scorer, meta, _ = load_shipped_regressor(record, device=str(device))
         check_regressor(meta, {"model": model.name, "mask_output": getattr(model, "mask_output", None),
-                               "sharpness": sharpness})  # fmt: skip
+                               "sharpness": sharpness}, can_allow=False)  # fmt: skip
         shipped_name = record.name
         if do_no_harm is True:
             harm_rule = DoNoHarm(record.margin, record.blend_weight)

@@ -27,7 +27,11 @@ _RUN_ADVICE = ("run with the --out (and --seed) it was calibrated in, whose test
 
 
 def check_regressor(
-    meta: dict[str, Any], expected: dict[str, Any], allow_foreign: bool = False, one_image: bool = False
+    meta: dict[str, Any],
+    expected: dict[str, Any],
+    allow_foreign: bool = False,
+    one_image: bool = False,
+    can_allow: bool = True,
 ) -> list[str]:
     """Check that a regressor learned from what it is about to score; return warnings, raise on a mismatch.
 
@@ -51,6 +55,8 @@ def check_regressor(
             warning for the results to record instead of raised.
         one_image: The test is one image's (``sampot evolve --mask``): a refusal advises evolving it without its
             mask, not another run.
+        can_allow: The caller has ``--allow-foreign-regressor`` (run, evolve, score, heatmap): a refusal names it.
+            Otherwise (app, calibrate, the widget) it advises the settings the regressor was trained with.
 
     Returns:
         The warnings (settings the record lacks; test images with the ids of its training or validation images but
@@ -116,9 +122,10 @@ def check_regressor(
         raise SampotError(
             f"the regressor (trained on {origin}) does not fit this use: {'; '.join(problems)}. Train one for these "
             "settings (sampot train-regressor / sampot run with the same --model, --checkpoint, --mask-output, "
-            "--structure and --sharpness, on a split whose test images it never saw), or use it on purpose with "
-            "--allow-foreign-regressor, and the results record these differences."
-        )
+            "--structure and --sharpness, on a split whose test images it never saw), "
+            + ("or use it on purpose with --allow-foreign-regressor, and the results record these differences."
+               if can_allow else "or use the settings it was trained with.")
+        )  # fmt: skip
     return warnings + [f"foreign regressor: {p}" for p in problems]
 
 
@@ -152,6 +159,34 @@ def calibration_seen(
     for seen_id, digest in meta.get("calibration_images", {}).items():
         seen.setdefault(digest, seen_id)
     return [(image_id, seen[digest]) for image_id, digest in sorted(images.items()) if digest in seen]
+
+
+def calibration_checked(meta: dict[str, Any]) -> set[str]:
+    """The calibration images (keys of the record's ``calibration_masks``) that were only held out to check a
+    calibration, never fitted on: its ``calibration_checks``, or for a record without them the ``check_ids`` of its
+    one calibration."""
+    if "calibration_checks" in meta:
+        return set(meta["calibration_checks"])
+    return set(meta.get("calibrated_on", {}).get("check_ids", []))
+
+
+def split_calibration_seen(
+    meta: dict[str, Any], seen: list[tuple[str, str]]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``seen`` (:func:`calibration_seen`) as (those the calibration fitted on, those it only checked on)."""
+    checked = calibration_checked(meta)
+    return [p for p in seen if p[1] not in checked], [p for p in seen if p[1] in checked]
+
+
+def check_note(seen: list[tuple[str, str]], of: int) -> str:
+    """The warning for images held out to check a calibration (:func:`calibration_checked`): not learned from, but
+    the calibration's report, and its advice to use the calibrated regressor, were measured on them."""
+    which = f"{len(seen)} of the {of} images {'is' if len(seen) == 1 else 'are'}" if of > 1 else "the image is"
+    return (
+        f"{which} among the images held out to check the regressor's calibration ({_named(seen)}): it did not learn "
+        f"from {'it' if len(seen) == 1 else 'them'}, but the calibration was judged on "
+        f"{'it' if len(seen) == 1 else 'them'}, so {'it is' if len(seen) == 1 else 'they are'} no fresh test of it."
+    )
 
 
 def seen_note(seen: list[tuple[str, str]], of: int, what: str = "the regressor's training or validation images") -> str:
@@ -201,9 +236,12 @@ def unmeasured_notes(meta: dict[str, Any], images: dict[str, str]) -> list[str]:
     training images (a resized copy is another file)."""
     seen = images_seen(meta, images)
     calibrated = calibration_seen(meta, images)
+    learned, checked = split_calibration_seen(meta, calibrated)
     notes = [seen_note(seen, len(images))] if seen else []
-    if calibrated:
-        notes.append(seen_note(calibrated, len(images), CALIBRATION_IMAGES))
+    if learned:
+        notes.append(seen_note(learned, len(images), CALIBRATION_IMAGES))
+    if checked:
+        notes.append(check_note(checked, len(images)))
     same_ids = same_ids_note(meta, images, matched=[i for i, _ in seen + calibrated])
     return notes + ([same_ids] if same_ids else [])
 

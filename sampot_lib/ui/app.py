@@ -163,7 +163,7 @@ def check_app(
     # The rest of the regressor's record (weights, mask output, sharpness); the widget checks it for every image.
     check_regressor(meta, {"model": loaded.name, "checkpoint": checkpoint_identity(model, checkpoint),
                            "mask_output": getattr(loaded, "mask_output", None),
-                           "sharpness": AppSpec.sharpness})  # fmt: skip
+                           "sharpness": AppSpec.sharpness}, can_allow=False)  # fmt: skip
     return AppSpec(
         source=str(src.resolve()), regressor=str(reg_path.resolve()), model=model,
         checkpoint=None if checkpoint is None else str(Path(checkpoint).expanduser().resolve()),

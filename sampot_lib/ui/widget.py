@@ -112,7 +112,7 @@ class PromptWidget:
         provenance = getattr(regressor, "provenance", None)  # set by load_regressor: what the regressor learned from
         if provenance:  # a regressor trained for another model, mask output or sharpness is refused here
             check_regressor(provenance, {"model": model.name, "mask_output": getattr(model, "mask_output", None),
-                                         "sharpness": sharpness})  # fmt: skip
+                                         "sharpness": sharpness}, can_allow=False)  # fmt: skip
         self.model, self.image, self.gt_mask = model, image, gt_mask
         shipped = (provenance or {}).get("shipped") or {}  # a shipped regressor: its interval and do-no-harm rule
         self._half_width: float | None = shipped.get("half_width")

@@ -210,6 +210,9 @@ def test_a_file_a_run_folders_manifest_lists_is_never_an_output(files, tmp_path,
         line = one_line_error(err)
         assert rc == 2 and f"--out {argv[-1]} is a file of the run folder {run}" in line, err
         assert "choose another --out" in line
+    # `data split RUN` writes RUN/splits.json unless told otherwise: the message says it is the default
+    rc, err = run_cli(["data", "split", run], capsys)
+    assert rc == 2 and f"the default --out {run / 'splits.json'} is a file of the run folder" in err, err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     # a file the manifest does not list, and a manifest.json that is no run's, leave the place free
     rc, err = run_cli(["score", files["data"], "--regressor", files["reg"], "--out", run / "mine.csv"], capsys)

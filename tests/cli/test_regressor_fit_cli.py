@@ -128,3 +128,8 @@ def test_score_names_the_images_a_regressor_was_calibrated_on(phantoms, tmp_path
     path = save_regressor(regressor, tmp_path / "calibrated.pt", calibrated)
     rc, _, err = run(["score", image, mask, "--regressor", path], capsys)
     assert rc == 0 and f"among the labelled images the regressor was calibrated on ({image.stem})" in err
+    # held out to check the calibration: named as such, not as learned
+    path = save_regressor(regressor, tmp_path / "checked.pt", calibrated | {"calibration_checks": [image.stem]})
+    rc, _, err = run(["score", image, mask, "--regressor", path], capsys)
+    assert rc == 0 and "learned" not in err, err
+    assert f"among the images held out to check the regressor's calibration ({image.stem})" in err, err

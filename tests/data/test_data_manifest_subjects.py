@@ -12,6 +12,7 @@ from data_fixtures import make_folder
 
 from sampot_lib.cli.data import add_data_commands
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.data.splits import load_splits
 from sampot_lib.errors import SampotError, SampotWarning
 
 
@@ -62,3 +63,34 @@ def test_subjects_that_differ_only_in_case_are_two_subjects_with_a_warning(tmp_p
     assert any("subjects 'P1' and 'p1' differ only in letter case" in m for m in said), said
     with pytest.warns(SampotWarning, match="differ only in letter case"):
         assert FolderDataset(root).subjects == ["P1", "P2", "p1"]
+
+
+def _split_file(path, parts: dict[str, list[int]]):
+    path.write_text(json.dumps({"splits": {k: [f"im{i}" for i in v] for k, v in parts.items()}}))
+    return path
+
+
+def test_a_split_file_recording_no_subjects_is_checked_against_the_manifests_subjects(tmp_path):
+    patients = [f"P{i // 4}" for i in range(12)]  # im0..im3 are P0, im4..im7 P1, im8..im11 P2
+    root = _with_manifest(tmp_path / "d", "id,PatientID,view", patients)
+    ds = FolderDataset(root)
+    by_patient = _split_file(tmp_path / "ok.json", {"train": [0, 1, 2, 3], "val": [4, 5, 6, 7], "test": [8, 9, 10, 11]})
+    assert load_splits(by_patient, ds)["test"] == ["im8", "im9", "im10", "im11"]
+    by_image = _split_file(tmp_path / "leak.json", {"train": list(range(6)), "val": [6, 7], "test": [8, 9, 10, 11]})
+    with pytest.raises(SampotError, match=r"subject 'P1' \(the data set's manifest\) has images in both 'train' and "
+                                          r"'val': a patient's images must stay in one part"):  # fmt: skip
+        load_splits(by_image, ds)
+    assert load_splits(by_image) and load_splits(by_image, ds.ids)  # without the data set's subjects: nothing to check
+
+
+def test_run_refuses_a_split_file_that_puts_a_patient_in_training_and_test_before_any_work(tmp_path, capsys):
+    from conftest import run_command
+
+    patients = [f"P{i // 4}" for i in range(12)]
+    root = _with_manifest(tmp_path / "d", "id,PatientID,view", patients)
+    leak = _split_file(tmp_path / "leak.json", {"train": [0, 1, 2], "val": [4, 5, 6, 7], "test": [3, 8, 9, 10, 11]})
+    for command in ("run", "train-regressor"):
+        out = tmp_path / command
+        rc, _, err = run_command([command, root, "--split-file", leak, "--out", out, "--model", "sam_nano"], capsys)
+        assert rc == 2 and "subject 'P0' (the data set's manifest) has images in both 'train' and 'test'" in err, err
+        assert not out.exists()

@@ -31,7 +31,7 @@ from sampot_lib.data.splits import save_splits
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import CALIBRATION_FILES, choose_labelled, recommendation
 from sampot_lib.experiment.config import ExperimentConfig
-from sampot_lib.experiment.provenance import mask_hashes
+from sampot_lib.experiment.provenance import calibrated_record, mask_hashes
 from sampot_lib.experiment.regressor_transfer import measure_transfer, score_summary, transfer_samples
 from sampot_lib.method.regressor import load_regressor, save_regressor
 from sampot_lib.method.regressor_origin import check_regressor
@@ -224,6 +224,7 @@ def test_the_calibrated_file_records_its_base_and_its_labelled_images(calibrated
     labelled = report["fine_tune_ids"] + report["check_ids"]
     assert meta["calibration_masks"] == mask_hashes(FolderDataset(shifted), labelled, "left_lung")
     assert meta["calibrated_on"]["data"] == str(shifted) and meta["calibrated_on"]["check_ids"] == report["check_ids"]
+    assert meta["calibration_checks"] == sorted(report["check_ids"])  # held out: not named as learned
     assert {k: meta[k] for k in ("model", "structure", "prompt", "input_size")} == {
         k: base_meta[k] for k in ("model", "structure", "prompt", "input_size")}  # fmt: skip
     # Refused on its labelled images, even as a regressor given on purpose, and under another name too.
@@ -231,6 +232,23 @@ def test_the_calibrated_file_records_its_base_and_its_labelled_images(calibrated
     with pytest.raises(SampotError, match=rf"1 test image\(s\) were among the labelled images it was cal.*{one}"):
         check_regressor(meta, {"test_masks": {"renamed": meta["calibration_masks"][one]}}, allow_foreign=True)
     assert check_regressor(meta, {"test_masks": {"new": "0" * 64}}, allow_foreign=True) == []
+
+
+def test_a_chain_of_calibrations_names_as_held_out_only_what_none_of_them_fitted_on(tmp_path):
+    base = tmp_path / "base.pt"
+    base.write_bytes(b"base")
+    history = [{"epoch": 0, "val_mse": 0.1}]
+
+    def calibrate(meta, fine, check):
+        return calibrated_record(meta, base, data=tmp_path / "set", fine_masks={i: f"m{i}" for i in fine},
+                                 check_masks={i: f"m{i}" for i in check}, split_hash=None, seed=0, settings={},
+                                 history=history)  # fmt: skip
+
+    first = calibrate({"model": "sam_nano"}, fine=["a", "b"], check=["c", "d"])
+    assert first["calibration_checks"] == ["c", "d"]
+    second = calibrate(first, fine=["c", "e"], check=["a", "f"])  # c now fitted on; a was fitted on before
+    assert sorted(second["calibration_masks"]) == ["a", "b", "c", "d", "e", "f"]
+    assert second["calibration_checks"] == ["d", "f"]
 
 
 def test_a_run_that_would_test_on_a_labelled_image_is_refused(calibrated, shifted, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -186,6 +187,23 @@ def test_workers_run_in_this_process_without_dask(monkeypatch):
         assert pool.map(fails_on_b, ["c", "a"], kwargs={"scale": 1}, progress=False) == [99, 97]
         with pytest.raises(SampotError, match="image 'b' failed"):
             pool.map(fails_on_b, ["a", "b"], kwargs={"scale": 1}, progress=False)
+
+
+def test_closing_the_cluster_keeps_dasks_killed_worker_warning_from_the_user_and_others_not(caplog):
+    class SlowToStop:  # as a LocalCluster whose worker outlived the nanny's 4 s
+        def close(self):
+            logging.getLogger("distributed.nanny").warning("Worker process still alive after 4.0 seconds, killing")
+            logging.getLogger("distributed.scheduler").warning("a lost worker")
+
+    pool = Workers(workers=2)
+    pool._cluster = SlowToStop()
+    with caplog.at_level(logging.WARNING):
+        pool.close()
+    assert [r.getMessage() for r in caplog.records] == ["a lost worker"]
+    assert logging.getLogger("distributed.nanny").level == logging.NOTSET  # as it was
+    caplog.clear()
+    logging.getLogger("distributed.nanny").warning("later news")  # only the close is quietened
+    assert [r.getMessage() for r in caplog.records] == ["later news"]
 
 
 def test_the_dashboard_is_served_on_this_machine_and_its_address_printed(capsys):

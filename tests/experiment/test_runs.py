@@ -187,6 +187,22 @@ def test_resume_reuses_finished_stages_and_redoes_what_changed(phantoms, tiny_ch
     assert RunFolder(out).problems() == []
 
 
+def test_resume_says_once_what_is_missing_and_what_it_redoes(phantoms, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_experiment(_config_for(phantoms, out, tiny_checkpoint), progress=False)
+    (out / "regressor.pt").unlink()
+    run_experiment(_config_for(phantoms, out, tiny_checkpoint), progress=True, resume=True)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert sum("regressor.pt (written by stage 'train') is missing" in n for n in notes) == 1, notes
+    assert sum("stage 'evaluate' is stale" in n for n in notes) == 1, notes
+    assert sum("stage 'evolve' is stale" in n for n in notes) == 1, notes
+    # Without --resume the folder's problems are said up front, as every stage is redone.
+    (out / "regressor.pt").unlink()
+    run_experiment(_config_for(phantoms, out, tiny_checkpoint), progress=True)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert any("is missing; every stage is redone" in n for n in notes), notes
+
+
 def test_a_split_file_whose_ids_change_order_is_another_split(phantoms, tiny_checkpoint, tmp_path):
     """The order of a split's ids decides which images --max-images keeps: a resumed run on the same ids in another
     order evolves the images the new order puts first, not the old ones read back."""

@@ -64,6 +64,21 @@ def test_images_with_the_ids_of_its_training_images_but_other_pixels_are_warned_
     assert len(notes) == 1 and "among the regressor's training or validation images (JPCLN001)" in notes[0]
 
 
+def test_an_image_held_out_to_check_a_calibration_is_not_named_as_learned():
+    labelled = {"calibration_masks": {"phantom_0003": "m3", "phantom_0004": "m4"},
+                "calibration_images": {"phantom_0003": "i3", "phantom_0004": "i4"}}  # fmt: skip
+    images = {"phantom_0003": "i3", "phantom_0004": "i4", "phantom_0005": "i5"}
+    # as this sampot records it, and as a record of one calibration without calibration_checks gives it
+    for record in (_record(**labelled, calibration_checks=["phantom_0004"]),
+                   _record(**labelled, calibrated_on={"check_ids": ["phantom_0004"]})):  # fmt: skip
+        learned, checked = regressor_origin.unmeasured_notes(record, images)
+        assert learned.startswith("1 of the 3 images is among the labelled images the regressor was calibrated on "
+                                  "(phantom_0003): it learned the Dice")  # fmt: skip
+        assert checked == ("1 of the 3 images is among the images held out to check the regressor's calibration "
+                           "(phantom_0004): it did not learn from it, but the calibration was judged on it, so it is "
+                           "no fresh test of it.")  # fmt: skip
+
+
 def test_images_it_was_calibrated_on_are_named_and_evolve_is_advised_to_leave_the_mask_out():
     calibrated = _record(calibration_masks={"phantom_0003": "m3"}, calibration_images={"phantom_0003": "i3"},
                          calibrated_on={"data": "phb"})  # fmt: skip

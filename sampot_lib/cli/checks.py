@@ -9,14 +9,13 @@ that gains a flag gets its check by naming it here, and a flag a command lacks i
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from sampot_lib import errors as checks
-from sampot_lib.cli.options import check_not_a_run_file, is_default, mask_folder_structure, shipped_settings, typed
+from sampot_lib.cli.options import is_default, mask_folder_structure, shipped_settings, typed
+from sampot_lib.cli.output_checks import check_cache, check_outputs, check_outside_data_set, model_registry
 from sampot_lib.data.splits import load_splits
 from sampot_lib.defaults import (
     MAX_LR,
@@ -34,21 +33,6 @@ from sampot_lib.defaults import (
 )
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import check_scheduler, check_scheduler_answers
-from sampot_lib.experiment.records import listed
-
-#: What `sampot evolve` writes into --out, each name after the image's stem and "_".
-EVOLVE_OUTPUTS = ("mask.png", "initial_mask.png", "overlay.png", "evolution.html", "evolution.json")
-#: The commands that read and write $SAMPOT_EMBEDDINGS.
-EMBEDDING_COMMANDS = ("evolve", "heatmap", "run", "train-regressor", "calibrate", "app")
-#: The files `sampot run` / `train-regressor` write into --out (none may be a folder).
-RUN_FILES = (
-    "config.json", "splits.json", "manifest.json", "regressor.pt", "regressor_history.csv", "regressor_eval.csv",
-    "regressor_eval.json", "evolution.csv", "trajectories.json", "summary.json", "summary.html",
-)  # fmt: skip
-
-#: The files `sampot calibrate` writes into --out: its own (experiment.calibration.CALIBRATION_FILES) and the run
-#: folder's.
-CALIBRATE_FILES = ("calibration.json", "regressor_calibrated.pt", "splits.json", "manifest.json")
 
 # dest -> (flag, check of the value; it returns the value to keep). None values (flag not given) are not checked.
 _VALUES: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
@@ -188,8 +172,8 @@ def check_args(args: argparse.Namespace) -> None:
     _check_combinations(args)
     _check_model(args)
     _check_inputs(args)
-    _check_outputs(args, data_cmd)
-    _check_outside_data_set(args, data_cmd)
+    check_outputs(args, data_cmd)
+    check_outside_data_set(args, data_cmd)
 
 
 def _check_patience(args: argparse.Namespace) -> None:
@@ -236,103 +220,18 @@ def _check_combinations(args: argparse.Namespace) -> None:
                               "--regressor to train one.")  # fmt: skip
 
 
-def _data_set_part(place: str | Path, data: str | Path | None) -> Path | None:
-    """The ``images/`` or ``masks/`` folder that ``place`` lies in, or the ``manifest.csv`` that it is, of the command's
-    data set ``data`` or of any folder holding both folders, if any."""
-    path, given = Path(place).resolve(), Path(data).resolve() if data else None
-
-    def is_data_set(folder: Path) -> bool:
-        return folder == given or all((folder / p).is_dir() for p in ("images", "masks"))
-
-    if path.name == "manifest.csv" and is_data_set(path.parent):
-        return path
-    for folder in (path, *path.parents):
-        if folder.name in ("images", "masks") and is_data_set(folder.parent):
-            return folder
-    return None
-
-
-def _check_outside_data_set(args: argparse.Namespace, data_cmd: str | None) -> None:
-    """Nothing is written into a data set's images/ or masks/, or over its manifest.csv: a file or a folder there
-    breaks the set for every later command (as an unsupported file, an unread folder, or a manifest without ids)."""
-    places = [("--out", getattr(args, "out", None))]
-    if args.command in EMBEDDING_COMMANDS:
-        places.append(("$SAMPOT_EMBEDDINGS", os.environ.get("SAMPOT_EMBEDDINGS")))
-    data = getattr(args, "data", None) if args.command in ("run", "train-regressor", "calibrate") else None
-    if args.command == "data" and data_cmd == "split":
-        data = args.dir
-    for name, place in places:
-        inside = _data_set_part(place, data) if place else None
-        if inside is not None and inside.name == "manifest.csv":
-            raise SampotError(f"{name} {place} is the data set's manifest (its images' ids and subjects): writing "
-                              f"there breaks the set for every later command; give {name} another file.")  # fmt: skip
-        if inside is not None:
-            raise SampotError(f"{name} {place} lies inside the data set's {inside.name}/ folder, where anything "
-                              "written breaks the set for every later command: choose a place outside "
-                              f"{inside}.")  # fmt: skip
-
-
-def _check_not_an_input(args: argparse.Namespace) -> None:
-    """An output file that is one of the command's own input files would destroy it: refused, naming both."""
-    named = (("the image", "image"), ("the image", "source"), ("the --mask file", "mask"), ("the mask", "mask_file"),
-             ("the --regressor file", "regressor"), ("the --checkpoint file", "checkpoint"))  # fmt: skip
-    inputs = [(flag, Path(getattr(args, dest))) for flag, dest in named if getattr(args, dest, None)]
-    inputs = [(flag, p.resolve()) for flag, p in inputs if p.is_file()]
-    out = getattr(args, "out", None)
-    if args.command == "evolve":
-        outputs = [Path(out) / f"{Path(args.image).stem}_{name}" for name in EVOLVE_OUTPUTS]
-    else:  # a run folder's --out (run, calibrate) is checked as a folder
-        outputs = [Path(out)] if args.command in ("score", "heatmap") and out is not None else []
-    for output in outputs:
-        for flag, source in inputs:
-            if output.resolve() == source or (output.is_file() and os.path.samefile(output, source)):  # a hard link
-                other = "another folder" if args.command == "evolve" else "another file"
-                raise SampotError(f"{output} is {flag} ({source.name}), and the output would replace it: give "
-                                  f"--out {other}.")  # fmt: skip
-
-
-def _check_evolve_replaces_its_own(out: Path, stem: str) -> None:
-    """``sampot evolve`` replaces its files in --out only when an earlier evolve of the same image wrote them (its
-    ``<stem>_evolution.json`` is there): a hand-drawn ``xray_mask.png`` beside ``xray.png`` is refused, not lost."""
-    if (out / f"{stem}_evolution.json").is_file():
-        return
-    there = [f"{stem}_{name}" for name in EVOLVE_OUTPUTS if (out / f"{stem}_{name}").exists()]
-    if there:
-        them = "it" if len(there) == 1 else "them"
-        raise SampotError(f"--out {out} already holds {listed(there)}, which sampot evolve would replace, and no "
-                          f"{stem}_evolution.json says an earlier evolve wrote {them}: choose another --out, or move "
-                          f"{them} away.")  # fmt: skip
-
-
-def _registry() -> ModuleType:
-    """The model registry. It imports torch (seconds), so it is imported here, only for a command that names a model
-    or the checkpoint cache and after the cheap checks: a mistyped value and the data commands answer at once."""
-    from sampot_lib.models import registry
-
-    return registry
-
-
-def _check_cache(cache_dir: str | None = None) -> None:
-    """The checkpoint cache (--cache-dir, else $SAMPOT_CACHE or ~/.cache/sampot) is a folder sampot can write to."""
-    if cache_dir:
-        checks.cache_dir(cache_dir, "--cache-dir")
-    else:
-        where = "$SAMPOT_CACHE" if os.environ.get("SAMPOT_CACHE") else "the checkpoint cache"
-        checks.cache_dir(_registry().default_cache_dir(), where)
-
-
 def _check_model(args: argparse.Namespace) -> None:
     model = getattr(args, "model", None)
     if model is None or args.command == "data":
         return
-    registry = _registry()
+    registry = model_registry()
     names = registry.model_names()
     if model not in names:
         raise SampotError(f"--model {model!r} is unknown; known: {', '.join(sorted(names))}.")
     ckpt = registry.CHECKPOINTS.get(model)
     if getattr(args, "checkpoint", None) is None and ckpt is not None and ckpt.url is not None:
         if not (registry.default_cache_dir() / ckpt.filename).is_file():  # it will be downloaded into the cache
-            _check_cache()
+            check_cache()
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -422,29 +321,3 @@ def _check_score(args: argparse.Namespace) -> None:
     if args.mask_file is None:
         raise SampotError(f"give the mask of {source} to score: sampot score IMAGE MASK --structure S --model M.")
     checks.input_file(args.mask_file, "mask", hint="give a 0/255 PNG mask of the image's size")
-
-
-def _check_outputs(args: argparse.Namespace, data_cmd: str | None) -> None:
-    _check_not_an_input(args)
-    embeddings = os.environ.get("SAMPOT_EMBEDDINGS")
-    if embeddings and args.command in EMBEDDING_COMMANDS:
-        checks.writable_folder(embeddings, "$SAMPOT_EMBEDDINGS")  # before the run folder is written, not after
-    if args.command == "evolve":
-        stem = Path(args.image).stem
-        checks.output_dir(args.out, files=tuple(f"{stem}_{name}" for name in EVOLVE_OUTPUTS))
-        _check_evolve_replaces_its_own(Path(args.out), stem)
-    elif args.command in ("score", "heatmap") and args.out is not None:
-        checks.output_file(args.out, example="scores.csv" if args.command == "score" else "heatmap.csv")
-        check_not_a_run_file(args.out)
-    elif args.command in ("run", "train-regressor"):
-        checks.output_dir(args.out, files=RUN_FILES)
-    elif args.command == "calibrate":
-        checks.output_dir(args.out, files=CALIBRATE_FILES)
-    elif args.command == "download":
-        _check_cache(args.cache_dir)
-    elif args.command == "data" and data_cmd == "split":
-        out = args.out if args.out is not None else Path(args.dir) / "splits.json"
-        checks.output_file(out, example="splits.json")
-        check_not_a_run_file(out, "--out" if args.out is not None else "the default --out")
-    elif args.command == "data" and data_cmd in ("phantom", "prepare"):
-        checks.output_dir(args.out)

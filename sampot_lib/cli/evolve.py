@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sampot_lib.cli.checks import EVOLVE_OUTPUTS
 from sampot_lib.cli.options import mask_elsewhere, mask_folder_structure, plain, shipped_settings
+from sampot_lib.cli.output_checks import EVOLVE_OUTPUTS
 from sampot_lib.data.io import check_image_side, looks_inverted, read_mask, read_user_image, write_png
 from sampot_lib.defaults import SHARPNESS, STRUCTURE
 from sampot_lib.errors import SampotError, SampotWarning

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from sampot_lib.cli.checks import CALIBRATE_FILES
 from sampot_lib.cli.main import main
+from sampot_lib.cli.output_checks import CALIBRATE_FILES
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
 from sampot_lib.data.splits import save_splits

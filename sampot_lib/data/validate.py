@@ -133,6 +133,10 @@ class Report:
         return "\n".join(lines)
 
 
+#: What a data set's check says of an entry that is neither a file nor a folder.
+NOT_A_FILE = "not a regular file (a pipe, a socket or a device): sampot reads only files there; replace it by the file."
+
+
 def _image_files(images_dir: Path, problems: list[str]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(images_dir.iterdir()):
@@ -141,6 +145,9 @@ def _image_files(images_dir: Path, problems: list[str]) -> dict[str, Path]:
         if path.is_dir():  # skipped without a word, the images a user sorted into it would drop out of every run
             problems.append(f"images/{path.name}/: a folder; only the files directly in images/ are read: move its "
                             "images up into images/, or the folder out of the data set.")  # fmt: skip
+            continue
+        if path.exists() and not path.is_file():  # reading a pipe would wait for a writer for ever
+            problems.append(f"images/{path.name}: {NOT_A_FILE}")
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             problems.append(
@@ -232,6 +239,17 @@ def _mask_problem(exc: SampotError, mpath: Path, image: Path, orientation: int |
                 "orientation tag."
             )
     return _short(exc, mpath)
+
+
+def identical_images(paths: dict[str, Path], subject_of: dict[str, str] | None = None) -> list[list[str]]:
+    """The groups of ids (each sorted, two or more) whose image files ({id: file}) are byte-identical: the same X-ray
+    under several ids, which a split may put in training and in test. With ``subject_of``, only groups that span
+    several subjects (one subject's copies always share a part)."""
+    by_hash: dict[str, list[str]] = {}
+    for image_id in sorted(paths):
+        by_hash.setdefault(sha256_file(paths[image_id]), []).append(image_id)
+    subject = subject_of or {}
+    return [ids for ids in by_hash.values() if len({subject.get(i, i) for i in ids}) > 1]
 
 
 def _identical_masks(masks_dir: Path, structure: str, ids: Iterable[str]) -> str | None:
@@ -347,7 +365,9 @@ def validate_folder(
                 problems.append(f"masks/{s}/{mpath.name}/: a folder; only the files directly in masks/{s}/ are read: "
                                 f"move its masks up into masks/{s}/, or the folder out of the data set.")  # fmt: skip
                 continue
-            if mpath.suffix.lower() != ".png":
+            if mpath.exists() and not mpath.is_file():
+                problems.append(f"masks/{s}/{mpath.name}: {NOT_A_FILE}")
+            elif mpath.suffix.lower() != ".png":
                 problems.append(f"masks/{s}/{mpath.name}: masks must be PNG files.")
             elif mpath.suffix != ".png" and not (mpath.parent / f"{mpath.stem}.png").is_file():
                 # read as <id>.png, which a case-sensitive file system does not find
@@ -384,7 +404,7 @@ def validate_folder(
         for s in report.structures:
             mpath = masks_dir / s / f"{image_id}.png"
             if not mpath.is_file():
-                if (s, image_id) not in miscased:
+                if (s, image_id) not in miscased and not mpath.exists():  # one that exists is named above
                     problems.append(f"masks/{s}/{image_id}.png: missing (image images/{files[image_id].name}).")
                 continue
             if check_contents:
@@ -406,6 +426,15 @@ def validate_folder(
                         "is it inverted (structure black, background white)?"
                     )
     if check_contents:
+        copies = identical_images({i: files[i] for i in ids}, report.subjects)
+        if copies:
+            shown = "; ".join(" = ".join(g) for g in copies[:3]) + (
+                f" and {len(copies) - 3} more" if len(copies) > 3 else ""
+            )
+            report.warnings.append(
+                f"the same image file under several ids ({shown}), with different subjects: a split may put one copy "
+                "in training and another in test. Give each group one subject in manifest.csv, or remove the copies."
+            )
         for s in report.structures:
             note = _identical_masks(masks_dir, s, ids)
             if note:

@@ -25,6 +25,7 @@ test images as it is and after calibration on N of B's labelled images.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from sampot_lib.defaults import (
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.config import ExperimentConfig, describe_changes, made_with, same_path
 from sampot_lib.experiment.provenance import calibrated_record, data_identity, image_hashes, mask_hashes
-from sampot_lib.experiment.records import write_json
+from sampot_lib.experiment.records import listed, write_json
 from sampot_lib.experiment.regressor_transfer import measure_transfer, transfer_samples
 from sampot_lib.experiment.runfolder import RunFolder
 from sampot_lib.experiment.setup import open_dataset, resolve_split
@@ -71,11 +72,20 @@ CALIBRATION_FILES = ("calibration.json", "regressor_calibrated.pt")
 
 
 def choose_labelled(
-    pool: list[str], n: int, seed: int, check_fraction: float = CHECK_FRACTION
+    pool: list[str],
+    n: int,
+    seed: int,
+    check_fraction: float = CHECK_FRACTION,
+    subject_of: Mapping[str, str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """A seeded choice of ``n`` of ``pool``'s ids, split into (fine-tune ids, held-out check ids): round(n *
     ``check_fraction``) checks, at least one, and at least two to fine-tune on. The same pool, n and seed give the
-    same images."""
+    same images.
+
+    With ``subject_of`` ({id: subject}), the checks are whole subjects among the chosen images, so that no check
+    image's patient is fine-tuned on (a subject that would leave fewer than two to fine-tune on is passed over; a
+    choice whose every subject is too large is refused). With one image per subject the choice is the same.
+    """
     if n < MIN_LABELLED:
         raise SampotError(f"calibration needs at least {MIN_LABELLED} labelled images (two to fine-tune on, one to "
                           f"check on), got {n}.")  # fmt: skip
@@ -84,7 +94,21 @@ def choose_labelled(
     rng = np.random.default_rng([seed, zlib.crc32(b"calibrate")])
     chosen = [pool[i] for i in rng.permutation(len(pool))[:n]]
     n_check = min(n - 2, max(1, round(n * check_fraction)))
-    return sorted(chosen[n_check:]), sorted(chosen[:n_check])
+    subject = subject_of or {}
+    groups: dict[str, list[str]] = {}
+    for image_id in chosen:  # the subjects in the order of their first chosen image
+        groups.setdefault(subject.get(image_id, image_id), []).append(image_id)
+    check: list[str] = []
+    for images in groups.values():
+        if len(check) >= n_check:
+            break
+        if len(check) + len(images) <= n - 2:
+            check += images
+    if not check:
+        raise SampotError(f"the {n} labelled images belong to {len(groups)} subject(s), none of which can be held "
+                          "out whole to check the calibration with two images left to fine-tune on; give a larger "
+                          "--labelled.")  # fmt: skip
+    return sorted(set(chosen) - set(check)), sorted(check)
 
 
 # -- the whole command ------------------------------------------------------------------------------------------------
@@ -142,6 +166,18 @@ def _labelled_pool(
                 else f"calibration needs at least {MIN_LABELLED} images the regressor has not seen: use a larger data "
                 f"set{other}."
             )
+        )
+    test = sorted(splits.get("test", []))
+    test_masks, test_images = mask_hashes(dataset, test, structure), image_hashes(dataset, test)
+    seen_in_test = sorted({i for masks, seen in parts for i, _ in same_labelled(test_masks, test_images, masks, seen)})
+    if seen_in_test:  # `sampot run` would refuse the calibrated regressor on this split
+        earlier = meta.get("calibrated_on", meta)
+        where = f" (seed {earlier['seed']})" if earlier.get("seed") is not None else ""
+        raise SampotError(
+            f"the split in {out} puts {len(seen_in_test)} image(s) the regressor has already learned from in its test "
+            f"part ({listed(seen_in_test)}), so `sampot run` could not measure the calibrated regressor there. "
+            f"Calibrate with the split it was made on{where}: its --seed or --split-file, or calibrate into its run "
+            "folder."
         )
     return pool, hashes
 
@@ -304,7 +340,8 @@ def run_calibration(
     with folder.locked():
         full, split = resolve_split(config, dataset)
         pool, hashes = _labelled_pool(full, dataset, meta, config.structure, n_labelled, out)
-        fine_ids, check_ids = choose_labelled(pool, n_labelled, seed, check_fraction)
+        subjects = {i: dataset.subject_of(i) for i in pool}
+        fine_ids, check_ids = choose_labelled(pool, n_labelled, seed, check_fraction, subject_of=subjects)
         labelled = {i: hashes[i] for i in fine_ids + check_ids}
         inputs = regressor_input | {"data:labelled masks": data_identity(labelled)}
         folder.begin("calibrate", settings, split, inputs)

@@ -179,6 +179,9 @@ def _on_worker(
 
 #: Where a LocalCluster's dashboard listens when asked for (this machine only); a taken port gets another.
 DASHBOARD_ADDRESS = "127.0.0.1:8787"
+#: Where the scheduler's HTTP server listens without --dashboard: dask serves one even then (on 8787 by default), and
+#: a second run beside the first would be told "Port 8787 is already in use"; a free port of this machine instead.
+QUIET_ADDRESS = "127.0.0.1:0"
 
 
 def check_dashboard() -> None:
@@ -270,7 +273,7 @@ class Workers:
                 env = {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n), "SAMPOT_THREADS": str(n)}
                 # Worker and scheduler warnings (memory, a lost worker) reach the log; their routine news does not.
                 self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                             dashboard_address=DASHBOARD_ADDRESS if self.dashboard else None,
+                                             dashboard_address=DASHBOARD_ADDRESS if self.dashboard else QUIET_ADDRESS,
                                              silence_logs=logging.WARNING, env=env)  # fmt: skip
                 self._client = Client(self._cluster)
             if self.dashboard:

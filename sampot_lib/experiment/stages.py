@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sampot_lib.data.folder import FolderDataset
+from sampot_lib.data.validate import identical_images
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.cleanup import remove_stages, with_dependents
 from sampot_lib.experiment.config import ExperimentConfig, comparable_settings, settings_hash, stage_settings
@@ -108,12 +109,24 @@ def open_run(
     splits = limit(preview_split(config, dataset, force=force), config.max_images)
     if parts:
         _require_parts(splits, parts, config, dataset)
+    if {"train", "test"} <= set(parts):  # the regressor would be measured on an X-ray it learned from
+        _refuse_shared_images(splits, dataset)
     if config.regressor is not None and "test" in parts:  # the test stage checks it again, with the model's settings
         _, meta = load_regressor(config.regressor)
         test = {"test_masks": mask_hashes(dataset, splits["test"], config.structure),
                 "test_images": image_hashes(dataset, splits["test"])}  # fmt: skip
         check_regressor(meta, test, allow_foreign=config.allow_foreign_regressor)
     return folder, dataset
+
+
+def _refuse_shared_images(splits: dict[str, list[str]], dataset: FolderDataset) -> None:
+    part_of = {i: part for part, ids in splits.items() for i in ids}
+    for ids in identical_images({i: dataset.image_path(i) for i in part_of}):
+        if len({part_of[i] for i in ids}) > 1:
+            where = ", ".join(f"{i} ({part_of[i]})" for i in ids)
+            raise SampotError(f"the same image file is in two parts of the split: {where}; the regressor would be "
+                              "measured on an X-ray it learned from. Give those ids one subject in the data set's "
+                              "manifest.csv (a split then keeps them in one part), or remove the copies.")  # fmt: skip
 
 
 def start_over(folder: RunFolder, config: ExperimentConfig, stages: tuple[str, ...], progress: bool) -> list[str]:

@@ -6,6 +6,7 @@ one mask. Training is in :mod:`sampot_lib.method.regressor_training`.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from sampot_lib.defaults import (
 )
 from sampot_lib.errors import SampotError, SampotWarning, regressor_size
 from sampot_lib.errors import device as checked_device
-from sampot_lib.files import atomic_write
+from sampot_lib.files import write_bytes
 from sampot_lib.models.sam import check_image
 
 _FORMAT = "sampot-regressor/1"
@@ -132,9 +133,12 @@ def save_regressor(model: SegmentationRegressor, path: str | Path, meta: dict[st
     Returns:
         ``path``.
     """
-
     payload = {"format": _FORMAT, "config": model.config(), "state_dict": model.state_dict(), "meta": meta or {}}
-    return atomic_write(path, lambda fh: torch.save(payload, fh))
+    # Serialised in memory first: torch's zip writer turns a failed write (a full disk) into a RuntimeError, where
+    # writing the bytes gives the OSError (ENOSPC, EFBIG) that names the cause.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_bytes(path, buffer.getvalue())
 
 
 def load_regressor(

@@ -46,7 +46,7 @@ def compare_on_test(
     test = list(splits.get("test", []))[:max_test]
     if len(test) < 3:
         raise SampotError(f"the comparison needs at least 3 test images (a correlation), got {len(test)}.")
-    fine_ids, check_ids = choose_labelled(pool, n_labelled, seed)
+    fine_ids, check_ids = choose_labelled(pool, n_labelled, seed, subject_of={i: dataset.subject_of(i) for i in pool})
     common = dict(size=regressor.input_size, prompt=prompt, sharpness=sharpness, n_synthetic=n_synthetic,
                   n_outside=n_outside)  # fmt: skip
     train = transfer_samples(model, dataset, fine_ids, structure, seed=seed, **common)

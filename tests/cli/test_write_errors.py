@@ -48,6 +48,24 @@ def test_a_full_disk_while_saving_the_regressor_says_the_disk_is_full_and_names_
     assert not list(tmp_path.iterdir())  # no partial file left
 
 
+@pytest.mark.skipif(importlib.util.find_spec("resource") is None, reason="file-size limits are POSIX")
+def test_a_regressor_file_that_stops_fitting_part_way_is_said_as_too_large_not_as_a_fault(tmp_path):
+    # torch's own file writer turns a write that fails part way into a RuntimeError; ulimit -f stands for the quota
+    code = (
+        "import resource, sys\n"
+        "from sampot_lib.method.regressor import SegmentationRegressor, save_regressor\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000))\n"
+        "try:\n"
+        "    save_regressor(SegmentationRegressor(64), sys.argv[1])\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno, exc.filename)\n"
+    )
+    target = tmp_path / "regressor.pt"
+    done = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == [str(errno.EFBIG), str(target)], done.stderr[-2000:]
+    assert not list(tmp_path.iterdir())  # no partial file left
+
+
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS])
 def test_a_write_failing_for_its_place_is_never_blamed_on_the_image(code):
     def task(image_id: str) -> None:

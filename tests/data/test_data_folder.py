@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +105,28 @@ def test_every_problem_reported_at_once(tmp_path):
     with pytest.raises(SampotError) as err:
         FolderDataset(root)
     assert all(s in str(err.value) for s in EXPECTED)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_among_the_images_or_masks_is_named_not_read(tmp_path):
+    root = make_folder(tmp_path / "d", n=4)
+    image, mask = root / "images" / "im1.png", root / "masks" / "left_lung" / "im2.png"
+    for path in (image, mask):
+        path.unlink()
+        os.mkfifo(path)
+    found: list[list[str]] = []
+    reader = threading.Thread(target=lambda: found.append(validate_folder(root).problems), daemon=True)
+    reader.start()
+    reader.join(60)
+    if reader.is_alive():  # waiting on a pipe for a writer: open each for writing once, so the reader ends
+        for path in (image, mask):
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("validate_folder waited on a pipe")
+    text = "\n".join(found[0])
+    assert "images/im1.png: not a regular file (a pipe, a socket or a device)" in text, text
+    assert "masks/left_lung/im2.png: not a regular file (a pipe, a socket or a device)" in text, text
+    assert "im2.png: missing" not in text, text
 
 
 def test_manifest_problems(tmp_path):

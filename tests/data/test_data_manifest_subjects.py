@@ -94,3 +94,25 @@ def test_run_refuses_a_split_file_that_puts_a_patient_in_training_and_test_befor
         rc, _, err = run_command([command, root, "--split-file", leak, "--out", out, "--model", "sam_nano"], capsys)
         assert rc == 2 and "subject 'P0' (the data set's manifest) has images in both 'train' and 'test'" in err, err
         assert not out.exists()
+
+
+def test_the_same_image_under_two_ids_is_warned_about_and_a_run_testing_on_a_copy_is_refused(tmp_path, capsys):
+    from conftest import run_command
+
+    root = make_folder(tmp_path / "d", n=12, h=64, w=64)
+    for structure in ("left_lung", "right_lung"):  # another reader's outline of the same X-ray
+        (root / "masks" / structure / "im11.png").write_bytes((root / "masks" / structure / "im1.png").read_bytes())
+    (root / "images" / "im11.png").write_bytes((root / "images" / "im1.png").read_bytes())
+    assert run_cli("data", "check", str(root), "--quiet") == 0
+    out = capsys.readouterr().out
+    assert "the same image file under several ids (im1 = im11), with different subjects" in out, out
+    split = _split_file(tmp_path / "s.json", {"train": [0, 1, 2, 3, 4, 5], "val": [6, 7], "test": [8, 9, 10, 11]})
+    out = tmp_path / "run"
+    rc, _, err = run_command(["run", root, "--split-file", split, "--out", out, "--model", "sam_nano"], capsys)
+    assert rc == 2 and "the same image file is in two parts of the split: im1 (train), im11 (test)" in err, err
+    assert not out.exists()
+    # one subject for both ids: kept in one part by every split, and nothing to say
+    (root / "manifest.csv").write_text("id,subject\n" + "".join(f"im{i},{'s1' if i in (1, 11) else i}\n"
+                                                                for i in range(12)))  # fmt: skip
+    assert run_cli("data", "check", str(root), "--quiet") == 0
+    assert "the same image file" not in capsys.readouterr().out

@@ -27,7 +27,7 @@ from sampot_lib.cli.main import main
 from sampot_lib.cli.output_checks import CALIBRATE_FILES
 from sampot_lib.data.folder import FolderDataset
 from sampot_lib.data.phantom import write_phantom_set
-from sampot_lib.data.splits import save_splits
+from sampot_lib.data.splits import make_splits, save_splits
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.calibration import CALIBRATION_FILES, choose_labelled, recommendation
 from sampot_lib.experiment.config import ExperimentConfig
@@ -184,6 +184,21 @@ def test_choose_labelled_is_seeded_and_keeps_a_held_out_part():
         choose_labelled(pool, 21, seed=0)
 
 
+def test_the_check_images_are_whole_subjects_so_no_checked_patient_is_fine_tuned_on():
+    pool = [f"im{i:02d}" for i in range(24)]
+    subject_of = {i: f"P{k % 8}" for k, i in enumerate(pool)}  # 8 patients, 3 images each
+    for seed in range(10):
+        fine, check = choose_labelled(pool, 6, seed, subject_of=subject_of)
+        assert len(fine) + len(check) == 6 and len(fine) >= 2 and check
+        assert not {subject_of[i] for i in fine} & {subject_of[i] for i in check}, (seed, fine, check)
+        # the same six images as the choice by image: only the cut between the parts moves
+        assert sorted(fine + check) == sorted(sum(choose_labelled(pool, 6, seed), []))
+    # one image per subject: the choice by image, unchanged
+    assert choose_labelled(pool, 10, 3, subject_of={i: i for i in pool}) == choose_labelled(pool, 10, 3)
+    with pytest.raises(SampotError, match="none of which can be held out whole"):
+        choose_labelled(pool, 3, 0, subject_of={i: "one patient" for i in pool})
+
+
 # -- the command: calibration.json, the calibrated file, and what it refuses -----------------------------------------
 
 
@@ -249,6 +264,20 @@ def test_a_chain_of_calibrations_names_as_held_out_only_what_none_of_them_fitted
     second = calibrate(first, fine=["c", "e"], check=["a", "f"])  # c now fitted on; a was fitted on before
     assert sorted(second["calibration_masks"]) == ["a", "b", "c", "d", "e", "f"]
     assert second["calibration_checks"] == ["d", "f"]
+
+
+def test_calibrating_again_on_a_split_testing_on_its_labelled_images_is_refused(calibrated, shifted, tmp_path, capsys):
+    out, _ = calibrated
+    report = json.loads((out / "calibration.json").read_text())
+    labelled = set(report["fine_tune_ids"] + report["check_ids"])
+    seed = next(s for s in range(1, 50) if labelled & set(make_splits(FolderDataset(shifted), seed=s)["test"]))
+    again = tmp_path / "again"
+    rc = main(["calibrate", str(shifted), "--regressor", str(out / "regressor_calibrated.pt"), "--labelled", "3",
+               "--seed", str(seed), "--out", str(again)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "image(s) the regressor has already learned from in its test part" in err, err
+    assert "Calibrate with the split it was made on (seed 0)" in err, err
+    assert not again.exists() or not [p for p in again.iterdir() if p.suffix in (".pt", ".json")]
 
 
 def test_a_run_that_would_test_on_a_labelled_image_is_refused(calibrated, shifted, tmp_path):

@@ -9,6 +9,7 @@ import re
 import socket
 import socketserver
 import threading
+import warnings
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -204,6 +205,21 @@ def test_closing_the_cluster_keeps_dasks_killed_worker_warning_from_the_user_and
     caplog.clear()
     logging.getLogger("distributed.nanny").warning("later news")  # only the close is quietened
     assert [r.getMessage() for r in caplog.records] == ["later news"]
+
+
+def test_a_cluster_without_dashboard_leaves_port_8787_to_others(capfd):
+    with socket.socket() as busy:  # another run's dashboard, or a Jupyter dask session
+        try:
+            busy.bind(("127.0.0.1", 8787))
+        except OSError:
+            pytest.skip("port 8787 is taken here already")
+        busy.listen()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Workers(workers=2) as pool:
+                assert pool.map(fails_on_b, ["a"], kwargs={"scale": 1}, progress=False) == [97]
+    said = [str(w.message) for w in caught] + [capfd.readouterr().err]
+    assert not any("8787" in text for text in said), said
 
 
 def test_the_dashboard_is_served_on_this_machine_and_its_address_printed(capsys):

@@ -57,7 +57,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     for note in mask_elsewhere(source, None if source.is_dir() else args.mask_file, args.structure):
         print(f"sampot: warning: {note}", file=sys.stderr)
     if source.is_dir():  # every mask is checked (size, binary, not empty) before any is scored
-        dataset = FolderDataset(source, structures=[args.structure])
+        dataset = FolderDataset(source, structures=[args.structure], training=False)  # a full mask still scores
         items = [(i, dataset.image_path(i), dataset.mask_path(i, args.structure)) for i in dataset.ids]
     else:
         read_mask(args.mask_file, expected_shape=read_user_image(source).shape[:2])

@@ -44,6 +44,8 @@ class FolderDataset:
         validate: Read and check every file now; False: check only names.
         structures: The mask sub-folders required and checked (one name may be given as a string); the others are
             not read. None: all found; empty: none (the images and the manifest only).
+        training: Its masks are truths to train and evaluate on (see :func:`validate_folder`); False for masks that
+            are only scored.
 
     Raises:
         SampotError: The folder is not a usable data set (every problem listed).
@@ -55,9 +57,16 @@ class FolderDataset:
         report: What the validation found (:func:`validate_folder`).
     """
 
-    def __init__(self, root: str | Path, *, validate: bool = True, structures: Iterable[str] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        validate: bool = True,
+        structures: Iterable[str] | None = None,
+        training: bool = True,
+    ):
         self.root = Path(root)
-        report = validate_folder(self.root, structures=structures, check_contents=validate)
+        report = validate_folder(self.root, structures=structures, check_contents=validate, training=training)
         if not report.ok:
             raise SampotError(
                 f"{self.root} is not a usable data set:\n"

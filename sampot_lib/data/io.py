@@ -138,7 +138,7 @@ def read_image(path: str | Path, *, low_pct: float | None = None, high_pct: floa
         image = read_dicom(path, low_pct=low_pct, high_pct=high_pct)
     else:
         try:
-            image = preprocess(read_array(path), low_pct=low_pct, high_pct=high_pct)
+            image = preprocess(read_array(path), low_pct=low_pct, high_pct=high_pct, name=str(path))
         except SampotError as exc:  # named once: the reader's own errors already start with the path
             named = str(exc).startswith(f"{path}:")
             raise SampotError(str(exc) if named else f"{path}: {exc}") from exc

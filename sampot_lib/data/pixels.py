@@ -3,12 +3,13 @@ limit on how many pixels a file may hold before it is decoded."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from sampot_lib.defaults import MAX_IMAGE_PIXELS
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 
 
 def to_uint8(image: np.ndarray, low_pct: float = 0.0, high_pct: float = 100.0) -> np.ndarray:
@@ -48,12 +49,19 @@ def to_gray(arr: np.ndarray, *, name: str = "image") -> np.ndarray:
     return arr
 
 
-def preprocess(arr: np.ndarray, *, low_pct: float | None = None, high_pct: float | None = None) -> np.ndarray:
+#: Fewer grey levels than this left by a min-to-max stretch of a wider range: a few extreme pixels set the range.
+FEW_GREY_LEVELS = 32
+
+
+def preprocess(
+    arr: np.ndarray, *, low_pct: float | None = None, high_pct: float | None = None, name: str = "image"
+) -> np.ndarray:
     """Any grayscale/RGB array (8/16-bit, int, float) -> ``H x W`` uint8 for SAM.
 
     Without a window, uint8 grayscale is kept as it is and everything else is stretched from min to max; give
     ``low_pct``/``high_pct`` (e.g. 0.5 and 99.5) for a percentile window that ignores a few extreme pixels
-    (burned-in labels, collimator edges).
+    (burned-in labels, collimator edges). A stretch that leaves fewer than :data:`FEW_GREY_LEVELS` grey levels of a
+    range wider than 8 bits (one hot pixel in 12-bit data) is warned about, naming ``name``.
     """
     arr = np.asarray(arr)
     if arr.size == 0:
@@ -66,7 +74,16 @@ def preprocess(arr: np.ndarray, *, low_pct: float | None = None, high_pct: float
         return gray if gray.dtype == np.uint8 else np.round(gray).astype(np.uint8)
     lo = 0.0 if low_pct is None else float(low_pct)
     hi = 100.0 if high_pct is None else float(high_pct)
-    return to_uint8(gray, lo, hi)
+    out = to_uint8(gray, lo, hi)
+    if low_pct is None and high_pct is None and float(gray.max()) - float(gray.min()) > 255:
+        levels = int(np.count_nonzero(np.bincount(out.ravel(), minlength=256)))
+        if levels < FEW_GREY_LEVELS and np.unique(gray).size > 2 * levels:  # not an image of few values anyway
+            warnings.warn(f"{name}: a few extreme pixels set its grey range ({float(gray.min()):g} to "
+                          f"{float(gray.max()):g}), so only {levels} of 256 grey levels are left once it is scaled "
+                          "to 8 bits and the model sees little contrast; clip those pixels (a hot pixel, a burned-in "
+                          "marker) or export the image with a display window.",
+                          SampotWarning, stacklevel=2)  # fmt: skip
+    return out
 
 
 def check_pixel_count(path: str | Path, width: int, height: int, frames: int = 1) -> None:

@@ -7,6 +7,7 @@ proportions. A subject's images always land in one split.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,11 @@ def load_splits(path: str | Path, dataset: Any = None) -> dict[str, list[str]]:
         _check_subjects(splits, {str(k): str(v) for k, v in subjects.items()}, path)
     if dataset is not None:
         known = set(_subject_map(dataset))
+        # "é" typed by hand (NFC) is one id with the "e" + accent a macOS file name holds (NFD)
+        spelled = {unicodedata.normalize("NFC", i): i for i in known}
+        splits = {k: [i if i in known else spelled.get(unicodedata.normalize("NFC", i), i) for i in v]
+                  for k, v in splits.items()}  # fmt: skip
+        _check_disjoint(splits, path)  # two spellings of one id in two parts
         missing = sorted({i for v in splits.values() for i in v} - known)
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sampot_lib.data.copies import identical_images, identical_masks_note
 from sampot_lib.data.io import (
     IMAGE_SUFFIXES,
     has_outside_ring,
@@ -27,7 +28,6 @@ from sampot_lib.data.io import (
 )
 from sampot_lib.defaults import MIN_IMAGE_SIDE, OUTSIDE_OFFSET
 from sampot_lib.errors import SampotError
-from sampot_lib.files import sha256_file
 
 MANIFEST = "manifest.csv"
 
@@ -35,6 +35,8 @@ MANIFEST = "manifest.csv"
 # The manifest's subject column, compared as :func:`_subject_column_key` gives it: ``subject``, ``Subject_ID``,
 # ``PatientID`` (DICOM's tag name), ``patient-id`` and ``Patient ID`` all name it.
 _SUBJECT_COLUMN_KEYS = ("subject", "subjectid", "patient", "patientid")
+#: Other names a patient key goes by in exports, which a manifest's note points out when no subject column is found.
+_PATIENT_LIKE_KEYS = ("mrn", "pid", "case", "caseid", "subj", "subjid", "patno", "medicalrecordnumber")
 
 
 def _subject_column_key(name: str) -> str:
@@ -161,8 +163,22 @@ def _image_files(images_dir: Path, problems: list[str]) -> dict[str, Path]:
     return found
 
 
-def _read_manifest(path: Path, problems: list[str]) -> dict[str, str] | None:
-    """manifest.csv -> {id: subject}; None when absent or unusable (problems are recorded)."""
+def _patient_like(columns: list[str], rows: list[dict[str, str]]) -> list[str]:
+    """The columns of a manifest without a subject column whose name reads like a patient key (``MRN``, ``pid``,
+    ``case_id``, ``patient_number``) and whose values repeat across rows, as one patient's would."""
+    found = []
+    for column in columns:
+        key = _subject_column_key(column)
+        named = key in _PATIENT_LIKE_KEYS or any(w in key for w in ("patient", "subject", "participant"))
+        values = [(row.get(column) or "").strip() for row in rows]
+        if column != "id" and named and all(values) and len(set(values)) < len(values):
+            found.append(column)
+    return found
+
+
+def _read_manifest(path: Path, problems: list[str], notes: list[str] | None = None) -> dict[str, str] | None:
+    """manifest.csv -> {id: subject}; None when absent or unusable (problems are recorded; ``notes`` gets a column
+    that looks like a patient key but is not read as one)."""
     if path.exists() and not path.is_file():  # a folder of that name: the subjects it should give would be lost
         problems.append(f"{MANIFEST}: is a folder (or another non-file); replace it with the CSV file, or remove it.")
         return None
@@ -192,6 +208,10 @@ def _read_manifest(path: Path, problems: list[str]) -> dict[str, str] | None:
         problems.append(f"{MANIFEST}: no 'id' column (columns: {', '.join(columns)}).")
         return None
     subject_col = _subject_column(columns, problems)
+    for column in _patient_like(columns, rows) if subject_col is None and notes is not None else ():
+        notes.append(f"{MANIFEST}: column '{column}' repeats its values as a patient's id would, but sampot reads the "
+                     "subject from a column named subject, subject_id, patient or patient_id; each image counts as "
+                     f"its own subject. If '{column}' names the patient, rename it to subject.")  # fmt: skip
     out: dict[str, str] = {}
     for i, row in enumerate(rows, start=2):
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
@@ -241,36 +261,6 @@ def _mask_problem(exc: SampotError, mpath: Path, image: Path, orientation: int |
     return _short(exc, mpath)
 
 
-def identical_images(paths: dict[str, Path], subject_of: dict[str, str] | None = None) -> list[list[str]]:
-    """The groups of ids (each sorted, two or more) whose image files ({id: file}) are byte-identical: the same X-ray
-    under several ids, which a split may put in training and in test. With ``subject_of``, only groups that span
-    several subjects (one subject's copies always share a part)."""
-    by_hash: dict[str, list[str]] = {}
-    for image_id in sorted(paths):
-        by_hash.setdefault(sha256_file(paths[image_id]), []).append(image_id)
-    subject = subject_of or {}
-    return [ids for ids in by_hash.values() if len({subject.get(i, i) for i in ids}) > 1]
-
-
-def _identical_masks(masks_dir: Path, structure: str, ids: Iterable[str]) -> str | None:
-    """A note naming masks of one structure that are byte-identical files, or None."""
-    by_hash: dict[str, list[str]] = {}
-    for image_id in ids:
-        mpath = masks_dir / structure / f"{image_id}.png"
-        if mpath.is_file():
-            by_hash.setdefault(sha256_file(mpath), []).append(mpath.name)
-    groups = [names for names in by_hash.values() if len(names) > 1]
-    if not groups:
-        return None
-    shown = "; ".join(" = ".join(g[:3]) + (f" (+{len(g) - 3})" if len(g) > 3 else "") for g in groups[:3])
-    more = f" and {len(groups) - 3} more group(s)" if len(groups) > 3 else ""
-    return (
-        f"masks/{structure}/: identical mask files for different images: {shown}{more}. Fine for drawn test "
-        "shapes; for real images a mask copied to another image is wrong for it. A regressor's leak check tells "
-        "images apart by image and mask together, so identical masks alone are never taken for a leak."
-    )
-
-
 def structure_folders(root: str | Path) -> list[str]:
     """The structures a data set has masks of, without reading any mask.
 
@@ -292,6 +282,7 @@ def validate_folder(
     structures: Iterable[str] | None = None,
     check_contents: bool = True,
     progress: bool = False,
+    training: bool = True,
 ) -> Report:
     """Check a folder-format data set and collect every problem instead of stopping at the first.
 
@@ -303,6 +294,8 @@ def validate_folder(
             not read. None: all found; empty: none (the images and the manifest only, ``masks/`` not looked at).
         check_contents: Read and check every file; False: check only names.
         progress: Show a progress bar.
+        training: The masks are truths a regressor's training set is drawn from: a mask with no margin around the
+            structure is a problem. False (masks only scored): a warning.
 
     Returns:
         What it found; its ``problems`` are empty when the folder is usable.
@@ -337,7 +330,7 @@ def validate_folder(
             problems.append(f"masks/{s}/: missing; every image needs a mask for structure '{s}'.")
     report.structures = [s for s in wanted if s in found_structures]
 
-    manifest = _read_manifest(root / MANIFEST, problems)
+    manifest = _read_manifest(root / MANIFEST, problems, report.notes)
     ids = sorted(files)
     if manifest is not None:
         for image_id in sorted(set(manifest) - set(files)):
@@ -415,7 +408,7 @@ def validate_folder(
                     problems.append(f"masks/{s}/{image_id}.png: {_mask_problem(exc, mpath, image, orientation, shape)}")
                     continue
                 if not has_outside_ring(mask, OUTSIDE_OFFSET):
-                    problems.append(
+                    (problems if training else report.warnings).append(
                         f"masks/{s}/{image_id}.png: leaves no pixel {OUTSIDE_OFFSET:g} px outside the structure "
                         "(it fills the image, or nearly), where the regressor's training set clicks; give the image "
                         f"a margin of at least {OUTSIDE_OFFSET:g} px around the structure, or leave it out."
@@ -436,7 +429,7 @@ def validate_folder(
                 "in training and another in test. Give each group one subject in manifest.csv, or remove the copies."
             )
         for s in report.structures:
-            note = _identical_masks(masks_dir, s, ids)
+            note = identical_masks_note(masks_dir, s, ids)
             if note:
                 report.notes.append(note)
     return report

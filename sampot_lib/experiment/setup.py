@@ -74,7 +74,15 @@ def _chosen_split(
     if same_path(have["source"], want["source"]):  # "data/x" and "./data/x" are one data set
         have["source"] = want["source"]
     if have == want:
-        return load_splits(made, dataset), "", source
+        try:
+            return load_splits(made, dataset), "", source
+        except SampotError as exc:  # the data set changed since: its subjects, or its images
+            if force:
+                return None, f"{made} no longer fits the data set", source
+            cause = str(exc).split(". ")[0]
+            raise SampotError(f"the split this run made no longer fits the data set, which changed since ({cause}). "
+                              f"Add --force to start {folder.path} over with a new split, or choose another "
+                              "--out.") from exc  # fmt: skip
     return None, (f"{made} was made with seed {have['seed']} of {have['source']} (fractions {have['fractions']}); "
                   f"this run asks for seed {config.seed} of {config.data} (fractions "
                   f"{config.split_fractions})"), source  # fmt: skip

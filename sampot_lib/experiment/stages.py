@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from sampot_lib.data.copies import identical_images
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.data.validate import identical_images
 from sampot_lib.errors import SampotError
 from sampot_lib.experiment.cleanup import remove_stages, with_dependents
 from sampot_lib.experiment.config import ExperimentConfig, comparable_settings, settings_hash, stage_settings

@@ -252,9 +252,17 @@ def load_shipped_regressor(
 
 
 def shipped_for_file(path: str | Path, registry: Path | None = None) -> ShippedRegressor | None:
-    """The shipped record whose file is ``path``, or None for any other file."""
+    """The shipped record whose file is ``path``, or a copy of it (its size and sha256), or None for any other
+    file: a user keeps a copy beside their project as often as they name the packaged one."""
     target = Path(path).resolve()
-    return next((r for r in shipped_regressors(registry).values() if r.path.resolve() == target), None)
+    records = shipped_regressors(registry).values()
+    same = next((r for r in records if r.path.resolve() == target), None)
+    if same is not None or not target.is_file():
+        return same
+    size = target.stat().st_size
+    sized = [r for r in records if r.size == size]
+    digest = sha256_file(target) if sized else None
+    return next((r for r in sized if r.sha256 == digest), None)
 
 
 def resolve_regressor(

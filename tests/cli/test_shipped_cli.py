@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,24 @@ def test_score_of_a_data_set_writes_one_row_per_image(phantoms, tmp_path, capsys
     assert len(set(predicted.values())) > 1, "the phantoms' masks should not all score the same"
     mean = sum(predicted.values()) / len(predicted)
     assert f"mean predicted Dice {mean:.3f}, lowest {lowest} {predicted[lowest]:.3f}" in out
+
+
+def test_score_of_a_data_set_scores_a_mask_with_no_margin_and_warns_of_it(phantoms, tmp_path, capsys):
+    # a model's output that fills the image is what quality control should flag, not a reason to refuse the folder
+    folder = tmp_path / "outputs"
+    shutil.copytree(phantoms, folder)
+    shutil.rmtree(folder / "masks" / "right_lung")
+    full = folder / "masks" / "left_lung" / "phantom_0001.png"
+    mask = np.zeros(read_mask(full).shape, np.uint8)
+    mask[2:-2, 2:-2] = 255
+    Image.fromarray(mask).save(full)
+    out_csv = tmp_path / "scores.csv"
+    rc, _, err = run(["score", folder, "--structure", "left_lung", "--out", out_csv], capsys)
+    assert rc == 0 and "phantom_0001.png: leaves no pixel" in err, err
+    assert "phantom_0001" in {r["image_id"] for r in csv.DictReader(out_csv.open())}
+    # a run, which draws its regressor's training clicks outside the masks, still refuses the folder
+    rc, _, err = run(["run", folder, "--out", tmp_path / "run"], capsys)
+    assert rc == 2 and "phantom_0001.png: leaves no pixel" in err, err
 
 
 def test_score_of_a_data_set_without_out_is_refused(phantoms, capsys):

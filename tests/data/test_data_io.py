@@ -3,6 +3,8 @@ outside a mask."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from data_fixtures import dicom_dataset
@@ -14,7 +16,7 @@ from scipy import ndimage
 from sampot_lib.data.dicom import read_dicom
 from sampot_lib.data.io import is_dicom, outside_ring, read_image, read_mask, write_png
 from sampot_lib.data.pixels import preprocess, to_uint8
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 
 
 def test_8bit_kept_16bit_stretched(tmp_path):
@@ -28,6 +30,24 @@ def test_8bit_kept_16bit_stretched(tmp_path):
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     # Order is kept: a monotone ramp stays monotone.
     assert (np.diff(out.ravel().astype(int)) >= 0).all()
+
+
+def test_a_hot_pixel_that_crushes_a_16bit_image_to_a_few_grey_levels_is_warned_about(tmp_path):
+    twelve = (np.add.outer(np.arange(64), np.arange(64)) * 32).astype(np.uint16)  # 12-bit data: 0 .. 4032
+    Image.fromarray(twelve).save(tmp_path / "twelve.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SampotWarning)
+        assert len(np.unique(read_image(tmp_path / "twelve.png"))) > 100
+    hot = twelve.copy()
+    hot[0, 1] = 65535
+    Image.fromarray(hot).save(tmp_path / "hot.png")
+    with pytest.warns(SampotWarning, match=r"hot.png: a few extreme pixels set its grey range \(0 to 65535\), so "
+                                           r"only \d+ of 256 grey levels are left"):  # fmt: skip
+        image = read_image(tmp_path / "hot.png")
+    assert len(np.unique(image)) < 32
+    with warnings.catch_warnings():  # a window chosen by the caller is the caller's
+        warnings.simplefilter("error", SampotWarning)
+        preprocess(hot, low_pct=0.5, high_pct=99.5)
 
 
 def test_rgb_becomes_luminance(tmp_path):

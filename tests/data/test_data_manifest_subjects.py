@@ -116,3 +116,19 @@ def test_the_same_image_under_two_ids_is_warned_about_and_a_run_testing_on_a_cop
                                                                 for i in range(12)))  # fmt: skip
     assert run_cli("data", "check", str(root), "--quiet") == 0
     assert "the same image file" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("column", ["MRN", "pid", "case_id", "Patient Number"])
+def test_a_column_that_reads_like_a_patient_key_but_is_not_read_as_one_is_noted(tmp_path, capsys, column):
+    patients = [f"P{i // 4}" for i in range(12)]
+    root = _with_manifest(tmp_path / "d", f"id,{column},view", patients)
+    assert FolderDataset(root).subjects == [f"im{i}" for i in sorted(range(12), key=lambda i: f"im{i}")]
+    assert run_cli("data", "check", str(root), "--quiet") == 0
+    out = capsys.readouterr().out
+    assert f"column '{column}' repeats its values as a patient's id would" in out, out
+    # unique values (an accession number per image), or a subject column beside it: nothing to say
+    root = _with_manifest(tmp_path / "u", f"id,{column},view", [f"A{i}" for i in range(12)])
+    root2 = _with_manifest(tmp_path / "s", f"id,subject,{column}", patients)
+    for folder in (root, root2):
+        assert run_cli("data", "check", str(folder), "--quiet") == 0
+        assert "repeats its values" not in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import unicodedata
 
 import pytest
 from data_fixtures import make_folder
@@ -62,6 +63,23 @@ def test_save_load_roundtrip(tmp_path):
     info = split_info(path)
     assert info["seed"] == 3 and info["fractions"] == [1.0, 1.0, 1.0] and sum(info["counts"].values()) == 6
     assert [p.name for p in tmp_path.iterdir() if p.suffix != ""] == ["s.json"]  # no temporary left
+
+
+def test_ids_that_differ_only_in_unicode_form_are_the_same_image(tmp_path):
+    root = make_folder(tmp_path / "d", n=6)
+    decomposed = unicodedata.normalize("NFD", "café")  # as a macOS file system stores the name
+    for i in range(6):
+        (root / "images" / f"im{i}.png").rename(root / "images" / f"{decomposed}{i}.png")
+        for structure in ("left_lung", "right_lung"):
+            (root / "masks" / structure / f"im{i}.png").rename(root / "masks" / structure / f"{decomposed}{i}.png")
+    ds = FolderDataset(root)
+    typed = [f"café{i}" for i in range(6)]  # typed by hand
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"splits": {"train": typed[:3], "val": typed[3:4], "test": typed[4:]}}))
+    assert load_splits(path, ds) == {"train": ds.ids[:3], "val": ds.ids[3:4], "test": ds.ids[4:]}
+    path.write_text(json.dumps({"splits": {"train": typed[:3], "val": [], "test": [f"{decomposed}0", *typed[4:]]}}))
+    with pytest.raises(SampotError, match=f"image '{decomposed}0' is in both 'train' and 'test'"):
+        load_splits(path, ds)
 
 
 def test_load_errors(tmp_path):

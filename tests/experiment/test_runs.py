@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -201,6 +202,26 @@ def test_resume_says_once_what_is_missing_and_what_it_redoes(phantoms, tiny_chec
     run_experiment(_config_for(phantoms, out, tiny_checkpoint), progress=True)
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert any("is missing; every stage is redone" in n for n in notes), notes
+
+
+def test_a_run_whose_own_split_no_longer_fits_the_data_sets_subjects_is_started_over_only_with_force(
+    phantoms, tiny_checkpoint, tmp_path
+):
+    data = tmp_path / "set"
+    shutil.copytree(phantoms, data)
+    ids = FolderDataset(data).ids
+    out = tmp_path / "run"
+    run_experiment(_config_for(data, out, tiny_checkpoint), progress=False)
+    made = json.loads((out / "splits.json").read_text())["splits"]
+    # the manifest now says a training image and a test image are one patient's
+    together = {made["train"][0], made["test"][0]}
+    (data / "manifest.csv").write_text("id,subject\n" + "".join(f"{i},{'P' if i in together else i}\n" for i in ids))
+    with pytest.raises(SampotError, match=r"the split this run made no longer fits the data set, which changed since "
+                                          r"\(.*subject 'P'.*\)\. Add --force to start"):  # fmt: skip
+        run_experiment(_config_for(data, out, tiny_checkpoint), progress=False, resume=True)
+    run_experiment(_config_for(data, out, tiny_checkpoint), progress=False, force=True)
+    parts = json.loads((out / "splits.json").read_text())["splits"]
+    assert len({part for part, part_ids in parts.items() for i in part_ids if i in together}) == 1, parts
 
 
 def test_a_split_file_whose_ids_change_order_is_another_split(phantoms, tiny_checkpoint, tmp_path):

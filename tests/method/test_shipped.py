@@ -112,6 +112,16 @@ def test_resolve_takes_a_name_a_file_or_the_default(fake_registry, tmp_path):
     own = save_regressor(regressor_with_statistics(), tmp_path / "own" / "mine.pt", {"structure": "heart"})
     assert shipped.resolve_regressor(str(own), "litemedsam", "box", "heart")[2] is None
     assert shipped.resolve_regressor(fake_registry["heart"].path, "x", "box", "y")[2].name == "toy_heart"
+    # a byte copy beside the user's project is the shipped regressor too; one changed byte is the user's own file
+    copy = tmp_path / "project" / "heart.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(fake_registry["heart"].path.read_bytes())
+    assert shipped.resolve_regressor(str(copy), "x", "box", "y")[2].name == "toy_heart"
+    assert shipped.shipped_for_file(copy).name == "toy_heart"
+    changed = bytearray(fake_registry["heart"].path.read_bytes())
+    changed[len(changed) // 2] ^= 0xFF
+    copy.write_bytes(bytes(changed))
+    assert shipped.shipped_for_file(copy) is None
 
 
 def test_the_conformal_half_width_is_the_quantile_of_the_absolute_residuals():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -169,7 +170,8 @@ def _patient_like(columns: list[str], rows: list[dict[str, str]]) -> list[str]:
     found = []
     for column in columns:
         key = _subject_column_key(column)
-        named = key in _PATIENT_LIKE_KEYS or any(w in key for w in ("patient", "subject", "participant"))
+        person = any(key.startswith(w) for w in ("patient", "subject", "participant"))
+        named = key in _PATIENT_LIKE_KEYS or (person and key.endswith(("id", "number", "no", "num", "code")))
         values = [(row.get(column) or "").strip() for row in rows]
         if column != "id" and named and all(values) and len(set(values)) < len(values):
             found.append(column)
@@ -338,7 +340,8 @@ def validate_folder(
         for image_id in sorted(set(files) - set(manifest)):
             problems.append(f"images/{files[image_id].name}: not listed in {MANIFEST}.")
     report.ids = ids
-    report.subjects = {i: (manifest or {}).get(i, i) for i in ids}
+    # "José" typed on two machines (NFC and NFD) is one patient
+    report.subjects = {i: unicodedata.normalize("NFC", (manifest or {}).get(i, i)) for i in ids}
     twins = _case_twins(report.subjects.values()) if manifest is not None else []
     if twins:  # kept apart: ids are compared as written, so these two subjects may land in different splits
         more = f" (and {len(twins) - 1} more such pair(s))" if len(twins) > 1 else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,7 +26,7 @@ import numpy as np
 
 from sampot_lib.data.copies import identical_images
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.errors import SampotError
+from sampot_lib.errors import SampotError, SampotWarning
 from sampot_lib.experiment.cleanup import remove_stages, with_dependents
 from sampot_lib.experiment.config import ExperimentConfig, comparable_settings, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, Workers
@@ -46,7 +47,7 @@ from sampot_lib.files import sha256_file, write_bytes
 from sampot_lib.method.evolve import measure_prompt
 from sampot_lib.method.prompts import Prompt
 from sampot_lib.method.regressor import SegmentationRegressor, load_regressor, save_regressor
-from sampot_lib.method.regressor_origin import check_regressor, describe_origin
+from sampot_lib.method.regressor_origin import check_regressor, describe_origin, learned_image_files
 from sampot_lib.method.regressor_training import RegressorData, fit_regressor, predict_dice
 from sampot_lib.method.scoring import RegressorScorer, choose_blend_weight
 from sampot_lib.method.synth import user_prompt_for
@@ -113,9 +114,12 @@ def open_run(
         _refuse_shared_images(splits, dataset)
     if config.regressor is not None and "test" in parts:  # the test stage checks it again, with the model's settings
         _, meta = load_regressor(config.regressor)
-        test = {"test_masks": mask_hashes(dataset, splits["test"], config.structure),
-                "test_images": image_hashes(dataset, splits["test"])}  # fmt: skip
-        check_regressor(meta, test, allow_foreign=config.allow_foreign_regressor)
+        images, masks = image_hashes(dataset, splits["test"]), mask_hashes(dataset, splits["test"], config.structure)
+        check_regressor(
+            meta, {"test_masks": masks, "test_images": images}, allow_foreign=config.allow_foreign_regressor
+        )
+        for note in learned_image_files(meta, images, masks, allow_foreign=config.allow_foreign_regressor):
+            warnings.warn(note, SampotWarning, stacklevel=2)
     return folder, dataset
 
 

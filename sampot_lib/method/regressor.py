@@ -168,6 +168,9 @@ def load_regressor(
         inside = path / "regressor.pt"
         hint = f"give the file, e.g. --regressor {inside}" if inside.is_file() else f"give a file, or {retrain}"
         raise SampotError(f"regressor {path} is a folder, not a file; {hint}.")
+    if path.exists() and not path.is_file():
+        raise SampotError(f"regressor {path} is not a regular file (a device, a pipe or a socket); give the "
+                          f"regressor's file, or {retrain}.")  # fmt: skip
     if not path.is_file():
         raise SampotError(f"regressor file {path} does not exist; check the path, or {retrain}.")
     try:

@@ -161,6 +161,32 @@ def calibration_seen(
     return [(image_id, seen[digest]) for image_id, digest in sorted(images.items()) if digest in seen]
 
 
+def learned_image_files(
+    meta: dict[str, Any], images: dict[str, str], masks: dict[str, str], allow_foreign: bool = False
+) -> list[str]:
+    """Check that no test image (``images`` {id: image sha256}, ``masks`` {id: mask sha256}) is an image file the
+    regressor learned from under another mask (a second reader's outline): its training, validation or calibration
+    images, by file alone. The same file with the same mask is :func:`check_regressor`'s to refuse or note.
+
+    Returns:
+        [] or, with ``allow_foreign``, the warning.
+
+    Raises:
+        SampotError: Such an image, naming it (unless ``allow_foreign``).
+    """
+    same_mask = {i for i, _ in trained_on(meta, masks, images) + calibration_seen(meta, images, masks)}
+    twins = [p for p in images_seen(meta, images) + calibration_seen(meta, images) if p[0] not in same_mask]
+    if not twins:
+        return []
+    text = (f"{len(twins)} test image(s) are the same image file as one it learned from (under another mask): "
+            f"{_named(twins)}")  # fmt: skip
+    if allow_foreign:
+        return [f"foreign regressor: {text}"]
+    raise SampotError(f"the regressor cannot be evaluated here: {text}; it would be measured on X-rays it learned "
+                      "from. Give such copies one subject in the data set's manifest.csv and split again, remove "
+                      "them, or use a regressor trained on other images.")  # fmt: skip
+
+
 def calibration_checked(meta: dict[str, Any]) -> set[str]:
     """The calibration images (keys of the record's ``calibration_masks``) that were only held out to check a
     calibration, never fitted on: its ``calibration_checks``, or for a record without them the ``check_ids`` of its

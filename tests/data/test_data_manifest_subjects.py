@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import unicodedata
 import warnings
 
 import pytest
@@ -132,3 +133,36 @@ def test_a_column_that_reads_like_a_patient_key_but_is_not_read_as_one_is_noted(
     for folder in (root, root2):
         assert run_cli("data", "check", str(folder), "--quiet") == 0
         assert "repeats its values" not in capsys.readouterr().out
+
+
+def test_subjects_that_differ_only_in_unicode_form_are_one_patient(tmp_path):
+    composed, decomposed = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    root = _with_manifest(tmp_path / "d", "id,subject,view", [composed, decomposed, "Ana", "Ana", "Bo", "Bo"])
+    assert FolderDataset(root).subjects == sorted([composed, "Ana", "Bo"])
+
+
+@pytest.mark.parametrize("column", ["PatientSex", "PatientAge", "subject_group"])
+def test_a_column_about_the_patient_that_is_no_key_is_not_noted(tmp_path, capsys, column):
+    root = _with_manifest(tmp_path / "d", f"id,{column},view", ["M", "F"] * 6)
+    assert run_cli("data", "check", str(root), "--quiet") == 0
+    assert "repeats its values" not in capsys.readouterr().out
+
+
+def test_a_given_regressor_is_not_tested_on_a_copy_of_an_image_it_learned_from_under_another_mask(tmp_path, capsys):
+    from conftest import run_command
+
+    from sampot_lib.files import sha256_file
+    from sampot_lib.method.regressor import SegmentationRegressor, save_regressor
+
+    root = make_folder(tmp_path / "d", n=12, h=64, w=64)
+    (root / "images" / "im11.png").write_bytes((root / "images" / "im1.png").read_bytes())  # its own mask differs
+    image = sha256_file(root / "images" / "im1.png")
+    for key in ("train_images", "calibration_images"):  # trained on it, or calibrated on it
+        regressor = save_regressor(SegmentationRegressor(32), tmp_path / f"{key}.pt", {
+            "model": "sam_nano", "structure": "left_lung", key: {"im1": image}})  # fmt: skip
+        split = _split_file(tmp_path / "s.json", {"train": [0, 2, 3], "val": [4, 5], "test": [6, 7, 8, 9, 10, 11]})
+        argv = ["run", root, "--split-file", split, "--regressor", regressor, "--model", "sam_nano"]
+        rc, _, err = run_command([*argv, "--out", tmp_path / "run"], capsys)
+        assert rc == 2 and "1 test image(s) are the same image file as one it learned from (under another mask): " \
+                           "im11 (= its im1)" in err, err  # fmt: skip
+        assert not (tmp_path / "run").exists()

@@ -1,5 +1,6 @@
 """The regressor learns Dice; evolution raises its score; safeguards hold; bad input is refused."""
 
+import os
 import re
 import warnings
 
@@ -146,6 +147,10 @@ def test_save_load_round_trip_and_size_check(tmp_path, trained):
 def test_bad_regressor_files_and_inputs(tmp_path):
     with pytest.raises(SampotError, match="does not exist"):
         load_regressor(tmp_path / "missing.pt")
+    if hasattr(os, "mkfifo"):  # named as what it is, and never opened (reading it would wait for a writer)
+        os.mkfifo(tmp_path / "pipe.pt")
+        with pytest.raises(SampotError, match=r"pipe.pt is not a regular file \(a device, a pipe or a socket\)"):
+            load_regressor(tmp_path / "pipe.pt")
     for not_a_path in (None, 3, " "):
         with pytest.raises(SampotError, match="the regressor must be given as a file path"):
             load_regressor(not_a_path)

@@ -9,10 +9,10 @@ from pathlib import Path
 from sampot_lib.files import sha256_file
 
 
-def identical_images(paths: dict[str, Path], subject_of: dict[str, str] | None = None) -> list[list[str]]:
-    """The groups of ids (each sorted, two or more) whose image files ({id: file}) are byte-identical: the same X-ray
-    under several ids, which a split may put in training and in test. With ``subject_of``, only groups that span
-    several subjects (one subject's copies always share a part)."""
+def identical_files(paths: dict[str, Path], subject_of: dict[str, str] | None = None) -> list[list[str]]:
+    """The groups of ids (each sorted, two or more) whose files ({id: file}) are byte-identical: for images, the same
+    X-ray under several ids, which a split may put in training and in test. With ``subject_of``, only groups that
+    span several subjects (one subject's copies always share a part)."""
     by_hash: dict[str, list[str]] = {}
     for image_id in sorted(paths):
         by_hash.setdefault(sha256_file(paths[image_id]), []).append(image_id)
@@ -22,12 +22,8 @@ def identical_images(paths: dict[str, Path], subject_of: dict[str, str] | None =
 
 def identical_masks_note(masks_dir: Path, structure: str, ids: Iterable[str]) -> str | None:
     """A note naming masks of one structure that are byte-identical files, or None."""
-    by_hash: dict[str, list[str]] = {}
-    for image_id in ids:
-        mpath = masks_dir / structure / f"{image_id}.png"
-        if mpath.is_file():
-            by_hash.setdefault(sha256_file(mpath), []).append(mpath.name)
-    groups = [names for names in by_hash.values() if len(names) > 1]
+    paths = {i: masks_dir / structure / f"{i}.png" for i in ids}
+    groups = [[f"{i}.png" for i in g] for g in identical_files({i: p for i, p in paths.items() if p.is_file()})]
     if not groups:
         return None
     shown = "; ".join(" = ".join(g[:3]) + (f" (+{len(g) - 3})" if len(g) > 3 else "") for g in groups[:3])

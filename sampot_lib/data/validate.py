@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sampot_lib.data.copies import identical_images, identical_masks_note
+from sampot_lib.data.copies import identical_files, identical_masks_note
 from sampot_lib.data.io import (
     IMAGE_SUFFIXES,
     has_outside_ring,
@@ -422,7 +422,7 @@ def validate_folder(
                         "is it inverted (structure black, background white)?"
                     )
     if check_contents:
-        copies = identical_images({i: files[i] for i in ids}, report.subjects)
+        copies = identical_files({i: files[i] for i in ids}, report.subjects)
         if copies:
             shown = "; ".join(" = ".join(g) for g in copies[:3]) + (
                 f" and {len(copies) - 3} more" if len(copies) > 3 else ""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from sampot_lib.data.copies import identical_images
+from sampot_lib.data.copies import identical_files
 from sampot_lib.data.folder import FolderDataset
-from sampot_lib.errors import SampotError, SampotWarning
+from sampot_lib.errors import SampotError
 from sampot_lib.experiment.cleanup import remove_stages, with_dependents
 from sampot_lib.experiment.config import ExperimentConfig, comparable_settings, settings_hash, stage_settings
 from sampot_lib.experiment.parallel import DatasetRef, ModelRef, RegressorRef, Workers
@@ -47,7 +46,7 @@ from sampot_lib.files import sha256_file, write_bytes
 from sampot_lib.method.evolve import measure_prompt
 from sampot_lib.method.prompts import Prompt
 from sampot_lib.method.regressor import SegmentationRegressor, load_regressor, save_regressor
-from sampot_lib.method.regressor_origin import check_regressor, describe_origin, learned_image_files
+from sampot_lib.method.regressor_origin import check_regressor, describe_origin
 from sampot_lib.method.regressor_training import RegressorData, fit_regressor, predict_dice
 from sampot_lib.method.scoring import RegressorScorer, choose_blend_weight
 from sampot_lib.method.synth import user_prompt_for
@@ -114,18 +113,15 @@ def open_run(
         _refuse_shared_images(splits, dataset)
     if config.regressor is not None and "test" in parts:  # the test stage checks it again, with the model's settings
         _, meta = load_regressor(config.regressor)
-        images, masks = image_hashes(dataset, splits["test"]), mask_hashes(dataset, splits["test"], config.structure)
-        check_regressor(
-            meta, {"test_masks": masks, "test_images": images}, allow_foreign=config.allow_foreign_regressor
-        )
-        for note in learned_image_files(meta, images, masks, allow_foreign=config.allow_foreign_regressor):
-            warnings.warn(note, SampotWarning, stacklevel=2)
+        test = {"test_masks": mask_hashes(dataset, splits["test"], config.structure),
+                "test_images": image_hashes(dataset, splits["test"])}  # fmt: skip
+        check_regressor(meta, test, allow_foreign=config.allow_foreign_regressor)
     return folder, dataset
 
 
 def _refuse_shared_images(splits: dict[str, list[str]], dataset: FolderDataset) -> None:
     part_of = {i: part for part, ids in splits.items() for i in ids}
-    for ids in identical_images({i: dataset.image_path(i) for i in part_of}):
+    for ids in identical_files({i: dataset.image_path(i) for i in part_of}):
         if len({part_of[i] for i in ids}) > 1:
             where = ", ".join(f"{i} ({part_of[i]})" for i in ids)
             raise SampotError(f"the same image file is in two parts of the split: {where}; the regressor would be "

@@ -35,9 +35,10 @@ def check_regressor(
 ) -> list[str]:
     """Check that a regressor learned from what it is about to score; return warnings, raise on a mismatch.
 
-    An image counts as seen when its mask file is, and its image file too where both records hold image hashes
-    (``train_images``, ``val_images``, ``calibration_images``): identical masks of different images are not a leak. A
-    setting the record lacks (a file from an older sampot) gives a warning, never an error.
+    An image counts as seen when its image file is, whatever its mask (a second reader's outline of the same X-ray),
+    or, where the records hold no image hashes (``train_images``, ``val_images``, ``calibration_images``), when its
+    mask file is: identical masks of different images are not a leak. A setting the record lacks (a file from an
+    older sampot) gives a warning, never an error.
 
     Args:
         meta: The regressor's record (:func:`~sampot_lib.method.regressor.load_regressor`'s second value; written by
@@ -92,7 +93,15 @@ def check_regressor(
         if "train_masks" not in meta and not meta.get("val_masks"):
             warnings.append("the regressor records no training images (a file from an older sampot?): whether the "
                             "test images were among them is not checked")  # fmt: skip
+        images = expected.get("test_images") or {}
+        labelled = same_labelled(
+            test, expected.get("test_images"), meta.get("calibration_masks", {}), meta.get("calibration_images", {})
+        )
         leaked = trained_on(meta, test, expected.get("test_images"))
+        # the same image file under another mask (a second reader's outline) is a leak too
+        exact = {i for i, _ in leaked + labelled}
+        leaked += [p for p in images_seen(meta, images) if p[0] not in exact]
+        labelled += [p for p in calibration_seen(meta, images) if p[0] not in exact]
         if leaked:
             text = f"{len(leaked)} test image(s) were among its training or validation images: {_named(leaked)}"
             if meta.get("shipped"):  # a shipped regressor's training images are never a test, foreign or not
@@ -102,9 +111,6 @@ def check_regressor(
                     + UNMEASURED_ADVICE
                 )
             problems.append(text)
-        labelled = same_labelled(
-            test, expected.get("test_images"), meta.get("calibration_masks", {}), meta.get("calibration_images", {})
-        )
         if labelled:
             where = meta.get("calibrated_on", {}).get("data", "an unrecorded data set")
             refused.append(f"{len(labelled)} test image(s) were among the labelled images it was calibrated on "
@@ -159,32 +165,6 @@ def calibration_seen(
     for seen_id, digest in meta.get("calibration_images", {}).items():
         seen.setdefault(digest, seen_id)
     return [(image_id, seen[digest]) for image_id, digest in sorted(images.items()) if digest in seen]
-
-
-def learned_image_files(
-    meta: dict[str, Any], images: dict[str, str], masks: dict[str, str], allow_foreign: bool = False
-) -> list[str]:
-    """Check that no test image (``images`` {id: image sha256}, ``masks`` {id: mask sha256}) is an image file the
-    regressor learned from under another mask (a second reader's outline): its training, validation or calibration
-    images, by file alone. The same file with the same mask is :func:`check_regressor`'s to refuse or note.
-
-    Returns:
-        [] or, with ``allow_foreign``, the warning.
-
-    Raises:
-        SampotError: Such an image, naming it (unless ``allow_foreign``).
-    """
-    same_mask = {i for i, _ in trained_on(meta, masks, images) + calibration_seen(meta, images, masks)}
-    twins = [p for p in images_seen(meta, images) + calibration_seen(meta, images) if p[0] not in same_mask]
-    if not twins:
-        return []
-    text = (f"{len(twins)} test image(s) are the same image file as one it learned from (under another mask): "
-            f"{_named(twins)}")  # fmt: skip
-    if allow_foreign:
-        return [f"foreign regressor: {text}"]
-    raise SampotError(f"the regressor cannot be evaluated here: {text}; it would be measured on X-rays it learned "
-                      "from. Give such copies one subject in the data set's manifest.csv and split again, remove "
-                      "them, or use a regressor trained on other images.")  # fmt: skip
 
 
 def calibration_checked(meta: dict[str, Any]) -> set[str]:

@@ -64,6 +64,18 @@ def test_images_with_the_ids_of_its_training_images_but_other_pixels_are_warned_
     assert len(notes) == 1 and "among the regressor's training or validation images (JPCLN001)" in notes[0]
 
 
+def test_a_test_image_that_is_a_training_image_under_another_mask_is_a_leak_and_recorded_when_allowed():
+    copy = {"test_masks": {"copy": "another reader's mask"}, "test_images": {"copy": "i1"}}  # JPCLN001's file
+    with pytest.raises(SampotError, match=r"1 test image\(s\) were among its training or validation images: copy "
+                                          r"\(= its JPCLN001\)"):  # fmt: skip
+        check_regressor(_record(), copy)
+    assert check_regressor(_record(), copy, allow_foreign=True) == [
+        "foreign regressor: 1 test image(s) were among its training or validation images: copy (= its JPCLN001)"
+    ]
+    # the same mask file on another X-ray is not
+    assert check_regressor(_record(), {"test_masks": {"x": "m1"}, "test_images": {"x": "other image"}}) == []
+
+
 def test_an_image_held_out_to_check_a_calibration_is_not_named_as_learned():
     labelled = {"calibration_masks": {"phantom_0003": "m3", "phantom_0004": "m4"},
                 "calibration_images": {"phantom_0003": "i3", "phantom_0004": "i4"}}  # fmt: skip
